@@ -1,0 +1,286 @@
+//! Attention layers: diffusers' `Attention` (self and cross), the GEGLU feed-forward,
+//! `BasicTransformerBlock` and `Transformer2DModel`.
+//!
+//! Ports [`models/attention_processor.py`](https://github.com/huggingface/diffusers/blob/dbbfe89b9297c416ad1037e80f13e3fa7a7f8d34/src/diffusers/models/attention_processor.py)
+//! (default processor), [`models/attention.py`](https://github.com/huggingface/diffusers/blob/dbbfe89b9297c416ad1037e80f13e3fa7a7f8d34/src/diffusers/models/attention.py)
+//! and [`transformers/transformer_2d.py`](https://github.com/huggingface/diffusers/blob/dbbfe89b9297c416ad1037e80f13e3fa7a7f8d34/src/diffusers/models/transformers/transformer_2d.py)
+//! for SD1.x: 1x1-conv `proj_in`/`proj_out`, one transformer block, GEGLU.
+
+use burn::nn::conv::Conv2d;
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
+use burn::prelude::*;
+use burn::tensor::activation::gelu;
+
+use crate::hook::{Controller, Site};
+use crate::ops::multi_head_attention;
+use crate::resnet::conv1x1;
+
+/// Shape of one attention layer.
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// Width of the queries (and of the output).
+    pub query_dim: usize,
+    /// Width of the keys/values' source; `None` for self-attention.
+    pub cross_attention_dim: Option<usize>,
+    /// Number of heads.
+    pub heads: usize,
+    /// Width of one head.
+    pub dim_head: usize,
+    /// Whether q/k/v projections have a bias (the VAE's do, the U-Net's don't).
+    #[config(default = false)]
+    pub qkv_bias: bool,
+    /// GroupNorm groups applied to a `[B, C, H, W]` input first (the VAE's mid block).
+    pub norm_groups: Option<usize>,
+    /// Epsilon of that GroupNorm.
+    #[config(default = 1e-6)]
+    pub norm_eps: f64,
+}
+
+/// Multi-head attention with diffusers' parameter names.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Optional GroupNorm on spatial input (VAE).
+    pub group_norm: Option<GroupNorm>,
+    /// Query projection.
+    pub to_q: Linear,
+    /// Key projection.
+    pub to_k: Linear,
+    /// Value projection.
+    pub to_v: Linear,
+    /// Output projection (diffusers' `to_out.0`; `to_out.1` is dropout).
+    pub to_out: Vec<Linear>,
+    /// Number of heads.
+    pub heads: usize,
+}
+
+impl AttentionConfig {
+    /// Builds the layer with uninitialised weights, to be loaded.
+    pub fn init(&self, device: &Device) -> Attention {
+        let inner = self.heads * self.dim_head;
+        let kv_dim = self.cross_attention_dim.unwrap_or(self.query_dim);
+        let proj = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
+        Attention {
+            group_norm: self.norm_groups.map(|g| {
+                GroupNormConfig::new(g, self.query_dim)
+                    .with_epsilon(self.norm_eps)
+                    .init(device)
+            }),
+            to_q: proj(self.query_dim, inner, self.qkv_bias),
+            to_k: proj(kv_dim, inner, self.qkv_bias),
+            to_v: proj(kv_dim, inner, self.qkv_bias),
+            to_out: vec![proj(inner, self.query_dim, true)],
+            heads: self.heads,
+        }
+    }
+}
+
+impl Attention {
+    /// Attention of `x` over `context` (or over itself when `None`). `hook` is called with
+    /// the projected q and k of a self-attention layer.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, tokens, query_dim]`
+    /// - `context`: `[batch, context_tokens, cross_attention_dim]`
+    /// - output: `[batch, tokens, query_dim]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        context: Option<Tensor<3>>,
+        hook: Option<(Site, &mut dyn Controller)>,
+    ) -> Tensor<3> {
+        let kv_source = context.unwrap_or_else(|| x.clone());
+        let mut q = self.to_q.forward(x);
+        let mut k = self.to_k.forward(kv_source.clone());
+        let v = self.to_v.forward(kv_source);
+        if let Some((site, ctrl)) = hook {
+            (q, k) = ctrl.self_attn(site, q, k);
+        }
+        let out = multi_head_attention(q, k, v, self.heads, false);
+        self.to_out[0].forward(out)
+    }
+
+    /// The VAE's spatial self-attention: GroupNorm, single-head attention over all pixels,
+    /// output projection, residual.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels, height, width]`; output: the same.
+    pub fn forward_spatial(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let normed = match &self.group_norm {
+            Some(norm) => norm.forward(x.clone()),
+            None => x.clone(),
+        };
+        let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);
+        let out = self.forward(tokens, None, None);
+        x + out.swap_dims(1, 2).reshape([b, c, h, w])
+    }
+}
+
+/// GEGLU feed-forward: `net.0.proj` to twice the inner width, `h * gelu(gate)`, `net.2`.
+#[derive(Module, Debug)]
+pub struct GegluProj {
+    /// The projection to `2 * inner` (hidden and gate halves).
+    pub proj: Linear,
+}
+
+/// One element of diffusers' `FeedForward.net`, kept at its index so the keys match.
+#[derive(Module, Debug)]
+pub enum FeedForwardLayer {
+    /// `net.0`: the GEGLU projection.
+    Geglu(GegluProj),
+    /// `net.1`: dropout, inert at inference and without weights.
+    Dropout(Dropout),
+    /// `net.2`: the output projection.
+    Out(Linear),
+}
+
+/// diffusers' `FeedForward` with `activation_fn="geglu"`, `mult=4`.
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    /// GEGLU, dropout, output projection.
+    pub net: Vec<FeedForwardLayer>,
+}
+
+impl FeedForward {
+    fn new(dim: usize, device: &Device) -> Self {
+        let inner = 4 * dim;
+        Self {
+            net: vec![
+                FeedForwardLayer::Geglu(GegluProj {
+                    proj: LinearConfig::new(dim, 2 * inner).init(device),
+                }),
+                FeedForwardLayer::Dropout(DropoutConfig::new(0.0).init()),
+                FeedForwardLayer::Out(LinearConfig::new(inner, dim).init(device)),
+            ],
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, tokens, dim]`; output: the same.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.net.iter().fold(x, |x, layer| match layer {
+            FeedForwardLayer::Geglu(g) => {
+                let mut halves = g.proj.forward(x).chunk(2, 2).into_iter();
+                let (hidden, gate) = (halves.next().unwrap(), halves.next().unwrap());
+                hidden * gelu(gate)
+            }
+            FeedForwardLayer::Dropout(_) => x,
+            FeedForwardLayer::Out(linear) => linear.forward(x),
+        })
+    }
+}
+
+/// diffusers' `BasicTransformerBlock`: self-attention, cross-attention, feed-forward, each
+/// after a LayerNorm and with a residual.
+#[derive(Module, Debug)]
+pub struct BasicTransformerBlock {
+    /// LayerNorm before self-attention.
+    pub norm1: LayerNorm,
+    /// Self-attention (Ditail's q/k site).
+    pub attn1: Attention,
+    /// LayerNorm before cross-attention.
+    pub norm2: LayerNorm,
+    /// Cross-attention over the text embedding.
+    pub attn2: Attention,
+    /// LayerNorm before the feed-forward.
+    pub norm3: LayerNorm,
+    /// GEGLU feed-forward.
+    pub ff: FeedForward,
+}
+
+impl BasicTransformerBlock {
+    fn new(dim: usize, heads: usize, cross_dim: usize, device: &Device) -> Self {
+        let ln = || LayerNormConfig::new(dim).init(device);
+        let attn = |cross| AttentionConfig::new(dim, cross, heads, dim / heads).init(device);
+        Self {
+            norm1: ln(),
+            attn1: attn(None),
+            norm2: ln(),
+            attn2: attn(Some(cross_dim)),
+            norm3: ln(),
+            ff: FeedForward::new(dim, device),
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, tokens, dim]`, `context`: `[batch, 77, cross_dim]`; output: like `x`.
+    pub fn forward(&self, x: Tensor<3>, context: Tensor<3>, hook: (Site, &mut dyn Controller)) -> Tensor<3> {
+        let x = x.clone() + self.attn1.forward(self.norm1.forward(x), None, Some(hook));
+        let x = x.clone() + self.attn2.forward(self.norm2.forward(x), Some(context), None);
+        x.clone() + self.ff.forward(self.norm3.forward(x))
+    }
+}
+
+/// Shape of one `Transformer2DModel`.
+#[derive(Config, Debug)]
+pub struct Transformer2dConfig {
+    /// Channels of the feature map (= heads * head width in SD1.x).
+    pub channels: usize,
+    /// Number of heads.
+    pub heads: usize,
+    /// Width of the text embedding.
+    pub cross_attention_dim: usize,
+    /// GroupNorm groups of the input norm.
+    pub norm_groups: usize,
+    /// Number of transformer blocks (SD1.x: 1).
+    #[config(default = 1)]
+    pub layers: usize,
+}
+
+/// diffusers' `Transformer2DModel` with 1x1-conv projections (`use_linear_projection=false`).
+#[derive(Module, Debug)]
+pub struct Transformer2dModel {
+    /// GroupNorm of the input (eps 1e-6).
+    pub norm: GroupNorm,
+    /// 1x1 convolution into the transformer width.
+    pub proj_in: Conv2d,
+    /// The transformer blocks.
+    pub transformer_blocks: Vec<BasicTransformerBlock>,
+    /// 1x1 convolution back to the feature map's channels.
+    pub proj_out: Conv2d,
+}
+
+impl Transformer2dConfig {
+    /// Builds the layer with uninitialised weights, to be loaded.
+    pub fn init(&self, device: &Device) -> Transformer2dModel {
+        let c = self.channels;
+        Transformer2dModel {
+            norm: GroupNormConfig::new(self.norm_groups, c)
+                .with_epsilon(1e-6)
+                .init(device),
+            proj_in: conv1x1([c, c], device),
+            transformer_blocks: (0..self.layers)
+                .map(|_| BasicTransformerBlock::new(c, self.heads, self.cross_attention_dim, device))
+                .collect(),
+            proj_out: conv1x1([c, c], device),
+        }
+    }
+}
+
+impl Transformer2dModel {
+    /// Runs the transformer over the feature map; `site` tags the self-attention of every
+    /// block for the controller.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels, height, width]`, `context`: `[batch, 77, cross_dim]`
+    /// - output: `[batch, channels, height, width]`
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        context: Tensor<3>,
+        site: Site,
+        ctrl: &mut dyn Controller,
+    ) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let y = self.proj_in.forward(self.norm.forward(x.clone()));
+        let mut y = y.reshape([b, c, h * w]).swap_dims(1, 2);
+        for block in &self.transformer_blocks {
+            y = block.forward(y, context.clone(), (site, &mut *ctrl));
+        }
+        let y = y.swap_dims(1, 2).reshape([b, c, h, w]);
+        self.proj_out.forward(y) + x
+    }
+}

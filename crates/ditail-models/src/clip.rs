@@ -1,0 +1,283 @@
+//! The CLIP text encoder of SD1.x (`CLIPTextModel`, the ViT-L/14 text tower).
+//!
+//! Ports transformers' [`models/clip/modeling_clip.py`](https://github.com/huggingface/transformers/blob/679021a6b0ded09d623a96e2bd2f822c5a548872/src/transformers/models/clip/modeling_clip.py):
+//! token + position embeddings, pre-norm transformer layers with causal self-attention and
+//! quick-GELU MLPs, final layer norm. Field names are the transformers keys.
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::module::embedding;
+use serde_json::Value;
+
+use crate::error::{ModelError, Result};
+use crate::json::JsonConfig;
+use crate::ops::multi_head_attention;
+
+/// Rows per chunk of the token-embedding table.
+///
+/// SD's table is 49408x768 f32 (152 MB), larger than the 128 MiB one buffer may hold on
+/// WebGPU-limited adapters, so it is stored in chunks of at most 16384 rows (48 MiB).
+pub const EMBEDDING_CHUNK_ROWS: usize = 16384;
+
+/// Configuration of the text encoder; field names follow transformers' `config.json`.
+#[derive(Config, Debug)]
+pub struct ClipTextConfig {
+    /// Vocabulary size (49408 for CLIP's BPE).
+    #[config(default = 49408)]
+    pub vocab_size: usize,
+    /// Width of the transformer.
+    #[config(default = 768)]
+    pub hidden_size: usize,
+    /// Width of the MLPs.
+    #[config(default = 3072)]
+    pub intermediate_size: usize,
+    /// Number of transformer layers.
+    #[config(default = 12)]
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    #[config(default = 12)]
+    pub num_attention_heads: usize,
+    /// Length of the position table (the prompt length, 77).
+    #[config(default = 77)]
+    pub max_position_embeddings: usize,
+    /// LayerNorm epsilon.
+    #[config(default = 1e-5)]
+    pub layer_norm_eps: f64,
+}
+
+impl ClipTextConfig {
+    /// SD1.x's text encoder, OpenAI CLIP ViT-L/14
+    /// ([`text_encoder/config.json`](https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/blob/main/text_encoder/config.json)).
+    pub fn sd15() -> Self {
+        Self::new()
+    }
+
+    /// Reads a transformers `text_encoder/config.json`.
+    pub fn from_json_file(path: &Path) -> Result<Self> {
+        Self::from_json(&JsonConfig::read(path)?)
+    }
+
+    /// See [`ClipTextConfig::from_json_file`].
+    pub fn from_json(j: &JsonConfig) -> Result<Self> {
+        j.expect("hidden_act", Value::from("quick_gelu"))?;
+        let c = Self::new()
+            .with_vocab_size(j.get("vocab_size", 49408)?)
+            .with_hidden_size(j.get("hidden_size", 768)?)
+            .with_intermediate_size(j.get("intermediate_size", 3072)?)
+            .with_num_hidden_layers(j.get("num_hidden_layers", 12)?)
+            .with_num_attention_heads(j.get("num_attention_heads", 12)?)
+            .with_max_position_embeddings(j.get("max_position_embeddings", 77)?)
+            .with_layer_norm_eps(j.get("layer_norm_eps", 1e-5)?);
+        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 || c.num_hidden_layers == 0 {
+            return Err(j.error(format!(
+                "hidden_size {} must be divisible by num_attention_heads {}, with at least one layer",
+                c.hidden_size, c.num_attention_heads
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Builds the encoder with uninitialised weights, to be loaded.
+    pub fn init(&self, device: &Device) -> ClipTextModel {
+        let d = self.hidden_size;
+        let ln = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps).init(device);
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let chunks = self.vocab_size.div_ceil(EMBEDDING_CHUNK_ROWS);
+        let token_embedding = TokenEmbedding {
+            weight: (0..chunks)
+                .map(|c| {
+                    let rows = EMBEDDING_CHUNK_ROWS.min(self.vocab_size - c * EMBEDDING_CHUNK_ROWS);
+                    Initializer::Zeros.init([rows, d], device)
+                })
+                .collect(),
+        };
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| ClipEncoderLayer {
+                self_attn: ClipAttention {
+                    q_proj: linear(d, d),
+                    k_proj: linear(d, d),
+                    v_proj: linear(d, d),
+                    out_proj: linear(d, d),
+                    heads: self.num_attention_heads,
+                },
+                layer_norm1: ln(),
+                mlp: ClipMlp {
+                    fc1: linear(d, self.intermediate_size),
+                    fc2: linear(self.intermediate_size, d),
+                },
+                layer_norm2: ln(),
+            })
+            .collect();
+        ClipTextModel {
+            text_model: ClipTextTransformer {
+                embeddings: ClipTextEmbeddings {
+                    token_embedding,
+                    position_embedding: burn::nn::EmbeddingConfig::new(self.max_position_embeddings, d).init(device),
+                },
+                encoder: ClipEncoder { layers },
+                final_layer_norm: ln(),
+            },
+        }
+    }
+}
+
+/// The token-embedding table, stored as row chunks (`weight.0`, `weight.1`, ...) of at
+/// most [`EMBEDDING_CHUNK_ROWS`] rows; the loader splits the file's single `weight`.
+#[derive(Module, Debug)]
+pub struct TokenEmbedding {
+    /// The table's row chunks, in order.
+    pub weight: Vec<Param<Tensor<2>>>,
+}
+
+impl TokenEmbedding {
+    /// Looks up token ids across the chunks.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, tokens]`; output: `[batch, tokens, hidden]`.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        if let [only] = self.weight.as_slice() {
+            return embedding(only.val(), ids);
+        }
+        let mut offset = 0i64;
+        let mut out: Option<Tensor<3>> = None;
+        for chunk in &self.weight {
+            let rows = chunk.val().dims()[0] as i64;
+            let local = ids.clone() - offset;
+            let inside = local.clone().greater_equal_elem(0).bool_and(local.clone().lower_elem(rows));
+            let picked = embedding(chunk.val(), local.clamp(0, rows - 1));
+            let picked = picked * inside.float().unsqueeze_dim::<3>(2);
+            out = Some(match out {
+                Some(acc) => acc + picked,
+                None => picked,
+            });
+            offset += rows;
+        }
+        out.expect("a token embedding has at least one chunk")
+    }
+}
+
+/// `CLIPTextEmbeddings`.
+#[derive(Module, Debug)]
+pub struct ClipTextEmbeddings {
+    /// Token table.
+    pub token_embedding: TokenEmbedding,
+    /// Learned position table.
+    pub position_embedding: burn::nn::Embedding,
+}
+
+/// `CLIPAttention`: causal multi-head self-attention.
+#[derive(Module, Debug)]
+pub struct ClipAttention {
+    /// Query projection.
+    pub q_proj: Linear,
+    /// Key projection.
+    pub k_proj: Linear,
+    /// Value projection.
+    pub v_proj: Linear,
+    /// Output projection.
+    pub out_proj: Linear,
+    /// Number of heads.
+    pub heads: usize,
+}
+
+/// `CLIPMLP` with quick-GELU.
+#[derive(Module, Debug)]
+pub struct ClipMlp {
+    /// Up projection.
+    pub fc1: Linear,
+    /// Down projection.
+    pub fc2: Linear,
+}
+
+/// `CLIPEncoderLayer`: pre-norm attention and MLP, each with a residual.
+#[derive(Module, Debug)]
+pub struct ClipEncoderLayer {
+    /// Self-attention.
+    pub self_attn: ClipAttention,
+    /// Norm before attention.
+    pub layer_norm1: LayerNorm,
+    /// MLP.
+    pub mlp: ClipMlp,
+    /// Norm before the MLP.
+    pub layer_norm2: LayerNorm,
+}
+
+/// `CLIPEncoder`.
+#[derive(Module, Debug)]
+pub struct ClipEncoder {
+    /// The transformer layers.
+    pub layers: Vec<ClipEncoderLayer>,
+}
+
+/// `CLIPTextTransformer`.
+#[derive(Module, Debug)]
+pub struct ClipTextTransformer {
+    /// Embeddings.
+    pub embeddings: ClipTextEmbeddings,
+    /// Transformer layers.
+    pub encoder: ClipEncoder,
+    /// Final LayerNorm.
+    pub final_layer_norm: LayerNorm,
+}
+
+/// `CLIPTextModel` (its only child is `text_model`, as in the weight files' keys).
+#[derive(Module, Debug)]
+pub struct ClipTextModel {
+    /// The text transformer.
+    pub text_model: ClipTextTransformer,
+}
+
+impl ClipEncoderLayer {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let a = &self.self_attn;
+        let h = self.layer_norm1.forward(x.clone());
+        let attn = multi_head_attention(a.q_proj.forward(h.clone()), a.k_proj.forward(h.clone()), a.v_proj.forward(h), a.heads, true);
+        let x = x + a.out_proj.forward(attn);
+        let h = self.mlp.fc1.forward(self.layer_norm2.forward(x.clone()));
+        let h = h.clone() * sigmoid(h * 1.702);
+        x + self.mlp.fc2.forward(h)
+    }
+}
+
+impl ClipTextModel {
+    /// Number of transformer layers.
+    pub fn num_layers(&self) -> usize {
+        self.text_model.encoder.layers.len()
+    }
+
+    /// Encodes token ids. `skip` drops the last `skip` layers and applies the final layer
+    /// norm to the output of the layer before them: 0 is the ordinary last hidden state,
+    /// 1 the penultimate layer (diffusers' `clip_skip=1`, A1111's "Clip skip: 2").
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, tokens]` with `tokens <= max_position_embeddings`
+    /// - output: `[batch, tokens, hidden_size]`
+    pub fn forward(&self, ids: Tensor<2, Int>, skip: usize) -> Result<Tensor<3>> {
+        let t = &self.text_model;
+        let [b, n] = ids.dims();
+        let max_pos = t.embeddings.position_embedding.weight.val().dims()[0];
+        if n > max_pos {
+            return Err(ModelError::InvalidInput {
+                name: "input_ids".into(),
+                reason: format!("{n} tokens, but the encoder has {max_pos} positions"),
+            });
+        }
+        if skip >= self.num_layers() {
+            return Err(ModelError::InvalidInput {
+                name: "clip skip".into(),
+                reason: format!("skipping {skip} of {} layers leaves none", self.num_layers()),
+            });
+        }
+        let device = ids.device();
+        let positions = Tensor::<1, Int>::arange(0..n as i64, &device).reshape([1, n]).expand([b, n]);
+        let mut x = t.embeddings.token_embedding.forward(ids) + t.embeddings.position_embedding.forward(positions);
+        for layer in &t.encoder.layers[..self.num_layers() - skip] {
+            x = layer.forward(x);
+        }
+        Ok(t.final_layer_norm.forward(x))
+    }
+}

@@ -1,0 +1,77 @@
+//! The models crate's error type: every variant names the file, key or value at fault.
+
+use std::path::PathBuf;
+
+/// Errors raised while configuring, loading or running the Stable Diffusion networks.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A file that should be a safetensors file is not one (truncated, wrong header, ...).
+    #[error("{path} is not a valid safetensors file: {reason}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tensor in a weights file has a dtype that cannot become model weights.
+    #[error("{path}: tensor `{key}` has dtype {dtype}, expected a float type (f32, f16, bf16, f64)")]
+    UnsupportedDtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's key.
+        key: String,
+        /// Its dtype as the file declares it.
+        dtype: String,
+    },
+    /// A `config.json` (or similar) could not be parsed or holds an unsupported value.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The config file (or a description of where the config came from).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A diffusers model folder lacks a file it needs.
+    #[error("{dir}: no {what} found (looked for {looked_for})")]
+    MissingFile {
+        /// The folder searched.
+        dir: PathBuf,
+        /// What was being looked for, e.g. "U-Net weights".
+        what: &'static str,
+        /// The file names tried.
+        looked_for: String,
+    },
+    /// The weights do not fit the model: missing keys, unused keys, or shape mismatches.
+    #[error("{component} weights from {source_desc} do not fit the model:{details}")]
+    WeightsMismatch {
+        /// Which network, e.g. "unet".
+        component: &'static str,
+        /// The files the weights came from.
+        source_desc: String,
+        /// One line per problem, each naming the key.
+        details: String,
+    },
+    /// A tensor passed to a network has the wrong shape or type.
+    #[error("invalid input `{name}`: {reason}")]
+    InvalidInput {
+        /// The input's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The tokenizer could not be built or failed on a prompt.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,0 +1,228 @@
+//! Ditail's hook into the U-Net: a controller passed to every forward, called at typed sites.
+//!
+//! Ditail injects the source branch's ResNet features and self-attention q/k into the
+//! target branches (see `shared/METHOD.md`). Rather than forking the model or swapping
+//! module `forward`s at run time, as the reference does
+//! ([MAPS-research/Ditail `src/ditail_utils.py`](https://github.com/MAPS-research/Ditail/blob/e4ddad286a78720b277282fddd334f4654f53819/src/ditail_utils.py)),
+//! the U-Net calls a [`Controller`] at every ResNet and every self-attention layer, tagged
+//! with a [`Site`]. Run state lives in the controller, never in the weights.
+
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+
+/// Which part of the U-Net a block belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    /// `down_blocks`.
+    Down,
+    /// `mid_block` (its block index is always 0).
+    Mid,
+    /// `up_blocks`.
+    Up,
+}
+
+/// Where in the U-Net a controller call comes from.
+///
+/// `SelfAttn { stage: Up, block: 1, layer: 2 }` is diffusers'
+/// `up_blocks.1.attentions.2.transformer_blocks.0.attn1`; `Resnet { stage: Up, block: 1,
+/// layer: 1 }` is `up_blocks.1.resnets.1` (LDM: `output_blocks.4.0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Site {
+    /// A ResNet block's residual branch, after `conv2` and before the shortcut is added.
+    Resnet {
+        /// Down, mid or up.
+        stage: Stage,
+        /// Index in `down_blocks` / `up_blocks` (0 for the mid block).
+        block: u8,
+        /// Index in the block's `resnets`.
+        layer: u8,
+    },
+    /// A self-attention layer (`attn1` of a transformer block), after the q/k projections.
+    SelfAttn {
+        /// Down, mid or up.
+        stage: Stage,
+        /// Index in `down_blocks` / `up_blocks` (0 for the mid block).
+        block: u8,
+        /// Index in the block's `attentions`.
+        layer: u8,
+    },
+}
+
+impl Site {
+    /// The stage this site is in.
+    pub fn stage(self) -> Stage {
+        match self {
+            Site::Resnet { stage, .. } | Site::SelfAttn { stage, .. } => stage,
+        }
+    }
+
+    /// The diffusers module path of the site, e.g. `up_blocks.1.attentions.2` or
+    /// `mid_block.resnets.0` (for self-attention: the `Transformer2DModel` holding `attn1`).
+    pub fn diffusers_path(self) -> String {
+        let (stage, block, layer, kind) = match self {
+            Site::Resnet {
+                stage,
+                block,
+                layer,
+            } => (stage, block, layer, "resnets"),
+            Site::SelfAttn {
+                stage,
+                block,
+                layer,
+            } => (stage, block, layer, "attentions"),
+        };
+        match stage {
+            Stage::Down => format!("down_blocks.{block}.{kind}.{layer}"),
+            Stage::Mid => format!("mid_block.{kind}.{layer}"),
+            Stage::Up => format!("up_blocks.{block}.{kind}.{layer}"),
+        }
+    }
+
+    /// The 9 sites Ditail injects into (`shared/METHOD.md`, stage 2): the conv features of
+    /// `up_blocks[1].resnets[1]` and the self-attention q/k of 8 up-block layers. The first
+    /// element is the conv site; the rest are the attention sites in forward order.
+    pub fn ditail_sites() -> [Site; 9] {
+        let attn = |block, layer| Site::SelfAttn {
+            stage: Stage::Up,
+            block,
+            layer,
+        };
+        [
+            Site::Resnet {
+                stage: Stage::Up,
+                block: 1,
+                layer: 1,
+            },
+            attn(1, 1),
+            attn(1, 2),
+            attn(2, 0),
+            attn(2, 1),
+            attn(2, 2),
+            attn(3, 0),
+            attn(3, 1),
+            attn(3, 2),
+        ]
+    }
+}
+
+/// Run state handed to the U-Net's forward; called at every [`Site`].
+///
+/// Both methods default to the identity, so a controller implements only what it needs.
+pub trait Controller {
+    /// A ResNet's residual branch after `conv2`, before the shortcut is added.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, channels, height, width]`; the return value must have the same shape.
+    fn resnet(&mut self, _at: Site, h: Tensor<4>) -> Tensor<4> {
+        h
+    }
+
+    /// A self-attention layer's q and k after projection, before the heads are split.
+    ///
+    /// # Shapes
+    /// - `q`, `k`: `[batch, tokens, inner_dim]`, token `n = row * width + col`; the
+    ///   returned pair must have the same shapes.
+    fn self_attn(&mut self, _at: Site, q: Tensor<3>, k: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        (q, k)
+    }
+}
+
+/// The controller of a plain forward: changes nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoControl;
+
+impl Controller for NoControl {}
+
+/// What a [`Recorder`] captured at one site.
+#[derive(Clone, Debug)]
+pub enum Captured {
+    /// A ResNet residual branch, `[batch, channels, height, width]`.
+    Resnet(Tensor<4>),
+    /// Self-attention q and k, each `[batch, tokens, inner_dim]`.
+    SelfAttn {
+        /// The projected queries.
+        q: Tensor<3>,
+        /// The projected keys.
+        k: Tensor<3>,
+    },
+}
+
+/// A controller that records the tensors at the sites it is asked to watch, unchanged.
+///
+/// Used by tests to compare every site against diffusers, and by anyone who wants to look
+/// at the features Ditail injects.
+#[derive(Clone, Debug, Default)]
+pub struct Recorder {
+    watch: Option<Vec<Site>>,
+    /// The captured tensors, by site (the last call wins if a site is visited twice).
+    pub captured: BTreeMap<Site, Captured>,
+}
+
+impl Recorder {
+    /// Records every site.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Records only the given sites.
+    pub fn sites(sites: impl IntoIterator<Item = Site>) -> Self {
+        Self {
+            watch: Some(sites.into_iter().collect()),
+            captured: BTreeMap::new(),
+        }
+    }
+
+    fn watches(&self, at: Site) -> bool {
+        self.watch.as_ref().is_none_or(|w| w.contains(&at))
+    }
+}
+
+impl Controller for Recorder {
+    fn resnet(&mut self, at: Site, h: Tensor<4>) -> Tensor<4> {
+        if self.watches(at) {
+            self.captured.insert(at, Captured::Resnet(h.clone()));
+        }
+        h
+    }
+
+    fn self_attn(&mut self, at: Site, q: Tensor<3>, k: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        if self.watches(at) {
+            self.captured.insert(
+                at,
+                Captured::SelfAttn {
+                    q: q.clone(),
+                    k: k.clone(),
+                },
+            );
+        }
+        (q, k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ditail_sites_are_the_methods_nine() {
+        let paths: Vec<String> = Site::ditail_sites()
+            .iter()
+            .map(|s| s.diffusers_path())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "up_blocks.1.resnets.1",
+                "up_blocks.1.attentions.1",
+                "up_blocks.1.attentions.2",
+                "up_blocks.2.attentions.0",
+                "up_blocks.2.attentions.1",
+                "up_blocks.2.attentions.2",
+                "up_blocks.3.attentions.0",
+                "up_blocks.3.attentions.1",
+                "up_blocks.3.attentions.2",
+            ]
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! Stable Diffusion 1.x's networks in burn, with Ditail's hook sites.
+//!
+//! - [`clip`]: the CLIP ViT-L/14 text encoder, [`tokenizer`]: its BPE tokenizer;
+//! - [`vae`]: the VAE (posterior mean and decoder);
+//! - [`unet`]: the U-Net, whose forward takes a [`hook::Controller`] called at every ResNet
+//!   and self-attention [`hook::Site`];
+//! - [`load`]: diffusers folders and safetensors files, converted to the model's float type
+//!   tensor by tensor.
+//!
+//! Every public type is named after, and every parameter keyed like, its diffusers or
+//! transformers counterpart, so that the models are their own key maps.
+
+pub mod attention;
+pub mod clip;
+pub mod components;
+pub mod error;
+pub mod hook;
+pub mod json;
+pub mod load;
+pub mod ops;
+pub mod resnet;
+pub mod tensor_file;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+
+pub use clip::{ClipTextConfig, ClipTextModel};
+pub use error::{ModelError, Result};
+pub use hook::{Captured, Controller, NoControl, Recorder, Site, Stage};
+pub use load::{LoadOptions, StableDiffusion};
+pub use tokenizer::ClipTokenizer;
+pub use unet::{UNet2DConditionModel, UNetConfig};
+pub use vae::{AutoencoderKl, VaeConfig};

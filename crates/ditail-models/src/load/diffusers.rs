@@ -1,0 +1,210 @@
+//! Diffusers model folders: `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, each with its
+//! `config.json` and weights (`*.safetensors`, the `.fp16.safetensors` variant, or shards
+//! listed in `*.safetensors.index.json`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+
+use super::{Component, WeightFile, load_into};
+use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::error::{ModelError, Result};
+use crate::json::JsonConfig;
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::{UNet2DConditionModel, UNetConfig};
+use crate::vae::{AutoencoderKl, VaeConfig};
+
+/// How to load weights.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Float type of the model's parameters; file tensors are converted to it on load.
+    pub dtype: FloatDType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: FloatDType::F32,
+        }
+    }
+}
+
+/// The weight files chosen for one component folder.
+#[derive(Clone, Debug)]
+pub struct WeightFiles {
+    /// The files (several when sharded).
+    pub files: Vec<PathBuf>,
+}
+
+impl WeightFiles {
+    /// Picks the weights in `dir` named `stem` (`diffusion_pytorch_model` or `model`):
+    /// full precision first when loading f32, the `fp16` variant first when loading f16,
+    /// either when only one exists; a sharded index is followed.
+    pub fn find(dir: &Path, stem: &str, what: &'static str, dtype: FloatDType) -> Result<Self> {
+        let half_first = matches!(dtype, FloatDType::F16 | FloatDType::BF16);
+        let mut variants = [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")];
+        if half_first {
+            variants.reverse();
+        }
+        for name in &variants {
+            let single = dir.join(name);
+            if single.is_file() {
+                return Ok(Self { files: vec![single] });
+            }
+            let index = dir.join(format!("{name}.index.json"));
+            if index.is_file() {
+                return Self::from_index(dir, &index);
+            }
+        }
+        let pickles = [format!("{stem}.bin"), format!("{stem}.fp16.bin"), format!("{stem}.ckpt")];
+        if let Some(p) = pickles.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+            return Err(ModelError::MissingFile {
+                dir: dir.to_path_buf(),
+                what,
+                looked_for: format!(
+                    "{} (found {}, a PyTorch pickle, which ditail does not unpickle; convert it with \
+                     `python -c \"import torch, safetensors.torch as s; s.save_file(torch.load('{}', weights_only=True), '{}')\"`)",
+                    variants.join(", "),
+                    p.display(),
+                    p.display(),
+                    dir.join(&variants[0]).display()
+                ),
+            });
+        }
+        Err(ModelError::MissingFile {
+            dir: dir.to_path_buf(),
+            what,
+            looked_for: variants
+                .iter()
+                .flat_map(|v| [v.clone(), format!("{v}.index.json")])
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    fn from_index(dir: &Path, index: &Path) -> Result<Self> {
+        let j = JsonConfig::read(index)?;
+        let map: std::collections::BTreeMap<String, String> = j.get("weight_map", Default::default())?;
+        let mut files: Vec<PathBuf> = map.values().map(|f| dir.join(f)).collect();
+        files.sort();
+        files.dedup();
+        if files.is_empty() {
+            return Err(j.error("`weight_map` lists no files"));
+        }
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            return Err(j.error(format!("shard {} is listed but missing", missing.display())));
+        }
+        Ok(Self { files })
+    }
+
+    /// Opens every file (headers only).
+    pub fn open(&self) -> Result<Vec<Arc<WeightFile>>> {
+        self.files.iter().map(|f| WeightFile::open(f)).collect()
+    }
+}
+
+fn config_path(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("config.json");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ModelError::MissingFile {
+            dir: dir.to_path_buf(),
+            what: "model config",
+            looked_for: "config.json".into(),
+        })
+    }
+}
+
+/// Loads a diffusers `unet/` folder.
+pub fn load_unet(dir: &Path, device: &Device, opts: LoadOptions) -> Result<(UNet2DConditionModel, UNetConfig)> {
+    let config = UNetConfig::from_json_file(&config_path(dir)?)?;
+    let files = WeightFiles::find(dir, "diffusion_pytorch_model", "U-Net weights", opts.dtype)?.open()?;
+    let mut model = config.init(device);
+    load_into(&mut model, Component::Unet, &files, opts.dtype)?;
+    Ok((model, config))
+}
+
+/// Loads a diffusers `vae/` folder.
+pub fn load_vae(dir: &Path, device: &Device, opts: LoadOptions) -> Result<(AutoencoderKl, VaeConfig)> {
+    let config = VaeConfig::from_json_file(&config_path(dir)?)?;
+    let files = WeightFiles::find(dir, "diffusion_pytorch_model", "VAE weights", opts.dtype)?.open()?;
+    let mut model = config.init(device);
+    load_into(&mut model, Component::Vae, &files, opts.dtype)?;
+    Ok((model, config))
+}
+
+/// Loads a transformers `text_encoder/` folder.
+pub fn load_text_encoder(dir: &Path, device: &Device, opts: LoadOptions) -> Result<(ClipTextModel, ClipTextConfig)> {
+    let config = ClipTextConfig::from_json_file(&config_path(dir)?)?;
+    let files = WeightFiles::find(dir, "model", "text encoder weights", opts.dtype)?.open()?;
+    let mut model = config.init(device);
+    load_into(&mut model, Component::TextEncoder, &files, opts.dtype)?;
+    Ok((model, config))
+}
+
+/// The tokenizer of a diffusers folder: its `tokenizer/` when present, else the shipped
+/// CLIP vocabulary (SD1.x checkpoints all use it).
+pub fn load_tokenizer(model_dir: &Path) -> Result<ClipTokenizer> {
+    let dir = model_dir.join("tokenizer");
+    if dir.join("vocab.json").is_file() {
+        ClipTokenizer::from_dir(&dir)
+    } else {
+        Ok(ClipTokenizer::sd15())
+    }
+}
+
+/// A whole SD1.x model: tokenizer, text encoder, VAE and U-Net.
+#[derive(Debug)]
+pub struct StableDiffusion {
+    /// Prompt tokenizer.
+    pub tokenizer: ClipTokenizer,
+    /// CLIP text encoder.
+    pub text_encoder: ClipTextModel,
+    /// VAE.
+    pub vae: AutoencoderKl,
+    /// Denoising U-Net.
+    pub unet: UNet2DConditionModel,
+    /// The U-Net's configuration.
+    pub unet_config: UNetConfig,
+    /// The VAE's configuration.
+    pub vae_config: VaeConfig,
+    /// The text encoder's configuration.
+    pub text_config: ClipTextConfig,
+}
+
+impl StableDiffusion {
+    /// Loads a diffusers folder (`model_index.json` beside `unet/`, `vae/`, `text_encoder/`).
+    pub fn load_diffusers(dir: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(ModelError::MissingFile {
+                dir: dir.to_path_buf(),
+                what: "diffusers model folder",
+                looked_for: "a folder with unet/, vae/ and text_encoder/".into(),
+            });
+        }
+        let (text_encoder, text_config) = load_text_encoder(&dir.join("text_encoder"), device, opts)?;
+        let (vae, vae_config) = load_vae(&dir.join("vae"), device, opts)?;
+        let (unet, unet_config) = load_unet(&dir.join("unet"), device, opts)?;
+        if text_config.hidden_size != unet_config.cross_attention_dim {
+            return Err(ModelError::Config {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "the text encoder's hidden_size {} differs from the U-Net's cross_attention_dim {}",
+                    text_config.hidden_size, unet_config.cross_attention_dim
+                ),
+            });
+        }
+        Ok(Self {
+            tokenizer: load_tokenizer(dir)?,
+            text_encoder,
+            vae,
+            unet,
+            unet_config,
+            vae_config,
+            text_config,
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! Loading weights into the networks.
+//!
+//! The networks' field names are the diffusers keys, so a diffusers file maps onto a model
+//! one to one. Three small adjustments are made, each documented where it is done:
+//! PyTorch's `[out, in]` linear weights and `weight`/`bias` norm names (burn-store's
+//! `PyTorchToBurnAdapter`), the CLIP token table split into row chunks
+//! ([`crate::clip::EMBEDDING_CHUNK_ROWS`]), and the VAE attention's pre-0.14 diffusers
+//! names (`query`, `key`, `value`, `proj_attn`).
+
+mod diffusers;
+mod safetensors;
+
+pub use self::diffusers::{
+    LoadOptions, StableDiffusion, WeightFiles, load_text_encoder, load_tokenizer, load_unet, load_vae,
+};
+pub use self::safetensors::{Source, TensorEntry, WeightFile, decode_f32};
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use burn::tensor::FloatDType;
+use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter};
+
+use crate::clip::EMBEDDING_CHUNK_ROWS;
+use crate::error::{ModelError, Result};
+
+/// Which network a set of weights is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// The CLIP text encoder.
+    TextEncoder,
+    /// The VAE.
+    Vae,
+    /// The U-Net.
+    Unet,
+}
+
+impl Component {
+    /// The diffusers sub-folder name, also used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::TextEncoder => "text_encoder",
+            Component::Vae => "vae",
+            Component::Unet => "unet",
+        }
+    }
+
+    /// Keys that files may carry and the model does not need.
+    fn harmless_unused(self, key: &str) -> bool {
+        match self {
+            // A buffer (0..77) that older transformers versions saved.
+            Component::TextEncoder => key == "text_model.embeddings.position_ids",
+            Component::Vae | Component::Unet => false,
+        }
+    }
+
+    /// The model-side tensors a file key feeds: usually the key itself.
+    fn model_keys(self, key: &str, shape: &[usize]) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        if self == Component::TextEncoder && key == "text_model.embeddings.token_embedding.weight" && !shape.is_empty() {
+            let rows = shape[0];
+            return (0..rows.div_ceil(EMBEDDING_CHUNK_ROWS))
+                .map(|c| {
+                    let start = c * EMBEDDING_CHUNK_ROWS;
+                    (format!("{key}.{c}"), Some(start..rows.min(start + EMBEDDING_CHUNK_ROWS)))
+                })
+                .collect();
+        }
+        if self == Component::Vae {
+            for (old, new) in [
+                (".query.", ".to_q."),
+                (".key.", ".to_k."),
+                (".value.", ".to_v."),
+                (".proj_attn.", ".to_out.0."),
+            ] {
+                if key.contains("mid_block.attentions.0") && key.contains(old) {
+                    return vec![(key.replacen(old, new, 1), None)];
+                }
+            }
+        }
+        vec![(key.to_string(), None)]
+    }
+}
+
+/// How many keys an error message lists before summarising.
+const LIST_LIMIT: usize = 25;
+
+fn list(label: &str, keys: &[String]) -> String {
+    let mut s = format!("\n  {label} ({}):", keys.len());
+    for k in keys.iter().take(LIST_LIMIT) {
+        s.push_str("\n    ");
+        s.push_str(k);
+    }
+    if keys.len() > LIST_LIMIT {
+        s.push_str(&format!("\n    ... and {} more", keys.len() - LIST_LIMIT));
+    }
+    s
+}
+
+/// Loads every tensor of `files` into `module`, converting to `dtype`.
+///
+/// Fails, naming the keys, when the model needs a tensor the files lack, when the files
+/// hold a tensor the model has no place for (but known harmless ones), or when shapes
+/// disagree; the module is then not to be used.
+pub fn load_into<M: ModuleSnapshot>(
+    module: &mut M,
+    component: Component,
+    files: &[Arc<WeightFile>],
+    dtype: FloatDType,
+) -> Result<()> {
+    let mut packs = Vec::new();
+    let mut ignored = BTreeSet::new();
+    for file in files {
+        for entry in file.tensors() {
+            if component.harmless_unused(&entry.name) {
+                ignored.insert(entry.name.clone());
+                continue;
+            }
+            for (name, rows) in component.model_keys(&entry.name, &entry.shape) {
+                let source = Source {
+                    file: file.clone(),
+                    entry: entry.clone(),
+                    rows,
+                };
+                packs.push(source.into_pack(name, dtype)?);
+            }
+        }
+    }
+    let result = module.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+
+    let mut details = String::new();
+    let missing: Vec<String> = result.missing.iter().map(|(path, _)| path.clone()).collect();
+    if !missing.is_empty() {
+        details += &list("missing from the files", &missing);
+    }
+    if !result.unused.is_empty() {
+        details += &list("in the files but not in the model", &result.unused);
+    }
+    if !result.errors.is_empty() {
+        let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+        details += &list("could not be applied", &errors);
+    }
+    if details.is_empty() {
+        Ok(())
+    } else {
+        Err(ModelError::WeightsMismatch {
+            component: component.name(),
+            source_desc: files.iter().map(|f| f.path().display().to_string()).collect::<Vec<_>>().join(", "),
+            details,
+        })
+    }
+}

@@ -1,0 +1,91 @@
+//! Small tensor operations shared by the networks: multi-head attention on `[B, N, C]`
+//! tensors and PyTorch-exact nearest-neighbour resizing.
+
+use burn::prelude::*;
+use burn::tensor::module::attention as sdpa;
+use burn::tensor::ops::AttentionModuleOptions;
+
+/// Largest score matrix (elements, over batch and heads) one attention call may need.
+///
+/// 2^24 f32 scores are 64 MiB: half of the 128 MiB that WebGPU-limited adapters (and
+/// lavapipe) allow in one buffer. Longer queries are processed in row chunks, which gives
+/// the same result since each query row's softmax is independent of the others.
+const SCORE_BUDGET: usize = 1 << 24;
+
+/// Scaled dot-product attention over `heads` heads, scale `1/sqrt(head_dim)`.
+///
+/// # Shapes
+/// - `q`: `[batch, n_q, heads * head_dim]`
+/// - `k`, `v`: `[batch, n_kv, heads * head_dim]`
+/// - output: `[batch, n_q, heads * head_dim]`
+pub fn multi_head_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    causal: bool,
+) -> Tensor<3> {
+    let [b, n_q, c] = q.dims();
+    let n_kv = k.dims()[1];
+    let split = |t: Tensor<3>, n: usize| t.reshape([b, n, heads, c / heads]).swap_dims(1, 2);
+    let (q, k, v) = (split(q, n_q), split(k, n_kv), split(v, n_kv));
+    let options = AttentionModuleOptions {
+        is_causal: causal,
+        ..Default::default()
+    };
+
+    let rows = (SCORE_BUDGET / (b * heads * n_kv).max(1)).max(1);
+    let out = if causal || rows >= n_q {
+        sdpa(q, k, v, None, None, options)
+    } else {
+        let chunks = q
+            .split(rows, 2)
+            .into_iter()
+            .map(|q| sdpa(q, k.clone(), v.clone(), None, None, options.clone()))
+            .collect();
+        Tensor::cat(chunks, 2)
+    };
+    out.swap_dims(1, 2).reshape([b, n_q, c])
+}
+
+/// Source indices of PyTorch's `F.interpolate(mode="nearest")` from `from` to `to` pixels:
+/// `min(floor(dst * (from / to)), from - 1)` with the scale in f32, as PyTorch computes it.
+fn nearest_indices(from: usize, to: usize) -> Vec<i64> {
+    let scale = from as f32 / to as f32;
+    (0..to)
+        .map(|dst| ((dst as f32 * scale).floor() as usize).min(from - 1) as i64)
+        .collect()
+}
+
+/// Nearest-neighbour resize of `[B, C, H, W]` to `[B, C, size[0], size[1]]`, equal to
+/// PyTorch's `F.interpolate(x, size=size, mode="nearest")` (and so to a 2x upsample when
+/// `size` is twice the input).
+pub fn resize_nearest(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let device = x.device();
+    let pick = |x: Tensor<4>, dim: usize, from: usize, to: usize| {
+        if from == to {
+            return x;
+        }
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(nearest_indices(from, to), [to]),
+            &device,
+        );
+        x.select(dim, idx)
+    };
+    let x = pick(x, 2, h, size[0]);
+    pick(x, 3, w, size[1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_indices_match_pytorch() {
+        // torch.nn.functional.interpolate(torch.arange(5.)[None,None,None], size=9)
+        assert_eq!(nearest_indices(5, 9), [0, 0, 1, 1, 2, 2, 3, 3, 4]);
+        assert_eq!(nearest_indices(3, 6), [0, 0, 1, 1, 2, 2]);
+        assert_eq!(nearest_indices(2, 3), [0, 0, 1]);
+    }
+}

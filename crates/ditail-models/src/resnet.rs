@@ -1,0 +1,107 @@
+//! `ResnetBlock2D`, shared by the U-Net (with a time embedding) and the VAE (without).
+//!
+//! Ports diffusers' `ResnetBlock2D`
+//! ([`models/resnet.py`](https://github.com/huggingface/diffusers/blob/dbbfe89b9297c416ad1037e80f13e3fa7a7f8d34/src/diffusers/models/resnet.py))
+//! for `time_embedding_norm="default"`, `output_scale_factor=1`, SiLU.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+
+use crate::hook::{Controller, Site};
+
+/// Shape of one ResNet block.
+#[derive(Config, Debug)]
+pub struct ResnetBlock2dConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels (a 1x1 `conv_shortcut` is added when they differ from the input's).
+    pub out_channels: usize,
+    /// Width of the time embedding, or `None` for the VAE's blocks.
+    pub temb_channels: Option<usize>,
+    /// GroupNorm groups for both norms.
+    pub groups: usize,
+    /// GroupNorm epsilon.
+    pub eps: f64,
+}
+
+/// A ResNet block: two GroupNorm-SiLU-conv3x3 stages plus an optional time embedding.
+#[derive(Module, Debug)]
+pub struct ResnetBlock2d {
+    /// GroupNorm before `conv1`.
+    pub norm1: GroupNorm,
+    /// First 3x3 convolution.
+    pub conv1: Conv2d,
+    /// Projection of the time embedding onto the channels (U-Net only).
+    pub time_emb_proj: Option<Linear>,
+    /// GroupNorm before `conv2`.
+    pub norm2: GroupNorm,
+    /// Second 3x3 convolution.
+    pub conv2: Conv2d,
+    /// 1x1 convolution on the shortcut when the channel count changes.
+    pub conv_shortcut: Option<Conv2d>,
+}
+
+pub(crate) fn conv3x3(channels: [usize; 2], device: &Device) -> Conv2d {
+    Conv2dConfig::new(channels, [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
+}
+
+pub(crate) fn conv1x1(channels: [usize; 2], device: &Device) -> Conv2d {
+    Conv2dConfig::new(channels, [1, 1]).init(device)
+}
+
+impl ResnetBlock2dConfig {
+    /// Builds the block with uninitialised weights, to be loaded.
+    pub fn init(&self, device: &Device) -> ResnetBlock2d {
+        let (cin, cout) = (self.in_channels, self.out_channels);
+        let norm = |c| {
+            GroupNormConfig::new(self.groups, c)
+                .with_epsilon(self.eps)
+                .init(device)
+        };
+        ResnetBlock2d {
+            norm1: norm(cin),
+            conv1: conv3x3([cin, cout], device),
+            time_emb_proj: self
+                .temb_channels
+                .map(|t| LinearConfig::new(t, cout).init(device)),
+            norm2: norm(cout),
+            conv2: conv3x3([cout, cout], device),
+            conv_shortcut: (cin != cout).then(|| conv1x1([cin, cout], device)),
+        }
+    }
+}
+
+impl ResnetBlock2d {
+    /// Runs the block; `hook` (U-Net only) sees the residual branch before the add.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, in_channels, height, width]`
+    /// - `temb`: `[batch, temb_channels]` (or `[1, temb_channels]`, broadcast)
+    /// - output: `[batch, out_channels, height, width]`
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        temb: Option<Tensor<2>>,
+        hook: Option<(Site, &mut dyn Controller)>,
+    ) -> Tensor<4> {
+        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
+            let t = proj.forward(silu(temb));
+            let [b, c] = t.dims();
+            h = h + t.reshape([b, c, 1, 1]);
+        }
+        let mut h = self.conv2.forward(silu(self.norm2.forward(h)));
+        if let Some((site, ctrl)) = hook {
+            h = ctrl.resnet(site, h);
+        }
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        shortcut + h
+    }
+}

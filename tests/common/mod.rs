@@ -1,0 +1,74 @@
+//! Helpers shared by the integration tests: fixture paths, the CPU device, and whole-tensor
+//! comparison with a relative tolerance.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use ditail::backend::Backend;
+use ditail::models::tensor_file::read_tensors;
+
+/// The committed fixtures (`scripts/make_fixtures.py` writes them).
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The tiny random-weight models.
+pub const MODELS: [&str; 2] = ["tiny-a", "tiny-b"];
+
+/// A tiny model's diffusers folder.
+pub fn model_dir(model: &str) -> PathBuf {
+    fixtures().join("models").join(model)
+}
+
+/// A golden file of a tiny model.
+pub fn golden(model: &str, file: &str) -> BTreeMap<String, TensorData> {
+    let path = fixtures().join("golden").join(model).join(file);
+    read_tensors(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// The golden U-Net files of a model (`unet_*.safetensors`), sorted.
+pub fn unet_cases(model: &str) -> Vec<String> {
+    let dir = fixtures().join("golden").join(model);
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("unet_") && n.ends_with(".safetensors"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no unet_*.safetensors in {}", dir.display());
+    v
+}
+
+/// The CPU device the parity tests run on.
+pub fn cpu() -> Device {
+    Backend::Cpu.device().expect("the default features include the CPU backend")
+}
+
+/// Asserts `max |got - want| <= rel_tol * max |want|` over the whole tensor, after
+/// checking shapes, and returns the relative error for reporting.
+pub fn assert_close(what: &str, got: &TensorData, want: &TensorData, rel_tol: f32) -> f32 {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    let g: Vec<f32> = got.clone().convert::<f32>().to_vec().unwrap();
+    let w: Vec<f32> = want.clone().convert::<f32>().to_vec().unwrap();
+    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "{what}: the reference is all zeros, which would test nothing");
+    let (mut worst, mut at) = (0f32, 0usize);
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        let d = (a - b).abs();
+        assert!(d.is_finite(), "{what}: non-finite value at flat index {i}: got {a}, want {b}");
+        if d > worst {
+            (worst, at) = (d, i);
+        }
+    }
+    let rel = worst / scale;
+    assert!(
+        rel <= rel_tol,
+        "{what}: max |got - want| = {worst:e} at flat index {at} (got {}, want {}), {rel:e} of max |want| = {scale:e}; tolerance {rel_tol:e}",
+        g[at],
+        w[at]
+    );
+    rel
+}

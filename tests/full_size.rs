@@ -1,0 +1,87 @@
+//! The full-size check: the real SD1.5 configurations with random weights (3.4 GB, made by
+//! `scripts/make_fixtures.py --full-size fixtures-full`, not committed) against diffusers.
+//!
+//! Ignored by default because it needs those files and minutes of CPU. Run it with
+//! `cargo test --release --test full_size -- --ignored --nocapture`
+//! (set `DITAIL_FULL_FIXTURES` to use another folder than `fixtures-full/`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::prelude::*;
+use common::{assert_close, cpu};
+use ditail::models::components::run_components;
+use ditail::models::hook::{Captured, Recorder, Site};
+use ditail::models::load::load_unet;
+use ditail::models::tensor_file::read_tensors;
+use ditail::models::LoadOptions;
+
+/// Relative tolerance, as for the tiny models.
+const TOL: f32 = 1e-4;
+
+fn root() -> PathBuf {
+    std::env::var_os("DITAIL_FULL_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures-full"))
+}
+
+#[test]
+#[ignore = "needs the 3.4 GB full-size fixtures and minutes of CPU; see the module doc"]
+fn full_size_sd15_matches_diffusers() {
+    let root = root();
+    let model = root.join("model");
+    let golden = |f: &str| read_tensors(&root.join("golden").join(f)).unwrap();
+    let device = cpu();
+
+    let g = golden("text.safetensors");
+    let start = Instant::now();
+    let out = run_components(&model, &[("input_ids".into(), g["input_ids"].clone())].into(), &device, LoadOptions::default()).unwrap();
+    for key in ["text_embeddings", "text_embeddings_penultimate"] {
+        let rel = assert_close(key, &out[key], &g[key], TOL);
+        eprintln!("{key}: rel err {rel:e}");
+    }
+    eprintln!("CLIP (load + 2 forwards): {:.1?}", start.elapsed());
+
+    let g = golden("vae.safetensors");
+    let start = Instant::now();
+    let inputs = [("image".into(), g["image"].clone()), ("latents".into(), g["latents"].clone())].into();
+    let out = run_components(&model, &inputs, &device, LoadOptions::default()).unwrap();
+    for key in ["posterior_mean", "decoded"] {
+        let rel = assert_close(key, &out[key], &g[key], TOL);
+        eprintln!("{key}: rel err {rel:e}");
+    }
+    eprintln!("VAE (load + encode + decode): {:.1?}", start.elapsed());
+
+    let start = Instant::now();
+    let (unet, _) = load_unet(&model.join("unet"), &device, LoadOptions::default()).unwrap();
+    eprintln!("U-Net load: {:.1?}", start.elapsed());
+    let g = golden("unet_square.safetensors");
+    let t = g["timestep"].clone().convert::<f32>().to_vec::<f32>().unwrap()[0];
+    let mut rec = Recorder::sites(Site::ditail_sites());
+    let start = Instant::now();
+    let out = unet
+        .forward(
+            Tensor::from_data(g["sample"].clone(), &device),
+            t,
+            Tensor::from_data(g["encoder_hidden_states"].clone(), &device),
+            &mut rec,
+        )
+        .into_data();
+    eprintln!("U-Net forward (batch 3, 32x32): {:.1?}", start.elapsed());
+    let rel = assert_close("noise_pred", &out, &g["noise_pred"], TOL);
+    eprintln!("noise_pred: rel err {rel:e}");
+    for site in Site::ditail_sites() {
+        let path = site.diffusers_path();
+        match &rec.captured[&site] {
+            Captured::Resnet(h) => {
+                assert_close(&path, &h.clone().into_data(), &g[&format!("site.{path}")], TOL);
+            }
+            Captured::SelfAttn { q, k } => {
+                assert_close(&format!("{path}.q"), &q.clone().into_data(), &g[&format!("site.{path}.q")], TOL);
+                assert_close(&format!("{path}.k"), &k.clone().into_data(), &g[&format!("site.{path}.k")], TOL);
+            }
+        }
+    }
+}
