@@ -63,7 +63,7 @@ fn run() -> Result<()> {
     }
     write_tensors(&args.out, &outputs, None).with_context(|| format!("writing {}", args.out.display()))?;
     for (name, data) in &outputs {
-        eprintln!("{name}: {:?}", data.shape);
+        eprintln!("{name}: {:?}", data.shape());
     }
     Ok(())
 }

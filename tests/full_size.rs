@@ -58,7 +58,7 @@ fn full_size_sd15_matches_diffusers() {
     let (unet, _) = load_unet(&model.join("unet"), &device, LoadOptions::default()).unwrap();
     eprintln!("U-Net load: {:.1?}", start.elapsed());
     let g = golden("unet_square.safetensors");
-    let t = g["timestep"].clone().convert::<f32>().to_vec::<f32>().unwrap()[0];
+    let t = g["timestep"].clone().convert::<f32>().try_to_vec::<f32>().unwrap()[0];
     let mut rec = Recorder::sites(Site::ditail_sites());
     let start = Instant::now();
     let out = unet

@@ -54,7 +54,7 @@ fn unet_and_ditail_sites_match_diffusers() {
             let g = golden(model, &case);
             let sample = Tensor::<4>::from_data(g["sample"].clone(), &device);
             let context = Tensor::<3>::from_data(g["encoder_hidden_states"].clone(), &device);
-            let t = g["timestep"].clone().convert::<f32>().to_vec::<f32>().unwrap()[0];
+            let t = g["timestep"].clone().convert::<f32>().try_to_vec::<f32>().unwrap()[0];
             let mut rec = Recorder::sites(Site::ditail_sites());
             let out = unet.forward(sample, t, context, &mut rec).into_data();
             let rel = assert_close(&format!("{model} {case} noise_pred"), &out, &g["noise_pred"], TOL);

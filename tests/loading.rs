@@ -56,7 +56,7 @@ fn an_unused_key_is_named() {
 fn a_wrong_shape_is_named() {
     let (_tmp, dir) = unet_copy(|t| {
         let data = t["conv_out.bias"].clone();
-        let v: Vec<f32> = data.to_vec().unwrap();
+        let v: Vec<f32> = data.try_to_vec::<f32>().unwrap();
         t.insert("conv_out.bias".into(), burn::prelude::TensorData::new(v[..2].to_vec(), [2]));
     });
     let msg = load_err(&dir);

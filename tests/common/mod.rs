@@ -50,9 +50,9 @@ pub fn cpu() -> Device {
 /// Asserts `max |got - want| <= rel_tol * max |want|` over the whole tensor, after
 /// checking shapes, and returns the relative error for reporting.
 pub fn assert_close(what: &str, got: &TensorData, want: &TensorData, rel_tol: f32) -> f32 {
-    assert_eq!(got.shape, want.shape, "{what}: shape");
-    let g: Vec<f32> = got.clone().convert::<f32>().to_vec().unwrap();
-    let w: Vec<f32> = want.clone().convert::<f32>().to_vec().unwrap();
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let g: Vec<f32> = got.clone().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let w: Vec<f32> = want.clone().convert::<f32>().try_to_vec::<f32>().unwrap();
     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(scale > 0.0, "{what}: the reference is all zeros, which would test nothing");
     let (mut worst, mut at) = (0f32, 0usize);

@@ -194,7 +194,11 @@ pub struct BasicTransformerBlock {
 impl BasicTransformerBlock {
     fn new(dim: usize, heads: usize, cross_dim: usize, device: &Device) -> Self {
         let ln = || LayerNormConfig::new(dim).init(device);
-        let attn = |cross| AttentionConfig::new(dim, cross, heads, dim / heads).init(device);
+        let attn = |cross| {
+            AttentionConfig::new(dim, heads, dim / heads)
+                .with_cross_attention_dim(cross)
+                .init(device)
+        };
         Self {
             norm1: ln(),
             attn1: attn(None),

@@ -27,10 +27,10 @@ fn input<const D: usize>(inputs: &BTreeMap<String, TensorData>, name: &str, devi
 }
 
 fn check_rank(name: &str, data: &TensorData, rank: usize) -> Result<()> {
-    if data.shape.len() != rank {
+    if data.shape().len() != rank {
         return Err(ModelError::InvalidInput {
             name: name.into(),
-            reason: format!("expected {rank} dimensions, found shape {:?}", data.shape),
+            reason: format!("expected {rank} dimensions, found shape {:?}", data.shape()),
         });
     }
     Ok(())
@@ -52,10 +52,10 @@ pub fn run_components(
 
     if let Some(ids) = inputs.get("input_ids") {
         check_rank("input_ids", ids, 2)?;
-        if !matches!(ids.dtype, DType::I64 | DType::I32) {
+        if !matches!(ids.dtype(), DType::I64 | DType::I32) {
             return Err(ModelError::InvalidInput {
                 name: "input_ids".into(),
-                reason: format!("expected i64 or i32 token ids, found {:?}", ids.dtype),
+                reason: format!("expected i64 or i32 token ids, found {:?}", ids.dtype()),
             });
         }
         let (encoder, config) = load_text_encoder(&model_dir.join("text_encoder"), device, opts)?;

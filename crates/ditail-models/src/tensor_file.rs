@@ -63,7 +63,7 @@ pub fn write_tensors(
     };
     let mut buffers = Vec::with_capacity(tensors.len());
     for (name, data) in tensors {
-        let (dtype, bytes) = match data.dtype {
+        let (dtype, bytes) = match data.dtype() {
             DType::F32 => (
                 Dtype::F32,
                 data.as_slice::<f32>()
@@ -91,7 +91,7 @@ pub fn write_tensors(
                     .collect(),
             ),
         };
-        buffers.push((name.clone(), dtype, data.shape.to_vec(), bytes));
+        buffers.push((name.clone(), dtype, data.shape().to_vec(), bytes));
     }
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = buffers
         .iter()

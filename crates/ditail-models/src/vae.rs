@@ -108,14 +108,14 @@ impl VaeConfig {
     }
 
     fn resnet(&self, cin: usize, cout: usize, device: &Device) -> ResnetBlock2d {
-        ResnetBlock2dConfig::new(cin, cout, None, self.norm_num_groups, VAE_EPS).init(device)
+        ResnetBlock2dConfig::new(cin, cout, self.norm_num_groups, VAE_EPS).init(device)
     }
 
     fn mid_block(&self, c: usize, device: &Device) -> VaeMidBlock {
         VaeMidBlock {
             resnets: vec![self.resnet(c, c, device), self.resnet(c, c, device)],
             attentions: vec![
-                AttentionConfig::new(c, None, 1, c)
+                AttentionConfig::new(c, 1, c)
                     .with_qkv_bias(true)
                     .with_norm_groups(Some(self.norm_num_groups))
                     .with_norm_eps(VAE_EPS)

@@ -26,7 +26,9 @@ pub(crate) struct BlockShape {
 
 impl BlockShape {
     fn resnet(&self, cin: usize, cout: usize, device: &Device) -> ResnetBlock2d {
-        ResnetBlock2dConfig::new(cin, cout, Some(self.temb), self.groups, self.eps).init(device)
+        ResnetBlock2dConfig::new(cin, cout, self.groups, self.eps)
+            .with_temb_channels(Some(self.temb))
+            .init(device)
     }
 
     fn transformer(&self, channels: usize, heads: usize, device: &Device) -> Transformer2dModel {
