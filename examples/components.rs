@@ -14,9 +14,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use ditail::backend::Backend;
+use ditail::models::LoadOptions;
 use ditail::models::components::run_components;
 use ditail::models::tensor_file::{read_tensors, write_tensors};
-use ditail::models::LoadOptions;
 
 struct Args {
     model: PathBuf,
@@ -31,7 +31,10 @@ fn parse_args() -> Result<Args> {
     let (mut model, mut inputs, mut out, mut backend) = (None, None, None, Backend::Cpu);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{flag} needs a value\n{USAGE}"));
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{flag} needs a value\n{USAGE}"))
+        };
         match flag.as_str() {
             "--model" => model = Some(PathBuf::from(value()?)),
             "--inputs" => inputs = Some(PathBuf::from(value()?)),
@@ -52,7 +55,8 @@ fn parse_args() -> Result<Args> {
 fn run() -> Result<()> {
     let args = parse_args()?;
     let device = args.backend.device()?;
-    let inputs = read_tensors(&args.inputs).with_context(|| format!("reading inputs {}", args.inputs.display()))?;
+    let inputs = read_tensors(&args.inputs)
+        .with_context(|| format!("reading inputs {}", args.inputs.display()))?;
     let outputs = run_components(&args.model, &inputs, &device, LoadOptions::default())
         .with_context(|| format!("running the components of {}", args.model.display()))?;
     if outputs.is_empty() {
@@ -61,7 +65,8 @@ fn run() -> Result<()> {
             args.inputs.display()
         );
     }
-    write_tensors(&args.out, &outputs, None).with_context(|| format!("writing {}", args.out.display()))?;
+    write_tensors(&args.out, &outputs, None)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     for (name, data) in &outputs {
         eprintln!("{name}: {:?}", data.shape());
     }

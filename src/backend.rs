@@ -78,6 +78,8 @@ pub enum BackendError {
     #[error("unknown backend `{0}` (expected cpu, wgpu or cuda)")]
     Unknown(String),
     /// The backend exists but this build does not include it.
-    #[error("this build of ditail does not include the {0} backend (rebuild with `--features {0}`)")]
+    #[error(
+        "this build of ditail does not include the {0} backend (rebuild with `--features {0}`)"
+    )]
     NotCompiled(Backend),
 }

@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use common::{assert_close, cpu};
+use ditail::models::LoadOptions;
 use ditail::models::components::run_components;
 use ditail::models::hook::{Captured, Recorder, Site};
 use ditail::models::load::load_unet;
 use ditail::models::tensor_file::read_tensors;
-use ditail::models::LoadOptions;
 
 /// Relative tolerance, as for the tiny models.
 const TOL: f32 = 1e-4;
@@ -37,7 +37,13 @@ fn full_size_sd15_matches_diffusers() {
 
     let g = golden("text.safetensors");
     let start = Instant::now();
-    let out = run_components(&model, &[("input_ids".into(), g["input_ids"].clone())].into(), &device, LoadOptions::default()).unwrap();
+    let out = run_components(
+        &model,
+        &[("input_ids".into(), g["input_ids"].clone())].into(),
+        &device,
+        LoadOptions::default(),
+    )
+    .unwrap();
     for key in ["text_embeddings", "text_embeddings_penultimate"] {
         let rel = assert_close(key, &out[key], &g[key], TOL);
         eprintln!("{key}: rel err {rel:e}");
@@ -46,7 +52,11 @@ fn full_size_sd15_matches_diffusers() {
 
     let g = golden("vae.safetensors");
     let start = Instant::now();
-    let inputs = [("image".into(), g["image"].clone()), ("latents".into(), g["latents"].clone())].into();
+    let inputs = [
+        ("image".into(), g["image"].clone()),
+        ("latents".into(), g["latents"].clone()),
+    ]
+    .into();
     let out = run_components(&model, &inputs, &device, LoadOptions::default()).unwrap();
     for key in ["posterior_mean", "decoded"] {
         let rel = assert_close(key, &out[key], &g[key], TOL);
@@ -58,7 +68,11 @@ fn full_size_sd15_matches_diffusers() {
     let (unet, _) = load_unet(&model.join("unet"), &device, LoadOptions::default()).unwrap();
     eprintln!("U-Net load: {:.1?}", start.elapsed());
     let g = golden("unet_square.safetensors");
-    let t = g["timestep"].clone().convert::<f32>().try_to_vec::<f32>().unwrap()[0];
+    let t = g["timestep"]
+        .clone()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap()[0];
     let mut rec = Recorder::sites(Site::ditail_sites());
     let start = Instant::now();
     let out = unet
@@ -76,11 +90,26 @@ fn full_size_sd15_matches_diffusers() {
         let path = site.diffusers_path();
         match &rec.captured[&site] {
             Captured::Resnet(h) => {
-                assert_close(&path, &h.clone().into_data(), &g[&format!("site.{path}")], TOL);
+                assert_close(
+                    &path,
+                    &h.clone().into_data(),
+                    &g[&format!("site.{path}")],
+                    TOL,
+                );
             }
             Captured::SelfAttn { q, k } => {
-                assert_close(&format!("{path}.q"), &q.clone().into_data(), &g[&format!("site.{path}.q")], TOL);
-                assert_close(&format!("{path}.k"), &k.clone().into_data(), &g[&format!("site.{path}.k")], TOL);
+                assert_close(
+                    &format!("{path}.q"),
+                    &q.clone().into_data(),
+                    &g[&format!("site.{path}.q")],
+                    TOL,
+                );
+                assert_close(
+                    &format!("{path}.k"),
+                    &k.clone().into_data(),
+                    &g[&format!("site.{path}.k")],
+                    TOL,
+                );
             }
         }
     }

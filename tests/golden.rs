@@ -7,10 +7,10 @@ mod common;
 
 use burn::prelude::*;
 use common::{MODELS, assert_close, cpu, golden, model_dir, unet_cases};
+use ditail::models::LoadOptions;
 use ditail::models::components::run_components;
 use ditail::models::hook::{Captured, Recorder, Site};
 use ditail::models::load::load_unet;
-use ditail::models::LoadOptions;
 
 /// Relative tolerance of every comparison in this file.
 const TOL: f32 = 1e-4;
@@ -20,7 +20,8 @@ fn text_encoder_matches_diffusers() {
     for model in MODELS {
         let g = golden(model, "text.safetensors");
         let inputs = [("input_ids".to_string(), g["input_ids"].clone())].into();
-        let out = run_components(&model_dir(model), &inputs, &cpu(), LoadOptions::default()).unwrap();
+        let out =
+            run_components(&model_dir(model), &inputs, &cpu(), LoadOptions::default()).unwrap();
         for key in ["text_embeddings", "text_embeddings_penultimate"] {
             let rel = assert_close(&format!("{model} {key}"), &out[key], &g[key], TOL);
             eprintln!("{model} {key}: rel err {rel:e}");
@@ -37,7 +38,8 @@ fn vae_matches_diffusers() {
             ("latents".to_string(), g["latents"].clone()),
         ]
         .into();
-        let out = run_components(&model_dir(model), &inputs, &cpu(), LoadOptions::default()).unwrap();
+        let out =
+            run_components(&model_dir(model), &inputs, &cpu(), LoadOptions::default()).unwrap();
         for key in ["posterior_mean", "decoded"] {
             let rel = assert_close(&format!("{model} {key}"), &out[key], &g[key], TOL);
             eprintln!("{model} {key}: rel err {rel:e}");
@@ -49,27 +51,60 @@ fn vae_matches_diffusers() {
 fn unet_and_ditail_sites_match_diffusers() {
     let device = cpu();
     for model in MODELS {
-        let (unet, _) = load_unet(&model_dir(model).join("unet"), &device, LoadOptions::default()).unwrap();
+        let (unet, _) = load_unet(
+            &model_dir(model).join("unet"),
+            &device,
+            LoadOptions::default(),
+        )
+        .unwrap();
         for case in unet_cases(model) {
             let g = golden(model, &case);
             let sample = Tensor::<4>::from_data(g["sample"].clone(), &device);
             let context = Tensor::<3>::from_data(g["encoder_hidden_states"].clone(), &device);
-            let t = g["timestep"].clone().convert::<f32>().try_to_vec::<f32>().unwrap()[0];
+            let t = g["timestep"]
+                .clone()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap()[0];
             let mut rec = Recorder::sites(Site::ditail_sites());
             let out = unet.forward(sample, t, context, &mut rec).into_data();
-            let rel = assert_close(&format!("{model} {case} noise_pred"), &out, &g["noise_pred"], TOL);
+            let rel = assert_close(
+                &format!("{model} {case} noise_pred"),
+                &out,
+                &g["noise_pred"],
+                TOL,
+            );
             eprintln!("{model} {case} noise_pred: rel err {rel:e}");
 
-            assert_eq!(rec.captured.len(), 9, "{model} {case}: all 9 Ditail sites are visited");
+            assert_eq!(
+                rec.captured.len(),
+                9,
+                "{model} {case}: all 9 Ditail sites are visited"
+            );
             for site in Site::ditail_sites() {
                 let path = site.diffusers_path();
                 match &rec.captured[&site] {
                     Captured::Resnet(h) => {
-                        assert_close(&format!("{model} {case} {path}"), &h.clone().into_data(), &g[&format!("site.{path}")], TOL);
+                        assert_close(
+                            &format!("{model} {case} {path}"),
+                            &h.clone().into_data(),
+                            &g[&format!("site.{path}")],
+                            TOL,
+                        );
                     }
                     Captured::SelfAttn { q, k } => {
-                        assert_close(&format!("{model} {case} {path}.q"), &q.clone().into_data(), &g[&format!("site.{path}.q")], TOL);
-                        assert_close(&format!("{model} {case} {path}.k"), &k.clone().into_data(), &g[&format!("site.{path}.k")], TOL);
+                        assert_close(
+                            &format!("{model} {case} {path}.q"),
+                            &q.clone().into_data(),
+                            &g[&format!("site.{path}.q")],
+                            TOL,
+                        );
+                        assert_close(
+                            &format!("{model} {case} {path}.k"),
+                            &k.clone().into_data(),
+                            &g[&format!("site.{path}.k")],
+                            TOL,
+                        );
                     }
                 }
             }

@@ -13,7 +13,9 @@ use ditail::models::{LoadOptions, ModelError, StableDiffusion};
 const UNET_FILE: &str = "diffusion_pytorch_model.safetensors";
 
 /// A copy of tiny-a's `unet/` whose weights file is rewritten by `edit`.
-fn unet_copy(edit: impl FnOnce(&mut std::collections::BTreeMap<String, burn::prelude::TensorData>)) -> (tempfile::TempDir, PathBuf) {
+fn unet_copy(
+    edit: impl FnOnce(&mut std::collections::BTreeMap<String, burn::prelude::TensorData>),
+) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("unet");
     std::fs::create_dir(&dir).unwrap();
@@ -39,7 +41,10 @@ fn a_missing_key_is_named() {
         t.remove(key).expect("the fixture has the key");
     });
     let msg = load_err(&dir);
-    assert!(msg.contains("missing from the files") && msg.contains(key), "{msg}");
+    assert!(
+        msg.contains("missing from the files") && msg.contains(key),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -49,7 +54,10 @@ fn an_unused_key_is_named() {
         t.insert("conv_in.extra_thing".into(), extra);
     });
     let msg = load_err(&dir);
-    assert!(msg.contains("not in the model") && msg.contains("conv_in.extra_thing"), "{msg}");
+    assert!(
+        msg.contains("not in the model") && msg.contains("conv_in.extra_thing"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -57,7 +65,10 @@ fn a_wrong_shape_is_named() {
     let (_tmp, dir) = unet_copy(|t| {
         let data = t["conv_out.bias"].clone();
         let v: Vec<f32> = data.try_to_vec::<f32>().unwrap();
-        t.insert("conv_out.bias".into(), burn::prelude::TensorData::new(v[..2].to_vec(), [2]));
+        t.insert(
+            "conv_out.bias".into(),
+            burn::prelude::TensorData::new(v[..2].to_vec(), [2]),
+        );
     });
     let msg = load_err(&dir);
     assert!(msg.contains("conv_out.bias"), "{msg}");
@@ -70,7 +81,10 @@ fn broken_files_are_reported_with_their_path() {
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", bytes[..bytes.len() / 2].to_vec()),
-        ("text renamed", b"this is not a safetensors file, just text\n".to_vec()),
+        (
+            "text renamed",
+            b"this is not a safetensors file, just text\n".to_vec(),
+        ),
         ("empty", Vec::new()),
         ("header cut", bytes[..8 + header_len / 2].to_vec()),
     ];
@@ -80,8 +94,13 @@ fn broken_files_are_reported_with_their_path() {
         std::fs::create_dir(&dir).unwrap();
         std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
         std::fs::write(dir.join(UNET_FILE), content).unwrap();
-        let err = load_unet(&dir, &cpu(), LoadOptions::default()).err().unwrap_or_else(|| panic!("{what}: loaded"));
-        assert!(matches!(err, ModelError::Safetensors { .. }), "{what}: {err:?}");
+        let err = load_unet(&dir, &cpu(), LoadOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("{what}: loaded"));
+        assert!(
+            matches!(err, ModelError::Safetensors { .. }),
+            "{what}: {err:?}"
+        );
         assert!(err.to_string().contains(UNET_FILE), "{what}: {err}");
     }
 }
@@ -92,29 +111,58 @@ fn missing_files_say_what_was_looked_for() {
     let err = load_vae(tmp.path(), &cpu(), LoadOptions::default()).unwrap_err();
     assert!(err.to_string().contains("config.json"), "{err}");
 
-    std::fs::copy(model_dir("tiny-a").join("text_encoder/config.json"), tmp.path().join("config.json")).unwrap();
+    std::fs::copy(
+        model_dir("tiny-a").join("text_encoder/config.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
     let err = load_text_encoder(tmp.path(), &cpu(), LoadOptions::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("model.safetensors") && msg.contains("model.fp16.safetensors"), "{msg}");
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("model.fp16.safetensors"),
+        "{msg}"
+    );
 
     std::fs::write(tmp.path().join("model.bin"), b"pickle").unwrap();
-    let msg = load_text_encoder(tmp.path(), &cpu(), LoadOptions::default()).unwrap_err().to_string();
+    let msg = load_text_encoder(tmp.path(), &cpu(), LoadOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("model.bin") && msg.contains("pickle"), "{msg}");
 
-    let err = StableDiffusion::load_diffusers(&tmp.path().join("nope"), &cpu(), LoadOptions::default()).unwrap_err();
+    let err =
+        StableDiffusion::load_diffusers(&tmp.path().join("nope"), &cpu(), LoadOptions::default())
+            .unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
 
 #[test]
 fn unsupported_configs_name_the_key() {
     let src = model_dir("tiny-a").join("unet");
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     for (key, value, expect) in [
-        ("use_linear_projection", serde_json::json!(true), "use_linear_projection"),
-        ("down_block_types", serde_json::json!(["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"]), "SimpleCrossAttnDownBlock2D"),
+        (
+            "use_linear_projection",
+            serde_json::json!(true),
+            "use_linear_projection",
+        ),
+        (
+            "down_block_types",
+            serde_json::json!([
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "SimpleCrossAttnDownBlock2D"
+            ]),
+            "SimpleCrossAttnDownBlock2D",
+        ),
         ("in_channels", serde_json::json!(9), "conv_in.weight"),
         ("norm_num_groups", serde_json::json!(7), "norm_num_groups"),
-        ("attention_head_dim", serde_json::json!([8, 8]), "attention_head_dim"),
+        (
+            "attention_head_dim",
+            serde_json::json!([8, 8]),
+            "attention_head_dim",
+        ),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let mut c = config.clone();

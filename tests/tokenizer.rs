@@ -3,8 +3,8 @@
 
 mod common;
 
-use ditail::models::tokenizer::{BOS_ID, EOS_ID, MAX_LEN};
 use ditail::models::ClipTokenizer;
+use ditail::models::tokenizer::{BOS_ID, EOS_ID, MAX_LEN};
 
 #[derive(serde::Deserialize)]
 struct Case {
@@ -22,18 +22,35 @@ fn ids_equal_transformers_clip_tokenizer() {
     let path = common::fixtures().join("tokenizer.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fixture: Fixture = serde_json::from_str(&text).unwrap();
-    assert!(fixture.cases.len() >= 20, "the fixture has {} prompts", fixture.cases.len());
+    assert!(
+        fixture.cases.len() >= 20,
+        "the fixture has {} prompts",
+        fixture.cases.len()
+    );
     let tok = ClipTokenizer::sd15();
     let mut failures = Vec::new();
     for case in &fixture.cases {
         let ids = tok.encode(&case.prompt).unwrap();
         assert_eq!(ids.len(), MAX_LEN);
-        assert_eq!((ids[0], *ids.last().unwrap()), (BOS_ID, EOS_ID), "{:?}", case.prompt);
+        assert_eq!(
+            (ids[0], *ids.last().unwrap()),
+            (BOS_ID, EOS_ID),
+            "{:?}",
+            case.prompt
+        );
         if ids != case.fast_ids {
-            failures.push(format!("{:?}\n  ours:         {ids:?}\n  transformers: {:?}", case.prompt, case.fast_ids));
+            failures.push(format!(
+                "{:?}\n  ours:         {ids:?}\n  transformers: {:?}",
+                case.prompt, case.fast_ids
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} prompts differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} prompts differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -44,5 +61,8 @@ fn long_prompts_are_counted_then_truncated() {
     let ids = tok.encode(&prompt).unwrap();
     assert_eq!(ids.len(), MAX_LEN);
     assert_eq!(ids[MAX_LEN - 1], EOS_ID, "truncation keeps the end token");
-    assert_eq!(tok.encode("a photo of a cat").unwrap()[..7], [49406, 320, 1125, 539, 320, 2368, 49407]);
+    assert_eq!(
+        tok.encode("a photo of a cat").unwrap()[..7],
+        [49406, 320, 1125, 539, 320, 2368, 49407]
+    );
 }

@@ -44,7 +44,9 @@ pub fn unet_cases(model: &str) -> Vec<String> {
 
 /// The CPU device the parity tests run on.
 pub fn cpu() -> Device {
-    Backend::Cpu.device().expect("the default features include the CPU backend")
+    Backend::Cpu
+        .device()
+        .expect("the default features include the CPU backend")
 }
 
 /// Asserts `max |got - want| <= rel_tol * max |want|` over the whole tensor, after
@@ -54,11 +56,17 @@ pub fn assert_close(what: &str, got: &TensorData, want: &TensorData, rel_tol: f3
     let g: Vec<f32> = got.clone().convert::<f32>().try_to_vec::<f32>().unwrap();
     let w: Vec<f32> = want.clone().convert::<f32>().try_to_vec::<f32>().unwrap();
     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(scale > 0.0, "{what}: the reference is all zeros, which would test nothing");
+    assert!(
+        scale > 0.0,
+        "{what}: the reference is all zeros, which would test nothing"
+    );
     let (mut worst, mut at) = (0f32, 0usize);
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
         let d = (a - b).abs();
-        assert!(d.is_finite(), "{what}: non-finite value at flat index {i}: got {a}, want {b}");
+        assert!(
+            d.is_finite(),
+            "{what}: non-finite value at flat index {i}: got {a}, want {b}"
+        );
         if d > worst {
             (worst, at) = (d, i);
         }

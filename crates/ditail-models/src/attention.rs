@@ -211,9 +211,17 @@ impl BasicTransformerBlock {
 
     /// # Shapes
     /// - `x`: `[batch, tokens, dim]`, `context`: `[batch, 77, cross_dim]`; output: like `x`.
-    pub fn forward(&self, x: Tensor<3>, context: Tensor<3>, hook: (Site, &mut dyn Controller)) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        context: Tensor<3>,
+        hook: (Site, &mut dyn Controller),
+    ) -> Tensor<3> {
         let x = x.clone() + self.attn1.forward(self.norm1.forward(x), None, Some(hook));
-        let x = x.clone() + self.attn2.forward(self.norm2.forward(x), Some(context), None);
+        let x = x.clone()
+            + self
+                .attn2
+                .forward(self.norm2.forward(x), Some(context), None);
         x.clone() + self.ff.forward(self.norm3.forward(x))
     }
 }
@@ -257,7 +265,9 @@ impl Transformer2dConfig {
                 .init(device),
             proj_in: conv1x1([c, c], device),
             transformer_blocks: (0..self.layers)
-                .map(|_| BasicTransformerBlock::new(c, self.heads, self.cross_attention_dim, device))
+                .map(|_| {
+                    BasicTransformerBlock::new(c, self.heads, self.cross_attention_dim, device)
+                })
                 .collect(),
             proj_out: conv1x1([c, c], device),
         }

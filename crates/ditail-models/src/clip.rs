@@ -72,7 +72,10 @@ impl ClipTextConfig {
             .with_num_attention_heads(j.get("num_attention_heads", 12)?)
             .with_max_position_embeddings(j.get("max_position_embeddings", 77)?)
             .with_layer_norm_eps(j.get("layer_norm_eps", 1e-5)?);
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 || c.num_hidden_layers == 0 {
+        if c.num_attention_heads == 0
+            || !c.hidden_size.is_multiple_of(c.num_attention_heads)
+            || c.num_hidden_layers == 0
+        {
             return Err(j.error(format!(
                 "hidden_size {} must be divisible by num_attention_heads {}, with at least one layer",
                 c.hidden_size, c.num_attention_heads
@@ -84,7 +87,11 @@ impl ClipTextConfig {
     /// Builds the encoder with uninitialised weights, to be loaded.
     pub fn init(&self, device: &Device) -> ClipTextModel {
         let d = self.hidden_size;
-        let ln = || LayerNormConfig::new(d).with_epsilon(self.layer_norm_eps).init(device);
+        let ln = || {
+            LayerNormConfig::new(d)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
         let linear = |i, o| LinearConfig::new(i, o).init(device);
         let chunks = self.vocab_size.div_ceil(EMBEDDING_CHUNK_ROWS);
         let token_embedding = TokenEmbedding {
@@ -116,7 +123,11 @@ impl ClipTextConfig {
             text_model: ClipTextTransformer {
                 embeddings: ClipTextEmbeddings {
                     token_embedding,
-                    position_embedding: burn::nn::EmbeddingConfig::new(self.max_position_embeddings, d).init(device),
+                    position_embedding: burn::nn::EmbeddingConfig::new(
+                        self.max_position_embeddings,
+                        d,
+                    )
+                    .init(device),
                 },
                 encoder: ClipEncoder { layers },
                 final_layer_norm: ln(),
@@ -147,7 +158,10 @@ impl TokenEmbedding {
         for chunk in &self.weight {
             let rows = chunk.val().dims()[0] as i64;
             let local = ids.clone() - offset;
-            let inside = local.clone().greater_equal_elem(0).bool_and(local.clone().lower_elem(rows));
+            let inside = local
+                .clone()
+                .greater_equal_elem(0)
+                .bool_and(local.clone().lower_elem(rows));
             let picked = embedding(chunk.val(), local.clamp(0, rows - 1));
             let picked = picked * inside.float().unsqueeze_dim::<3>(2);
             out = Some(match out {
@@ -235,7 +249,13 @@ impl ClipEncoderLayer {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let a = &self.self_attn;
         let h = self.layer_norm1.forward(x.clone());
-        let attn = multi_head_attention(a.q_proj.forward(h.clone()), a.k_proj.forward(h.clone()), a.v_proj.forward(h), a.heads, true);
+        let attn = multi_head_attention(
+            a.q_proj.forward(h.clone()),
+            a.k_proj.forward(h.clone()),
+            a.v_proj.forward(h),
+            a.heads,
+            true,
+        );
         let x = x + a.out_proj.forward(attn);
         let h = self.mlp.fc1.forward(self.layer_norm2.forward(x.clone()));
         let h = h.clone() * sigmoid(h * 1.702);
@@ -269,12 +289,18 @@ impl ClipTextModel {
         if skip >= self.num_layers() {
             return Err(ModelError::InvalidInput {
                 name: "clip skip".into(),
-                reason: format!("skipping {skip} of {} layers leaves none", self.num_layers()),
+                reason: format!(
+                    "skipping {skip} of {} layers leaves none",
+                    self.num_layers()
+                ),
             });
         }
         let device = ids.device();
-        let positions = Tensor::<1, Int>::arange(0..n as i64, &device).reshape([1, n]).expand([b, n]);
-        let mut x = t.embeddings.token_embedding.forward(ids) + t.embeddings.position_embedding.forward(positions);
+        let positions = Tensor::<1, Int>::arange(0..n as i64, &device)
+            .reshape([1, n])
+            .expand([b, n]);
+        let mut x = t.embeddings.token_embedding.forward(ids)
+            + t.embeddings.position_embedding.forward(positions);
         for layer in &t.encoder.layers[..self.num_layers() - skip] {
             x = layer.forward(x);
         }

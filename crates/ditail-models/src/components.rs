@@ -18,12 +18,19 @@ use crate::error::{ModelError, Result};
 use crate::hook::NoControl;
 use crate::load::{LoadOptions, load_text_encoder, load_unet, load_vae};
 
-fn input<const D: usize>(inputs: &BTreeMap<String, TensorData>, name: &str, device: &Device) -> Result<Option<Tensor<D>>> {
+fn input<const D: usize>(
+    inputs: &BTreeMap<String, TensorData>,
+    name: &str,
+    device: &Device,
+) -> Result<Option<Tensor<D>>> {
     let Some(data) = inputs.get(name) else {
         return Ok(None);
     };
     check_rank(name, data, D)?;
-    Ok(Some(Tensor::from_data(data.clone().convert::<f32>(), device)))
+    Ok(Some(Tensor::from_data(
+        data.clone().convert::<f32>(),
+        device,
+    )))
 }
 
 fn check_rank(name: &str, data: &TensorData, rank: usize) -> Result<()> {
@@ -60,15 +67,27 @@ pub fn run_components(
         }
         let (encoder, config) = load_text_encoder(&model_dir.join("text_encoder"), device, opts)?;
         let values = ids.clone().convert::<i64>();
-        if let Some(bad) = values.iter::<i64>().find(|&v| v < 0 || v as usize >= config.vocab_size) {
+        if let Some(bad) = values
+            .iter::<i64>()
+            .find(|&v| v < 0 || v as usize >= config.vocab_size)
+        {
             return Err(ModelError::InvalidInput {
                 name: "input_ids".into(),
-                reason: format!("token id {bad} is outside the vocabulary of {}", config.vocab_size),
+                reason: format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    config.vocab_size
+                ),
             });
         }
         let ids = Tensor::<2, Int>::from_data(values, device);
-        out.insert("text_embeddings".into(), output(encoder.forward(ids.clone(), 0)?));
-        out.insert("text_embeddings_penultimate".into(), output(encoder.forward(ids, 1)?));
+        out.insert(
+            "text_embeddings".into(),
+            output(encoder.forward(ids.clone(), 0)?),
+        );
+        out.insert(
+            "text_embeddings_penultimate".into(),
+            output(encoder.forward(ids, 1)?),
+        );
     }
 
     let image = input::<4>(inputs, "image", device)?;
@@ -80,7 +99,10 @@ pub fn run_components(
             if c != 3 || h % 8 != 0 || w % 8 != 0 {
                 return Err(ModelError::InvalidInput {
                     name: "image".into(),
-                    reason: format!("expected [B, 3, H, W] with H and W multiples of 8, found {:?}", image.dims()),
+                    reason: format!(
+                        "expected [B, 3, H, W] with H and W multiples of 8, found {:?}",
+                        image.dims()
+                    ),
                 });
             }
             out.insert("posterior_mean".into(), output(vae.encode_mean(image)));
@@ -97,7 +119,10 @@ pub fn run_components(
         (Some(sample), Some(t), Some(context)) => {
             let t = t.clone().convert::<f32>();
             let values: Vec<f32> = t.iter::<f32>().collect();
-            let Some(&first) = values.first().filter(|_| values.iter().all(|&v| v == values[0])) else {
+            let Some(&first) = values
+                .first()
+                .filter(|_| values.iter().all(|&v| v == values[0]))
+            else {
                 return Err(ModelError::InvalidInput {
                     name: "timestep".into(),
                     reason: format!("expected one timestep (shape [1]), found {values:?}"),
@@ -106,21 +131,33 @@ pub fn run_components(
             if sample.dims()[0] != context.dims()[0] {
                 return Err(ModelError::InvalidInput {
                     name: "encoder_hidden_states".into(),
-                    reason: format!("batch {} differs from the sample's {}", context.dims()[0], sample.dims()[0]),
+                    reason: format!(
+                        "batch {} differs from the sample's {}",
+                        context.dims()[0],
+                        sample.dims()[0]
+                    ),
                 });
             }
             let (unet, _) = load_unet(&model_dir.join("unet"), device, opts)?;
-            out.insert("noise_pred".into(), output(unet.forward(sample, first, context, &mut NoControl)));
+            out.insert(
+                "noise_pred".into(),
+                output(unet.forward(sample, first, context, &mut NoControl)),
+            );
         }
         (None, None, None) => {}
         (s, t, c) => {
-            let missing: Vec<&str> = [("sample", s.is_none()), ("timestep", t.is_none()), ("encoder_hidden_states", c.is_none())]
-                .into_iter()
-                .filter_map(|(n, m)| m.then_some(n))
-                .collect();
+            let missing: Vec<&str> = [
+                ("sample", s.is_none()),
+                ("timestep", t.is_none()),
+                ("encoder_hidden_states", c.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(n, m)| m.then_some(n))
+            .collect();
             return Err(ModelError::InvalidInput {
                 name: missing.join(", "),
-                reason: "the U-Net needs sample, timestep and encoder_hidden_states together".into(),
+                reason: "the U-Net needs sample, timestep and encoder_hidden_states together"
+                    .into(),
             });
         }
     }

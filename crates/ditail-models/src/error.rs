@@ -23,7 +23,9 @@ pub enum ModelError {
         reason: String,
     },
     /// A tensor in a weights file has a dtype that cannot become model weights.
-    #[error("{path}: tensor `{key}` has dtype {dtype}, expected a float type (f32, f16, bf16, f64)")]
+    #[error(
+        "{path}: tensor `{key}` has dtype {dtype}, expected a float type (f32, f16, bf16, f64)"
+    )]
     UnsupportedDtype {
         /// The file.
         path: PathBuf,

@@ -135,6 +135,8 @@ pub struct NoControl;
 impl Controller for NoControl {}
 
 /// What a [`Recorder`] captured at one site.
+// A handful of captures live at once; boxing the pair would only complicate matching.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Captured {
     /// A ResNet residual branch, `[batch, channels, height, width]`.

@@ -68,7 +68,10 @@ impl JsonConfig {
             Some(Value::Array(_)) => {
                 let v: Vec<usize> = self.get(key, vec![])?;
                 if v.len() != n {
-                    return Err(self.error(format!("key `{key}` lists {} values for {n} blocks", v.len())));
+                    return Err(self.error(format!(
+                        "key `{key}` lists {} values for {n} blocks",
+                        v.len()
+                    )));
                 }
                 Ok(v)
             }

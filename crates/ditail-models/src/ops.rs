@@ -41,7 +41,7 @@ pub fn multi_head_attention(
         let chunks = q
             .split(rows, 2)
             .into_iter()
-            .map(|q| sdpa(q, k.clone(), v.clone(), None, None, options.clone()))
+            .map(|q| sdpa(q, k.clone(), v.clone(), None, None, options))
             .collect();
         Tensor::cat(chunks, 2)
     };
@@ -67,10 +67,8 @@ pub fn resize_nearest(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
         if from == to {
             return x;
         }
-        let idx = Tensor::<1, Int>::from_data(
-            TensorData::new(nearest_indices(from, to), [to]),
-            &device,
-        );
+        let idx =
+            Tensor::<1, Int>::from_data(TensorData::new(nearest_indices(from, to), [to]), &device);
         x.select(dim, idx)
     };
     let x = pick(x, 2, h, size[0]);

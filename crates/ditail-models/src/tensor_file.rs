@@ -28,13 +28,19 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
         let shape = view.shape().to_vec();
         let raw = view.data();
         let data = match view.dtype() {
-            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 => TensorData::new(decode_f32(raw, view.dtype()), shape),
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 => {
+                TensorData::new(decode_f32(raw, view.dtype()), shape)
+            }
             Dtype::I64 => TensorData::new(
-                raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect::<Vec<_>>(),
+                raw.chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                    .collect::<Vec<_>>(),
                 shape,
             ),
             Dtype::I32 => TensorData::new(
-                raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect::<Vec<_>>(),
+                raw.chunks_exact(4)
+                    .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)
+                    .collect::<Vec<_>>(),
                 shape,
             ),
             other => {
@@ -101,10 +107,11 @@ pub fn write_tensors(
                 .map_err(|e| invalid(name, e.to_string()))
         })
         .collect::<Result<_>>()?;
-    let serialized = safetensors::serialize(views, metadata).map_err(|e| ModelError::Safetensors {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let serialized =
+        safetensors::serialize(views, metadata).map_err(|e| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     write_atomic(path, &serialized)
 }
 
@@ -114,8 +121,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         path: path.to_path_buf(),
         source,
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(|e| {

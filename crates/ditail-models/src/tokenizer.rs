@@ -62,7 +62,8 @@ impl ClipTokenizer {
     /// Builds the tokenizer from the text of `vocab.json` and `merges.txt`.
     pub fn from_vocab(vocab_json: &str, merges_txt: &str) -> Result<Self> {
         let err = |e: String| ModelError::Tokenizer(e);
-        let vocab: Value = serde_json::from_str(vocab_json).map_err(|e| err(format!("vocab.json: {e}")))?;
+        let vocab: Value =
+            serde_json::from_str(vocab_json).map_err(|e| err(format!("vocab.json: {e}")))?;
         let merges: Vec<&str> = merges_txt
             .lines()
             .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())

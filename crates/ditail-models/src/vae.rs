@@ -92,7 +92,9 @@ impl VaeConfig {
     /// Checks that the numbers describe a buildable network.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.block_out_channels.is_empty() || self.layers_per_block == 0 {
-            return Err("block_out_channels must be non-empty and layers_per_block at least 1".into());
+            return Err(
+                "block_out_channels must be non-empty and layers_per_block at least 1".into(),
+            );
         }
         if let Some(c) = self
             .block_out_channels

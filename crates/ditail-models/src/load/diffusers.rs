@@ -44,21 +44,30 @@ impl WeightFiles {
     /// either when only one exists; a sharded index is followed.
     pub fn find(dir: &Path, stem: &str, what: &'static str, dtype: FloatDType) -> Result<Self> {
         let half_first = matches!(dtype, FloatDType::F16 | FloatDType::BF16);
-        let mut variants = [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")];
+        let mut variants = [
+            format!("{stem}.safetensors"),
+            format!("{stem}.fp16.safetensors"),
+        ];
         if half_first {
             variants.reverse();
         }
         for name in &variants {
             let single = dir.join(name);
             if single.is_file() {
-                return Ok(Self { files: vec![single] });
+                return Ok(Self {
+                    files: vec![single],
+                });
             }
             let index = dir.join(format!("{name}.index.json"));
             if index.is_file() {
                 return Self::from_index(dir, &index);
             }
         }
-        let pickles = [format!("{stem}.bin"), format!("{stem}.fp16.bin"), format!("{stem}.ckpt")];
+        let pickles = [
+            format!("{stem}.bin"),
+            format!("{stem}.fp16.bin"),
+            format!("{stem}.ckpt"),
+        ];
         if let Some(p) = pickles.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
             return Err(ModelError::MissingFile {
                 dir: dir.to_path_buf(),
@@ -86,7 +95,8 @@ impl WeightFiles {
 
     fn from_index(dir: &Path, index: &Path) -> Result<Self> {
         let j = JsonConfig::read(index)?;
-        let map: std::collections::BTreeMap<String, String> = j.get("weight_map", Default::default())?;
+        let map: std::collections::BTreeMap<String, String> =
+            j.get("weight_map", Default::default())?;
         let mut files: Vec<PathBuf> = map.values().map(|f| dir.join(f)).collect();
         files.sort();
         files.dedup();
@@ -119,25 +129,39 @@ fn config_path(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Loads a diffusers `unet/` folder.
-pub fn load_unet(dir: &Path, device: &Device, opts: LoadOptions) -> Result<(UNet2DConditionModel, UNetConfig)> {
+pub fn load_unet(
+    dir: &Path,
+    device: &Device,
+    opts: LoadOptions,
+) -> Result<(UNet2DConditionModel, UNetConfig)> {
     let config = UNetConfig::from_json_file(&config_path(dir)?)?;
-    let files = WeightFiles::find(dir, "diffusion_pytorch_model", "U-Net weights", opts.dtype)?.open()?;
+    let files =
+        WeightFiles::find(dir, "diffusion_pytorch_model", "U-Net weights", opts.dtype)?.open()?;
     let mut model = config.init(device);
     load_into(&mut model, Component::Unet, &files, opts.dtype)?;
     Ok((model, config))
 }
 
 /// Loads a diffusers `vae/` folder.
-pub fn load_vae(dir: &Path, device: &Device, opts: LoadOptions) -> Result<(AutoencoderKl, VaeConfig)> {
+pub fn load_vae(
+    dir: &Path,
+    device: &Device,
+    opts: LoadOptions,
+) -> Result<(AutoencoderKl, VaeConfig)> {
     let config = VaeConfig::from_json_file(&config_path(dir)?)?;
-    let files = WeightFiles::find(dir, "diffusion_pytorch_model", "VAE weights", opts.dtype)?.open()?;
+    let files =
+        WeightFiles::find(dir, "diffusion_pytorch_model", "VAE weights", opts.dtype)?.open()?;
     let mut model = config.init(device);
     load_into(&mut model, Component::Vae, &files, opts.dtype)?;
     Ok((model, config))
 }
 
 /// Loads a transformers `text_encoder/` folder.
-pub fn load_text_encoder(dir: &Path, device: &Device, opts: LoadOptions) -> Result<(ClipTextModel, ClipTextConfig)> {
+pub fn load_text_encoder(
+    dir: &Path,
+    device: &Device,
+    opts: LoadOptions,
+) -> Result<(ClipTextModel, ClipTextConfig)> {
     let config = ClipTextConfig::from_json_file(&config_path(dir)?)?;
     let files = WeightFiles::find(dir, "model", "text encoder weights", opts.dtype)?.open()?;
     let mut model = config.init(device);
@@ -185,7 +209,8 @@ impl StableDiffusion {
                 looked_for: "a folder with unet/, vae/ and text_encoder/".into(),
             });
         }
-        let (text_encoder, text_config) = load_text_encoder(&dir.join("text_encoder"), device, opts)?;
+        let (text_encoder, text_config) =
+            load_text_encoder(&dir.join("text_encoder"), device, opts)?;
         let (vae, vae_config) = load_vae(&dir.join("vae"), device, opts)?;
         let (unet, unet_config) = load_unet(&dir.join("unet"), device, opts)?;
         if text_config.hidden_size != unet_config.cross_attention_dim {

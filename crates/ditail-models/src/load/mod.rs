@@ -11,7 +11,8 @@ mod diffusers;
 mod safetensors;
 
 pub use self::diffusers::{
-    LoadOptions, StableDiffusion, WeightFiles, load_text_encoder, load_tokenizer, load_unet, load_vae,
+    LoadOptions, StableDiffusion, WeightFiles, load_text_encoder, load_tokenizer, load_unet,
+    load_vae,
 };
 pub use self::safetensors::{Source, TensorEntry, WeightFile, decode_f32};
 
@@ -55,13 +56,23 @@ impl Component {
     }
 
     /// The model-side tensors a file key feeds: usually the key itself.
-    fn model_keys(self, key: &str, shape: &[usize]) -> Vec<(String, Option<std::ops::Range<usize>>)> {
-        if self == Component::TextEncoder && key == "text_model.embeddings.token_embedding.weight" && !shape.is_empty() {
+    fn model_keys(
+        self,
+        key: &str,
+        shape: &[usize],
+    ) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        if self == Component::TextEncoder
+            && key == "text_model.embeddings.token_embedding.weight"
+            && !shape.is_empty()
+        {
             let rows = shape[0];
             return (0..rows.div_ceil(EMBEDDING_CHUNK_ROWS))
                 .map(|c| {
                     let start = c * EMBEDDING_CHUNK_ROWS;
-                    (format!("{key}.{c}"), Some(start..rows.min(start + EMBEDDING_CHUNK_ROWS)))
+                    (
+                        format!("{key}.{c}"),
+                        Some(start..rows.min(start + EMBEDDING_CHUNK_ROWS)),
+                    )
                 })
                 .collect();
         }
@@ -128,7 +139,11 @@ pub fn load_into<M: ModuleSnapshot>(
     let result = module.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), true);
 
     let mut details = String::new();
-    let missing: Vec<String> = result.missing.iter().map(|(path, _)| path.clone()).collect();
+    let missing: Vec<String> = result
+        .missing
+        .iter()
+        .map(|(path, _)| path.clone())
+        .collect();
     if !missing.is_empty() {
         details += &list("missing from the files", &missing);
     }
@@ -144,7 +159,11 @@ pub fn load_into<M: ModuleSnapshot>(
     } else {
         Err(ModelError::WeightsMismatch {
             component: component.name(),
-            source_desc: files.iter().map(|f| f.path().display().to_string()).collect::<Vec<_>>().join(", "),
+            source_desc: files
+                .iter()
+                .map(|f| f.path().display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             details,
         })
     }

@@ -52,7 +52,8 @@ impl WeightFile {
             path: path.to_path_buf(),
             reason,
         };
-        let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| invalid(describe(e, map.len())))?;
+        let (header_len, meta) =
+            SafeTensors::read_metadata(&map).map_err(|e| invalid(describe(e, map.len())))?;
         let mut tensors: Vec<TensorEntry> = meta
             .tensors()
             .into_iter()
@@ -92,13 +93,19 @@ fn describe(e: safetensors::SafeTensorError, file_len: usize) -> String {
     use safetensors::SafeTensorError as E;
     match e {
         E::HeaderTooSmall | E::HeaderTooLarge | E::InvalidHeaderLength => {
-            format!("the file ({file_len} bytes) is too short or does not start with a safetensors header ({e})")
+            format!(
+                "the file ({file_len} bytes) is too short or does not start with a safetensors header ({e})"
+            )
         }
         E::InvalidHeader(_) | E::InvalidHeaderStart | E::InvalidHeaderDeserialization(_) => {
-            format!("the header is not valid safetensors JSON ({e}); is this really a .safetensors file?")
+            format!(
+                "the header is not valid safetensors JSON ({e}); is this really a .safetensors file?"
+            )
         }
         E::MetadataIncompleteBuffer => {
-            format!("the header describes more data than the file's {file_len} bytes (truncated download?)")
+            format!(
+                "the header describes more data than the file's {file_len} bytes (truncated download?)"
+            )
         }
         other => other.to_string(),
     }
@@ -117,7 +124,10 @@ fn float_size(dtype: Dtype) -> Option<usize> {
 /// Decodes little-endian floats of `dtype` to f32.
 pub fn decode_f32(raw: &[u8], dtype: Dtype) -> Vec<f32> {
     match dtype {
-        Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+        Dtype::F32 => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
         Dtype::F16 => raw
             .chunks_exact(2)
             .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
@@ -136,9 +146,21 @@ pub fn decode_f32(raw: &[u8], dtype: Dtype) -> Vec<f32> {
 
 fn encode(values: Vec<f32>, target: FloatDType) -> Bytes {
     match target {
-        FloatDType::F16 => Bytes::from_elems(values.into_iter().map(|v| half::f16::from_f32(v).to_bits()).collect::<Vec<u16>>()),
-        FloatDType::BF16 => Bytes::from_elems(values.into_iter().map(|v| half::bf16::from_f32(v).to_bits()).collect::<Vec<u16>>()),
-        FloatDType::F64 => Bytes::from_elems(values.into_iter().map(f64::from).collect::<Vec<f64>>()),
+        FloatDType::F16 => Bytes::from_elems(
+            values
+                .into_iter()
+                .map(|v| half::f16::from_f32(v).to_bits())
+                .collect::<Vec<u16>>(),
+        ),
+        FloatDType::BF16 => Bytes::from_elems(
+            values
+                .into_iter()
+                .map(|v| half::bf16::from_f32(v).to_bits())
+                .collect::<Vec<u16>>(),
+        ),
+        FloatDType::F64 => {
+            Bytes::from_elems(values.into_iter().map(f64::from).collect::<Vec<f64>>())
+        }
         FloatDType::F32 | FloatDType::Flex32 => Bytes::from_elems(values),
     }
 }
@@ -189,13 +211,20 @@ impl Source {
         let provider = move || {
             let raw = self.file.raw(&self.entry);
             let raw = match &self.rows {
-                Some(r) => raw.get(r.start * row_bytes..r.end * row_bytes).ok_or_else(|| {
-                    PackError::ValidationError(format!("rows {r:?} out of range for `{}`", self.entry.name))
-                })?,
+                Some(r) => raw
+                    .get(r.start * row_bytes..r.end * row_bytes)
+                    .ok_or_else(|| {
+                        PackError::ValidationError(format!(
+                            "rows {r:?} out of range for `{}`",
+                            self.entry.name
+                        ))
+                    })?,
                 None => raw,
             };
             Ok(encode(decode_f32(raw, self.entry.dtype), target))
         };
-        Ok(PackTensor::deferred(name, dtype, shape, None, byte_len, provider))
+        Ok(PackTensor::deferred(
+            name, dtype, shape, None, byte_len, provider,
+        ))
     }
 }

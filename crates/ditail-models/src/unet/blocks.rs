@@ -88,7 +88,11 @@ impl DownBlock {
                 .map(|j| shape.resnet(if j == 0 { cin } else { cout }, cout, device))
                 .collect(),
             attentions: heads
-                .map(|h| (0..layers).map(|_| shape.transformer(cout, h, device)).collect())
+                .map(|h| {
+                    (0..layers)
+                        .map(|_| shape.transformer(cout, h, device))
+                        .collect()
+                })
                 .unwrap_or_default(),
             downsamplers: downsample
                 .then(|| Downsample2d {
@@ -114,10 +118,18 @@ impl DownBlock {
     ) -> Tensor<4> {
         for (j, resnet) in self.resnets.iter().enumerate() {
             let layer = j as u8;
-            let site = Site::Resnet { stage: Stage::Down, block, layer };
+            let site = Site::Resnet {
+                stage: Stage::Down,
+                block,
+                layer,
+            };
             x = resnet.forward(x, Some(temb.clone()), Some((site, &mut *ctrl)));
             if let Some(attn) = self.attentions.get(j) {
-                let site = Site::SelfAttn { stage: Stage::Down, block, layer };
+                let site = Site::SelfAttn {
+                    stage: Stage::Down,
+                    block,
+                    layer,
+                };
                 x = attn.forward(x, context.clone(), site, ctrl);
             }
             skips.push(x.clone());
@@ -142,7 +154,9 @@ pub struct MidBlock {
 impl MidBlock {
     pub(crate) fn new(shape: &BlockShape, channels: usize, heads: usize, device: &Device) -> Self {
         Self {
-            resnets: (0..2).map(|_| shape.resnet(channels, channels, device)).collect(),
+            resnets: (0..2)
+                .map(|_| shape.resnet(channels, channels, device))
+                .collect(),
             attentions: vec![shape.transformer(channels, heads, device)],
         }
     }
@@ -154,11 +168,19 @@ impl MidBlock {
         context: &Tensor<3>,
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
-        let site = |layer| Site::Resnet { stage: Stage::Mid, block: 0, layer };
+        let site = |layer| Site::Resnet {
+            stage: Stage::Mid,
+            block: 0,
+            layer,
+        };
         let mut x = self.resnets[0].forward(x, Some(temb.clone()), Some((site(0), &mut *ctrl)));
         for (j, (attn, resnet)) in self.attentions.iter().zip(&self.resnets[1..]).enumerate() {
             let layer = j as u8;
-            let attn_site = Site::SelfAttn { stage: Stage::Mid, block: 0, layer };
+            let attn_site = Site::SelfAttn {
+                stage: Stage::Mid,
+                block: 0,
+                layer,
+            };
             x = attn.forward(x, context.clone(), attn_site, ctrl);
             x = resnet.forward(x, Some(temb.clone()), Some((site(layer + 1), &mut *ctrl)));
         }
@@ -208,7 +230,11 @@ impl UpBlock {
                 })
                 .collect(),
             attentions: heads
-                .map(|h| (0..n).map(|_| shape.transformer(ch.out, h, device)).collect())
+                .map(|h| {
+                    (0..n)
+                        .map(|_| shape.transformer(ch.out, h, device))
+                        .collect()
+                })
                 .unwrap_or_default(),
             upsamplers: upsample
                 .then(|| Upsample2d {
@@ -235,12 +261,22 @@ impl UpBlock {
     ) -> Tensor<4> {
         for (j, resnet) in self.resnets.iter().enumerate() {
             let layer = j as u8;
-            let skip = skips.pop().expect("the down path provides one skip per up ResNet");
+            let skip = skips
+                .pop()
+                .expect("the down path provides one skip per up ResNet");
             x = Tensor::cat(vec![x, skip], 1);
-            let site = Site::Resnet { stage: Stage::Up, block, layer };
+            let site = Site::Resnet {
+                stage: Stage::Up,
+                block,
+                layer,
+            };
             x = resnet.forward(x, Some(temb.clone()), Some((site, &mut *ctrl)));
             if let Some(attn) = self.attentions.get(j) {
-                let site = Site::SelfAttn { stage: Stage::Up, block, layer };
+                let site = Site::SelfAttn {
+                    stage: Stage::Up,
+                    block,
+                    layer,
+                };
                 x = attn.forward(x, context.clone(), site, ctrl);
             }
         }

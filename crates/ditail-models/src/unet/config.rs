@@ -55,8 +55,18 @@ impl UNetConfig {
     pub fn sd15() -> Self {
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         Self::new(
-            s(&["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]),
-            s(&["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]),
+            s(&[
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ]),
+            s(&[
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ]),
             vec![320, 640, 1280, 1280],
             vec![8; 4],
         )
@@ -90,7 +100,9 @@ impl UNetConfig {
         }
         for t in &up {
             if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
-                return Err(j.error(format!("unsupported up block type `{t}` (SD1.x uses UpBlock2D and CrossAttnUpBlock2D)")));
+                return Err(j.error(format!(
+                    "unsupported up block type `{t}` (SD1.x uses UpBlock2D and CrossAttnUpBlock2D)"
+                )));
             }
         }
         let heads = match j.raw("num_attention_heads").filter(|v| !v.is_null()) {
@@ -116,11 +128,18 @@ impl UNetConfig {
         j.expect("conv_out_kernel", Value::from(3))?;
         j.expect("downsample_padding", Value::from(1))?;
         j.expect("mid_block_scale_factor", Value::from(1))?;
-        if let Some(v) = j.raw("transformer_layers_per_block").filter(|v| !v.is_u64()) {
-            return Err(j.error(format!("transformer_layers_per_block must be one integer for SD1.x, found {v}")));
+        if let Some(v) = j
+            .raw("transformer_layers_per_block")
+            .filter(|v| !v.is_u64())
+        {
+            return Err(j.error(format!(
+                "transformer_layers_per_block must be one integer for SD1.x, found {v}"
+            )));
         }
         if let Some(v) = j.raw("layers_per_block").filter(|v| !v.is_u64()) {
-            return Err(j.error(format!("layers_per_block must be one integer for SD1.x, found {v}")));
+            return Err(j.error(format!(
+                "layers_per_block must be one integer for SD1.x, found {v}"
+            )));
         }
 
         let config = Self::new(down, up, ch, heads)
@@ -141,7 +160,9 @@ impl UNetConfig {
     /// heads), so that `init` cannot panic on a config that parsed.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.layers_per_block == 0 || self.transformer_layers_per_block == 0 {
-            return Err("layers_per_block and transformer_layers_per_block must be at least 1".into());
+            return Err(
+                "layers_per_block and transformer_layers_per_block must be at least 1".into(),
+            );
         }
         if self.num_attention_heads.len() != self.block_out_channels.len() {
             return Err("one head count per block is needed".into());
@@ -149,15 +170,23 @@ impl UNetConfig {
         if self.norm_num_groups == 0 {
             return Err("norm_num_groups must be at least 1".into());
         }
-        for (&c, &h) in self.block_out_channels.iter().zip(&self.num_attention_heads) {
+        for (&c, &h) in self
+            .block_out_channels
+            .iter()
+            .zip(&self.num_attention_heads)
+        {
             if c == 0 || c % self.norm_num_groups != 0 {
-                return Err(format!("block_out_channels value {c} is not a positive multiple of norm_num_groups {}", self.norm_num_groups));
+                return Err(format!(
+                    "block_out_channels value {c} is not a positive multiple of norm_num_groups {}",
+                    self.norm_num_groups
+                ));
             }
             if h == 0 || c % h != 0 {
-                return Err(format!("block_out_channels value {c} is not divisible by its head count {h}"));
+                return Err(format!(
+                    "block_out_channels value {c} is not divisible by its head count {h}"
+                ));
             }
         }
         Ok(())
     }
 }
-

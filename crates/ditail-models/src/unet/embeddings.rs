@@ -13,7 +13,12 @@ use burn::tensor::activation::silu;
 ///
 /// Returns `[timesteps.len(), dim]` values, row-major: `[cos | sin]` when `flip_sin_to_cos`
 /// (SD1.x), else `[sin | cos]`; an odd `dim` gets a zero column at the end.
-pub fn timestep_embedding(timesteps: &[f32], dim: usize, flip_sin_to_cos: bool, shift: f32) -> Vec<f32> {
+pub fn timestep_embedding(
+    timesteps: &[f32],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    shift: f32,
+) -> Vec<f32> {
     let half = dim / 2;
     let freqs: Vec<f32> = (0..half)
         .map(|i| (-(10000f32.ln()) * i as f32 / (half as f32 - shift)).exp())
@@ -22,7 +27,11 @@ pub fn timestep_embedding(timesteps: &[f32], dim: usize, flip_sin_to_cos: bool, 
     for &t in timesteps {
         let args = freqs.iter().map(|f| t * f);
         let (sin, cos): (Vec<f32>, Vec<f32>) = args.map(|a| (a.sin(), a.cos())).unzip();
-        let (first, second) = if flip_sin_to_cos { (cos, sin) } else { (sin, cos) };
+        let (first, second) = if flip_sin_to_cos {
+            (cos, sin)
+        } else {
+            (sin, cos)
+        };
         out.extend(first);
         out.extend(second);
         if dim % 2 == 1 {

@@ -60,13 +60,24 @@ impl UNetConfig {
             cross_dim: self.cross_attention_dim,
             transformer_layers: self.transformer_layers_per_block,
         };
-        let heads = |i: usize, kind: &str| kind.starts_with("CrossAttn").then(|| self.num_attention_heads[i]);
+        let heads = |i: usize, kind: &str| {
+            kind.starts_with("CrossAttn")
+                .then(|| self.num_attention_heads[i])
+        };
 
         let down_blocks = (0..n)
             .map(|i| {
                 let cin = if i == 0 { ch[0] } else { ch[i - 1] };
                 let h = heads(i, &self.down_block_types[i]);
-                DownBlock::new(&shape, cin, ch[i], self.layers_per_block, h, i + 1 < n, device)
+                DownBlock::new(
+                    &shape,
+                    cin,
+                    ch[i],
+                    self.layers_per_block,
+                    h,
+                    i + 1 < n,
+                    device,
+                )
             })
             .collect();
 
