@@ -7,7 +7,8 @@ files):
   tests/fixtures/tokenizer.json          CLIP tokenizer ids for tricky prompts (slow and
                                          fast Hugging Face tokenizers; see tokenizer_ids.py)
   tests/fixtures/models/tiny-a/          random-weight diffusers folder, SD1.5 block
-                                         structure, tiny widths, f32 safetensors
+                                         structure, tiny widths, f32 safetensors, and a
+                                         1000-entry CLIP BPE in tokenizer/ (ids < vocab_size)
   tests/fixtures/models/tiny-b/          same, other widths / per-block head counts,
                                          saved only as the fp16 variant
   tests/fixtures/golden/<model>/         text.safetensors, vae.safetensors,
@@ -295,8 +296,11 @@ def vae_config(block_out_channels, norm_num_groups, sample_size):
     )
 
 
-def text_config(hidden, intermediate, layers, heads, vocab, projection_dim):
+def text_config(hidden, intermediate, layers, heads, vocab, projection_dim, special_ids=(1, 0, 2)):
     # SD1.5's text_encoder/config.json (CLIP ViT-L/14 text tower) with the widths swapped.
+    # special_ids = (pad, bos, eos); SD1.5's config has the legacy (1, 0, 2).  They only
+    # steer the pooled output (first eos position), which ditail does not use.
+    pad_id, bos_id, eos_id = special_ids
     return dict(
         vocab_size=vocab,
         hidden_size=hidden,
@@ -311,9 +315,9 @@ def text_config(hidden, intermediate, layers, heads, vocab, projection_dim):
         dropout=0.0,
         initializer_range=0.02,
         initializer_factor=1.0,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
+        pad_token_id=pad_id,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
     )
 
 
@@ -337,8 +341,9 @@ TINY = {
     "tiny-a": dict(
         unet=unet_config((16, 32, 32, 32), 4, 16, 32, sample_size=8),
         vae=vae_config((8, 16, 16, 16), 4, sample_size=32),
-        text=text_config(32, 64, 2, 4, 1000, 32),
+        text=text_config(32, 64, 2, 4, 1000, 32, special_ids=(999, 998, 999)),
         fp16=False,
+        tokenizer="tiny",
         seed=1000,
         image_hw=(32, 32),
         timestep_dtype=torch.float32,
@@ -347,8 +352,9 @@ TINY = {
     "tiny-b": dict(
         unet=unet_config((16, 32, 48, 48), [2, 4, 4, 4], 8, 48, sample_size=16),
         vae=vae_config((8, 16, 32, 32), 4, sample_size=40),
-        text=text_config(48, 96, 3, 6, 1000, 48),
+        text=text_config(48, 96, 3, 6, 1000, 48, special_ids=(999, 998, 999)),
         fp16=True,
+        tokenizer="tiny",
         seed=2000,
         image_hw=(24, 40),
         timestep_dtype=torch.int64,
@@ -483,7 +489,39 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def save_model_dir(out: Path, unet, vae, text, fp16: bool, with_tokenizer: bool) -> None:
+TINY_VOCAB = 1000
+TINY_MERGES = TINY_VOCAB - 2 * 256 - 2  # 486: 256 bytes + 256 "</w>" bytes + merges + 2 specials
+TINY_BOS, TINY_EOS = TINY_VOCAB - 2, TINY_VOCAB - 1  # 998, 999 (pad = eos)
+
+
+def tiny_tokenizer_files() -> tuple[bytes, bytes]:
+    """vocab.json / merges.txt of a 1000-entry CLIP BPE for the tiny text encoders.
+
+    Cut from models/clip: the 256 byte-level characters (ids 0..255), their 256 "</w>"
+    variants (256..511), the first 486 merges and their merged tokens (512..997, in the
+    same order as in CLIP's vocab), then <|startoftext|> = 998 and <|endoftext|> = 999.
+    Written in the format of models/clip (one-line JSON, sorted keys, raw UTF-8;
+    "#version: 0.2" header, one merge per line, final newline).
+    """
+    vocab = json.loads((CLIP_DIR / "vocab.json").read_text(encoding="utf-8"))
+    lines = (CLIP_DIR / "merges.txt").read_text(encoding="utf-8").split("\n")
+    assert lines[0] == "#version: 0.2", lines[0]
+    merges = [tuple(m.split(" ")) for m in lines[1:1 + TINY_MERGES]]
+    keep = {tok: i for tok, i in vocab.items() if i < 512 + TINY_MERGES}
+    assert len(keep) == 512 + TINY_MERGES
+    for i, (a, b) in enumerate(merges):
+        assert vocab[a + b] == 512 + i, (a, b)  # CLIP's merged tokens follow the merge order
+        assert a in keep and b in keep
+    keep["<|startoftext|>"] = TINY_BOS
+    keep["<|endoftext|>"] = TINY_EOS
+    assert sorted(keep.values()) == list(range(TINY_VOCAB))
+    vocab_bytes = json.dumps(keep, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    merges_bytes = ("\n".join(["#version: 0.2"] + [f"{a} {b}" for a, b in merges]) + "\n").encode("utf-8")
+    return vocab_bytes, merges_bytes
+
+
+def save_model_dir(out: Path, unet, vae, text, fp16: bool, tokenizer: str | None) -> None:
+    """tokenizer: None (no tokenizer/), "clip" (the full CLIP files) or "tiny" (tiny_tokenizer_files)."""
     import diffusers
 
     if out.exists():
@@ -500,12 +538,19 @@ def save_model_dir(out: Path, unet, vae, text, fp16: bool, with_tokenizer: bool)
     _canonical_text_encoder_keys(out / "text_encoder" / ("model.fp16.safetensors" if fp16 else "model.safetensors"))
     sched = dict(SCHEDULER_CONFIG, _diffusers_version=diffusers.__version__)
     write_json(out / "scheduler" / "scheduler_config.json", sched)
-    write_json(out / "model_index.json", model_index(with_tokenizer))
-    if with_tokenizer:
+    write_json(out / "model_index.json", model_index(tokenizer is not None))
+    if tokenizer is not None:
         tok = out / "tokenizer"
         tok.mkdir()
-        shutil.copyfile(CLIP_DIR / "vocab.json", tok / "vocab.json")
-        shutil.copyfile(CLIP_DIR / "merges.txt", tok / "merges.txt")
+        if tokenizer == "clip":
+            shutil.copyfile(CLIP_DIR / "vocab.json", tok / "vocab.json")
+            shutil.copyfile(CLIP_DIR / "merges.txt", tok / "merges.txt")
+        elif tokenizer == "tiny":
+            vocab_bytes, merges_bytes = tiny_tokenizer_files()
+            (tok / "vocab.json").write_bytes(vocab_bytes)
+            (tok / "merges.txt").write_bytes(merges_bytes)
+        else:
+            raise ValueError(tokenizer)
         special = {
             "bos_token": "<|startoftext|>",
             "eos_token": "<|endoftext|>",
@@ -666,8 +711,8 @@ def golden_unet(unet, sample, timestep, ehs) -> dict:
     return {"noise_pred": plain, **dict(sorted(store.items()))}
 
 
-def run_model(name: str, spec: dict, models_root: Path, golden_root: Path, with_tokenizer=False,
-              text_ids=None, full=False) -> dict:
+def run_model(name: str, spec: dict, models_root: Path, golden_root: Path, text_ids=None,
+              full=False) -> dict:
     t0 = time.time()
     notes = check_unet_config(spec["unet"]) + check_vae_config(spec["vae"]) + check_text_config(spec["text"])
     for n in notes:
@@ -680,7 +725,7 @@ def run_model(name: str, spec: dict, models_root: Path, golden_root: Path, with_
         + ", ".join(f"{k} {v['parameters']:,} params" for k, v in init_info.items()))
     t1 = time.time()
     mdir = models_root
-    save_model_dir(mdir, unet, vae, text, fp16=fp16, with_tokenizer=with_tokenizer)
+    save_model_dir(mdir, unet, vae, text, fp16=fp16, tokenizer=spec.get("tokenizer"))
     log(f"  [{name}] saved {mdir} in {time.time() - t1:.1f}s")
 
     t1 = time.time()
@@ -795,20 +840,36 @@ def _rel(p: Path, base: Path = REPO) -> str:
         return str(p)
 
 
-def pipeline_smoke_test(mdir: Path, fp16: bool, own_tokenizer: bool = False) -> None:
-    """The folder must load as a diffusers StableDiffusionPipeline.
+def pipeline_smoke_test(mdir: Path, fp16: bool, tokenizer: str) -> None:
+    """The folder must load as a diffusers StableDiffusionPipeline, with its own tokenizer/.
 
-    The tiny folders have no tokenizer/ (the Rust side ships models/clip), so it is passed in.
+    tokenizer "clip": the full CLIP vocabulary; "tiny": tiny_tokenizer_files() (ids < 1000).
     """
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
-    extra = {} if own_tokenizer else {"tokenizer": CLIPTokenizer.from_pretrained(str(CLIP_DIR))}
     pipe = StableDiffusionPipeline.from_pretrained(
         mdir, dtype=torch.float32, variant="fp16" if fp16 else None,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False, **extra,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    assert pipe.tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    prompt = "a photo of a cat"
+    if tokenizer == "clip":
+        assert pipe.tokenizer(prompt).input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    else:
+        tok = CLIPTokenizer.from_pretrained(str(mdir / "tokenizer"))
+        assert len(tok) == TINY_VOCAB == pipe.text_encoder.config.vocab_size, len(tok)
+        assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (TINY_BOS, TINY_EOS, TINY_EOS)
+        cfg = pipe.text_encoder.config
+        assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (TINY_BOS, TINY_EOS, TINY_EOS)
+        ids = tok(prompt, padding="max_length", max_length=MAX_LEN, truncation=True).input_ids
+        assert len(ids) == MAX_LEN and ids[0] == TINY_BOS and max(ids) < TINY_VOCAB, ids
+        body = ids[1:ids.index(TINY_EOS)]
+        assert ids[1 + len(body):] == [TINY_EOS] * (MAX_LEN - 1 - len(body)), ids
+        assert tok.decode(body).strip() == prompt, tok.decode(body)
+        assert pipe.tokenizer(prompt, padding="max_length", max_length=MAX_LEN,
+                              truncation=True).input_ids == ids
+        log(f"  tiny tokenizer: {prompt!r} -> {ids[:1 + len(body) + 2]}... "
+            f"({tok.convert_ids_to_tokens(body)})")
     assert type(pipe.scheduler).__name__ == "PNDMScheduler"
     assert pipe.vae.config.scaling_factor == 0.18215
     from diffusers import DDIMScheduler
@@ -861,8 +922,8 @@ def main() -> None:
             log(f"== {name}")
             mdir = FIXTURES / "models" / name
             run_model(name, spec, mdir, FIXTURES / "golden" / name)
-            pipeline_smoke_test(mdir, spec["fp16"])
-            log(f"  [{name}] loads as StableDiffusionPipeline (+ DDIMScheduler from scheduler/)")
+            pipeline_smoke_test(mdir, spec["fp16"], spec["tokenizer"])
+            log(f"  [{name}] loads as StableDiffusionPipeline with its tokenizer/ (+ DDIMScheduler from scheduler/)")
         log("fixture sizes:")
         report_sizes(FIXTURES)
     else:
@@ -875,11 +936,10 @@ def main() -> None:
         ids = tok(prompt, padding="max_length", max_length=MAX_LEN, truncation=True,
                   return_tensors="pt")["input_ids"].to(torch.int64)
         log(f"full-size: prompt {prompt!r} -> {ids[0, :14].tolist()}...")
-        spec = dict(FULL, fp16=False, image_hw=(256, 256), latent_hw=(32, 32), vae_batch=1,
+        spec = dict(FULL, fp16=False, tokenizer="clip", image_hw=(256, 256), latent_hw=(32, 32), vae_batch=1,
                     timestep_dtype=torch.int64, cases=[("square", (32, 32), 981)])
-        meta = run_model("sd15-random", spec, out / "model", out / "golden", with_tokenizer=True,
-                         text_ids=ids, full=True)
-        pipeline_smoke_test(out / "model", False, own_tokenizer=True)
+        meta = run_model("sd15-random", spec, out / "model", out / "golden", text_ids=ids, full=True)
+        pipeline_smoke_test(out / "model", False, "clip")
         log("  [sd15-random] loads as StableDiffusionPipeline (with its tokenizer/)")
         write_json(out / "golden" / "meta.json", dict(meta, prompt=prompt))
         log("full-size sizes:")

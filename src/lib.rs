@@ -7,3 +7,4 @@
 pub mod backend;
 
 pub use ditail_models as models;
+pub use ditail_pipeline as pipeline;

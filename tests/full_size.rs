@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::prelude::*;
-use common::{assert_close, cpu};
+use common::{assert_close, assert_sites, cpu};
 use ditail::models::LoadOptions;
 use ditail::models::components::run_components;
-use ditail::models::hook::{Captured, Recorder, Site};
+use ditail::models::hook::{Recorder, Site};
 use ditail::models::load::load_unet;
 use ditail::models::tensor_file::read_tensors;
 
@@ -86,31 +86,5 @@ fn full_size_sd15_matches_diffusers() {
     eprintln!("U-Net forward (batch 3, 32x32): {:.1?}", start.elapsed());
     let rel = assert_close("noise_pred", &out, &g["noise_pred"], TOL);
     eprintln!("noise_pred: rel err {rel:e}");
-    for site in Site::ditail_sites() {
-        let path = site.diffusers_path();
-        match &rec.captured[&site] {
-            Captured::Resnet(h) => {
-                assert_close(
-                    &path,
-                    &h.clone().into_data(),
-                    &g[&format!("site.{path}")],
-                    TOL,
-                );
-            }
-            Captured::SelfAttn { q, k } => {
-                assert_close(
-                    &format!("{path}.q"),
-                    &q.clone().into_data(),
-                    &g[&format!("site.{path}.q")],
-                    TOL,
-                );
-                assert_close(
-                    &format!("{path}.k"),
-                    &k.clone().into_data(),
-                    &g[&format!("site.{path}.k")],
-                    TOL,
-                );
-            }
-        }
-    }
+    assert_sites("full-size", &rec, &g, "site.", TOL);
 }

@@ -6,10 +6,10 @@
 mod common;
 
 use burn::prelude::*;
-use common::{MODELS, assert_close, cpu, golden, model_dir, unet_cases};
+use common::{MODELS, assert_close, assert_sites, cpu, golden, model_dir, unet_cases};
 use ditail::models::LoadOptions;
 use ditail::models::components::run_components;
-use ditail::models::hook::{Captured, Recorder, Site};
+use ditail::models::hook::{Recorder, Site};
 use ditail::models::load::load_unet;
 
 /// Relative tolerance of every comparison in this file.
@@ -76,38 +76,7 @@ fn unet_and_ditail_sites_match_diffusers() {
             );
             eprintln!("{model} {case} noise_pred: rel err {rel:e}");
 
-            assert_eq!(
-                rec.captured.len(),
-                9,
-                "{model} {case}: all 9 Ditail sites are visited"
-            );
-            for site in Site::ditail_sites() {
-                let path = site.diffusers_path();
-                match &rec.captured[&site] {
-                    Captured::Resnet(h) => {
-                        assert_close(
-                            &format!("{model} {case} {path}"),
-                            &h.clone().into_data(),
-                            &g[&format!("site.{path}")],
-                            TOL,
-                        );
-                    }
-                    Captured::SelfAttn { q, k } => {
-                        assert_close(
-                            &format!("{model} {case} {path}.q"),
-                            &q.clone().into_data(),
-                            &g[&format!("site.{path}.q")],
-                            TOL,
-                        );
-                        assert_close(
-                            &format!("{model} {case} {path}.k"),
-                            &k.clone().into_data(),
-                            &g[&format!("site.{path}.k")],
-                            TOL,
-                        );
-                    }
-                }
-            }
+            assert_sites(&format!("{model} {case}"), &rec, &g, "site.", TOL);
         }
     }
 }

@@ -80,3 +80,54 @@ pub fn assert_close(what: &str, got: &TensorData, want: &TensorData, rel_tol: f3
     );
     rel
 }
+
+/// Compares every Ditail site a recorder captured with the golden tensors named
+/// `{prefix}{site path}` (conv) and `{prefix}{site path}.q` / `.k` (attention).
+pub fn assert_sites(
+    label: &str,
+    rec: &ditail::models::Recorder,
+    golden: &BTreeMap<String, TensorData>,
+    prefix: &str,
+    rel_tol: f32,
+) {
+    use ditail::models::hook::{Captured, Site};
+    assert_eq!(
+        rec.captured.len(),
+        9,
+        "{label}: all 9 Ditail sites are visited"
+    );
+    for site in Site::ditail_sites() {
+        let path = site.diffusers_path();
+        let want = |suffix: &str| {
+            let key = format!("{prefix}{path}{suffix}");
+            golden
+                .get(&key)
+                .unwrap_or_else(|| panic!("{label}: fixture has no {key}"))
+                .clone()
+        };
+        match &rec.captured[&site] {
+            Captured::Resnet(h) => {
+                assert_close(
+                    &format!("{label} {path}"),
+                    &h.clone().into_data(),
+                    &want(""),
+                    rel_tol,
+                );
+            }
+            Captured::SelfAttn { q, k } => {
+                assert_close(
+                    &format!("{label} {path}.q"),
+                    &q.clone().into_data(),
+                    &want(".q"),
+                    rel_tol,
+                );
+                assert_close(
+                    &format!("{label} {path}.k"),
+                    &k.clone().into_data(),
+                    &want(".k"),
+                    rel_tol,
+                );
+            }
+        }
+    }
+}

@@ -79,7 +79,7 @@ impl AttentionConfig {
 
 impl Attention {
     /// Attention of `x` over `context` (or over itself when `None`). `hook` is called with
-    /// the projected q and k of a self-attention layer.
+    /// the projected q and k of a self-attention layer over a `[height, width]` grid.
     ///
     /// # Shapes
     /// - `x`: `[batch, tokens, query_dim]`
@@ -89,14 +89,14 @@ impl Attention {
         &self,
         x: Tensor<3>,
         context: Option<Tensor<3>>,
-        hook: Option<(Site, &mut dyn Controller)>,
+        hook: Option<(Site, [usize; 2], &mut dyn Controller)>,
     ) -> Tensor<3> {
         let kv_source = context.unwrap_or_else(|| x.clone());
         let mut q = self.to_q.forward(x);
         let mut k = self.to_k.forward(kv_source.clone());
         let v = self.to_v.forward(kv_source);
-        if let Some((site, ctrl)) = hook {
-            (q, k) = ctrl.self_attn(site, q, k);
+        if let Some((site, grid, ctrl)) = hook {
+            (q, k) = ctrl.self_attn(site, grid, q, k);
         }
         let out = multi_head_attention(q, k, v, self.heads, false);
         self.to_out[0].forward(out)
@@ -215,7 +215,7 @@ impl BasicTransformerBlock {
         &self,
         x: Tensor<3>,
         context: Tensor<3>,
-        hook: (Site, &mut dyn Controller),
+        hook: (Site, [usize; 2], &mut dyn Controller),
     ) -> Tensor<3> {
         let x = x.clone() + self.attn1.forward(self.norm1.forward(x), None, Some(hook));
         let x = x.clone()
@@ -292,7 +292,7 @@ impl Transformer2dModel {
         let y = self.proj_in.forward(self.norm.forward(x.clone()));
         let mut y = y.reshape([b, c, h * w]).swap_dims(1, 2);
         for block in &self.transformer_blocks {
-            y = block.forward(y, context.clone(), (site, &mut *ctrl));
+            y = block.forward(y, context.clone(), (site, [h, w], &mut *ctrl));
         }
         let y = y.swap_dims(1, 2).reshape([b, c, h, w]);
         self.proj_out.forward(y) + x

@@ -119,12 +119,26 @@ pub trait Controller {
     }
 
     /// A self-attention layer's q and k after projection, before the heads are split.
+    /// `grid` is the layer's `[height, width]`, so that spatial masks can be laid on tokens.
     ///
     /// # Shapes
-    /// - `q`, `k`: `[batch, tokens, inner_dim]`, token `n = row * width + col`; the
-    ///   returned pair must have the same shapes.
-    fn self_attn(&mut self, _at: Site, q: Tensor<3>, k: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    /// - `q`, `k`: `[batch, tokens, inner_dim]`, `tokens = height * width`, token
+    ///   `n = row * width + col`; the returned pair must have the same shapes.
+    fn self_attn(
+        &mut self,
+        _at: Site,
+        _grid: [usize; 2],
+        q: Tensor<3>,
+        k: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
         (q, k)
+    }
+
+    /// Whether the controller has all it needs from this forward. Asked after every U-Net
+    /// block; `true` ends the forward early, whose output is then the hidden state at that
+    /// point, not a noise prediction, and is to be ignored (a capture-only pass).
+    fn finished(&self) -> bool {
+        false
     }
 }
 
@@ -157,6 +171,7 @@ pub enum Captured {
 #[derive(Clone, Debug, Default)]
 pub struct Recorder {
     watch: Option<Vec<Site>>,
+    stop_when_done: bool,
     /// The captured tensors, by site (the last call wins if a site is visited twice).
     pub captured: BTreeMap<Site, Captured>,
 }
@@ -171,7 +186,17 @@ impl Recorder {
     pub fn sites(sites: impl IntoIterator<Item = Site>) -> Self {
         Self {
             watch: Some(sites.into_iter().collect()),
+            stop_when_done: false,
             captured: BTreeMap::new(),
+        }
+    }
+
+    /// Records only the given sites and ends the forward as soon as it has them all (a
+    /// capture-only pass: the forward's output is then not a noise prediction).
+    pub fn capture_only(sites: impl IntoIterator<Item = Site>) -> Self {
+        Self {
+            stop_when_done: true,
+            ..Self::sites(sites)
         }
     }
 
@@ -188,7 +213,13 @@ impl Controller for Recorder {
         h
     }
 
-    fn self_attn(&mut self, at: Site, q: Tensor<3>, k: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    fn self_attn(
+        &mut self,
+        at: Site,
+        _grid: [usize; 2],
+        q: Tensor<3>,
+        k: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
         if self.watches(at) {
             self.captured.insert(
                 at,
@@ -199,6 +230,15 @@ impl Controller for Recorder {
             );
         }
         (q, k)
+    }
+
+    /// A [`Recorder::capture_only`] recorder is finished once it has all its sites.
+    fn finished(&self) -> bool {
+        self.stop_when_done
+            && self
+                .watch
+                .as_ref()
+                .is_some_and(|w| w.iter().all(|s| self.captured.contains_key(s)))
     }
 }
 

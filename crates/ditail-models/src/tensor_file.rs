@@ -13,7 +13,7 @@ use crate::error::{ModelError, Result};
 use crate::load::decode_f32;
 
 /// Reads every tensor of a safetensors file as [`TensorData`]: floats become f32, integers
-/// i64.
+/// (i64, i32, u8) i64.
 pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
@@ -37,6 +37,7 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
                     .collect::<Vec<_>>(),
                 shape,
             ),
+            Dtype::U8 => TensorData::new(raw.iter().map(|&v| v as i64).collect::<Vec<_>>(), shape),
             Dtype::I32 => TensorData::new(
                 raw.chunks_exact(4)
                     .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)

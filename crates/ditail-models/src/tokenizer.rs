@@ -21,9 +21,9 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::error::{ModelError, Result};
 
-/// `<|startoftext|>`.
+/// `<|startoftext|>` in CLIP's vocabulary.
 pub const BOS_ID: u32 = 49406;
-/// `<|endoftext|>`, also the padding token.
+/// `<|endoftext|>` in CLIP's vocabulary, also the padding token.
 pub const EOS_ID: u32 = 49407;
 /// Length of every encoded prompt.
 pub const MAX_LEN: usize = 77;
@@ -68,11 +68,15 @@ impl ClipTokenizer {
             .lines()
             .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
             .collect();
-        for (id, token) in [(BOS_ID, "<|startoftext|>"), (EOS_ID, "<|endoftext|>")] {
-            if vocab.get(token).and_then(Value::as_u64) != Some(id as u64) {
-                return Err(err(format!("vocab.json must map {token} to {id}")));
-            }
-        }
+        // Reduced vocabularies (tests' tiny models) put the special tokens elsewhere.
+        let id_of = |token: &str| {
+            vocab
+                .get(token)
+                .and_then(Value::as_u64)
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| err(format!("vocab.json has no id for {token}")))
+        };
+        let (bos, eos) = (id_of("<|startoftext|>")?, id_of("<|endoftext|>")?);
         let special = |id: u32, content: &str| {
             json!({"id": id, "content": content, "single_word": false, "lstrip": false,
                    "rstrip": false, "normalized": true, "special": true})
@@ -81,7 +85,7 @@ impl ClipTokenizer {
             "version": "1.0",
             "truncation": null,
             "padding": null,
-            "added_tokens": [special(BOS_ID, "<|startoftext|>"), special(EOS_ID, "<|endoftext|>")],
+            "added_tokens": [special(bos, "<|startoftext|>"), special(eos, "<|endoftext|>")],
             "normalizer": {"type": "Sequence", "normalizers": [
                 {"type": "NFC"},
                 {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
@@ -93,8 +97,8 @@ impl ClipTokenizer {
                  "behavior": "Removed", "invert": true},
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
             ]},
-            "post_processor": {"type": "RobertaProcessing", "sep": ["<|endoftext|>", EOS_ID],
-                "cls": ["<|startoftext|>", BOS_ID], "trim_offsets": false, "add_prefix_space": false},
+            "post_processor": {"type": "RobertaProcessing", "sep": ["<|endoftext|>", eos],
+                "cls": ["<|startoftext|>", bos], "trim_offsets": false, "add_prefix_space": false},
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
             "model": {"type": "BPE", "dropout": null, "unk_token": "<|endoftext|>",
                 "continuing_subword_prefix": "", "end_of_word_suffix": "</w>", "fuse_unk": false,
@@ -109,7 +113,7 @@ impl ClipTokenizer {
             .map_err(|e| err(e.to_string()))?;
         inner.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::Fixed(MAX_LEN),
-            pad_id: EOS_ID,
+            pad_id: eos,
             pad_token: "<|endoftext|>".into(),
             ..Default::default()
         }));

@@ -122,7 +122,9 @@ impl UNet2DConditionModel {
     /// `ctrl` at every ResNet and self-attention site.
     ///
     /// Any latent size works: where it is not a multiple of 8, upsampled features are
-    /// resized to the skip connection's size, as diffusers does.
+    /// resized to the skip connection's size, as diffusers does. When `ctrl` reports
+    /// [`Controller::finished`] after a block, the forward stops there and returns that
+    /// block's output instead of the noise prediction.
     ///
     /// # Shapes
     /// - `sample`: `[batch, in_channels, height, width]`
@@ -149,8 +151,14 @@ impl UNet2DConditionModel {
         let mut skips = vec![x.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {
             x = block.forward(x, &temb, &context, i as u8, ctrl, &mut skips);
+            if ctrl.finished() {
+                return x;
+            }
         }
         x = self.mid_block.forward(x, &temb, &context, ctrl);
+        if ctrl.finished() {
+            return x;
+        }
         for (i, block) in self.up_blocks.iter().enumerate() {
             let remaining = skips.len().saturating_sub(block.resnets.len());
             let upsample_to = (remaining > 0).then(|| {
@@ -158,6 +166,9 @@ impl UNet2DConditionModel {
                 [h, w]
             });
             x = block.forward(x, &temb, &context, i as u8, ctrl, &mut skips, upsample_to);
+            if ctrl.finished() {
+                return x;
+            }
         }
         self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
     }

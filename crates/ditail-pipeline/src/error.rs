@@ -1,0 +1,46 @@
+//! The pipeline crate's error type.
+
+use std::path::PathBuf;
+
+/// Errors of the Ditail pipeline: invalid settings (raised before any network runs), bad
+/// inputs, mismatched inversions, and errors from the models.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A setting is out of range or settings contradict each other.
+    #[error("invalid settings: {0}")]
+    Settings(String),
+    /// An image could not be read or decoded.
+    #[error("cannot read image {path}: {reason}")]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// A saved inversion does not fit the requested run.
+    #[error("inversion {what} mismatch: {reason}")]
+    InversionMismatch {
+        /// What differs, e.g. "step count".
+        what: &'static str,
+        /// The two values.
+        reason: String,
+    },
+    /// A latents file is malformed.
+    #[error("{path}: {reason}")]
+    LatentsFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The caller cancelled the run between two steps.
+    #[error("cancelled")]
+    Cancelled,
+    /// An error from the networks or their loading.
+    #[error(transparent)]
+    Model(#[from] ditail_models::ModelError),
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

@@ -1,0 +1,27 @@
+//! Diffusion Cocktail (Ditail): DDIM inversion with condition scaling, then sampling with a
+//! target model while the source branch's features are injected (`shared/METHOD.md`).
+//!
+//! - [`scheduler`]: DDIM timesteps and alphas from a `scheduler_config.json`;
+//! - [`preprocess`]: Pillow-exact resizing and cropping of the content image;
+//! - [`mask`], [`inject`]: where and how features are injected (a U-Net controller);
+//! - [`steps`]: single inversion, sampling and text-to-image steps;
+//! - [`run`]: the whole method: [`invert`], [`sample`], [`generate`], [`decode`];
+//! - [`latents`]: saving and loading inversions.
+
+pub mod error;
+pub mod inject;
+pub mod latents;
+pub mod mask;
+pub mod model;
+pub mod noise;
+pub mod preprocess;
+pub mod run;
+pub mod scheduler;
+pub mod settings;
+pub mod steps;
+
+pub use error::{PipelineError, Result};
+pub use mask::Mask;
+pub use model::Model;
+pub use run::{Inversion, InversionMeta, Phase, Progress, decode, generate, invert, sample};
+pub use settings::{InversionSettings, SamplingSettings};

@@ -1,0 +1,298 @@
+//! The whole method as a library API: invert once, sample many, generate, decode.
+//!
+//! ```no_run
+//! # use ditail_pipeline::*;
+//! # fn demo(source: &Model, target: &Model, device: &burn::prelude::Device) -> Result<()> {
+//! let image = preprocess::load_rgb("photo.png".as_ref())?;
+//! let inv = invert(source, &image, &InversionSettings::new("a photo of a cat"), device, &mut |_| true)?;
+//! let latents = sample(target, &inv, &SamplingSettings::new("a photo of a cat"), device, &mut |_| true)?;
+//! let rgb = decode(target, latents); // [1, 3, H, W] in [0, 1]
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+use image::RgbImage;
+use sha2::{Digest, Sha256};
+
+use crate::error::{PipelineError, Result};
+use crate::inject::Windows;
+use crate::model::Model;
+use crate::noise::gaussian;
+use crate::preprocess::preprocess;
+use crate::settings::{InversionSettings, SamplingSettings};
+use crate::steps::{SamplingEmbeddings, StepParams, guided_step, inversion_step, sampling_step};
+
+/// Which long phase a progress report belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// DDIM inversion with the source model.
+    Inversion,
+    /// Injected sampling with the target model.
+    Sampling,
+    /// Text-to-image.
+    Generation,
+}
+
+/// A progress report, sent after every step; return `false` from the callback to cancel.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// The phase.
+    pub phase: Phase,
+    /// Steps done.
+    pub step: usize,
+    /// Steps in the phase.
+    pub total: usize,
+}
+
+/// What produced an inversion; saved with it and checked when it is reused.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InversionMeta {
+    /// The source model's name.
+    pub source: String,
+    /// The inversion's prompts and numbers.
+    pub settings: InversionSettings,
+    /// SHA-256 of the decoded RGB pixels of the content image, hex.
+    pub image_sha256: String,
+}
+
+/// The result of inverting one content image: every `Z[t]`, reusable for any target.
+#[derive(Clone, Debug)]
+pub struct Inversion {
+    /// `z0 = scaling_factor · E(image)` (`[1, 4, h, w]`).
+    pub z0: Tensor<4>,
+    /// `Z[t]` for every inversion timestep.
+    pub latents: BTreeMap<i64, Tensor<4>>,
+    /// How it was made.
+    pub meta: InversionMeta,
+}
+
+impl Inversion {
+    /// The noisiest latent, where sampling starts.
+    pub fn start(&self) -> &Tensor<4> {
+        self.latents
+            .values()
+            .next_back()
+            .expect("an inversion has at least one step")
+    }
+}
+
+fn image_hash(img: &RgbImage) -> String {
+    let mut h = Sha256::new();
+    h.update(img.width().to_le_bytes());
+    h.update(img.height().to_le_bytes());
+    h.update(img.as_raw());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cancelled(progress: &mut dyn FnMut(Progress) -> bool, p: Progress) -> Result<()> {
+    if progress(p) {
+        Ok(())
+    } else {
+        Err(PipelineError::Cancelled)
+    }
+}
+
+/// Inverts `image` with `source` (METHOD.md stage 1).
+pub fn invert(
+    source: &Model,
+    image: &RgbImage,
+    settings: &InversionSettings,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<Inversion> {
+    settings.validate()?;
+    let timesteps = source.scheduler.timesteps(settings.steps)?;
+    let pixels = preprocess(image, settings.size, device)?;
+    let z0 = source.sd.vae.encode_mean(pixels) * source.scaling_factor();
+    let cond = source.encode_prompt(&settings.prompt, device)? * settings.alpha
+        - source.encode_prompt(&settings.negative_prompt, device)? * settings.beta;
+    let latents = invert_latents(source, z0.clone(), cond, &timesteps, progress)?;
+    Ok(Inversion {
+        z0,
+        latents,
+        meta: InversionMeta {
+            source: source.name.clone(),
+            settings: settings.clone(),
+            image_sha256: image_hash(image),
+        },
+    })
+}
+
+/// The inversion loop from `z0` under condition `cond` over `timesteps` (any order; run
+/// increasing), keeping every `Z[t]`.
+pub fn invert_latents(
+    source: &Model,
+    z0: Tensor<4>,
+    cond: Tensor<3>,
+    timesteps: &[i64],
+    progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<BTreeMap<i64, Tensor<4>>> {
+    let mut ts = timesteps.to_vec();
+    ts.sort_unstable();
+    let mut z = z0;
+    let mut out = BTreeMap::new();
+    let mut alpha_prev = source.scheduler.final_alpha_cumprod();
+    for (i, &t) in ts.iter().enumerate() {
+        let alpha_t = source.scheduler.alpha(t);
+        z = inversion_step(&source.sd.unet, z, t, cond.clone(), alpha_prev, alpha_t).0;
+        out.insert(t, z.clone());
+        alpha_prev = alpha_t;
+        cancelled(
+            progress,
+            Progress {
+                phase: Phase::Inversion,
+                step: i + 1,
+                total: ts.len(),
+            },
+        )?;
+    }
+    Ok(out)
+}
+
+/// Checks that `inv` can serve a sampling run of `settings` with `target`, before any
+/// network runs: every sampling timestep must be an inversion timestep.
+pub fn check_compatible(
+    target: &Model,
+    inv: &Inversion,
+    settings: &SamplingSettings,
+) -> Result<Vec<i64>> {
+    settings.validate()?;
+    let timesteps = target.scheduler.timesteps(settings.steps)?;
+    if let Some(t) = timesteps.iter().find(|t| !inv.latents.contains_key(t)) {
+        return Err(PipelineError::InversionMismatch {
+            what: "step count",
+            reason: format!(
+                "sampling with {} steps needs Z[{t}], which an inversion with {} steps does not have \
+                 (sampling timesteps must be inversion timesteps: e.g. equal counts, or 100 and 50)",
+                settings.steps, inv.meta.settings.steps
+            ),
+        });
+    }
+    Ok(timesteps)
+}
+
+/// Samples with `target` from an inversion while injecting the source branch's features
+/// (METHOD.md stage 2). Returns the final latents `[1, 4, h, w]`.
+pub fn sample(
+    target: &Model,
+    inv: &Inversion,
+    settings: &SamplingSettings,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<Tensor<4>> {
+    let timesteps = check_compatible(target, inv, settings)?;
+    let emb = SamplingEmbeddings {
+        uncond: target.encode_prompt("", device)?,
+        positive: target.encode_prompt(&settings.prompt, device)?,
+        negative: target.encode_prompt(&settings.negative_prompt, device)?,
+    };
+    let (conv_steps, attn_steps) = settings.window_steps();
+    let ratio = target.scheduler.step_ratio(settings.steps);
+    let mut x = inv.latents[&timesteps[0]].clone();
+    for (i, &t) in timesteps.iter().enumerate() {
+        let params = StepParams {
+            t,
+            alpha_t: target.scheduler.alpha(t),
+            alpha_prev: target.scheduler.alpha(t - ratio),
+            omega: settings.omega,
+            windows: Windows {
+                conv: i < conv_steps,
+                attn: i < attn_steps,
+            },
+            mask: &settings.mask,
+            always_batch_source: settings.always_batch_source,
+        };
+        x = sampling_step(&target.sd.unet, x, inv.latents[&t].clone(), &emb, params).x;
+        cancelled(
+            progress,
+            Progress {
+                phase: Phase::Sampling,
+                step: i + 1,
+                total: timesteps.len(),
+            },
+        )?;
+    }
+    Ok(x)
+}
+
+/// Text-to-image with DDIM and guidance, from seeded noise (see [`crate::noise`]).
+/// Returns the final latents `[1, 4, height/8, width/8]`.
+#[allow(clippy::too_many_arguments)]
+pub fn generate(
+    model: &Model,
+    prompt: &str,
+    negative_prompt: &str,
+    omega: f64,
+    steps: usize,
+    [height, width]: [usize; 2],
+    seed: u64,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<Tensor<4>> {
+    if height % 8 != 0 || width % 8 != 0 || height == 0 || width == 0 {
+        return Err(PipelineError::Settings(format!(
+            "image size {width}x{height} must be positive multiples of 8"
+        )));
+    }
+    let timesteps = model.scheduler.timesteps(steps)?;
+    let (h, w) = (height / 8, width / 8);
+    let noise = Tensor::from_data(
+        TensorData::new(gaussian(seed, 4 * h * w), [1, 4, h, w]),
+        device,
+    );
+    let positive = model.encode_prompt(prompt, device)?;
+    let negative = model.encode_prompt(negative_prompt, device)?;
+    generate_from(
+        model, noise, positive, negative, omega, &timesteps, steps, progress,
+    )
+}
+
+/// The text-to-image loop from given noise and embeddings.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_from(
+    model: &Model,
+    noise: Tensor<4>,
+    positive: Tensor<3>,
+    negative: Tensor<3>,
+    omega: f64,
+    timesteps: &[i64],
+    steps: usize,
+    progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<Tensor<4>> {
+    let ratio = model.scheduler.step_ratio(steps);
+    let mut x = noise;
+    for (i, &t) in timesteps.iter().enumerate() {
+        let (a_t, a_prev) = (model.scheduler.alpha(t), model.scheduler.alpha(t - ratio));
+        x = guided_step(
+            &model.sd.unet,
+            x,
+            t,
+            positive.clone(),
+            negative.clone(),
+            omega,
+            a_t,
+            a_prev,
+        )
+        .0;
+        cancelled(
+            progress,
+            Progress {
+                phase: Phase::Generation,
+                step: i + 1,
+                total: timesteps.len(),
+            },
+        )?;
+    }
+    Ok(x)
+}
+
+/// Decodes latents to an image in [0, 1]: `clamp(VAE.decode(x / s) / 2 + 0.5, 0, 1)`.
+///
+/// # Shapes
+/// - `latents`: `[1, 4, h, w]`; output `[1, 3, 8h, 8w]`.
+pub fn decode(model: &Model, latents: Tensor<4>) -> Tensor<4> {
+    let img = model.sd.vae.decode(latents / model.scaling_factor());
+    (img / 2.0 + 0.5).clamp(0.0, 1.0)
+}

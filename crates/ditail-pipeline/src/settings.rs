@@ -1,0 +1,140 @@
+//! Settings of a Ditail run, with METHOD.md's defaults (the reference demo's), validated
+//! before any network runs.
+
+use crate::error::{PipelineError, Result};
+use crate::mask::Mask;
+
+/// The reference's default negative prompt.
+pub const DEFAULT_NEGATIVE: &str = "worst quality, blurry, NSFW";
+
+/// How the content image is inverted with the source model.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InversionSettings {
+    /// Positive inversion prompt (defaults to the sampling prompt).
+    pub prompt: String,
+    /// Negative inversion prompt.
+    pub negative_prompt: String,
+    /// Condition scaling α on the positive embedding.
+    pub alpha: f64,
+    /// Condition scaling β on the negative embedding.
+    pub beta: f64,
+    /// DDIM inversion steps `N_inv`.
+    pub steps: usize,
+    /// The image's shorter side is resized to this (then cropped to multiples of 8).
+    pub size: u32,
+}
+
+impl InversionSettings {
+    /// METHOD.md's defaults with the given prompt.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: DEFAULT_NEGATIVE.into(),
+            alpha: 2.0,
+            beta: 0.5,
+            steps: 50,
+            size: 512,
+        }
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        if !self.alpha.is_finite() || !self.beta.is_finite() {
+            return Err(PipelineError::Settings(format!(
+                "alpha {} and beta {} must be finite",
+                self.alpha, self.beta
+            )));
+        }
+        if self.steps == 0 {
+            return Err(PipelineError::Settings(
+                "inversion steps must be at least 1".into(),
+            ));
+        }
+        if self.size < 8 {
+            return Err(PipelineError::Settings(format!(
+                "working size {} is below 8 pixels",
+                self.size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How the target model samples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingSettings {
+    /// Positive prompt p+.
+    pub prompt: String,
+    /// Negative prompt p-.
+    pub negative_prompt: String,
+    /// Classifier-free guidance scale ω.
+    pub omega: f64,
+    /// Sampling steps `N_spl`.
+    pub steps: usize,
+    /// Share of sampling steps that inject conv features.
+    pub conv_ratio: f64,
+    /// Share of sampling steps that inject self-attention q/k.
+    pub attn_ratio: f64,
+    /// Where to inject.
+    pub mask: Mask,
+    /// Skip injection entirely (ablation).
+    pub no_injection: bool,
+    /// Keep the source branch in every step's batch, as the reference does (same result,
+    /// more work; for comparisons).
+    pub always_batch_source: bool,
+}
+
+impl SamplingSettings {
+    /// METHOD.md's defaults with the given prompt.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: DEFAULT_NEGATIVE.into(),
+            omega: 15.0,
+            steps: 50,
+            conv_ratio: 0.8,
+            attn_ratio: 0.5,
+            mask: Mask::Full,
+            no_injection: false,
+            always_batch_source: false,
+        }
+    }
+
+    /// Checks ranges and the mask.
+    pub fn validate(&self) -> Result<()> {
+        for (name, r) in [
+            ("conv ratio", self.conv_ratio),
+            ("attn ratio", self.attn_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(PipelineError::Settings(format!(
+                    "{name} {r} is outside [0, 1]"
+                )));
+            }
+        }
+        if !self.omega.is_finite() {
+            return Err(PipelineError::Settings(format!(
+                "omega {} must be finite",
+                self.omega
+            )));
+        }
+        if self.steps == 0 {
+            return Err(PipelineError::Settings(
+                "sampling steps must be at least 1".into(),
+            ));
+        }
+        self.mask.validate()
+    }
+
+    /// The number of leading sampling steps that inject conv and attention features.
+    pub fn window_steps(&self) -> (usize, usize) {
+        if self.no_injection {
+            return (0, 0);
+        }
+        let n = self.steps as f64;
+        (
+            (self.conv_ratio * n).floor() as usize,
+            (self.attn_ratio * n).floor() as usize,
+        )
+    }
+}

@@ -1,0 +1,151 @@
+//! Single steps of the method, each a pure function of its inputs so that tests can run
+//! any step from stored tensors: a DDIM inversion step, a Ditail sampling step and a
+//! guided text-to-image step (METHOD.md stages 1 and 2).
+
+use burn::prelude::*;
+use ditail_models::UNet2DConditionModel;
+use ditail_models::hook::{NoControl, Recorder};
+
+use crate::inject::{Injector, Windows, conv_site};
+use crate::mask::Mask;
+
+/// One DDIM update from `x` (at `ā_t`) to `ā_next`, given the noise estimate `eps`:
+/// `x0 = (x - sqrt(1-ā_t)·eps) / sqrt(ā_t)`, result `sqrt(ā_next)·x0 + sqrt(1-ā_next)·eps`.
+/// Inversion uses it with the roles reversed (from `ā_prev` up to `ā_t`).
+pub fn ddim_update(x: Tensor<4>, eps: Tensor<4>, alpha_from: f64, alpha_to: f64) -> Tensor<4> {
+    let x0 = (x - eps.clone() * (1.0 - alpha_from).sqrt()) / alpha_from.sqrt();
+    x0 * alpha_to.sqrt() + eps * (1.0 - alpha_to).sqrt()
+}
+
+/// One inversion step (METHOD.md stage 1, step 4): `eps = U_S(z, t, c_inv)`, then the DDIM
+/// update from `ā_prev` to `ā_t`. Returns `(z_next, eps)`.
+pub fn inversion_step(
+    unet: &UNet2DConditionModel,
+    z: Tensor<4>,
+    t: i64,
+    cond: Tensor<3>,
+    alpha_prev: f64,
+    alpha_t: f64,
+) -> (Tensor<4>, Tensor<4>) {
+    let eps = unet.forward(z.clone(), t as f32, cond, &mut NoControl);
+    (ddim_update(z, eps.clone(), alpha_prev, alpha_t), eps)
+}
+
+/// The three text embeddings of Ditail's sampling batch, each `[1, 77, hidden]`.
+#[derive(Clone, Debug)]
+pub struct SamplingEmbeddings {
+    /// `E_T("")`, conditioning the source branch.
+    pub uncond: Tensor<3>,
+    /// `E_T(p+)`.
+    pub positive: Tensor<3>,
+    /// `E_T(p-)`.
+    pub negative: Tensor<3>,
+}
+
+/// What one Ditail sampling step produced.
+#[derive(Clone, Debug)]
+pub struct SamplingStep {
+    /// The latents after the step, `[1, 4, h, w]`.
+    pub x: Tensor<4>,
+    /// The guided noise estimate, `[1, 4, h, w]`.
+    pub eps: Tensor<4>,
+    /// The U-Net's raw output for the batch: `[3, 4, h, w]` (source, positive, negative)
+    /// when the source branch was in the batch, else `[2, 4, h, w]`.
+    pub noise_pred: Tensor<4>,
+}
+
+/// Settings of one sampling step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepParams<'a> {
+    /// The timestep.
+    pub t: i64,
+    /// `ā_t`.
+    pub alpha_t: f64,
+    /// `ā` of the next (smaller) timestep, or the final value.
+    pub alpha_prev: f64,
+    /// Guidance scale ω.
+    pub omega: f64,
+    /// Which injections are on.
+    pub windows: Windows,
+    /// Where to inject.
+    pub mask: &'a Mask,
+    /// Whether to keep the source branch in the batch even when nothing is injected (the
+    /// reference's plain batch of 3; identical results, more work).
+    pub always_batch_source: bool,
+}
+
+/// One Ditail sampling step (METHOD.md stage 2): T's U-Net on `[Z[t], x, x]` with
+/// `[E(""), E(p+), E(p-)]` while injecting, guidance, DDIM update.
+///
+/// The work follows what the step needs, with the same result as the reference's batch of
+/// 3 every step (`always_batch_source` forces that): while attention is injected, the batch
+/// of 3; while only conv features are, a capture pass of the source alone that stops after
+/// `up_blocks[1]`, then `[x, x]` with the captured features; with nothing injected, `[x, x]`.
+pub fn sampling_step(
+    unet: &UNet2DConditionModel,
+    x: Tensor<4>,
+    source: Tensor<4>,
+    emb: &SamplingEmbeddings,
+    p: StepParams<'_>,
+) -> SamplingStep {
+    let in_batch = p.windows.attn || p.always_batch_source;
+    let noise_pred = if in_batch {
+        let latents = Tensor::cat(vec![source, x.clone(), x.clone()], 0);
+        let context = Tensor::cat(
+            vec![
+                emb.uncond.clone(),
+                emb.positive.clone(),
+                emb.negative.clone(),
+            ],
+            0,
+        );
+        unet.forward(
+            latents,
+            p.t as f32,
+            context,
+            &mut Injector::new(p.mask, p.windows),
+        )
+    } else {
+        let latents = Tensor::cat(vec![x.clone(), x.clone()], 0);
+        let context = Tensor::cat(vec![emb.positive.clone(), emb.negative.clone()], 0);
+        if p.windows.conv {
+            let mut capture = Recorder::capture_only([conv_site()]);
+            unet.forward(source, p.t as f32, emb.uncond.clone(), &mut capture);
+            let mut injector = Injector::with_captured(p.mask, p.windows, capture.captured);
+            unet.forward(latents, p.t as f32, context, &mut injector)
+        } else {
+            unet.forward(latents, p.t as f32, context, &mut NoControl)
+        }
+    };
+    let first = if in_batch { 1 } else { 0 };
+    let eps_pos = noise_pred.clone().narrow(0, first, 1);
+    let eps_neg = noise_pred.clone().narrow(0, first + 1, 1);
+    let eps = eps_neg.clone() + (eps_pos - eps_neg) * p.omega;
+    SamplingStep {
+        x: ddim_update(x, eps.clone(), p.alpha_t, p.alpha_prev),
+        eps,
+        noise_pred,
+    }
+}
+
+/// One step of text-to-image with classifier-free guidance (the negative prompt is the
+/// unconditional branch). Returns `(x_next, guided eps)`.
+#[allow(clippy::too_many_arguments)]
+pub fn guided_step(
+    unet: &UNet2DConditionModel,
+    x: Tensor<4>,
+    t: i64,
+    positive: Tensor<3>,
+    negative: Tensor<3>,
+    omega: f64,
+    alpha_t: f64,
+    alpha_prev: f64,
+) -> (Tensor<4>, Tensor<4>) {
+    let latents = Tensor::cat(vec![x.clone(), x.clone()], 0);
+    let context = Tensor::cat(vec![positive, negative], 0);
+    let pred = unet.forward(latents, t as f32, context, &mut NoControl);
+    let eps_pos = pred.clone().narrow(0, 0, 1);
+    let eps_neg = pred.narrow(0, 1, 1);
+    let eps = eps_neg.clone() + (eps_pos - eps_neg) * omega;
+    (ddim_update(x, eps.clone(), alpha_t, alpha_prev), eps)
+}
