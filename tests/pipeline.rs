@@ -480,9 +480,21 @@ fn invalid_settings_fail_before_any_network_runs() {
         let mut s = SamplingSettings::new("a cat");
         s.steps = 10;
         f(&mut s);
-        check_compatible(&t_model, &inv, &s)
-            .unwrap_err()
-            .to_string()
+        let mut steps = 0;
+        let err = ditail::pipeline::sample(&t_model, &inv, &s, &device, &mut |_| {
+            steps += 1;
+            true
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(steps, 0, "{err}: no step ran before the error");
+        assert_eq!(
+            check_compatible(&t_model, &inv, &s)
+                .unwrap_err()
+                .to_string(),
+            err
+        );
+        err
     };
     assert!(bad(&|s| s.conv_ratio = 1.5).contains("conv ratio 1.5"));
     assert!(bad(&|s| s.attn_ratio = -0.1).contains("attn ratio"));

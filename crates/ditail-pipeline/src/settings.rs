@@ -37,6 +37,15 @@ impl InversionSettings {
         }
     }
 
+    /// METHOD.md's defaults with the sampling run's prompts (the inversion prompts
+    /// default to the sampling pair).
+    pub fn for_sampling(sampling: &SamplingSettings) -> Self {
+        Self {
+            negative_prompt: sampling.negative_prompt.clone(),
+            ..Self::new(sampling.prompt.clone())
+        }
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
         if !self.alpha.is_finite() || !self.beta.is_finite() {
