@@ -62,6 +62,16 @@ pub enum ModelError {
         /// One line per problem, each naming the key.
         details: String,
     },
+    /// A checkpoint is not an SD1.x model.
+    #[error(
+        "{path}: unsupported architecture: {found} (ditail runs Stable Diffusion 1.x checkpoints)"
+    )]
+    UnsupportedArchitecture {
+        /// The file.
+        path: PathBuf,
+        /// What it looks like.
+        found: String,
+    },
     /// A tensor passed to a network has the wrong shape or type.
     #[error("invalid input `{name}`: {reason}")]
     InvalidInput {

@@ -8,15 +8,19 @@
 //! names (`query`, `key`, `value`, `proj_attn`).
 
 mod diffusers;
+pub mod ldm;
 mod safetensors;
+mod single_file;
 
 pub use self::diffusers::{
     LoadOptions, StableDiffusion, WeightFiles, load_text_encoder, load_tokenizer, load_unet,
     load_vae,
 };
 pub use self::safetensors::{Source, TensorEntry, WeightFile, decode_f32};
+pub use self::single_file::{
+    SingleFileConfigs, check_architecture, load_single_file, load_vae_file,
+};
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use burn::tensor::FloatDType;
@@ -107,33 +111,56 @@ fn list(label: &str, keys: &[String]) -> String {
     s
 }
 
-/// Loads every tensor of `files` into `module`, converting to `dtype`.
-///
-/// Fails, naming the keys, when the model needs a tensor the files lack, when the files
-/// hold a tensor the model has no place for (but known harmless ones), or when shapes
-/// disagree; the module is then not to be used.
+/// The tensors of diffusers-format files, under the model's names.
+pub fn folder_sources(files: &[Arc<WeightFile>]) -> Vec<(String, Source)> {
+    files
+        .iter()
+        .flat_map(|file| {
+            file.tensors()
+                .iter()
+                .map(move |e| (e.name.clone(), Source::whole(file, e)))
+        })
+        .collect()
+}
+
+/// Loads every tensor of `files` (a diffusers folder's) into `module`; see [`load_sources`].
 pub fn load_into<M: ModuleSnapshot>(
     module: &mut M,
     component: Component,
     files: &[Arc<WeightFile>],
     dtype: FloatDType,
 ) -> Result<()> {
+    let desc = files
+        .iter()
+        .map(|f| f.path().display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    load_sources(module, component, folder_sources(files), &desc, dtype)
+}
+
+/// Loads tensors given under diffusers names into `module`, converting to `dtype`.
+///
+/// Fails, naming the keys, when the model needs a tensor the sources lack, when they hold
+/// a tensor the model has no place for (but known harmless ones), or when shapes
+/// disagree; the module is then not to be used. `desc` names the sources in messages.
+pub fn load_sources<M: ModuleSnapshot>(
+    module: &mut M,
+    component: Component,
+    sources: Vec<(String, Source)>,
+    desc: &str,
+    dtype: FloatDType,
+) -> Result<()> {
     let mut packs = Vec::new();
-    let mut ignored = BTreeSet::new();
-    for file in files {
-        for entry in file.tensors() {
-            if component.harmless_unused(&entry.name) {
-                ignored.insert(entry.name.clone());
-                continue;
-            }
-            for (name, rows) in component.model_keys(&entry.name, &entry.shape) {
-                let source = Source {
-                    file: file.clone(),
-                    entry: entry.clone(),
-                    rows,
-                };
-                packs.push(source.into_pack(name, dtype)?);
-            }
+    for (key, source) in sources {
+        if component.harmless_unused(&key) {
+            continue;
+        }
+        for (name, rows) in component.model_keys(&key, &source.shape()) {
+            let source = Source {
+                rows,
+                ..source.clone()
+            };
+            packs.push(source.into_pack(name, dtype)?);
         }
     }
     let result = module.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), true);
@@ -159,11 +186,7 @@ pub fn load_into<M: ModuleSnapshot>(
     } else {
         Err(ModelError::WeightsMismatch {
             component: component.name(),
-            source_desc: files
-                .iter()
-                .map(|f| f.path().display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            source_desc: desc.to_string(),
             details,
         })
     }

@@ -174,6 +174,9 @@ pub struct Source {
     pub entry: TensorEntry,
     /// A range of rows (first dimension) to take instead of the whole tensor.
     pub rows: Option<Range<usize>>,
+    /// A shape to deliver the data in (same element count), e.g. a 1x1 convolution's
+    /// weight as a linear one.
+    pub reshape: Option<Vec<usize>>,
 }
 
 impl Source {
@@ -183,11 +186,15 @@ impl Source {
             file: file.clone(),
             entry: entry.clone(),
             rows: None,
+            reshape: None,
         }
     }
 
     /// The shape that will be delivered.
     pub fn shape(&self) -> Vec<usize> {
+        if let Some(shape) = &self.reshape {
+            return shape.clone();
+        }
         let mut shape = self.entry.shape.clone();
         if let Some(r) = &self.rows {
             shape[0] = r.len();

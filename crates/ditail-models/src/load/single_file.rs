@@ -1,0 +1,169 @@
+//! Civitai/A1111 single-file SD1.x checkpoints (LDM key layout) and single-file VAEs.
+//!
+//! The file is memory-mapped once; each tensor is renamed through [`super::ldm`] and
+//! converted to the model's float type when applied, so the checkpoint is never held twice.
+//! EMA copies (`model_ema.*`) and the LDM scheduler buffers (`betas`, `alphas_cumprod`, ...)
+//! are ignored; the tokenizer and scheduler are SD1.5's, shipped with ditail.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::prelude::*;
+
+use super::diffusers::{LoadOptions, StableDiffusion};
+use super::ldm::{self, Architecture};
+use super::{Component, Source, WeightFile, load_sources};
+use crate::clip::ClipTextConfig;
+use crate::error::{ModelError, Result};
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::UNetConfig;
+use crate::vae::{AutoencoderKl, VaeConfig};
+
+/// The configurations a single file is loaded with (SD1.5's unless overridden: the file
+/// does not say, e.g., how many attention heads there are).
+#[derive(Clone, Debug)]
+pub struct SingleFileConfigs {
+    /// U-Net.
+    pub unet: UNetConfig,
+    /// VAE.
+    pub vae: VaeConfig,
+    /// Text encoder.
+    pub text: ClipTextConfig,
+}
+
+impl Default for SingleFileConfigs {
+    fn default() -> Self {
+        Self {
+            unet: UNetConfig::sd15(),
+            vae: VaeConfig::sd15(),
+            text: ClipTextConfig::sd15(),
+        }
+    }
+}
+
+/// Fails unless `file` is an SD1.x checkpoint, naming what it is otherwise.
+pub fn check_architecture(file: &WeightFile) -> Result<()> {
+    let shape = |k: &str| {
+        file.tensors()
+            .iter()
+            .find(|e| e.name == k)
+            .map(|e| e.shape.clone())
+    };
+    match ldm::detect(file.tensors().iter().map(|e| e.name.as_str()), shape) {
+        Architecture::Sd1 => Ok(()),
+        Architecture::Unsupported(found) => Err(ModelError::UnsupportedArchitecture {
+            path: file.path().to_path_buf(),
+            found,
+        }),
+    }
+}
+
+/// The tensors of one component under diffusers names.
+fn component_sources(
+    file: &Arc<WeightFile>,
+    component: Component,
+    configs: &SingleFileConfigs,
+) -> Vec<(String, Source)> {
+    let mut out = Vec::new();
+    for entry in file.tensors() {
+        let Some((c, rest)) = ldm::component_of(&entry.name) else {
+            continue;
+        };
+        if c != component {
+            continue;
+        }
+        let key = match c {
+            Component::Unet => ldm::unet_key(rest, configs.unet.layers_per_block),
+            Component::Vae => ldm::vae_key(rest, configs.vae.block_out_channels.len()),
+            Component::TextEncoder => Some(ldm::text_key(rest)),
+        };
+        // Unmapped keys keep their LDM name, so the mismatch report shows them.
+        let key = key.unwrap_or_else(|| entry.name.clone());
+        let mut source = Source::whole(file, entry);
+        if c == Component::Vae && ldm::vae_conv_to_linear(&key) && entry.shape.len() == 4 {
+            source.reshape = Some(entry.shape[..2].to_vec());
+        }
+        out.push((key, source));
+    }
+    out
+}
+
+/// Loads an SD1.x single-file checkpoint.
+pub fn load_single_file(
+    path: &Path,
+    device: &Device,
+    opts: LoadOptions,
+    configs: &SingleFileConfigs,
+) -> Result<StableDiffusion> {
+    let file = WeightFile::open(path)?;
+    check_architecture(&file)?;
+    let desc = path.display().to_string();
+    let mut text_encoder = configs.text.init(device);
+    load_sources(
+        &mut text_encoder,
+        Component::TextEncoder,
+        component_sources(&file, Component::TextEncoder, configs),
+        &desc,
+        opts.dtype,
+    )?;
+    let mut vae = configs.vae.init(device);
+    load_sources(
+        &mut vae,
+        Component::Vae,
+        component_sources(&file, Component::Vae, configs),
+        &desc,
+        opts.dtype,
+    )?;
+    let mut unet = configs.unet.init(device);
+    load_sources(
+        &mut unet,
+        Component::Unet,
+        component_sources(&file, Component::Unet, configs),
+        &desc,
+        opts.dtype,
+    )?;
+    Ok(StableDiffusion {
+        tokenizer: ClipTokenizer::sd15(),
+        text_encoder,
+        vae,
+        unet,
+        unet_config: configs.unet.clone(),
+        vae_config: configs.vae.clone(),
+        text_config: configs.text.clone(),
+    })
+}
+
+/// Loads a single-file VAE: LDM names with or without the `first_stage_model.` prefix
+/// (`vae-ft-mse-840000-ema-pruned.safetensors` style).
+pub fn load_vae_file(
+    path: &Path,
+    device: &Device,
+    opts: LoadOptions,
+    config: &VaeConfig,
+) -> Result<AutoencoderKl> {
+    let file = WeightFile::open(path)?;
+    let blocks = config.block_out_channels.len();
+    let sources = file
+        .tensors()
+        .iter()
+        .filter(|e| !e.name.starts_with("model_ema.") && !e.name.starts_with("loss."))
+        .map(|e| {
+            let rest = e.name.strip_prefix("first_stage_model.").unwrap_or(&e.name);
+            let key = ldm::vae_key(rest, blocks).unwrap_or_else(|| e.name.clone());
+            let mut source = Source::whole(&file, e);
+            if ldm::vae_conv_to_linear(&key) && e.shape.len() == 4 {
+                source.reshape = Some(e.shape[..2].to_vec());
+            }
+            (key, source)
+        })
+        .collect();
+    let mut vae = config.init(device);
+    load_sources(
+        &mut vae,
+        Component::Vae,
+        sources,
+        &path.display().to_string(),
+        opts.dtype,
+    )?;
+    Ok(vae)
+}
