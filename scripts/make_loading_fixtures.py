@@ -793,13 +793,40 @@ def own_fused(base: dict[str, torch.Tensor], loras: list[tuple[Path, float]]) ->
     return {k: v.float() for k, v in acc.items()}
 
 
-def diffusers_fuse(loras: list[tuple[Path, str, float]]) -> tuple[dict, dict]:
-    """load_lora_weights each file (as adapter `name`), then fuse; returns (changed, notes)."""
+def fold_kohya_alphas(path: Path) -> dict[str, torch.Tensor]:
+    """The kohya file with every .alpha folded into lora_down (down * alpha/rank, f32) and removed.
+
+    With no alphas in the state dict, diffusers gives every module scale 1 (alpha = rank), so
+    what it fuses is exactly kohya's W + scale * alpha/rank * up @ down (see make_expected).
+    """
+    t = read(path)
+    out = {}
+    for k, v in t.items():
+        if k.endswith(".lora_down.weight"):
+            n = k[: -len(".lora_down.weight")]
+            r = v.shape[0]
+            alpha = float(t[n + ".alpha"].float()) if n + ".alpha" in t else float(r)
+            out[k] = v.float() * (alpha / r)
+        elif k.endswith(".lora_up.weight"):
+            out[k] = v.float()
+        else:
+            assert k.endswith(".alpha"), k
+    return out
+
+
+def diffusers_fuse(loras: list[tuple[Path, str, float]], fold: bool = False) -> tuple[dict, dict]:
+    """load_lora_weights each file (as adapter `name`), then fuse; returns (changed, notes).
+
+    fold: pass kohya files as fold_kohya_alphas(file) instead of the file itself.
+    """
     pipe = load_pipe()
     before = pipe_weights(pipe)
     notes: dict = {}
     for path, name, _ in loras:
-        pipe.load_lora_weights(str(path), adapter_name=name)
+        if fold and path.name == "lora-kohya.safetensors":
+            pipe.load_lora_weights(fold_kohya_alphas(path), adapter_name=name)
+        else:
+            pipe.load_lora_weights(str(path), adapter_name=name)
     if len(loras) == 1:
         scale = loras[0][2]
         pipe.fuse_lora(lora_scale=scale)
@@ -838,32 +865,72 @@ def check_against_own(changed: dict, before: dict, loras: list[tuple[Path, float
     return report
 
 
-def make_expected(folder) -> dict:
+def effective_alphas(changed: dict, before: dict, path: Path, scale: float) -> dict:
+    """alpha that diffusers effectively used per module: own alpha * <d_diff, d_own> / |d_own|^2."""
+    out = {}
+    for mod, (down, up, alpha) in lora_modules_of(path).items():
+        key = mod + ".weight"
+        w = before[key]
+        own = scale * delta(down, up, alpha, w.shape)
+        got = changed[key].double() - w.double()
+        out[mod] = {"rank": down.shape[0], "alpha": alpha,
+                    "diffusers_alpha": float(f"{alpha * float((got * own).sum() / (own * own).sum()):.4g}")}
+    return out
+
+
+def make_expected(folder) -> tuple[dict, dict]:
     files = {}
     kohya, peft = OUT / "lora-kohya.safetensors", OUT / "lora-peft.safetensors"
     cases = [("expected-kohya-0.7.safetensors", [(kohya, "kohya", 0.7)]),
              ("expected-peft-0.7.safetensors", [(peft, "peft", 0.7)]),
              ("expected-both.safetensors", [(kohya, "kohya", 0.7), (peft, "peft", 0.5)])]
+    raw_reports = {}
     for name, loras in cases:
         t0 = time.time()
-        changed, notes = diffusers_fuse(loras)
-        rep = check_against_own(changed, notes["before"], [(p, s) for p, _, s in loras])
-        save(OUT / name, changed)
-        files[name] = {
-            "what": "the weights diffusers' fuse_lora changed (float32, diffusers key names, prefixed "
-                    "unet. / text_encoder.), everything else equals tiny-a",
-            "loras": [{"file": p.name, "adapter_name": n, "scale": s} for p, n, s in loras],
+        own_loras = [(p, s) for p, _, s in loras]
+        has_kohya = any(p == kohya for p, _, _ in loras)
+        # 1. diffusers as a user would call it, on the file itself
+        raw, notes = diffusers_fuse(loras)
+        rep_raw = check_against_own(raw, notes["before"], own_loras)
+        raw_summary = {
             "diffusers_calls": notes["calls"],
-            "own_formula_check": {k: v for k, v in rep.items() if k != "per_weight"},
+            "max |diffusers - own| / max |own delta|": rep_raw["max |diffusers - own| / max |own delta|"],
+            "weights_that_disagree_with_own_formula": sorted(
+                k for k, v in rep_raw["per_weight"].items() if v["rel"] > 1e-5),
+            "in_file_but_unchanged_by_diffusers": rep_raw["in_file_but_unchanged_by_diffusers"],
+            "changed_by_diffusers_but_not_in_file": rep_raw["changed_by_diffusers_but_not_in_file"],
+        }
+        if name == "expected-kohya-0.7.safetensors":
+            raw_summary["effective_alphas"] = effective_alphas(raw, notes["before"], kohya, 0.7)
+        raw_reports[name] = raw_summary
+        # 2. what is saved: diffusers with the kohya alphas folded into lora_down
+        changed, notes = (diffusers_fuse(loras, fold=True) if has_kohya else (raw, notes))
+        rep = check_against_own(changed, notes["before"], own_loras)
+        worst = rep["max |diffusers - own| / max |own delta|"]
+        assert worst < 1e-5, (name, worst)
+        assert not rep["in_file_but_unchanged_by_diffusers"] and not rep["changed_by_diffusers_but_not_in_file"], rep
+        save(OUT / name, changed)
+        entry = {
+            "what": "tiny-a's weights after fusing the LoRA(s): only the weights that change (float32, diffusers "
+                    "key names, prefixed unet. / text_encoder.); every other weight equals tiny-a's",
+            "loras": [{"file": p.name, "adapter_name": n, "scale": s} for p, n, s in loras],
+            "formula": "W + sum over files of scale * alpha/rank * up @ down (conv: up [out, r, 1, 1] x down "
+                       "[r, in, kh, kw] -> [out, in, kh, kw]); alpha absent -> alpha = rank",
+            "produced_by": (notes["calls"].replace("load_lora_weights('lora-kohya.safetensors'",
+                                                   "load_lora_weights(fold_kohya_alphas('lora-kohya.safetensors')")
+                            if has_kohya else notes["calls"]),
+            "own_formula_check": {"max |saved - own| / max |own delta|": worst,
+                                  "weights": len(changed)},
             "keys": sorted(changed),
         }
-        files[name]["own_formula_check"]["per_weight_rel"] = {k: float(f"{v['rel']:.3g}")
-                                                              for k, v in rep["per_weight"].items()}
-        log(f"  {name}: {len(changed)} weights changed; own formula: "
-            f"worst rel diff {rep['max |diffusers - own| / max |own delta|']:.3g}, "
-            f"unchanged-but-in-file {rep['in_file_but_unchanged_by_diffusers']}, "
-            f"changed-not-in-file {rep['changed_by_diffusers_but_not_in_file']} ({time.time() - t0:.1f}s)")
-    return files
+        if has_kohya:
+            entry["note"] = ("kohya alphas folded into lora_down before load_lora_weights, because diffusers "
+                             "applies some of this file's per-module alphas wrongly (see diffusers_lora_behaviour)")
+        files[name] = entry
+        log(f"  {name}: {len(changed)} weights; saved vs own formula {worst:.3g}; diffusers on the raw file: "
+            f"{raw_summary['max |diffusers - own| / max |own delta|']:.3g}, disagreeing "
+            f"{len(raw_summary['weights_that_disagree_with_own_formula'])} ({time.time() - t0:.1f}s)")
+    return files, raw_reports
 
 
 def try_bad_loras() -> dict:

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
+use ditail_models::load::{SingleFileConfigs, load_single_file};
 use ditail_models::{LoadOptions, StableDiffusion};
 
 use crate::error::Result;
@@ -38,6 +39,31 @@ impl Model {
             clip_skip: 0,
             name: dir.display().to_string(),
         })
+    }
+
+    /// Loads a Civitai/A1111 single-file SD1.x checkpoint with SD1.5's configurations and
+    /// scheduler (see [`ditail_models::load::load_single_file`]).
+    pub fn load_single_file(
+        path: &Path,
+        device: &Device,
+        opts: LoadOptions,
+        configs: &SingleFileConfigs,
+    ) -> Result<Self> {
+        Ok(Self {
+            sd: load_single_file(path, device, opts, configs)?,
+            scheduler: Ddim::new(SchedulerConfig::default()),
+            clip_skip: 0,
+            name: path.display().to_string(),
+        })
+    }
+
+    /// Loads a diffusers folder or a single `.safetensors` file, whichever `path` is.
+    pub fn load(path: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
+        if path.is_file() {
+            Self::load_single_file(path, device, opts, &SingleFileConfigs::default())
+        } else {
+            Self::load_diffusers(path, device, opts)
+        }
     }
 
     /// `E_M(p)`: the text encoder's output for a prompt.
