@@ -957,3 +957,246 @@ def try_bad_loras() -> dict:
         out[name] = res
         log(f"  {name}: {res}")
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# broken files
+
+def make_bad_files() -> dict:
+    files = {}
+    # a valid file cut in half (header intact, data short)
+    src = (OUT / "lora-peft.safetensors").read_bytes()
+    (hlen,) = struct.unpack("<Q", src[:8])
+    cut = len(src) // 2
+    assert 8 + hlen < cut
+    (OUT / "truncated.safetensors").write_bytes(src[:cut])
+    files["truncated.safetensors"] = {
+        "what": f"lora-peft.safetensors cut to its first {cut} of {len(src)} bytes: the header "
+                f"({hlen} bytes) is complete and valid, the tensor data ends early", "expect": "error"}
+    # plain text
+    text = b"This is not a safetensors file.\nIt is plain text, like a mis-named README or an HTML error page.\n"
+    (OUT / "not-safetensors.safetensors").write_bytes(text)
+    files["not-safetensors.safetensors"] = {
+        "what": "plain ASCII text; read as a header length its first 8 bytes give "
+                f"{struct.unpack('<Q', text[:8])[0]} (far more than the file)", "expect": "error"}
+    # header claims tensor data past the end of the file
+    header = json.dumps({"__metadata__": {"format": "pt"},
+                         "w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}},
+                        separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    data = np.arange(8, dtype="<f4").tobytes()  # 32 of the 64 bytes
+    (OUT / "header-overrun.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + data)
+    files["header-overrun.safetensors"] = {
+        "what": "well-formed header for one F32 [4, 4] tensor (data_offsets [0, 64]) followed by only 32 "
+                "bytes of data", "expect": "error"}
+    # header length larger than the file
+    body = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' + b"\0\0\0\0"
+    (OUT / "header-length-overrun.safetensors").write_bytes(struct.pack("<Q", 4096) + body)
+    files["header-length-overrun.safetensors"] = {
+        "what": f"header length field says 4096 bytes; the whole file is {8 + len(body)} bytes", "expect": "error"}
+    # a pickle checkpoint (zip format, as torch.save writes and SD .ckpt files are)
+    g = torch.Generator().manual_seed(4242)
+    obj = {"state_dict": {"model.diffusion_model.input_blocks.0.0.weight": torch.randn((8, 4, 3, 3), generator=g),
+                          "model.diffusion_model.input_blocks.0.0.bias": torch.randn((8,), generator=g)},
+           "global_step": 470000, "epoch": 6}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    (OUT / "pickle.ckpt").write_bytes(buf.getvalue())
+    files["pickle.ckpt"] = {
+        "what": "torch.save() zip/pickle checkpoint ({'state_dict': {2 U-Net tensors}, 'global_step', 'epoch'}); "
+                "starts with the zip magic 'PK\\x03\\x04', entries under archive/ (data.pkl, data/0, ...)",
+        "expect": "detected as a pickle checkpoint and refused (never unpickled)"}
+
+    # what the safetensors library says about each
+    for name in ("truncated.safetensors", "not-safetensors.safetensors", "header-overrun.safetensors",
+                 "header-length-overrun.safetensors", "pickle.ckpt"):
+        try:
+            with safe_open(str(OUT / name), framework="pt") as f:
+                for k in f.keys():
+                    f.get_tensor(k)
+            res = "opened without error"
+        except Exception as e:  # noqa: BLE001
+            res = f"{type(e).__name__}: {str(e)[:200]}"
+        files[name]["python_safetensors_says"] = res
+        files[name]["bytes"] = (OUT / name).stat().st_size
+        log(f"  {name}: safetensors says {res}")
+    back = torch.load(io.BytesIO((OUT / "pickle.ckpt").read_bytes()), weights_only=True)
+    assert torch.equal(back["state_dict"]["model.diffusion_model.input_blocks.0.0.bias"],
+                       obj["state_dict"]["model.diffusion_model.input_blocks.0.0.bias"])
+    assert (OUT / "pickle.ckpt").read_bytes()[:4] == b"PK\x03\x04"
+    return files
+
+
+# ---------------------------------------------------------------------------------------
+
+CONVENTIONS = {
+    "checkpoint_prefixes": PREFIX,
+    "unet": {
+        "blocks": "L = layers_per_block (2).  conv_in -> input_blocks.0.0; down_blocks.i.resnets.j -> "
+                  "input_blocks.(1 + i*(L+1) + j).0; down_blocks.i.attentions.j -> input_blocks.(1 + i*(L+1) + j).1; "
+                  "down_blocks.i.downsamplers.0.conv -> input_blocks.((i+1)*(L+1)).0.op; mid_block.resnets.0 -> "
+                  "middle_block.0, mid_block.attentions.0 -> middle_block.1, mid_block.resnets.1 -> middle_block.2; "
+                  "up_blocks.i.resnets.j -> output_blocks.(i*(L+1) + j).0; up_blocks.i.attentions.j -> "
+                  "output_blocks.(i*(L+1) + j).1; up_blocks.i.upsamplers.0.conv -> output_blocks.(i*(L+1) + L).1.conv "
+                  "when the up block has no attentions (up_blocks.0), else .2.conv; time_embedding.linear_1/2 -> "
+                  "time_embed.0/2; conv_norm_out -> out.0; conv_out -> out.2",
+        "resnet": UNET_RESNET,
+        "attention": "Transformer2DModel and SpatialTransformer share inner names (norm, proj_in, "
+                     "transformer_blocks.N.{norm1,attn1,norm2,attn2,norm3,ff}, proj_out); SD 1.x proj_in/proj_out "
+                     "are 1x1 convs [C, C, 1, 1] in both",
+    },
+    "vae": {
+        "blocks": "encoder.down_blocks.i.resnets.j -> encoder.down.i.block.j; encoder.down_blocks.i.downsamplers.0.conv "
+                  "-> encoder.down.i.downsample.conv; decoder.up_blocks.i -> decoder.up.(n-1-i) (reversed; n = 4): "
+                  ".resnets.j -> .block.j, .upsamplers.0.conv -> .upsample.conv; {encoder,decoder}.mid_block.resnets.0/1 "
+                  "-> mid.block_1/block_2; mid_block.attentions.0 -> mid.attn_1; conv_norm_out -> norm_out; conv_in, "
+                  "conv_out, quant_conv, post_quant_conv unchanged",
+        "resnet": VAE_RESNET,
+        "mid_attention": VAE_ATTN,
+        "mid_attention_shapes": "LDM q/k/v/proj_out weights are 1x1 conv weights [C, C, 1, 1]; diffusers' are "
+                                "linear [C, C] (same values, reshape)",
+    },
+    "text_encoder": "cond_stage_model.transformer. + the diffusers folder's key (text_model.embeddings..., "
+                    "text_model.encoder.layers.N..., text_model.final_layer_norm...); the older layout drops "
+                    "'text_model.'; transformers 5's CLIPTextModel itself has no text_model wrapper",
+    "ignored_keys": "model_ema.* (EMA copies: 'model_ema.' + ('diffusion_model.' + LDM U-Net key) without dots, "
+                    "plus model_ema.decay (f32 0-d) and model_ema.num_updates (i32 0-d)); the LatentDiffusion schedule "
+                    "buffers betas, alphas_cumprod, ... (1000-vectors, at the top level); "
+                    "cond_stage_model.transformer[.text_model].embeddings.position_ids (int64 [1, 77])",
+    "ema_values": "the model_ema.* weights differ from the live ones (live + 0.01*randn): a loader that takes them "
+                  "fails the comparison",
+}
+
+
+def sizes() -> dict:
+    return {p.name: p.stat().st_size for p in sorted(OUT.iterdir()) if p.is_file()}
+
+
+def main() -> None:
+    mf._install_log_capture()
+    t_start = time.time()
+    import diffusers
+    import peft
+    import safetensors
+    import transformers
+
+    log(f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}, "
+        f"peft {peft.__version__}, threads {torch.get_num_threads()}")
+    if not (MODEL_DIR / "unet" / "diffusion_pytorch_model.safetensors").is_file():
+        sys.exit("error: tests/fixtures/models/tiny-a missing; run scripts/make_fixtures.py first")
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
+    timings = {}
+
+    t0 = time.time()
+    folder = load_folder()
+    ldm = to_ldm(folder)
+    files = {}
+    log("== single-file checkpoints")
+    files.update(make_checkpoints(folder, ldm))
+    files.update(make_vae_file(folder, ldm))
+    key_map = {"unet": {d: PREFIX["unet"] + lk for lk, (d, _) in ldm["unet"].items()},
+               "vae": {d: PREFIX["vae"] + lk for lk, (d, _) in ldm["vae"].items()},
+               "text_encoder": {d: PREFIX["text_encoder"] + lk for lk, (d, _) in ldm["text_encoder"].items()}}
+    key_map = {c: dict(sorted(m.items())) for c, m in key_map.items()}
+    mf.write_json(OUT / "ldm-key-map.json", key_map)
+    timings["checkpoints"] = time.time() - t0
+
+    t0 = time.time()
+    log("== architecture probes")
+    files.update(make_probes())
+    timings["probes"] = time.time() - t0
+
+    t0 = time.time()
+    log("== LoRAs")
+    files.update(make_lora_files(folder))
+    expected, raw_reports = make_expected(folder)
+    files.update(expected)
+    bad_loras = try_bad_loras()
+    for name, res in bad_loras.items():
+        files[name]["diffusers"] = res
+    timings["loras"] = time.time() - t0
+
+    t0 = time.time()
+    log("== broken files")
+    files.update(make_bad_files())
+    timings["bad files"] = time.time() - t0
+
+    files["ldm-key-map.json"] = {"what": "the diffusers -> LDM key mapping used for tiny-a (with the component "
+                                         "prefixes); VAE mid-attention q/k/v/proj_out weights are also reshaped "
+                                         "[C, C] -> [C, C, 1, 1]"}
+    meta = {
+        "source_model": mf._rel(MODEL_DIR),
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                     "transformers": transformers.__version__, "peft": peft.__version__,
+                     "safetensors": safetensors.__version__},
+        "conventions": CONVENTIONS,
+        "verification": (
+            "tiny-a*.safetensors / vae-tiny-a.safetensors: (1) own check: every tensor of the file equals the "
+            "tiny-a folder's under the mapping (cast to the file's dtype); (2) diffusers: "
+            "StableDiffusionPipeline.from_single_file(file, config=tests/fixtures/models/tiny-a, "
+            "local_files_only=True, dtype=float32) and UNet2DConditionModel / AutoencoderKL.from_single_file(file, "
+            "config=..., subfolder=...) load it, and every tensor of every component equals the folder's, rounded "
+            "to the file's dtype (the f16/bf16 files prove the weights come from the file, not the config folder).  "
+            "Counts per component are under diffusers_verification."),
+        "diffusers_lora_behaviour": lora_behaviour_summary(raw_reports, bad_loras),
+        "files": files,
+        "sizes": {},
+    }
+    mf.write_json(OUT / "meta.json", meta)
+    meta["sizes"] = sizes()
+    meta["sizes"]["meta.json"] = 0
+    mf.write_json(OUT / "meta.json", meta)
+    # meta.json's own size, then once more so the number is right (it has a fixed width from here on)
+    for _ in range(3):
+        meta["sizes"]["meta.json"] = (OUT / "meta.json").stat().st_size
+        mf.write_json(OUT / "meta.json", meta)
+    assert meta["sizes"]["meta.json"] == (OUT / "meta.json").stat().st_size
+    assert set(meta["sizes"]) == set(files) | {"meta.json"}, sorted(set(meta["sizes"]) ^ set(files))
+
+    log("sizes:")
+    total = mf.report_sizes(OUT)
+    log(f"timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    if mf.COLLECTED:
+        log(f"warnings from diffusers/transformers/peft/python ({len(mf.COLLECTED)}):")
+        for w in dict.fromkeys(mf.COLLECTED):
+            log(f"  {w[:300]}")
+    log(f"total {total:,} bytes; time {time.time() - t_start:.1f}s")
+
+
+def lora_behaviour_summary(raw_reports: dict, bad: dict) -> dict:
+    k = raw_reports["expected-kohya-0.7.safetensors"]
+    wrong = {m: v for m, v in k["effective_alphas"].items() if abs(v["diffusers_alpha"] - v["alpha"]) > 1e-3}
+    right = sorted(m for m in k["effective_alphas"] if m not in wrong)
+    return {
+        "summary": (
+            "diffusers' load_lora_weights + fuse_lora loads every module type of lora-kohya.safetensors and "
+            "lora-peft.safetensors (U-Net attention to_q/to_k/to_v/to_out.0, ff.net.0.proj, ff.net.2, "
+            "time_emb_proj, 1x1 conv proj_in/proj_out, 3x3 conv resnet conv1/conv2 with [out, r, 1, 1] up, "
+            "text encoder q/k/v/out_proj and mlp fc1/fc2) and fuses W + scale * s * up @ down with the right "
+            "reshape for convs.  The PEFT file agrees with the formula (s = 1) for every module.  For the kohya "
+            "file the per-module scale s = alpha/rank is wrong for some modules: see kohya_alphas."),
+        "kohya_alphas": {
+            "modules_with_wrong_alpha": wrong,
+            "modules_with_right_alpha": right,
+            "explanation": (
+                "diffusers uses the file's most common alpha as the default and keeps per-module alphas "
+                "in peft's alpha_pattern, but the pattern keys it builds for U-Net attention projections "
+                "(…attn1.processor.to_k_lora.down.weight) and for text-encoder modules (…self_attn, "
+                "text_model.… in transformers 5's unwrapped CLIPTextModel) match no module: peft warns "
+                "'alpha_pattern keys did not match any targeted module and were ignored' and those modules "
+                "get the most common alpha.  A module without .alpha also gets the most common alpha, not "
+                "alpha = rank as in kohya's sd-scripts / A1111.  U-Net ff / proj_in / proj_out / resnet conv "
+                "modules keep their own alpha.  The expected-*.safetensors files with kohya therefore come from "
+                "diffusers with the alphas folded into lora_down (fold_kohya_alphas), which matches kohya's formula."),
+        },
+        "raw_diffusers_vs_own_formula": raw_reports,
+        "lora-bad-key.safetensors": bad["lora-bad-key.safetensors"],
+        "lora-sdxl.safetensors": bad["lora-sdxl.safetensors"],
+        "loha.safetensors": bad["loha.safetensors"],
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ use burn::prelude::*;
 
 use super::diffusers::{LoadOptions, StableDiffusion};
 use super::ldm::{self, Architecture};
-use super::{Component, Source, WeightFile, load_sources};
+use super::{Component, Source, TensorEntry, WeightFile, load_sources};
 use crate::clip::ClipTextConfig;
 use crate::error::{ModelError, Result};
 use crate::tokenizer::ClipTokenizer;
@@ -58,6 +58,16 @@ pub fn check_architecture(file: &WeightFile) -> Result<()> {
     }
 }
 
+/// A tensor under its diffusers name; the VAE attention's 1x1 convolutions become the
+/// linears the model has.
+fn renamed(file: &Arc<WeightFile>, entry: &TensorEntry, key: String) -> (String, Source) {
+    let mut source = Source::whole(file, entry);
+    if ldm::vae_conv_to_linear(&key) && entry.shape.len() == 4 {
+        source.reshape = Some(entry.shape[..2].to_vec());
+    }
+    (key, source)
+}
+
 /// The tensors of one component under diffusers names.
 fn component_sources(
     file: &Arc<WeightFile>,
@@ -78,12 +88,11 @@ fn component_sources(
             Component::TextEncoder => Some(ldm::text_key(rest)),
         };
         // Unmapped keys keep their LDM name, so the mismatch report shows them.
-        let key = key.unwrap_or_else(|| entry.name.clone());
-        let mut source = Source::whole(file, entry);
-        if c == Component::Vae && ldm::vae_conv_to_linear(&key) && entry.shape.len() == 4 {
-            source.reshape = Some(entry.shape[..2].to_vec());
-        }
-        out.push((key, source));
+        out.push(renamed(
+            file,
+            entry,
+            key.unwrap_or_else(|| entry.name.clone()),
+        ));
     }
     out
 }
@@ -149,12 +158,11 @@ pub fn load_vae_file(
         .filter(|e| !e.name.starts_with("model_ema.") && !e.name.starts_with("loss."))
         .map(|e| {
             let rest = e.name.strip_prefix("first_stage_model.").unwrap_or(&e.name);
-            let key = ldm::vae_key(rest, blocks).unwrap_or_else(|| e.name.clone());
-            let mut source = Source::whole(&file, e);
-            if ldm::vae_conv_to_linear(&key) && e.shape.len() == 4 {
-                source.reshape = Some(e.shape[..2].to_vec());
-            }
-            (key, source)
+            renamed(
+                &file,
+                e,
+                ldm::vae_key(rest, blocks).unwrap_or_else(|| e.name.clone()),
+            )
         })
         .collect();
     let mut vae = config.init(device);
