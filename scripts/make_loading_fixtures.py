@@ -11,21 +11,27 @@ Needs tests/fixtures/models/tiny-a (scripts/make_fixtures.py).  Writes, determin
                                 model_ema.* keys, the DDPM schedule buffers, position_ids)
   tiny-a.fp16.safetensors       the same in float16
   tiny-a.bf16.safetensors       the same in bfloat16
-  tiny-a-noprefix.safetensors   float16, text encoder in the old layout
+  tiny-a-noprefix.bf16.safetensors   bfloat16, text encoder in the old layout
                                 cond_stage_model.transformer.{embeddings,encoder,final_layer_norm}.*
   vae-tiny-a.safetensors        the VAE alone in LDM naming, no prefix (f32)
   <arch>-like.safetensors       tiny architecture probes (SDXL, SD2, inpaint, ip2p, SD3, Flux)
   lora-*.safetensors, loha.safetensors
                                 LoRAs for tiny-a (kohya, PEFT, bad key, SDXL, LoHa)
   expected-*.safetensors        the weights diffusers' load_lora_weights + fuse_lora change
-  truncated / not-safetensors / header-overrun .safetensors, pickle.ckpt   broken files
-  meta.json                     what every file is, how it was checked, the conventions
+  truncated / not-safetensors / header-overrun / header-length-overrun .safetensors,
+  pickle.ckpt                   broken files (and a pickle checkpoint to detect, never load)
+  ldm-key-map.json              the diffusers -> LDM key mapping used for tiny-a
+  meta.json                     what every file is, how it was checked, the conventions,
+                                and what diffusers does with each LoRA
 
 The diffusers -> LDM key mapping below is written from the LDM / CompVis module structure
 (it does not use diffusers' conversion tables); it is checked by loading the written files
 back with diffusers' from_single_file and comparing every tensor with the tiny-a folder.
 
-Usage:  python scripts/make_loading_fixtures.py
+Usage:  python scripts/make_loading_fixtures.py   (about 20 s on 2 cores; needs peft)
+
+Size: about 12 MB, almost all of it the four tiny-a checkpoints (f32 4.1 MB, each 16-bit one
+2.1 MB); drop entries from CHECKPOINT_VARIANTS to trade tests for size.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import shutil
 import struct
 import sys
@@ -292,6 +299,30 @@ def build_checkpoint(ldm, dtype: torch.dtype, text_layout: str = "text_model") -
 def save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(path), metadata=metadata)
+    if metadata and len(metadata) > 1:
+        _sort_header_metadata(path)
+
+
+def _sort_header_metadata(path: Path) -> None:
+    """safetensors writes __metadata__ in hash-map order (differs run to run): sort it in place."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    text = raw[8:8 + n].decode("utf-8")
+    header = json.loads(text)
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    new = json.dumps(header, separators=(",", ":"), ensure_ascii=False)
+    assert json.loads(new) == json.loads(text) and len(new.rstrip()) == len(text.rstrip()), path
+    new_b = new.encode("utf-8").ljust(n, b" ")
+    assert len(new_b) == n
+    path.write_bytes(raw[:8] + new_b + raw[8 + n:])
+
+
+def _canon(msg: str) -> str:
+    """Sort the items of Python set reprs ({'b', 'a'}) in a message: their order is hash-seeded."""
+    def repl(m):
+        items = re.findall(r"'[^']*'", m.group(1))
+        return "{" + ", ".join(sorted(items)) + "}"
+    return re.sub(r"\{((?:'[^']*'(?:, )?)+)\}", repl, msg)
 
 
 def read(path: Path) -> dict[str, torch.Tensor]:
@@ -363,15 +394,19 @@ def own_roundtrip(path: Path, ldm, dtype: torch.dtype, text_layout: str) -> int:
     return n
 
 
+# (file, dtype, text-encoder layout); the first one must stay (it is the verified f32 file)
+# Two of the four layouts, to keep the committed fixtures small: f32 with the usual
+# `text_model.` text-encoder keys, and bf16 with the older layout without it (f16 weights
+# are covered by the tiny-b diffusers folder).
+CHECKPOINT_VARIANTS = [("tiny-a.safetensors", torch.float32, "text_model"),
+                       ("tiny-a-noprefix.bf16.safetensors", torch.bfloat16, "noprefix")]
+
+
 def make_checkpoints(folder, ldm) -> dict:
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
     files = {}
-    variants = [("tiny-a.safetensors", torch.float32, "text_model"),
-                ("tiny-a.fp16.safetensors", torch.float16, "text_model"),
-                ("tiny-a.bf16.safetensors", torch.bfloat16, "text_model"),
-                ("tiny-a-noprefix.safetensors", torch.float16, "noprefix")]
-    for name, dtype, layout in variants:
+    for name, dtype, layout in CHECKPOINT_VARIANTS:
         t0 = time.time()
         path = OUT / name
         ck = build_checkpoint(ldm, dtype, layout)
@@ -402,7 +437,7 @@ def make_checkpoints(folder, ldm) -> dict:
             if layout == "text_model":
                 raise
         if layout == "noprefix":
-            verify["text_encoder"] = noprefix_text_check(path, folder)
+            verify["text_encoder"] = noprefix_text_check(path, folder, dtype)
         entry["diffusers_verification"] = verify
         files[name] = entry
         log(f"  {name}: {len(ck)} tensors, own check {n_own} weights, diffusers type {kind!r}, "
@@ -411,7 +446,7 @@ def make_checkpoints(folder, ldm) -> dict:
 
 
 @torch.no_grad()
-def noprefix_text_check(path: Path, folder) -> str:
+def noprefix_text_check(path: Path, folder, dtype: torch.dtype) -> str:
     """diffusers does not read the old layout; load it into CLIPTextModel by hand instead."""
     from transformers import CLIPTextModel
 
@@ -421,8 +456,9 @@ def noprefix_text_check(path: Path, folder) -> str:
     model = CLIPTextModel.from_pretrained(str(MODEL_DIR / "text_encoder"), dtype=torch.float32)
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in te.items()}, strict=False)
     assert not unexpected and not [m for m in missing if not m.endswith("position_ids")], (missing, unexpected)
-    n = compare_models("text_encoder", model, folder["text_encoder"], torch.float16)
-    return f"keys minus 'cond_stage_model.transformer.' load into transformers 5's CLIPTextModel (strict); {n} tensors equal the folder's (f16-rounded)"
+    n = compare_models("text_encoder", model, folder["text_encoder"], dtype)
+    return (f"keys minus 'cond_stage_model.transformer.' load into transformers 5's CLIPTextModel (nothing "
+            f"missing or unexpected); {n} tensors equal the folder's ({dtype}-rounded)")
 
 
 def make_vae_file(folder, ldm) -> dict:
@@ -450,14 +486,13 @@ def probe_tensor(shape, dtype, seed: int) -> torch.Tensor:
 
 SD1_MARKERS = {
     # LDM SD 1.x: conv (1x1) proj_in, 768-wide CLIP ViT-L context, CLIP text encoder keys
-    "model.diffusion_model.input_blocks.1.1.proj_in.weight": [4, 320, 1, 1],
-    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": [4, 768],
-    "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": [4, 768],
-    "model.diffusion_model.output_blocks.11.0.skip_connection.weight": [4, 640, 1, 1],
-    "model.diffusion_model.out.2.weight": [4, 320, 3, 3],
-    "first_stage_model.decoder.conv_in.weight": [4, 4, 3, 3],
-    "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight": [4, 768],
-    "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight": [4, 768],
+    "model.diffusion_model.input_blocks.1.1.proj_in.weight": [2, 320, 1, 1],
+    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": [2, 768],
+    "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": [2, 768],
+    "model.diffusion_model.output_blocks.11.0.skip_connection.weight": [2, 640, 1, 1],
+    "first_stage_model.decoder.conv_in.weight": [2, 4, 3, 3],
+    "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight": [2, 768],
+    "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight": [2, 768],
 }
 
 PROBES = {
@@ -467,15 +502,15 @@ PROBES = {
             "model.diffusion_model.label_emb.0.0.weight (the added-conditioning MLP, 2816 = 1280 + 6*256 inputs)",
         dtype=torch.float16,
         keys={
-            "conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight": [4, 768],
-            "conditioner.embedders.1.model.positional_embedding": [4, 1280],
-            "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight": [6, 1280],
+            "conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight": [2, 768],
+            "conditioner.embedders.1.model.positional_embedding": [2, 1280],
+            "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight": [3, 1280],
             "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": [1280],
-            "model.diffusion_model.label_emb.0.0.weight": [4, 2816],
-            "model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3],
-            "model.diffusion_model.input_blocks.4.1.proj_in.weight": [4, 640],
-            "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": [4, 2048],
-            "first_stage_model.decoder.conv_in.weight": [4, 4, 3, 3],
+            "model.diffusion_model.label_emb.0.0.weight": [2, 2816],
+            "model.diffusion_model.input_blocks.0.0.weight": [2, 4, 3, 3],
+            "model.diffusion_model.input_blocks.4.1.proj_in.weight": [2, 640],
+            "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": [2, 2048],
+            "first_stage_model.decoder.conv_in.weight": [2, 4, 3, 3],
         }),
     "sd2-like.safetensors": dict(
         detect_as="sd2",
@@ -483,13 +518,13 @@ PROBES = {
             "2-D (linear) proj_in",
         dtype=torch.float16,
         keys={
-            "cond_stage_model.model.token_embedding.weight": [4, 1024],
-            "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight": [6, 1024],
-            "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_bias": [6],
-            "model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3],
-            "model.diffusion_model.input_blocks.1.1.proj_in.weight": [4, 320],
-            "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": [4, 1024],
-            "first_stage_model.decoder.conv_in.weight": [4, 4, 3, 3],
+            "cond_stage_model.model.token_embedding.weight": [2, 1024],
+            "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight": [3, 1024],
+            "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_bias": [3],
+            "model.diffusion_model.input_blocks.0.0.weight": [2, 4, 3, 3],
+            "model.diffusion_model.input_blocks.1.1.proj_in.weight": [2, 320],
+            "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": [2, 1024],
+            "first_stage_model.decoder.conv_in.weight": [2, 4, 3, 3],
         }),
     "inpaint-like.safetensors": dict(
         detect_as="sd1-inpainting",
@@ -506,23 +541,25 @@ PROBES = {
     "sd3-like.safetensors": dict(
         detect_as="sd3",
         why="model.diffusion_model.joint_blocks.* (MMDiT)",
+        note="diffusers' infer_diffusers_model_type says 'v1' here (its fallback): its SD3 test reads "
+             "full-size shapes (adaLN_modulation bias of 9216, pos_embed) that this probe does not carry",
         dtype=torch.float16,
         keys={
-            "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": [6, 1536],
-            "model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight": [6, 1536],
-            "model.diffusion_model.x_embedder.proj.weight": [4, 16, 2, 2],
-            "first_stage_model.decoder.conv_in.weight": [4, 16, 3, 3],
+            "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": [3, 1536],
+            "model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight": [3, 1536],
+            "model.diffusion_model.x_embedder.proj.weight": [2, 16, 2, 2],
+            "first_stage_model.decoder.conv_in.weight": [2, 16, 3, 3],
         }),
     "flux-like.safetensors": dict(
         detect_as="flux",
         why="double_blocks.* / single_blocks.* at the top level (BFL's layout, no prefix)",
         dtype=torch.bfloat16,
         keys={
-            "double_blocks.0.img_attn.qkv.weight": [6, 3072],
+            "double_blocks.0.img_attn.qkv.weight": [3, 3072],
             "double_blocks.0.img_attn.norm.key_norm.scale": [128],
-            "single_blocks.0.linear1.weight": [4, 3072],
-            "img_in.weight": [4, 64],
-            "time_in.in_layer.weight": [4, 256],
+            "single_blocks.0.linear1.weight": [2, 3072],
+            "img_in.weight": [2, 64],
+            "time_in.in_layer.weight": [2, 256],
         }),
 }
 
@@ -545,6 +582,7 @@ def make_probes() -> dict:
             "detect_as": p["detect_as"], "why": p["why"], "dtype": str(p["dtype"]).replace("torch.", ""),
             "keys": {k: list(v.shape) for k, v in sorted(tensors.items())},
             "diffusers_infer_model_type": kind,
+            **({"note": p["note"]} if "note" in p else {}),
         }
         log(f"  {name}: {len(tensors)} keys, {path.stat().st_size} bytes, expect {p['detect_as']}, "
             f"diffusers' infer_diffusers_model_type says {kind!r}")
@@ -593,6 +631,7 @@ PEFT_MODULES = [
 ]
 
 DELTA_FRACTION = 0.05  # |delta|_F = 5% of |W|_F at scale 1
+LORA_TOLERANCE = "per weight: max|a - b| <= 1e-5 * max|b| (b = expected fused weight)"
 
 
 def kohya_name(comp: str, module: str) -> str:
@@ -645,6 +684,7 @@ def make_lora_files(folder) -> dict:
         "modules": [{"component": c, "module": m, "key": kohya_name(c, m), "rank": r,
                      "alpha": a if a is not None else f"absent (= rank {r})",
                      "kind": module_kind(folder, c, m)} for c, m, r, a in KOHYA_MODULES],
+        "delta_norm_over_weight_norm_at_scale_1": delta_fractions(folder, OUT / "lora-kohya.safetensors"),
     }
     # (b) PEFT / diffusers
     t = {}
@@ -660,6 +700,7 @@ def make_lora_files(folder) -> dict:
                   ".lora_B.weight [out, r(, 1, 1)]",
         "modules": [{"component": c, "module": m, "rank": r, "kind": module_kind(folder, c, m)}
                     for c, m, r, _ in PEFT_MODULES],
+        "delta_norm_over_weight_norm_at_scale_1": delta_fractions(folder, OUT / "lora-peft.safetensors"),
     }
     # (c) kohya with one key for a module tiny-a does not have
     t = read(OUT / "lora-kohya.safetensors")
@@ -716,6 +757,17 @@ def make_lora_files(folder) -> dict:
                     for c, m, r, a in loha],
     }
     return files
+
+
+def delta_fractions(folder, path: Path) -> dict[str, float]:
+    out = {}
+    for mod, (down, up, alpha) in lora_modules_of(path).items():
+        comp, m = mod.split(".", 1)
+        w = base_weight(folder, comp, m)
+        f = (delta(down, up, alpha, w.shape).norm() / w.double().norm()).item()
+        assert abs(f - DELTA_FRACTION) < 1e-3, (mod, f)
+        out[mod] = float(f"{f:.4g}")
+    return out
 
 
 def module_kind(folder, comp: str, module: str) -> str:
@@ -861,6 +913,9 @@ def check_against_own(changed: dict, before: dict, loras: list[tuple[Path, float
         worst = max(worst, rel)
         per[k] = {"max_abs_diff": d, "max_abs_delta": dw, "rel": rel}
     report["max |diffusers - own| / max |own delta|"] = worst
+    report["max |diffusers - own| / max |own|"] = max(
+        ((changed[k].double() - own[k].double()).abs().max() / own[k].double().abs().max()).item()
+        for k in set(own) & set(changed)) if set(own) & set(changed) else 0.0
     report["per_weight"] = per
     return report
 
@@ -920,7 +975,9 @@ def make_expected(folder) -> tuple[dict, dict]:
                                                    "load_lora_weights(fold_kohya_alphas('lora-kohya.safetensors')")
                             if has_kohya else notes["calls"]),
             "own_formula_check": {"max |saved - own| / max |own delta|": worst,
+                                  "max |saved - own| / max |own|": rep["max |diffusers - own| / max |own|"],
                                   "weights": len(changed)},
+            "tolerance": LORA_TOLERANCE,
             "keys": sorted(changed),
         }
         if has_kohya:
@@ -948,12 +1005,20 @@ def try_bad_loras() -> dict:
                 pipe.fuse_lora(lora_scale=0.7)
                 res["fuse_lora"] = "ok"
             except Exception as e:  # noqa: BLE001
-                res["fuse_lora"] = f"{type(e).__name__}: {str(e)[:400]}"
+                res["fuse_lora"] = _canon(f"{type(e).__name__}: {e}")[:400]
         except Exception as e:  # noqa: BLE001
-            res["load_lora_weights"] = f"{type(e).__name__}: {str(e)[:400]}"
+            res["load_lora_weights"] = _canon(f"{type(e).__name__}: {e}")[:400]
         after = pipe_weights(pipe)
         res["weights_changed"] = sorted(k for k in after if not torch.equal(before[k], after[k]))
-        res["warnings"] = [w[:400] for w in mf.COLLECTED[n0:]]
+        res["warnings"] = [_canon(w)[:400] for w in mf.COLLECTED[n0:]]
+        if name == "lora-bad-key.safetensors":
+            k = "unet." + KOHYA_MODULES[0][1] + ".weight"
+            assert res["weights_changed"] == [k], res["weights_changed"]
+            exp = read(OUT / "expected-kohya-0.7.safetensors")[k]
+            d = (after[k] - exp).abs().max().item() / (exp - before[k]).abs().max().item()
+            assert d < 1e-5, d
+            res["valid_module_result"] = (f"{k} equals expected-kohya-0.7.safetensors' (same LoRA tensors, scale 0.7; "
+                                          f"max diff / max delta {d:.2g})")
         out[name] = res
         log(f"  {name}: {res}")
     return out
@@ -1132,6 +1197,7 @@ def main() -> None:
                      "transformers": transformers.__version__, "peft": peft.__version__,
                      "safetensors": safetensors.__version__},
         "conventions": CONVENTIONS,
+        "lora_tolerance": LORA_TOLERANCE,
         "verification": (
             "tiny-a*.safetensors / vae-tiny-a.safetensors: (1) own check: every tensor of the file equals the "
             "tiny-a folder's under the mapping (cast to the file's dtype); (2) diffusers: "
@@ -1169,6 +1235,24 @@ def lora_behaviour_summary(raw_reports: dict, bad: dict) -> dict:
     k = raw_reports["expected-kohya-0.7.safetensors"]
     wrong = {m: v for m, v in k["effective_alphas"].items() if abs(v["diffusers_alpha"] - v["alpha"]) > 1e-3}
     right = sorted(m for m in k["effective_alphas"] if m not in wrong)
+    # the text below describes what was observed; stop if a diffusers version behaves otherwise
+    alphas = [a for _, _, _, a in KOHYA_MODULES if a is not None]
+    common = max(set(alphas), key=alphas.count)
+    attn_or_te = lambda m: m.startswith("text_encoder.") or m.split(".")[-1] in ("to_q", "to_k", "to_v") \
+        or m.endswith("to_out.0")  # noqa: E731
+    for c, m, r, a in KOHYA_MODULES:
+        key = f"{c}.{m}"
+        if a is None:
+            assert key in wrong and wrong[key]["diffusers_alpha"] == common, (key, wrong.get(key))
+        elif a != common and attn_or_te(key):
+            assert key in wrong and wrong[key]["diffusers_alpha"] == common, (key, wrong.get(key))
+        else:
+            assert key in right, (key, k["effective_alphas"][key])
+    assert not k["in_file_but_unchanged_by_diffusers"] and not k["changed_by_diffusers_but_not_in_file"]
+    assert bad["lora-sdxl.safetensors"]["load_lora_weights"].startswith("NoMatchingPeftModuleError")
+    assert bad["loha.safetensors"]["load_lora_weights"].startswith("ValueError")
+    assert not bad["lora-sdxl.safetensors"]["weights_changed"] and not bad["loha.safetensors"]["weights_changed"]
+    assert bad["lora-bad-key.safetensors"]["fuse_lora"] == "ok"
     return {
         "summary": (
             "diffusers' load_lora_weights + fuse_lora loads every module type of lora-kohya.safetensors and "
@@ -1192,9 +1276,14 @@ def lora_behaviour_summary(raw_reports: dict, bad: dict) -> dict:
                 "diffusers with the alphas folded into lora_down (fold_kohya_alphas), which matches kohya's formula."),
         },
         "raw_diffusers_vs_own_formula": raw_reports,
-        "lora-bad-key.safetensors": bad["lora-bad-key.safetensors"],
-        "lora-sdxl.safetensors": bad["lora-sdxl.safetensors"],
-        "loha.safetensors": bad["loha.safetensors"],
+        "other_files": {
+            "lora-bad-key.safetensors": "loads; peft warns about the unexpected keys of the missing module and "
+                                        "ignores them; the valid module is fused (files[...].diffusers)",
+            "lora-sdxl.safetensors": "load_lora_weights raises NoMatchingPeftModuleError (target modules not "
+                                     "found); nothing changes",
+            "loha.safetensors": "load_lora_weights raises ValueError ('keys have not been correctly renamed'): "
+                                "diffusers has no LoHa support for SD 1.x; nothing changes",
+        },
     }
 
 

@@ -62,6 +62,17 @@ pub enum ModelError {
         /// One line per problem, each naming the key.
         details: String,
     },
+    /// A PyTorch pickle, which ditail never unpickles (it could run arbitrary code).
+    #[error(
+        "{path} is a PyTorch pickle, which ditail does not load (unpickling can run arbitrary code); \
+         convert it once with: python -c \"import torch, safetensors.torch as s; \
+         sd = torch.load('{path}', map_location='cpu', weights_only=True); \
+         s.save_file({{k: v.contiguous() for k, v in sd.get('state_dict', sd).items()}}, '{path}.safetensors')\""
+    )]
+    Pickle {
+        /// The file.
+        path: PathBuf,
+    },
     /// A checkpoint is not an SD1.x model.
     #[error(
         "{path}: unsupported architecture: {found} (ditail runs Stable Diffusion 1.x checkpoints)"

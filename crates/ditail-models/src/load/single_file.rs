@@ -41,6 +41,21 @@ impl Default for SingleFileConfigs {
     }
 }
 
+/// Refuses `.ckpt` / `.pt` / `.pth` / `.bin` files (PyTorch pickles) with the command that
+/// converts them.
+pub fn reject_pickle(path: &Path) -> Result<()> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if matches!(ext.as_deref(), Some("ckpt" | "pt" | "pth" | "bin")) {
+        return Err(ModelError::Pickle {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
 /// Fails unless `file` is an SD1.x checkpoint, naming what it is otherwise.
 pub fn check_architecture(file: &WeightFile) -> Result<()> {
     let shape = |k: &str| {
@@ -104,6 +119,7 @@ pub fn load_single_file(
     opts: LoadOptions,
     configs: &SingleFileConfigs,
 ) -> Result<StableDiffusion> {
+    reject_pickle(path)?;
     let file = WeightFile::open(path)?;
     check_architecture(&file)?;
     let desc = path.display().to_string();
@@ -150,6 +166,7 @@ pub fn load_vae_file(
     opts: LoadOptions,
     config: &VaeConfig,
 ) -> Result<AutoencoderKl> {
+    reject_pickle(path)?;
     let file = WeightFile::open(path)?;
     let blocks = config.block_out_channels.len();
     let sources = file

@@ -1,0 +1,181 @@
+//! Civitai/A1111 single-file checkpoints (`scripts/make_loading_fixtures.py` wrote them from
+//! tiny-a with its own LDM mapping, verified by loading them back with diffusers'
+//! `from_single_file`): a single file loads tensor for tensor equal to the diffusers folder;
+//! other architectures and broken files are clear errors.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use burn_store::ModuleSnapshot;
+use common::{cpu, fixtures, model_dir};
+use ditail::models::load::{
+    SingleFileConfigs, WeightFile, check_architecture, load_single_file, load_vae_file,
+};
+use ditail::models::{
+    ClipTextConfig, LoadOptions, ModelError, StableDiffusion, UNetConfig, VaeConfig,
+};
+
+fn loading(file: &str) -> PathBuf {
+    fixtures().join("loading").join(file)
+}
+
+/// tiny-a's own configurations: a single file does not say how many heads it has.
+fn tiny_a_configs() -> SingleFileConfigs {
+    let dir = model_dir("tiny-a");
+    SingleFileConfigs {
+        unet: UNetConfig::from_json_file(&dir.join("unet/config.json")).unwrap(),
+        vae: VaeConfig::from_json_file(&dir.join("vae/config.json")).unwrap(),
+        text: ClipTextConfig::from_json_file(&dir.join("text_encoder/config.json")).unwrap(),
+    }
+}
+
+/// Every parameter of a module, by name, as f32.
+fn params<M: ModuleSnapshot>(m: &M) -> BTreeMap<String, Vec<f32>> {
+    m.collect(None, None, true)
+        .into_iter()
+        .map(|t| {
+            let name = t.name.clone();
+            let bytes = t.into_bytes().unwrap();
+            let values = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (name, values)
+        })
+        .collect()
+}
+
+/// Asserts two models hold the same parameters after `round` is applied to the reference.
+fn assert_same(
+    label: &str,
+    got: &StableDiffusion,
+    want: &StableDiffusion,
+    round: impl Fn(f32) -> f32,
+) {
+    for (part, g, w) in [
+        ("unet", params(&got.unet), params(&want.unet)),
+        ("vae", params(&got.vae), params(&want.vae)),
+        (
+            "text_encoder",
+            params(&got.text_encoder),
+            params(&want.text_encoder),
+        ),
+    ] {
+        assert_eq!(
+            g.keys().collect::<Vec<_>>(),
+            w.keys().collect::<Vec<_>>(),
+            "{label} {part}: parameter names"
+        );
+        for (name, values) in &w {
+            let expect: Vec<f32> = values.iter().map(|&v| round(v)).collect();
+            assert_eq!(g[name], expect, "{label} {part}.{name}");
+        }
+    }
+}
+
+#[test]
+fn single_files_equal_the_diffusers_folder_tensor_for_tensor() {
+    let device = cpu();
+    let folder =
+        StableDiffusion::load_diffusers(&model_dir("tiny-a"), &device, LoadOptions::default())
+            .unwrap();
+    let f32_file = load_single_file(
+        &loading("tiny-a.safetensors"),
+        &device,
+        LoadOptions::default(),
+        &tiny_a_configs(),
+    )
+    .unwrap();
+    assert_same("f32", &f32_file, &folder, |v| v);
+    // bf16 weights and the older text-encoder layout without `text_model.`.
+    let bf16 = load_single_file(
+        &loading("tiny-a-noprefix.bf16.safetensors"),
+        &device,
+        LoadOptions::default(),
+        &tiny_a_configs(),
+    )
+    .unwrap();
+    assert_same("bf16 noprefix", &bf16, &folder, |v| {
+        half::bf16::from_f32(v).to_f32()
+    });
+
+    let vae = load_vae_file(
+        &loading("vae-tiny-a.safetensors"),
+        &device,
+        LoadOptions::default(),
+        &tiny_a_configs().vae,
+    )
+    .unwrap();
+    assert_eq!(params(&vae), params(&folder.vae), "single-file VAE");
+}
+
+#[test]
+fn other_architectures_are_named() {
+    for (file, found) in [
+        ("sdxl-like.safetensors", "SDXL"),
+        ("sd2-like.safetensors", "Stable Diffusion 2"),
+        ("inpaint-like.safetensors", "inpainting"),
+        ("ip2p-like.safetensors", "instruct-pix2pix"),
+        ("sd3-like.safetensors", "Stable Diffusion 3"),
+        ("flux-like.safetensors", "Flux"),
+    ] {
+        let err = check_architecture(&WeightFile::open(&loading(file)).unwrap()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ModelError::UnsupportedArchitecture { .. }),
+            "{file}: {err:?}"
+        );
+        assert!(
+            msg.contains("unsupported architecture") && msg.contains(found) && msg.contains(file),
+            "{file}: {msg}"
+        );
+        let err = load_single_file(
+            &loading(file),
+            &cpu(),
+            LoadOptions::default(),
+            &SingleFileConfigs::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(found), "{file}: {err}");
+    }
+    assert!(check_architecture(&WeightFile::open(&loading("tiny-a.safetensors")).unwrap()).is_ok());
+}
+
+#[test]
+fn broken_files_and_pickles_are_clear_errors() {
+    for file in [
+        "truncated.safetensors",
+        "not-safetensors.safetensors",
+        "header-overrun.safetensors",
+        "header-length-overrun.safetensors",
+    ] {
+        let err = load_single_file(
+            &loading(file),
+            &cpu(),
+            LoadOptions::default(),
+            &SingleFileConfigs::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ModelError::Safetensors { .. }),
+            "{file}: {err:?}"
+        );
+        assert!(err.to_string().contains(file), "{file}: {err}");
+    }
+    let err = load_single_file(
+        &loading("pickle.ckpt"),
+        &cpu(),
+        LoadOptions::default(),
+        &SingleFileConfigs::default(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ModelError::Pickle { .. })
+            && msg.contains("pickle.ckpt")
+            && msg.contains("safetensors"),
+        "{msg}"
+    );
+}
