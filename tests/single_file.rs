@@ -86,6 +86,7 @@ fn single_files_equal_the_diffusers_folder_tensor_for_tensor() {
         &device,
         LoadOptions::default(),
         &tiny_a_configs(),
+        &[],
     )
     .unwrap();
     assert_same("f32", &f32_file, &folder, |v| v);
@@ -95,6 +96,7 @@ fn single_files_equal_the_diffusers_folder_tensor_for_tensor() {
         &device,
         LoadOptions::default(),
         &tiny_a_configs(),
+        &[],
     )
     .unwrap();
     assert_same("bf16 noprefix", &bf16, &folder, |v| {
@@ -136,6 +138,7 @@ fn other_architectures_are_named() {
             &cpu(),
             LoadOptions::default(),
             &SingleFileConfigs::default(),
+            &[],
         )
         .unwrap_err();
         assert!(err.to_string().contains(found), "{file}: {err}");
@@ -156,6 +159,7 @@ fn broken_files_and_pickles_are_clear_errors() {
             &cpu(),
             LoadOptions::default(),
             &SingleFileConfigs::default(),
+            &[],
         )
         .unwrap_err();
         assert!(
@@ -169,6 +173,7 @@ fn broken_files_and_pickles_are_clear_errors() {
         &cpu(),
         LoadOptions::default(),
         &SingleFileConfigs::default(),
+        &[],
     )
     .unwrap_err();
     let msg = err.to_string();
@@ -178,4 +183,149 @@ fn broken_files_and_pickles_are_clear_errors() {
             && msg.contains("safetensors"),
         "{msg}"
     );
+}
+
+/// The fused weights diffusers computed (`unet.*` / `text_encoder.*`, PyTorch layout)
+/// against ours, for the weights the LoRAs change; every other weight must be untouched.
+fn assert_merged(label: &str, got: &StableDiffusion, base: &StableDiffusion, expected: &str) {
+    use burn_store::BurnToPyTorchAdapter;
+    let torch_params =
+        |m: &dyn Fn() -> Vec<burn_store::burn_pack::Tensor>| -> BTreeMap<String, Vec<f32>> {
+            m().into_iter()
+                .map(|t| {
+                    let name = t.name.clone();
+                    let b = t.into_bytes().unwrap();
+                    (
+                        name,
+                        b.chunks_exact(4)
+                            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+    let want = ditail::models::tensor_file::read_tensors(&loading(expected)).unwrap();
+    let mut checked = 0;
+    for (prefix, g, b) in [
+        (
+            "unet.",
+            torch_params(&|| {
+                got.unet
+                    .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+            }),
+            torch_params(&|| {
+                base.unet
+                    .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+            }),
+        ),
+        (
+            "text_encoder.",
+            torch_params(&|| {
+                got.text_encoder
+                    .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+            }),
+            torch_params(&|| {
+                base.text_encoder
+                    .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+            }),
+        ),
+    ] {
+        for (name, values) in &g {
+            match want.get(&format!("{prefix}{name}")) {
+                Some(w) => {
+                    let w: Vec<f32> = w.clone().try_to_vec::<f32>().unwrap();
+                    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let err = values
+                        .iter()
+                        .zip(&w)
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(
+                        err <= 1e-5 * scale,
+                        "{label} {prefix}{name}: max err {err:e} (scale {scale})"
+                    );
+                    assert_ne!(
+                        values, &b[name],
+                        "{label} {prefix}{name}: the LoRA changed nothing"
+                    );
+                    checked += 1;
+                }
+                None => assert_eq!(
+                    values, &b[name],
+                    "{label} {prefix}{name} changed but no LoRA targets it"
+                ),
+            }
+        }
+    }
+    assert_eq!(
+        checked,
+        want.len(),
+        "{label}: every expected weight exists in the model"
+    );
+}
+
+#[test]
+fn loras_merge_like_diffusers_fuse_lora() {
+    use ditail::models::load::lora::LoraSpec;
+    let device = cpu();
+    let base = load_single_file(
+        &loading("tiny-a.safetensors"),
+        &device,
+        LoadOptions::default(),
+        &tiny_a_configs(),
+        &[],
+    )
+    .unwrap();
+    let spec = |f: &str, scale| LoraSpec {
+        path: loading(f),
+        scale,
+    };
+    for (label, loras, expected) in [
+        (
+            "kohya",
+            vec![spec("lora-kohya.safetensors", 0.7)],
+            "expected-kohya-0.7.safetensors",
+        ),
+        (
+            "peft",
+            vec![spec("lora-peft.safetensors", 0.7)],
+            "expected-peft-0.7.safetensors",
+        ),
+        (
+            "both",
+            vec![
+                spec("lora-kohya.safetensors", 0.7),
+                spec("lora-peft.safetensors", 0.5),
+            ],
+            "expected-both.safetensors",
+        ),
+    ] {
+        let merged = load_single_file(
+            &loading("tiny-a.safetensors"),
+            &device,
+            LoadOptions::default(),
+            &tiny_a_configs(),
+            &loras,
+        )
+        .unwrap();
+        assert_merged(label, &merged, &base, expected);
+    }
+    for (file, expect) in [
+        ("lora-bad-key.safetensors", "down_blocks_0_attentions_7"),
+        ("lora-sdxl.safetensors", "SDXL"),
+        ("loha.safetensors", "LoHa"),
+    ] {
+        let err = load_single_file(
+            &loading("tiny-a.safetensors"),
+            &device,
+            LoadOptions::default(),
+            &tiny_a_configs(),
+            &[spec(file, 0.7)],
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ModelError::Lora { .. }) && msg.contains(expect) && msg.contains(file),
+            "{file}: {msg}"
+        );
+    }
 }

@@ -73,6 +73,14 @@ pub enum ModelError {
         /// The file.
         path: PathBuf,
     },
+    /// A LoRA file cannot be merged.
+    #[error("LoRA {path}: {reason}")]
+    Lora {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A checkpoint is not an SD1.x model.
     #[error(
         "{path}: unsupported architecture: {found} (ditail runs Stable Diffusion 1.x checkpoints)"

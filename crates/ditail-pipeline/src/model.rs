@@ -50,7 +50,7 @@ impl Model {
         configs: &SingleFileConfigs,
     ) -> Result<Self> {
         Ok(Self {
-            sd: load_single_file(path, device, opts, configs)?,
+            sd: load_single_file(path, device, opts, configs, &[])?,
             scheduler: Ddim::new(SchedulerConfig::default()),
             clip_skip: 0,
             name: path.display().to_string(),

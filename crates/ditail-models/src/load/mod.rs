@@ -9,6 +9,7 @@
 
 mod diffusers;
 pub mod ldm;
+pub mod lora;
 mod safetensors;
 mod single_file;
 
@@ -18,7 +19,7 @@ pub use self::diffusers::{
 };
 pub use self::safetensors::{Source, TensorEntry, WeightFile, decode_f32};
 pub use self::single_file::{
-    SingleFileConfigs, check_architecture, load_single_file, load_vae_file,
+    SingleFileConfigs, check_architecture, load_single_file, load_vae_file, reject_pickle,
 };
 
 use std::sync::Arc;

@@ -177,6 +177,8 @@ pub struct Source {
     /// A shape to deliver the data in (same element count), e.g. a 1x1 convolution's
     /// weight as a linear one.
     pub reshape: Option<Vec<usize>>,
+    /// LoRA updates added to the tensor as it is converted.
+    pub lora: Vec<super::lora::LoraTerm>,
 }
 
 impl Source {
@@ -187,6 +189,7 @@ impl Source {
             entry: entry.clone(),
             rows: None,
             reshape: None,
+            lora: Vec::new(),
         }
     }
 
@@ -228,7 +231,11 @@ impl Source {
                     })?,
                 None => raw,
             };
-            Ok(encode(decode_f32(raw, self.entry.dtype), target))
+            let mut values = decode_f32(raw, self.entry.dtype);
+            for term in &self.lora {
+                term.apply(&mut values);
+            }
+            Ok(encode(values, target))
         };
         Ok(PackTensor::deferred(
             name, dtype, shape, None, byte_len, provider,

@@ -12,6 +12,7 @@ use burn::prelude::*;
 
 use super::diffusers::{LoadOptions, StableDiffusion};
 use super::ldm::{self, Architecture};
+use super::lora::{LoraSet, LoraSpec};
 use super::{Component, Source, TensorEntry, WeightFile, load_sources};
 use crate::clip::ClipTextConfig;
 use crate::error::{ModelError, Result};
@@ -112,41 +113,39 @@ fn component_sources(
     out
 }
 
-/// Loads an SD1.x single-file checkpoint.
+/// Loads an SD1.x single-file checkpoint, merging `loras` into its U-Net and text encoder.
 pub fn load_single_file(
     path: &Path,
     device: &Device,
     opts: LoadOptions,
     configs: &SingleFileConfigs,
+    loras: &[LoraSpec],
 ) -> Result<StableDiffusion> {
     reject_pickle(path)?;
     let file = WeightFile::open(path)?;
     check_architecture(&file)?;
+    let mut loras = LoraSet::open(loras)?;
     let desc = path.display().to_string();
+    let mut text_sources = component_sources(&file, Component::TextEncoder, configs);
+    let mut unet_sources = component_sources(&file, Component::Unet, configs);
+    // Every LoRA module must find its weight before anything is loaded.
+    loras.attach(Component::TextEncoder, &mut text_sources);
+    loras.attach(Component::Unet, &mut unet_sources);
+    loras.check_all_used()?;
+
     let mut text_encoder = configs.text.init(device);
     load_sources(
         &mut text_encoder,
         Component::TextEncoder,
-        component_sources(&file, Component::TextEncoder, configs),
+        text_sources,
         &desc,
         opts.dtype,
     )?;
     let mut vae = configs.vae.init(device);
-    load_sources(
-        &mut vae,
-        Component::Vae,
-        component_sources(&file, Component::Vae, configs),
-        &desc,
-        opts.dtype,
-    )?;
+    let vae_sources = component_sources(&file, Component::Vae, configs);
+    load_sources(&mut vae, Component::Vae, vae_sources, &desc, opts.dtype)?;
     let mut unet = configs.unet.init(device);
-    load_sources(
-        &mut unet,
-        Component::Unet,
-        component_sources(&file, Component::Unet, configs),
-        &desc,
-        opts.dtype,
-    )?;
+    load_sources(&mut unet, Component::Unet, unet_sources, &desc, opts.dtype)?;
     Ok(StableDiffusion {
         tokenizer: ClipTokenizer::sd15(),
         text_encoder,

@@ -1,0 +1,321 @@
+//! LoRAs merged into the weights at load: kohya/A1111 (`lora_unet_*`, `lora_te_*`,
+//! `.lora_down` / `.lora_up` / `.alpha`, LoCon convs included) and diffusers/PEFT
+//! (`unet.*` / `text_encoder.*` with `.lora_A` / `.lora_B` or `.lora.down` / `.lora.up`).
+//!
+//! `W += multiplier · alpha / rank · up @ down` (alpha absent: alpha = rank), added while
+//! the base tensor is converted, so nothing is held twice. Kohya names are matched by
+//! walking the model's own module paths (`a.b.c` ↔ `lora_unet_a_b_c`), never by guessing
+//! where underscores were dots. A key that matches no module is an error listing it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use safetensors::Dtype;
+
+use super::{Component, Source, TensorEntry, WeightFile, decode_f32};
+use crate::error::{ModelError, Result};
+
+/// A LoRA file and its multiplier.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraSpec {
+    /// The `.safetensors` file.
+    pub path: PathBuf,
+    /// The multiplier (the reference's default is 0.7).
+    pub scale: f32,
+}
+
+/// One low-rank update of one weight: `factor · up @ down`.
+#[derive(Clone, Debug)]
+pub struct LoraTerm {
+    file: Arc<WeightFile>,
+    down: TensorEntry,
+    up: TensorEntry,
+    factor: f32,
+}
+
+impl LoraTerm {
+    /// Adds this term to `base` (the weight in PyTorch layout `[out, in, (kh, kw)]`).
+    pub fn apply(&self, base: &mut [f32]) {
+        let down = decode_f32(self.file.raw(&self.down), self.down.dtype);
+        let up = decode_f32(self.file.raw(&self.up), self.up.dtype);
+        let rank = self.down.shape[0];
+        let out = self.up.shape[0];
+        let cols = down.len() / rank;
+        debug_assert_eq!(base.len(), out * cols);
+        for o in 0..out {
+            let row = &mut base[o * cols..(o + 1) * cols];
+            for r in 0..rank {
+                let u = up[o * rank + r] * self.factor;
+                if u == 0.0 {
+                    continue;
+                }
+                for (w, d) in row.iter_mut().zip(&down[r * cols..(r + 1) * cols]) {
+                    *w += u * d;
+                }
+            }
+        }
+    }
+}
+
+/// The parsed LoRA files of one load, waiting to be attached to the model's weights.
+#[derive(Debug, Default)]
+pub struct LoraSet {
+    /// `(component, module path)` → its updates.
+    terms: BTreeMap<(ComponentKey, String), Vec<LoraTerm>>,
+    /// Kohya modules by their underscore name, resolved once the model's paths are known.
+    kohya: BTreeMap<String, Vec<(String, LoraTerm)>>,
+    /// Where each module came from, for messages.
+    origin: BTreeMap<String, PathBuf>,
+    used: BTreeSet<String>,
+}
+
+/// [`Component`] as an ordered key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ComponentKey {
+    TextEncoder,
+    Unet,
+}
+
+impl ComponentKey {
+    fn of(c: Component) -> Option<Self> {
+        match c {
+            Component::TextEncoder => Some(Self::TextEncoder),
+            Component::Unet => Some(Self::Unet),
+            Component::Vae => None,
+        }
+    }
+}
+
+fn lora_error(path: &Path, reason: String) -> ModelError {
+    ModelError::Lora {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// The low-rank pair of one module as it appears in a file.
+#[derive(Default)]
+struct Pair {
+    down: Option<TensorEntry>,
+    up: Option<TensorEntry>,
+    alpha: Option<f32>,
+}
+
+impl LoraSet {
+    /// Reads the LoRA files (headers and alphas only) and checks their format.
+    pub fn open(specs: &[LoraSpec]) -> Result<Self> {
+        let mut set = Self::default();
+        for spec in specs {
+            super::reject_pickle(&spec.path)?;
+            let file = WeightFile::open(&spec.path)?;
+            set.add(&file, spec)?;
+        }
+        Ok(set)
+    }
+
+    fn add(&mut self, file: &Arc<WeightFile>, spec: &LoraSpec) -> Result<()> {
+        let path = &spec.path;
+        let mut pairs: BTreeMap<String, Pair> = BTreeMap::new();
+        for e in file.tensors() {
+            let name = e.name.as_str();
+            for marker in ["hada_w1", "hada_w2", "lokr_w1", "lokr_w2", ".oft_", ".diff"] {
+                if name.contains(marker) {
+                    let kind = if marker.starts_with("hada") {
+                        "LoHa"
+                    } else if marker.starts_with("lokr") {
+                        "LoKr"
+                    } else {
+                        "non-LoRA (OFT/diff)"
+                    };
+                    return Err(lora_error(
+                        path,
+                        format!(
+                            "`{name}` is a {kind} tensor; only LoRA/LoCon (down/up) is supported"
+                        ),
+                    ));
+                }
+            }
+            let (module, role) = if let Some(m) = name.strip_suffix(".lora_down.weight") {
+                (m, 0)
+            } else if let Some(m) = name.strip_suffix(".lora_up.weight") {
+                (m, 1)
+            } else if let Some(m) = name.strip_suffix(".alpha") {
+                (m, 2)
+            } else if let Some(m) = name
+                .strip_suffix(".lora_A.weight")
+                .or_else(|| name.strip_suffix(".lora.down.weight"))
+            {
+                (m, 0)
+            } else if let Some(m) = name
+                .strip_suffix(".lora_B.weight")
+                .or_else(|| name.strip_suffix(".lora.up.weight"))
+            {
+                (m, 1)
+            } else {
+                return Err(lora_error(
+                    path,
+                    format!(
+                        "unrecognised key `{name}` (expected .lora_down/.lora_up/.alpha or .lora_A/.lora_B)"
+                    ),
+                ));
+            };
+            let pair = pairs.entry(module.to_string()).or_default();
+            match role {
+                0 => pair.down = Some(e.clone()),
+                1 => pair.up = Some(e.clone()),
+                _ => {
+                    if !matches!(e.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
+                        || e.shape.iter().product::<usize>() != 1
+                    {
+                        return Err(lora_error(path, format!("`{name}` must be one float")));
+                    }
+                    pair.alpha = Some(decode_f32(file.raw(e), e.dtype)[0]);
+                }
+            }
+        }
+        for (module, pair) in pairs {
+            let (Some(down), Some(up)) = (pair.down, pair.up) else {
+                return Err(lora_error(
+                    path,
+                    format!("module `{module}` lacks its down or up matrix"),
+                ));
+            };
+            let rank = down.shape[0];
+            if rank == 0 || up.shape.get(1) != Some(&rank) {
+                return Err(lora_error(
+                    path,
+                    format!(
+                        "module `{module}`: down {:?} and up {:?} do not share a rank",
+                        down.shape, up.shape
+                    ),
+                ));
+            }
+            let factor = spec.scale * pair.alpha.unwrap_or(rank as f32) / rank as f32;
+            let term = LoraTerm {
+                file: file.clone(),
+                down,
+                up,
+                factor,
+            };
+            if let Some(p) = module.strip_prefix("unet.") {
+                self.origin.insert(module.clone(), path.clone());
+                self.terms
+                    .entry((ComponentKey::Unet, p.to_string()))
+                    .or_default()
+                    .push(term);
+            } else if let Some(p) = module.strip_prefix("text_encoder.") {
+                let p = if p.starts_with("text_model.") {
+                    p.to_string()
+                } else {
+                    format!("text_model.{p}")
+                };
+                self.origin
+                    .insert(format!("text_encoder.{p}"), path.clone());
+                self.terms
+                    .entry((ComponentKey::TextEncoder, p))
+                    .or_default()
+                    .push(term);
+            } else if module.starts_with("lora_unet_") || module.starts_with("lora_te_") {
+                self.origin.insert(module.clone(), path.clone());
+                self.kohya
+                    .entry(module.clone())
+                    .or_default()
+                    .push((module, term));
+            } else if module.starts_with("lora_te1_")
+                || module.starts_with("lora_te2_")
+                || module.starts_with("text_encoder_2.")
+            {
+                return Err(lora_error(
+                    path,
+                    format!(
+                        "module `{module}` is for SDXL's two text encoders: this is an SDXL LoRA, which does not fit an SD1.x model"
+                    ),
+                ));
+            } else {
+                return Err(lora_error(
+                    path,
+                    format!(
+                        "module `{module}` is neither kohya (lora_unet_/lora_te_) nor diffusers (unet./text_encoder.)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether there is nothing to merge.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty() && self.kohya.is_empty()
+    }
+
+    /// Attaches the updates for `component` to its weight sources (diffusers names).
+    pub fn attach(&mut self, component: Component, sources: &mut [(String, Source)]) {
+        let Some(ck) = ComponentKey::of(component) else {
+            return;
+        };
+        let prefix = match ck {
+            ComponentKey::Unet => "lora_unet_",
+            ComponentKey::TextEncoder => "lora_te_",
+        };
+        for (key, source) in sources.iter_mut() {
+            let Some(module) = key.strip_suffix(".weight") else {
+                continue;
+            };
+            let kohya_name = format!("{prefix}{}", module.replace('.', "_"));
+            if let Some(terms) = self.kohya.get(&kohya_name) {
+                source.lora.extend(terms.iter().map(|(_, t)| t.clone()));
+                self.used.insert(kohya_name);
+            }
+            if let Some(terms) = self.terms.get(&(ck, module.to_string())) {
+                source.lora.extend(terms.iter().cloned());
+                let name = match ck {
+                    ComponentKey::Unet => format!("unet.{module}"),
+                    ComponentKey::TextEncoder => format!("text_encoder.{module}"),
+                };
+                self.used.insert(name);
+            }
+        }
+    }
+
+    /// Fails, listing them, if some LoRA modules matched no weight of the model.
+    pub fn check_all_used(&self) -> Result<()> {
+        let mut unused: Vec<String> = self
+            .kohya
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .cloned()
+            .collect();
+        for (ck, p) in self.terms.keys() {
+            let name = match ck {
+                ComponentKey::Unet => format!("unet.{p}"),
+                ComponentKey::TextEncoder => format!("text_encoder.{p}"),
+            };
+            if !self.used.contains(&name) {
+                unused.push(name);
+            }
+        }
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let files: BTreeSet<String> = unused
+            .iter()
+            .filter_map(|u| self.origin.get(u))
+            .map(|p| p.display().to_string())
+            .collect();
+        let path = files.iter().next().cloned().unwrap_or_default();
+        Err(lora_error(
+            Path::new(&path),
+            format!(
+                "{} LoRA module(s) match nothing in this SD1.x model (a LoRA for another architecture?): {}",
+                unused.len(),
+                unused
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ))
+    }
+}
