@@ -73,6 +73,14 @@ pub enum ModelError {
         /// The file.
         path: PathBuf,
     },
+    /// A Hugging Face hub model could not be found or fetched.
+    #[error("hub model `{id}`: {reason}")]
+    Hub {
+        /// The repo id as given (`org/name[@revision]`).
+        id: String,
+        /// What is missing and where it looked.
+        reason: String,
+    },
     /// A LoRA file cannot be merged.
     #[error("LoRA {path}: {reason}")]
     Lora {

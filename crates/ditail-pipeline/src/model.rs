@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
+use ditail_models::load::hub::{HubOptions, is_hub_id, resolve};
 use ditail_models::load::{SingleFileConfigs, load_single_file};
 use ditail_models::{LoadOptions, StableDiffusion};
 
@@ -57,10 +58,22 @@ impl Model {
         })
     }
 
-    /// Loads a diffusers folder or a single `.safetensors` file, whichever `path` is.
-    pub fn load(path: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
+    /// Loads what a user names: a single `.safetensors` file, a diffusers folder, or a
+    /// Hugging Face repo id (`org/name[@revision]`, through the standard cache; see
+    /// [`ditail_models::load::hub`]).
+    pub fn load(spec: &str, device: &Device, opts: LoadOptions) -> Result<Self> {
+        let path = Path::new(spec);
         if path.is_file() {
             Self::load_single_file(path, device, opts, &SingleFileConfigs::default())
+        } else if !path.exists() && is_hub_id(spec) {
+            let half = matches!(
+                opts.dtype,
+                burn::tensor::FloatDType::F16 | burn::tensor::FloatDType::BF16
+            );
+            let dir = resolve(spec, &HubOptions::from_env(), half)?;
+            let mut model = Self::load_diffusers(&dir, device, opts)?;
+            model.name = spec.to_string();
+            Ok(model)
         } else {
             Self::load_diffusers(path, device, opts)
         }

@@ -8,6 +8,7 @@
 //! names (`query`, `key`, `value`, `proj_attn`).
 
 mod diffusers;
+pub mod hub;
 pub mod ldm;
 pub mod lora;
 mod safetensors;

@@ -1,0 +1,150 @@
+//! Hugging Face hub repo ids (`runwayml/stable-diffusion-v1-5`, `org/name@revision`) for
+//! diffusers-format models, through the `hf-hub` crate and its standard cache (`$HF_HOME/hub`,
+//! else `~/.cache/huggingface/hub`), shared with Python's `huggingface_hub`.
+//!
+//! Files already in the cache are used without any network access; with `HF_HUB_OFFLINE=1`
+//! nothing is downloaded and a missing file is an error naming it and the cache folder.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::{Cache, Repo, RepoType};
+
+use crate::error::{ModelError, Result};
+
+/// Where the cache is and whether the network may be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubOptions {
+    /// The hub cache folder (the one holding `models--org--name/`).
+    pub cache_dir: PathBuf,
+    /// Never download (`HF_HUB_OFFLINE`).
+    pub offline: bool,
+}
+
+impl HubOptions {
+    /// From the environment, as `huggingface_hub` reads it: `HF_HOME`, `HF_HUB_OFFLINE`.
+    pub fn from_env() -> Self {
+        let offline = std::env::var("HF_HUB_OFFLINE")
+            .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"));
+        Self {
+            cache_dir: Cache::from_env().path().clone(),
+            offline,
+        }
+    }
+}
+
+/// Whether `spec` reads as a hub repo id (`org/name`, optionally `@revision`) rather than a
+/// local path: it does not exist locally and has exactly one `/` before any `@`.
+pub fn is_hub_id(spec: &str) -> bool {
+    if Path::new(spec).exists() {
+        return false;
+    }
+    let id = spec.split('@').next().unwrap_or(spec);
+    let mut parts = id.split('/');
+    let ok = |s: Option<&str>| {
+        s.is_some_and(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+/// The files an SD1.x diffusers repo needs, and the optional ones.
+const REQUIRED: [&str; 4] = [
+    "model_index.json",
+    "unet/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+];
+const OPTIONAL: [&str; 3] = [
+    "scheduler/scheduler_config.json",
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+];
+const WEIGHTS: [(&str, &str); 3] = [
+    ("unet", "diffusion_pytorch_model"),
+    ("vae", "diffusion_pytorch_model"),
+    ("text_encoder", "model"),
+];
+
+/// Makes a diffusers repo available locally (cache first, then download unless offline)
+/// and returns its snapshot folder, ready for `StableDiffusion::load_diffusers`.
+/// `prefer_half` picks the `.fp16.safetensors` weights first.
+pub fn resolve(spec: &str, opts: &HubOptions, prefer_half: bool) -> Result<PathBuf> {
+    let (id, revision) = match spec.split_once('@') {
+        Some((id, rev)) => (id, rev.to_string()),
+        None => (spec, "main".to_string()),
+    };
+    let repo = Repo::with_revision(id.to_string(), RepoType::Model, revision);
+    let cache = Cache::new(opts.cache_dir.clone()).repo(repo.clone());
+    let err = |reason: String| ModelError::Hub {
+        id: spec.to_string(),
+        reason,
+    };
+    let api = if opts.offline {
+        None
+    } else {
+        Some(
+            ApiBuilder::from_cache(Cache::new(opts.cache_dir.clone()))
+                .with_progress(true)
+                .build()
+                .map_err(|e| err(format!("cannot set up the hub client: {e}")))?
+                .repo(repo),
+        )
+    };
+    let fetch = |file: &str| -> std::result::Result<PathBuf, String> {
+        if let Some(p) = cache.get(file) {
+            return Ok(p);
+        }
+        match &api {
+            None => Err(format!(
+                "`{file}` is not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set",
+                opts.cache_dir.display()
+            )),
+            Some(api) => api.get(file).map_err(|e| {
+                format!(
+                    "`{file}` is not in the cache at {} and could not be downloaded: {e}",
+                    opts.cache_dir.display()
+                )
+            }),
+        }
+    };
+
+    let index = fetch(REQUIRED[0]).map_err(err)?;
+    for file in &REQUIRED[1..] {
+        fetch(file).map_err(err)?;
+    }
+    for file in OPTIONAL {
+        let _ = fetch(file);
+    }
+    for (dir, stem) in WEIGHTS {
+        let mut names = [
+            format!("{dir}/{stem}.safetensors"),
+            format!("{dir}/{stem}.fp16.safetensors"),
+        ];
+        if prefer_half {
+            names.reverse();
+        }
+        // Weights already cached in either precision are used before anything is downloaded.
+        if names.iter().any(|n| cache.get(n).is_some()) {
+            continue;
+        }
+        let mut tried = Vec::new();
+        let found = names.iter().any(|n| match fetch(n) {
+            Ok(_) => true,
+            Err(e) => {
+                tried.push(e);
+                false
+            }
+        });
+        if !found {
+            return Err(err(tried.join("; ")));
+        }
+    }
+    Ok(index
+        .parent()
+        .expect("a cached file has a folder")
+        .to_path_buf())
+}
