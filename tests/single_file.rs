@@ -113,6 +113,18 @@ fn single_files_equal_the_diffusers_folder_tensor_for_tensor() {
     assert_eq!(params(&vae), params(&folder.vae), "single-file VAE");
 }
 
+/// The error of loading a fixture as an SD1.5 single file.
+fn sd15_load_err(file: &str) -> ModelError {
+    load_single_file(
+        &loading(file),
+        &cpu(),
+        LoadOptions::default(),
+        &SingleFileConfigs::default(),
+        &[],
+    )
+    .unwrap_err()
+}
+
 #[test]
 fn other_architectures_are_named() {
     for (file, found) in [
@@ -133,14 +145,7 @@ fn other_architectures_are_named() {
             msg.contains("unsupported architecture") && msg.contains(found) && msg.contains(file),
             "{file}: {msg}"
         );
-        let err = load_single_file(
-            &loading(file),
-            &cpu(),
-            LoadOptions::default(),
-            &SingleFileConfigs::default(),
-            &[],
-        )
-        .unwrap_err();
+        let err = sd15_load_err(file);
         assert!(err.to_string().contains(found), "{file}: {err}");
     }
     assert!(check_architecture(&WeightFile::open(&loading("tiny-a.safetensors")).unwrap()).is_ok());
@@ -154,28 +159,14 @@ fn broken_files_and_pickles_are_clear_errors() {
         "header-overrun.safetensors",
         "header-length-overrun.safetensors",
     ] {
-        let err = load_single_file(
-            &loading(file),
-            &cpu(),
-            LoadOptions::default(),
-            &SingleFileConfigs::default(),
-            &[],
-        )
-        .unwrap_err();
+        let err = sd15_load_err(file);
         assert!(
             matches!(err, ModelError::Safetensors { .. }),
             "{file}: {err:?}"
         );
         assert!(err.to_string().contains(file), "{file}: {err}");
     }
-    let err = load_single_file(
-        &loading("pickle.ckpt"),
-        &cpu(),
-        LoadOptions::default(),
-        &SingleFileConfigs::default(),
-        &[],
-    )
-    .unwrap_err();
+    let err = sd15_load_err("pickle.ckpt");
     let msg = err.to_string();
     assert!(
         matches!(err, ModelError::Pickle { .. })
