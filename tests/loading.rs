@@ -173,3 +173,73 @@ fn unsupported_configs_name_the_key() {
         assert!(msg.contains(expect), "{key}: {msg}");
     }
 }
+
+#[test]
+fn sharded_weights_load_like_a_single_file() {
+    use burn_store::ModuleSnapshot;
+    let src = model_dir("tiny-a").join("unet");
+    let tensors = read_tensors(&src.join(UNET_FILE)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
+    let (mut a, mut b) = (
+        std::collections::BTreeMap::new(),
+        std::collections::BTreeMap::new(),
+    );
+    let mut weight_map = serde_json::Map::new();
+    for (i, (k, v)) in tensors.into_iter().enumerate() {
+        let shard = if i % 2 == 0 {
+            "diffusion_pytorch_model-00001-of-00002.safetensors"
+        } else {
+            "diffusion_pytorch_model-00002-of-00002.safetensors"
+        };
+        weight_map.insert(k.clone(), serde_json::Value::from(shard));
+        if i % 2 == 0 {
+            a.insert(k, v)
+        } else {
+            b.insert(k, v)
+        };
+    }
+    write_tensors(
+        &tmp.path()
+            .join("diffusion_pytorch_model-00001-of-00002.safetensors"),
+        &a,
+        None,
+    )
+    .unwrap();
+    write_tensors(
+        &tmp.path()
+            .join("diffusion_pytorch_model-00002-of-00002.safetensors"),
+        &b,
+        None,
+    )
+    .unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        tmp.path()
+            .join("diffusion_pytorch_model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+
+    let (sharded, _) = load_unet(tmp.path(), &cpu(), LoadOptions::default()).unwrap();
+    let (single, _) = load_unet(&src, &cpu(), LoadOptions::default()).unwrap();
+    let values = |m: &ditail::models::UNet2DConditionModel| -> Vec<(String, Vec<u8>)> {
+        m.collect(None, None, true)
+            .into_iter()
+            .map(|t| (t.name.clone(), t.into_bytes().unwrap().to_vec()))
+            .collect()
+    };
+    assert_eq!(values(&sharded), values(&single));
+
+    // A shard listed in the index but absent is named.
+    std::fs::remove_file(
+        tmp.path()
+            .join("diffusion_pytorch_model-00002-of-00002.safetensors"),
+    )
+    .unwrap();
+    let msg = load_err(tmp.path());
+    assert!(
+        msg.contains("00002-of-00002") && msg.contains("missing"),
+        "{msg}"
+    );
+}
