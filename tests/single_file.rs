@@ -320,3 +320,42 @@ fn loras_merge_like_diffusers_fuse_lora() {
         );
     }
 }
+
+#[test]
+fn older_diffusers_lora_names_merge_the_same() {
+    use ditail::models::load::lora::LoraSpec;
+    use ditail::models::tensor_file::{read_tensors, write_tensors};
+    let device = cpu();
+    // diffusers' pre-PEFT naming: `.lora.down.weight` / `.lora.up.weight`.
+    let renamed: BTreeMap<String, burn::prelude::TensorData> =
+        read_tensors(&loading("lora-peft.safetensors"))
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.replace(".lora_A.weight", ".lora.down.weight")
+                        .replace(".lora_B.weight", ".lora.up.weight"),
+                    v,
+                )
+            })
+            .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("lora-old-diffusers.safetensors");
+    write_tensors(&path, &renamed, None).unwrap();
+    let load = |spec: LoraSpec| {
+        load_single_file(
+            &loading("tiny-a.safetensors"),
+            &device,
+            LoadOptions::default(),
+            &tiny_a_configs(),
+            &[spec],
+        )
+        .unwrap()
+    };
+    let old = load(LoraSpec { path, scale: 0.7 });
+    let peft = load(LoraSpec {
+        path: loading("lora-peft.safetensors"),
+        scale: 0.7,
+    });
+    assert_same("old diffusers names", &old, &peft, |v| v);
+}
