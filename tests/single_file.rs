@@ -31,6 +31,18 @@ fn tiny_a_configs() -> SingleFileConfigs {
     }
 }
 
+/// Loads a tiny-a single-file fixture with tiny-a's configurations and `loras`.
+fn load_tiny_a(file: &str, loras: &[ditail::models::load::lora::LoraSpec]) -> StableDiffusion {
+    load_single_file(
+        &loading(file),
+        &cpu(),
+        LoadOptions::default(),
+        &tiny_a_configs(),
+        loras,
+    )
+    .unwrap()
+}
+
 /// Every parameter of a module, by name, as f32.
 fn params<M: ModuleSnapshot>(m: &M) -> BTreeMap<String, Vec<f32>> {
     m.collect(None, None, true)
@@ -81,24 +93,10 @@ fn single_files_equal_the_diffusers_folder_tensor_for_tensor() {
     let folder =
         StableDiffusion::load_diffusers(&model_dir("tiny-a"), &device, LoadOptions::default())
             .unwrap();
-    let f32_file = load_single_file(
-        &loading("tiny-a.safetensors"),
-        &device,
-        LoadOptions::default(),
-        &tiny_a_configs(),
-        &[],
-    )
-    .unwrap();
+    let f32_file = load_tiny_a("tiny-a.safetensors", &[]);
     assert_same("f32", &f32_file, &folder, |v| v);
     // bf16 weights and the older text-encoder layout without `text_model.`.
-    let bf16 = load_single_file(
-        &loading("tiny-a-noprefix.bf16.safetensors"),
-        &device,
-        LoadOptions::default(),
-        &tiny_a_configs(),
-        &[],
-    )
-    .unwrap();
+    let bf16 = load_tiny_a("tiny-a-noprefix.bf16.safetensors", &[]);
     assert_same("bf16 noprefix", &bf16, &folder, |v| {
         half::bf16::from_f32(v).to_f32()
     });
@@ -258,14 +256,7 @@ fn assert_merged(label: &str, got: &StableDiffusion, base: &StableDiffusion, exp
 fn loras_merge_like_diffusers_fuse_lora() {
     use ditail::models::load::lora::LoraSpec;
     let device = cpu();
-    let base = load_single_file(
-        &loading("tiny-a.safetensors"),
-        &device,
-        LoadOptions::default(),
-        &tiny_a_configs(),
-        &[],
-    )
-    .unwrap();
+    let base = load_tiny_a("tiny-a.safetensors", &[]);
     let spec = |f: &str, scale| LoraSpec {
         path: loading(f),
         scale,
@@ -290,14 +281,7 @@ fn loras_merge_like_diffusers_fuse_lora() {
             "expected-both.safetensors",
         ),
     ] {
-        let merged = load_single_file(
-            &loading("tiny-a.safetensors"),
-            &device,
-            LoadOptions::default(),
-            &tiny_a_configs(),
-            &loras,
-        )
-        .unwrap();
+        let merged = load_tiny_a("tiny-a.safetensors", &loras);
         assert_merged(label, &merged, &base, expected);
     }
     for (file, expect) in [
@@ -325,7 +309,6 @@ fn loras_merge_like_diffusers_fuse_lora() {
 fn older_diffusers_lora_names_merge_the_same() {
     use ditail::models::load::lora::LoraSpec;
     use ditail::models::tensor_file::{read_tensors, write_tensors};
-    let device = cpu();
     // diffusers' pre-PEFT naming: `.lora.down.weight` / `.lora.up.weight`.
     let renamed: BTreeMap<String, burn::prelude::TensorData> =
         read_tensors(&loading("lora-peft.safetensors"))
@@ -342,16 +325,7 @@ fn older_diffusers_lora_names_merge_the_same() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("lora-old-diffusers.safetensors");
     write_tensors(&path, &renamed, None).unwrap();
-    let load = |spec: LoraSpec| {
-        load_single_file(
-            &loading("tiny-a.safetensors"),
-            &device,
-            LoadOptions::default(),
-            &tiny_a_configs(),
-            &[spec],
-        )
-        .unwrap()
-    };
+    let load = |spec: LoraSpec| load_tiny_a("tiny-a.safetensors", &[spec]);
     let old = load(LoraSpec { path, scale: 0.7 });
     let peft = load(LoraSpec {
         path: loading("lora-peft.safetensors"),
