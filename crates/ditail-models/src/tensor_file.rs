@@ -19,7 +19,12 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
         path: path.to_path_buf(),
         source,
     })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Safetensors {
+    parse_tensors(path, &bytes)
+}
+
+/// [`read_tensors`] on a file's bytes already in memory; `path` names it in errors.
+pub fn parse_tensors(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, TensorData>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;

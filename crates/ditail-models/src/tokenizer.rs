@@ -34,7 +34,10 @@ const MERGES_TXT: &str = include_str!("../../../models/clip/merges.txt");
 /// CLIP's prompt tokenizer.
 #[derive(Clone)]
 pub struct ClipTokenizer {
+    /// Truncates and pads to [`MAX_LEN`].
     inner: Tokenizer,
+    /// The same pipeline without truncation or padding, for counting tokens.
+    untruncated: Tokenizer,
 }
 
 impl std::fmt::Debug for ClipTokenizer {
@@ -104,7 +107,8 @@ impl ClipTokenizer {
                 "continuing_subword_prefix": "", "end_of_word_suffix": "</w>", "fuse_unk": false,
                 "byte_fallback": false, "vocab": vocab, "merges": merges}
         });
-        let mut inner = Tokenizer::from_str(&spec.to_string()).map_err(|e| err(e.to_string()))?;
+        let untruncated = Tokenizer::from_str(&spec.to_string()).map_err(|e| err(e.to_string()))?;
+        let mut inner = untruncated.clone();
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_LEN,
@@ -117,29 +121,24 @@ impl ClipTokenizer {
             pad_token: "<|endoftext|>".into(),
             ..Default::default()
         }));
-        Ok(Self { inner })
+        Ok(Self { inner, untruncated })
     }
 
-    /// Encodes a prompt to exactly [`MAX_LEN`] ids.
-    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
+    fn ids(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {
+        let enc = tokenizer
             .encode(prompt, true)
             .map_err(|e| ModelError::Tokenizer(format!("cannot tokenize {prompt:?}: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Encodes a prompt to exactly [`MAX_LEN`] ids.
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+        Self::ids(&self.inner, prompt)
+    }
+
     /// How many tokens `prompt` has before truncation (special tokens included), so callers
     /// can warn that the end of a long prompt is ignored.
     pub fn token_count(&self, prompt: &str) -> Result<usize> {
-        let mut untruncated = self.inner.clone();
-        untruncated
-            .with_truncation(None)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        untruncated.with_padding(None);
-        let enc = untruncated
-            .encode(prompt, true)
-            .map_err(|e| ModelError::Tokenizer(format!("cannot tokenize {prompt:?}: {e}")))?;
-        Ok(enc.get_ids().len())
+        Ok(Self::ids(&self.untruncated, prompt)?.len())
     }
 }

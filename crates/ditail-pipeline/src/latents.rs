@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use burn::prelude::*;
-use ditail_models::tensor_file::{read_tensors, write_tensors};
+use ditail_models::tensor_file::{parse_tensors, write_tensors};
 
 use crate::error::{PipelineError, Result};
 use crate::run::{Inversion, InversionMeta};
@@ -56,7 +56,7 @@ pub fn load(path: &Path, device: &Device) -> Result<(Inversion, Option<Tensor<4>
         })?;
     let meta: InversionMeta = serde_json::from_str(&meta_json)
         .map_err(|e| err(format!("bad `{META_KEY}` metadata: {e}")))?;
-    let tensors = read_tensors(path)?;
+    let tensors = parse_tensors(path, &bytes)?;
     let to_tensor = |name: &str, data: &TensorData| -> Result<Tensor<4>> {
         let shape = data.shape();
         if shape.len() != 4 || shape[0] != 1 {

@@ -17,6 +17,14 @@ pub fn ddim_update(x: Tensor<4>, eps: Tensor<4>, alpha_from: f64, alpha_to: f64)
     x0 * alpha_to.sqrt() + eps * (1.0 - alpha_to).sqrt()
 }
 
+/// Classifier-free guidance `eps_neg + omega · (eps_pos - eps_neg)` from a prediction
+/// whose positive and negative elements are at `first` and `first + 1`.
+fn guide(pred: &Tensor<4>, first: usize, omega: f64) -> Tensor<4> {
+    let eps_pos = pred.clone().narrow(0, first, 1);
+    let eps_neg = pred.clone().narrow(0, first + 1, 1);
+    eps_neg.clone() + (eps_pos - eps_neg) * omega
+}
+
 /// One inversion step (METHOD.md stage 1, step 4): `eps = U_S(z, t, c_inv)`, then the DDIM
 /// update from `ā_prev` to `ā_t`. Returns `(z_next, eps)`.
 pub fn inversion_step(
@@ -117,10 +125,7 @@ pub fn sampling_step(
             unet.forward(latents, p.t as f32, context, &mut NoControl)
         }
     };
-    let first = if in_batch { 1 } else { 0 };
-    let eps_pos = noise_pred.clone().narrow(0, first, 1);
-    let eps_neg = noise_pred.clone().narrow(0, first + 1, 1);
-    let eps = eps_neg.clone() + (eps_pos - eps_neg) * p.omega;
+    let eps = guide(&noise_pred, if in_batch { 1 } else { 0 }, p.omega);
     SamplingStep {
         x: ddim_update(x, eps.clone(), p.alpha_t, p.alpha_prev),
         eps,
@@ -144,8 +149,6 @@ pub fn guided_step(
     let latents = Tensor::cat(vec![x.clone(), x.clone()], 0);
     let context = Tensor::cat(vec![positive, negative], 0);
     let pred = unet.forward(latents, t as f32, context, &mut NoControl);
-    let eps_pos = pred.clone().narrow(0, 0, 1);
-    let eps_neg = pred.narrow(0, 1, 1);
-    let eps = eps_neg.clone() + (eps_pos - eps_neg) * omega;
+    let eps = guide(&pred, 0, omega);
     (ddim_update(x, eps.clone(), alpha_t, alpha_prev), eps)
 }
