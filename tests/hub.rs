@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{cpu, model_dir};
-use ditail::models::load::hub::{HubOptions, is_hub_id, resolve};
+use ditail::models::load::hub::{HubOptions, is_hub_id, resolve, resolve_vae};
 use ditail::models::{LoadOptions, ModelError, StableDiffusion};
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -59,7 +59,31 @@ fn cached_repos_load_offline_and_missing_ones_say_where_they_looked() {
     );
     let dir = resolve("ditail/tiny-a", &opts, false).unwrap();
     assert_eq!(dir, repo.join("snapshots/0123456789abcdef"));
-    StableDiffusion::load_diffusers(&dir, &cpu(), LoadOptions::default()).unwrap();
+    StableDiffusion::load_diffusers(&dir, &cpu(), LoadOptions::default(), &[]).unwrap();
+    // As a VAE override, a pipeline repo gives its `vae/`; a VAE repo (sd-vae-ft-mse style,
+    // the model at the root) gives its root.
+    assert_eq!(
+        resolve_vae("ditail/tiny-a", &opts, false).unwrap(),
+        dir.join("vae")
+    );
+    let vae_repo = cache.path().join("models--ditail--tiny-vae");
+    std::fs::create_dir_all(vae_repo.join("refs")).unwrap();
+    std::fs::write(vae_repo.join("refs/main"), "fedcba").unwrap();
+    copy_dir(
+        &model_dir("tiny-a").join("vae"),
+        &vae_repo.join("snapshots/fedcba"),
+    );
+    assert_eq!(
+        resolve_vae("ditail/tiny-vae", &opts, false).unwrap(),
+        vae_repo.join("snapshots/fedcba")
+    );
+    let msg = resolve_vae("ditail/no-vae", &opts, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("ditail/no-vae") && msg.contains("config.json"),
+        "{msg}"
+    );
 
     // A revision that is not cached is not silently replaced by main.
     let msg = resolve("ditail/tiny-a@v2", &opts, false)

@@ -129,9 +129,13 @@ fn missing_files_say_what_was_looked_for() {
         .to_string();
     assert!(msg.contains("model.bin") && msg.contains("pickle"), "{msg}");
 
-    let err =
-        StableDiffusion::load_diffusers(&tmp.path().join("nope"), &cpu(), LoadOptions::default())
-            .unwrap_err();
+    let err = StableDiffusion::load_diffusers(
+        &tmp.path().join("nope"),
+        &cpu(),
+        LoadOptions::default(),
+        &[],
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
 

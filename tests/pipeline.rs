@@ -18,7 +18,7 @@ use ditail::pipeline::inject::{Injector, Windows};
 use ditail::pipeline::run::{check_compatible, generate_from, invert_latents};
 use ditail::pipeline::scheduler::{Ddim, SchedulerConfig};
 use ditail::pipeline::steps::{SamplingEmbeddings, StepParams, inversion_step, sampling_step};
-use ditail::pipeline::{InversionSettings, Mask, Model, SamplingSettings, preprocess};
+use ditail::pipeline::{InversionSettings, Mask, Model, ModelSpec, SamplingSettings, preprocess};
 use serde_json::Value;
 
 /// Tolerance of single steps from stored inputs.
@@ -37,7 +37,8 @@ fn meta() -> Value {
 
 /// A tiny model with its U-Net's `conv_out` scaled by 0.1, as the reference tames it.
 fn tame(name: &str, device: &Device) -> Model {
-    let mut m = Model::load_diffusers(&model_dir(name), device, LoadOptions::default()).unwrap();
+    let spec = ModelSpec::new(model_dir(name).to_str().unwrap());
+    let mut m = Model::load(&spec, device, LoadOptions::default()).unwrap();
     let conv = &mut m.sd.unet.conv_out;
     conv.weight = conv.weight.clone().map(|w| w * 0.1);
     conv.bias = conv.bias.clone().map(|b| b.map(|b| b * 0.1));

@@ -5,21 +5,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use burn_store::ModuleSnapshot;
-use common::{cpu, fixtures, model_dir};
+use std::collections::BTreeMap;
+
+use common::{assert_same, cpu, loading, model_dir, params};
 use ditail::models::load::{
     SingleFileConfigs, WeightFile, check_architecture, load_single_file, load_vae_file,
 };
 use ditail::models::{
     ClipTextConfig, LoadOptions, ModelError, StableDiffusion, UNetConfig, VaeConfig,
 };
-
-fn loading(file: &str) -> PathBuf {
-    fixtures().join("loading").join(file)
-}
 
 /// tiny-a's own configurations: a single file does not say how many heads it has.
 fn tiny_a_configs() -> SingleFileConfigs {
@@ -43,55 +38,11 @@ fn load_tiny_a(file: &str, loras: &[ditail::models::load::lora::LoraSpec]) -> St
     .unwrap()
 }
 
-/// Every parameter of a module, by name, as f32.
-fn params<M: ModuleSnapshot>(m: &M) -> BTreeMap<String, Vec<f32>> {
-    m.collect(None, None, true)
-        .into_iter()
-        .map(|t| {
-            let name = t.name.clone();
-            let bytes = t.into_bytes().unwrap();
-            let values = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            (name, values)
-        })
-        .collect()
-}
-
-/// Asserts two models hold the same parameters after `round` is applied to the reference.
-fn assert_same(
-    label: &str,
-    got: &StableDiffusion,
-    want: &StableDiffusion,
-    round: impl Fn(f32) -> f32,
-) {
-    for (part, g, w) in [
-        ("unet", params(&got.unet), params(&want.unet)),
-        ("vae", params(&got.vae), params(&want.vae)),
-        (
-            "text_encoder",
-            params(&got.text_encoder),
-            params(&want.text_encoder),
-        ),
-    ] {
-        assert_eq!(
-            g.keys().collect::<Vec<_>>(),
-            w.keys().collect::<Vec<_>>(),
-            "{label} {part}: parameter names"
-        );
-        for (name, values) in &w {
-            let expect: Vec<f32> = values.iter().map(|&v| round(v)).collect();
-            assert_eq!(g[name], expect, "{label} {part}.{name}");
-        }
-    }
-}
-
 #[test]
 fn single_files_equal_the_diffusers_folder_tensor_for_tensor() {
     let device = cpu();
     let folder =
-        StableDiffusion::load_diffusers(&model_dir("tiny-a"), &device, LoadOptions::default())
+        StableDiffusion::load_diffusers(&model_dir("tiny-a"), &device, LoadOptions::default(), &[])
             .unwrap();
     let f32_file = load_tiny_a("tiny-a.safetensors", &[]);
     assert_same("f32", &f32_file, &folder, |v| v);
@@ -101,14 +52,55 @@ fn single_files_equal_the_diffusers_folder_tensor_for_tensor() {
         half::bf16::from_f32(v).to_f32()
     });
 
-    let vae = load_vae_file(
-        &loading("vae-tiny-a.safetensors"),
-        &device,
-        LoadOptions::default(),
-        &tiny_a_configs().vae,
-    )
-    .unwrap();
-    assert_eq!(params(&vae), params(&folder.vae), "single-file VAE");
+    // f16, the precision most published checkpoints use: written here from the f32 file.
+    let tmp = tempfile::tempdir().unwrap();
+    let f16_path = tmp.path().join("tiny-a.fp16.safetensors");
+    write_f16_copy(&loading("tiny-a.safetensors"), &f16_path);
+    let f16 = load_tiny_a(f16_path.to_str().unwrap(), &[]);
+    assert_same("f16", &f16, &folder, |v| half::f16::from_f32(v).to_f32());
+
+    // A VAE alone, and the VAE taken out of a whole checkpoint (a `--vae` override).
+    for file in ["vae-tiny-a.safetensors", "tiny-a.safetensors"] {
+        let vae = load_vae_file(
+            &loading(file),
+            &device,
+            LoadOptions::default(),
+            &tiny_a_configs().vae,
+        )
+        .unwrap();
+        assert_eq!(params(&vae), params(&folder.vae), "VAE from {file}");
+    }
+}
+
+/// Copies a safetensors file with every f32 tensor stored as f16.
+fn write_f16_copy(from: &std::path::Path, to: &std::path::Path) {
+    use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+    let bytes = std::fs::read(from).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let converted: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let shape = view.shape().to_vec();
+            if view.dtype() == Dtype::F32 {
+                let data = view
+                    .data()
+                    .chunks_exact(4)
+                    .flat_map(|b| {
+                        half::f16::from_f32(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes()
+                    })
+                    .collect();
+                (name, Dtype::F16, shape, data)
+            } else {
+                (name, view.dtype(), shape, view.data().to_vec())
+            }
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = converted
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, to).unwrap();
 }
 
 /// The error of loading a fixture as an SD1.5 single file.
@@ -303,6 +295,47 @@ fn loras_merge_like_diffusers_fuse_lora() {
             "{file}: {msg}"
         );
     }
+}
+
+#[test]
+fn loras_merge_into_diffusers_folders_as_into_single_files() {
+    use ditail::models::load::lora::LoraSpec;
+    let loras = [
+        LoraSpec {
+            path: loading("lora-kohya.safetensors"),
+            scale: 0.7,
+        },
+        LoraSpec {
+            path: loading("lora-peft.safetensors"),
+            scale: 0.5,
+        },
+    ];
+    let folder = StableDiffusion::load_diffusers(
+        &model_dir("tiny-a"),
+        &cpu(),
+        LoadOptions::default(),
+        &loras,
+    )
+    .unwrap();
+    assert_same(
+        "folder + loras",
+        &folder,
+        &load_tiny_a("tiny-a.safetensors", &loras),
+        |v| v,
+    );
+
+    let bad = [LoraSpec {
+        path: loading("lora-bad-key.safetensors"),
+        scale: 0.7,
+    }];
+    let err =
+        StableDiffusion::load_diffusers(&model_dir("tiny-a"), &cpu(), LoadOptions::default(), &bad)
+            .unwrap_err();
+    assert!(
+        matches!(err, ModelError::Lora { .. })
+            && err.to_string().contains("down_blocks_0_attentions_7"),
+        "{err}"
+    );
 }
 
 #[test]

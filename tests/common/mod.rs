@@ -7,8 +7,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::prelude::*;
+use burn_store::ModuleSnapshot;
 use ditail::backend::Backend;
+use ditail::models::StableDiffusion;
 use ditail::models::tensor_file::read_tensors;
+
+/// A loading fixture (`scripts/make_loading_fixtures.py`).
+pub fn loading(file: &str) -> PathBuf {
+    fixtures().join("loading").join(file)
+}
 
 /// The committed fixtures (`scripts/make_fixtures.py` writes them).
 pub fn fixtures() -> PathBuf {
@@ -128,6 +135,50 @@ pub fn assert_sites(
                     rel_tol,
                 );
             }
+        }
+    }
+}
+
+/// Every parameter of a module, by name, as f32.
+pub fn params<M: ModuleSnapshot>(m: &M) -> BTreeMap<String, Vec<f32>> {
+    m.collect(None, None, true)
+        .into_iter()
+        .map(|t| {
+            let name = t.name.clone();
+            let bytes = t.into_bytes().unwrap();
+            let values = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (name, values)
+        })
+        .collect()
+}
+
+/// Asserts two models hold the same parameters after `round` is applied to the reference.
+pub fn assert_same(
+    label: &str,
+    got: &StableDiffusion,
+    want: &StableDiffusion,
+    round: impl Fn(f32) -> f32,
+) {
+    for (part, g, w) in [
+        ("unet", params(&got.unet), params(&want.unet)),
+        ("vae", params(&got.vae), params(&want.vae)),
+        (
+            "text_encoder",
+            params(&got.text_encoder),
+            params(&want.text_encoder),
+        ),
+    ] {
+        assert_eq!(
+            g.keys().collect::<Vec<_>>(),
+            w.keys().collect::<Vec<_>>(),
+            "{label} {part}: parameter names"
+        );
+        for (name, values) in &w {
+            let expect: Vec<f32> = values.iter().map(|&v| round(v)).collect();
+            assert_eq!(g[name], expect, "{label} {part}.{name}");
         }
     }
 }

@@ -107,6 +107,16 @@ pub enum ModelError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A model or VAE spec names nothing that exists locally and is no hub repo id.
+    #[error(
+        "`{spec}`: no such file or folder, and not a Hugging Face repo id (org/name[@revision]); expected {expected}"
+    )]
+    NotFound {
+        /// The spec as given.
+        spec: String,
+        /// What it should have named.
+        expected: &'static str,
+    },
     /// The tokenizer could not be built or failed on a prompt.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

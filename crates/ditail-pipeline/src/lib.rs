@@ -22,6 +22,6 @@ pub mod steps;
 
 pub use error::{PipelineError, Result};
 pub use mask::Mask;
-pub use model::Model;
+pub use model::{Model, ModelSpec};
 pub use run::{Inversion, InversionMeta, Phase, Progress, decode, generate, invert, sample};
 pub use settings::{InversionSettings, SamplingSettings};

@@ -1,15 +1,36 @@
 //! A loaded SD1.x model as the pipeline uses it: networks, tokenizer, DDIM schedule, clip
 //! skip, and an identity for the metadata of inversions and outputs.
 
-use std::path::Path;
-
 use burn::prelude::*;
-use ditail_models::load::hub::{HubOptions, is_hub_id, resolve};
-use ditail_models::load::{SingleFileConfigs, load_single_file};
+use ditail_models::load::lora::LoraSpec;
+use ditail_models::load::{Location, load_model, load_vae_spec, locate_model};
 use ditail_models::{LoadOptions, StableDiffusion};
 
 use crate::error::Result;
 use crate::scheduler::{Ddim, SchedulerConfig};
+
+/// A model as a user names it: checkpoint, LoRAs, VAE override and clip skip.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelSpec {
+    /// A single `.safetensors` file, a diffusers folder or a hub repo id.
+    pub model: String,
+    /// LoRAs merged into the weights at load, each with its scale.
+    pub loras: Vec<LoraSpec>,
+    /// A VAE to use instead of the model's own (file, folder or repo id).
+    pub vae: Option<String>,
+    /// Layers of the text encoder to skip (0: none; 1: A1111's "Clip skip: 2").
+    pub clip_skip: usize,
+}
+
+impl ModelSpec {
+    /// The model alone: no LoRA, its own VAE, no clip skip.
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            ..Self::default()
+        }
+    }
+}
 
 /// One checkpoint, ready to run.
 #[derive(Debug)]
@@ -22,61 +43,36 @@ pub struct Model {
     pub clip_skip: usize,
     /// How the model is named in metadata (path or hub id).
     pub name: String,
+    /// Where its files are.
+    pub location: Location,
 }
 
 impl Model {
-    /// Loads a diffusers folder.
-    pub fn load_diffusers(dir: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
-        let sd = StableDiffusion::load_diffusers(dir, device, opts)?;
-        let config_path = dir.join("scheduler").join("scheduler_config.json");
-        let config = if config_path.is_file() {
-            SchedulerConfig::from_json_file(&config_path)?
-        } else {
-            SchedulerConfig::default()
+    /// Loads what a user names (see [`ModelSpec`]): the checkpoint (single file, diffusers
+    /// folder or hub id, see [`ditail_models::load::locate_model`]) with its LoRAs merged,
+    /// then the VAE override if any.
+    pub fn load(spec: &ModelSpec, device: &Device, opts: LoadOptions) -> Result<Self> {
+        let location = locate_model(&spec.model, opts)?;
+        let mut sd = load_model(&location, device, opts, &spec.loras)?;
+        if let Some(vae) = &spec.vae {
+            let (vae, config) = load_vae_spec(vae, device, opts)?;
+            sd.vae = vae;
+            sd.vae_config = config;
+        }
+        let config_path = location
+            .folder()
+            .map(|dir| dir.join("scheduler").join("scheduler_config.json"));
+        let config = match config_path {
+            Some(path) if path.is_file() => SchedulerConfig::from_json_file(&path)?,
+            _ => SchedulerConfig::default(),
         };
         Ok(Self {
             sd,
             scheduler: Ddim::new(config),
-            clip_skip: 0,
-            name: dir.display().to_string(),
+            clip_skip: spec.clip_skip,
+            name: spec.model.clone(),
+            location,
         })
-    }
-
-    /// Loads a Civitai/A1111 single-file SD1.x checkpoint with SD1.5's configurations and
-    /// scheduler (see [`ditail_models::load::load_single_file`]).
-    pub fn load_single_file(
-        path: &Path,
-        device: &Device,
-        opts: LoadOptions,
-        configs: &SingleFileConfigs,
-    ) -> Result<Self> {
-        Ok(Self {
-            sd: load_single_file(path, device, opts, configs, &[])?,
-            scheduler: Ddim::new(SchedulerConfig::default()),
-            clip_skip: 0,
-            name: path.display().to_string(),
-        })
-    }
-
-    /// Loads what a user names: a single `.safetensors` file, a diffusers folder, or a
-    /// Hugging Face repo id (`org/name[@revision]`, through the standard cache; see
-    /// [`ditail_models::load::hub`]).
-    pub fn load(spec: &str, device: &Device, opts: LoadOptions) -> Result<Self> {
-        let path = Path::new(spec);
-        if path.is_file() {
-            Self::load_single_file(path, device, opts, &SingleFileConfigs::default())
-        } else if !path.exists() && is_hub_id(spec) {
-            let half = matches!(
-                opts.dtype,
-                burn::tensor::FloatDType::F16 | burn::tensor::FloatDType::BF16
-            );
-            let dir = resolve(spec, &HubOptions::from_env(), half)?;
-            let mut model = Self::load_diffusers(&dir, device, opts)?;
-            model.name = spec.to_string();
-            Ok(model)
-        } else {
-            Self::load_diffusers(path, device, opts)
-        }
     }
 
     /// `E_M(p)`: the text encoder's output for a prompt.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-use super::{Component, WeightFile, load_into};
+use super::lora::{LoraSet, LoraSpec};
+use super::{Component, WeightFile, describe, folder_sources, load_into, load_sources};
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::error::{ModelError, Result};
 use crate::json::JsonConfig;
@@ -200,8 +201,17 @@ pub struct StableDiffusion {
 }
 
 impl StableDiffusion {
-    /// Loads a diffusers folder (`model_index.json` beside `unet/`, `vae/`, `text_encoder/`).
-    pub fn load_diffusers(dir: &Path, device: &Device, opts: LoadOptions) -> Result<Self> {
+    /// Loads a diffusers folder (`model_index.json` beside `unet/`, `vae/`, `text_encoder/`),
+    /// merging `loras` into the U-Net and text encoder.
+    ///
+    /// Configurations, file headers and LoRA key matches are all checked before any weight
+    /// is read, so a wrong input fails in milliseconds.
+    pub fn load_diffusers(
+        dir: &Path,
+        device: &Device,
+        opts: LoadOptions,
+        loras: &[LoraSpec],
+    ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(ModelError::MissingFile {
                 dir: dir.to_path_buf(),
@@ -209,10 +219,9 @@ impl StableDiffusion {
                 looked_for: "a folder with unet/, vae/ and text_encoder/".into(),
             });
         }
-        let (text_encoder, text_config) =
-            load_text_encoder(&dir.join("text_encoder"), device, opts)?;
-        let (vae, vae_config) = load_vae(&dir.join("vae"), device, opts)?;
-        let (unet, unet_config) = load_unet(&dir.join("unet"), device, opts)?;
+        let (text_dir, unet_dir) = (dir.join("text_encoder"), dir.join("unet"));
+        let text_config = ClipTextConfig::from_json_file(&config_path(&text_dir)?)?;
+        let unet_config = UNetConfig::from_json_file(&config_path(&unet_dir)?)?;
         if text_config.hidden_size != unet_config.cross_attention_dim {
             return Err(ModelError::Config {
                 path: dir.to_path_buf(),
@@ -222,6 +231,39 @@ impl StableDiffusion {
                 ),
             });
         }
+        let text_files =
+            WeightFiles::find(&text_dir, "model", "text encoder weights", opts.dtype)?.open()?;
+        let unet_files = WeightFiles::find(
+            &unet_dir,
+            "diffusion_pytorch_model",
+            "U-Net weights",
+            opts.dtype,
+        )?
+        .open()?;
+        let mut lora = LoraSet::open(loras)?;
+        let mut text_sources = folder_sources(&text_files);
+        let mut unet_sources = folder_sources(&unet_files);
+        lora.attach(Component::TextEncoder, &mut text_sources);
+        lora.attach(Component::Unet, &mut unet_sources);
+        lora.check_all_used()?;
+
+        let mut text_encoder = text_config.init(device);
+        load_sources(
+            &mut text_encoder,
+            Component::TextEncoder,
+            text_sources,
+            &describe(&text_files),
+            opts.dtype,
+        )?;
+        let (vae, vae_config) = load_vae(&dir.join("vae"), device, opts)?;
+        let mut unet = unet_config.init(device);
+        load_sources(
+            &mut unet,
+            Component::Unet,
+            unet_sources,
+            &describe(&unet_files),
+            opts.dtype,
+        )?;
         Ok(Self {
             tokenizer: load_tokenizer(dir)?,
             text_encoder,

@@ -51,28 +51,68 @@ pub fn is_hub_id(spec: &str) -> bool {
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
 
-/// The files an SD1.x diffusers repo needs, and the optional ones.
-const REQUIRED: [&str; 4] = [
-    "model_index.json",
-    "unet/config.json",
-    "vae/config.json",
-    "text_encoder/config.json",
-];
-const OPTIONAL: [&str; 3] = [
-    "scheduler/scheduler_config.json",
-    "tokenizer/vocab.json",
-    "tokenizer/merges.txt",
-];
-const WEIGHTS: [(&str, &str); 3] = [
-    ("unet", "diffusion_pytorch_model"),
-    ("vae", "diffusion_pytorch_model"),
-    ("text_encoder", "model"),
-];
+/// What a repo must hold: config files (the first one's folder is returned), optional
+/// files, and weights as (folder, stem) pairs.
+struct Layout {
+    required: &'static [&'static str],
+    optional: &'static [&'static str],
+    weights: &'static [(&'static str, &'static str)],
+}
+
+/// An SD1.x diffusers pipeline repo.
+const PIPELINE: Layout = Layout {
+    required: &[
+        "model_index.json",
+        "unet/config.json",
+        "vae/config.json",
+        "text_encoder/config.json",
+    ],
+    optional: &[
+        "scheduler/scheduler_config.json",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+    ],
+    weights: &[
+        ("unet", "diffusion_pytorch_model"),
+        ("vae", "diffusion_pytorch_model"),
+        ("text_encoder", "model"),
+    ],
+};
+
+/// A VAE repo (`stabilityai/sd-vae-ft-mse`): the model at the repo's root.
+const VAE_ROOT: Layout = Layout {
+    required: &["config.json"],
+    optional: &[],
+    weights: &[("", "diffusion_pytorch_model")],
+};
+
+/// The VAE of a pipeline repo.
+const VAE_OF_PIPELINE: Layout = Layout {
+    required: &["vae/config.json"],
+    optional: &[],
+    weights: &[("vae", "diffusion_pytorch_model")],
+};
 
 /// Makes a diffusers repo available locally (cache first, then download unless offline)
 /// and returns its snapshot folder, ready for `StableDiffusion::load_diffusers`.
 /// `prefer_half` picks the `.fp16.safetensors` weights first.
 pub fn resolve(spec: &str, opts: &HubOptions, prefer_half: bool) -> Result<PathBuf> {
+    resolve_layout(spec, opts, prefer_half, &PIPELINE)
+}
+
+/// Makes a VAE available locally and returns the folder holding its `config.json`: the
+/// repo's root for a VAE repo, else the `vae/` folder of a pipeline repo.
+pub fn resolve_vae(spec: &str, opts: &HubOptions, prefer_half: bool) -> Result<PathBuf> {
+    resolve_layout(spec, opts, prefer_half, &VAE_ROOT)
+        .or_else(|root| resolve_layout(spec, opts, prefer_half, &VAE_OF_PIPELINE).map_err(|_| root))
+}
+
+fn resolve_layout(
+    spec: &str,
+    opts: &HubOptions,
+    prefer_half: bool,
+    layout: &Layout,
+) -> Result<PathBuf> {
     let (id, revision) = match spec.split_once('@') {
         Some((id, rev)) => (id, rev.to_string()),
         None => (spec, "main".to_string()),
@@ -112,17 +152,22 @@ pub fn resolve(spec: &str, opts: &HubOptions, prefer_half: bool) -> Result<PathB
         }
     };
 
-    let index = fetch(REQUIRED[0]).map_err(err)?;
-    for file in &REQUIRED[1..] {
+    let index = fetch(layout.required[0]).map_err(err)?;
+    for file in &layout.required[1..] {
         fetch(file).map_err(err)?;
     }
-    for file in OPTIONAL {
+    for file in layout.optional {
         let _ = fetch(file);
     }
-    for (dir, stem) in WEIGHTS {
+    for (dir, stem) in layout.weights {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let mut names = [
-            format!("{dir}/{stem}.safetensors"),
-            format!("{dir}/{stem}.fp16.safetensors"),
+            format!("{prefix}{stem}.safetensors"),
+            format!("{prefix}{stem}.fp16.safetensors"),
         ];
         if prefer_half {
             names.reverse();

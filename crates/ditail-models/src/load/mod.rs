@@ -13,6 +13,7 @@ pub mod ldm;
 pub mod lora;
 mod safetensors;
 mod single_file;
+mod spec;
 
 pub use self::diffusers::{
     LoadOptions, StableDiffusion, WeightFiles, load_text_encoder, load_tokenizer, load_unet,
@@ -22,6 +23,7 @@ pub use self::safetensors::{Source, TensorEntry, WeightFile, decode_f32};
 pub use self::single_file::{
     SingleFileConfigs, check_architecture, load_single_file, load_vae_file, reject_pickle,
 };
+pub use self::spec::{Location, load_model, load_vae_spec, locate_model};
 
 use std::sync::Arc;
 
@@ -132,12 +134,22 @@ pub fn load_into<M: ModuleSnapshot>(
     files: &[Arc<WeightFile>],
     dtype: FloatDType,
 ) -> Result<()> {
-    let desc = files
+    load_sources(
+        module,
+        component,
+        folder_sources(files),
+        &describe(files),
+        dtype,
+    )
+}
+
+/// The files' paths, for messages.
+pub fn describe(files: &[Arc<WeightFile>]) -> String {
+    files
         .iter()
         .map(|f| f.path().display().to_string())
         .collect::<Vec<_>>()
-        .join(", ");
-    load_sources(module, component, folder_sources(files), &desc, dtype)
+        .join(", ")
 }
 
 /// Loads tensors given under diffusers names into `module`, converting to `dtype`.

@@ -87,6 +87,30 @@ impl WeightFile {
     pub fn raw(&self, entry: &TensorEntry) -> &[u8] {
         &self.map[self.data_start + entry.bytes.start..self.data_start + entry.bytes.end]
     }
+
+    /// Drops a converted tensor's pages from this process's resident memory, so that the
+    /// mapped file does not add its own size to the peak while a model is built from it
+    /// (measured by `examples/bench_load.rs`). The pages stay in the page cache.
+    fn release(&self, entry: &TensorEntry) {
+        #[cfg(unix)]
+        {
+            let offset = self.data_start + entry.bytes.start;
+            // SAFETY: the map is a read-only, shared file mapping: MADV_DONTNEED only
+            // unmaps its pages from this process, and any later read (another tensor on
+            // a shared boundary page, or the same tensor again) faults them back in from
+            // the file with the same contents. No `&[u8]` into the range is held here.
+            // Failure only means the pages stay resident.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    offset,
+                    entry.bytes.len(),
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = entry;
+    }
 }
 
 fn describe(e: safetensors::SafeTensorError, file_len: usize) -> String {
@@ -232,6 +256,7 @@ impl Source {
                 None => raw,
             };
             let mut values = decode_f32(raw, self.entry.dtype);
+            self.file.release(&self.entry);
             for term in &self.lora {
                 term.apply(&mut values);
             }

@@ -157,8 +157,8 @@ pub fn load_single_file(
     })
 }
 
-/// Loads a single-file VAE: LDM names with or without the `first_stage_model.` prefix
-/// (`vae-ft-mse-840000-ema-pruned.safetensors` style).
+/// Loads a single-file VAE: LDM names without a prefix (`vae-ft-mse-840000-ema-pruned.safetensors`
+/// style), or a whole checkpoint's `first_stage_model.*` (its other networks are skipped).
 pub fn load_vae_file(
     path: &Path,
     device: &Device,
@@ -168,10 +168,20 @@ pub fn load_vae_file(
     reject_pickle(path)?;
     let file = WeightFile::open(path)?;
     let blocks = config.block_out_channels.len();
+    let whole_checkpoint = file
+        .tensors()
+        .iter()
+        .any(|e| e.name.starts_with("first_stage_model."));
     let sources = file
         .tensors()
         .iter()
-        .filter(|e| !e.name.starts_with("model_ema.") && !e.name.starts_with("loss."))
+        .filter(|e| {
+            if whole_checkpoint {
+                e.name.starts_with("first_stage_model.")
+            } else {
+                !e.name.starts_with("model_ema.") && !e.name.starts_with("loss.")
+            }
+        })
         .map(|e| {
             let rest = e.name.strip_prefix("first_stage_model.").unwrap_or(&e.name);
             renamed(

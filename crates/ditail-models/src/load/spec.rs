@@ -1,0 +1,113 @@
+//! Models as users name them: a single `.safetensors` file (Civitai / A1111), a diffusers
+//! folder, or a Hugging Face repo id (`org/name[@revision]`); and VAE overrides named the
+//! same way.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+
+use super::diffusers::{LoadOptions, StableDiffusion, load_vae};
+use super::hub::{HubOptions, is_hub_id, resolve, resolve_vae};
+use super::lora::LoraSpec;
+use super::single_file::{SingleFileConfigs, load_single_file, load_vae_file};
+use crate::error::{ModelError, Result};
+use crate::vae::{AutoencoderKl, VaeConfig};
+
+/// Where a model's files are, once a user's spec is resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A single-file checkpoint.
+    File(PathBuf),
+    /// A diffusers folder.
+    Folder(PathBuf),
+    /// A hub repo id and its snapshot folder in the cache.
+    Hub {
+        /// The id as given (`org/name[@revision]`).
+        id: String,
+        /// The diffusers folder it resolved to.
+        folder: PathBuf,
+    },
+}
+
+impl Location {
+    /// The diffusers folder, if the model is one (a hub snapshot is).
+    pub fn folder(&self) -> Option<&Path> {
+        match self {
+            Location::File(_) => None,
+            Location::Folder(p) | Location::Hub { folder: p, .. } => Some(p),
+        }
+    }
+}
+
+fn is_half(opts: LoadOptions) -> bool {
+    matches!(opts.dtype, FloatDType::F16 | FloatDType::BF16)
+}
+
+/// Resolves a model spec: an existing file or folder, else a hub repo id (downloaded into
+/// the standard cache unless it is there or `HF_HUB_OFFLINE` is set).
+pub fn locate_model(spec: &str, opts: LoadOptions) -> Result<Location> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        Ok(Location::File(path.to_path_buf()))
+    } else if path.is_dir() {
+        Ok(Location::Folder(path.to_path_buf()))
+    } else if is_hub_id(spec) {
+        let folder = resolve(spec, &HubOptions::from_env(), is_half(opts))?;
+        Ok(Location::Hub {
+            id: spec.to_string(),
+            folder,
+        })
+    } else {
+        Err(ModelError::NotFound {
+            spec: spec.to_string(),
+            expected: "a .safetensors checkpoint, a diffusers folder or a repo id",
+        })
+    }
+}
+
+/// Loads a located model with `loras` merged in; single files use SD1.5's configurations.
+pub fn load_model(
+    location: &Location,
+    device: &Device,
+    opts: LoadOptions,
+    loras: &[LoraSpec],
+) -> Result<StableDiffusion> {
+    match location {
+        Location::File(path) => {
+            load_single_file(path, device, opts, &SingleFileConfigs::default(), loras)
+        }
+        Location::Folder(dir) | Location::Hub { folder: dir, .. } => {
+            StableDiffusion::load_diffusers(dir, device, opts, loras)
+        }
+    }
+}
+
+/// Loads a VAE override: a single file (a VAE alone with or without `first_stage_model.`,
+/// or a whole checkpoint whose VAE is taken), a diffusers VAE folder (with `config.json`),
+/// a diffusers model folder (its `vae/`), or a hub repo id of either kind.
+pub fn load_vae_spec(
+    spec: &str,
+    device: &Device,
+    opts: LoadOptions,
+) -> Result<(AutoencoderKl, VaeConfig)> {
+    let path = Path::new(spec);
+    let dir = if path.is_file() {
+        let config = SingleFileConfigs::default().vae;
+        return Ok((load_vae_file(path, device, opts, &config)?, config));
+    } else if path.is_dir() {
+        if path.join("config.json").is_file() || !path.join("vae").is_dir() {
+            path.to_path_buf()
+        } else {
+            path.join("vae")
+        }
+    } else if is_hub_id(spec) {
+        resolve_vae(spec, &HubOptions::from_env(), is_half(opts))?
+    } else {
+        return Err(ModelError::NotFound {
+            spec: spec.to_string(),
+            expected: "a VAE .safetensors file, a diffusers VAE or model folder, or a repo id",
+        });
+    };
+    load_vae(&dir, device, opts)
+}

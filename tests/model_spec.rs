@@ -1,0 +1,88 @@
+//! Models as users name them (`ModelSpec`): a diffusers folder with LoRAs, clip skip and a
+//! VAE override (a VAE folder or another model's `vae/`), and clear errors for names that
+//! resolve to nothing.
+
+mod common;
+
+use common::{cpu, loading, model_dir, params};
+use ditail::models::load::lora::LoraSpec;
+use ditail::models::{LoadOptions, ModelError, StableDiffusion};
+use ditail::pipeline::{Model, ModelSpec, PipelineError};
+
+fn path(model: &str) -> String {
+    model_dir(model).to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_spec_loads_the_model_with_its_loras_and_vae_override() {
+    let device = cpu();
+    let loras = vec![LoraSpec {
+        path: loading("lora-peft.safetensors"),
+        scale: 0.7,
+    }];
+    let tiny_a = StableDiffusion::load_diffusers(
+        &model_dir("tiny-a"),
+        &device,
+        LoadOptions::default(),
+        &loras,
+    )
+    .unwrap();
+    let tiny_b =
+        StableDiffusion::load_diffusers(&model_dir("tiny-b"), &device, LoadOptions::default(), &[])
+            .unwrap();
+    // tiny-a's U-Net and text encoder with the LoRA; tiny-b's VAE, named three ways.
+    for vae in [
+        path("tiny-b"),
+        format!("{}/vae", path("tiny-b")),
+        format!("{}/vae/", path("tiny-b")),
+    ] {
+        let spec = ModelSpec {
+            model: path("tiny-a"),
+            loras: loras.clone(),
+            vae: Some(vae.clone()),
+            clip_skip: 1,
+        };
+        let m = Model::load(&spec, &device, LoadOptions::default()).unwrap();
+        assert_eq!(params(&m.sd.unet), params(&tiny_a.unet), "U-Net ({vae})");
+        assert_eq!(
+            params(&m.sd.text_encoder),
+            params(&tiny_a.text_encoder),
+            "text encoder ({vae})"
+        );
+        assert_eq!(params(&m.sd.vae), params(&tiny_b.vae), "VAE ({vae})");
+        assert_eq!(
+            m.sd.vae_config.block_out_channels, tiny_b.vae_config.block_out_channels,
+            "VAE config ({vae})"
+        );
+        assert_eq!(m.clip_skip, 1);
+        assert_eq!(m.name, path("tiny-a"));
+    }
+}
+
+#[test]
+fn names_that_resolve_to_nothing_are_errors_naming_them() {
+    let device = cpu();
+    for (spec, expected) in [
+        (
+            ModelSpec::new("no/such/model.safetensors"),
+            "no/such/model.safetensors",
+        ),
+        (ModelSpec::new("not-a-repo-id"), "not-a-repo-id"),
+        (
+            ModelSpec {
+                vae: Some("missing-vae.safetensors".into()),
+                ..ModelSpec::new(path("tiny-a"))
+            },
+            "missing-vae.safetensors",
+        ),
+    ] {
+        let err = Model::load(&spec, &device, LoadOptions::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, PipelineError::Model(ModelError::NotFound { .. }))
+                && msg.contains(expected)
+                && msg.contains("repo id"),
+            "{msg}"
+        );
+    }
+}
