@@ -37,8 +37,12 @@ fn meta() -> Value {
 
 /// A tiny model with its U-Net's `conv_out` scaled by 0.1, as the reference tames it.
 fn tame(name: &str, device: &Device) -> Model {
+    tame_as(name, device, LoadOptions::default())
+}
+
+fn tame_as(name: &str, device: &Device, opts: LoadOptions) -> Model {
     let spec = ModelSpec::new(model_dir(name).to_str().unwrap());
-    let mut m = Model::load(&spec, device, LoadOptions::default()).unwrap();
+    let mut m = Model::load(&spec, device, opts).unwrap();
     let conv = &mut m.sd.unet.conv_out;
     conv.weight = conv.weight.clone().map(|w| w * 0.1);
     conv.bias = conv.bias.clone().map(|b| b.map(|b| b * 0.1));
@@ -367,6 +371,34 @@ fn whole_runs_match_the_reference_on_tame_models() {
             &g["decoded"],
             STEP_TOL,
         );
+    }
+}
+
+/// f16 is what GPUs run by default: inputs (pixels, noise, saved f32 latents, masks) are
+/// cast to the model's type, and a whole run stays near the f32 reference. Single f16
+/// forwards are within ~7e-3 of f32 (`tests/half.rs`); 50 inversion + 50 sampling steps
+/// with guidance 15 on a random tiny model grow that to ~8e-2 of the largest latent.
+#[test]
+fn half_precision_runs_track_the_reference() {
+    let device = cpu();
+    let half = LoadOptions {
+        dtype: burn::tensor::FloatDType::F16,
+    };
+    let (s_model, t_model) = (
+        tame_as("tiny-a", &device, half),
+        tame_as("tiny-b", &device, half),
+    );
+    let img = preprocess::load_rgb(&pipeline_dir().join("content.png")).unwrap();
+    for name in ["full", "left"] {
+        let sc = scenario(name);
+        let g = read_tensors(&pipeline_dir().join(&sc.file)).unwrap();
+        let inv =
+            ditail::pipeline::invert(&s_model, &img, &sc.inv, &device, &mut |_| true).unwrap();
+        let fin = ditail::pipeline::sample(&t_model, &inv, &sc.spl, &device, &mut |_| true)
+            .unwrap()
+            .cast(burn::tensor::FloatDType::F32);
+        let rel = check(&format!("{name} f16 final"), &fin, &g["final"], 0.15);
+        eprintln!("{name}: f16 final rel err {rel:e}");
     }
 }
 

@@ -18,19 +18,20 @@ use crate::error::{ModelError, Result};
 use crate::hook::NoControl;
 use crate::load::{LoadOptions, load_text_encoder, load_unet, load_vae};
 
+/// An input tensor, in the float type the networks are loaded as.
 fn input<const D: usize>(
     inputs: &BTreeMap<String, TensorData>,
     name: &str,
     device: &Device,
+    opts: LoadOptions,
 ) -> Result<Option<Tensor<D>>> {
     let Some(data) = inputs.get(name) else {
         return Ok(None);
     };
     check_rank(name, data, D)?;
-    Ok(Some(Tensor::from_data(
-        data.clone().convert::<f32>(),
-        device,
-    )))
+    Ok(Some(
+        Tensor::<D>::from_data(data.clone().convert::<f32>(), device).cast(opts.dtype),
+    ))
 }
 
 fn check_rank(name: &str, data: &TensorData, rank: usize) -> Result<()> {
@@ -90,8 +91,8 @@ pub fn run_components(
         );
     }
 
-    let image = input::<4>(inputs, "image", device)?;
-    let latents = input::<4>(inputs, "latents", device)?;
+    let image = input::<4>(inputs, "image", device, opts)?;
+    let latents = input::<4>(inputs, "latents", device, opts)?;
     if image.is_some() || latents.is_some() {
         let (vae, _) = load_vae(&model_dir.join("vae"), device, opts)?;
         if let Some(image) = image {
@@ -112,8 +113,8 @@ pub fn run_components(
         }
     }
 
-    let sample = input::<4>(inputs, "sample", device)?;
-    let context = input::<3>(inputs, "encoder_hidden_states", device)?;
+    let sample = input::<4>(inputs, "sample", device, opts)?;
+    let context = input::<3>(inputs, "encoder_hidden_states", device, opts)?;
     let timestep = inputs.get("timestep");
     match (sample, timestep, context) {
         (Some(sample), Some(t), Some(context)) => {

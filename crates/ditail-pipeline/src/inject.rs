@@ -87,12 +87,12 @@ impl<'a> Injector<'a> {
         let mixed = if self.mask.is_full() {
             src.clone().expand(rest.dims())
         } else {
-            let device = rest.device();
+            let (device, dtype) = (rest.device(), rest.dtype());
             let mask = self.mask;
             let m = self
                 .grids
                 .entry(grid)
-                .or_insert_with(|| mask.tensor(grid[0], grid[1], &device))
+                .or_insert_with(|| mask.tensor(grid[0], grid[1], &device).cast(dtype))
                 .clone();
             rest.clone() + (src.clone() - rest) * shape_m(m)
         };

@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 use ditail_models::load::lora::LoraSpec;
-use ditail_models::load::{Location, load_model, load_vae_spec, locate_model};
+use ditail_models::load::{Location, ModelPlan, locate_model, plan_model, plan_vae_spec};
 use ditail_models::{LoadOptions, StableDiffusion};
 
 use crate::error::Result;
@@ -30,6 +30,30 @@ impl ModelSpec {
             ..Self::default()
         }
     }
+
+    /// Resolves and checks everything that can be checked without reading weights: the
+    /// model and VAE exist (hub ids are fetched into the cache), file headers are valid,
+    /// the architecture is SD1.x, every LoRA key matches a weight.
+    pub fn plan(&self, opts: LoadOptions) -> Result<(Location, ModelPlan)> {
+        let location = locate_model(&self.model, opts)?;
+        let mut plan = plan_model(&location, opts, &self.loras)?;
+        if let Some(vae) = &self.vae {
+            plan.vae = plan_vae_spec(vae, opts)?;
+        }
+        Ok((location, plan))
+    }
+}
+
+/// The DDIM schedule of a located model: its `scheduler/scheduler_config.json` when it is
+/// a diffusers folder that has one, else SD1.5's.
+pub fn scheduler_config(location: &Location) -> Result<SchedulerConfig> {
+    let path = location
+        .folder()
+        .map(|dir| dir.join("scheduler").join("scheduler_config.json"));
+    Ok(match path {
+        Some(path) if path.is_file() => SchedulerConfig::from_json_file(&path)?,
+        _ => SchedulerConfig::default(),
+    })
 }
 
 /// One checkpoint, ready to run.
@@ -52,23 +76,11 @@ impl Model {
     /// folder or hub id, see [`ditail_models::load::locate_model`]) with its LoRAs merged,
     /// then the VAE override if any.
     pub fn load(spec: &ModelSpec, device: &Device, opts: LoadOptions) -> Result<Self> {
-        let location = locate_model(&spec.model, opts)?;
-        let mut sd = load_model(&location, device, opts, &spec.loras)?;
-        if let Some(vae) = &spec.vae {
-            let (vae, config) = load_vae_spec(vae, device, opts)?;
-            sd.vae = vae;
-            sd.vae_config = config;
-        }
-        let config_path = location
-            .folder()
-            .map(|dir| dir.join("scheduler").join("scheduler_config.json"));
-        let config = match config_path {
-            Some(path) if path.is_file() => SchedulerConfig::from_json_file(&path)?,
-            _ => SchedulerConfig::default(),
-        };
+        let (location, plan) = spec.plan(opts)?;
+        let scheduler = Ddim::new(scheduler_config(&location)?);
         Ok(Self {
-            sd,
-            scheduler: Ddim::new(config),
+            sd: plan.load(device, opts)?,
+            scheduler,
             clip_skip: spec.clip_skip,
             name: spec.model.clone(),
             location,
@@ -85,6 +97,11 @@ impl Model {
         let n = ids.len();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), device);
         Ok(self.sd.text_encoder.forward(ids, self.clip_skip)?)
+    }
+
+    /// The float type of the weights; inputs are cast to it.
+    pub fn dtype(&self) -> burn::tensor::DType {
+        self.sd.unet.conv_in.weight.val().dtype()
     }
 
     /// The VAE's scaling factor.

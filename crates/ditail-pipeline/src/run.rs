@@ -104,7 +104,7 @@ pub fn invert(
 ) -> Result<Inversion> {
     settings.validate()?;
     let timesteps = source.scheduler.timesteps(settings.steps)?;
-    let pixels = preprocess(image, settings.size, device)?;
+    let pixels = preprocess(image, settings.size, device)?.cast(source.dtype());
     let z0 = source.sd.vae.encode_mean(pixels) * source.scaling_factor();
     let cond = source.encode_prompt(&settings.prompt, device)? * settings.alpha
         - source.encode_prompt(&settings.negative_prompt, device)? * settings.beta;
@@ -190,7 +190,9 @@ pub fn sample(
     };
     let (conv_steps, attn_steps) = settings.window_steps();
     let ratio = target.scheduler.step_ratio(settings.steps);
-    let mut x = inv.latents[&timesteps[0]].clone();
+    // A saved inversion is f32; the target may run in f16.
+    let dtype = target.dtype();
+    let mut x = inv.latents[&timesteps[0]].clone().cast(dtype);
     for (i, &t) in timesteps.iter().enumerate() {
         let params = StepParams {
             t,
@@ -204,7 +206,8 @@ pub fn sample(
             mask: &settings.mask,
             always_batch_source: settings.always_batch_source,
         };
-        x = sampling_step(&target.sd.unet, x, inv.latents[&t].clone(), &emb, params).x;
+        let source = inv.latents[&t].clone().cast(dtype);
+        x = sampling_step(&target.sd.unet, x, source, &emb, params).x;
         cancelled(
             progress,
             Progress {
@@ -238,10 +241,11 @@ pub fn generate(
     }
     let timesteps = model.scheduler.timesteps(steps)?;
     let (h, w) = (height / 8, width / 8);
-    let noise = Tensor::from_data(
+    let noise = Tensor::<4>::from_data(
         TensorData::new(gaussian(seed, 4 * h * w), [1, 4, h, w]),
         device,
-    );
+    )
+    .cast(model.dtype());
     let positive = model.encode_prompt(prompt, device)?;
     let negative = model.encode_prompt(negative_prompt, device)?;
     generate_from(

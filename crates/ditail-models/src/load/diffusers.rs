@@ -9,7 +9,8 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 
 use super::lora::{LoraSet, LoraSpec};
-use super::{Component, WeightFile, describe, folder_sources, load_into, load_sources};
+use super::plan::{ComponentPlan, ModelPlan, VaePlan};
+use super::{Component, WeightFile, describe, folder_sources, load_into};
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::error::{ModelError, Result};
 use crate::json::JsonConfig;
@@ -129,15 +130,61 @@ fn config_path(dir: &Path) -> Result<PathBuf> {
     }
 }
 
+/// A component folder's configuration and tensors.
+fn plan_folder<C>(
+    dir: &Path,
+    stem: &str,
+    what: &'static str,
+    opts: LoadOptions,
+    read_config: impl Fn(&Path) -> Result<C>,
+) -> Result<(C, Vec<Arc<WeightFile>>)> {
+    let config = read_config(&config_path(dir)?)?;
+    let files = WeightFiles::find(dir, stem, what, opts.dtype)?.open()?;
+    Ok((config, files))
+}
+
+fn component_plan(
+    files: &[Arc<WeightFile>],
+    lora: Option<(&mut LoraSet, Component)>,
+) -> ComponentPlan {
+    let mut sources = folder_sources(files);
+    if let Some((lora, component)) = lora {
+        lora.attach(component, &mut sources);
+    }
+    ComponentPlan {
+        sources,
+        desc: describe(files),
+    }
+}
+
+/// Plans loading a diffusers `vae/` folder.
+pub fn plan_vae(dir: &Path, opts: LoadOptions) -> Result<VaePlan> {
+    let (config, files) = plan_folder(
+        dir,
+        "diffusion_pytorch_model",
+        "VAE weights",
+        opts,
+        VaeConfig::from_json_file,
+    )?;
+    Ok(VaePlan {
+        config,
+        weights: component_plan(&files, None),
+    })
+}
+
 /// Loads a diffusers `unet/` folder.
 pub fn load_unet(
     dir: &Path,
     device: &Device,
     opts: LoadOptions,
 ) -> Result<(UNet2DConditionModel, UNetConfig)> {
-    let config = UNetConfig::from_json_file(&config_path(dir)?)?;
-    let files =
-        WeightFiles::find(dir, "diffusion_pytorch_model", "U-Net weights", opts.dtype)?.open()?;
+    let (config, files) = plan_folder(
+        dir,
+        "diffusion_pytorch_model",
+        "U-Net weights",
+        opts,
+        UNetConfig::from_json_file,
+    )?;
     let mut model = config.init(device);
     load_into(&mut model, Component::Unet, &files, opts.dtype)?;
     Ok((model, config))
@@ -149,12 +196,9 @@ pub fn load_vae(
     device: &Device,
     opts: LoadOptions,
 ) -> Result<(AutoencoderKl, VaeConfig)> {
-    let config = VaeConfig::from_json_file(&config_path(dir)?)?;
-    let files =
-        WeightFiles::find(dir, "diffusion_pytorch_model", "VAE weights", opts.dtype)?.open()?;
-    let mut model = config.init(device);
-    load_into(&mut model, Component::Vae, &files, opts.dtype)?;
-    Ok((model, config))
+    let plan = plan_vae(dir, opts)?;
+    let config = plan.config.clone();
+    Ok((plan.load(device, opts)?, config))
 }
 
 /// Loads a transformers `text_encoder/` folder.
@@ -163,8 +207,13 @@ pub fn load_text_encoder(
     device: &Device,
     opts: LoadOptions,
 ) -> Result<(ClipTextModel, ClipTextConfig)> {
-    let config = ClipTextConfig::from_json_file(&config_path(dir)?)?;
-    let files = WeightFiles::find(dir, "model", "text encoder weights", opts.dtype)?.open()?;
+    let (config, files) = plan_folder(
+        dir,
+        "model",
+        "text encoder weights",
+        opts,
+        ClipTextConfig::from_json_file,
+    )?;
     let mut model = config.init(device);
     load_into(&mut model, Component::TextEncoder, &files, opts.dtype)?;
     Ok((model, config))
@@ -201,17 +250,10 @@ pub struct StableDiffusion {
 }
 
 impl StableDiffusion {
-    /// Loads a diffusers folder (`model_index.json` beside `unet/`, `vae/`, `text_encoder/`),
-    /// merging `loras` into the U-Net and text encoder.
-    ///
-    /// Configurations, file headers and LoRA key matches are all checked before any weight
-    /// is read, so a wrong input fails in milliseconds.
-    pub fn load_diffusers(
-        dir: &Path,
-        device: &Device,
-        opts: LoadOptions,
-        loras: &[LoraSpec],
-    ) -> Result<Self> {
+    /// Plans loading a diffusers folder (`model_index.json` beside `unet/`, `vae/`,
+    /// `text_encoder/`) with `loras` merged into the U-Net and text encoder: configurations,
+    /// file headers and LoRA key matches are checked, no weight is read.
+    pub fn plan_diffusers(dir: &Path, opts: LoadOptions, loras: &[LoraSpec]) -> Result<ModelPlan> {
         if !dir.is_dir() {
             return Err(ModelError::MissingFile {
                 dir: dir.to_path_buf(),
@@ -219,9 +261,20 @@ impl StableDiffusion {
                 looked_for: "a folder with unet/, vae/ and text_encoder/".into(),
             });
         }
-        let (text_dir, unet_dir) = (dir.join("text_encoder"), dir.join("unet"));
-        let text_config = ClipTextConfig::from_json_file(&config_path(&text_dir)?)?;
-        let unet_config = UNetConfig::from_json_file(&config_path(&unet_dir)?)?;
+        let (text_config, text_files) = plan_folder(
+            &dir.join("text_encoder"),
+            "model",
+            "text encoder weights",
+            opts,
+            ClipTextConfig::from_json_file,
+        )?;
+        let (unet_config, unet_files) = plan_folder(
+            &dir.join("unet"),
+            "diffusion_pytorch_model",
+            "U-Net weights",
+            opts,
+            UNetConfig::from_json_file,
+        )?;
         if text_config.hidden_size != unet_config.cross_attention_dim {
             return Err(ModelError::Config {
                 path: dir.to_path_buf(),
@@ -231,47 +284,28 @@ impl StableDiffusion {
                 ),
             });
         }
-        let text_files =
-            WeightFiles::find(&text_dir, "model", "text encoder weights", opts.dtype)?.open()?;
-        let unet_files = WeightFiles::find(
-            &unet_dir,
-            "diffusion_pytorch_model",
-            "U-Net weights",
-            opts.dtype,
-        )?
-        .open()?;
+        let vae = plan_vae(&dir.join("vae"), opts)?;
         let mut lora = LoraSet::open(loras)?;
-        let mut text_sources = folder_sources(&text_files);
-        let mut unet_sources = folder_sources(&unet_files);
-        lora.attach(Component::TextEncoder, &mut text_sources);
-        lora.attach(Component::Unet, &mut unet_sources);
+        let text = component_plan(&text_files, Some((&mut lora, Component::TextEncoder)));
+        let unet = component_plan(&unet_files, Some((&mut lora, Component::Unet)));
         lora.check_all_used()?;
-
-        let mut text_encoder = text_config.init(device);
-        load_sources(
-            &mut text_encoder,
-            Component::TextEncoder,
-            text_sources,
-            &describe(&text_files),
-            opts.dtype,
-        )?;
-        let (vae, vae_config) = load_vae(&dir.join("vae"), device, opts)?;
-        let mut unet = unet_config.init(device);
-        load_sources(
-            &mut unet,
-            Component::Unet,
-            unet_sources,
-            &describe(&unet_files),
-            opts.dtype,
-        )?;
-        Ok(Self {
+        Ok(ModelPlan {
             tokenizer: load_tokenizer(dir)?,
-            text_encoder,
-            vae,
-            unet,
-            unet_config,
-            vae_config,
             text_config,
+            text,
+            unet_config,
+            unet,
+            vae,
         })
+    }
+
+    /// Loads a diffusers folder (see [`StableDiffusion::plan_diffusers`]).
+    pub fn load_diffusers(
+        dir: &Path,
+        device: &Device,
+        opts: LoadOptions,
+        loras: &[LoraSpec],
+    ) -> Result<Self> {
+        Self::plan_diffusers(dir, opts, loras)?.load(device, opts)
     }
 }

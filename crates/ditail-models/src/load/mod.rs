@@ -11,19 +11,24 @@ mod diffusers;
 pub mod hub;
 pub mod ldm;
 pub mod lora;
+mod plan;
 mod safetensors;
 mod single_file;
 mod spec;
 
 pub use self::diffusers::{
     LoadOptions, StableDiffusion, WeightFiles, load_text_encoder, load_tokenizer, load_unet,
-    load_vae,
+    load_vae, plan_vae,
 };
+pub use self::plan::{ComponentPlan, ModelPlan, VaePlan};
 pub use self::safetensors::{Source, TensorEntry, WeightFile, decode_f32};
 pub use self::single_file::{
-    SingleFileConfigs, check_architecture, load_single_file, load_vae_file, reject_pickle,
+    SingleFileConfigs, check_architecture, load_single_file, load_vae_file, plan_single_file,
+    plan_vae_file, reject_pickle,
 };
-pub use self::spec::{Location, load_model, load_vae_spec, locate_model};
+pub use self::spec::{
+    Location, load_model, load_vae_spec, locate_model, plan_model, plan_vae_spec,
+};
 
 use std::sync::Arc;
 

@@ -13,7 +13,8 @@ use burn::prelude::*;
 use super::diffusers::{LoadOptions, StableDiffusion};
 use super::ldm::{self, Architecture};
 use super::lora::{LoraSet, LoraSpec};
-use super::{Component, Source, TensorEntry, WeightFile, load_sources};
+use super::plan::{ComponentPlan, ModelPlan, VaePlan};
+use super::{Component, Source, TensorEntry, WeightFile};
 use crate::clip::ClipTextConfig;
 use crate::error::{ModelError, Result};
 use crate::tokenizer::ClipTokenizer;
@@ -113,14 +114,13 @@ fn component_sources(
     out
 }
 
-/// Loads an SD1.x single-file checkpoint, merging `loras` into its U-Net and text encoder.
-pub fn load_single_file(
+/// Plans loading an SD1.x single-file checkpoint, merging `loras` into its U-Net and
+/// text encoder: the header, the architecture and every LoRA key are checked here.
+pub fn plan_single_file(
     path: &Path,
-    device: &Device,
-    opts: LoadOptions,
     configs: &SingleFileConfigs,
     loras: &[LoraSpec],
-) -> Result<StableDiffusion> {
+) -> Result<ModelPlan> {
     reject_pickle(path)?;
     let file = WeightFile::open(path)?;
     check_architecture(&file)?;
@@ -128,43 +128,42 @@ pub fn load_single_file(
     let desc = path.display().to_string();
     let mut text_sources = component_sources(&file, Component::TextEncoder, configs);
     let mut unet_sources = component_sources(&file, Component::Unet, configs);
-    // Every LoRA module must find its weight before anything is loaded.
     loras.attach(Component::TextEncoder, &mut text_sources);
     loras.attach(Component::Unet, &mut unet_sources);
     loras.check_all_used()?;
-
-    let mut text_encoder = configs.text.init(device);
-    load_sources(
-        &mut text_encoder,
-        Component::TextEncoder,
-        text_sources,
-        &desc,
-        opts.dtype,
-    )?;
-    let mut vae = configs.vae.init(device);
-    let vae_sources = component_sources(&file, Component::Vae, configs);
-    load_sources(&mut vae, Component::Vae, vae_sources, &desc, opts.dtype)?;
-    let mut unet = configs.unet.init(device);
-    load_sources(&mut unet, Component::Unet, unet_sources, &desc, opts.dtype)?;
-    Ok(StableDiffusion {
+    let plan = |sources| ComponentPlan {
+        sources,
+        desc: desc.clone(),
+    };
+    Ok(ModelPlan {
         tokenizer: ClipTokenizer::sd15(),
-        text_encoder,
-        vae,
-        unet,
-        unet_config: configs.unet.clone(),
-        vae_config: configs.vae.clone(),
         text_config: configs.text.clone(),
+        text: plan(text_sources),
+        unet_config: configs.unet.clone(),
+        unet: plan(unet_sources),
+        vae: VaePlan {
+            config: configs.vae.clone(),
+            weights: plan(component_sources(&file, Component::Vae, configs)),
+        },
     })
 }
 
-/// Loads a single-file VAE: LDM names without a prefix (`vae-ft-mse-840000-ema-pruned.safetensors`
-/// style), or a whole checkpoint's `first_stage_model.*` (its other networks are skipped).
-pub fn load_vae_file(
+/// Loads an SD1.x single-file checkpoint, merging `loras` into its U-Net and text encoder
+/// (see [`plan_single_file`]).
+pub fn load_single_file(
     path: &Path,
     device: &Device,
     opts: LoadOptions,
-    config: &VaeConfig,
-) -> Result<AutoencoderKl> {
+    configs: &SingleFileConfigs,
+    loras: &[LoraSpec],
+) -> Result<StableDiffusion> {
+    plan_single_file(path, configs, loras)?.load(device, opts)
+}
+
+/// Plans loading a single-file VAE: LDM names without a prefix
+/// (`vae-ft-mse-840000-ema-pruned.safetensors` style), or a whole checkpoint's
+/// `first_stage_model.*` (its other networks are skipped).
+pub fn plan_vae_file(path: &Path, config: &VaeConfig) -> Result<VaePlan> {
     reject_pickle(path)?;
     let file = WeightFile::open(path)?;
     let blocks = config.block_out_channels.len();
@@ -191,13 +190,21 @@ pub fn load_vae_file(
             )
         })
         .collect();
-    let mut vae = config.init(device);
-    load_sources(
-        &mut vae,
-        Component::Vae,
-        sources,
-        &path.display().to_string(),
-        opts.dtype,
-    )?;
-    Ok(vae)
+    Ok(VaePlan {
+        config: config.clone(),
+        weights: ComponentPlan {
+            sources,
+            desc: path.display().to_string(),
+        },
+    })
+}
+
+/// Loads a single-file VAE (see [`plan_vae_file`]).
+pub fn load_vae_file(
+    path: &Path,
+    device: &Device,
+    opts: LoadOptions,
+    config: &VaeConfig,
+) -> Result<AutoencoderKl> {
+    plan_vae_file(path, config)?.load(device, opts)
 }

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-use super::diffusers::{LoadOptions, StableDiffusion, load_vae};
+use super::diffusers::{LoadOptions, StableDiffusion, plan_vae};
 use super::hub::{HubOptions, is_hub_id, resolve, resolve_vae};
 use super::lora::LoraSpec;
-use super::single_file::{SingleFileConfigs, load_single_file, load_vae_file};
+use super::plan::{ModelPlan, VaePlan};
+use super::single_file::{SingleFileConfigs, plan_single_file, plan_vae_file};
 use crate::error::{ModelError, Result};
 use crate::vae::{AutoencoderKl, VaeConfig};
 
@@ -66,35 +67,35 @@ pub fn locate_model(spec: &str, opts: LoadOptions) -> Result<Location> {
     }
 }
 
-/// Loads a located model with `loras` merged in; single files use SD1.5's configurations.
+/// Plans loading a located model with `loras` merged in (headers, architecture and LoRA
+/// keys checked; nothing read); single files use SD1.5's configurations.
+pub fn plan_model(location: &Location, opts: LoadOptions, loras: &[LoraSpec]) -> Result<ModelPlan> {
+    match location {
+        Location::File(path) => plan_single_file(path, &SingleFileConfigs::default(), loras),
+        Location::Folder(dir) | Location::Hub { folder: dir, .. } => {
+            StableDiffusion::plan_diffusers(dir, opts, loras)
+        }
+    }
+}
+
+/// Loads a located model with `loras` merged in (see [`plan_model`]).
 pub fn load_model(
     location: &Location,
     device: &Device,
     opts: LoadOptions,
     loras: &[LoraSpec],
 ) -> Result<StableDiffusion> {
-    match location {
-        Location::File(path) => {
-            load_single_file(path, device, opts, &SingleFileConfigs::default(), loras)
-        }
-        Location::Folder(dir) | Location::Hub { folder: dir, .. } => {
-            StableDiffusion::load_diffusers(dir, device, opts, loras)
-        }
-    }
+    plan_model(location, opts, loras)?.load(device, opts)
 }
 
-/// Loads a VAE override: a single file (a VAE alone with or without `first_stage_model.`,
-/// or a whole checkpoint whose VAE is taken), a diffusers VAE folder (with `config.json`),
-/// a diffusers model folder (its `vae/`), or a hub repo id of either kind.
-pub fn load_vae_spec(
-    spec: &str,
-    device: &Device,
-    opts: LoadOptions,
-) -> Result<(AutoencoderKl, VaeConfig)> {
+/// Plans loading a VAE override: a single file (a VAE alone with or without
+/// `first_stage_model.`, or a whole checkpoint whose VAE is taken), a diffusers VAE folder
+/// (with `config.json`), a diffusers model folder (its `vae/`), or a hub repo id of either
+/// kind.
+pub fn plan_vae_spec(spec: &str, opts: LoadOptions) -> Result<VaePlan> {
     let path = Path::new(spec);
     let dir = if path.is_file() {
-        let config = SingleFileConfigs::default().vae;
-        return Ok((load_vae_file(path, device, opts, &config)?, config));
+        return plan_vae_file(path, &SingleFileConfigs::default().vae);
     } else if path.is_dir() {
         if path.join("config.json").is_file() || !path.join("vae").is_dir() {
             path.to_path_buf()
@@ -109,5 +110,16 @@ pub fn load_vae_spec(
             expected: "a VAE .safetensors file, a diffusers VAE or model folder, or a repo id",
         });
     };
-    load_vae(&dir, device, opts)
+    plan_vae(&dir, opts)
+}
+
+/// Loads a VAE override (see [`plan_vae_spec`]).
+pub fn load_vae_spec(
+    spec: &str,
+    device: &Device,
+    opts: LoadOptions,
+) -> Result<(AutoencoderKl, VaeConfig)> {
+    let plan = plan_vae_spec(spec, opts)?;
+    let config = plan.config.clone();
+    Ok((plan.load(device, opts)?, config))
 }

@@ -144,7 +144,8 @@ impl UNet2DConditionModel {
             self.flip_sin_to_cos,
             self.freq_shift as f32,
         );
-        let proj = Tensor::<2>::from_data(TensorData::new(proj, [1, self.time_proj_dim]), &device);
+        let proj = Tensor::<2>::from_data(TensorData::new(proj, [1, self.time_proj_dim]), &device)
+            .cast(sample.dtype());
         let temb = self.time_embedding.forward(proj);
 
         let mut x = self.conv_in.forward(sample);

@@ -1,0 +1,91 @@
+//! A model's weights located and checked, with nothing read yet: configurations parsed,
+//! file headers validated, architecture detected, LoRA modules matched to weights. Planning
+//! is cheap (headers only), so a command can check every model it will need before the
+//! first one runs; [`ModelPlan::load`] then reads and converts the tensors.
+
+use burn::prelude::*;
+
+use super::diffusers::{LoadOptions, StableDiffusion};
+use super::{Component, Source, load_sources};
+use crate::clip::ClipTextConfig;
+use crate::error::Result;
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::UNetConfig;
+use crate::vae::{AutoencoderKl, VaeConfig};
+
+/// One network's tensors under the model's (diffusers) names.
+#[derive(Clone, Debug)]
+pub struct ComponentPlan {
+    /// The tensors, LoRA updates attached.
+    pub sources: Vec<(String, Source)>,
+    /// The files they come from, for messages.
+    pub desc: String,
+}
+
+impl ComponentPlan {
+    fn load_into<M: burn_store::ModuleSnapshot>(
+        self,
+        module: &mut M,
+        component: Component,
+        opts: LoadOptions,
+    ) -> Result<()> {
+        load_sources(module, component, self.sources, &self.desc, opts.dtype)
+    }
+}
+
+/// A VAE ready to load.
+#[derive(Clone, Debug)]
+pub struct VaePlan {
+    /// Its configuration.
+    pub config: VaeConfig,
+    /// Its tensors.
+    pub weights: ComponentPlan,
+}
+
+impl VaePlan {
+    /// Reads and converts the VAE's tensors.
+    pub fn load(self, device: &Device, opts: LoadOptions) -> Result<AutoencoderKl> {
+        let mut vae = self.config.init(device);
+        self.weights.load_into(&mut vae, Component::Vae, opts)?;
+        Ok(vae)
+    }
+}
+
+/// A whole SD1.x model ready to load.
+#[derive(Clone, Debug)]
+pub struct ModelPlan {
+    /// The prompt tokenizer (already built: it is small).
+    pub tokenizer: ClipTokenizer,
+    /// Text encoder configuration.
+    pub text_config: ClipTextConfig,
+    /// Text encoder tensors.
+    pub text: ComponentPlan,
+    /// U-Net configuration.
+    pub unet_config: UNetConfig,
+    /// U-Net tensors.
+    pub unet: ComponentPlan,
+    /// The VAE.
+    pub vae: VaePlan,
+}
+
+impl ModelPlan {
+    /// Reads and converts every tensor, network by network.
+    pub fn load(self, device: &Device, opts: LoadOptions) -> Result<StableDiffusion> {
+        let mut text_encoder = self.text_config.init(device);
+        self.text
+            .load_into(&mut text_encoder, Component::TextEncoder, opts)?;
+        let vae_config = self.vae.config.clone();
+        let vae = self.vae.load(device, opts)?;
+        let mut unet = self.unet_config.init(device);
+        self.unet.load_into(&mut unet, Component::Unet, opts)?;
+        Ok(StableDiffusion {
+            tokenizer: self.tokenizer,
+            text_encoder,
+            vae,
+            unet,
+            unet_config: self.unet_config,
+            vae_config,
+            text_config: self.text_config,
+        })
+    }
+}

@@ -1,0 +1,279 @@
+//! The command line's flags. Their names are part of the interface: scripts and the README
+//! rely on them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Diffusion Cocktail: mix Stable Diffusion 1.x checkpoints and LoRAs without training.
+///
+/// An image is DDIM-inverted with a source model; a target model samples from those latents
+/// while the source's structure is injected, so the result keeps the content and takes the
+/// target's style. MODEL is a single .safetensors file (Civitai / A1111), a diffusers folder,
+/// or a Hugging Face repo id (org/name[@revision]).
+#[derive(Debug, Parser)]
+#[command(name = "ditail", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct Global {
+    /// Compute backend: auto = the best GPU found, else the CPU (with a warning).
+    #[arg(long, global = true, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Float type of the weights and activations [default: f16 on a GPU, f32 on the CPU].
+    #[arg(long, global = true, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// No progress bars or informational messages (errors and warnings still go to stderr).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Auto,
+    Wgpu,
+    Cuda,
+    Cpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    F16,
+    F32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Transfer an image's content into a target model's style (the main job).
+    Transfer(TransferArgs),
+    /// Text to image with one model.
+    Generate(GenerateArgs),
+    /// Every content with every model: m models give m² images and a contact sheet.
+    Cocktail(CocktailArgs),
+    /// Invert an image once and save the latents, to sample many targets from later.
+    Invert(InvertArgs),
+    /// Run a CSV or JSONL manifest of transfers: resumable, shardable across jobs.
+    Batch(BatchArgs),
+    /// List the usable backends and GPU adapters.
+    Devices,
+}
+
+/// How a model is modified at load: LoRAs, VAE, clip skip.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Model options")]
+pub struct ModelFlags {
+    /// A LoRA merged into the (target) model, FILE or FILE:SCALE [scale default 0.7];
+    /// repeatable.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    pub loras: Vec<String>,
+    /// A VAE to use instead of the model's: a VAE .safetensors, a diffusers folder or a repo id.
+    #[arg(long, value_name = "MODEL")]
+    pub vae: Option<String>,
+    /// Text-encoder layers to skip, A1111 style: 1 = none (the default), 2 = penultimate.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=12))]
+    pub clip_skip: u32,
+}
+
+/// Ditail's numbers (defaults: the reference demo's, METHOD.md).
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Ditail options")]
+pub struct DitailFlags {
+    /// Negative prompt p-.
+    #[arg(long, value_name = "TEXT", default_value = ditail::pipeline::settings::DEFAULT_NEGATIVE)]
+    pub negative_prompt: String,
+    /// Positive prompt for inversion [default: --prompt].
+    #[arg(long, value_name = "TEXT")]
+    pub inv_prompt: Option<String>,
+    /// Negative prompt for inversion [default: --negative-prompt].
+    #[arg(long, value_name = "TEXT")]
+    pub inv_negative_prompt: Option<String>,
+    /// Condition scaling of the positive inversion prompt.
+    #[arg(long, default_value_t = 2.0)]
+    pub alpha: f64,
+    /// Condition scaling of the negative inversion prompt.
+    #[arg(long, default_value_t = 0.5)]
+    pub beta: f64,
+    /// Classifier-free guidance scale while sampling.
+    #[arg(long, default_value_t = 15.0)]
+    pub omega: f64,
+    /// DDIM inversion steps.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub inv_steps: usize,
+    /// DDIM sampling steps (each must be an inversion timestep).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub steps: usize,
+    /// Share of sampling steps that inject ResNet features.
+    #[arg(long, default_value_t = 0.8)]
+    pub conv_ratio: f64,
+    /// Share of sampling steps that inject self-attention q/k.
+    #[arg(long, default_value_t = 0.5)]
+    pub attn_ratio: f64,
+    /// Where to inject: full, left, right, top, bottom, or a grayscale PNG (white = inject).
+    #[arg(long, value_name = "MASK", default_value = "full")]
+    pub mask: String,
+    /// Inject nothing (ablation: plain inversion + sampling).
+    #[arg(long)]
+    pub no_injection: bool,
+    /// The image's shorter side is resized to N pixels (then cropped to multiples of 8).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// The content image (PNG, JPEG or WebP); optional with --from-latents.
+    #[arg(value_name = "IMAGE", required_unless_present = "from_latents")]
+    pub image: Option<PathBuf>,
+    /// The prompt p+ describing the result.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: String,
+    /// The model that inverts the image.
+    #[arg(long, value_name = "MODEL", required_unless_present = "from_latents")]
+    pub source: Option<String>,
+    /// The model that samples the result [default: --source].
+    #[arg(long, value_name = "MODEL")]
+    pub target: Option<String>,
+    /// The output PNG.
+    #[arg(short, long, value_name = "OUT.png")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub model: ModelFlags,
+    #[command(flatten)]
+    pub ditail: DitailFlags,
+    /// Also save the inversion (and the final latents) for reuse with --from-latents.
+    #[arg(long, value_name = "FILE")]
+    pub save_latents: Option<PathBuf>,
+    /// Also save the fully inverted noise Z[T], decoded, as a PNG.
+    #[arg(long, value_name = "PNG")]
+    pub save_noise: Option<PathBuf>,
+    /// Skip inversion: sample from a latents file of `ditail invert` or --save-latents.
+    #[arg(long, value_name = "FILE")]
+    pub from_latents: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The prompt.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: String,
+    /// The model.
+    #[arg(long, value_name = "MODEL")]
+    pub model: String,
+    /// Noise seed [default: random, recorded in the PNG].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The output PNG.
+    #[arg(short, long, value_name = "OUT.png")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub model_flags: ModelFlags,
+    #[command(flatten)]
+    pub generation: GenerationFlags,
+}
+
+/// Text-to-image numbers.
+#[derive(Clone, Debug, Args)]
+pub struct GenerationFlags {
+    /// Negative prompt.
+    #[arg(long = "negative-prompt", value_name = "TEXT",
+          default_value = ditail::pipeline::settings::DEFAULT_NEGATIVE)]
+    pub negative: String,
+    /// Classifier-free guidance scale.
+    #[arg(long = "omega", default_value_t = 7.5)]
+    pub omega: f64,
+    /// DDIM steps.
+    #[arg(long = "steps", value_name = "N", default_value_t = 50)]
+    pub steps: usize,
+    /// Image side in pixels (square; a multiple of 8).
+    #[arg(long = "size", value_name = "N", default_value_t = 512)]
+    pub size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CocktailArgs {
+    /// A model; repeat for each (m models give m² images per content).
+    #[arg(long = "model", value_name = "MODEL", required = true)]
+    pub models: Vec<String>,
+    /// A content image; repeatable. Without images, each --prompt is generated by every
+    /// model first.
+    #[arg(long = "image", value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// With --image: the prompt (one for all images, or one per image). Without: a content
+    /// prompt; repeatable.
+    #[arg(long = "prompt", value_name = "TEXT")]
+    pub prompts: Vec<String>,
+    /// Seed of the content generation (prompt mode).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The output folder.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub model: ModelFlags,
+    #[command(flatten)]
+    pub ditail: DitailFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct InvertArgs {
+    /// The content image.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// The model that inverts it.
+    #[arg(long, value_name = "MODEL")]
+    pub source: String,
+    /// The positive inversion prompt.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: String,
+    /// The negative inversion prompt.
+    #[arg(long, value_name = "TEXT", default_value = ditail::pipeline::settings::DEFAULT_NEGATIVE)]
+    pub negative_prompt: String,
+    /// Condition scaling of the positive prompt.
+    #[arg(long, default_value_t = 2.0)]
+    pub alpha: f64,
+    /// Condition scaling of the negative prompt.
+    #[arg(long, default_value_t = 0.5)]
+    pub beta: f64,
+    /// DDIM inversion steps.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub inv_steps: usize,
+    /// The image's shorter side is resized to N pixels.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub size: u32,
+    /// The latents file to write.
+    #[arg(short, long, value_name = "LATENTS")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub model: ModelFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The manifest: .csv (with a header row) or .jsonl (one object per line).
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: PathBuf,
+    /// The output folder (rows whose output is already complete there are skipped).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Run only rows i with i mod N = I (0-based), e.g. --shard $SLURM_ARRAY_TASK_ID/8.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Source model for rows that name none.
+    #[arg(long, value_name = "MODEL")]
+    pub source: Option<String>,
+    /// Target model for rows that name none [default: the row's source].
+    #[arg(long, value_name = "MODEL")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub model: ModelFlags,
+    #[command(flatten)]
+    pub ditail: DitailFlags,
+}

@@ -1,0 +1,221 @@
+//! `ditail batch`: a manifest of transfers. Resumable (rows whose output is already a
+//! complete ditail PNG are skipped; outputs are written atomically, so a present file is a
+//! complete one), shardable (`--shard I/N` runs rows i with i mod N = I, so array jobs split
+//! the work with no coordinator), and a failing row is logged while the others go on.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use ditail::pipeline::ModelSpec;
+
+use super::args::{BatchArgs, DitailFlags, GenerationFlags, ModelFlags};
+use super::device::Compute;
+use super::generate::random_seed;
+use super::manifest::{self, Row, Shard};
+use super::models::{self, Checked, Models};
+use super::output::{check_output_dir, read_png_text};
+use super::transfer::{ContentArg, TransferJob, prepare};
+use super::ui::{Ui, cancelled};
+
+/// Whether `path` is an output a previous run completed.
+fn complete(path: &Path) -> bool {
+    path.is_file() && read_png_text(path).is_ok_and(|t| t.iter().any(|(k, _)| k == "ditail"))
+}
+
+/// The row's flags: the command line's, overridden by the row's fields.
+fn row_flags(row: &Row, base: &DitailFlags, manifest: &Path) -> Result<DitailFlags> {
+    let d = base.clone();
+    Ok(DitailFlags {
+        negative_prompt: row
+            .get("negative_prompt")
+            .map_or(d.negative_prompt, str::to_string),
+        inv_prompt: row.get("inv_prompt").map(str::to_string).or(d.inv_prompt),
+        inv_negative_prompt: row
+            .get("inv_negative_prompt")
+            .map(str::to_string)
+            .or(d.inv_negative_prompt),
+        alpha: row.parse("alpha", d.alpha)?,
+        beta: row.parse("beta", d.beta)?,
+        omega: row.parse("omega", d.omega)?,
+        inv_steps: row.parse("inv_steps", d.inv_steps)?,
+        steps: row.parse("steps", d.steps)?,
+        conv_ratio: row.parse("conv_ratio", d.conv_ratio)?,
+        attn_ratio: row.parse("attn_ratio", d.attn_ratio)?,
+        mask: row
+            .get("mask")
+            .map_or(d.mask, |m| manifest::resolve(manifest, m)),
+        no_injection: row.flag("no_injection", d.no_injection)?,
+        size: row.parse("size", d.size)?,
+    })
+}
+
+fn row_model_flags(row: &Row, base: &ModelFlags, manifest: &Path) -> Result<ModelFlags> {
+    Ok(ModelFlags {
+        loras: match row.get("lora") {
+            Some(l) => l
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| manifest::resolve(manifest, s))
+                .collect(),
+            None => base.loras.clone(),
+        },
+        vae: row
+            .get("vae")
+            .map(|v| manifest::resolve(manifest, v))
+            .or(base.vae.clone()),
+        clip_skip: row.parse("clip_skip", base.clip_skip)?,
+    })
+}
+
+/// Checks one row into a job.
+fn prepare_row(
+    row: &Row,
+    args: &BatchArgs,
+    compute: &Compute,
+    check: &mut dyn FnMut(&ModelSpec) -> Result<Checked>,
+) -> Result<TransferJob> {
+    let m = &args.manifest;
+    let prompt = row.get("prompt").context("field `prompt` is required")?;
+    let flags = row_flags(row, &args.ditail, m)?;
+    let model_flags = row_model_flags(row, &args.model, m)?;
+    let source = row
+        .get("source")
+        .map(|s| manifest::resolve(m, s))
+        .or(args.source.clone())
+        .context("no `source` in the row and no --source")?;
+    let target = row
+        .get("target")
+        .map(|s| manifest::resolve(m, s))
+        .or(args.target.clone())
+        .unwrap_or_else(|| source.clone());
+    let image = row.get("image").map(|i| manifest::resolve(m, i));
+    let content = match &image {
+        Some(path) => ContentArg::Image(Path::new(path)),
+        None => ContentArg::Generate {
+            prompt: prompt.to_string(),
+            seed: row.parse("seed", random_seed())?,
+            flags: GenerationFlags {
+                negative: flags.negative_prompt.clone(),
+                omega: 7.5,
+                steps: flags.steps,
+                size: flags.size,
+            },
+        },
+    };
+    prepare(
+        content,
+        prompt,
+        Some(models::spec(&source, &model_flags, false)?),
+        models::spec(&target, &model_flags, true)?,
+        &flags,
+        &args.output.join(row.output_name()),
+        compute,
+        check,
+    )
+}
+
+/// Checks everything, then returns the run. Its error (exit 1) says how many rows failed.
+pub fn command<'a>(
+    args: &'a BatchArgs,
+    compute: &'a Compute,
+    ui: &'a Ui,
+) -> Result<super::Run<'a>> {
+    let rows = manifest::read(&args.manifest)?;
+    let shard = match &args.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard { index: 0, count: 1 },
+    };
+    check_output_dir(&args.output)?;
+    let mut seen = std::collections::BTreeMap::new();
+    for row in &rows {
+        if let Some(first) = seen.insert(row.output_name(), row.number) {
+            anyhow::bail!(
+                "manifest {}: rows {first} and {} both write {}",
+                args.manifest.display(),
+                row.number,
+                row.output_name()
+            );
+        }
+    }
+    let mine: Vec<&Row> = rows.iter().filter(|r| shard.owns(r.number)).collect();
+    let mine_count = mine.len();
+    let mut skipped = 0;
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut jobs = Vec::new();
+    let mut checked: Vec<(ModelSpec, Checked)> = Vec::new();
+    let mut check = |spec: &ModelSpec| -> Result<Checked> {
+        if let Some((_, c)) = checked.iter().find(|(s, _)| s == spec) {
+            return Ok(c.clone());
+        }
+        let c = models::check(spec, compute)?;
+        checked.push((spec.clone(), c.clone()));
+        Ok(c)
+    };
+    for row in &mine {
+        if complete(&args.output.join(row.output_name())) {
+            skipped += 1;
+            continue;
+        }
+        match prepare_row(row, args, compute, &mut check) {
+            Ok(job) => jobs.push((row.id(), job)),
+            Err(e) => {
+                ui.warn(format!("{} (row {}): {e:#}", row.id(), row.number));
+                failed.push((row.id(), format!("{e:#}")));
+            }
+        }
+    }
+    ui.info(format!(
+        "batch {}: {} rows, shard {}/{} has {}: {} to run, {skipped} already done, {} invalid",
+        args.manifest.display(),
+        rows.len(),
+        shard.index,
+        shard.count,
+        mine.len(),
+        jobs.len(),
+        failed.len()
+    ));
+    // Rows sharing models run together, so each model loads once.
+    jobs.sort_by(|a, b| {
+        (&a.1.source.model, &a.1.target.model).cmp(&(&b.1.source.model, &b.1.target.model))
+    });
+    Ok(Box::new(move || {
+        let mut models = Models::new(compute, ui, 2);
+        let total = jobs.len();
+        let (mut done, mut run_failed) = (0, 0);
+        for (i, (id, job)) in jobs.into_iter().enumerate() {
+            if cancelled() {
+                break;
+            }
+            ui.info(format!("[{}/{total}] {id}", i + 1));
+            match job.run(&mut models, compute, ui) {
+                Ok(()) => done += 1,
+                Err(e) => {
+                    ui.warn(format!("{id}: {e:#}"));
+                    failed.push((id, format!("{e:#}")));
+                    run_failed += 1;
+                }
+            }
+        }
+        let not_run = total - done - run_failed;
+        eprintln!(
+            "batch summary: {done} done, {skipped} skipped (already complete), {} failed{}",
+            failed.len(),
+            if cancelled() {
+                format!(", {not_run} not run (interrupted)")
+            } else {
+                String::new()
+            }
+        );
+        for (id, e) in &failed {
+            eprintln!("  failed {id}: {e}");
+        }
+        if cancelled() {
+            return Err(ditail::pipeline::PipelineError::Cancelled.into());
+        }
+        if !failed.is_empty() {
+            anyhow::bail!("{} of {mine_count} rows failed", failed.len());
+        }
+        Ok(())
+    }))
+}

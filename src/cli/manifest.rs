@@ -1,0 +1,241 @@
+//! Batch manifests: CSV with a header row, or JSON Lines (one object per line). Each row is
+//! one transfer; empty or absent fields take the command line's values.
+//!
+//! Fields: `id`, `image` (else the content is generated from `prompt` by the source model
+//! with `seed`), `prompt`, `negative_prompt`, `inv_prompt`, `inv_negative_prompt`,
+//! `source`, `target`, `lora` (`FILE[:SCALE]`, several separated by `;`), `vae`,
+//! `clip_skip`, `alpha`, `beta`, `omega`, `inv_steps`, `steps`, `conv_ratio`, `attn_ratio`,
+//! `mask`, `no_injection`, `size`, `seed`, `output` (file name in the output folder,
+//! default `<id>.png`, id default `row-<n>` with n the 1-based row number). Relative paths
+//! are looked up beside the manifest first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// The fields a row may have.
+pub const FIELDS: [&str; 24] = [
+    "id",
+    "image",
+    "prompt",
+    "negative_prompt",
+    "inv_prompt",
+    "inv_negative_prompt",
+    "source",
+    "target",
+    "lora",
+    "vae",
+    "clip_skip",
+    "alpha",
+    "beta",
+    "omega",
+    "inv_steps",
+    "steps",
+    "conv_ratio",
+    "attn_ratio",
+    "mask",
+    "no_injection",
+    "size",
+    "seed",
+    "output",
+    "comment",
+];
+
+/// One row: its 1-based number in the manifest and its non-empty fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub number: usize,
+    pub fields: BTreeMap<String, String>,
+}
+
+fn field_name(raw: &str, path: &Path, line: usize) -> Result<String> {
+    let name = raw.trim().to_ascii_lowercase().replace('-', "_");
+    if !FIELDS.contains(&name.as_str()) {
+        bail!(
+            "{}:{line}: unknown field `{raw}` (known: {})",
+            path.display(),
+            FIELDS.join(", ")
+        );
+    }
+    Ok(name)
+}
+
+/// Reads a manifest; fails on the first malformed line or unknown field, naming it.
+pub fn read(path: &Path) -> Result<Vec<Row>> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("csv") => read_csv(path),
+        Some("jsonl" | "ndjson") => read_jsonl(path),
+        _ => bail!(
+            "manifest {}: the file name must end in .csv or .jsonl",
+            path.display()
+        ),
+    }
+}
+
+fn read_csv(path: &Path) -> Result<Vec<Row>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_path(path)
+        .with_context(|| format!("manifest {}", path.display()))?;
+    let header = reader
+        .headers()
+        .with_context(|| format!("manifest {}: header row", path.display()))?
+        .clone();
+    let names: Vec<String> = header
+        .iter()
+        .map(|h| field_name(h, path, 1))
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("manifest {}", path.display()))?;
+        let fields = names
+            .iter()
+            .zip(record.iter())
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        rows.push(Row {
+            number: i + 1,
+            fields,
+        });
+    }
+    Ok(rows)
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read manifest {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not valid JSON", path.display(), i + 1))?;
+        let serde_json::Value::Object(map) = value else {
+            bail!("{}:{}: expected a JSON object", path.display(), i + 1);
+        };
+        let mut fields = BTreeMap::new();
+        for (k, v) in map {
+            let name = field_name(&k, path, i + 1)?;
+            let text = match v {
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(s) if s.is_empty() => continue,
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                other => other.to_string(),
+            };
+            fields.insert(name, text);
+        }
+        rows.push(Row {
+            number: rows.len() + 1,
+            fields,
+        });
+    }
+    Ok(rows)
+}
+
+/// `I/N`: this job's shard (0-based I).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `I/N` with `0 <= I < N`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let parsed = s
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+        match parsed {
+            Some((index, count)) if count > 0 && index < count => Ok(Self { index, count }),
+            _ => bail!("--shard {s}: expected I/N with 0 <= I < N, e.g. 0/4"),
+        }
+    }
+
+    /// Whether the row with 1-based `number` belongs to this shard.
+    pub fn owns(&self, number: usize) -> bool {
+        (number - 1) % self.count == self.index
+    }
+}
+
+impl Row {
+    /// A field's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+
+    /// A parsed field, or `default` when absent.
+    pub fn parse<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("field `{name}`: cannot read `{v}`")),
+        }
+    }
+
+    /// A boolean field (`true/false`, `1/0`, `yes/no`).
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool> {
+        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some("false" | "0" | "no") => Ok(false),
+            Some(v) => bail!("field `{name}`: `{v}` is not true or false"),
+        }
+    }
+
+    /// The row's id (`id`, else `row-<n>`).
+    pub fn id(&self) -> String {
+        self.get("id")
+            .map_or_else(|| format!("row-{:05}", self.number), str::to_string)
+    }
+
+    /// The output file name.
+    pub fn output_name(&self) -> String {
+        self.get("output")
+            .map_or_else(|| format!("{}.png", self.id()), str::to_string)
+    }
+}
+
+/// A path from the manifest: beside the manifest if it exists there, else as written (a
+/// path relative to the working folder, or a hub id).
+pub fn resolve(manifest: &Path, value: &str) -> String {
+    let p = Path::new(value);
+    if p.is_relative() {
+        let beside: PathBuf = manifest.parent().unwrap_or(Path::new(".")).join(p);
+        if beside.exists() {
+            return beside.display().to_string();
+        }
+    }
+    value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_rows_exactly() {
+        for count in 1..6 {
+            let shards: Vec<Shard> = (0..count).map(|index| Shard { index, count }).collect();
+            for number in 1..40 {
+                assert_eq!(shards.iter().filter(|s| s.owns(number)).count(), 1);
+            }
+        }
+        assert!(Shard::parse("4/4").is_err() && Shard::parse("1").is_err());
+        assert_eq!(Shard::parse("2/5").unwrap(), Shard { index: 2, count: 5 });
+    }
+}

@@ -1,0 +1,321 @@
+//! What every output PNG records so it can be reproduced: an A1111-compatible `parameters`
+//! text chunk (what web UIs and Civitai read) and a `ditail` chunk holding the full
+//! settings as JSON. Models and LoRAs are identified by short SHA-256 hashes (A1111's
+//! "Model hash": the first 10 hex digits of the file's SHA-256), cached per file in
+//! `$XDG_CACHE_HOME/ditail/hashes.json` (keyed by path, size and modification time).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ditail::models::load::Location;
+use ditail::pipeline::ModelSpec;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A model as recorded in an output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// As the user named it (file, folder or repo id).
+    pub model: String,
+    /// First 10 hex digits of the SHA-256 of its weights (for a folder: of its weight files
+    /// in order, text encoder, U-Net, VAE).
+    pub hash: String,
+    /// LoRAs merged in.
+    pub loras: Vec<LoraRecord>,
+    /// VAE override.
+    pub vae: Option<String>,
+    /// A1111 clip skip (1 = none).
+    pub clip_skip: u32,
+}
+
+/// A LoRA as recorded in an output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraRecord {
+    /// Its file.
+    pub path: String,
+    /// First 10 hex digits of its SHA-256.
+    pub hash: String,
+    /// Its scale.
+    pub scale: f32,
+}
+
+/// The Ditail numbers of a transfer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DitailRecord {
+    pub inv_prompt: String,
+    pub inv_negative_prompt: String,
+    pub alpha: f64,
+    pub beta: f64,
+    pub inv_steps: usize,
+    pub steps: usize,
+    pub omega: f64,
+    pub conv_ratio: f64,
+    pub attn_ratio: f64,
+    pub mask: String,
+    pub no_injection: bool,
+    pub size: u32,
+    /// SHA-256 of the content image's decoded pixels.
+    pub content_sha256: String,
+}
+
+/// Everything an output PNG records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// ditail's version.
+    pub version: String,
+    /// `transfer` or `generate`.
+    pub kind: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// The model that produced the pixels (target, or the generating model).
+    pub model: ModelRecord,
+    /// The source model of a transfer.
+    pub source: Option<ModelRecord>,
+    /// The transfer's numbers.
+    pub ditail: Option<DitailRecord>,
+    /// Text-to-image: seed, steps, guidance.
+    pub seed: Option<u64>,
+    pub steps: usize,
+    pub omega: f64,
+    /// Output size.
+    pub width: u32,
+    pub height: u32,
+    /// Backend and float type it ran with.
+    pub backend: String,
+    pub dtype: String,
+}
+
+impl Record {
+    /// The A1111 `parameters` text: prompt, `Negative prompt:`, then `key: value` pairs.
+    pub fn a1111_parameters(&self) -> String {
+        let name = |m: &ModelRecord| model_label(&m.model);
+        let mut fields = vec![
+            ("Steps".to_string(), self.steps.to_string()),
+            ("Sampler".into(), "DDIM".into()),
+            ("CFG scale".into(), self.omega.to_string()),
+        ];
+        if let Some(seed) = self.seed {
+            fields.push(("Seed".into(), seed.to_string()));
+        }
+        fields.push(("Size".into(), format!("{}x{}", self.width, self.height)));
+        fields.push(("Model hash".into(), self.model.hash.clone()));
+        fields.push(("Model".into(), name(&self.model)));
+        if let Some(vae) = &self.model.vae {
+            fields.push(("VAE".into(), model_label(vae)));
+        }
+        if self.model.clip_skip > 1 {
+            fields.push(("Clip skip".into(), self.model.clip_skip.to_string()));
+        }
+        if !self.model.loras.is_empty() {
+            let hashes: Vec<String> = self
+                .model
+                .loras
+                .iter()
+                .map(|l| format!("{}: {}", model_label(&l.path), l.hash))
+                .collect();
+            fields.push(("Lora hashes".into(), format!("\"{}\"", hashes.join(", "))));
+        }
+        if let (Some(source), Some(d)) = (&self.source, &self.ditail) {
+            fields.push(("Ditail source".into(), name(source)));
+            fields.push(("Ditail source hash".into(), source.hash.clone()));
+            fields.push((
+                "Ditail".into(),
+                format!(
+                    "\"alpha {}, beta {}, inversion steps {}, conv ratio {}, attn ratio {}, mask {}{}\"",
+                    d.alpha,
+                    d.beta,
+                    d.inv_steps,
+                    d.conv_ratio,
+                    d.attn_ratio,
+                    d.mask,
+                    if d.no_injection { ", no injection" } else { "" }
+                ),
+            ));
+        }
+        fields.push(("Version".into(), format!("ditail {}", self.version)));
+        let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        format!(
+            "{}\nNegative prompt: {}\n{}",
+            self.prompt,
+            self.negative_prompt,
+            fields.join(", ")
+        )
+    }
+
+    /// The PNG text chunks.
+    pub fn chunks(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("parameters", self.a1111_parameters()),
+            (
+                "ditail",
+                serde_json::to_string(self).expect("records serialise"),
+            ),
+        ]
+    }
+}
+
+/// A short display name: a file's stem, a folder's name, a repo id's name.
+pub fn model_label(spec: &str) -> String {
+    let trimmed = spec.trim_end_matches(['/', '\\']);
+    let base = trimmed.split('@').next().unwrap_or(trimmed);
+    let name = Path::new(base)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| base.to_string());
+    name.strip_suffix(".safetensors")
+        .unwrap_or(&name)
+        .to_string()
+}
+
+/// Builds a model's record (hashing its files, through the cache).
+pub fn model_record(spec: &ModelSpec, location: &Location) -> Result<ModelRecord> {
+    let files = match location {
+        Location::File(path) => vec![path.clone()],
+        Location::Folder(dir) | Location::Hub { folder: dir, .. } => folder_weight_files(dir),
+    };
+    let mut cache = HashCache::open();
+    let hash = cache.hash(&files)?;
+    let loras = spec
+        .loras
+        .iter()
+        .map(|l| {
+            Ok(LoraRecord {
+                path: l.path.display().to_string(),
+                hash: cache.hash(std::slice::from_ref(&l.path))?,
+                scale: l.scale,
+            })
+        })
+        .collect::<Result<_>>()?;
+    cache.save();
+    Ok(ModelRecord {
+        model: spec.model.clone(),
+        hash,
+        loras,
+        vae: spec.vae.clone(),
+        clip_skip: spec.clip_skip as u32 + 1,
+    })
+}
+
+/// The `.safetensors` files of a diffusers folder's networks, in a fixed order.
+fn folder_weight_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in ["text_encoder", "unet", "vae"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
+    out
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct CacheEntry {
+    size: u64,
+    mtime_ns: u128,
+    sha256: String,
+}
+
+/// File hashes already computed, so a 2-4 GB checkpoint is hashed once.
+struct HashCache {
+    path: Option<PathBuf>,
+    entries: BTreeMap<String, CacheEntry>,
+    changed: bool,
+}
+
+impl HashCache {
+    fn open() -> Self {
+        let path = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("ditail").join("hashes.json"));
+        let entries = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self {
+            path,
+            entries,
+            changed: false,
+        }
+    }
+
+    /// SHA-256 (first 10 hex digits) of the files' bytes, one after the other.
+    fn hash(&mut self, files: &[PathBuf]) -> Result<String> {
+        let mut whole = Sha256::new();
+        for f in files {
+            whole.update(self.file_hash(f)?.as_bytes());
+        }
+        let full = if files.len() == 1 {
+            self.file_hash(&files[0])?
+        } else {
+            hex(&whole.finalize())
+        };
+        Ok(full[..10].to_string())
+    }
+
+    fn file_hash(&mut self, path: &Path) -> Result<String> {
+        let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let key = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string();
+        if let Some(e) = self.entries.get(&key)
+            && e.size == meta.len()
+            && e.mtime_ns == mtime_ns
+        {
+            return Ok(e.sha256.clone());
+        }
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("hashing {}", path.display()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let sha256 = hex(&h.finalize());
+        self.entries.insert(
+            key,
+            CacheEntry {
+                size: meta.len(),
+                mtime_ns,
+                sha256: sha256.clone(),
+            },
+        );
+        self.changed = true;
+        Ok(sha256)
+    }
+
+    fn save(&self) {
+        let (Some(path), true) = (&self.path, self.changed) else {
+            return;
+        };
+        // A cache that cannot be written only costs time next run.
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(json) = serde_json::to_vec_pretty(&self.entries) {
+            let _ = super::output::write_atomic(path, |w| Ok(w.write_all(&json)?));
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,99 @@
+//! The `ditail` command line. Every command first checks all its inputs (files exist and
+//! parse, models and LoRAs fit, steps agree, outputs are writable) and only then runs
+//! anything. Exit codes: 0 success, 1 a failure while running, 2 bad usage or inputs
+//! (nothing was run), 130 interrupted.
+
+mod args;
+mod batch;
+mod cocktail;
+mod device;
+mod generate;
+mod invert;
+mod manifest;
+mod metadata;
+mod models;
+mod output;
+mod sheet;
+mod transfer;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ditail::pipeline::PipelineError;
+
+use args::{Cli, Command};
+use ui::Ui;
+
+/// A checked command, ready to run.
+pub type Run<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
+
+fn report(e: &anyhow::Error) {
+    eprintln!("error: {e:#}");
+}
+
+/// Parses the command line, checks, runs; returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; usage errors exit 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    ui::install_cancel_handler();
+    let ui = Ui::new(cli.global.quiet);
+    if let Command::Devices = cli.command {
+        return match device::list() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                report(&e);
+                ExitCode::from(1)
+            }
+        };
+    }
+    let compute = match device::select(cli.global.backend, cli.global.dtype, &ui) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let prepared: anyhow::Result<Run> = match &cli.command {
+        Command::Transfer(a) => transfer::prepare_command(a, &compute).map(|job| {
+            let (compute, ui) = (&compute, &ui);
+            Box::new(move || {
+                let mut models = models::Models::new(compute, ui, 1);
+                job.run(&mut models, compute, ui)
+            }) as Run
+        }),
+        Command::Generate(a) => generate::command(a, &compute, &ui),
+        Command::Cocktail(a) => cocktail::command(a, &compute, &ui),
+        Command::Invert(a) => invert::command(a, &compute, &ui),
+        Command::Batch(a) => batch::command(a, &compute, &ui),
+        Command::Devices => unreachable!("handled above"),
+    };
+    let run = match prepared {
+        Ok(run) => run,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(2);
+        }
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let interrupted = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(PipelineError::Cancelled)));
+            if interrupted {
+                eprintln!("interrupted: no output was written for the unfinished work");
+                ExitCode::from(130)
+            } else {
+                report(&e);
+                ExitCode::from(1)
+            }
+        }
+    }
+}

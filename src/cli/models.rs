@@ -1,0 +1,145 @@
+//! Models as the commands use them: specs built from flags, checked up front, loaded on
+//! demand and kept while the next job needs them.
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::FloatDType;
+use ditail::models::LoadOptions;
+use ditail::models::load::lora::LoraSpec;
+use ditail::pipeline::model::scheduler_config;
+use ditail::pipeline::scheduler::Ddim;
+use ditail::pipeline::{Model, ModelSpec};
+
+use super::args::ModelFlags;
+use super::device::Compute;
+use super::metadata::{ModelRecord, model_record};
+use super::ui::Ui;
+
+/// The LoRA scale when none is given (the reference's).
+pub const DEFAULT_LORA_SCALE: f32 = 0.7;
+
+/// Parses `FILE` or `FILE:SCALE` (the scale is taken from after the last `:` only when it
+/// reads as a number, so Windows paths like `C:\loras\x.safetensors` work).
+pub fn parse_lora(spec: &str) -> Result<LoraSpec> {
+    let (path, scale) = match spec.rsplit_once(':') {
+        Some((path, scale)) if !path.is_empty() && scale.parse::<f32>().is_ok() => {
+            (path, scale.parse::<f32>().expect("checked"))
+        }
+        _ => (spec, DEFAULT_LORA_SCALE),
+    };
+    if !scale.is_finite() {
+        bail!("--lora {spec}: the scale must be a finite number");
+    }
+    let path = std::path::PathBuf::from(path);
+    if !path.is_file() {
+        bail!("--lora {spec}: no such file {}", path.display());
+    }
+    Ok(LoraSpec { path, scale })
+}
+
+/// A spec for `model` with the flags' VAE and clip skip, and LoRAs when `with_loras`.
+pub fn spec(model: &str, flags: &ModelFlags, with_loras: bool) -> Result<ModelSpec> {
+    let loras = if with_loras {
+        flags
+            .loras
+            .iter()
+            .map(|l| parse_lora(l))
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(ModelSpec {
+        model: model.to_string(),
+        loras,
+        vae: flags.vae.clone(),
+        clip_skip: flags.clip_skip.saturating_sub(1) as usize,
+    })
+}
+
+/// A model checked without loading it.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// Its DDIM schedule.
+    pub scheduler: Ddim,
+    /// What outputs record about it.
+    pub record: ModelRecord,
+}
+
+/// Checks a spec: the model and VAE exist, headers parse, the architecture is SD1.x and
+/// every LoRA key matches; hashes its files for the outputs' metadata.
+pub fn check(spec: &ModelSpec, compute: &Compute) -> Result<Checked> {
+    let opts = LoadOptions {
+        dtype: compute.dtype,
+    };
+    let (location, _) = spec
+        .plan(opts)
+        .with_context(|| format!("model {}", spec.model))?;
+    let scheduler = Ddim::new(scheduler_config(&location)?);
+    let record = model_record(spec, &location)?;
+    Ok(Checked { scheduler, record })
+}
+
+/// Loaded models, at most `capacity` at a time (each SD1.5 is 2-4 GB).
+pub struct Models<'a> {
+    compute: &'a Compute,
+    ui: &'a Ui,
+    capacity: usize,
+    loaded: Vec<(ModelSpec, Model)>,
+}
+
+impl<'a> Models<'a> {
+    /// An empty cache.
+    pub fn new(compute: &'a Compute, ui: &'a Ui, capacity: usize) -> Self {
+        Self {
+            compute,
+            ui,
+            capacity: capacity.max(1),
+            loaded: Vec::new(),
+        }
+    }
+
+    /// The model for `spec`, loading it (and dropping the least recently used) if needed.
+    pub fn get(&mut self, spec: &ModelSpec) -> Result<&Model> {
+        if let Some(i) = self.loaded.iter().position(|(s, _)| s == spec) {
+            let entry = self.loaded.remove(i);
+            self.loaded.push(entry);
+        } else {
+            while self.loaded.len() >= self.capacity {
+                self.loaded.remove(0);
+            }
+            let task = self.ui.task(format!("loading {}", describe(spec)));
+            let model = Model::load(
+                spec,
+                &self.compute.device,
+                LoadOptions {
+                    dtype: self.compute.dtype,
+                },
+            )
+            .with_context(|| format!("loading model {}", spec.model))?;
+            task.done(self.ui);
+            self.loaded.push((spec.clone(), model));
+        }
+        Ok(&self.loaded.last().expect("just pushed").1)
+    }
+}
+
+/// The spec in words, for progress lines.
+pub fn describe(spec: &ModelSpec) -> String {
+    let mut s = spec.model.clone();
+    for l in &spec.loras {
+        s += &format!(" + LoRA {}:{}", l.path.display(), l.scale);
+    }
+    if let Some(vae) = &spec.vae {
+        s += &format!(" + VAE {vae}");
+    }
+    s
+}
+
+/// `f16` / `f32` for records.
+pub fn dtype_name(dtype: FloatDType) -> &'static str {
+    match dtype {
+        FloatDType::F16 => "f16",
+        FloatDType::BF16 => "bf16",
+        FloatDType::F64 => "f64",
+        _ => "f32",
+    }
+}

@@ -1,0 +1,368 @@
+//! `ditail transfer`: one content image (or a saved inversion) into one target model. The
+//! job type here also serves `batch` and `cocktail`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::Tensor;
+use ditail::pipeline::{
+    Inversion, InversionSettings, Mask, Model, ModelSpec, SamplingSettings, decode, invert,
+    latents, preprocess::load_rgb, sample,
+};
+use image::RgbImage;
+
+use super::args::{DitailFlags, GenerationFlags, TransferArgs};
+use super::device::Compute;
+use super::generate::render;
+use super::metadata::{DitailRecord, ModelRecord, Record};
+use super::models::{self, Checked, Models, dtype_name};
+use super::output::{check_output_file, to_rgb, write_png};
+use super::ui::Ui;
+
+/// What is transferred.
+pub enum Content {
+    /// An image, inverted with the source model.
+    Image {
+        /// Its file.
+        path: PathBuf,
+        /// Its pixels.
+        rgb: RgbImage,
+    },
+    /// A saved inversion (`--from-latents`).
+    Latents(Box<Inversion>),
+    /// Generated from a prompt by the source model first (batch rows without an image).
+    Generate {
+        /// The content prompt.
+        prompt: String,
+        /// The noise seed.
+        seed: u64,
+        /// Text-to-image numbers.
+        flags: GenerationFlags,
+    },
+}
+
+/// A checked transfer, ready to run.
+pub struct TransferJob {
+    pub content: Content,
+    pub source: ModelSpec,
+    pub target: ModelSpec,
+    pub inversion: InversionSettings,
+    pub sampling: SamplingSettings,
+    /// The mask as given (for the record).
+    pub mask: String,
+    pub output: PathBuf,
+    pub save_latents: Option<PathBuf>,
+    pub save_noise: Option<PathBuf>,
+    /// The models' records (the source's is absent with `--from-latents`).
+    pub source_record: Option<ModelRecord>,
+    pub target_record: ModelRecord,
+}
+
+/// Inversion and sampling settings from the flags, validated.
+pub fn settings(
+    prompt: &str,
+    flags: &DitailFlags,
+) -> Result<(InversionSettings, SamplingSettings)> {
+    let mask = Mask::parse(&flags.mask).with_context(|| format!("--mask {}", flags.mask))?;
+    let sampling = SamplingSettings {
+        prompt: prompt.to_string(),
+        negative_prompt: flags.negative_prompt.clone(),
+        omega: flags.omega,
+        steps: flags.steps,
+        conv_ratio: flags.conv_ratio,
+        attn_ratio: flags.attn_ratio,
+        mask,
+        no_injection: flags.no_injection,
+        always_batch_source: false,
+    };
+    let inversion = InversionSettings {
+        prompt: flags
+            .inv_prompt
+            .clone()
+            .unwrap_or_else(|| prompt.to_string()),
+        negative_prompt: flags
+            .inv_negative_prompt
+            .clone()
+            .unwrap_or_else(|| flags.negative_prompt.clone()),
+        alpha: flags.alpha,
+        beta: flags.beta,
+        steps: flags.inv_steps,
+        size: flags.size,
+    };
+    inversion.validate()?;
+    sampling.validate()?;
+    Ok((inversion, sampling))
+}
+
+/// Fails unless every sampling timestep of `target` is an inversion timestep of `source`.
+pub fn check_steps(
+    source: &Checked,
+    target: &Checked,
+    inv_steps: usize,
+    steps: usize,
+) -> Result<()> {
+    let inv = source.scheduler.timesteps(inv_steps)?;
+    let spl = target.scheduler.timesteps(steps)?;
+    if let Some(t) = spl.iter().find(|t| !inv.contains(t)) {
+        bail!(
+            "--steps {steps} needs timestep {t}, which --inv-steps {inv_steps} does not produce \
+             (sampling timesteps must be inversion timesteps: use equal counts, or e.g. 100 and 50)"
+        );
+    }
+    Ok(())
+}
+
+/// Where the content comes from.
+pub enum ContentArg<'a> {
+    /// An image file.
+    Image(&'a Path),
+    /// A latents file (`--from-latents`).
+    Latents(&'a Path),
+    /// A prompt the source model renders first.
+    Generate {
+        prompt: String,
+        seed: u64,
+        flags: GenerationFlags,
+    },
+}
+
+/// Checks a transfer's inputs (nothing runs): content, models, LoRAs, steps, outputs.
+/// `check` checks a model (see [`models::check`]; batches memoise it).
+#[allow(clippy::too_many_arguments)]
+pub fn prepare(
+    content: ContentArg,
+    prompt: &str,
+    source: Option<ModelSpec>,
+    target: ModelSpec,
+    flags: &DitailFlags,
+    output: &Path,
+    compute: &Compute,
+    check: &mut dyn FnMut(&ModelSpec) -> Result<Checked>,
+) -> Result<TransferJob> {
+    let (inversion, sampling) = settings(prompt, flags)?;
+    check_output_file(output, "output", Some("png"))?;
+    let target_checked = check(&target)?;
+    let mut from_source = |content: Content| -> Result<_> {
+        let source = source.clone().context("give a --source model")?;
+        let checked = check(&source)?;
+        check_steps(&checked, &target_checked, inversion.steps, sampling.steps)?;
+        Ok((content, source, Some(checked.record)))
+    };
+    let (content, source, source_record) = match content {
+        ContentArg::Image(path) => from_source(Content::Image {
+            path: path.to_path_buf(),
+            rgb: load_rgb(path)?,
+        })?,
+        ContentArg::Generate {
+            prompt,
+            seed,
+            flags,
+        } => {
+            super::generate::check_flags(&flags)?;
+            from_source(Content::Generate {
+                prompt,
+                seed,
+                flags,
+            })?
+        }
+        ContentArg::Latents(path) => {
+            let (inv, _) = latents::load(path, &compute.device)
+                .with_context(|| format!("--from-latents {}", path.display()))?;
+            let timesteps = target_checked.scheduler.timesteps(sampling.steps)?;
+            if let Some(t) = timesteps.iter().find(|t| !inv.latents.contains_key(t)) {
+                bail!(
+                    "--from-latents {}: sampling with --steps {} needs Z[{t}], which this inversion \
+                     ({} steps) does not have",
+                    path.display(),
+                    sampling.steps,
+                    inv.meta.settings.steps
+                );
+            }
+            let source = ModelSpec::new(inv.meta.source.clone());
+            (Content::Latents(Box::new(inv)), source, None)
+        }
+    };
+    Ok(TransferJob {
+        content,
+        source,
+        target,
+        inversion,
+        sampling,
+        mask: flags.mask.clone(),
+        output: output.to_path_buf(),
+        save_latents: None,
+        save_noise: None,
+        source_record,
+        target_record: target_checked.record,
+    })
+}
+
+/// Samples `target` from `inv` and decodes: the image and the final latents.
+pub fn sample_image(
+    target: &Model,
+    inv: &Inversion,
+    sampling: &SamplingSettings,
+    compute: &Compute,
+    ui: &Ui,
+) -> Result<(RgbImage, Tensor<4>)> {
+    let mut progress = ui.steps("target");
+    let latents =
+        sample(target, inv, sampling, &compute.device, &mut progress).context("sampling")?;
+    let task = ui.task("decoding");
+    let img = to_rgb(decode(target, latents.clone()))?;
+    task.done(ui);
+    Ok((img, latents))
+}
+
+/// The record of a transfer's output.
+pub fn transfer_record(
+    inv: &Inversion,
+    sampling: &SamplingSettings,
+    mask: &str,
+    target: &ModelRecord,
+    source: Option<&ModelRecord>,
+    img: &RgbImage,
+    compute: &Compute,
+) -> Record {
+    let source = source.cloned().unwrap_or_else(|| ModelRecord {
+        model: inv.meta.source.clone(),
+        hash: String::new(),
+        loras: Vec::new(),
+        vae: None,
+        clip_skip: 1,
+    });
+    let inv_settings = &inv.meta.settings;
+    Record {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        kind: "transfer".into(),
+        prompt: sampling.prompt.clone(),
+        negative_prompt: sampling.negative_prompt.clone(),
+        model: target.clone(),
+        source: Some(source),
+        ditail: Some(DitailRecord {
+            inv_prompt: inv_settings.prompt.clone(),
+            inv_negative_prompt: inv_settings.negative_prompt.clone(),
+            alpha: inv_settings.alpha,
+            beta: inv_settings.beta,
+            inv_steps: inv_settings.steps,
+            steps: sampling.steps,
+            omega: sampling.omega,
+            conv_ratio: sampling.conv_ratio,
+            attn_ratio: sampling.attn_ratio,
+            mask: mask.to_string(),
+            no_injection: sampling.no_injection,
+            size: inv_settings.size,
+            content_sha256: inv.meta.image_sha256.clone(),
+        }),
+        seed: None,
+        steps: sampling.steps,
+        omega: sampling.omega,
+        width: img.width(),
+        height: img.height(),
+        backend: compute.backend.to_string(),
+        dtype: dtype_name(compute.dtype).into(),
+    }
+}
+
+impl TransferJob {
+    /// Inverts (unless the content is an inversion already), samples, decodes and writes;
+    /// the main output is written last, so that its presence means the job is complete.
+    pub fn run(self, models: &mut Models, compute: &Compute, ui: &Ui) -> Result<()> {
+        let inv = match self.content {
+            Content::Latents(inv) => *inv,
+            Content::Image { ref rgb, ref path } => {
+                let source = models.get(&self.source)?;
+                let mut progress = ui.steps("source");
+                invert(source, rgb, &self.inversion, &compute.device, &mut progress)
+                    .with_context(|| format!("inverting {}", path.display()))?
+            }
+            Content::Generate {
+                ref prompt,
+                seed,
+                ref flags,
+            } => {
+                let source = models.get(&self.source)?;
+                let record = self.source_record.as_ref().expect("checked source");
+                let (rgb, _) = render(source, record, prompt, flags, seed, compute, ui)?;
+                let mut progress = ui.steps("source");
+                invert(
+                    source,
+                    &rgb,
+                    &self.inversion,
+                    &compute.device,
+                    &mut progress,
+                )
+                .context("inverting the generated content")?
+            }
+        };
+        let target = models.get(&self.target)?;
+        let (img, latents) = sample_image(target, &inv, &self.sampling, compute, ui)?;
+        if let Some(path) = &self.save_latents {
+            latents::save(path, &inv, Some(&latents))
+                .with_context(|| format!("--save-latents {}", path.display()))?;
+            ui.info(format!("wrote {}", path.display()));
+        }
+        if let Some(path) = &self.save_noise {
+            let noise = to_rgb(decode(target, inv.start().clone()))?;
+            write_png(path, &noise, &[])?;
+            ui.info(format!("wrote {}", path.display()));
+        }
+        let record = transfer_record(
+            &inv,
+            &self.sampling,
+            &self.mask,
+            &self.target_record,
+            self.source_record.as_ref(),
+            &img,
+            compute,
+        );
+        write_png(&self.output, &img, &record.chunks())?;
+        ui.info(format!("wrote {}", self.output.display()));
+        Ok(())
+    }
+}
+
+/// `ditail transfer`.
+pub fn prepare_command(args: &TransferArgs, compute: &Compute) -> Result<TransferJob> {
+    let target_name = args
+        .target
+        .clone()
+        .or_else(|| args.source.clone())
+        .context("give --target (or --source, which it defaults to)")?;
+    let source = match &args.source {
+        Some(s) => Some(models::spec(s, &args.model, false)?),
+        None => None,
+    };
+    let target = models::spec(&target_name, &args.model, true)?;
+    let content = match (&args.from_latents, &args.image) {
+        (Some(path), image) => {
+            if image.is_some() {
+                eprintln!(
+                    "warning: IMAGE is ignored with --from-latents (the latents hold the content)"
+                );
+            }
+            ContentArg::Latents(path)
+        }
+        (None, Some(path)) => ContentArg::Image(path),
+        (None, None) => bail!("give a content IMAGE or --from-latents"),
+    };
+    let mut job = prepare(
+        content,
+        &args.prompt,
+        source,
+        target,
+        &args.ditail,
+        &args.output,
+        compute,
+        &mut |spec| models::check(spec, compute),
+    )?;
+    if let Some(p) = &args.save_latents {
+        check_output_file(p, "--save-latents", None)?;
+        job.save_latents = Some(p.clone());
+    }
+    if let Some(p) = &args.save_noise {
+        check_output_file(p, "--save-noise", Some("png"))?;
+        job.save_noise = Some(p.clone());
+    }
+    Ok(job)
+}

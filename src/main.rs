@@ -1,0 +1,7 @@
+//! `ditail`: the command line (see `ditail --help` and the README).
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,564 @@
+//! The `ditail` command end to end on the tiny fixture models (CPU backend): every command's
+//! outputs exist and decode, metadata round-trips, `--save-latents` matches the library,
+//! batches resume and shard exactly, and invalid inputs exit 2 with a message and no output.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{assert_close, cpu, fixtures, loading, model_dir};
+use ditail::models::LoadOptions;
+use ditail::pipeline::{
+    InversionSettings, Model, ModelSpec, SamplingSettings, invert, latents, preprocess, sample,
+};
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn content() -> PathBuf {
+    fixtures().join("pipeline/content.png")
+}
+
+fn model(name: &str) -> String {
+    model_dir(name).display().to_string()
+}
+
+/// Runs `ditail` on the CPU with a private hash cache and no hub access.
+fn ditail(tmp: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ditail"))
+        .args(["--backend", "cpu"])
+        .args(args)
+        .env("XDG_CACHE_HOME", tmp.join("cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", tmp.join("hf"))
+        .output()
+        .expect("the ditail binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{}",
+        out.status.code(),
+        stderr(out)
+    );
+}
+
+/// Small and quick: 64 px, 4 + 4 steps.
+const QUICK: [&str; 6] = ["--size", "64", "--inv-steps", "4", "--steps", "4"];
+
+fn png_text(path: &Path) -> Vec<(String, String)> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    let mut out: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|c| (c.keyword.clone(), c.text.clone()))
+        .collect();
+    for c in &info.utf8_text {
+        out.push((c.keyword.clone(), c.get_text().unwrap()));
+    }
+    out
+}
+
+fn record(path: &Path) -> Value {
+    let text = png_text(path);
+    let json = &text
+        .iter()
+        .find(|(k, _)| k == "ditail")
+        .expect("a ditail chunk")
+        .1;
+    serde_json::from_str(json).unwrap()
+}
+
+fn pixels(path: &Path) -> image::RgbImage {
+    image::open(path).unwrap().to_rgb8()
+}
+
+/// Files in a folder, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn transfer_writes_a_png_with_its_settings_and_latents_that_match_the_library() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out.png");
+    let lat = tmp.path().join("run.safetensors");
+    let noise = tmp.path().join("noise.png");
+    let (src, tgt) = (model("tiny-a"), model("tiny-b"));
+    let img = content().display().to_string();
+    let mut args = vec![
+        "transfer",
+        &img,
+        "--prompt",
+        "a cat",
+        "--source",
+        &src,
+        "--target",
+        &tgt,
+        "--alpha",
+        "1.5",
+        "--mask",
+        "left",
+        "--save-latents",
+        lat.to_str().unwrap(),
+        "--save-noise",
+        noise.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend(QUICK);
+    let run = ditail(tmp.path(), &args);
+    assert_ok(&run);
+    // 96x72 -> shorter side 64 -> 85x64 -> cropped to multiples of 8.
+    assert_eq!(pixels(&out).dimensions(), (80, 64));
+    assert_eq!(pixels(&noise).dimensions(), (80, 64));
+
+    let rec = record(&out);
+    assert_eq!(rec["kind"], "transfer");
+    assert_eq!(rec["prompt"], "a cat");
+    assert_eq!(rec["model"]["model"], tgt.as_str());
+    assert_eq!(rec["source"]["model"], src.as_str());
+    assert_eq!(rec["model"]["hash"].as_str().unwrap().len(), 10);
+    assert_ne!(rec["model"]["hash"], rec["source"]["hash"]);
+    let d = &rec["ditail"];
+    assert_eq!(
+        (d["alpha"].as_f64(), d["beta"].as_f64()),
+        (Some(1.5), Some(0.5))
+    );
+    assert_eq!(
+        (d["inv_steps"].as_u64(), d["steps"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(d["mask"], "left");
+    assert_eq!(d["inv_prompt"], "a cat");
+    let params = &png_text(&out)
+        .into_iter()
+        .find(|(k, _)| k == "parameters")
+        .unwrap()
+        .1;
+    assert!(
+        params.starts_with("a cat\nNegative prompt: worst quality, blurry, NSFW\nSteps: 4, Sampler: DDIM, CFG scale: 15,")
+            && params.contains("Size: 80x64")
+            && params.contains("Model: tiny-b"),
+        "{params}"
+    );
+
+    // The same run through the library gives the same latents.
+    let device = cpu();
+    let load = |m: &str| Model::load(&ModelSpec::new(m), &device, LoadOptions::default()).unwrap();
+    let (source, target) = (load(&src), load(&tgt));
+    let mut inv_settings = InversionSettings::new("a cat");
+    (inv_settings.alpha, inv_settings.steps, inv_settings.size) = (1.5, 4, 64);
+    let mut spl = SamplingSettings::new("a cat");
+    spl.steps = 4;
+    spl.mask = ditail::pipeline::Mask::Left;
+    let image = preprocess::load_rgb(&content()).unwrap();
+    let inv = invert(&source, &image, &inv_settings, &device, &mut |_| true).unwrap();
+    let fin = sample(&target, &inv, &spl, &device, &mut |_| true).unwrap();
+    let (saved, saved_final) = latents::load(&lat, &device).unwrap();
+    assert_eq!(saved.meta, inv.meta);
+    assert_eq!(
+        saved.latents.keys().collect::<Vec<_>>(),
+        inv.latents.keys().collect::<Vec<_>>()
+    );
+    for (t, z) in &inv.latents {
+        assert_close(
+            &format!("Z[{t}]"),
+            &saved.latents[t].clone().into_data(),
+            &z.clone().into_data(),
+            1e-6,
+        );
+    }
+    assert_close(
+        "final",
+        &saved_final.unwrap().into_data(),
+        &fin.into_data(),
+        1e-6,
+    );
+
+    // Sampling again from the saved latents reproduces the image exactly.
+    let again = tmp.path().join("again.png");
+    let mut args = vec![
+        "transfer",
+        "--from-latents",
+        lat.to_str().unwrap(),
+        "--prompt",
+        "a cat",
+        "--target",
+        &tgt,
+        "--mask",
+        "left",
+        "-o",
+        again.to_str().unwrap(),
+    ];
+    args.extend(["--steps", "4"]);
+    assert_ok(&ditail(tmp.path(), &args));
+    assert_eq!(pixels(&again), pixels(&out));
+}
+
+#[test]
+fn generate_is_reproducible_from_its_seed() {
+    let tmp = TempDir::new().unwrap();
+    let m = model("tiny-a");
+    let run = |seed: &str, name: &str| {
+        let out = tmp.path().join(name);
+        let r = ditail(
+            tmp.path(),
+            &[
+                "generate",
+                "--prompt",
+                "a house",
+                "--model",
+                &m,
+                "--seed",
+                seed,
+                "--size",
+                "64",
+                "--steps",
+                "3",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_ok(&r);
+        out
+    };
+    let (a, b, c) = (run("7", "a.png"), run("7", "b.png"), run("8", "c.png"));
+    assert_eq!(pixels(&a).dimensions(), (64, 64));
+    assert_eq!(pixels(&a), pixels(&b));
+    assert_ne!(pixels(&a), pixels(&c));
+    let rec = record(&a);
+    assert_eq!(
+        (rec["kind"].as_str(), rec["seed"].as_u64()),
+        (Some("generate"), Some(7))
+    );
+    assert_eq!(rec["omega"].as_f64(), Some(7.5));
+}
+
+#[test]
+fn invert_once_then_sample_any_target() {
+    let tmp = TempDir::new().unwrap();
+    let lat = tmp.path().join("inv.safetensors");
+    let m = model("tiny-a");
+    assert_ok(&ditail(
+        tmp.path(),
+        &[
+            "invert",
+            content().to_str().unwrap(),
+            "--source",
+            &m,
+            "--prompt",
+            "a cat",
+            "--inv-steps",
+            "4",
+            "--size",
+            "64",
+            "-o",
+            lat.to_str().unwrap(),
+        ],
+    ));
+    let (inv, fin) = latents::load(&lat, &cpu()).unwrap();
+    assert_eq!(inv.latents.len(), 4);
+    assert!(fin.is_none());
+    assert_eq!(inv.meta.source, m);
+    for target in ["tiny-a", "tiny-b"] {
+        let out = tmp.path().join(format!("{target}.png"));
+        assert_ok(&ditail(
+            tmp.path(),
+            &[
+                "transfer",
+                "--from-latents",
+                lat.to_str().unwrap(),
+                "--prompt",
+                "a cat",
+                "--target",
+                &model(target),
+                "--steps",
+                "4",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        ));
+        assert_eq!(record(&out)["source"]["model"], m.as_str());
+    }
+}
+
+#[test]
+fn cocktail_gives_m_squared_images_and_a_sheet() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("mix");
+    let (a, b) = (model("tiny-a"), model("tiny-b"));
+    let mut args = vec![
+        "cocktail",
+        "--model",
+        &a,
+        "--model",
+        &b,
+        "--prompt",
+        "a cat",
+        "-o",
+        dir.to_str().unwrap(),
+    ];
+    args.extend(["--size", "64", "--inv-steps", "2", "--steps", "2"]);
+    assert_ok(&ditail(tmp.path(), &args));
+    let expected: Vec<String> = [
+        "prompt1--content--tiny-a.png",
+        "prompt1--content--tiny-b.png",
+        "prompt1--sheet.png",
+        "prompt1--tiny-a--to--tiny-a.png",
+        "prompt1--tiny-a--to--tiny-b.png",
+        "prompt1--tiny-b--to--tiny-a.png",
+        "prompt1--tiny-b--to--tiny-b.png",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(files(&dir), expected);
+    let rec = record(&dir.join("prompt1--tiny-a--to--tiny-b.png"));
+    assert_eq!(
+        (
+            rec["source"]["model"].as_str(),
+            rec["model"]["model"].as_str()
+        ),
+        (Some(a.as_str()), Some(b.as_str()))
+    );
+    let sheet = pixels(&dir.join("prompt1--sheet.png"));
+    assert!(sheet.width() > 2 * 256 && sheet.height() > 2 * 256);
+
+    // Image mode: one inversion per source, every target.
+    let dir2 = tmp.path().join("img");
+    let img = content().display().to_string();
+    let mut args = vec![
+        "cocktail",
+        "--model",
+        &a,
+        "--model",
+        &b,
+        "--image",
+        &img,
+        "--prompt",
+        "a cat",
+        "-o",
+        dir2.to_str().unwrap(),
+    ];
+    args.extend(["--size", "64", "--inv-steps", "2", "--steps", "2"]);
+    assert_ok(&ditail(tmp.path(), &args));
+    assert_eq!(files(&dir2).len(), 5);
+}
+
+fn write_manifest(dir: &Path, rows: &[&str]) -> PathBuf {
+    let path = dir.join("jobs.csv");
+    let mut text = String::from("id,image,prompt,source,target,steps,inv_steps,size\n");
+    for r in rows {
+        text += r;
+        text += "\n";
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn batch_shards_partition_rows_and_a_rerun_skips_done_rows() {
+    let tmp = TempDir::new().unwrap();
+    std::fs::copy(content(), tmp.path().join("content.png")).unwrap();
+    let (a, b) = (model("tiny-a"), model("tiny-b"));
+    let rows: Vec<String> = (1..=5)
+        .map(|i| {
+            let target = if i % 2 == 0 { &b } else { &a };
+            format!("r{i},content.png,a cat {i},{a},{target},2,2,64")
+        })
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let manifest = write_manifest(tmp.path(), &rows);
+    let out = tmp.path().join("out");
+    let m = manifest.to_str().unwrap();
+    let o = out.to_str().unwrap();
+    let mut seen = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let before = files(&out);
+        assert_ok(&ditail(
+            tmp.path(),
+            &["batch", m, "-o", o, "--shard", shard],
+        ));
+        let new: Vec<String> = files(&out)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        seen.push(new);
+    }
+    assert_eq!(seen[0], ["r1.png", "r3.png", "r5.png"]);
+    assert_eq!(seen[1], ["r2.png", "r4.png"]);
+    assert_eq!(record(&out.join("r4.png"))["model"]["model"], b.as_str());
+    assert_eq!(record(&out.join("r4.png"))["prompt"], "a cat 4");
+
+    // A rerun skips every row and rewrites nothing.
+    let mtime = std::fs::metadata(out.join("r1.png"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let rerun = ditail(tmp.path(), &["batch", m, "-o", o]);
+    assert_ok(&rerun);
+    assert!(
+        stderr(&rerun).contains("0 done, 5 skipped"),
+        "{}",
+        stderr(&rerun)
+    );
+    assert_eq!(
+        std::fs::metadata(out.join("r1.png"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime
+    );
+
+    // A bad row is reported and the others still run; the exit code says something failed.
+    let manifest = write_manifest(
+        tmp.path(),
+        &[
+            &format!("ok,content.png,a cat,{a},{a},2,2,64"),
+            &format!("bad,missing.png,a cat,{a},{a},2,2,64"),
+        ],
+    );
+    let out2 = tmp.path().join("out2");
+    let run = ditail(
+        tmp.path(),
+        &[
+            "batch",
+            manifest.to_str().unwrap(),
+            "-o",
+            out2.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("missing.png") && stderr(&run).contains("1 done"),
+        "{}",
+        stderr(&run)
+    );
+    assert_eq!(files(&out2), ["ok.png"]);
+}
+
+#[test]
+fn devices_lists_the_backends() {
+    let tmp = TempDir::new().unwrap();
+    let out = ditail(tmp.path(), &["devices"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("backends in this build:") && text.contains("cpu"),
+        "{text}"
+    );
+}
+
+#[test]
+fn invalid_inputs_exit_2_with_a_message_and_no_output() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out.png");
+    let o = out.to_str().unwrap().to_string();
+    let a = model("tiny-a");
+    let img = content().display().to_string();
+    let lora = loading("lora-bad-key.safetensors").display().to_string();
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["transfer", &img, "--prompt", "p", "--source", &a, "-o", &o]
+            .map(String::from)
+            .to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            [
+                "transfer", "nope.png", "--prompt", "p", "--source", &a, "-o", &o,
+            ]
+            .map(String::from)
+            .to_vec(),
+            "nope.png",
+        ),
+        (base(&["--alpha", "abc"]), "--alpha"),
+        (base(&["--inv-steps", "3", "--steps", "4"]), "--inv-steps 3"),
+        (base(&["--mask", "diagonal"]), "diagonal"),
+        (base(&["--conv-ratio", "1.5"]), "conv ratio"),
+        (base(&["--lora", &lora]), "down_blocks_0_attentions_7"),
+        (base(&["--target", "no/such-model"]), "no/such-model"),
+        (
+            [
+                "transfer",
+                &img,
+                "--prompt",
+                "p",
+                "--source",
+                &a,
+                "-o",
+                "/nonexistent/dir/x.png",
+            ]
+            .map(String::from)
+            .to_vec(),
+            "/nonexistent/dir",
+        ),
+        (
+            [
+                "transfer",
+                &img,
+                "--prompt",
+                "p",
+                "--source",
+                &a,
+                "-o",
+                &format!("{o}.jpg"),
+            ]
+            .map(String::from)
+            .to_vec(),
+            ".png",
+        ),
+        (
+            [
+                "generate", "--prompt", "p", "--model", &a, "--size", "60", "-o", &o,
+            ]
+            .map(String::from)
+            .to_vec(),
+            "--size 60",
+        ),
+        (
+            [
+                "batch",
+                "jobs.txt",
+                "-o",
+                tmp.path().join("b").to_str().unwrap(),
+            ]
+            .map(String::from)
+            .to_vec(),
+            ".csv or .jsonl",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = ditail(tmp.path(), &args);
+        let err = stderr(&run);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected `{expected}` in: {err}"
+        );
+        assert!(!out.exists(), "{args:?} left an output");
+    }
+    let leftovers: Vec<String> = files(tmp.path())
+        .into_iter()
+        .filter(|f| f != "cache")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -1,0 +1,76 @@
+//! Half precision (what GPUs run by default): every network loaded as f16 stays within
+//! 1e-2 (relative to the largest value) of diffusers' f32 outputs on the tiny models.
+
+mod common;
+
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+use common::{MODELS, assert_close, cpu, golden, model_dir, unet_cases};
+use ditail::models::LoadOptions;
+use ditail::models::NoControl;
+use ditail::models::components::run_components;
+use ditail::models::load::load_unet;
+
+const HALF: LoadOptions = LoadOptions {
+    dtype: FloatDType::F16,
+};
+const TOL: f32 = 1e-2;
+
+fn f32_data(t: TensorData) -> TensorData {
+    t.convert::<f32>()
+}
+
+#[test]
+fn f16_networks_stay_near_diffusers_f32() {
+    let device = cpu();
+    for model in MODELS {
+        let g = golden(model, "text.safetensors");
+        let inputs = [("input_ids".to_string(), g["input_ids"].clone())].into();
+        let out = run_components(&model_dir(model), &inputs, &device, HALF).unwrap();
+        for key in ["text_embeddings", "text_embeddings_penultimate"] {
+            let rel = assert_close(
+                &format!("{model} f16 {key}"),
+                &f32_data(out[key].clone()),
+                &g[key],
+                TOL,
+            );
+            eprintln!("{model} f16 {key}: rel err {rel:e}");
+        }
+        let g = golden(model, "vae.safetensors");
+        let inputs = [
+            ("image".to_string(), g["image"].clone()),
+            ("latents".to_string(), g["latents"].clone()),
+        ]
+        .into();
+        let out = run_components(&model_dir(model), &inputs, &device, HALF).unwrap();
+        for key in ["posterior_mean", "decoded"] {
+            let rel = assert_close(
+                &format!("{model} f16 {key}"),
+                &f32_data(out[key].clone()),
+                &g[key],
+                TOL,
+            );
+            eprintln!("{model} f16 {key}: rel err {rel:e}");
+        }
+        let (unet, _) = load_unet(&model_dir(model).join("unet"), &device, HALF).unwrap();
+        for case in unet_cases(model) {
+            let g = golden(model, &case);
+            let sample = Tensor::<4>::from_data(g["sample"].clone(), &device).cast(FloatDType::F16);
+            let context = Tensor::<3>::from_data(g["encoder_hidden_states"].clone(), &device)
+                .cast(FloatDType::F16);
+            let t = g["timestep"]
+                .clone()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap()[0];
+            let out = unet.forward(sample, t, context, &mut NoControl).into_data();
+            let rel = assert_close(
+                &format!("{model} f16 {case}"),
+                &f32_data(out),
+                &g["noise_pred"],
+                TOL,
+            );
+            eprintln!("{model} f16 {case}: rel err {rel:e}");
+        }
+    }
+}
