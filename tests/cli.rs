@@ -80,13 +80,12 @@ fn pixels(path: &Path) -> image::RgbImage {
     image::open(path).unwrap().to_rgb8()
 }
 
-/// Files in a folder, sorted.
+/// Files in a folder (hidden ones too: a leftover temporary file is a bug), sorted.
 fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
                 .collect()
         })
         .unwrap_or_default();
@@ -494,7 +493,19 @@ fn invalid_inputs_exit_2_with_a_message_and_no_output() {
         (base(&["--mask", "diagonal"]), "diagonal"),
         (base(&["--conv-ratio", "1.5"]), "conv ratio"),
         (base(&["--lora", &lora]), "down_blocks_0_attentions_7"),
-        (base(&["--target", "no/such-model"]), "no/such-model"),
+        (
+            base(&["--target", "no/such-model.safetensors"]),
+            "no/such-model.safetensors",
+        ),
+        (
+            base(&[
+                "--target",
+                &model("tiny-b"),
+                "--lora",
+                &loading("lora-kohya.safetensors").display().to_string(),
+            ]),
+            "do not fit",
+        ),
         (
             [
                 "transfer",
@@ -556,6 +567,108 @@ fn invalid_inputs_exit_2_with_a_message_and_no_output() {
         );
         assert!(!out.exists(), "{args:?} left an output");
     }
+    let leftovers: Vec<String> = files(tmp.path())
+        .into_iter()
+        .filter(|f| f != "cache")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn loras_vae_and_clip_skip_are_applied_and_recorded() {
+    let tmp = TempDir::new().unwrap();
+    let a = model("tiny-a");
+    let lora = loading("lora-peft.safetensors").display().to_string();
+    let img = content().display().to_string();
+    let run = |extra: &[&str], name: &str| {
+        let out = tmp.path().join(name);
+        let mut args = vec!["transfer", &img, "--prompt", "a cat", "--source", &a, "-o"];
+        let o = out.display().to_string();
+        args.push(&o);
+        args.extend(QUICK);
+        args.extend(extra);
+        assert_ok(&ditail(tmp.path(), &args));
+        out
+    };
+    let plain = run(&[], "plain.png");
+    let vae_dir = model("tiny-b");
+    let mixed = run(
+        &[
+            "--lora",
+            &format!("{lora}:0.5"),
+            "--vae",
+            &vae_dir,
+            "--clip-skip",
+            "2",
+        ],
+        "mixed.png",
+    );
+    assert_ne!(pixels(&plain), pixels(&mixed));
+    let rec = record(&mixed);
+    let m = &rec["model"];
+    assert_eq!(m["loras"][0]["path"], lora.as_str());
+    assert_eq!(m["loras"][0]["scale"].as_f64(), Some(0.5));
+    assert_eq!(m["loras"][0]["hash"].as_str().unwrap().len(), 10);
+    assert_eq!(
+        (m["vae"].as_str(), m["clip_skip"].as_u64()),
+        (Some(vae_dir.as_str()), Some(2))
+    );
+    // The LoRA goes into the target only.
+    assert_eq!(rec["source"]["loras"].as_array().unwrap().len(), 0);
+    let params = &png_text(&mixed)
+        .into_iter()
+        .find(|(k, _)| k == "parameters")
+        .unwrap()
+        .1;
+    assert!(
+        params.contains("Clip skip: 2") && params.contains("Lora hashes: \"lora-peft: "),
+        "{params}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_cleanly_without_an_output() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("out.png");
+    let a = model("tiny-a");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ditail"))
+        .args([
+            "--backend",
+            "cpu",
+            "transfer",
+            content().to_str().unwrap(),
+            "--prompt",
+            "p",
+        ])
+        .args([
+            "--source",
+            &a,
+            "--size",
+            "256",
+            "--inv-steps",
+            "1000",
+            "--steps",
+            "1000",
+            "-o",
+        ])
+        .arg(&out)
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!out.exists());
     let leftovers: Vec<String> = files(tmp.path())
         .into_iter()
         .filter(|f| f != "cache")

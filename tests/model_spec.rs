@@ -60,6 +60,24 @@ fn a_spec_loads_the_model_with_its_loras_and_vae_override() {
 }
 
 #[test]
+fn a_lora_for_other_layer_sizes_is_refused_before_loading() {
+    // tiny-a's LoRA names tiny-b's modules too, but tiny-b's layers are wider.
+    let loras = [LoraSpec {
+        path: loading("lora-kohya.safetensors"),
+        scale: 0.7,
+    }];
+    let err = StableDiffusion::plan_diffusers(&model_dir("tiny-b"), LoadOptions::default(), &loras)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ModelError::Lora { .. })
+            && msg.contains("do not fit this model's layer sizes")
+            && msg.contains("lora-kohya.safetensors"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn names_that_resolve_to_nothing_are_errors_naming_them() {
     let device = cpu();
     for (spec, expected) in [
@@ -68,6 +86,11 @@ fn names_that_resolve_to_nothing_are_errors_naming_them() {
             "no/such/model.safetensors",
         ),
         (ModelSpec::new("not-a-repo-id"), "not-a-repo-id"),
+        // Looks like org/name, but names a file: reported missing, not looked up online.
+        (
+            ModelSpec::new("models/sd15.safetensors"),
+            "models/sd15.safetensors",
+        ),
         (
             ModelSpec {
                 vae: Some("missing-vae.safetensors".into()),

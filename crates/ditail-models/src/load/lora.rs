@@ -35,6 +35,23 @@ pub struct LoraTerm {
 }
 
 impl LoraTerm {
+    /// Fails, saying both shapes, unless this update has the size of a weight of `shape`
+    /// (a LoRA trained on another SD1.x-named model of other widths would not).
+    fn check_fits(&self, module: &str, shape: &[usize]) -> std::result::Result<(), String> {
+        let (out, rank) = (self.up.shape[0], self.down.shape[0]);
+        let cols = self.down.shape.iter().skip(1).product::<usize>();
+        let want = (shape[0], shape.iter().skip(1).product::<usize>());
+        if shape.is_empty() || (out, cols) != want || self.up.shape.get(1) != Some(&rank) {
+            return Err(format!(
+                "{module}: up {:?} x down {:?} from {} does not fit the model's weight {shape:?}",
+                self.up.shape,
+                self.down.shape,
+                self.file.path().display()
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds this term to `base` (the weight in PyTorch layout `[out, in, (kh, kw)]`).
     pub fn apply(&self, base: &mut [f32]) {
         let down = decode_f32(self.file.raw(&self.down), self.down.dtype);
@@ -68,6 +85,8 @@ pub struct LoraSet {
     /// Where each module came from, for messages.
     origin: BTreeMap<String, PathBuf>,
     used: BTreeSet<String>,
+    /// Updates whose shape differs from the weight they matched.
+    misfits: Vec<(PathBuf, String)>,
 }
 
 /// [`Component`] as an ordered key.
@@ -263,12 +282,24 @@ impl LoraSet {
                 continue;
             };
             let kohya_name = format!("{prefix}{}", module.replace('.', "_"));
+            let shape = source.entry.shape.clone();
+            let mut fits = |t: &LoraTerm| match t.check_fits(module, &shape) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.misfits.push((t.file.path().to_path_buf(), e));
+                    false
+                }
+            };
             if let Some(terms) = self.kohya.get(&kohya_name) {
-                source.lora.extend(terms.iter().map(|(_, t)| t.clone()));
+                source
+                    .lora
+                    .extend(terms.iter().map(|(_, t)| t).filter(|t| fits(t)).cloned());
                 self.used.insert(kohya_name);
             }
             if let Some(terms) = self.terms.get(&(ck, module.to_string())) {
-                source.lora.extend(terms.iter().cloned());
+                source
+                    .lora
+                    .extend(terms.iter().filter(|t| fits(t)).cloned());
                 let name = match ck {
                     ComponentKey::Unet => format!("unet.{module}"),
                     ComponentKey::TextEncoder => format!("text_encoder.{module}"),
@@ -278,8 +309,25 @@ impl LoraSet {
         }
     }
 
-    /// Fails, listing them, if some LoRA modules matched no weight of the model.
+    /// Fails, listing them, if some LoRA modules matched no weight of the model or matched
+    /// one of another size.
     pub fn check_all_used(&self) -> Result<()> {
+        if let Some((path, _)) = self.misfits.first() {
+            let list: Vec<&str> = self
+                .misfits
+                .iter()
+                .take(10)
+                .map(|(_, e)| e.as_str())
+                .collect();
+            return Err(lora_error(
+                path,
+                format!(
+                    "{} LoRA module(s) do not fit this model's layer sizes (a LoRA made for another model?): {}",
+                    self.misfits.len(),
+                    list.join("; ")
+                ),
+            ));
+        }
         let mut unused: Vec<String> = self
             .kohya
             .keys()

@@ -45,6 +45,15 @@ fn is_half(opts: LoadOptions) -> bool {
     matches!(opts.dtype, FloatDType::F16 | FloatDType::BF16)
 }
 
+/// Whether a spec that does not exist was meant as a file (`dir/model.safetensors`), so
+/// that it is reported missing instead of looked up on the hub.
+fn names_a_file(spec: &str) -> bool {
+    let lower = spec.to_ascii_lowercase();
+    [".safetensors", ".ckpt", ".pt", ".pth", ".bin"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
+}
+
 /// Resolves a model spec: an existing file or folder, else a hub repo id (downloaded into
 /// the standard cache unless it is there or `HF_HUB_OFFLINE` is set).
 pub fn locate_model(spec: &str, opts: LoadOptions) -> Result<Location> {
@@ -53,7 +62,7 @@ pub fn locate_model(spec: &str, opts: LoadOptions) -> Result<Location> {
         Ok(Location::File(path.to_path_buf()))
     } else if path.is_dir() {
         Ok(Location::Folder(path.to_path_buf()))
-    } else if is_hub_id(spec) {
+    } else if is_hub_id(spec) && !names_a_file(spec) {
         let folder = resolve(spec, &HubOptions::from_env(), is_half(opts))?;
         Ok(Location::Hub {
             id: spec.to_string(),
@@ -102,7 +111,7 @@ pub fn plan_vae_spec(spec: &str, opts: LoadOptions) -> Result<VaePlan> {
         } else {
             path.join("vae")
         }
-    } else if is_hub_id(spec) {
+    } else if is_hub_id(spec) && !names_a_file(spec) {
         resolve_vae(spec, &HubOptions::from_env(), is_half(opts))?
     } else {
         return Err(ModelError::NotFound {
