@@ -303,19 +303,14 @@ fn cocktail_gives_m_squared_images_and_a_sheet() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path().join("mix");
     let (a, b) = (model("tiny-a"), model("tiny-b"));
-    let mut args = vec![
-        "cocktail",
-        "--model",
-        &a,
-        "--model",
-        &b,
-        "--prompt",
-        "a cat",
-        "-o",
-        dir.to_str().unwrap(),
-    ];
-    args.extend(["--size", "64", "--inv-steps", "2", "--steps", "2"]);
-    assert_ok(&ditail(tmp.path(), &args));
+    let cocktail = |content: &[&str], dir: &Path| {
+        let mut args = vec!["cocktail", "--model", &a, "--model", &b];
+        args.extend(content);
+        let d = dir.display().to_string();
+        args.extend(["-o", &d, "--size", "64", "--inv-steps", "2", "--steps", "2"]);
+        assert_ok(&ditail(tmp.path(), &args));
+    };
+    cocktail(&["--prompt", "a cat"], &dir);
     let expected: Vec<String> = [
         "prompt1--content--tiny-a.png",
         "prompt1--content--tiny-b.png",
@@ -342,21 +337,7 @@ fn cocktail_gives_m_squared_images_and_a_sheet() {
     // Image mode: one inversion per source, every target.
     let dir2 = tmp.path().join("img");
     let img = content().display().to_string();
-    let mut args = vec![
-        "cocktail",
-        "--model",
-        &a,
-        "--model",
-        &b,
-        "--image",
-        &img,
-        "--prompt",
-        "a cat",
-        "-o",
-        dir2.to_str().unwrap(),
-    ];
-    args.extend(["--size", "64", "--inv-steps", "2", "--steps", "2"]);
-    assert_ok(&ditail(tmp.path(), &args));
+    cocktail(&["--image", &img, "--prompt", "a cat"], &dir2);
     assert_eq!(files(&dir2).len(), 5);
 }
 

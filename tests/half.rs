@@ -24,33 +24,33 @@ fn f32_data(t: TensorData) -> TensorData {
 fn f16_networks_stay_near_diffusers_f32() {
     let device = cpu();
     for model in MODELS {
-        let g = golden(model, "text.safetensors");
-        let inputs = [("input_ids".to_string(), g["input_ids"].clone())].into();
-        let out = run_components(&model_dir(model), &inputs, &device, HALF).unwrap();
-        for key in ["text_embeddings", "text_embeddings_penultimate"] {
-            let rel = assert_close(
-                &format!("{model} f16 {key}"),
-                &f32_data(out[key].clone()),
-                &g[key],
-                TOL,
-            );
-            eprintln!("{model} f16 {key}: rel err {rel:e}");
-        }
-        let g = golden(model, "vae.safetensors");
-        let inputs = [
-            ("image".to_string(), g["image"].clone()),
-            ("latents".to_string(), g["latents"].clone()),
-        ]
-        .into();
-        let out = run_components(&model_dir(model), &inputs, &device, HALF).unwrap();
-        for key in ["posterior_mean", "decoded"] {
-            let rel = assert_close(
-                &format!("{model} f16 {key}"),
-                &f32_data(out[key].clone()),
-                &g[key],
-                TOL,
-            );
-            eprintln!("{model} f16 {key}: rel err {rel:e}");
+        for (file, inputs, outputs) in [
+            (
+                "text.safetensors",
+                &["input_ids"][..],
+                &["text_embeddings", "text_embeddings_penultimate"][..],
+            ),
+            (
+                "vae.safetensors",
+                &["image", "latents"][..],
+                &["posterior_mean", "decoded"][..],
+            ),
+        ] {
+            let g = golden(model, file);
+            let inputs = inputs
+                .iter()
+                .map(|k| (k.to_string(), g[*k].clone()))
+                .collect();
+            let out = run_components(&model_dir(model), &inputs, &device, HALF).unwrap();
+            for key in outputs {
+                let rel = assert_close(
+                    &format!("{model} f16 {key}"),
+                    &f32_data(out[*key].clone()),
+                    &g[*key],
+                    TOL,
+                );
+                eprintln!("{model} f16 {key}: rel err {rel:e}");
+            }
         }
         let (unet, _) = load_unet(&model_dir(model).join("unet"), &device, HALF).unwrap();
         for case in unet_cases(model) {

@@ -196,9 +196,7 @@ pub fn load_vae(
     device: &Device,
     opts: LoadOptions,
 ) -> Result<(AutoencoderKl, VaeConfig)> {
-    let plan = plan_vae(dir, opts)?;
-    let config = plan.config.clone();
-    Ok((plan.load(device, opts)?, config))
+    plan_vae(dir, opts)?.load_with_config(device, opts)
 }
 
 /// Loads a transformers `text_encoder/` folder.

@@ -49,6 +49,16 @@ impl VaePlan {
         self.weights.load_into(&mut vae, Component::Vae, opts)?;
         Ok(vae)
     }
+
+    /// Loads the VAE and returns it with its configuration.
+    pub fn load_with_config(
+        self,
+        device: &Device,
+        opts: LoadOptions,
+    ) -> Result<(AutoencoderKl, VaeConfig)> {
+        let config = self.config.clone();
+        Ok((self.load(device, opts)?, config))
+    }
 }
 
 /// A whole SD1.x model ready to load.

@@ -128,7 +128,5 @@ pub fn load_vae_spec(
     device: &Device,
     opts: LoadOptions,
 ) -> Result<(AutoencoderKl, VaeConfig)> {
-    let plan = plan_vae_spec(spec, opts)?;
-    let config = plan.config.clone();
-    Ok((plan.load(device, opts)?, config))
+    plan_vae_spec(spec, opts)?.load_with_config(device, opts)
 }
