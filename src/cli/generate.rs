@@ -38,7 +38,8 @@ pub fn render(
     ui: &Ui,
 ) -> Result<(RgbImage, Record)> {
     let size = flags.size as usize;
-    let mut progress = ui.steps(&record.model);
+    let label = super::metadata::model_label(&record.model);
+    let mut progress = ui.steps(&label);
     let latents = generate(
         model,
         prompt,

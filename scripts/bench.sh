@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# ditail against diffusers on the same machine, the same weights and the same number of
+# threads, in one go; prints both and the ratios ditail / diffusers.
+#
+#   scripts/bench.sh                      # CPU, fixtures-full/model, all cores
+#   WEIGHTS=dir THREADS=2 RUNS=3 scripts/bench.sh
+#   BACKEND=cuda DTYPE=f16 scripts/bench.sh   # GPU (diffusers on cuda, fp16)
+#
+# Needs the fixture script's full-size weights (`.venv/bin/python scripts/make_fixtures.py
+# --full-size fixtures-full`, or MAKE_WEIGHTS=1 to let the reference script write random
+# SD1.5 weights) and the Python environment of scripts/README.md. PROFILE=dev reuses the
+# test build (dependencies are optimised there too) instead of a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WEIGHTS=${WEIGHTS:-fixtures-full/model}
+THREADS=${THREADS:-$(nproc)}
+RUNS=${RUNS:-3}
+BACKEND=${BACKEND:-cpu}
+DTYPE=${DTYPE:-$([ "$BACKEND" = cpu ] && echo f32 || echo f16)}
+PROFILE=${PROFILE:-release}
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-bench-out}
+ONLY=${ONLY:-}
+mkdir -p "$OUT"
+export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=PASSIVE
+device=$([ "$BACKEND" = cpu ] && echo cpu || echo cuda)
+pydtype=$([ "$DTYPE" = f16 ] && echo fp16 || echo fp32)
+only=()
+[ -n "$ONLY" ] && only=(--only "$ONLY")
+if [ -n "${MAKE_WEIGHTS:-}" ]; then
+  "$PY" scripts/bench_reference.py --weights "$WEIGHTS" --make-weights --only none --device cpu
+fi
+echo "== ditail ($BACKEND, $DTYPE, $THREADS threads, profile $PROFILE)"
+cargo run --quiet --profile "$PROFILE" --example bench -- --weights "$WEIGHTS" --backend "$BACKEND" \
+  --dtype "$DTYPE" --runs "$RUNS" "${only[@]}" --json "$OUT/ditail.json"
+echo "== diffusers ($device, $pydtype, $THREADS threads)"
+"$PY" scripts/bench_reference.py --weights "$WEIGHTS" --device "$device" --dtype "$pydtype" \
+  --threads "$THREADS" --runs "$RUNS" "${only[@]}" --json "$OUT/reference.json"
+echo "== ditail / diffusers"
+"$PY" scripts/bench_compare.py "$OUT/ditail.json" "$OUT/reference.json"

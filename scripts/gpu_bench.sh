@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The one-call GPU benchmark (issue 7): ditail (CUDA and wgpu/Vulkan, f16) against
+# diffusers (fp16, CUDA) on an NVIDIA machine, SD1.5-size random weights, 512x512, a whole
+# Ditail run of 50 + 50 steps, plus the per-network figures; times, ratios and peak VRAM
+# go to $OUT.
+#
+# The device machine has no network and no Rust toolchain, so the work is split:
+#   here:   scripts/gpu_bench.sh prepare   builds `bench` (release, wgpu + cuda) into .gpu/,
+#           downloads the diffusers wheel and the Vulkan loader packages (see
+#           /work/.library/device/README.md), ~40 MB in all
+#   there:  device run with carry [".gpu"], command `scripts/gpu_bench.sh run`
+#           (about 6 minutes on an H100/H200: 2 min of random weights, then the benches)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+prepare)
+  grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >>.git/info/exclude
+  mkdir -p .gpu/whl .gpu/deb
+  cargo build --release --features cuda --example bench
+  cp target/release/examples/bench .gpu/bench && strip .gpu/bench
+  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux2014_x86_64 --platform any -d .gpu/whl diffusers==0.42.1
+  o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  mkdir -p /tmp/amd64/partial
+  apt-get $o update -qq
+  (cd .gpu/deb && apt-get $o download libvulkan1)
+  du -sh .gpu
+  ;;
+run)
+  : "${OUT:?set by the device tool}"
+  for f in .gpu/deb/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+  export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
+  export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+  W=/tmp/sd15-random
+  python3 scripts/bench_reference.py --weights $W --make-weights --only none --device cpu \
+    --threads 16 2>&1 | tail -1
+  common=(--weights $W --runs 5 --ditail-size 512 --ditail-steps 50 --ditail-runs 3)
+  # Peak VRAM of a whole process, sampled every 50 ms (burn has no allocator statistics
+  # across backends; torch's own peak is in reference.json too).
+  vram() {
+    local name=$1
+    shift
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 50 >"/tmp/vram-$name" &
+    local sampler=$!
+    "$@" 2>&1 | tee "$OUT/$name.log"
+    kill $sampler
+    echo "$name peak VRAM (process lifetime, nvidia-smi): $(sort -n "/tmp/vram-$name" | tail -1) MiB" | tee -a "$OUT/vram.txt"
+  }
+  set +e
+  vram ditail-cuda .gpu/bench --backend cuda --dtype f16 "${common[@]}" --json "$OUT/ditail-cuda.json"
+  vram ditail-wgpu .gpu/bench --backend wgpu --dtype f16 "${common[@]}" --json "$OUT/ditail-wgpu.json"
+  vram reference python3 scripts/bench_reference.py --device cuda --dtype fp16 "${common[@]}" \
+    --json "$OUT/reference.json"
+  for b in cuda wgpu; do
+    [ -f "$OUT/ditail-$b.json" ] && python3 scripts/bench_compare.py "$OUT/ditail-$b.json" "$OUT/reference.json" --markdown | tee "$OUT/ratios-$b.md"
+  done
+  ;;
+*)
+  echo "usage: scripts/gpu_bench.sh prepare|run" >&2
+  exit 2
+  ;;
+esac
