@@ -26,6 +26,10 @@ use ditail::pipeline::{
     InversionSettings, Model, ModelSpec, SamplingSettings, decode, invert, sample,
 };
 
+/// As the `ditail` binary (see src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     weights: Option<String>,
     backend: Backend,
@@ -35,6 +39,8 @@ struct Args {
     ditail_size: u32,
     ditail_steps: usize,
     ditail_runs: usize,
+    unet_sides: Vec<usize>,
+    batches: Vec<usize>,
     json: Option<String>,
 }
 
@@ -48,6 +54,8 @@ fn parse() -> Result<Args> {
         ditail_size: 256,
         ditail_steps: 10,
         ditail_runs: 1,
+        unet_sides: vec![32, 64],
+        batches: vec![1, 3],
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -68,14 +76,26 @@ fn parse() -> Result<Args> {
             "--ditail-size" => a.ditail_size = value()?.parse()?,
             "--ditail-steps" => a.ditail_steps = value()?.parse()?,
             "--ditail-runs" => a.ditail_runs = value()?.parse()?,
+            "--unet-sides" => a.unet_sides = list(&value()?)?,
+            "--batches" => a.batches = list(&value()?)?,
             "--json" => a.json = Some(value()?),
             other => bail!(
                 "unknown flag {other} (--weights DIR --backend cpu|wgpu|cuda --dtype f16|f32 --runs N \
-                 --only unet,vae,clip,ditail --ditail-size PX --ditail-steps N --ditail-runs N --json FILE)"
+                 --only unet,vae,clip,ditail --ditail-size PX --ditail-steps N --ditail-runs N --unet-sides 32,64 --batches 1,3 --json FILE)"
             ),
         }
     }
     Ok(a)
+}
+
+fn list(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse()
+                .with_context(|| format!("`{x}` is not a number"))
+        })
+        .collect()
 }
 
 /// Peak resident memory since the last reset, in bytes (Linux; 0 elsewhere).
@@ -196,8 +216,8 @@ fn main() -> Result<()> {
             &device,
         )
         .cast(dt);
-        for side in [32usize, 64] {
-            for batch in [1usize, 3] {
+        for &side in &args.unet_sides {
+            for &batch in &args.batches {
                 let x = Tensor::<4>::random(
                     [batch, 4, side, side],
                     burn::tensor::Distribution::Normal(0., 1.),
