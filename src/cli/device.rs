@@ -70,8 +70,13 @@ fn probe_adapters() -> Vec<Adapter> {
 }
 
 /// Whether a CUDA device answers (a tiny tensor round trip; burn-cuda panics when no driver
-/// or device is present, so the panic is caught and silenced).
+/// or device is present, so the panic is caught and silenced); asked once.
 pub fn cuda_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(probe_cuda)
+}
+
+fn probe_cuda() -> bool {
     #[cfg(feature = "cuda")]
     {
         let hook = std::panic::take_hook();

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 pub struct ModelRecord {
     /// As the user named it (file, folder or repo id).
     pub model: String,
-    /// First 10 hex digits of the SHA-256 of its weights (for a folder: of its weight files
-    /// in order, text encoder, U-Net, VAE).
+    /// First 10 hex digits of the SHA-256 of its weights (for a folder: of the digests of
+    /// its weight files in order, text encoder, U-Net, VAE).
     pub hash: String,
     /// LoRAs merged in.
     pub loras: Vec<LoraRecord>,
@@ -247,16 +247,18 @@ impl HashCache {
         }
     }
 
-    /// SHA-256 (first 10 hex digits) of the files' bytes, one after the other.
+    /// First 10 hex digits of a file's SHA-256; for several files, of the SHA-256 of their
+    /// hex digests one after the other.
     fn hash(&mut self, files: &[PathBuf]) -> Result<String> {
-        let mut whole = Sha256::new();
-        for f in files {
-            whole.update(self.file_hash(f)?.as_bytes());
-        }
-        let full = if files.len() == 1 {
-            self.file_hash(&files[0])?
-        } else {
-            hex(&whole.finalize())
+        let full = match files {
+            [one] => self.file_hash(one)?,
+            _ => {
+                let mut whole = Sha256::new();
+                for f in files {
+                    whole.update(self.file_hash(f)?.as_bytes());
+                }
+                hex(&whole.finalize())
+            }
         };
         Ok(full[..10].to_string())
     }

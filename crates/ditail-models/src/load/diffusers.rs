@@ -25,6 +25,13 @@ pub struct LoadOptions {
     pub dtype: FloatDType,
 }
 
+impl LoadOptions {
+    /// Whether half-precision weight files (`.fp16.safetensors`) are the better match.
+    pub fn prefers_half(self) -> bool {
+        matches!(self.dtype, FloatDType::F16 | FloatDType::BF16)
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
@@ -45,7 +52,7 @@ impl WeightFiles {
     /// full precision first when loading f32, the `fp16` variant first when loading f16,
     /// either when only one exists; a sharded index is followed.
     pub fn find(dir: &Path, stem: &str, what: &'static str, dtype: FloatDType) -> Result<Self> {
-        let half_first = matches!(dtype, FloatDType::F16 | FloatDType::BF16);
+        let half_first = LoadOptions { dtype }.prefers_half();
         let mut variants = [
             format!("{stem}.safetensors"),
             format!("{stem}.fp16.safetensors"),

@@ -26,9 +26,7 @@ pub use self::single_file::{
     SingleFileConfigs, check_architecture, load_single_file, load_vae_file, plan_single_file,
     plan_vae_file, reject_pickle,
 };
-pub use self::spec::{
-    Location, load_model, load_vae_spec, locate_model, plan_model, plan_vae_spec,
-};
+pub use self::spec::{Location, locate_model, plan_model, plan_vae_spec};
 
 use std::sync::Arc;
 

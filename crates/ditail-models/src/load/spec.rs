@@ -4,16 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
-use burn::tensor::FloatDType;
-
 use super::diffusers::{LoadOptions, StableDiffusion, plan_vae};
 use super::hub::{HubOptions, is_hub_id, resolve, resolve_vae};
 use super::lora::LoraSpec;
 use super::plan::{ModelPlan, VaePlan};
 use super::single_file::{SingleFileConfigs, plan_single_file, plan_vae_file};
 use crate::error::{ModelError, Result};
-use crate::vae::{AutoencoderKl, VaeConfig};
 
 /// Where a model's files are, once a user's spec is resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,10 +37,6 @@ impl Location {
     }
 }
 
-fn is_half(opts: LoadOptions) -> bool {
-    matches!(opts.dtype, FloatDType::F16 | FloatDType::BF16)
-}
-
 /// Whether a spec that does not exist was meant as a file (`dir/model.safetensors`), so
 /// that it is reported missing instead of looked up on the hub.
 fn names_a_file(spec: &str) -> bool {
@@ -63,7 +55,7 @@ pub fn locate_model(spec: &str, opts: LoadOptions) -> Result<Location> {
     } else if path.is_dir() {
         Ok(Location::Folder(path.to_path_buf()))
     } else if is_hub_id(spec) && !names_a_file(spec) {
-        let folder = resolve(spec, &HubOptions::from_env(), is_half(opts))?;
+        let folder = resolve(spec, &HubOptions::from_env(), opts.prefers_half())?;
         Ok(Location::Hub {
             id: spec.to_string(),
             folder,
@@ -87,16 +79,6 @@ pub fn plan_model(location: &Location, opts: LoadOptions, loras: &[LoraSpec]) ->
     }
 }
 
-/// Loads a located model with `loras` merged in (see [`plan_model`]).
-pub fn load_model(
-    location: &Location,
-    device: &Device,
-    opts: LoadOptions,
-    loras: &[LoraSpec],
-) -> Result<StableDiffusion> {
-    plan_model(location, opts, loras)?.load(device, opts)
-}
-
 /// Plans loading a VAE override: a single file (a VAE alone with or without
 /// `first_stage_model.`, or a whole checkpoint whose VAE is taken), a diffusers VAE folder
 /// (with `config.json`), a diffusers model folder (its `vae/`), or a hub repo id of either
@@ -112,7 +94,7 @@ pub fn plan_vae_spec(spec: &str, opts: LoadOptions) -> Result<VaePlan> {
             path.join("vae")
         }
     } else if is_hub_id(spec) && !names_a_file(spec) {
-        resolve_vae(spec, &HubOptions::from_env(), is_half(opts))?
+        resolve_vae(spec, &HubOptions::from_env(), opts.prefers_half())?
     } else {
         return Err(ModelError::NotFound {
             spec: spec.to_string(),
@@ -120,13 +102,4 @@ pub fn plan_vae_spec(spec: &str, opts: LoadOptions) -> Result<VaePlan> {
         });
     };
     plan_vae(&dir, opts)
-}
-
-/// Loads a VAE override (see [`plan_vae_spec`]).
-pub fn load_vae_spec(
-    spec: &str,
-    device: &Device,
-    opts: LoadOptions,
-) -> Result<(AutoencoderKl, VaeConfig)> {
-    plan_vae_spec(spec, opts)?.load_with_config(device, opts)
 }
