@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one-call GPU benchmark (issue 7): ditail (CUDA and wgpu/Vulkan, f16) against
 # diffusers (fp16, CUDA) on an NVIDIA machine, SD1.5-size random weights, 512x512, a whole
-# Ditail run of 50 + 50 steps, plus the per-network figures; times, ratios and peak VRAM
-# go to $OUT.
+# Ditail run of 50 + 50 steps, plus the per-network figures and the attention kernel
+# against torch's SDPA (issue 6); times, ratios and peak VRAM go to $OUT.
 #
 # The device machine has no network and no Rust toolchain, so the work is split:
 #   here:   scripts/gpu_bench.sh prepare   builds `bench` (release, wgpu + cuda) into .gpu/,
@@ -19,11 +19,11 @@ prepare)
   # burn 0.22.1's `cuda` feature builds cubecl-llvm, whose build script (tracel-llvm-bundler)
   # downloads an LLVM bundle from outside crates.io: this needs a machine with internet
   # access (it fails on a registries-only machine). Without it, wgpu alone is benchmarked.
-  if ! cargo build --release --features cuda --example bench; then
+  if ! cargo build --release --features cuda --example bench --example bench_attention; then
     echo "warning: the cuda build failed (see above); building wgpu only" >&2
-    cargo build --release --example bench
+    cargo build --release --example bench --example bench_attention
   fi
-  cp target/release/examples/bench .gpu/bench && strip .gpu/bench
+  for e in bench bench_attention; do cp target/release/examples/$e .gpu/$e && strip .gpu/$e; done
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 --platform any -d .gpu/whl diffusers==0.42.1
   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
@@ -61,6 +61,11 @@ run)
   vram ditail-wgpu .gpu/bench --backend wgpu --dtype f16 "${common[@]}" --json "$OUT/ditail-wgpu.json"
   vram reference python3 scripts/bench_reference.py --device cuda --dtype fp16 "${common[@]}" \
     --json "$OUT/reference.json"
+  # The fused attention kernel (issue 6) at SD1.5's layer sizes against torch's SDPA.
+  vram attention-wgpu .gpu/bench_attention --backend wgpu --dtype f16 --runs 20 \
+    --json "$OUT/attention-ditail.json"
+  python3 scripts/bench_attention.py --device cuda --dtype fp16 --runs 20 \
+    --json "$OUT/attention-torch.json" | tee "$OUT/attention-torch.log"
   for b in cuda wgpu; do
     [ -f "$OUT/ditail-$b.json" ] && python3 scripts/bench_compare.py "$OUT/ditail-$b.json" "$OUT/reference.json" --markdown | tee "$OUT/ratios-$b.md"
   done

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use common::{assert_close, assert_sites, cpu, fixtures, model_dir};
 use ditail::models::LoadOptions;
-use ditail::models::hook::{Controller, Recorder, Site};
+use ditail::models::hook::{Controller, Recorder, SelfAttnQk, Site};
 use ditail::models::tensor_file::read_tensors;
 use ditail::pipeline::inject::{Injector, Windows};
 use ditail::pipeline::run::{check_compatible, generate_from, invert_latents};
@@ -176,15 +176,13 @@ impl<C: Controller> Controller for After<'_, C> {
         let h = self.0.resnet(at, h);
         self.1.resnet(at, h)
     }
-    fn self_attn(
-        &mut self,
-        at: Site,
-        grid: [usize; 2],
-        q: Tensor<3>,
-        k: Tensor<3>,
-    ) -> (Tensor<3>, Tensor<3>) {
-        let (q, k) = self.0.self_attn(at, grid, q, k);
-        self.1.self_attn(at, grid, q, k)
+    /// Records the q and k the attention sees: the injection resolved as the reference
+    /// does it.
+    fn self_attn(&mut self, at: Site, grid: [usize; 2], qk: SelfAttnQk) -> SelfAttnQk {
+        let qk = self.0.self_attn(at, grid, qk);
+        let (q, k) = qk.clone().resolved();
+        self.1.self_attn(at, grid, SelfAttnQk::new(q, k));
+        qk
     }
 }
 
@@ -330,6 +328,62 @@ fn every_step_matches_the_reference() {
                     .unet
                     .forward(latents, t as f32, context, &mut After(injector, &mut rec));
                 assert_sites(name, &rec, &g, "step.0.injected.", STEP_TOL);
+            }
+        }
+    }
+}
+
+/// The injecting sampling steps on wgpu, where the q/k injection happens inside the WGSL
+/// attention kernel: each step from stored inputs equals the reference's, under the full
+/// mask and the half mask (laid on the layers' odd 2x3, 4x5, 8x10 grids).
+#[test]
+fn injected_steps_match_the_reference_on_wgpu() {
+    use ditail::models::kernels::attention::{kernel_enabled, kernel_launches};
+    let device = common::wgpu_device();
+    for name in ["full", "left"] {
+        let sc = scenario(name);
+        let t_model = tame("tiny-b", &device);
+        let g = read_tensors(&pipeline_dir().join(&sc.file)).unwrap();
+        let emb = SamplingEmbeddings {
+            uncond: tensor(&g, "emb_uncond", &device),
+            positive: tensor(&g, "emb_pos", &device),
+            negative: tensor(&g, "emb_neg", &device),
+        };
+        let spl_ts = t_model.scheduler.timesteps(sc.spl.steps).unwrap();
+        let ratio = t_model.scheduler.step_ratio(sc.spl.steps);
+        let (conv_steps, attn_steps) = sc.spl.window_steps();
+        assert!(attn_steps >= 2, "{name}: the scenario injects q/k");
+        for (i, &t) in spl_ts.iter().enumerate().take(2) {
+            let params = StepParams {
+                t,
+                alpha_t: t_model.scheduler.alpha(t),
+                alpha_prev: t_model.scheduler.alpha(t - ratio),
+                omega: sc.spl.omega,
+                windows: Windows {
+                    conv: i < conv_steps,
+                    attn: i < attn_steps,
+                },
+                mask: &sc.spl.mask,
+                always_batch_source: true,
+            };
+            let x_in = tensor::<4>(&g, &format!("step.{i}.x_in"), &device);
+            let source = tensor::<4>(&g, &format!("inverted.{t}"), &device);
+            let launches = kernel_launches();
+            let out = sampling_step(&t_model.sd.unet, x_in, source, &emb, params);
+            check(
+                &format!("wgpu {name} step.{i}.noise_pred"),
+                &out.noise_pred,
+                &g[&format!("step.{i}.noise_pred")],
+                STEP_TOL,
+            );
+            check(
+                &format!("wgpu {name} step.{i}.x_out"),
+                &out.x,
+                &g[&format!("step.{i}.x_out")],
+                STEP_TOL,
+            );
+            if kernel_enabled() {
+                assert!(kernel_launches() > launches, "{name}: the kernel ran");
             }
         }
     }

@@ -1,40 +1,28 @@
 //! The same parity checks on burn's wgpu backend (in CI: Mesa's lavapipe, a software Vulkan
-//! driver, which `.ci/run` installs), on tiny-a: text encoder, VAE, and the U-Net at a
-//! latent size that is not a multiple of 8. Tolerance as on the CPU: 1e-4 of max |want|.
+//! driver, which `.ci/run` installs), on both tiny models: text encoder, VAE, and the U-Net
+//! at a latent size that is not a multiple of 8. Tolerance as on the CPU: 1e-4 of max |want|.
+//! The U-Net's and VAE's attention runs the WGSL kernel here (the default on wgpu), so this
+//! is also "the whole U-Net with the kernel equals diffusers without it".
 
 mod common;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use burn::prelude::*;
-use common::{assert_close, golden, model_dir};
-use ditail::backend::Backend;
+use common::{assert_close, golden, model_dir, wgpu_device};
 use ditail::models::LoadOptions;
 use ditail::models::components::run_components;
+use ditail::models::kernels::attention::{kernel_enabled, kernel_launches};
 
 const TOL: f32 = 1e-4;
 
-fn wgpu_device() -> Device {
-    let device = Backend::Wgpu
-        .device()
-        .expect("the default features include wgpu");
-    let probe = catch_unwind(AssertUnwindSafe(|| {
-        Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>()
-    }));
-    match probe {
-        Ok(v) => assert_eq!(v, 4.0, "the wgpu adapter computes 1+1+1+1 wrong"),
-        Err(_) => panic!(
-            "no usable wgpu adapter: install a Vulkan driver (on Debian/Ubuntu without a GPU: \
-             `apt-get install mesa-vulkan-drivers libvulkan1`, as .ci/run does)"
-        ),
+#[test]
+fn tiny_models_match_diffusers_on_wgpu() {
+    let device = wgpu_device();
+    for model in common::MODELS {
+        check_model(model, &device);
     }
-    device
 }
 
-#[test]
-fn tiny_model_matches_diffusers_on_wgpu() {
-    let device = wgpu_device();
-    let model = "tiny-a";
+fn check_model(model: &str, device: &Device) {
     for (file, inputs, outputs) in [
         (
             "text.safetensors",
@@ -57,8 +45,15 @@ fn tiny_model_matches_diffusers_on_wgpu() {
             .iter()
             .map(|k| (k.to_string(), g[*k].clone()))
             .collect();
+        let launches = kernel_launches();
         let out =
-            run_components(&model_dir(model), &inputs, &device, LoadOptions::default()).unwrap();
+            run_components(&model_dir(model), &inputs, device, LoadOptions::default()).unwrap();
+        if file != "text.safetensors" && kernel_enabled() {
+            assert!(
+                kernel_launches() > launches,
+                "{model} {file}: the attention kernel did not run on wgpu"
+            );
+        }
         for key in outputs {
             let rel = assert_close(&format!("wgpu {model} {key}"), &out[*key], &g[*key], TOL);
             eprintln!("wgpu {model} {key}: rel err {rel:e}");

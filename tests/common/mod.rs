@@ -56,6 +56,26 @@ pub fn cpu() -> Device {
         .expect("the default features include the CPU backend")
 }
 
+/// burn's wgpu device (in CI: Mesa's lavapipe), checked to compute; panics with what to
+/// install when there is no usable adapter.
+pub fn wgpu_device() -> Device {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let device = Backend::Wgpu
+        .device()
+        .expect("the default features include wgpu");
+    let probe = catch_unwind(AssertUnwindSafe(|| {
+        Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>()
+    }));
+    match probe {
+        Ok(v) => assert_eq!(v, 4.0, "the wgpu adapter computes 1+1+1+1 wrong"),
+        Err(_) => panic!(
+            "no usable wgpu adapter: install a Vulkan driver (on Debian/Ubuntu without a GPU: \
+             `apt-get install mesa-vulkan-drivers libvulkan1`, as .ci/run does)"
+        ),
+    }
+    device
+}
+
 /// Asserts `max |got - want| <= rel_tol * max |want|` over the whole tensor, after
 /// checking shapes, and returns the relative error for reporting.
 pub fn assert_close(what: &str, got: &TensorData, want: &TensorData, rel_tol: f32) -> f32 {

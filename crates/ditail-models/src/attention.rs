@@ -14,8 +14,8 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
-use crate::hook::{Controller, Site};
-use crate::ops::multi_head_attention;
+use crate::hook::{Controller, SelfAttnQk, Site};
+use crate::kernels::attention::attention;
 use crate::resnet::conv1x1;
 
 /// Shape of one attention layer.
@@ -79,7 +79,8 @@ impl AttentionConfig {
 
 impl Attention {
     /// Attention of `x` over `context` (or over itself when `None`). `hook` is called with
-    /// the projected q and k of a self-attention layer over a `[height, width]` grid.
+    /// the projected q and k of a self-attention layer over a `[height, width]` grid; an
+    /// injection it asks for is applied inside the attention kernel.
     ///
     /// # Shapes
     /// - `x`: `[batch, tokens, query_dim]`
@@ -92,13 +93,14 @@ impl Attention {
         hook: Option<(Site, [usize; 2], &mut dyn Controller)>,
     ) -> Tensor<3> {
         let kv_source = context.unwrap_or_else(|| x.clone());
-        let mut q = self.to_q.forward(x);
-        let mut k = self.to_k.forward(kv_source.clone());
+        let q = self.to_q.forward(x);
+        let k = self.to_k.forward(kv_source.clone());
         let v = self.to_v.forward(kv_source);
-        if let Some((site, grid, ctrl)) = hook {
-            (q, k) = ctrl.self_attn(site, grid, q, k);
-        }
-        let out = multi_head_attention(q, k, v, self.heads, false);
+        let qk = match hook {
+            Some((site, grid, ctrl)) => ctrl.self_attn(site, grid, SelfAttnQk::new(q, k)),
+            None => SelfAttnQk::new(q, k),
+        };
+        let out = attention(qk.q, qk.k, v, self.heads, qk.inject);
         self.to_out[0].forward(out)
     }
 

@@ -121,17 +121,15 @@ pub trait Controller {
     /// A self-attention layer's q and k after projection, before the heads are split.
     /// `grid` is the layer's `[height, width]`, so that spatial masks can be laid on tokens.
     ///
+    /// A controller may replace `q`/`k` outright, or ask for an injection
+    /// ([`SelfAttnQk::inject`]), which the attention kernel applies as it reads q and k
+    /// (see [`crate::kernels::attention`]): no mixed copy of q or k is ever made.
+    ///
     /// # Shapes
-    /// - `q`, `k`: `[batch, tokens, inner_dim]`, `tokens = height * width`, token
-    ///   `n = row * width + col`; the returned pair must have the same shapes.
-    fn self_attn(
-        &mut self,
-        _at: Site,
-        _grid: [usize; 2],
-        q: Tensor<3>,
-        k: Tensor<3>,
-    ) -> (Tensor<3>, Tensor<3>) {
-        (q, k)
+    /// - `qk.q`, `qk.k`: `[batch, tokens, inner_dim]`, `tokens = height * width`, token
+    ///   `n = row * width + col`; the returned tensors must have the same shapes.
+    fn self_attn(&mut self, _at: Site, _grid: [usize; 2], qk: SelfAttnQk) -> SelfAttnQk {
+        qk
     }
 
     /// Whether the controller has all it needs from this forward. Asked after every U-Net
@@ -147,6 +145,49 @@ pub trait Controller {
 pub struct NoControl;
 
 impl Controller for NoControl {}
+
+/// A self-attention layer's projected q and k, and the injection to apply to them.
+#[derive(Clone, Debug)]
+pub struct SelfAttnQk {
+    /// The queries, `[batch, tokens, inner_dim]`.
+    pub q: Tensor<3>,
+    /// The keys, `[batch, tokens, inner_dim]`.
+    pub k: Tensor<3>,
+    /// The source's q/k to mix into the targets' inside the attention kernel; `None`: the
+    /// layer attends with `q` and `k` as they are.
+    pub inject: Option<QkInjection>,
+}
+
+impl SelfAttnQk {
+    /// q and k with nothing to inject.
+    pub fn new(q: Tensor<3>, k: Tensor<3>) -> Self {
+        Self { q, k, inject: None }
+    }
+
+    /// The q and k the attention will see: the injection applied with ordinary tensor ops
+    /// (the reference the kernel is tested against), for controllers that record them.
+    pub fn resolved(self) -> (Tensor<3>, Tensor<3>) {
+        match self.inject {
+            None => (self.q, self.k),
+            Some(inject) => crate::kernels::attention::inject_reference(self.q, self.k, inject),
+        }
+    }
+}
+
+/// How a self-attention layer's target elements take the source's q and k.
+///
+/// Each target's q (and k) becomes `x + (source - x) * mask[token]`, or exactly the
+/// source's with no mask (METHOD.md stage 2: `mask * source + (1 - mask) * target`).
+#[derive(Clone, Debug)]
+pub struct QkInjection {
+    /// The source's q and k, each `[1, tokens, inner_dim]`, and every batch element is a
+    /// target; `None`: batch element 0 is the source (left as it is) and the others are
+    /// targets (the `[source, positive, negative]` batch).
+    pub source: Option<(Tensor<3>, Tensor<3>)>,
+    /// The source's weight per token, `[tokens]` (row-major over the layer's grid), in the
+    /// dtype of q; `None`: 1 at every token (a plain copy).
+    pub mask: Option<Tensor<1>>,
+}
 
 /// What a [`Recorder`] captured at one site.
 // A handful of captures live at once; boxing the pair would only complicate matching.
@@ -213,23 +254,17 @@ impl Controller for Recorder {
         h
     }
 
-    fn self_attn(
-        &mut self,
-        at: Site,
-        _grid: [usize; 2],
-        q: Tensor<3>,
-        k: Tensor<3>,
-    ) -> (Tensor<3>, Tensor<3>) {
+    fn self_attn(&mut self, at: Site, _grid: [usize; 2], qk: SelfAttnQk) -> SelfAttnQk {
         if self.watches(at) {
             self.captured.insert(
                 at,
                 Captured::SelfAttn {
-                    q: q.clone(),
-                    k: k.clone(),
+                    q: qk.q.clone(),
+                    k: qk.k.clone(),
                 },
             );
         }
-        (q, k)
+        qk
     }
 
     /// A [`Recorder::capture_only`] recorder is finished once it has all its sites.

@@ -4,6 +4,7 @@
 //! - [`vae`]: the VAE (posterior mean and decoder);
 //! - [`unet`]: the U-Net, whose forward takes a [`hook::Controller`] called at every ResNet
 //!   and self-attention [`hook::Site`];
+//! - [`kernels`]: attention with Ditail's q/k injection fused in (a WGSL kernel on wgpu);
 //! - [`load`]: diffusers folders and safetensors files, converted to the model's float type
 //!   tensor by tensor.
 //!
@@ -16,6 +17,7 @@ pub mod components;
 pub mod error;
 pub mod hook;
 pub mod json;
+pub mod kernels;
 pub mod load;
 pub mod ops;
 pub mod resnet;
@@ -26,7 +28,9 @@ pub mod vae;
 
 pub use clip::{ClipTextConfig, ClipTextModel};
 pub use error::{ModelError, Result};
-pub use hook::{Captured, Controller, NoControl, Recorder, Site, Stage};
+pub use hook::{
+    Captured, Controller, NoControl, QkInjection, Recorder, SelfAttnQk, Site, Stage,
+};
 pub use load::{LoadOptions, StableDiffusion};
 pub use tokenizer::ClipTokenizer;
 pub use unet::{UNet2DConditionModel, UNetConfig};

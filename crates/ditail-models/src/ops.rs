@@ -1,18 +1,13 @@
-//! Small tensor operations shared by the networks: multi-head attention on `[B, N, C]`
-//! tensors and PyTorch-exact nearest-neighbour resizing.
+//! Small tensor operations shared by the networks: the text encoder's multi-head attention
+//! on `[B, N, C]` tensors and PyTorch-exact nearest-neighbour resizing.
 
 use burn::prelude::*;
 use burn::tensor::module::attention as sdpa;
 use burn::tensor::ops::AttentionModuleOptions;
 
-/// Largest score matrix (elements, over batch and heads) one attention call may need.
-///
-/// 2^24 f32 scores are 64 MiB: half of the 128 MiB that WebGPU-limited adapters (and
-/// lavapipe) allow in one buffer. Longer queries are processed in row chunks, which gives
-/// the same result since each query row's softmax is independent of the others.
-const SCORE_BUDGET: usize = 1 << 24;
-
-/// Scaled dot-product attention over `heads` heads, scale `1/sqrt(head_dim)`.
+/// Scaled dot-product attention over `heads` heads, scale `1/sqrt(head_dim)`, in one call
+/// (the text encoder's 77 tokens; the U-Net and VAE go through
+/// [`crate::kernels::attention`]).
 ///
 /// # Shapes
 /// - `q`: `[batch, n_q, heads * head_dim]`
@@ -33,18 +28,7 @@ pub fn multi_head_attention(
         is_causal: causal,
         ..Default::default()
     };
-
-    let rows = (SCORE_BUDGET / (b * heads * n_kv).max(1)).max(1);
-    let out = if causal || rows >= n_q {
-        sdpa(q, k, v, None, None, options)
-    } else {
-        let chunks = q
-            .split(rows, 2)
-            .into_iter()
-            .map(|q| sdpa(q, k.clone(), v.clone(), None, None, options))
-            .collect();
-        Tensor::cat(chunks, 2)
-    };
+    let out = sdpa(q, k, v, None, None, options);
     out.swap_dims(1, 2).reshape([b, n_q, c])
 }
 

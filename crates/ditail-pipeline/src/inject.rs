@@ -3,12 +3,13 @@
 //! `up_blocks[1].resnets[1]` and its self-attention q/k at 8 up-block layers, mixed
 //! through the mask. The source's features come either from element 0 of a
 //! `[source, positive, negative]` batch, or from an earlier capture-only pass of the
-//! source alone (which can stop as soon as it has them).
+//! source alone (which can stop as soon as it has them). The conv features are mixed here;
+//! the q/k mix is handed to the attention kernel, which applies it as it reads q and k.
 
 use std::collections::{BTreeMap, HashMap};
 
 use burn::prelude::*;
-use ditail_models::hook::{Captured, Controller, Site};
+use ditail_models::hook::{Captured, Controller, QkInjection, SelfAttnQk, Site};
 
 use crate::mask::Mask;
 
@@ -69,17 +70,24 @@ impl<'a> Injector<'a> {
         }
     }
 
-    /// Mixes the source into the target elements of `x`: with `src` given, every element
-    /// is a target; else element 0 is the source and is kept. `shape_m` lays the `[h*w]`
-    /// mask out to broadcast against `x`.
-    fn mix<const D: usize>(
-        &mut self,
-        x: Tensor<D>,
-        src: Option<Tensor<D>>,
-        grid: [usize; 2],
-        shape_m: impl Fn(Tensor<1>) -> Tensor<D>,
-    ) -> Tensor<D> {
-        let b = x.dims()[0];
+    /// The mask on a `grid`, `[h * w]`, on the device and in the dtype of `like` (made once
+    /// per grid size).
+    fn grid<const D: usize>(&mut self, grid: [usize; 2], like: &Tensor<D>) -> Tensor<1> {
+        let mask = self.mask;
+        self.grids
+            .entry(grid)
+            .or_insert_with(|| {
+                mask.tensor(grid[0], grid[1], &like.device())
+                    .cast(like.dtype())
+            })
+            .clone()
+    }
+
+    /// Mixes the source's conv features into the target elements of `x` (`[b, c, h, w]`):
+    /// with `src` given, every element is a target; else element 0 is the source and is
+    /// kept.
+    fn mix(&mut self, x: Tensor<4>, src: Option<Tensor<4>>) -> Tensor<4> {
+        let [b, _, gh, gw] = x.dims();
         let (src, rest, keep_src) = match src {
             Some(src) => (src, x, false),
             None => (x.clone().narrow(0, 0, 1), x.narrow(0, 1, b - 1), true),
@@ -87,14 +95,8 @@ impl<'a> Injector<'a> {
         let mixed = if self.mask.is_full() {
             src.clone().expand(rest.dims())
         } else {
-            let (device, dtype) = (rest.device(), rest.dtype());
-            let mask = self.mask;
-            let m = self
-                .grids
-                .entry(grid)
-                .or_insert_with(|| mask.tensor(grid[0], grid[1], &device).cast(dtype))
-                .clone();
-            rest.clone() + (src.clone() - rest) * shape_m(m)
+            let m = self.grid([gh, gw], &rest).reshape([1, 1, gh, gw]);
+            rest.clone() + (src.clone() - rest) * m
         };
         if keep_src {
             Tensor::cat(vec![src, mixed], 0)
@@ -114,28 +116,22 @@ impl Controller for Injector<'_> {
             Some(_) => panic!("no captured source features for {at:?}"),
             None => None,
         };
-        let [_, _, gh, gw] = h.dims();
-        self.mix(h, src, [gh, gw], |m| m.reshape([1, 1, gh, gw]))
+        self.mix(h, src)
     }
 
-    fn self_attn(
-        &mut self,
-        at: Site,
-        grid: [usize; 2],
-        q: Tensor<3>,
-        k: Tensor<3>,
-    ) -> (Tensor<3>, Tensor<3>) {
+    /// Asks the attention kernel to read the targets' q and k as the masked mix with the
+    /// source's (no mixed copy is made; see `ditail_models::kernels::attention`).
+    fn self_attn(&mut self, at: Site, grid: [usize; 2], mut qk: SelfAttnQk) -> SelfAttnQk {
         if !(self.windows.attn && attn_site(at)) {
-            return (q, k);
+            return qk;
         }
-        let (src_q, src_k) = match self.captured.as_ref().map(|c| c.get(&at)) {
-            Some(Some(Captured::SelfAttn { q, k })) => (Some(q.clone()), Some(k.clone())),
+        let source = match self.captured.as_ref().map(|c| c.get(&at)) {
+            Some(Some(Captured::SelfAttn { q, k })) => Some((q.clone(), k.clone())),
             Some(_) => panic!("no captured source q/k for {at:?}"),
-            None => (None, None),
+            None => None,
         };
-        let n = grid[0] * grid[1];
-        let q = self.mix(q, src_q, grid, |m| m.reshape([1, n, 1]));
-        let k = self.mix(k, src_k, grid, |m| m.reshape([1, n, 1]));
-        (q, k)
+        let mask = (!self.mask.is_full()).then(|| self.grid(grid, &qk.q));
+        qk.inject = Some(QkInjection { source, mask });
+        qk
     }
 }

@@ -1,0 +1,201 @@
+//! Multi-head attention with Ditail's self-attention q/k injection fused in.
+//!
+//! [`attention`] is what the networks call. On burn's wgpu backend it runs the flash-style
+//! kernel in `shaders/attention.wgsl`, which never materialises the score matrix and reads
+//! the targets' q and k as the masked mix with the source's while loading them (so an
+//! injection costs no extra tensor). Everywhere else (the CPU, CUDA, head widths or dtypes
+//! the kernel does not take) it runs [`reference`]: the mix in ordinary tensor ops, then
+//! burn's own attention (`module::attention`, which is cubek's fused kernel on CUDA where
+//! autotune picks it), in query chunks that keep every score buffer under WebGPU's 128 MiB
+//! binding limit.
+//!
+//! The choice is made per call by the backend of the tensors ([`AttentionOps`], a burn
+//! backend extension); `DITAIL_ATTENTION=reference` in the environment turns the kernel off
+//! (for comparisons and as an escape hatch).
+
+mod reference;
+#[cfg(feature = "wgpu")]
+mod wgsl;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::backend::{Backend, Dispatch, ExtensionType, backend_extension, tensor::FloatTensor};
+use burn::prelude::*;
+use burn::tensor::DType;
+
+use crate::hook::QkInjection;
+
+/// A [`QkInjection`] at the backend level: where the source is and whether a mask weighs it.
+#[derive(ExtensionType)]
+pub enum QkMix<B: Backend> {
+    /// Nothing is injected.
+    None,
+    /// Batch element 0 is the source and the others copy its q and k.
+    InBatch,
+    /// Batch element 0 is the source, mixed into the others by the mask `[tokens]`.
+    InBatchMasked(FloatTensor<B>),
+    /// Every element copies the given source q and k (`[1, tokens, inner]` each).
+    Captured(FloatTensor<B>, FloatTensor<B>),
+    /// Every element is mixed with the given source q and k by the mask.
+    CapturedMasked(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>),
+}
+
+impl<B: Backend> QkMix<B> {
+    /// The separate source's q and k and the mask, as options (`None` source: element 0).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn parts(
+        self,
+    ) -> Option<(Option<(FloatTensor<B>, FloatTensor<B>)>, Option<FloatTensor<B>>)> {
+        match self {
+            QkMix::None => None,
+            QkMix::InBatch => Some((None, None)),
+            QkMix::InBatchMasked(m) => Some((None, Some(m))),
+            QkMix::Captured(q, k) => Some((Some((q, k)), None)),
+            QkMix::CapturedMasked(q, k, m) => Some((Some((q, k)), Some(m))),
+        }
+    }
+}
+
+fn mix_of(inject: Option<QkInjection>) -> QkMix<Dispatch> {
+    let Some(QkInjection { source, mask }) = inject else {
+        return QkMix::None;
+    };
+    match (source, mask.map(Tensor::into_dispatch)) {
+        (None, None) => QkMix::InBatch,
+        (None, Some(m)) => QkMix::InBatchMasked(m),
+        (Some((q, k)), None) => QkMix::Captured(q.into_dispatch(), k.into_dispatch()),
+        (Some((q, k)), Some(m)) => QkMix::CapturedMasked(q.into_dispatch(), k.into_dispatch(), m),
+    }
+}
+
+/// Attention as a backend operation: the reference by default, a kernel where a backend
+/// has one.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    Cube: cfg(any(feature = "wgpu", feature = "cuda")),
+    NdArray: cfg(feature = "ndarray"),
+)]
+pub trait AttentionOps: Backend {
+    /// Multi-head scaled dot-product attention (scale `1/sqrt(head_dim)`) of `q` over
+    /// `k`/`v`, the targets' q and k first mixed with the source's as `mix` says.
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, n_q, heads * head_dim]`; `k`, `v`: `[batch, n_kv, heads * head_dim]`
+    ///   (an injection needs `n_kv = n_q`)
+    /// - output: `[batch, n_q, heads * head_dim]`
+    fn ditail_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        #[extension_type] mix: QkMix<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        reference::attention::<Self>(q, k, v, mix, heads)
+    }
+}
+
+#[cfg(feature = "flex")]
+impl AttentionOps for burn::backend::Flex {}
+#[cfg(feature = "ndarray")]
+impl AttentionOps for burn::backend::NdArray {}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl AttentionOps for burn_cubecl::CubeBackend {
+    fn ditail_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mix: QkMix<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        #[cfg(feature = "wgpu")]
+        if kernel_enabled() && wgsl::supports(&q, &k, &v, &mix, heads) {
+            LAUNCHES.fetch_add(1, Ordering::Relaxed);
+            return wgsl::attention(q, k, v, mix, heads);
+        }
+        reference::attention::<Self>(q, k, v, mix, heads)
+    }
+}
+
+static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times this process has run the attention kernel (tests use it to know that
+/// the kernel, not the reference, answered).
+pub fn kernel_launches() -> usize {
+    LAUNCHES.load(Ordering::Relaxed)
+}
+
+/// Whether the kernel may be used: not when `DITAIL_ATTENTION=reference`.
+pub fn kernel_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::env::var("DITAIL_ATTENTION").map_or(true, |v| !v.eq_ignore_ascii_case("reference"))
+    })
+}
+
+/// Whether the attention kernel takes these shapes on `device` and dtype: wgpu, f32 or
+/// f16, head width a multiple of 4 up to 256.
+pub fn kernel_applies(device: &Device, dtype: DType, head_dim: usize) -> bool {
+    #[cfg(feature = "wgpu")]
+    {
+        kernel_enabled() && wgsl::applies_to(device, dtype, head_dim)
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = (device, dtype, head_dim);
+        false
+    }
+}
+
+/// Multi-head attention, `heads` heads of width `q.dims()[2] / heads`, with an optional
+/// q/k injection: the kernel where it applies, else the reference.
+///
+/// # Shapes
+/// - `q`: `[batch, n_q, heads * head_dim]`; `k`, `v`: `[batch, n_kv, heads * head_dim]`
+/// - output: `[batch, n_q, heads * head_dim]`
+pub fn attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    inject: Option<QkInjection>,
+) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as AttentionOps>::ditail_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        mix_of(inject),
+        heads,
+    ))
+}
+
+/// [`attention`] through the reference on any backend, never the kernel.
+///
+/// # Shapes
+/// As [`attention`].
+pub fn attention_reference(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    inject: Option<QkInjection>,
+) -> Tensor<3> {
+    Tensor::from_dispatch(reference::attention::<Dispatch>(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        mix_of(inject),
+        heads,
+    ))
+}
+
+/// The q and k an injection makes, in ordinary tensor ops (what the kernel computes as it
+/// loads them).
+///
+/// # Shapes
+/// - `q`, `k`: `[batch, tokens, inner_dim]`; outputs: the same.
+pub fn inject_reference(q: Tensor<3>, k: Tensor<3>, inject: QkInjection) -> (Tensor<3>, Tensor<3>) {
+    let (q, k) = reference::inject_qk::<Dispatch>(q.into_dispatch(), k.into_dispatch(), mix_of(Some(inject)));
+    (Tensor::from_dispatch(q), Tensor::from_dispatch(k))
+}

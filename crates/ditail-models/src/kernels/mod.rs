@@ -1,0 +1,9 @@
+//! Operations with a hand-written kernel on some backends and a reference in ordinary
+//! tensor ops everywhere else, wired through burn's backend extensions: one trait per
+//! operation, implemented for every backend dispatch can hold, so that `Tensor` code calls
+//! it once and the backend of the tensors picks the implementation.
+//!
+//! - [`attention`]: multi-head attention with Ditail's q/k injection fused in; a
+//!   flash-style WGSL kernel (`shaders/attention.wgsl`) on wgpu.
+
+pub mod attention;

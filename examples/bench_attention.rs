@@ -1,0 +1,234 @@
+//! Attention at SD1.5's sizes, three ways on one device: ditail's fused kernel (what the
+//! U-Net runs; on wgpu the WGSL kernel), burn's `module::attention` on the split heads,
+//! and the reference (the q/k mix in tensor ops, then burn's attention in query chunks).
+//! Self-attention runs Ditail's sampling batch `[source, positive, negative]` with the
+//! q/k injection under a half mask; cross-attention runs over 77 text tokens.
+//!
+//! Prints the median of N timed runs after a warm-up, and the memory the call needed: on a
+//! GPU the device pool's bytes reserved after the call, starting from a cleaned pool; on
+//! the CPU the peak RSS growth. `--json FILE` writes the figures for
+//! `scripts/bench_attention.sh`, which sets them beside PyTorch's SDPA.
+//!
+//! ```text
+//! cargo run --release --example bench_attention -- --backend wgpu --dtype f16
+//! cargo run --release --example bench_attention -- --backend wgpu --tokens 1024,256 --runs 2
+//! ```
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::module::attention as sdpa;
+use burn::tensor::ops::AttentionModuleOptions;
+use ditail::backend::Backend;
+use ditail::models::QkInjection;
+use ditail::models::kernels::attention::{attention, attention_reference, kernel_applies};
+
+/// SD1.5's attention layers at 512x512: tokens, heads, head width.
+const SD15: [(usize, usize, usize); 4] = [(4096, 8, 40), (1024, 8, 80), (256, 8, 160), (64, 8, 160)];
+
+struct Args {
+    backend: Backend,
+    dtype: DType,
+    runs: usize,
+    tokens: Vec<usize>,
+    json: Option<String>,
+    skip_burn: bool,
+}
+
+fn parse() -> Result<Args> {
+    let mut args = Args {
+        backend: Backend::Wgpu,
+        dtype: DType::F32,
+        runs: 5,
+        tokens: SD15.iter().map(|s| s.0).collect(),
+        json: None,
+        skip_burn: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--backend" => args.backend = value()?.parse()?,
+            "--dtype" => {
+                args.dtype = match value()?.as_str() {
+                    "f32" => DType::F32,
+                    "f16" => DType::F16,
+                    other => bail!("--dtype {other}: expected f32 or f16"),
+                }
+            }
+            "--runs" => args.runs = value()?.parse().context("--runs")?,
+            "--tokens" => {
+                args.tokens = value()?
+                    .split(',')
+                    .map(|t| t.trim().parse().context("--tokens"))
+                    .collect::<Result<_>>()?
+            }
+            "--json" => args.json = Some(value()?),
+            "--skip-burn" => args.skip_burn = true,
+            "--help" | "-h" => {
+                println!(
+                    "bench_attention [--backend wgpu|cuda|cpu] [--dtype f32|f16] [--runs N] \
+                     [--tokens 4096,1024,256,64] [--skip-burn] [--json FILE]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(args)
+}
+
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn current_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Median seconds of `runs` calls after a warm-up, and the memory one call needed.
+fn measure(device: &Device, runs: usize, f: impl Fn() -> Tensor<3>) -> Result<(f64, u64)> {
+    let sync = || device.sync().map_err(|e| anyhow::anyhow!("{e:?}"));
+    drop(f());
+    sync()?;
+    device.memory_cleanup();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = current_rss();
+    let out = f();
+    sync()?;
+    let memory = match device.memory_pool_usage() {
+        Some(pool) => pool.bytes_reserved,
+        None => peak_rss().saturating_sub(rss_before),
+    };
+    drop(out);
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        let out = f();
+        sync()?;
+        times.push(t.elapsed().as_secs_f64());
+        drop(out);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], memory))
+}
+
+fn random(shape: [usize; 3], device: &Device, dtype: DType) -> Tensor<3> {
+    Tensor::<3>::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), device).cast(dtype)
+}
+
+/// burn's attention on the split heads, as a plain user of burn would call it.
+fn burn_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+    let [b, n_q, c] = q.dims();
+    let n_kv = k.dims()[1];
+    let split = |t: Tensor<3>, n: usize| t.reshape([b, n, heads, c / heads]).swap_dims(1, 2);
+    let out = sdpa(
+        split(q, n_q),
+        split(k, n_kv),
+        split(v, n_kv),
+        None,
+        None,
+        AttentionModuleOptions::default(),
+    );
+    out.swap_dims(1, 2).reshape([b, n_q, c])
+}
+
+struct Row {
+    layer: String,
+    method: &'static str,
+    seconds: f64,
+    bytes: u64,
+}
+
+fn main() -> Result<()> {
+    let args = parse()?;
+    let device = args.backend.device()?;
+    burn::tensor::Tensor::<1>::ones([1], &device).into_data();
+    println!(
+        "attention on {} ({:?}), batch 3, median of {} runs",
+        args.backend, args.dtype, args.runs
+    );
+    let mut rows = Vec::new();
+    for &(n, heads, d) in SD15.iter().filter(|s| args.tokens.contains(&s.0)) {
+        let c = heads * d;
+        let side = (n as f64).sqrt() as usize;
+        let mask: Vec<f32> = (0..n).map(|i| f32::from(i % side < side / 2)).collect();
+        let mask = Tensor::<1>::from_data(TensorData::new(mask, [n]), &device).cast(args.dtype);
+        for (kind, n_kv) in [("self", n), ("cross", 77)] {
+            let (q, k, v) = (
+                random([3, n, c], &device, args.dtype),
+                random([3, n_kv, c], &device, args.dtype),
+                random([3, n_kv, c], &device, args.dtype),
+            );
+            let inject = (kind == "self").then(|| QkInjection {
+                source: None,
+                mask: Some(mask.clone()),
+            });
+            let layer = format!("{kind} {n}x{n_kv} {heads}x{d}");
+            let fused = if kernel_applies(&device, args.dtype, d) {
+                "fused kernel"
+            } else {
+                "fused (reference)"
+            };
+            let mut run = |method, f: &dyn Fn() -> Tensor<3>| -> Result<()> {
+                let (seconds, bytes) = measure(&device, args.runs, f)?;
+                println!(
+                    "{layer:>26}  {method:<18} {:>10.3} ms  {:>9.1} MiB",
+                    seconds * 1e3,
+                    bytes as f64 / (1 << 20) as f64
+                );
+                rows.push(Row {
+                    layer: layer.clone(),
+                    method,
+                    seconds,
+                    bytes,
+                });
+                Ok(())
+            };
+            run(fused, &|| {
+                attention(q.clone(), k.clone(), v.clone(), heads, inject.clone())
+            })?;
+            run("reference", &|| {
+                attention_reference(q.clone(), k.clone(), v.clone(), heads, inject.clone())
+            })?;
+            if !args.skip_burn {
+                // burn's attention knows no injection: the plain attention, for its cost.
+                run("burn attention", &|| {
+                    burn_attention(q.clone(), k.clone(), v.clone(), heads)
+                })?;
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        let json: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "layer": r.layer, "method": r.method, "seconds": r.seconds, "bytes": r.bytes,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "backend": args.backend.to_string(),
+            "dtype": format!("{:?}", args.dtype),
+            "rows": json,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
