@@ -26,7 +26,8 @@ use ditail::models::QkInjection;
 use ditail::models::kernels::attention::{attention, attention_reference, kernel_applies};
 
 /// SD1.5's attention layers at 512x512: tokens, heads, head width.
-const SD15: [(usize, usize, usize); 4] = [(4096, 8, 40), (1024, 8, 80), (256, 8, 160), (64, 8, 160)];
+const SD15: [(usize, usize, usize); 4] =
+    [(4096, 8, 40), (1024, 8, 80), (256, 8, 160), (64, 8, 160)];
 
 struct Args {
     backend: Backend,

@@ -83,8 +83,18 @@ fn inputs(case: Case, device: &Device, dtype: DType) -> Inputs {
     let seed = (case.head_dim * 1000 + n_q * 10 + n_kv + b) as u64;
     // Scores of a few units, as trained attention has: softmax neither flat nor one-hot.
     let scaled = |v: Vec<f32>| v.into_iter().map(|x| x * 2.0).collect::<Vec<_>>();
-    let q = tensor(&scaled(values(b * n_q * c, seed)), [b, n_q, c], device, dtype);
-    let k = tensor(&scaled(values(b * n_kv * c, seed + 1)), [b, n_kv, c], device, dtype);
+    let q = tensor(
+        &scaled(values(b * n_q * c, seed)),
+        [b, n_q, c],
+        device,
+        dtype,
+    );
+    let k = tensor(
+        &scaled(values(b * n_kv * c, seed + 1)),
+        [b, n_kv, c],
+        device,
+        dtype,
+    );
     let v = tensor(&values(b * n_kv * c, seed + 2), [b, n_kv, c], device, dtype);
     let mask = |kind| {
         mask_values(kind, n_q)
@@ -98,8 +108,18 @@ fn inputs(case: Case, device: &Device, dtype: DType) -> Inputs {
         }),
         Source::Captured(kind) => Some(QkInjection {
             source: Some((
-                tensor(&scaled(values(n_q * c, seed + 3)), [1, n_q, c], device, dtype),
-                tensor(&scaled(values(n_q * c, seed + 4)), [1, n_q, c], device, dtype),
+                tensor(
+                    &scaled(values(n_q * c, seed + 3)),
+                    [1, n_q, c],
+                    device,
+                    dtype,
+                ),
+                tensor(
+                    &scaled(values(n_q * c, seed + 4)),
+                    [1, n_q, c],
+                    device,
+                    dtype,
+                ),
             )),
             mask: mask(kind),
         }),

@@ -28,9 +28,7 @@ pub mod vae;
 
 pub use clip::{ClipTextConfig, ClipTextModel};
 pub use error::{ModelError, Result};
-pub use hook::{
-    Captured, Controller, NoControl, QkInjection, Recorder, SelfAttnQk, Site, Stage,
-};
+pub use hook::{Captured, Controller, NoControl, QkInjection, Recorder, SelfAttnQk, Site, Stage};
 pub use load::{LoadOptions, StableDiffusion};
 pub use tokenizer::ClipTokenizer;
 pub use unet::{UNet2DConditionModel, UNetConfig};

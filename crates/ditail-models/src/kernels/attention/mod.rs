@@ -46,7 +46,10 @@ impl<B: Backend> QkMix<B> {
     #[allow(clippy::type_complexity)]
     pub(crate) fn parts(
         self,
-    ) -> Option<(Option<(FloatTensor<B>, FloatTensor<B>)>, Option<FloatTensor<B>>)> {
+    ) -> Option<(
+        Option<(FloatTensor<B>, FloatTensor<B>)>,
+        Option<FloatTensor<B>>,
+    )> {
         match self {
             QkMix::None => None,
             QkMix::InBatch => Some((None, None)),
@@ -196,6 +199,10 @@ pub fn attention_reference(
 /// # Shapes
 /// - `q`, `k`: `[batch, tokens, inner_dim]`; outputs: the same.
 pub fn inject_reference(q: Tensor<3>, k: Tensor<3>, inject: QkInjection) -> (Tensor<3>, Tensor<3>) {
-    let (q, k) = reference::inject_qk::<Dispatch>(q.into_dispatch(), k.into_dispatch(), mix_of(Some(inject)));
+    let (q, k) = reference::inject_qk::<Dispatch>(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        mix_of(Some(inject)),
+    );
     (Tensor::from_dispatch(q), Tensor::from_dispatch(k))
 }

@@ -9,8 +9,8 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::template::{KernelSource, SourceKernel, SourceTemplate};
+use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::{CubeCount, CubeDim, KernelId};
 use cubecl::server::KernelArguments;
 
@@ -106,7 +106,7 @@ fn kernel_dtype(dtype: DType) -> bool {
 }
 
 fn head_dim_fits(head_dim: usize) -> bool {
-    head_dim > 0 && head_dim % 4 == 0 && head_dim <= MAX_HEAD_DIM
+    head_dim > 0 && head_dim.is_multiple_of(4) && head_dim <= MAX_HEAD_DIM
 }
 
 /// Whether a `device` (a dispatch device) runs the kernel for this dtype and head width.
@@ -158,7 +158,7 @@ pub(super) fn supports(
         && same_dtype(k)
         && same_dtype(v)
         && heads > 0
-        && c % heads == 0
+        && c.is_multiple_of(heads)
         && head_dim_fits(c / heads)
         && shapes
         && injection
@@ -254,9 +254,17 @@ mod tests {
             (256, 4, 16, 4),
         ] {
             let k = AttentionWgsl::new(head_dim, false);
-            assert_eq!((k.split, k.dl, k.bk), (split, dl, bk), "head width {head_dim}");
+            assert_eq!(
+                (k.split, k.dl, k.bk),
+                (split, dl, bk),
+                "head width {head_dim}"
+            );
             let tiles = 2 * k.bk as usize * head_dim * 4;
-            let part = if k.split > 1 { 4 * k.part() as usize } else { 0 };
+            let part = if k.split > 1 {
+                4 * k.part() as usize
+            } else {
+                0
+            };
             assert!(tiles + part + 4 <= 16 * 1024, "head width {head_dim}");
             assert!(k.invocations() <= 256);
         }
