@@ -4,9 +4,9 @@
 //! Self-attention runs Ditail's sampling batch `[source, positive, negative]` with the
 //! q/k injection under a half mask; cross-attention runs over 77 text tokens.
 //!
-//! Prints the median of N timed runs after a warm-up, and the memory the call needed: on a
-//! GPU the device pool's bytes reserved after the call, starting from a cleaned pool; on
-//! the CPU the peak RSS growth. `--json FILE` writes the figures for
+//! Prints the median of N timed runs after a warm-up, and the memory one call adds beyond
+//! its inputs (output and temporaries): the device pool's reserved bytes on a GPU, the peak
+//! RSS on the CPU; every measurement runs in its own process so that pools start empty. `--json FILE` writes the figures for
 //! `scripts/bench_attention.sh`, which sets them beside PyTorch's SDPA.
 //!
 //! ```text
@@ -36,6 +36,8 @@ struct Args {
     tokens: Vec<usize>,
     json: Option<String>,
     skip_burn: bool,
+    /// Internal: run only this measurement (a child process).
+    one: Option<usize>,
 }
 
 fn parse() -> Result<Args> {
@@ -46,6 +48,7 @@ fn parse() -> Result<Args> {
         tokens: SD15.iter().map(|s| s.0).collect(),
         json: None,
         skip_burn: false,
+        one: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -68,6 +71,7 @@ fn parse() -> Result<Args> {
             }
             "--json" => args.json = Some(value()?),
             "--skip-burn" => args.skip_burn = true,
+            "--one" => args.one = Some(value()?.parse().context("--one")?),
             "--help" | "-h" => {
                 println!(
                     "bench_attention [--backend wgpu|cuda|cpu] [--dtype f32|f16] [--runs N] \
@@ -101,19 +105,19 @@ fn current_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Median seconds of `runs` calls after a warm-up, and the memory one call needed.
+/// Median seconds of `runs` calls after a warm-up, and the memory the first call added:
+/// device pool bytes (GPU) or peak resident bytes (CPU) beyond what the inputs hold.
 fn measure(device: &Device, runs: usize, f: impl Fn() -> Tensor<3>) -> Result<(f64, u64)> {
     let sync = || device.sync().map_err(|e| anyhow::anyhow!("{e:?}"));
-    drop(f());
     sync()?;
-    device.memory_cleanup();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let pool_before = device.memory_pool_usage().map(|p| p.bytes_reserved);
     let rss_before = current_rss();
     let out = f();
     sync()?;
-    let memory = match device.memory_pool_usage() {
-        Some(pool) => pool.bytes_reserved,
-        None => peak_rss().saturating_sub(rss_before),
+    let memory = match (pool_before, device.memory_pool_usage()) {
+        (Some(before), Some(after)) => after.bytes_reserved.saturating_sub(before),
+        _ => peak_rss().saturating_sub(rss_before),
     };
     drop(out);
     let mut times = Vec::new();
@@ -150,69 +154,133 @@ fn burn_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Ten
 
 struct Row {
     layer: String,
-    method: &'static str,
+    method: String,
     seconds: f64,
     bytes: u64,
+}
+
+/// One measurement: a layer of SD1.5 and a way to run it.
+struct Job {
+    tokens: usize,
+    heads: usize,
+    head_dim: usize,
+    cross: bool,
+    method: &'static str,
+}
+
+impl Job {
+    fn layer(&self) -> String {
+        let (kind, n_kv) = match self.cross {
+            true => ("cross", 77),
+            false => ("self", self.tokens),
+        };
+        format!(
+            "{kind} {}x{n_kv} {}x{}",
+            self.tokens, self.heads, self.head_dim
+        )
+    }
+}
+
+fn jobs(args: &Args) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for &(tokens, heads, head_dim) in SD15.iter().filter(|s| args.tokens.contains(&s.0)) {
+        for cross in [false, true] {
+            let methods: &[&str] = match args.skip_burn {
+                true => &["fused", "reference"],
+                false => &["fused", "reference", "burn attention"],
+            };
+            for &method in methods {
+                jobs.push(Job {
+                    tokens,
+                    heads,
+                    head_dim,
+                    cross,
+                    method,
+                });
+            }
+        }
+    }
+    jobs
+}
+
+/// Runs one job in this process: (seconds, bytes).
+fn run_job(job: &Job, args: &Args, device: &Device) -> Result<(f64, u64)> {
+    let (n, heads, c) = (job.tokens, job.heads, job.heads * job.head_dim);
+    let n_kv = if job.cross { 77 } else { n };
+    let (q, k, v) = (
+        random([3, n, c], device, args.dtype),
+        random([3, n_kv, c], device, args.dtype),
+        random([3, n_kv, c], device, args.dtype),
+    );
+    let side = (n as f64).sqrt() as usize;
+    let mask: Vec<f32> = (0..n).map(|i| f32::from(i % side < side / 2)).collect();
+    let mask = Tensor::<1>::from_data(TensorData::new(mask, [n]), device).cast(args.dtype);
+    let inject = (!job.cross).then(|| QkInjection {
+        source: None,
+        mask: Some(mask),
+    });
+    match job.method {
+        "fused" => measure(device, args.runs, || {
+            attention(q.clone(), k.clone(), v.clone(), heads, inject.clone())
+        }),
+        "reference" => measure(device, args.runs, || {
+            attention_reference(q.clone(), k.clone(), v.clone(), heads, inject.clone())
+        }),
+        // burn's attention knows no injection: the plain attention, for its cost.
+        _ => measure(device, args.runs, || {
+            burn_attention(q.clone(), k.clone(), v.clone(), heads)
+        }),
+    }
 }
 
 fn main() -> Result<()> {
     let args = parse()?;
     let device = args.backend.device()?;
-    burn::tensor::Tensor::<1>::ones([1], &device).into_data();
+    let jobs = jobs(&args);
+    if let Some(i) = args.one {
+        // A child: one measurement, so that its memory figure is its own.
+        let job = jobs.get(i).with_context(|| format!("no measurement {i}"))?;
+        let (seconds, bytes) = run_job(job, &args, &device)?;
+        println!("{seconds} {bytes}");
+        return Ok(());
+    }
     println!(
-        "attention on {} ({:?}), batch 3, median of {} runs",
+        "attention on {} ({:?}), batch 3, median of {} runs; memory: what one call adds \
+         (device pool on a GPU, peak RSS on the CPU), each measured in its own process",
         args.backend, args.dtype, args.runs
     );
+    let exe = std::env::current_exe()?;
     let mut rows = Vec::new();
-    for &(n, heads, d) in SD15.iter().filter(|s| args.tokens.contains(&s.0)) {
-        let c = heads * d;
-        let side = (n as f64).sqrt() as usize;
-        let mask: Vec<f32> = (0..n).map(|i| f32::from(i % side < side / 2)).collect();
-        let mask = Tensor::<1>::from_data(TensorData::new(mask, [n]), &device).cast(args.dtype);
-        for (kind, n_kv) in [("self", n), ("cross", 77)] {
-            let (q, k, v) = (
-                random([3, n, c], &device, args.dtype),
-                random([3, n_kv, c], &device, args.dtype),
-                random([3, n_kv, c], &device, args.dtype),
-            );
-            let inject = (kind == "self").then(|| QkInjection {
-                source: None,
-                mask: Some(mask.clone()),
-            });
-            let layer = format!("{kind} {n}x{n_kv} {heads}x{d}");
-            let fused = if kernel_applies(&device, args.dtype, d) {
-                "fused kernel"
-            } else {
-                "fused (reference)"
-            };
-            let mut run = |method, f: &dyn Fn() -> Tensor<3>| -> Result<()> {
-                let (seconds, bytes) = measure(&device, args.runs, f)?;
-                println!(
-                    "{layer:>26}  {method:<18} {:>10.3} ms  {:>9.1} MiB",
-                    seconds * 1e3,
-                    bytes as f64 / (1 << 20) as f64
-                );
-                rows.push(Row {
-                    layer: layer.clone(),
-                    method,
-                    seconds,
-                    bytes,
-                });
-                Ok(())
-            };
-            run(fused, &|| {
-                attention(q.clone(), k.clone(), v.clone(), heads, inject.clone())
-            })?;
-            run("reference", &|| {
-                attention_reference(q.clone(), k.clone(), v.clone(), heads, inject.clone())
-            })?;
-            if !args.skip_burn {
-                // burn's attention knows no injection: the plain attention, for its cost.
-                run("burn attention", &|| {
-                    burn_attention(q.clone(), k.clone(), v.clone(), heads)
-                })?;
-            }
-        }
+    for (i, job) in jobs.iter().enumerate() {
+        let out = std::process::Command::new(&exe)
+            .args(std::env::args().skip(1))
+            .args(["--one", &i.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("running a measurement")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace();
+        let (Some(seconds), Some(bytes)) = (it.next(), it.next()) else {
+            bail!("measurement {} ({}) failed", job.layer(), job.method);
+        };
+        let (seconds, bytes): (f64, u64) = (seconds.parse()?, bytes.parse()?);
+        let method = match job.method {
+            "fused" if kernel_applies(&device, args.dtype, job.head_dim) => "fused kernel",
+            "fused" => "fused (reference)",
+            other => other,
+        };
+        println!(
+            "{:>26}  {method:<18} {:>10.3} ms  {:>9.1} MiB",
+            job.layer(),
+            seconds * 1e3,
+            bytes as f64 / (1 << 20) as f64
+        );
+        rows.push(Row {
+            layer: job.layer(),
+            method: method.to_string(),
+            seconds,
+            bytes,
+        });
     }
     if let Some(path) = &args.json {
         let json: Vec<serde_json::Value> = rows

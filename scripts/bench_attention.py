@@ -48,7 +48,8 @@ def main():
             base = torch.cuda.memory_allocated()
         out = f()
         sync()
-        mem = torch.cuda.max_memory_allocated() - base if cuda else 0
+        # Peak bytes beyond the inputs; torch has no such figure for the CPU.
+        mem = torch.cuda.max_memory_allocated() - base if cuda else None
         del out
         times = []
         for _ in range(max(a.runs, 1)):
@@ -86,7 +87,8 @@ def main():
 
                 layer = f"{kind} {n}x{n_kv} {heads}x{d}"
                 seconds, mem = measure(sdpa)
-                print(f"{layer:>26}  {'torch sdpa':<18} {seconds * 1e3:>10.3f} ms  {mem / 2**20:>9.1f} MiB")
+                shown = f"{mem / 2**20:>9.1f} MiB" if mem is not None else "      n/a"
+                print(f"{layer:>26}  {'torch sdpa':<18} {seconds * 1e3:>10.3f} ms  {shown}")
                 rows.append({"layer": layer, "method": "torch sdpa", "seconds": seconds, "bytes": mem})
     if a.json:
         with open(a.json, "w") as f:
