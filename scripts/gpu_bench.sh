@@ -61,6 +61,9 @@ run)
   vram ditail-wgpu .gpu/bench --backend wgpu --dtype f16 "${common[@]}" --json "$OUT/ditail-wgpu.json"
   vram reference python3 scripts/bench_reference.py --device cuda --dtype fp16 "${common[@]}" \
     --json "$OUT/reference.json"
+  # The U-Net on wgpu without the fused attention kernel, to see what the kernel buys.
+  DITAIL_ATTENTION=reference vram ditail-wgpu-no-kernel .gpu/bench --backend wgpu --dtype f16 \
+    --weights $W --runs 5 --only unet --unet-sides 64 --json "$OUT/ditail-wgpu-no-kernel.json"
   # The fused attention kernel (issue 6) at SD1.5's layer sizes against torch's SDPA.
   vram attention-wgpu .gpu/bench_attention --backend wgpu --dtype f16 --runs 20 \
     --json "$OUT/attention-ditail.json"
