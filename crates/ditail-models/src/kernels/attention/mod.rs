@@ -4,7 +4,7 @@
 //! kernel in `shaders/attention.wgsl`, which never materialises the score matrix and reads
 //! the targets' q and k as the masked mix with the source's while loading them (so an
 //! injection costs no extra tensor). Everywhere else (the CPU, CUDA, head widths or dtypes
-//! the kernel does not take) it runs [`reference`]: the mix in ordinary tensor ops, then
+//! the kernel does not take) it runs the reference ([`attention_reference`]): the mix in ordinary tensor ops, then
 //! burn's own attention (`module::attention`, which is cubek's fused kernel on CUDA where
 //! autotune picks it), in query chunks that keep every score buffer under WebGPU's 128 MiB
 //! binding limit.
@@ -27,6 +27,10 @@ use burn::tensor::DType;
 use crate::hook::QkInjection;
 
 /// A [`QkInjection`] at the backend level: where the source is and whether a mask weighs it.
+///
+/// One variant per combination because burn's extension macro routes tensors, `Vec`s of
+/// tensors and `ExtensionType`s across the dispatch boundary, but not `Option<tensor>`
+/// arguments.
 #[derive(ExtensionType)]
 pub enum QkMix<B: Backend> {
     /// Nothing is injected.
