@@ -4,13 +4,16 @@
 //! launched through burn-cubecl's `template` feature (`SourceKernel`) on the non-fused
 //! `CubeBackend` that dispatch uses. See the shader for the algorithm.
 
-use burn::backend::DispatchDevice;
+use std::sync::Mutex;
+
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::{DispatchDevice, try_read_sync};
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::template::{KernelSource, SourceKernel, SourceTemplate};
 use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{CubeBackend, CubeDevice};
 use cubecl::prelude::{CubeCount, CubeDim, KernelId};
 use cubecl::server::KernelArguments;
 
@@ -97,8 +100,43 @@ impl KernelSource for AttentionWgsl {
     }
 }
 
-fn is_wgpu(device: &burn_cubecl::CubeDevice) -> bool {
-    matches!(device, burn_cubecl::CubeDevice::Wgpu(_))
+fn is_wgpu(device: &CubeDevice) -> bool {
+    matches!(device, CubeDevice::Wgpu(_))
+}
+
+/// Whether the kernel compiles and computes on `device` in this storage type, found by
+/// running it once on a tiny input (cached per device and type).
+///
+/// A WGSL template only runs where cubecl compiles WGSL: a build that turns on burn's
+/// `vulkan` or `metal` feature compiles SPIR-V or MSL instead, and a driver may reject the
+/// shader. There the launch fails, and the reference is used rather than failing the run.
+fn works_on(device: &CubeDevice, dtype: DType) -> bool {
+    static SEEN: Mutex<Vec<(CubeDevice, DType, bool)>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&(_, _, works)) = seen.iter().find(|(d, t, _)| d == device && *t == dtype) {
+        return works;
+    }
+    let tensor = |values: Vec<f32>| {
+        let data = TensorData::new(values, [1, 2, 4]).convert_dtype(dtype);
+        CubeBackend::float_from_data(data, device)
+    };
+    let out = launch(
+        tensor(vec![0.5, -1.0, 2.0, 0.25, 1.0, 0.0, -0.5, 1.5]),
+        tensor(vec![1.0, 0.5, -0.25, 2.0, -1.0, 1.0, 0.75, 0.0]),
+        tensor(vec![1.0; 8]),
+        QkMix::None,
+        1,
+    );
+    // With v all ones every output is 1, whatever the scores.
+    let works = match try_read_sync(CubeBackend::float_into_data(out)) {
+        Some(Ok(data)) => data
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .is_ok_and(|v| v.len() == 8 && v.iter().all(|x| (x - 1.0).abs() < 1e-3)),
+        _ => false,
+    };
+    seen.push((device.clone(), dtype, works));
+    works
 }
 
 fn kernel_dtype(dtype: DType) -> bool {
@@ -116,7 +154,14 @@ pub(super) fn applies_to(device: &Device, dtype: DType, head_dim: usize) -> bool
         #[allow(unreachable_patterns)]
         _ => false,
     };
-    on_wgpu && kernel_dtype(dtype) && head_dim_fits(head_dim)
+    on_wgpu
+        && kernel_dtype(dtype)
+        && head_dim_fits(head_dim)
+        && match device.as_dispatch() {
+            DispatchDevice::Cube(cube) => works_on(cube, dtype),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
 }
 
 fn dims(t: &CubeTensor) -> Option<[usize; 3]> {
@@ -166,10 +211,21 @@ pub(super) fn supports(
         && n_q.div_ceil(ROWS as usize) <= MAX_GROUPS
         && heads <= MAX_GROUPS
         && b <= MAX_GROUPS
+        && works_on(&q.device, q.dtype)
 }
 
 /// Runs the kernel; [`supports`] must have said yes.
 pub(super) fn attention(
+    q: FloatTensor<CubeBackend>,
+    k: FloatTensor<CubeBackend>,
+    v: FloatTensor<CubeBackend>,
+    mix: QkMix<CubeBackend>,
+    heads: usize,
+) -> FloatTensor<CubeBackend> {
+    launch(q, k, v, mix, heads)
+}
+
+fn launch(
     q: FloatTensor<CubeBackend>,
     k: FloatTensor<CubeBackend>,
     v: FloatTensor<CubeBackend>,
