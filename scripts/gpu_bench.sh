@@ -7,7 +7,7 @@
 # The device machine has no network and no Rust toolchain, so the work is split:
 #   here:   scripts/gpu_bench.sh prepare   builds `bench` (release, wgpu + cuda) into .gpu/,
 #           downloads the diffusers wheel and the Vulkan loader packages (see
-#           /work/.library/device/README.md), ~40 MB in all
+#           /work/.library/device/README.md), ~35 MB in all (binaries gzipped)
 #   there:  device run with carry [".gpu"], command `scripts/gpu_bench.sh run`
 #           (about 6 minutes on an H100/H200: 2 min of random weights, then the benches)
 set -euo pipefail
@@ -23,7 +23,11 @@ prepare)
     echo "warning: the cuda build failed (see above); building wgpu only" >&2
     cargo build --release --example bench --example bench_attention
   fi
-  for e in bench bench_attention; do cp target/release/examples/$e .gpu/$e && strip .gpu/$e; done
+  # gzipped: the device tool carries at most 64 MiB (the two binaries are ~110 MB stripped,
+  # ~29 MB gzipped).
+  for e in bench bench_attention; do
+    strip -o .gpu/$e target/release/examples/$e && gzip -9 -f .gpu/$e
+  done
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 --platform any -d .gpu/whl diffusers==0.42.1
   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
@@ -35,6 +39,9 @@ prepare)
 run)
   : "${OUT:?set by the device tool}"
   for f in .gpu/deb/*.deb; do dpkg -x "$f" /; done
+  bin=/tmp/ditail-bin
+  mkdir -p $bin
+  for e in bench bench_attention; do gunzip -c .gpu/$e.gz >$bin/$e && chmod +x $bin/$e; done
   ldconfig
   export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
@@ -57,15 +64,15 @@ run)
   }
   set +e
   # (fails fast with "does not include the cuda backend" if prepare built wgpu only)
-  vram ditail-cuda .gpu/bench --backend cuda --dtype f16 "${common[@]}" --json "$OUT/ditail-cuda.json"
-  vram ditail-wgpu .gpu/bench --backend wgpu --dtype f16 "${common[@]}" --json "$OUT/ditail-wgpu.json"
+  vram ditail-cuda $bin/bench --backend cuda --dtype f16 "${common[@]}" --json "$OUT/ditail-cuda.json"
+  vram ditail-wgpu $bin/bench --backend wgpu --dtype f16 "${common[@]}" --json "$OUT/ditail-wgpu.json"
   vram reference python3 scripts/bench_reference.py --device cuda --dtype fp16 "${common[@]}" \
     --json "$OUT/reference.json"
   # The U-Net on wgpu without the fused attention kernel, to see what the kernel buys.
-  DITAIL_ATTENTION=reference vram ditail-wgpu-no-kernel .gpu/bench --backend wgpu --dtype f16 \
+  DITAIL_ATTENTION=reference vram ditail-wgpu-no-kernel $bin/bench --backend wgpu --dtype f16 \
     --weights $W --runs 5 --only unet --unet-sides 64 --json "$OUT/ditail-wgpu-no-kernel.json"
   # The fused attention kernel (issue 6) at SD1.5's layer sizes against torch's SDPA.
-  vram attention-wgpu .gpu/bench_attention --backend wgpu --dtype f16 --runs 20 \
+  vram attention-wgpu $bin/bench_attention --backend wgpu --dtype f16 --runs 20 \
     --json "$OUT/attention-ditail.json"
   python3 scripts/bench_attention.py --device cuda --dtype fp16 --runs 20 \
     --json "$OUT/attention-torch.json" | tee "$OUT/attention-torch.log"
