@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
-use burn::tensor::FloatDType;
+use burn::tensor::{DType, FloatDType};
 use ditail::backend::Backend;
 
 use super::args::{BackendArg, DtypeArg};
@@ -141,6 +141,33 @@ pub fn select(backend: BackendArg, dtype: Option<DtypeArg>, ui: &Ui) -> Result<C
     })
 }
 
+/// Which attention the U-Net runs on the default wgpu adapter: the fused WGSL kernel is
+/// run once per storage type to find out (`ditail_models::kernels::attention`).
+fn wgpu_attention() -> String {
+    use ditail::models::kernels::attention::{kernel_applies, kernel_enabled};
+    if !kernel_enabled() {
+        return "reference (DITAIL_ATTENTION=reference)".into();
+    }
+    let Ok(device) = Backend::Wgpu.device() else {
+        return "reference".into();
+    };
+    let runs = |dtype| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            kernel_applies(&device, dtype, 40)
+        }))
+        .unwrap_or(false)
+    };
+    let types: Vec<&str> = [(DType::F32, "f32"), (DType::F16, "f16")]
+        .into_iter()
+        .filter(|&(dtype, _)| runs(dtype))
+        .map(|(_, name)| name)
+        .collect();
+    match types.is_empty() {
+        true => "reference (the fused kernel does not run on this adapter)".into(),
+        false => format!("fused WGSL kernel ({})", types.join(", ")),
+    }
+}
+
 /// `ditail devices`.
 pub fn list() -> Result<()> {
     let compiled = Backend::compiled();
@@ -154,6 +181,9 @@ pub fn list() -> Result<()> {
         }
         for (i, a) in adapters.iter().enumerate() {
             println!("  {i}: {} [{}, {}] {}", a.name, a.kind, a.api, a.driver);
+        }
+        if !adapters.is_empty() {
+            println!("attention on wgpu: {}", wgpu_attention());
         }
     } else {
         println!("wgpu: not in this build (rebuild with `--features wgpu`)");
