@@ -10,12 +10,15 @@
 //! `--weights` is a diffusers folder (the fixture script's full-size random SD1.5, so that
 //! diffusers runs the same weights); without it the networks are randomly initialised.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
+use common::{peak_rss, reset_peak_rss};
 use ditail::backend::Backend;
 use ditail::models::load::Location;
 use ditail::models::{
@@ -96,21 +99,6 @@ fn list(s: &str) -> Result<Vec<usize>> {
                 .with_context(|| format!("`{x}` is not a number"))
         })
         .collect()
-}
-
-/// Peak resident memory since the last reset, in bytes (Linux; 0 elsewhere).
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Times `f` `runs` times after one warm-up; returns (median seconds, all, peak RSS bytes).

@@ -14,6 +14,8 @@
 //! cargo run --release --example bench_attention -- --backend wgpu --tokens 1024,256 --runs 2
 //! ```
 
+mod common;
+
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -21,6 +23,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::module::attention as sdpa;
 use burn::tensor::ops::AttentionModuleOptions;
+use common::{current_rss, peak_rss, reset_peak_rss};
 use ditail::backend::Backend;
 use ditail::models::QkInjection;
 use ditail::models::kernels::attention::{attention, attention_reference, kernel_applies};
@@ -85,32 +88,12 @@ fn parse() -> Result<Args> {
     Ok(args)
 }
 
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn current_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Median seconds of `runs` calls after a warm-up, and the memory the first call added:
 /// device pool bytes (GPU) or peak resident bytes (CPU) beyond what the inputs hold.
 fn measure(device: &Device, runs: usize, f: impl Fn() -> Tensor<3>) -> Result<(f64, u64)> {
     let sync = || device.sync().map_err(|e| anyhow::anyhow!("{e:?}"));
     sync()?;
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    reset_peak_rss();
     let pool_before = device.memory_pool_usage().map(|p| p.bytes_reserved);
     let rss_before = current_rss();
     let out = f();

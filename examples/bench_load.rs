@@ -11,23 +11,16 @@
 //! model at once would peak at about file size + parameter size; ditail maps the file and
 //! converts tensor by tensor, so the peak should be about the parameter size.
 
+mod common;
+
 use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn_store::ModuleSnapshot;
+use common::status_bytes;
 use ditail::models::LoadOptions;
 use ditail::pipeline::{Model, ModelSpec};
-
-/// A `/proc/self/status` field in bytes (`VmHWM`, `VmRSS`, `RssAnon`, `RssFile`).
-fn status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
 
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64

@@ -166,6 +166,34 @@ fn scenario(name: &str) -> Scenario {
     }
 }
 
+/// The sampling embeddings a scenario's fixture stores.
+fn stored_embeddings(g: &BTreeMap<String, TensorData>, device: &Device) -> SamplingEmbeddings {
+    SamplingEmbeddings {
+        uncond: tensor(g, "emb_uncond", device),
+        positive: tensor(g, "emb_pos", device),
+        negative: tensor(g, "emb_neg", device),
+    }
+}
+
+/// The parameters of sampling step `i` (timestep `t`) of `spl` on `model`'s scheduler,
+/// with the source kept in the batch as the reference does.
+fn step_params<'a>(model: &Model, spl: &'a SamplingSettings, i: usize, t: i64) -> StepParams<'a> {
+    let ratio = model.scheduler.step_ratio(spl.steps);
+    let (conv_steps, attn_steps) = spl.window_steps();
+    StepParams {
+        t,
+        alpha_t: model.scheduler.alpha(t),
+        alpha_prev: model.scheduler.alpha(t - ratio),
+        omega: spl.omega,
+        windows: Windows {
+            conv: i < conv_steps,
+            attn: i < attn_steps,
+        },
+        mask: &spl.mask,
+        always_batch_source: true,
+    }
+}
+
 const SCENARIOS: [&str; 5] = ["full", "left", "noinj", "prompts", "steps100_50"];
 
 /// Records tensors after another controller has acted on them.
@@ -260,14 +288,8 @@ fn every_step_matches_the_reference() {
         }
 
         // Sampling, each step from the stored input latent.
-        let emb = SamplingEmbeddings {
-            uncond: tensor(&g, "emb_uncond", &device),
-            positive: tensor(&g, "emb_pos", &device),
-            negative: tensor(&g, "emb_neg", &device),
-        };
+        let emb = stored_embeddings(&g, &device);
         let spl_ts = t_model.scheduler.timesteps(sc.spl.steps).unwrap();
-        let ratio = t_model.scheduler.step_ratio(sc.spl.steps);
-        let (conv_steps, attn_steps) = sc.spl.window_steps();
         for (i, &t) in spl_ts.iter().enumerate() {
             assert_eq!(
                 g[&format!("step.{i}.t")]
@@ -277,18 +299,7 @@ fn every_step_matches_the_reference() {
                     .unwrap(),
                 [t]
             );
-            let params = StepParams {
-                t,
-                alpha_t: t_model.scheduler.alpha(t),
-                alpha_prev: t_model.scheduler.alpha(t - ratio),
-                omega: sc.spl.omega,
-                windows: Windows {
-                    conv: i < conv_steps,
-                    attn: i < attn_steps,
-                },
-                mask: &sc.spl.mask,
-                always_batch_source: true,
-            };
+            let params = step_params(&t_model, &sc.spl, i, t);
             let x_in = tensor::<4>(&g, &format!("step.{i}.x_in"), &device);
             let source = tensor::<4>(&g, &format!("inverted.{t}"), &device);
             let out = sampling_step(&t_model.sd.unet, x_in.clone(), source.clone(), &emb, params);
@@ -344,28 +355,12 @@ fn injected_steps_match_the_reference_on_wgpu() {
         let sc = scenario(name);
         let t_model = tame("tiny-b", &device);
         let g = read_tensors(&pipeline_dir().join(&sc.file)).unwrap();
-        let emb = SamplingEmbeddings {
-            uncond: tensor(&g, "emb_uncond", &device),
-            positive: tensor(&g, "emb_pos", &device),
-            negative: tensor(&g, "emb_neg", &device),
-        };
+        let emb = stored_embeddings(&g, &device);
         let spl_ts = t_model.scheduler.timesteps(sc.spl.steps).unwrap();
-        let ratio = t_model.scheduler.step_ratio(sc.spl.steps);
-        let (conv_steps, attn_steps) = sc.spl.window_steps();
+        let (_, attn_steps) = sc.spl.window_steps();
         assert!(attn_steps >= 2, "{name}: the scenario injects q/k");
         for (i, &t) in spl_ts.iter().enumerate().take(2) {
-            let params = StepParams {
-                t,
-                alpha_t: t_model.scheduler.alpha(t),
-                alpha_prev: t_model.scheduler.alpha(t - ratio),
-                omega: sc.spl.omega,
-                windows: Windows {
-                    conv: i < conv_steps,
-                    attn: i < attn_steps,
-                },
-                mask: &sc.spl.mask,
-                always_batch_source: true,
-            };
+            let params = step_params(&t_model, &sc.spl, i, t);
             let x_in = tensor::<4>(&g, &format!("step.{i}.x_in"), &device);
             let source = tensor::<4>(&g, &format!("inverted.{t}"), &device);
             let launches = kernel_launches();

@@ -20,7 +20,9 @@ mod wgsl;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use burn::backend::{Backend, Dispatch, ExtensionType, backend_extension, tensor::FloatTensor};
+use burn::backend::{
+    Backend, Dispatch, DispatchTensor, ExtensionType, backend_extension, tensor::FloatTensor,
+};
 use burn::prelude::*;
 use burn::tensor::DType;
 
@@ -168,13 +170,14 @@ pub fn attention(
     heads: usize,
     inject: Option<QkInjection>,
 ) -> Tensor<3> {
-    Tensor::from_dispatch(<Dispatch as AttentionOps>::ditail_attention(
-        q.into_dispatch(),
-        k.into_dispatch(),
-        v.into_dispatch(),
-        mix_of(inject),
+    on_dispatch(
+        <Dispatch as AttentionOps>::ditail_attention,
+        q,
+        k,
+        v,
         heads,
-    ))
+        inject,
+    )
 }
 
 /// [`attention`] through the reference on any backend, never the kernel.
@@ -188,13 +191,26 @@ pub fn attention_reference(
     heads: usize,
     inject: Option<QkInjection>,
 ) -> Tensor<3> {
-    Tensor::from_dispatch(reference::attention::<Dispatch>(
-        q.into_dispatch(),
-        k.into_dispatch(),
-        v.into_dispatch(),
-        mix_of(inject),
-        heads,
-    ))
+    on_dispatch(reference::attention::<Dispatch>, q, k, v, heads, inject)
+}
+
+/// Calls a dispatch-level attention `op` on `Tensor`s.
+fn on_dispatch(
+    op: fn(
+        DispatchTensor,
+        DispatchTensor,
+        DispatchTensor,
+        QkMix<Dispatch>,
+        usize,
+    ) -> DispatchTensor,
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    inject: Option<QkInjection>,
+) -> Tensor<3> {
+    let (q, k, v) = (q.into_dispatch(), k.into_dispatch(), v.into_dispatch());
+    Tensor::from_dispatch(op(q, k, v, mix_of(inject), heads))
 }
 
 /// The q and k an injection makes, in ordinary tensor ops (what the kernel computes as it

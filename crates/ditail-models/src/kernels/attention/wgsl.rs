@@ -120,7 +120,7 @@ fn works_on(device: &CubeDevice, dtype: DType) -> bool {
         let data = TensorData::new(values, [1, 2, 4]).convert_dtype(dtype);
         CubeBackend::float_from_data(data, device)
     };
-    let out = launch(
+    let out = attention(
         tensor(vec![0.5, -1.0, 2.0, 0.25, 1.0, 0.0, -0.5, 1.5]),
         tensor(vec![1.0, 0.5, -0.25, 2.0, -1.0, 1.0, 0.75, 0.0]),
         tensor(vec![1.0; 8]),
@@ -147,21 +147,19 @@ fn head_dim_fits(head_dim: usize) -> bool {
     head_dim > 0 && head_dim.is_multiple_of(4) && head_dim <= MAX_HEAD_DIM
 }
 
+/// Whether the kernel runs on `device` for this storage type and head width (the probe,
+/// which launches it, last).
+fn runs_on(device: &CubeDevice, dtype: DType, head_dim: usize) -> bool {
+    is_wgpu(device) && kernel_dtype(dtype) && head_dim_fits(head_dim) && works_on(device, dtype)
+}
+
 /// Whether a `device` (a dispatch device) runs the kernel for this dtype and head width.
 pub(super) fn applies_to(device: &Device, dtype: DType, head_dim: usize) -> bool {
-    let on_wgpu = match device.as_dispatch() {
-        DispatchDevice::Cube(cube) => is_wgpu(cube),
+    match device.as_dispatch() {
+        DispatchDevice::Cube(cube) => runs_on(cube, dtype, head_dim),
         #[allow(unreachable_patterns)]
         _ => false,
-    };
-    on_wgpu
-        && kernel_dtype(dtype)
-        && head_dim_fits(head_dim)
-        && match device.as_dispatch() {
-            DispatchDevice::Cube(cube) => works_on(cube, dtype),
-            #[allow(unreachable_patterns)]
-            _ => false,
-        }
+    }
 }
 
 fn dims(t: &CubeTensor) -> Option<[usize; 3]> {
@@ -198,34 +196,22 @@ pub(super) fn supports(
     };
     let shapes = kd == [b, n_kv, c] && vd == kd && n_q > 0 && n_kv > 0;
     let fits_u32 = b * n_q.max(n_kv) * c < u32::MAX as usize;
-    is_wgpu(&q.device)
-        && kernel_dtype(q.dtype)
-        && same_dtype(k)
+    same_dtype(k)
         && same_dtype(v)
         && heads > 0
         && c.is_multiple_of(heads)
-        && head_dim_fits(c / heads)
         && shapes
         && injection
         && fits_u32
         && n_q.div_ceil(ROWS as usize) <= MAX_GROUPS
         && heads <= MAX_GROUPS
         && b <= MAX_GROUPS
-        && works_on(&q.device, q.dtype)
+        && runs_on(&q.device, q.dtype, c / heads)
 }
 
-/// Runs the kernel; [`supports`] must have said yes.
+/// Runs the kernel; [`supports`] must have said yes (the probe in [`works_on`] calls it
+/// on shapes it knows fit).
 pub(super) fn attention(
-    q: FloatTensor<CubeBackend>,
-    k: FloatTensor<CubeBackend>,
-    v: FloatTensor<CubeBackend>,
-    mix: QkMix<CubeBackend>,
-    heads: usize,
-) -> FloatTensor<CubeBackend> {
-    launch(q, k, v, mix, heads)
-}
-
-fn launch(
     q: FloatTensor<CubeBackend>,
     k: FloatTensor<CubeBackend>,
     v: FloatTensor<CubeBackend>,
