@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use burn::prelude::*;
 use ditail_models::hook::{Captured, Controller, QkInjection, SelfAttnQk, Site};
+use ditail_models::kernels::attention::mix_source;
 
 use crate::mask::Mask;
 
@@ -87,22 +88,9 @@ impl<'a> Injector<'a> {
     /// with `src` given, every element is a target; else element 0 is the source and is
     /// kept.
     fn mix(&mut self, x: Tensor<4>, src: Option<Tensor<4>>) -> Tensor<4> {
-        let [b, _, gh, gw] = x.dims();
-        let (src, rest, keep_src) = match src {
-            Some(src) => (src, x, false),
-            None => (x.clone().narrow(0, 0, 1), x.narrow(0, 1, b - 1), true),
-        };
-        let mixed = if self.mask.is_full() {
-            src.clone().expand(rest.dims())
-        } else {
-            let m = self.grid([gh, gw], &rest).reshape([1, 1, gh, gw]);
-            rest.clone() + (src.clone() - rest) * m
-        };
-        if keep_src {
-            Tensor::cat(vec![src, mixed], 0)
-        } else {
-            mixed
-        }
+        let [_, _, gh, gw] = x.dims();
+        let mask = (!self.mask.is_full()).then(|| self.grid([gh, gw], &x).reshape([1, 1, gh, gw]));
+        mix_source(x, src, mask)
     }
 }
 

@@ -213,6 +213,28 @@ fn on_dispatch(
     Tensor::from_dispatch(op(q, k, v, mix_of(inject), heads))
 }
 
+/// Mixes a source into the target elements of `x` as Ditail injects features, in ordinary
+/// tensor ops: with `source` given every element is a target, else element 0 is the source
+/// and is kept; each target becomes `x + (source - x) * mask`, or the source itself without
+/// a mask. The q/k injection of [`attention_reference`] is this on `[batch, tokens,
+/// inner]` with the mask laid on tokens; the U-Net's conv-feature injection uses it on
+/// `[batch, channels, h, w]`.
+///
+/// # Shapes
+/// - `x`: `[batch, ...]`; `source`: `[1, ...]`; `mask`: broadcastable against one element
+/// - output: like `x`
+pub fn mix_source<const D: usize>(
+    x: Tensor<D>,
+    source: Option<Tensor<D>>,
+    mask: Option<Tensor<D>>,
+) -> Tensor<D> {
+    Tensor::from_dispatch(reference::mix_source::<Dispatch>(
+        x.into_dispatch(),
+        source.map(Tensor::into_dispatch),
+        mask.map(Tensor::into_dispatch),
+    ))
+}
+
 /// The q and k an injection makes, in ordinary tensor ops (what the kernel computes as it
 /// loads them).
 ///

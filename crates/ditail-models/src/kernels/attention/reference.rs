@@ -34,17 +34,19 @@ fn rows<B: Backend>(t: FloatTensor<B>, dim: usize, start: usize, end: usize) -> 
     B::float_slice(t, &slices)
 }
 
-/// Mixes the source into the targets of `x` (see [`crate::hook::QkInjection`]).
+/// Mixes the source into the targets of `x`: with `source` given every element is a
+/// target, else element 0 is the source and is kept; each target becomes
+/// `x + (source - x) * mask`, or the source itself without a mask.
 ///
 /// # Shapes
-/// - `x`: `[batch, tokens, inner]`; `source`: `[1, tokens, inner]`; `mask`: `[tokens]`
+/// - `x`: `[batch, ...]`; `source`: `[1, ...]`; `mask`: broadcastable against one element
 /// - output: like `x`
-fn inject<B: Backend>(
+pub(crate) fn mix_source<B: Backend>(
     x: FloatTensor<B>,
     source: Option<FloatTensor<B>>,
     mask: Option<FloatTensor<B>>,
 ) -> FloatTensor<B> {
-    let [b, n, _] = dims3::<B>(&x);
+    let b = x.shape()[0];
     let (source, targets, kept) = match source {
         Some(source) => (source, x, None),
         None if b == 1 => return x,
@@ -57,7 +59,6 @@ fn inject<B: Backend>(
     let mixed = match mask {
         None => B::float_expand(source, targets.shape()),
         Some(mask) => {
-            let mask = B::float_reshape(mask, Shape::new([1, n, 1]));
             let delta = B::float_mul(B::float_sub(source, targets.clone()), mask);
             B::float_add(targets, delta)
         }
@@ -78,7 +79,13 @@ pub(crate) fn inject_qk<B: Backend>(
         None => (q, k),
         Some((source, mask)) => {
             let (sq, sk) = source.unzip();
-            (inject::<B>(q, sq, mask.clone()), inject::<B>(k, sk, mask))
+            // The `[tokens]` mask weighs whole token rows of `[batch, tokens, inner]`.
+            let n = q.shape()[1];
+            let mask = mask.map(|m| B::float_reshape(m, Shape::new([1, n, 1])));
+            (
+                mix_source::<B>(q, sq, mask.clone()),
+                mix_source::<B>(k, sk, mask),
+            )
         }
     }
 }
