@@ -3,19 +3,19 @@
 //! anything. Exit codes: 0 success, 1 a failure while running, 2 bad usage or inputs
 //! (nothing was run), 130 interrupted.
 
-mod args;
+pub(crate) mod args;
 mod batch;
 mod cocktail;
-mod device;
+pub(crate) mod device;
 mod generate;
 mod invert;
 mod manifest;
-mod metadata;
-mod models;
-mod output;
+pub(crate) mod metadata;
+pub(crate) mod models;
+pub(crate) mod output;
 mod sheet;
-mod transfer;
-mod ui;
+pub(crate) mod transfer;
+pub(crate) mod ui;
 
 use std::process::ExitCode;
 
@@ -72,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Cocktail(a) => cocktail::command(a, &compute, &ui),
         Command::Invert(a) => invert::command(a, &compute, &ui),
         Command::Batch(a) => batch::command(a, &compute, &ui),
+        Command::Serve(a) => crate::serve::command(a, &compute, &ui),
         Command::Devices => unreachable!("handled above"),
     };
     let run = match prepared {

@@ -37,13 +37,23 @@ pub enum Phase {
 
 /// A progress report, sent after every step; return `false` from the callback to cancel.
 #[derive(Clone, Copy, Debug)]
-pub struct Progress {
+pub struct Progress<'a> {
     /// The phase.
     pub phase: Phase,
     /// Steps done.
     pub step: usize,
     /// Steps in the phase.
     pub total: usize,
+    /// Latents worth showing after this step (`[1, 4, h, w]`, the model's float type):
+    /// while sampling or generating the step's prediction of the clean latents `x0`, while
+    /// inverting the latents reached so far (which grow noisier). Callers that want a
+    /// preview project it to RGB; the rest ignore it at no cost.
+    pub preview: Option<&'a Tensor<4>>,
+}
+
+/// `x0 = (x - sqrt(1-ā_t)·eps) / sqrt(ā_t)`: a step's prediction of the clean latents.
+fn predicted_x0(x: Tensor<4>, eps: Tensor<4>, alpha_t: f64) -> Tensor<4> {
+    (x - eps * (1.0 - alpha_t).sqrt()) / alpha_t.sqrt()
 }
 
 /// What produced an inversion; saved with it and checked when it is reused.
@@ -86,7 +96,7 @@ fn image_hash(img: &RgbImage) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn cancelled(progress: &mut dyn FnMut(Progress) -> bool, p: Progress) -> Result<()> {
+fn cancelled(progress: &mut dyn FnMut(Progress) -> bool, p: Progress<'_>) -> Result<()> {
     if progress(p) {
         Ok(())
     } else {
@@ -145,6 +155,7 @@ pub fn invert_latents(
                 phase: Phase::Inversion,
                 step: i + 1,
                 total: ts.len(),
+                preview: Some(&z),
             },
         )?;
     }
@@ -207,13 +218,16 @@ pub fn sample(
             always_batch_source: settings.always_batch_source,
         };
         let source = inv.latents[&t].clone().cast(dtype);
-        x = sampling_step(&target.sd.unet, x, source, &emb, params).x;
+        let step = sampling_step(&target.sd.unet, x.clone(), source, &emb, params);
+        let x0 = predicted_x0(x, step.eps, params.alpha_t);
+        x = step.x;
         cancelled(
             progress,
             Progress {
                 phase: Phase::Sampling,
                 step: i + 1,
                 total: timesteps.len(),
+                preview: Some(&x0),
             },
         )?;
     }
@@ -269,23 +283,25 @@ pub fn generate_from(
     let mut x = noise;
     for (i, &t) in timesteps.iter().enumerate() {
         let (a_t, a_prev) = (model.scheduler.alpha(t), model.scheduler.alpha(t - ratio));
-        x = guided_step(
+        let (next, eps) = guided_step(
             &model.sd.unet,
-            x,
+            x.clone(),
             t,
             positive.clone(),
             negative.clone(),
             omega,
             a_t,
             a_prev,
-        )
-        .0;
+        );
+        let x0 = predicted_x0(x, eps, a_t);
+        x = next;
         cancelled(
             progress,
             Progress {
                 phase: Phase::Generation,
                 step: i + 1,
                 total: timesteps.len(),
+                preview: Some(&x0),
             },
         )?;
     }

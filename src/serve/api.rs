@@ -1,0 +1,472 @@
+//! The HTTP API the page uses and scripts can call (see the README's web app section):
+//! models, jobs (submit, list, status, server-sent events, cancel) and results. Handlers
+//! only check requests and read state; the tensor work is the worker thread's, and what
+//! touches files or hashes models runs on the blocking pool, never on the async runtime.
+
+use std::convert::Infallible;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ditail::models::LoadOptions;
+use ditail::pipeline::Mask;
+use ditail::pipeline::preprocess::load_rgb;
+use futures_lite::Stream;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::catalog::{Catalog, Listing};
+use super::gallery::{Gallery, valid_name};
+use super::jobs::{Event, Jobs, Submission, now};
+use super::settings::{JobSettings, LIMITS, Variant};
+use crate::cli::device::Compute;
+use crate::cli::models;
+use crate::cli::transfer::{check_steps, settings as ditail_settings};
+
+/// Everything the handlers share.
+pub struct App {
+    pub jobs: Arc<Jobs>,
+    pub catalog: Arc<RwLock<Catalog>>,
+    /// The `--models` folders, rescanned on request.
+    pub roots: Vec<PathBuf>,
+    pub output: PathBuf,
+    pub compute: Compute,
+    /// The bearer token every request must carry, if any.
+    pub token: Option<String>,
+    /// Whether the server listens on a loopback address only (then the `Host` header must
+    /// name one too: a page from another site cannot reach it by DNS rebinding).
+    pub loopback: bool,
+    pub gallery: Mutex<Gallery>,
+    /// Becomes true when the server stops; event streams end then.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// An error response: its status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+fn bad_anyhow(e: anyhow::Error) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, format!("{e:#}"))
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no such {what}"))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{file}", get(asset))
+        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/api/models", get(list_models))
+        .route("/api/models/rescan", post(rescan))
+        .route("/api/defaults", get(defaults))
+        .route("/api/jobs", get(list_jobs).post(submit))
+        .route("/api/jobs/{id}", get(job))
+        .route("/api/jobs/{id}/events", get(events))
+        .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/results", get(results))
+        .route("/api/results/{name}", get(result_file))
+        .fallback(|| async { not_found("page") })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            super::security::guard,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(LIMITS.max_body_bytes))
+        .with_state(app)
+}
+
+const INDEX: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/style.css");
+
+async fn index() -> Html<&'static str> {
+    Html(INDEX)
+}
+
+async fn asset(Path(file): Path<String>) -> ApiResult<Response> {
+    let (body, mime) = match file.as_str() {
+        "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "style.css" => (STYLE, "text/css; charset=utf-8"),
+        _ => return Err(not_found("asset")),
+    };
+    Ok(([(header::CONTENT_TYPE, mime)], body).into_response())
+}
+
+async fn list_models(State(app): State<Arc<App>>) -> Json<Listing> {
+    Json(
+        app.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .listing(),
+    )
+}
+
+async fn rescan(State(app): State<Arc<App>>) -> ApiResult<Json<Listing>> {
+    let app2 = app.clone();
+    let catalog = tokio::task::spawn_blocking(move || {
+        Catalog::scan(
+            &app2.roots,
+            LoadOptions {
+                dtype: app2.compute.dtype,
+            },
+        )
+    })
+    .await
+    .map_err(internal)?;
+    let listing = catalog.listing();
+    *app.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
+    Ok(Json(listing))
+}
+
+async fn defaults() -> Json<Value> {
+    Json(json!({ "settings": JobSettings::default(), "limits": LIMITS }))
+}
+
+async fn list_jobs(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(json!({ "jobs": app.jobs.list() }))
+}
+
+async fn job(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let view = app.jobs.get(&id).ok_or_else(|| not_found("job"))?;
+    Ok(Json(serde_json::to_value(view).map_err(internal)?))
+}
+
+async fn cancel(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let status = app.jobs.cancel(&id).ok_or_else(|| not_found("job"))?;
+    Ok(Json(json!({ "status": status })))
+}
+
+async fn results(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
+    let app2 = app.clone();
+    let items = tokio::task::spawn_blocking(move || {
+        let catalog = app2.catalog.read().unwrap_or_else(|e| e.into_inner());
+        app2.gallery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .list(&app2.output, &catalog)
+    })
+    .await
+    .map_err(internal)?;
+    Ok(Json(json!({ "results": items })))
+}
+
+async fn result_file(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Response> {
+    if !valid_name(&name) {
+        return Err(not_found("result"));
+    }
+    let path = app.output.join(&name);
+    // A plain file only: not a link placed in the output folder to point elsewhere.
+    let bytes = tokio::task::spawn_blocking(move || {
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        meta.is_file().then(|| std::fs::read(&path).ok()).flatten()
+    })
+    .await
+    .map_err(internal)?
+    .ok_or_else(|| not_found("result"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png".to_string()),
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// What a job request carried.
+#[derive(Default)]
+struct Upload {
+    settings: Option<String>,
+    image: Option<Bytes>,
+    mask: Option<Bytes>,
+}
+
+async fn read_upload(req: Request) -> ApiResult<Upload> {
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut upload = Upload::default();
+    if ctype.starts_with("multipart/form-data") {
+        let multipart_error =
+            |e: axum::extract::multipart::MultipartError| ApiError(e.status(), e.body_text());
+        let mut form = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError(e.status(), e.body_text()))?;
+        while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+            let name = field.name().unwrap_or_default().to_string();
+            let data = field.bytes().await.map_err(multipart_error)?;
+            let slot = match name.as_str() {
+                "settings" => {
+                    let text = String::from_utf8(data.to_vec())
+                        .map_err(|_| bad("settings: not UTF-8 text"))?;
+                    if upload.settings.replace(text).is_some() {
+                        return Err(bad("settings: given twice"));
+                    }
+                    continue;
+                }
+                "image" => &mut upload.image,
+                "mask" => &mut upload.mask,
+                other => {
+                    return Err(bad(format!(
+                        "unknown part {other:?} (expected settings, image, mask)"
+                    )));
+                }
+            };
+            if slot.replace(data).is_some() {
+                return Err(bad(format!("{name}: given twice")));
+            }
+        }
+    } else if ctype.starts_with("application/json") {
+        let bytes = axum::body::to_bytes(req.into_body(), LIMITS.max_body_bytes)
+            .await
+            .map_err(|_| {
+                ApiError(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is over {} bytes", LIMITS.max_body_bytes),
+                )
+            })?;
+        upload.settings =
+            Some(String::from_utf8(bytes.to_vec()).map_err(|_| bad("the body is not UTF-8"))?);
+    } else {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send multipart/form-data (settings, image, mask) or application/json".into(),
+        ));
+    }
+    Ok(upload)
+}
+
+async fn submit(State(app): State<Arc<App>>, req: Request) -> ApiResult<(StatusCode, Json<Value>)> {
+    let upload = read_upload(req).await?;
+    let text = upload
+        .settings
+        .as_deref()
+        .ok_or_else(|| bad("missing the `settings` part (JSON)"))?;
+    let settings: JobSettings =
+        serde_json::from_str(text).map_err(|e| bad(format!("settings: {e}")))?;
+    let accepted = tokio::task::spawn_blocking(move || app.accept(settings, upload))
+        .await
+        .map_err(internal)??;
+    Ok((StatusCode::CREATED, Json(accepted)))
+}
+
+/// Fails unless `bytes` is a PNG, JPEG or WebP whose header states a size within the
+/// limits (read from the header alone: a decompression bomb is never decoded).
+fn check_image_header(bytes: &[u8], what: &str) -> ApiResult<()> {
+    use image::ImageFormat::{Jpeg, Png, WebP};
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(format!("{what}: {e}")))?;
+    if !matches!(reader.format(), Some(Png | Jpeg | WebP)) {
+        return Err(bad(format!("{what}: not a PNG, JPEG or WebP image")));
+    }
+    // PNG's size is in IHDR, the first chunk; the png crate reads on to the first IDAT.
+    let (w, h) = match bytes.get(12..24) {
+        Some(ihdr) if reader.format() == Some(Png) && &ihdr[..4] == b"IHDR" => (
+            u32::from_be_bytes(ihdr[4..8].try_into().expect("4 bytes")),
+            u32::from_be_bytes(ihdr[8..12].try_into().expect("4 bytes")),
+        ),
+        _ => reader
+            .into_dimensions()
+            .map_err(|e| bad(format!("{what}: {e}")))?,
+    };
+    if w as u64 * h as u64 > LIMITS.max_image_pixels {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{what}: {w}x{h} pixels is over the limit of {} pixels",
+                LIMITS.max_image_pixels
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A variant's name in the grid: the model, then its LoRAs.
+fn label(v: &Variant, catalog: &Catalog) -> String {
+    let name = |id: &str| catalog.get(id).map_or(id.to_string(), |e| e.name.clone());
+    let mut s = name(&v.model);
+    for l in &v.loras {
+        s += &format!(" + {} {}", name(&l.id), l.scale);
+    }
+    s
+}
+
+impl App {
+    /// Checks a job as the CLI checks a command (settings, models, LoRAs, steps, images)
+    /// and queues it.
+    fn accept(&self, settings: JobSettings, upload: Upload) -> ApiResult<Value> {
+        let mask_part = upload.mask.filter(|_| settings.mask == "painted");
+        settings
+            .check(upload.image.is_some(), mask_part.is_some())
+            .map_err(bad_anyhow)?;
+        ditail_settings(&settings.sampling_prompt(), &settings.flags("full"))
+            .map_err(bad_anyhow)?;
+        if let Some(b) = &upload.image {
+            check_image_header(b, "image")?;
+        }
+        if let Some(b) = &mask_part {
+            check_image_header(b, "mask")?;
+        }
+        let (sources, targets) = settings.grid();
+        let (source_specs, target_specs, source_labels, target_labels) = {
+            let catalog = self.catalog.read().unwrap_or_else(|e| e.into_inner());
+            let specs = |vs: &[Variant], loras: bool| {
+                vs.iter()
+                    .map(|v| v.spec(&catalog, loras))
+                    .collect::<anyhow::Result<Vec<_>>>()
+            };
+            let labels = |vs: &[Variant]| vs.iter().map(|v| label(v, &catalog)).collect::<Vec<_>>();
+            (
+                specs(&sources, false).map_err(bad_anyhow)?,
+                specs(&targets, true).map_err(bad_anyhow)?,
+                labels(&sources),
+                labels(&targets),
+            )
+        };
+        let check = |spec| models::check(spec, &self.compute).map_err(bad_anyhow);
+        let source_checked = source_specs
+            .iter()
+            .map(check)
+            .collect::<ApiResult<Vec<_>>>()?;
+        let target_checked = target_specs
+            .iter()
+            .map(check)
+            .collect::<ApiResult<Vec<_>>>()?;
+        for s in &source_checked {
+            for t in &target_checked {
+                check_steps(s, t, settings.inv_steps, settings.steps).map_err(bad_anyhow)?;
+            }
+        }
+
+        let id = self.jobs.new_id();
+        let dir = self.jobs.job_dir(&id);
+        let keep = || -> ApiResult<usize> {
+            std::fs::create_dir_all(&dir).map_err(internal)?;
+            if let Some(bytes) = &upload.image {
+                let path = self.jobs.content_path(&id);
+                std::fs::write(&path, bytes).map_err(internal)?;
+                load_rgb(&path).map_err(|e| bad(format!("image: {e}")))?;
+            }
+            if let Some(bytes) = &mask_part {
+                let path = self.jobs.mask_path(&id);
+                std::fs::write(&path, bytes).map_err(internal)?;
+                Mask::from_image(&path).map_err(|e| bad(format!("mask: {e}")))?;
+            }
+            self.jobs
+                .submit(Submission {
+                    id: id.clone(),
+                    has_image: upload.image.is_some(),
+                    has_mask: mask_part.is_some(),
+                    settings: settings.clone(),
+                    created: now(),
+                    sources: source_labels.clone(),
+                    targets: target_labels.clone(),
+                })
+                .map_err(|e| ApiError(StatusCode::TOO_MANY_REQUESTS, e))
+        };
+        match keep() {
+            Ok(position) => Ok(json!({ "id": id, "position": position })),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Where an event stream is in its job's log.
+struct EventCursor {
+    app: Arc<App>,
+    id: String,
+    changed: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    next: usize,
+    preview_seq: Option<u64>,
+    pending: std::collections::VecDeque<Event>,
+    complete: bool,
+}
+
+impl EventCursor {
+    /// The next event, waiting for it if need be; `None` once the job has ended (or the
+    /// server stops).
+    async fn next_event(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                let event = SseEvent::default()
+                    .event(e.kind)
+                    .id(e.seq.to_string())
+                    .data(e.data.to_string());
+                return Some((Ok(event), self));
+            }
+            if self.complete || *self.shutdown.borrow() {
+                return None;
+            }
+            self.changed.borrow_and_update();
+            let (events, preview, complete) = self.app.jobs.events(&self.id, self.next);
+            self.next += events.len();
+            self.pending.extend(events);
+            if let Some(p) = preview
+                && self.preview_seq.is_none_or(|s| p.seq > s)
+            {
+                self.preview_seq = Some(p.seq);
+                self.pending.push_back(p);
+            }
+            self.pending.make_contiguous().sort_by_key(|e| e.seq);
+            self.complete = complete;
+            if self.pending.is_empty() && !complete {
+                tokio::select! {
+                    r = self.changed.changed() => if r.is_err() { self.complete = true },
+                    _ = self.shutdown.changed() => {},
+                }
+            }
+        }
+    }
+}
+
+async fn events(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let changed = app.jobs.subscribe(&id).ok_or_else(|| not_found("job"))?;
+    let cursor = EventCursor {
+        shutdown: app.shutdown.clone(),
+        app,
+        id,
+        changed,
+        next: 0,
+        preview_seq: None,
+        pending: Default::default(),
+        complete: false,
+    };
+    let stream = futures_lite::stream::unfold(cursor, EventCursor::next_event);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,473 @@
+//! The job queue: jobs in submission order (FIFO, one worker), each with its event log,
+//! which event streams replay and follow. Queued and running jobs are kept in a journal
+//! (`.ditail/queue.json` in the output folder, their inputs beside it) so that a restart
+//! resumes them; a finished job leaves the journal and its inputs are deleted.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::settings::{JobSettings, LIMITS};
+use crate::cli::output::write_atomic;
+
+/// Finished jobs kept in memory (their events and results), newest first.
+const KEEP_FINISHED: usize = 100;
+
+/// Where a job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    /// Whether the job has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Done | Status::Failed | Status::Cancelled)
+    }
+}
+
+/// One event of a job (sent as a server-sent event: `event: kind`, `data: data`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// Increases by one per event of the job (previews included).
+    pub seq: u64,
+    pub kind: &'static str,
+    pub data: Value,
+}
+
+/// An output of a job.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResultRef {
+    pub source: usize,
+    pub target: usize,
+    pub name: String,
+    pub url: String,
+}
+
+/// What the journal keeps of a job: enough to run it again after a restart.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Submission {
+    pub id: String,
+    pub settings: JobSettings,
+    /// Unix seconds.
+    pub created: u64,
+    /// Whether `content` (the image as uploaded) is in the job's folder.
+    pub has_image: bool,
+    /// Whether `mask.png` is.
+    pub has_mask: bool,
+    /// Labels of the grid's rows (sources) and columns (targets).
+    pub sources: Vec<String>,
+    pub targets: Vec<String>,
+}
+
+/// A job as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub status: Status,
+    pub position: Option<usize>,
+    pub settings: JobSettings,
+    pub created: u64,
+    pub error: Option<String>,
+    pub results: Vec<ResultRef>,
+    pub progress: Option<Value>,
+    pub sources: Vec<String>,
+    pub targets: Vec<String>,
+    /// Unix milliseconds when it started and ended.
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+}
+
+struct Job {
+    sub: Submission,
+    status: Status,
+    error: Option<String>,
+    results: Vec<ResultRef>,
+    progress: Option<Value>,
+    events: Vec<Event>,
+    /// Only the newest preview is kept (they are images).
+    preview: Option<Event>,
+    next_seq: u64,
+    cancel: Arc<AtomicBool>,
+    changed: watch::Sender<u64>,
+    started_ms: Option<u64>,
+    finished_ms: Option<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<String, Job>,
+    queue: VecDeque<String>,
+    running: Option<String>,
+    finished: VecDeque<String>,
+    stopping: bool,
+}
+
+/// The queue, shared by the HTTP handlers and the worker.
+pub struct Jobs {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// `.ditail` in the output folder: the journal and each queued job's inputs.
+    dir: PathBuf,
+    counter: AtomicU64,
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    now_ms() / 1000
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Jobs {
+    /// Opens the queue kept in `dir`, re-queueing what the journal holds.
+    pub fn open(dir: &Path) -> Result<(Self, usize)> {
+        std::fs::create_dir_all(dir.join("jobs"))
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let jobs = Self {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            dir: dir.to_path_buf(),
+            counter: AtomicU64::new(0),
+        };
+        let journal = dir.join("queue.json");
+        let mut resumed = 0;
+        if journal.is_file() {
+            let text = std::fs::read_to_string(&journal)
+                .with_context(|| format!("reading {}", journal.display()))?;
+            let subs: Vec<Submission> = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a ditail job journal", journal.display()))?;
+            let mut state = jobs.lock();
+            for sub in subs {
+                let inputs_there = (!sub.has_image || jobs.content_path(&sub.id).is_file())
+                    && (!sub.has_mask || jobs.mask_path(&sub.id).is_file());
+                if inputs_there && valid_id(&sub.id) {
+                    state.queue.push_back(sub.id.clone());
+                    state.jobs.insert(sub.id.clone(), Job::new(sub));
+                    resumed += 1;
+                }
+            }
+        }
+        jobs.clean_orphans();
+        jobs.write_journal(&jobs.lock())?;
+        Ok((jobs, resumed))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh, unique, sortable job id.
+    pub fn new_id(&self) -> String {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        format!("j{millis}{n:03}")
+    }
+
+    /// The folder of a job's inputs.
+    pub fn job_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("jobs").join(id)
+    }
+
+    /// The content image of a job, as uploaded.
+    pub fn content_path(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("content")
+    }
+
+    /// The painted mask of a job.
+    pub fn mask_path(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("mask.png")
+    }
+
+    /// Deletes input folders no journal entry owns (left by a crash).
+    fn clean_orphans(&self) {
+        let state = self.lock();
+        if let Ok(read) = std::fs::read_dir(self.dir.join("jobs")) {
+            for entry in read.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !state.jobs.contains_key(&name) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+
+    fn write_journal(&self, state: &State) -> Result<()> {
+        let pending: Vec<&Submission> = state
+            .running
+            .iter()
+            .chain(&state.queue)
+            .filter_map(|id| state.jobs.get(id).map(|j| &j.sub))
+            .collect();
+        let text = serde_json::to_string_pretty(&pending)?;
+        write_atomic(&self.dir.join("queue.json"), |w| {
+            w.write_all(text.as_bytes())?;
+            Ok(())
+        })
+    }
+
+    /// Queues a job whose inputs are already in its folder; returns its position.
+    pub fn submit(&self, sub: Submission) -> Result<usize, String> {
+        let mut state = self.lock();
+        if state.stopping {
+            return Err("the server is shutting down".into());
+        }
+        if state.queue.len() >= LIMITS.max_queue {
+            return Err(format!(
+                "the queue is full ({} jobs); try again later",
+                LIMITS.max_queue
+            ));
+        }
+        let id = sub.id.clone();
+        let mut job = Job::new(sub);
+        let position = state.queue.len();
+        job.push("queued", json!({ "position": position }));
+        state.jobs.insert(id.clone(), job);
+        state.queue.push_back(id);
+        if let Err(e) = self.write_journal(&state) {
+            eprintln!("warning: {e:#}");
+        }
+        drop(state);
+        self.wake.notify_all();
+        Ok(position)
+    }
+
+    /// Blocks until a job is queued (returns it, now running) or the server stops.
+    pub fn next(&self) -> Option<(Submission, Arc<AtomicBool>)> {
+        let mut state = self.lock();
+        loop {
+            if state.stopping {
+                return None;
+            }
+            if let Some(id) = state.queue.pop_front() {
+                state.running = Some(id.clone());
+                let job = state.jobs.get_mut(&id).expect("queued jobs exist");
+                job.status = Status::Running;
+                job.started_ms = Some(now_ms());
+                job.push("started", json!({}));
+                let out = (job.sub.clone(), job.cancel.clone());
+                for (i, qid) in state.queue.clone().iter().enumerate() {
+                    if let Some(j) = state.jobs.get_mut(qid) {
+                        j.push("queued", json!({ "position": i }));
+                    }
+                }
+                return Some(out);
+            }
+            state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Records an event of a job (`result`, `progress`, `preview`, ... see the README).
+    pub fn emit(&self, id: &str, kind: &'static str, data: Value) {
+        let mut state = self.lock();
+        if let Some(job) = state.jobs.get_mut(id) {
+            match kind {
+                "progress" | "stage" => job.progress = Some(data.clone()),
+                "result" => {
+                    if let Ok(r) = serde_json::from_value::<ResultRefIn>(data.clone()) {
+                        job.results.push(ResultRef {
+                            source: r.source,
+                            target: r.target,
+                            name: r.name,
+                            url: r.url,
+                        });
+                    }
+                }
+                _ => {}
+            }
+            job.push(kind, data);
+        }
+    }
+
+    /// Ends the running job: `done`, `failed` (with the error) or `cancelled`; it leaves
+    /// the journal and its inputs are deleted. `interrupted` (the server is stopping)
+    /// instead keeps it queued in the journal for the next start.
+    pub fn finish(&self, id: &str, status: Status, error: Option<String>, interrupted: bool) {
+        let mut state = self.lock();
+        state.running = None;
+        if interrupted {
+            return;
+        }
+        if let Some(job) = state.jobs.get_mut(id) {
+            job.end(status, error);
+        }
+        self.retire(&mut state, id);
+    }
+
+    fn retire(&self, state: &mut State, id: &str) {
+        state.finished.push_front(id.to_string());
+        while state.finished.len() > KEEP_FINISHED {
+            if let Some(old) = state.finished.pop_back() {
+                state.jobs.remove(&old);
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.job_dir(id));
+        if let Err(e) = self.write_journal(state) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+
+    /// Cancels a job: a queued one leaves the queue at once; a running one stops after
+    /// its current step. `None` if there is no such job.
+    pub fn cancel(&self, id: &str) -> Option<Status> {
+        let mut state = self.lock();
+        let status = state.jobs.get(id)?.status;
+        match status {
+            Status::Queued => {
+                state.queue.retain(|q| q != id);
+                let job = state.jobs.get_mut(id).expect("checked");
+                job.end(Status::Cancelled, None);
+                self.retire(&mut state, id);
+                Some(Status::Cancelled)
+            }
+            Status::Running => {
+                state.jobs[id].cancel.store(true, Ordering::SeqCst);
+                Some(Status::Running)
+            }
+            done => Some(done),
+        }
+    }
+
+    /// Stops handing out jobs and wakes the worker.
+    pub fn stop(&self) {
+        self.lock().stopping = true;
+        self.wake.notify_all();
+    }
+
+    fn view(state: &State, id: &str) -> Option<JobView> {
+        let job = state.jobs.get(id)?;
+        Some(JobView {
+            id: id.to_string(),
+            status: job.status,
+            position: state.queue.iter().position(|q| q == id),
+            settings: job.sub.settings.clone(),
+            created: job.sub.created,
+            error: job.error.clone(),
+            results: job.results.clone(),
+            progress: job.progress.clone(),
+            sources: job.sub.sources.clone(),
+            targets: job.sub.targets.clone(),
+            started_ms: job.started_ms,
+            finished_ms: job.finished_ms,
+        })
+    }
+
+    /// One job.
+    pub fn get(&self, id: &str) -> Option<JobView> {
+        Self::view(&self.lock(), id)
+    }
+
+    /// Running, then queued in order, then finished, newest first.
+    pub fn list(&self) -> Vec<JobView> {
+        let state = self.lock();
+        state
+            .running
+            .iter()
+            .chain(&state.queue)
+            .chain(&state.finished)
+            .filter_map(|id| Self::view(&state, id))
+            .collect()
+    }
+
+    /// A receiver that changes with every event of the job.
+    pub fn subscribe(&self, id: &str) -> Option<watch::Receiver<u64>> {
+        Some(self.lock().jobs.get(id)?.changed.subscribe())
+    }
+
+    /// The job's events from index `from` of its log, the newest preview, and whether
+    /// the log is complete (the job has ended).
+    pub fn events(&self, id: &str, from: usize) -> (Vec<Event>, Option<Event>, bool) {
+        let state = self.lock();
+        match state.jobs.get(id) {
+            None => (Vec::new(), None, true),
+            Some(job) => (
+                job.events.get(from..).unwrap_or_default().to_vec(),
+                job.preview.clone(),
+                job.status.is_final(),
+            ),
+        }
+    }
+}
+
+/// Ids are generated here; one read from a journal must still be a plain name.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() < 64 && id.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+#[derive(Deserialize)]
+struct ResultRefIn {
+    source: usize,
+    target: usize,
+    name: String,
+    url: String,
+}
+
+impl Job {
+    fn new(sub: Submission) -> Self {
+        Self {
+            sub,
+            status: Status::Queued,
+            error: None,
+            results: Vec::new(),
+            progress: None,
+            events: Vec::new(),
+            preview: None,
+            next_seq: 0,
+            cancel: Arc::new(AtomicBool::new(false)),
+            changed: watch::channel(0).0,
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+
+    fn push(&mut self, kind: &'static str, data: Value) {
+        let event = Event {
+            seq: self.next_seq,
+            kind,
+            data,
+        };
+        self.next_seq += 1;
+        if kind == "preview" {
+            self.preview = Some(event);
+        } else {
+            self.events.push(event);
+        }
+        self.changed.send_replace(self.next_seq);
+    }
+
+    fn end(&mut self, status: Status, error: Option<String>) {
+        self.status = status;
+        self.progress = None;
+        self.finished_ms = Some(now_ms());
+        let kind = match status {
+            Status::Done => "done",
+            Status::Failed => "failed",
+            _ => "cancelled",
+        };
+        let data = match &error {
+            Some(e) => json!({ "error": e }),
+            None => json!({}),
+        };
+        self.error = error;
+        self.push(kind, data);
+    }
+}

@@ -1,0 +1,299 @@
+//! A job's settings as clients send them (JSON, models by catalog id), their defaults
+//! (METHOD.md's, the CLI's), the server's limits, and their translation into what the CLI
+//! runs: the same `DitailFlags`, `ModelSpec`s and checks, so a job and a command with the
+//! same settings produce the same file.
+
+use anyhow::{Context, Result, bail};
+use ditail::models::load::lora::LoraSpec;
+use ditail::pipeline::ModelSpec;
+use ditail::pipeline::settings::DEFAULT_NEGATIVE;
+use serde::{Deserialize, Serialize};
+
+use super::catalog::{Catalog, Kind};
+use crate::cli::args::DitailFlags;
+use crate::cli::models::DEFAULT_LORA_SCALE;
+
+/// What the server accepts; every limit is a 4xx with its number.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Limits {
+    pub max_prompt_chars: usize,
+    pub max_steps: usize,
+    pub max_size: u32,
+    pub max_models: usize,
+    pub max_loras: usize,
+    pub max_queue: usize,
+    pub max_image_pixels: u64,
+    pub max_body_bytes: usize,
+}
+
+/// The limits of this server.
+pub const LIMITS: Limits = Limits {
+    max_prompt_chars: 2000,
+    max_steps: 1000,
+    max_size: 2048,
+    max_models: 8,
+    max_loras: 8,
+    max_queue: 64,
+    // 8192 x 8192: phone photos (up to ~50 MP) pass; a 30k x 30k bomb does not.
+    max_image_pixels: 1 << 26,
+    max_body_bytes: 64 << 20,
+};
+
+/// Transfer (one source, any targets) or cocktail (every model both source and target).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Transfer,
+    Cocktail,
+}
+
+/// A LoRA by catalog id, with its scale.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraChoice {
+    pub id: String,
+    #[serde(default = "default_lora_scale")]
+    pub scale: f32,
+}
+
+fn default_lora_scale() -> f32 {
+    DEFAULT_LORA_SCALE
+}
+
+/// A model as a job uses it: checkpoint, LoRAs, VAE, clip skip (all by catalog id).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub model: String,
+    #[serde(default)]
+    pub loras: Vec<LoraChoice>,
+    #[serde(default)]
+    pub vae: Option<String>,
+    #[serde(default = "one")]
+    pub clip_skip: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A job's settings (see the README's web app section).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobSettings {
+    pub mode: Mode,
+    /// Transfer: the inverting model (default: the first target).
+    pub source: Option<Variant>,
+    /// Transfer: the targets; cocktail: the models.
+    pub targets: Vec<Variant>,
+    /// Generate the content from this prompt with each source (instead of an image).
+    pub content_prompt: Option<String>,
+    /// Seed of generated content.
+    pub seed: u64,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub inv_prompt: Option<String>,
+    pub inv_negative_prompt: Option<String>,
+    pub alpha: f64,
+    pub beta: f64,
+    pub omega: f64,
+    pub inv_steps: usize,
+    pub steps: usize,
+    pub conv_ratio: f64,
+    pub attn_ratio: f64,
+    /// `full`, `left`, `right`, `top`, `bottom`, or `painted` (the request's mask image).
+    pub mask: String,
+    pub size: u32,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Transfer,
+            source: None,
+            targets: Vec::new(),
+            content_prompt: None,
+            seed: 0,
+            prompt: String::new(),
+            negative_prompt: DEFAULT_NEGATIVE.into(),
+            inv_prompt: None,
+            inv_negative_prompt: None,
+            alpha: 2.0,
+            beta: 0.5,
+            omega: 15.0,
+            inv_steps: 50,
+            steps: 50,
+            conv_ratio: 0.8,
+            attn_ratio: 0.5,
+            mask: "full".into(),
+            size: 512,
+        }
+    }
+}
+
+impl JobSettings {
+    /// The sources and targets, in grid order (rows, columns).
+    pub fn grid(&self) -> (Vec<Variant>, Vec<Variant>) {
+        match self.mode {
+            Mode::Cocktail => (self.targets.clone(), self.targets.clone()),
+            Mode::Transfer => {
+                let source = self
+                    .source
+                    .clone()
+                    .or_else(|| self.targets.first().cloned())
+                    .into_iter()
+                    .collect();
+                (source, self.targets.clone())
+            }
+        }
+    }
+
+    /// The prompt the targets sample with (the content prompt when none is given).
+    pub fn sampling_prompt(&self) -> String {
+        if self.prompt.is_empty() {
+            self.content_prompt.clone().unwrap_or_default()
+        } else {
+            self.prompt.clone()
+        }
+    }
+
+    /// The CLI's flags for these settings, with `mask` as the CLI takes it (a half's name
+    /// or the path of the painted mask).
+    pub fn flags(&self, mask: &str) -> DitailFlags {
+        DitailFlags {
+            negative_prompt: self.negative_prompt.clone(),
+            inv_prompt: self.inv_prompt.clone().filter(|p| !p.is_empty()),
+            inv_negative_prompt: self.inv_negative_prompt.clone().filter(|p| !p.is_empty()),
+            alpha: self.alpha,
+            beta: self.beta,
+            omega: self.omega,
+            inv_steps: self.inv_steps,
+            steps: self.steps,
+            conv_ratio: self.conv_ratio,
+            attn_ratio: self.attn_ratio,
+            mask: mask.to_string(),
+            no_injection: false,
+            size: self.size,
+        }
+    }
+
+    /// Checks the limits and the shape of the request (models are checked by
+    /// [`Variant::spec`]); `has_image` / `has_mask` say what the request carried.
+    pub fn check(&self, has_image: bool, has_mask: bool) -> Result<()> {
+        let l = LIMITS;
+        let prompts = [
+            ("prompt", Some(&self.prompt)),
+            ("negative_prompt", Some(&self.negative_prompt)),
+            ("inv_prompt", self.inv_prompt.as_ref()),
+            ("inv_negative_prompt", self.inv_negative_prompt.as_ref()),
+            ("content_prompt", self.content_prompt.as_ref()),
+        ];
+        for (name, text) in prompts {
+            if let Some(text) = text {
+                let n = text.chars().count();
+                if n > l.max_prompt_chars {
+                    bail!(
+                        "{name} has {n} characters; the limit is {}",
+                        l.max_prompt_chars
+                    );
+                }
+                if text.contains('\0') {
+                    bail!("{name} contains a NUL character");
+                }
+            }
+        }
+        if self.targets.is_empty() {
+            bail!("targets: pick at least one model");
+        }
+        let (sources, targets) = self.grid();
+        if sources.len().max(targets.len()) > l.max_models {
+            bail!("{} models; the limit is {}", targets.len(), l.max_models);
+        }
+        for v in sources.iter().chain(&targets) {
+            if v.loras.len() > l.max_loras {
+                bail!(
+                    "{} LoRAs on one model; the limit is {}",
+                    v.loras.len(),
+                    l.max_loras
+                );
+            }
+        }
+        for (name, n) in [("inv_steps", self.inv_steps), ("steps", self.steps)] {
+            if n == 0 || n > l.max_steps {
+                bail!("{name} {n}: must be between 1 and {}", l.max_steps);
+            }
+        }
+        if self.size < 64 || self.size > l.max_size || !self.size.is_multiple_of(8) {
+            bail!(
+                "size {}: must be a multiple of 8 from 64 to {}",
+                self.size,
+                l.max_size
+            );
+        }
+        match (&self.content_prompt, has_image) {
+            (Some(_), true) => bail!("give a content image or content_prompt, not both"),
+            (None, false) => bail!("give a content image (the `image` part) or content_prompt"),
+            _ => {}
+        }
+        match (self.mask.as_str(), has_mask) {
+            ("painted", false) => bail!("mask \"painted\" needs the `mask` part (a PNG)"),
+            ("full" | "left" | "right" | "top" | "bottom" | "painted", _) => {}
+            (other, _) => {
+                bail!("mask {other:?}: expected full, left, right, top, bottom or painted")
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Variant {
+    /// The model spec this variant names, resolved through the catalog (ids only: a
+    /// client cannot name a path). `with_loras` is false for a source, which inverts
+    /// without LoRAs as in the CLI.
+    pub fn spec(&self, catalog: &Catalog, with_loras: bool) -> Result<ModelSpec> {
+        let pick = |id: &str, kind: Kind| -> Result<String> {
+            let entry = catalog
+                .get(id)
+                .filter(|e| e.kind == kind)
+                .with_context(|| format!("no {kind:?} with id {id:?} (see /api/models)"))?;
+            if !entry.usable {
+                bail!(
+                    "{} cannot be used: {}",
+                    entry.name,
+                    entry.reason.as_deref().unwrap_or("unknown")
+                );
+            }
+            Ok(entry.path.to_string_lossy().into_owned())
+        };
+        if !(1..=12).contains(&self.clip_skip) {
+            bail!("clip_skip {}: must be between 1 and 12", self.clip_skip);
+        }
+        let loras = if with_loras {
+            self.loras
+                .iter()
+                .map(|l| {
+                    if !l.scale.is_finite() || l.scale.abs() > 10.0 {
+                        bail!("LoRA scale {}: must be a number from -10 to 10", l.scale);
+                    }
+                    Ok(LoraSpec {
+                        path: pick(&l.id, Kind::Lora)?.into(),
+                        scale: l.scale,
+                    })
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(ModelSpec {
+            model: pick(&self.model, Kind::Checkpoint)?,
+            loras,
+            vae: self
+                .vae
+                .as_deref()
+                .map(|v| pick(v, Kind::Vae))
+                .transpose()?,
+            clip_skip: self.clip_skip.saturating_sub(1) as usize,
+        })
+    }
+}

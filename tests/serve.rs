@@ -1,0 +1,994 @@
+//! `ditail serve` through its HTTP API, against the real binary on an ephemeral port with
+//! the tiny fixture models: a job's PNG is the CLI's PNG, events arrive in order, cancel
+//! writes nothing, the queue is FIFO, a second target reuses the inversion, every limit
+//! and bad input gets its 4xx and writes nothing, and a restart resumes the journal.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn content_png() -> PathBuf {
+    fixtures().join("pipeline/content.png")
+}
+
+/// A server process, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    output: PathBuf,
+    agent: ureq::Agent,
+    token: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response: status and body.
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Server {
+    fn start(output: &Path, extra: &[&str]) -> Self {
+        let models = fixtures().join("models");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ditail"))
+            .args(["--backend", "cpu", "serve", "--port", "0", "--models"])
+            .arg(&models)
+            .arg("--output")
+            .arg(output)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ditail serve");
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(url.trim().trim_end_matches('/').to_string());
+                }
+                eprintln!("[server] {line}");
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the server printed its address");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let token = extra
+            .iter()
+            .position(|a| *a == "--token")
+            .map(|i| extra[i + 1].to_string());
+        Self {
+            child,
+            base,
+            output: output.to_path_buf(),
+            agent,
+            token,
+        }
+    }
+
+    fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => req.header("Authorization", format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        let mut resp = self
+            .auth(self.agent.get(format!("{}{path}", self.base)))
+            .call()
+            .expect("GET");
+        Reply {
+            status: resp.status().as_u16(),
+            body: resp.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+
+    fn post(&self, path: &str, content_type: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+        let mut req = self
+            .auth(self.agent.post(format!("{}{path}", self.base)))
+            .header("Content-Type", content_type);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req.send(body).expect("POST");
+        Reply {
+            status: resp.status().as_u16(),
+            body: resp
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_string()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn models(&self) -> Value {
+        self.get("/api/models").json()
+    }
+
+    /// The id of the listed checkpoint named `name`.
+    fn model_id(&self, name: &str) -> String {
+        self.models()["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} listed"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Submits a job: settings and, optionally, image and mask bytes.
+    fn submit_raw(&self, settings: &Value, image: Option<&[u8]>, mask: Option<&[u8]>) -> Reply {
+        let boundary = "----ditailtestboundary7MA4YWxkTrZu0gW";
+        let mut body = Vec::new();
+        let mut part = |name: &str, file: bool, ctype: &str, data: &[u8]| {
+            body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            let filename = if file {
+                format!("; filename=\"{name}.png\"")
+            } else {
+                String::new()
+            };
+            body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"{filename}\r\nContent-Type: {ctype}\r\n\r\n")
+                    .as_bytes(),
+            );
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        };
+        part(
+            "settings",
+            false,
+            "application/json",
+            settings.to_string().as_bytes(),
+        );
+        if let Some(img) = image {
+            part("image", true, "image/png", img);
+        }
+        if let Some(m) = mask {
+            part("mask", true, "image/png", m);
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        self.post(
+            "/api/jobs",
+            &format!("multipart/form-data; boundary={boundary}"),
+            &body,
+            &[],
+        )
+    }
+
+    /// Submits a job with the content image; returns its id.
+    fn submit(&self, settings: &Value) -> String {
+        let image = std::fs::read(content_png()).unwrap();
+        let reply = self.submit_raw(settings, Some(&image), None);
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.json()["id"].as_str().unwrap().to_string()
+    }
+
+    /// The job's event stream, read to its end: (event, data) pairs.
+    fn events(&self, id: &str) -> Vec<(String, Value)> {
+        let resp = self
+            .auth(
+                self.agent
+                    .get(format!("{}/api/jobs/{id}/events", self.base)),
+            )
+            .call()
+            .expect("events");
+        assert_eq!(resp.status().as_u16(), 200);
+        let reader = BufReader::new(resp.into_body().into_reader());
+        read_events(reader, |_| true)
+    }
+
+    /// The PNGs in the output folder.
+    fn pngs(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.output)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".png"))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Reads server-sent events until the stream ends or `keep_going` says stop.
+fn read_events(
+    reader: impl BufRead,
+    mut keep_going: impl FnMut(&(String, Value)) -> bool,
+) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let (mut kind, mut data) = (String::new(), String::new());
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if let Some(k) = line.strip_prefix("event:") {
+            kind = k.trim().to_string();
+        } else if let Some(d) = line.strip_prefix("data:") {
+            data += d.trim_start();
+        } else if line.is_empty() && !kind.is_empty() {
+            let event = (
+                std::mem::take(&mut kind),
+                serde_json::from_str(&data).unwrap_or(Value::Null),
+            );
+            data.clear();
+            let go = keep_going(&event);
+            out.push(event);
+            if !go {
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn kinds(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+/// Small, fast settings: tiny-a inverts, `target` samples.
+fn settings(source: &str, target: &str, steps: usize) -> Value {
+    json!({
+        "source": {"model": source},
+        "targets": [{"model": target}],
+        "prompt": "a photo of a cat",
+        "size": 64, "inv_steps": steps, "steps": steps,
+    })
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn a_jobs_png_equals_the_clis_and_its_events_arrive_in_order() {
+    let dir = tmp();
+    let server = Server::start(dir.path(), &[]);
+    let (a, b) = (server.model_id("tiny-a"), server.model_id("tiny-b"));
+    let id = server.submit(&settings(&a, &b, 4));
+    let events = server.events(&id);
+    let k = kinds(&events);
+    assert_eq!(k.first(), Some(&"queued"), "{k:?}");
+    assert_eq!(k.last(), Some(&"done"), "{k:?}");
+    assert!(k.contains(&"preview"), "{k:?}");
+    // Inversion steps 1..4, the inversion, then sampling steps 1..4, decoding, the result.
+    let steps: Vec<(String, u64)> = events
+        .iter()
+        .filter(|(k, _)| k == "progress")
+        .map(|(_, d)| {
+            (
+                d["stage"].as_str().unwrap().to_string(),
+                d["step"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = (1..=4)
+        .map(|s| ("inversion".to_string(), s))
+        .chain((1..=4).map(|s| ("sampling".to_string(), s)))
+        .collect();
+    assert_eq!(steps, expected);
+    let pos = |kind: &str| k.iter().position(|x| *x == kind).unwrap();
+    assert!(
+        pos("started") < pos("progress")
+            && pos("inversion") < pos("result")
+            && pos("result") < pos("done")
+    );
+    assert_eq!(events[pos("inversion")].1["cached"], false);
+    let name = events[pos("result")].1["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The CLI, same settings, same model paths as the catalog lists them.
+    let listed = server.models();
+    let path = |name: &str| {
+        listed["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let cli_png = dir.path().join("cli.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_ditail"))
+        .args(["--backend", "cpu", "--quiet", "transfer"])
+        .arg(content_png())
+        .args([
+            "--prompt",
+            "a photo of a cat",
+            "--source",
+            &path("tiny-a"),
+            "--target",
+            &path("tiny-b"),
+        ])
+        .args(["--size", "64", "--inv-steps", "4", "--steps", "4", "-o"])
+        .arg(&cli_png)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let served = server.get(&format!("/api/results/{name}"));
+    assert_eq!(served.status, 200);
+    let job_png = std::fs::read(dir.path().join(&name)).unwrap();
+    assert_eq!(
+        job_png,
+        std::fs::read(&cli_png).unwrap(),
+        "the job's PNG differs from the CLI's"
+    );
+
+    // The gallery lists it with its record and settings that name the same models.
+    let gallery = server.get("/api/results").json();
+    let item = gallery["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(item["record"]["prompt"], "a photo of a cat");
+    assert_eq!(item["settings"]["targets"][0]["model"], b.as_str());
+    assert_eq!(item["settings"]["source"]["model"], a.as_str());
+}
+
+#[test]
+fn a_second_target_on_the_same_content_does_not_invert_again() {
+    let dir = tmp();
+    let server = Server::start(dir.path(), &[]);
+    let (a, b) = (server.model_id("tiny-a"), server.model_id("tiny-b"));
+    let first = server.events(&server.submit(&settings(&a, &b, 3)));
+    let second = server.events(&server.submit(&settings(&a, &a, 3)));
+    let inversion =
+        |ev: &[(String, Value)]| ev.iter().find(|(k, _)| k == "inversion").unwrap().1.clone();
+    assert_eq!(inversion(&first)["cached"], false);
+    assert_eq!(inversion(&second)["cached"], true);
+    assert!(
+        !second
+            .iter()
+            .any(|(k, d)| k == "progress" && d["stage"] == "inversion"),
+        "the second job ran inversion steps"
+    );
+    assert_eq!(kinds(&second).last(), Some(&"done"));
+    // One transfer job with two targets: one inversion, two results.
+    let mut two = settings(&a, &a, 3);
+    two["targets"] = json!([{"model": a}, {"model": b}]);
+    two["alpha"] = json!(1.5);
+    let ev = server.events(&server.submit(&two));
+    assert_eq!(ev.iter().filter(|(k, _)| k == "inversion").count(), 1);
+    assert_eq!(ev.iter().filter(|(k, _)| k == "result").count(), 2);
+    assert_eq!(server.pngs().len(), 4);
+}
+
+#[test]
+fn cancel_stops_a_running_job_and_writes_nothing_and_the_queue_is_fifo() {
+    let dir = tmp();
+    let server = Server::start(dir.path(), &[]);
+    let (a, b) = (server.model_id("tiny-a"), server.model_id("tiny-b"));
+    let long = server.submit(&settings(&a, &b, 200));
+    let queued: Vec<String> = (0..3)
+        .map(|_| server.submit(&settings(&a, &b, 2)))
+        .collect();
+    let jobs = server.get("/api/jobs").json();
+    let order: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [&long, &queued[0], &queued[1], &queued[2]].map(|s| s.as_str())
+    );
+    // Cancel the middle queued job before it runs, then the long one while it runs.
+    assert_eq!(
+        server
+            .post(
+                &format!("/api/jobs/{}/cancel", queued[1]),
+                "application/json",
+                b"",
+                &[]
+            )
+            .json()["status"],
+        "cancelled"
+    );
+    let resp = server
+        .agent
+        .get(format!("{}/api/jobs/{long}/events", server.base))
+        .call()
+        .unwrap();
+    let seen = read_events(BufReader::new(resp.into_body().into_reader()), |(k, d)| {
+        !(k == "progress" && d["stage"] == "sampling")
+    });
+    assert!(kinds(&seen).contains(&"progress"));
+    let reply = server.post(
+        &format!("/api/jobs/{long}/cancel"),
+        "application/json",
+        b"",
+        &[],
+    );
+    assert_eq!(reply.status, 200);
+    let events = server.events(&long);
+    assert_eq!(kinds(&events).last(), Some(&"cancelled"));
+    // FIFO: each job started only once the one before it had ended.
+    let last = server.events(&queued[2]);
+    assert_eq!(kinds(&last).last(), Some(&"done"));
+    let job = |id: &str| server.get(&format!("/api/jobs/{id}")).json();
+    let ran = [&long, &queued[0], &queued[2]].map(|id| job(id));
+    for pair in ran.windows(2) {
+        let (ended, started) = (
+            pair[0]["finished_ms"].as_u64().unwrap(),
+            pair[1]["started_ms"].as_u64().unwrap(),
+        );
+        assert!(
+            started >= ended,
+            "{} started at {started}, before {} ended at {ended}",
+            pair[1]["id"],
+            pair[0]["id"]
+        );
+    }
+    assert_eq!(
+        job(&queued[1])["started_ms"],
+        Value::Null,
+        "the cancelled queued job ran"
+    );
+    let names = server.pngs();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with(&long) && !n.starts_with(&queued[1])),
+        "{names:?}"
+    );
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".ditail/jobs"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+/// A PNG header (signature, IHDR with a correct CRC, IEND) claiming `w` x `h` pixels.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    fn crc(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc(&body).to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IEND", &[]);
+    out
+}
+
+#[test]
+fn limits_and_bad_input_get_their_4xx_and_write_nothing() {
+    let dir = tmp();
+    let server = Server::start(dir.path(), &[]);
+    let (a, b) = (server.model_id("tiny-a"), server.model_id("tiny-b"));
+    let image = std::fs::read(content_png()).unwrap();
+    let good = settings(&a, &b, 2);
+    let with = |key: &str, value: Value| {
+        let mut s = good.clone();
+        s[key] = value;
+        s
+    };
+    let tiny_a_path = server.models()["checkpoints"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cases: Vec<(&str, Value, Option<Vec<u8>>, Option<Vec<u8>>, u16, &str)> = vec![
+        (
+            "long prompt",
+            with("prompt", json!("x".repeat(2001))),
+            Some(image.clone()),
+            None,
+            400,
+            "2001 characters",
+        ),
+        (
+            "NUL in prompt",
+            with("prompt", json!("a\u{0}b")),
+            Some(image.clone()),
+            None,
+            400,
+            "NUL",
+        ),
+        (
+            "steps",
+            with("steps", json!(1001)),
+            Some(image.clone()),
+            None,
+            400,
+            "steps 1001",
+        ),
+        (
+            "zero steps",
+            with("inv_steps", json!(0)),
+            Some(image.clone()),
+            None,
+            400,
+            "inv_steps 0",
+        ),
+        (
+            "size",
+            with("size", json!(100)),
+            Some(image.clone()),
+            None,
+            400,
+            "size 100",
+        ),
+        (
+            "ratio",
+            with("conv_ratio", json!(1.5)),
+            Some(image.clone()),
+            None,
+            400,
+            "1.5",
+        ),
+        (
+            "unknown field",
+            with("sampler", json!("euler")),
+            Some(image.clone()),
+            None,
+            400,
+            "sampler",
+        ),
+        (
+            "unknown model",
+            with("targets", json!([{"model": "c-0000000000"}])),
+            Some(image.clone()),
+            None,
+            400,
+            "c-0000000000",
+        ),
+        (
+            "path as model",
+            with("targets", json!([{"model": tiny_a_path}])),
+            Some(image.clone()),
+            None,
+            400,
+            "no Checkpoint with id",
+        ),
+        (
+            "traversal as model",
+            with("source", json!({"model": "../../../etc/passwd"})),
+            Some(image.clone()),
+            None,
+            400,
+            "etc/passwd",
+        ),
+        (
+            "lora id as model",
+            with("targets", json!([{"model": a, "loras": [{"id": a}]}])),
+            Some(image.clone()),
+            None,
+            400,
+            "no Lora with id",
+        ),
+        (
+            "no targets",
+            with("targets", json!([])),
+            Some(image.clone()),
+            None,
+            400,
+            "targets",
+        ),
+        (
+            "mismatched steps",
+            with("steps", json!(3)),
+            Some(image.clone()),
+            None,
+            400,
+            "timestep",
+        ),
+        ("no content", good.clone(), None, None, 400, "content"),
+        (
+            "painted without mask",
+            with("mask", json!("painted")),
+            Some(image.clone()),
+            None,
+            400,
+            "mask",
+        ),
+        (
+            "bad mask name",
+            with("mask", json!("/etc/passwd")),
+            Some(image.clone()),
+            None,
+            400,
+            "/etc/passwd",
+        ),
+        (
+            "not an image",
+            good.clone(),
+            Some(b"hello, not an image".to_vec()),
+            None,
+            400,
+            "image",
+        ),
+        (
+            "truncated PNG",
+            good.clone(),
+            Some(image[..image.len() / 2].to_vec()),
+            None,
+            400,
+            "image",
+        ),
+        (
+            "decompression bomb",
+            good.clone(),
+            Some(png_header(30_000, 30_000)),
+            None,
+            413,
+            "30000x30000",
+        ),
+        (
+            "bomb as mask",
+            with("mask", json!("painted")),
+            Some(image.clone()),
+            Some(png_header(30_000, 30_000)),
+            413,
+            "30000x30000",
+        ),
+        (
+            "blank mask",
+            with("mask", json!("painted")),
+            Some(image.clone()),
+            Some({
+                let mut png = Vec::new();
+                image::GrayImage::new(8, 8)
+                    .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                    .unwrap();
+                png
+            }),
+            400,
+            "mask",
+        ),
+    ];
+    for (what, s, img, mask, status, needle) in cases {
+        let reply = server.submit_raw(&s, img.as_deref(), mask.as_deref());
+        assert_eq!(reply.status, status, "{what}: {}", reply.body);
+        let msg = reply.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
+    }
+    // Bodies: not JSON, another media type, over the size limit.
+    assert_eq!(
+        server
+            .post("/api/jobs", "application/json", b"{not json", &[])
+            .status,
+        400
+    );
+    assert_eq!(
+        server.post("/api/jobs", "text/plain", b"x", &[]).status,
+        415
+    );
+    let huge = vec![b' '; (64 << 20) + 1024];
+    assert_eq!(
+        server
+            .post("/api/jobs", "application/json", &huge, &[])
+            .status,
+        413
+    );
+    // Another site's page cannot post, and a rebinding host name is not answered.
+    let cross = server.post(
+        "/api/jobs",
+        "application/json",
+        good.to_string().as_bytes(),
+        &[("Origin", "http://evil.example")],
+    );
+    assert_eq!(cross.status, 403);
+    let rebinding = server
+        .agent
+        .get(format!("{}/api/models", server.base))
+        .header("Host", "evil.example:80")
+        .call()
+        .unwrap();
+    assert_eq!(rebinding.status().as_u16(), 403);
+    // Results are served by plain names only.
+    for bad in [
+        "..%2F..%2Fetc%2Fpasswd",
+        ".ditail",
+        "..%2Fx.png",
+        "%2Fetc%2Fpasswd",
+        "nothing.png",
+    ] {
+        assert_eq!(
+            server.get(&format!("/api/results/{bad}")).status,
+            404,
+            "{bad}"
+        );
+    }
+    assert_eq!(server.get("/api/jobs/j404").status, 404);
+    assert_eq!(server.get("/api/jobs/j404/events").status, 404);
+    // Nothing was written, nothing is queued.
+    assert!(server.pngs().is_empty());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".ditail/jobs"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(
+        server.get("/api/jobs").json()["jobs"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // The queue has a length limit: fill it behind a long job, then one more is refused.
+    let long = server.submit(&settings(&a, &b, 500));
+    let mut ids = Vec::new();
+    for _ in 0..64 {
+        ids.push(server.submit(&good));
+    }
+    let full = server.submit_raw(&good, Some(&image), None);
+    assert_eq!(full.status, 429, "{}", full.body);
+    for id in ids.iter().chain([&long]) {
+        server.post(
+            &format!("/api/jobs/{id}/cancel"),
+            "application/json",
+            b"",
+            &[],
+        );
+    }
+    // The server still serves, and the cancelled jobs wrote nothing.
+    assert_eq!(server.get("/health").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.get(&format!("/api/jobs/{long}")).json()["status"] != "cancelled" {
+        assert!(Instant::now() < deadline, "the long job did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.pngs().is_empty());
+}
+
+#[test]
+fn a_token_is_required_when_set() {
+    let dir = tmp();
+    let server = Server::start(dir.path(), &["--token", "s3cret"]);
+    assert_eq!(server.get("/api/models").status, 200);
+    let bare = |path: &str| {
+        server
+            .agent
+            .get(format!("{}{path}", server.base))
+            .call()
+            .unwrap()
+    };
+    assert_eq!(bare("/api/models").status().as_u16(), 401);
+    assert_eq!(bare("/").status().as_u16(), 401);
+    let wrong = server
+        .agent
+        .get(format!("{}/api/models", server.base))
+        .header("Authorization", "Bearer s3cres")
+        .call()
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    // The printed link sets the cookie the page's requests carry.
+    let no_redirects: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let link = no_redirects
+        .get(format!("{}/?token=s3cret", server.base))
+        .call()
+        .unwrap();
+    assert_eq!(link.status().as_u16(), 303);
+    let cookie = link
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.starts_with("ditail_token=s3cret;") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let with_cookie = server
+        .agent
+        .get(format!("{}/api/models", server.base))
+        .header("Cookie", "ditail_token=s3cret")
+        .call()
+        .unwrap();
+    assert_eq!(with_cookie.status().as_u16(), 200);
+}
+
+#[test]
+fn models_are_listed_with_their_architecture_and_unusable_files_say_why() {
+    let dir = tmp();
+    // A models folder in A1111's layout: checkpoints, LoRAs (one SDXL), a VAE, a pickle.
+    let root = dir.path().join("webui/models");
+    let load = fixtures().join("loading");
+    for (sub, file) in [
+        ("Stable-diffusion", "tiny-a.safetensors"),
+        ("Stable-diffusion", "sdxl-like.safetensors"),
+        ("Stable-diffusion", "pickle.ckpt"),
+        ("Lora", "lora-kohya.safetensors"),
+        ("Lora", "lora-sdxl.safetensors"),
+        ("VAE", "vae-tiny-a.safetensors"),
+    ] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+        std::fs::copy(load.join(file), root.join(sub).join(file)).unwrap();
+    }
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let server = Server::start(&out, &["--models", root.to_str().unwrap()]);
+    let m = server.models();
+    let find = |kind: &str, name: &str| {
+        m[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} in {m}"))
+            .clone()
+    };
+    let tiny = m["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "tiny-a" && e["format"] == "single-file")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            tiny["usable"].clone(),
+            tiny["architecture"].clone(),
+            tiny["format"].clone()
+        ),
+        (json!(true), json!("SD1.x"), json!("single-file"))
+    );
+    assert_eq!(find("checkpoints", "tiny-b")["format"], "diffusers");
+    let sdxl = find("checkpoints", "sdxl-like");
+    assert_eq!(sdxl["usable"], false);
+    assert_eq!(sdxl["architecture"], "SDXL");
+    assert!(sdxl["reason"].as_str().unwrap().contains("SDXL"));
+    let pickle = find("checkpoints", "pickle");
+    assert_eq!(pickle["usable"], false);
+    assert!(
+        pickle["reason"].as_str().unwrap().contains("safetensors"),
+        "{pickle}"
+    );
+    assert_eq!(find("loras", "lora-kohya")["usable"], true);
+    assert_eq!(find("loras", "lora-sdxl")["usable"], false);
+    assert_eq!(find("vaes", "vae-tiny-a")["usable"], true);
+    // An unusable entry cannot be used by id.
+    let bad = settings(
+        sdxl["id"].as_str().unwrap(),
+        &tiny["id"].as_str().unwrap(),
+        2,
+    );
+    let reply = server.submit_raw(&bad, Some(&std::fs::read(content_png()).unwrap()), None);
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be used")
+    );
+    // Rescan picks up a new file; ids are stable.
+    std::fs::copy(
+        load.join("lora-peft.safetensors"),
+        root.join("Lora/lora-peft.safetensors"),
+    )
+    .unwrap();
+    let after = server
+        .post("/api/models/rescan", "application/json", b"", &[])
+        .json();
+    assert!(
+        after["loras"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "lora-peft")
+    );
+    let again = after["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "tiny-a" && e["format"] == "single-file")
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(again, tiny["id"]);
+}
+
+#[test]
+fn ctrl_c_keeps_the_running_job_in_the_journal_and_a_restart_finishes_it() {
+    let dir = tmp();
+    let mut server = Server::start(dir.path(), &[]);
+    let (a, b) = (server.model_id("tiny-a"), server.model_id("tiny-b"));
+    let id = server.submit(&settings(&a, &b, 100));
+    let resp = server
+        .agent
+        .get(format!("{}/api/jobs/{id}/events", server.base))
+        .call()
+        .unwrap();
+    read_events(BufReader::new(resp.into_body().into_reader()), |(k, _)| {
+        k != "progress"
+    });
+    // Ctrl-C: SIGINT through the shell's kill builtin (no procps on a bare machine).
+    let pid = server.child.id().to_string();
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(server.pngs().is_empty());
+    let journal = std::fs::read_to_string(dir.path().join(".ditail/queue.json")).unwrap();
+    assert!(journal.contains(&id), "{journal}");
+    drop(server);
+    let server = Server::start(dir.path(), &[]);
+    let events = server.events(&id);
+    assert_eq!(kinds(&events).last(), Some(&"done"), "{:?}", kinds(&events));
+    assert_eq!(server.pngs(), vec![format!("{id}-0-0.png")]);
+    let mut journal = String::new();
+    std::fs::File::open(dir.path().join(".ditail/queue.json"))
+        .unwrap()
+        .read_to_string(&mut journal)
+        .unwrap();
+    assert!(!journal.contains(&id));
+}
