@@ -664,3 +664,187 @@ fn ctrl_c_stops_cleanly_without_an_output() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Ids and output names that would write outside the output folder, or that no file system
+/// takes, refuse the whole manifest up front (exit 2) naming the row and the value, and
+/// nothing is written; so do duplicate ids.
+#[test]
+fn batch_refuses_ids_that_are_not_plain_file_names() {
+    let tmp = TempDir::new().unwrap();
+    std::fs::copy(content(), tmp.path().join("content.png")).unwrap();
+    let a = model("tiny-a");
+    // Each row would run (and, before the check, write its output) if its name were fine.
+    let row = |id: &str| {
+        serde_json::json!({"id": id, "image": "content.png", "prompt": "a cat", "source": a,
+            "steps": 2, "inv_steps": 2, "size": 64})
+    };
+    let jsonl = |name: &str, rows: &[Value]| {
+        let path = tmp.path().join(name);
+        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let bad_ids = [
+        "../escaped",
+        "../../x",
+        "/abs/x",
+        "a/b",
+        "a\\b",
+        "..",
+        ".",
+        " ",
+        "a\0b",
+        "bell\u{7}",
+        "\u{1b}[31mred",
+        "line\nbreak",
+        "C:x",
+    ];
+    let mut cases: Vec<(PathBuf, Vec<String>)> = Vec::new();
+    for (i, id) in bad_ids.iter().enumerate() {
+        let m = jsonl(&format!("bad{i}.jsonl"), &[row("fine"), row(id)]);
+        cases.push((m, vec!["row 2".into(), format!("id {id:?}")]));
+    }
+    // The output field is a file name in the output folder too.
+    let mut escaping_output = row("fine-2");
+    escaping_output["output"] = "../out.png".into();
+    let m = jsonl("output.jsonl", &[row("fine"), escaping_output]);
+    cases.push((m, vec!["row 2".into(), "output \"../out.png\"".into()]));
+    // Duplicate ids name both rows.
+    let m = jsonl("dup.jsonl", &[row("x"), row("y"), row("x")]);
+    cases.push((m, vec!["rows 1 and 3".into(), "\"x\"".into()]));
+    // The report's own case: a CSV row with the id `../escaped`.
+    let csv = tmp.path().join("jobs.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "id,image,prompt,source,steps,inv_steps,size\n../escaped,content.png,a cat,{a},2,2,64\n"
+        ),
+    )
+    .unwrap();
+    cases.push((csv, vec!["row 1".into(), "id \"../escaped\"".into()]));
+
+    let out = tmp.path().join("out");
+    let listing = || -> Vec<String> {
+        files(tmp.path())
+            .into_iter()
+            .filter(|f| f != "cache")
+            .collect()
+    };
+    let before = listing();
+    for (manifest, expected) in &cases {
+        let run = ditail(
+            tmp.path(),
+            &[
+                "batch",
+                manifest.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        );
+        let err = stderr(&run);
+        assert_eq!(run.status.code(), Some(2), "{}: {err}", manifest.display());
+        for e in expected {
+            assert!(
+                err.contains(e),
+                "{}: expected `{e}` in: {err}",
+                manifest.display()
+            );
+        }
+        assert!(
+            !out.exists(),
+            "{}: the output folder was made",
+            manifest.display()
+        );
+        assert_eq!(listing(), before, "{}: wrote a file", manifest.display());
+        assert!(
+            !tmp.path().parent().unwrap().join("escaped.png").exists()
+                && !tmp.path().join("escaped.png").exists()
+        );
+    }
+}
+
+/// Runs `ditail` as [`ditail`] does, under the shell's `umask`.
+#[cfg(unix)]
+fn ditail_with_umask(tmp: &Path, umask: &str, args: &[&str]) -> Output {
+    Command::new("sh")
+        .args(["-c", &format!("umask {umask} && exec \"$0\" \"$@\"")])
+        .arg(env!("CARGO_BIN_EXE_ditail"))
+        .args(["--backend", "cpu"])
+        .args(args)
+        .env("XDG_CACHE_HOME", tmp.join("cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", tmp.join("hf"))
+        .output()
+        .expect("sh runs the ditail binary")
+}
+
+/// A new output gets the mode any new file gets (0666 less the umask), not the temporary
+/// file's 0600; an output that replaces a file keeps that file's mode.
+#[cfg(unix)]
+#[test]
+fn outputs_get_the_umask_mode_and_keep_a_replaced_files_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new().unwrap();
+    let m = model("tiny-a");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let img = tmp.path().join("gen.png");
+    let lat = tmp.path().join("inv.safetensors");
+    let run = |umask: &str| {
+        let gen_args = [
+            "generate",
+            "--prompt",
+            "a house",
+            "--model",
+            &m,
+            "--seed",
+            "1",
+            "--size",
+            "64",
+            "--steps",
+            "2",
+            "-o",
+            img.to_str().unwrap(),
+        ];
+        assert_ok(&ditail_with_umask(tmp.path(), umask, &gen_args));
+        let inv_args = [
+            "invert",
+            img.to_str().unwrap(),
+            "--source",
+            &m,
+            "--prompt",
+            "a house",
+            "--inv-steps",
+            "2",
+            "--size",
+            "64",
+            "-o",
+            lat.to_str().unwrap(),
+        ];
+        assert_ok(&ditail_with_umask(tmp.path(), umask, &inv_args));
+    };
+    // 027 gives 0640: neither tempfile's 0600 nor the usual 0644.
+    run("027");
+    assert_eq!(mode(&img), 0o640, "new PNG under umask 027");
+    assert_eq!(mode(&lat), 0o640, "new latents file under umask 027");
+    run("022");
+    assert_eq!(mode(&img), 0o640, "a replaced PNG keeps its mode");
+    assert_eq!(mode(&lat), 0o640, "a replaced latents file keeps its mode");
+    for kept in [0o644, 0o604] {
+        for p in [&img, &lat] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(kept)).unwrap();
+        }
+        run("077");
+        assert_eq!(mode(&img), kept, "a replaced PNG keeps {kept:o}");
+        assert_eq!(mode(&lat), kept, "a replaced latents file keeps {kept:o}");
+    }
+    std::fs::remove_file(&img).unwrap();
+    std::fs::remove_file(&lat).unwrap();
+    run("002");
+    assert_eq!(mode(&img), 0o664, "new PNG under umask 002");
+    assert_eq!(mode(&lat), 0o664, "new latents file under umask 002");
+    let leftovers: Vec<String> = files(tmp.path())
+        .into_iter()
+        .filter(|f| !["cache", "gen.png", "inv.safetensors"].contains(&f.as_str()))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

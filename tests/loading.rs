@@ -247,3 +247,127 @@ fn sharded_weights_load_like_a_single_file() {
         "{msg}"
     );
 }
+
+/// Copies tiny-a's diffusers folder to `to` with the text encoder's keys written as
+/// transformers 5 saves them (no `text_model.` prefix), split into `shards` files (with an
+/// index when more than one); the tensors' bytes are unchanged.
+fn copy_without_text_prefix(to: &Path, shards: usize) {
+    use safetensors::{SafeTensors, tensor::TensorView};
+    let from = model_dir("tiny-a");
+    for entry in walk(&from) {
+        let rel = entry.strip_prefix(&from).unwrap();
+        if rel.starts_with("text_encoder") && rel.extension().is_some_and(|e| e == "safetensors") {
+            continue;
+        }
+        std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(&entry, to.join(rel)).unwrap();
+    }
+    let bytes = std::fs::read(from.join("text_encoder/model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors = st.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut stripped = 0;
+    let renamed: Vec<(String, TensorView)> = tensors
+        .into_iter()
+        .map(|(name, view)| match name.strip_prefix("text_model.") {
+            Some(rest) => {
+                stripped += 1;
+                (rest.to_string(), view)
+            }
+            None => (name, view),
+        })
+        .collect();
+    assert!(
+        stripped > 10,
+        "the fixture's text encoder keys have the prefix"
+    );
+    assert!(renamed.iter().any(|(n, _)| n == "final_layer_norm.weight"));
+    let dir = to.join("text_encoder");
+    if shards == 1 {
+        safetensors::serialize_to_file(renamed, None, &dir.join("model.safetensors")).unwrap();
+        return;
+    }
+    let mut weight_map = serde_json::Map::new();
+    for s in 0..shards {
+        let file = format!("model-{:05}-of-{shards:05}.safetensors", s + 1);
+        let part: Vec<(String, TensorView)> = renamed
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % shards == s)
+            .map(|(_, (n, v))| (n.clone(), v.clone()))
+            .collect();
+        for (n, _) in &part {
+            weight_map.insert(n.clone(), serde_json::Value::from(file.clone()));
+        }
+        safetensors::serialize_to_file(part, None, &dir.join(&file)).unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn text_encoders_saved_without_the_text_model_prefix_load_the_same() {
+    use ditail::pipeline::{Model, ModelSpec};
+    let device = cpu();
+    let load = |dir: &Path, loras: Vec<ditail::models::load::lora::LoraSpec>| {
+        let spec = ModelSpec {
+            loras,
+            ..ModelSpec::new(dir.to_str().unwrap())
+        };
+        Model::load(&spec, &device, LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    };
+    let embeddings = |m: &Model| {
+        ["a photo of a cat", ""]
+            .map(|p| m.encode_prompt(p, &device).unwrap().into_data())
+            .to_vec()
+    };
+    let original = load(&model_dir("tiny-a"), vec![]);
+    let want = embeddings(&original);
+    let lora = || {
+        vec![ditail::models::load::lora::LoraSpec {
+            path: common::loading("lora-peft.safetensors"),
+            scale: 0.7,
+        }]
+    };
+    let original_lora = embeddings(&load(&model_dir("tiny-a"), lora()));
+    assert_ne!(original_lora, want, "the LoRA changes the text encoder");
+    for shards in [1, 2] {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_without_text_prefix(tmp.path(), shards);
+        // Whole folders (the path every command takes), LoRAs matched to the renamed keys.
+        let got = load(tmp.path(), vec![]);
+        assert_eq!(embeddings(&got), want, "{shards} shard(s)");
+        assert_eq!(
+            embeddings(&load(tmp.path(), lora())),
+            original_lora,
+            "{shards} shard(s) with a LoRA"
+        );
+        // The text encoder folder alone.
+        let (alone, _) = load_text_encoder(
+            &tmp.path().join("text_encoder"),
+            &device,
+            LoadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            common::params(&alone),
+            common::params(&original.sd.text_encoder),
+            "{shards} shard(s), text_encoder/ alone"
+        );
+    }
+}

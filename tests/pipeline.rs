@@ -666,3 +666,167 @@ fn latents_file_round_trips_with_metadata() {
             .contains("latents.safetensors")
     );
 }
+
+/// A 48 x 32 JPEG, blue with a red 16 x 16 block at the top left, with an EXIF APP1 segment
+/// (a little-endian TIFF header, one IFD entry: 0x0112 Orientation = `orientation`) spliced
+/// in after SOI when `orientation` is given.
+fn jpeg_with_orientation(orientation: Option<u16>) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(48, 32, |x, y| {
+        if x < 16 && y < 16 {
+            image::Rgb([255, 0, 0])
+        } else {
+            image::Rgb([0, 0, 255])
+        }
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+        .encode_image(&img)
+        .unwrap();
+    assert_eq!(jpeg[..2], [0xFF, 0xD8], "SOI");
+    let Some(orientation) = orientation else {
+        return jpeg;
+    };
+    let mut tiff = b"II\x2A\x00\x08\x00\x00\x00".to_vec(); // header, IFD at offset 8
+    tiff.extend(1u16.to_le_bytes()); // one entry
+    tiff.extend(0x0112u16.to_le_bytes()); // Orientation
+    tiff.extend(3u16.to_le_bytes()); // SHORT
+    tiff.extend(1u32.to_le_bytes()); // one value
+    tiff.extend(u32::from(orientation).to_le_bytes()); // the value, left-justified
+    tiff.extend(0u32.to_le_bytes()); // no next IFD
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend(tiff);
+    let mut segment = vec![0xFF, 0xE1];
+    segment.extend((app1.len() as u16 + 2).to_be_bytes());
+    segment.extend(app1);
+    let rest = jpeg.split_off(2);
+    jpeg.extend(segment);
+    jpeg.extend(rest);
+    jpeg
+}
+
+fn is_red(p: image::Rgb<u8>) -> bool {
+    p[0] > 200 && p[2] < 60
+}
+
+fn is_blue(p: image::Rgb<u8>) -> bool {
+    p[2] > 200 && p[0] < 60
+}
+
+#[test]
+fn exif_orientation_is_applied_before_preprocessing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("plain.jpg");
+    std::fs::write(&plain, jpeg_with_orientation(None)).unwrap();
+    let img = preprocess::load_rgb(&plain).unwrap();
+    assert_eq!(img.dimensions(), (48, 32));
+    assert!(is_red(*img.get_pixel(8, 8)) && is_blue(*img.get_pixel(40, 8)));
+
+    // Orientation 6: the camera was turned, the picture is shown rotated 90° clockwise, so
+    // the stored top-left block is at the top right.
+    let rotated = tmp.path().join("phone.jpg");
+    std::fs::write(&rotated, jpeg_with_orientation(Some(6))).unwrap();
+    let img = preprocess::load_rgb(&rotated).unwrap();
+    assert_eq!(img.dimensions(), (32, 48), "width and height swap");
+    assert!(
+        is_red(*img.get_pixel(24, 8)),
+        "top right: {:?}",
+        img.get_pixel(24, 8)
+    );
+    for (x, y) in [(8, 8), (8, 40), (24, 40)] {
+        assert!(
+            is_blue(*img.get_pixel(x, y)),
+            "({x}, {y}): {:?}",
+            img.get_pixel(x, y)
+        );
+    }
+    // A mask is read upright too.
+    let Mask::Image { width, height, .. } = Mask::from_image(&rotated).unwrap() else {
+        panic!("an image mask");
+    };
+    assert_eq!((width, height), (32, 48));
+}
+
+/// CRC-32 (ISO-HDLC), as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut c = (data.len() as u32).to_be_bytes().to_vec();
+    c.extend(kind);
+    c.extend(data);
+    let mut crc_input = kind.to_vec();
+    crc_input.extend(data);
+    c.extend(crc32(&crc_input).to_be_bytes());
+    c
+}
+
+#[test]
+fn decompression_bombs_are_refused_from_the_header() {
+    assert_eq!(
+        crc32(b"IEND"),
+        0xAE42_6082,
+        "the CRC this test writes chunks with"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    // A PNG header claiming 30000 x 30000 RGB (2.7 GB decoded), and no image data at all.
+    let mut ihdr = 30000u32.to_be_bytes().to_vec();
+    ihdr.extend(30000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter method, not interlaced
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(b"IEND", &[]));
+    let bomb = tmp.path().join("bomb.png");
+    std::fs::write(&bomb, &png).unwrap();
+    assert!(png.len() < 100);
+
+    // A real JPEG whose frame header (SOF0) is patched to claim 20000 x 30000.
+    let mut jpeg = jpeg_with_orientation(None);
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("a baseline JPEG");
+    jpeg[sof + 5..sof + 7].copy_from_slice(&30000u16.to_be_bytes()); // height
+    jpeg[sof + 7..sof + 9].copy_from_slice(&20000u16.to_be_bytes()); // width
+    let jpeg_bomb = tmp.path().join("bomb.jpg");
+    std::fs::write(&jpeg_bomb, &jpeg).unwrap();
+
+    for (path, dims) in [(&bomb, "30000 x 30000"), (&jpeg_bomb, "20000 x 30000")] {
+        let start = std::time::Instant::now();
+        let errors = [
+            preprocess::load_rgb(path).unwrap_err(),
+            Mask::from_image(path).unwrap_err(),
+        ];
+        for err in errors {
+            assert!(
+                matches!(err, ditail::pipeline::PipelineError::ImageTooLarge { .. }),
+                "{}: {err:?}",
+                path.display()
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains(dims) && msg.contains(&path.display().to_string()),
+                "{msg}"
+            );
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{}: {:?}",
+            path.display(),
+            start.elapsed()
+        );
+    }
+    // The limit itself: 2^26 pixels pass the header check.
+    assert_eq!(preprocess::MAX_IMAGE_PIXELS, 1 << 26);
+}

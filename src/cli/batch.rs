@@ -126,18 +126,8 @@ pub fn command<'a>(
         Some(s) => Shard::parse(s)?,
         None => Shard { index: 0, count: 1 },
     };
+    // `manifest::read` has checked that ids and output names are unique plain file names.
     check_output_dir(&args.output)?;
-    let mut seen = std::collections::BTreeMap::new();
-    for row in &rows {
-        if let Some(first) = seen.insert(row.output_name(), row.number) {
-            anyhow::bail!(
-                "manifest {}: rows {first} and {} both write {}",
-                args.manifest.display(),
-                row.number,
-                row.output_name()
-            );
-        }
-    }
     let mine: Vec<&Row> = rows.iter().filter(|r| shard.owns(r.number)).collect();
     let mine_count = mine.len();
     let mut skipped = 0;

@@ -8,6 +8,11 @@
 //! `mask`, `no_injection`, `size`, `seed`, `output` (file name in the output folder,
 //! default `<id>.png`, id default `row-<n>` with n the 1-based row number). Relative paths
 //! are looked up beside the manifest first.
+//!
+//! Ids and output names must be plain file names, so that every output lands in the output
+//! folder: not blank, not `.` or `..`, without `/`, `\`, `:` (a Windows drive or stream)
+//! or control characters; ids and output names are unique within a manifest. A manifest
+//! that breaks this is refused as a whole, before anything is written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,20 +66,76 @@ fn field_name(raw: &str, path: &Path, line: usize) -> Result<String> {
     Ok(name)
 }
 
-/// Reads a manifest; fails on the first malformed line or unknown field, naming it.
+/// Reads a manifest; fails on the first malformed line or unknown field, naming it, and
+/// on ids or output names that are not plain, unique file names (see [`check_names`]).
 pub fn read(path: &Path) -> Result<Vec<Row>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
-    match ext.as_deref() {
-        Some("csv") => read_csv(path),
-        Some("jsonl" | "ndjson") => read_jsonl(path),
+    let rows = match ext.as_deref() {
+        Some("csv") => read_csv(path)?,
+        Some("jsonl" | "ndjson") => read_jsonl(path)?,
         _ => bail!(
             "manifest {}: the file name must end in .csv or .jsonl",
             path.display()
         ),
+    };
+    check_names(path, &rows)?;
+    Ok(rows)
+}
+
+/// Why `name` is not a plain file name in the output folder, if it is not.
+fn unsafe_name(name: &str) -> Option<&'static str> {
+    if name.trim().is_empty() {
+        Some("it is empty")
+    } else if name == "." || name == ".." {
+        Some("it names a folder")
+    } else if name.contains(['/', '\\']) {
+        Some("it contains a path separator (`/` or `\\`)")
+    } else if name.contains(':') {
+        Some("it contains `:` (a drive or stream name on Windows)")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else {
+        None
     }
+}
+
+/// Fails, naming the row and the value, unless every row's id and output name is a plain
+/// file name (so its output lands in the output folder) and no two rows share an id or an
+/// output name.
+pub fn check_names(path: &Path, rows: &[Row]) -> Result<()> {
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    let mut outputs: BTreeMap<String, usize> = BTreeMap::new();
+    for row in rows {
+        let (id, output) = (row.id(), row.output_name());
+        for (what, value) in [("id", &id), ("output", &output)] {
+            if let Some(why) = unsafe_name(value) {
+                bail!(
+                    "manifest {} row {}: {what} {value:?} is not a plain file name in the output \
+                     folder: {why}",
+                    path.display(),
+                    row.number
+                );
+            }
+        }
+        if let Some(first) = ids.insert(id.clone(), row.number) {
+            bail!(
+                "manifest {}: rows {first} and {} both have the id {id:?}",
+                path.display(),
+                row.number
+            );
+        }
+        if let Some(first) = outputs.insert(output.clone(), row.number) {
+            bail!(
+                "manifest {}: rows {first} and {} both write {output:?}",
+                path.display(),
+                row.number
+            );
+        }
+    }
+    Ok(())
 }
 
 fn read_csv(path: &Path) -> Result<Vec<Row>> {

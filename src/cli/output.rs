@@ -68,13 +68,32 @@ pub fn check_output_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
+///
+/// The file gets the permissions a plainly created file would: on Unix, 0666 less the
+/// umask for a new file (not the temporary file's private 0600), or the mode of the file it
+/// replaces.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     let dir = parent_of(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".ditail-")
-        .suffix(".part")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".ditail-").suffix(".part");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Created with open(2)'s mode 0666, which the kernel reduces by the umask.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    #[cfg(unix)]
+    if let Ok(existing) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        // fchmod is not reduced by the umask: the replaced file's mode exactly.
+        let mode = existing.permissions().mode() & 0o7777;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot give {} its mode {mode:o}", path.display()))?;
+    }
     {
         let mut buf = std::io::BufWriter::new(tmp.as_file_mut());
         write(&mut buf)?;

@@ -137,6 +137,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io)?;
+    // A new file has the umask's mode (as `fs::write` made it); a replaced one keeps its own.
+    #[cfg(unix)]
+    if let Ok(existing) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(existing.permissions().mode() & 0o7777);
+        if let Err(e) = std::fs::set_permissions(&tmp, mode) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(e)

@@ -18,6 +18,22 @@ pub enum PipelineError {
         /// What failed.
         reason: String,
     },
+    /// An image's header claims more pixels than ditail decodes
+    /// ([`crate::preprocess::MAX_IMAGE_PIXELS`]).
+    #[error(
+        "image {path} is {width} x {height} pixels, more than the {max} ditail reads (a \
+         decompression bomb or a very large photo); scale it down first"
+    )]
+    ImageTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its width in its header.
+        width: u32,
+        /// Its height in its header.
+        height: u32,
+        /// The limit.
+        max: u64,
+    },
     /// A saved inversion does not fit the requested run.
     #[error("inversion {what} mismatch: {reason}")]
     InversionMismatch {

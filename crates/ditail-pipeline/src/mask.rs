@@ -44,19 +44,16 @@ impl Mask {
         }
     }
 
-    /// Reads a grayscale mask image; fails if it is blank (nothing would be injected).
+    /// Reads a grayscale mask image; fails if it is blank (nothing would be injected). As
+    /// for content images, sizes beyond [`crate::preprocess::MAX_IMAGE_PIXELS`] are refused
+    /// from the header and the EXIF orientation is applied (see
+    /// [`crate::preprocess::decode_image`]).
     pub fn from_image(path: &Path) -> Result<Self> {
         let err = |reason: String| PipelineError::Image {
             path: path.to_path_buf(),
             reason,
         };
-        let img = image::ImageReader::open(path)
-            .map_err(|e| err(e.to_string()))?
-            .with_guessed_format()
-            .map_err(|e| err(e.to_string()))?
-            .decode()
-            .map_err(|e| err(e.to_string()))?
-            .to_luma8();
+        let img = crate::preprocess::decode_image(path)?.to_luma8();
         let (width, height) = (img.width() as usize, img.height() as usize);
         let values: Vec<f32> = img.pixels().map(|p| p[0] as f32 / 255.0).collect();
         let mask = Mask::Image {

@@ -116,24 +116,77 @@ pub fn resized_dims(width: u32, height: u32, size: u32) -> (u32, u32) {
     }
 }
 
-/// Reads an image file as 8-bit RGB (alpha is dropped, as Pillow's `convert("RGB")` does).
-pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| PipelineError::Image {
+/// The most pixels an image file may have: 2^26 (67 megapixels, e.g. 8192 x 8192). Images
+/// are refused beyond it from their header, before a pixel buffer is allocated, so that a
+/// "decompression bomb" (a small file claiming, say, 30000 x 30000) cannot exhaust memory.
+/// The largest decoded buffer is then 2^26 pixels of 16-bit RGBA, 512 MiB.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+
+fn image_error(path: &Path, e: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Fails when `width` x `height` exceeds [`MAX_IMAGE_PIXELS`].
+fn check_pixels(path: &Path, width: u32, height: u32) -> Result<()> {
+    if u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS {
+        return Err(PipelineError::ImageTooLarge {
             path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?
+            width,
+            height,
+            max: MAX_IMAGE_PIXELS,
+        });
+    }
+    Ok(())
+}
+
+/// The dimensions in a PNG file's IHDR chunk, if `path` starts like a PNG. The PNG decoder
+/// reads on to the first image data before it answers, so a header alone is checked here.
+fn png_header_dims(path: &Path) -> Result<Option<(u32, u32)>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(24);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(24).read_to_end(&mut head))
+        .map_err(|e| image_error(path, e))?;
+    if head.len() < 24 || head[..8] != *b"\x89PNG\r\n\x1a\n" || head[12..16] != *b"IHDR" {
+        return Ok(None);
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Ok(Some((be(&head[16..20]), be(&head[20..24]))))
+}
+
+/// Decodes an image file: its size is checked against [`MAX_IMAGE_PIXELS`] from the header
+/// before any pixel is decoded, and its EXIF orientation is applied (as diffusers'
+/// `load_image` and the web UIs do), so a portrait phone photo comes out upright.
+pub fn decode_image(path: &Path) -> Result<image::DynamicImage> {
+    use image::ImageDecoder;
+    if let Some((w, h)) = png_header_dims(path)? {
+        check_pixels(path, w, h)?;
+    }
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| image_error(path, e))?
         .with_guessed_format()
-        .map_err(|e| PipelineError::Image {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?
-        .decode()
-        .map_err(|e| PipelineError::Image {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    Ok(img.to_rgb8())
+        .map_err(|e| image_error(path, e))?;
+    // Reads the header (and for JPEG, the file's bytes), no pixels yet.
+    let mut decoder = reader.into_decoder().map_err(|e| image_error(path, e))?;
+    let (w, h) = decoder.dimensions();
+    check_pixels(path, w, h)?;
+    // A malformed EXIF block is no reason to refuse the picture: it is then left as stored.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| image_error(path, e))?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// Reads an image file as 8-bit RGB (alpha is dropped, as Pillow's `convert("RGB")` does),
+/// upright by its EXIF orientation, refusing more than [`MAX_IMAGE_PIXELS`] (see
+/// [`decode_image`]).
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    Ok(decode_image(path)?.to_rgb8())
 }
 
 /// Resizes (shorter side to `size`), center-crops to multiples of 8, and returns the image

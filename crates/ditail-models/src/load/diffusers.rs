@@ -152,10 +152,11 @@ fn plan_folder<C>(
 
 fn component_plan(
     files: &[Arc<WeightFile>],
-    lora: Option<(&mut LoraSet, Component)>,
+    component: Component,
+    lora: Option<&mut LoraSet>,
 ) -> ComponentPlan {
-    let mut sources = folder_sources(files);
-    if let Some((lora, component)) = lora {
+    let mut sources = folder_sources(files, component);
+    if let Some(lora) = lora {
         lora.attach(component, &mut sources);
     }
     ComponentPlan {
@@ -175,7 +176,7 @@ pub fn plan_vae(dir: &Path, opts: LoadOptions) -> Result<VaePlan> {
     )?;
     Ok(VaePlan {
         config,
-        weights: component_plan(&files, None),
+        weights: component_plan(&files, Component::Vae, None),
     })
 }
 
@@ -291,8 +292,8 @@ impl StableDiffusion {
         }
         let vae = plan_vae(&dir.join("vae"), opts)?;
         let mut lora = LoraSet::open(loras)?;
-        let text = component_plan(&text_files, Some((&mut lora, Component::TextEncoder)));
-        let unet = component_plan(&unet_files, Some((&mut lora, Component::Unet)));
+        let text = component_plan(&text_files, Component::TextEncoder, Some(&mut lora));
+        let unet = component_plan(&unet_files, Component::Unet, Some(&mut lora));
         lora.check_all_used()?;
         Ok(ModelPlan {
             tokenizer: load_tokenizer(dir)?,

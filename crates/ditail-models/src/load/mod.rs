@@ -119,13 +119,21 @@ fn list(label: &str, keys: &[String]) -> String {
 }
 
 /// The tensors of diffusers-format files, under the model's names.
-pub fn folder_sources(files: &[Arc<WeightFile>]) -> Vec<(String, Source)> {
+///
+/// A text encoder's keys get the `text_model.` prefix where they lack it: transformers 5
+/// saves `CLIPTextModel` without it (`encoder.layers.0...`, `final_layer_norm.weight`), as
+/// some single-file checkpoints do (see [`ldm::text_key`]); older versions keep it.
+pub fn folder_sources(files: &[Arc<WeightFile>], component: Component) -> Vec<(String, Source)> {
     files
         .iter()
         .flat_map(|file| {
-            file.tensors()
-                .iter()
-                .map(move |e| (e.name.clone(), Source::whole(file, e)))
+            file.tensors().iter().map(move |e| {
+                let name = match component {
+                    Component::TextEncoder => ldm::text_key(&e.name),
+                    Component::Vae | Component::Unet => e.name.clone(),
+                };
+                (name, Source::whole(file, e))
+            })
         })
         .collect()
 }
@@ -140,7 +148,7 @@ pub fn load_into<M: ModuleSnapshot>(
     load_sources(
         module,
         component,
-        folder_sources(files),
+        folder_sources(files, component),
         &describe(files),
         dtype,
     )
