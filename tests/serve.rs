@@ -509,6 +509,9 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
+/// A bad request: what it is, settings, image and mask parts, status, a word of the error.
+type Case<'a> = (&'a str, Value, Option<Vec<u8>>, Option<Vec<u8>>, u16, &'a str);
+
 #[test]
 fn limits_and_bad_input_get_their_4xx_and_write_nothing() {
     let dir = tmp();
@@ -525,7 +528,7 @@ fn limits_and_bad_input_get_their_4xx_and_write_nothing() {
         .as_str()
         .unwrap()
         .to_string();
-    let cases: Vec<(&str, Value, Option<Vec<u8>>, Option<Vec<u8>>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "long prompt",
             with("prompt", json!("x".repeat(2001))),
@@ -907,7 +910,7 @@ fn models_are_listed_with_their_architecture_and_unusable_files_say_why() {
     // An unusable entry cannot be used by id.
     let bad = settings(
         sdxl["id"].as_str().unwrap(),
-        &tiny["id"].as_str().unwrap(),
+        tiny["id"].as_str().unwrap(),
         2,
     );
     let reply = server.submit_raw(&bad, Some(&std::fs::read(content_png()).unwrap()), None);
@@ -991,4 +994,137 @@ fn ctrl_c_keeps_the_running_job_in_the_journal_and_a_restart_finishes_it() {
         .read_to_string(&mut journal)
         .unwrap();
     assert!(!journal.contains(&id));
+}
+
+#[test]
+fn a_cocktail_fills_its_grid_from_one_inversion_per_model_and_prompts_or_masks_work() {
+    let dir = tmp();
+    let server = Server::start(dir.path(), &[]);
+    let (a, b) = (server.model_id("tiny-a"), server.model_id("tiny-b"));
+    // Generated content: each model renders the prompt, inverts it once, and both
+    // targets sample each inversion (2 x 2 images).
+    let cocktail = json!({
+        "mode": "cocktail", "targets": [{"model": a}, {"model": b}],
+        "content_prompt": "a castle", "seed": 7, "size": 64, "inv_steps": 3, "steps": 3,
+    });
+    let reply = server.post(
+        "/api/jobs",
+        "application/json",
+        cocktail.to_string().as_bytes(),
+        &[],
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let id = reply.json()["id"].as_str().unwrap().to_string();
+    let events = server.events(&id);
+    assert_eq!(kinds(&events).last(), Some(&"done"), "{:?}", kinds(&events));
+    let count = |kind: &str, stage: Option<&str>| {
+        events
+            .iter()
+            .filter(|(k, d)| k == kind && stage.is_none_or(|s| d["stage"] == s))
+            .count()
+    };
+    assert_eq!(count("progress", Some("generation")), 2 * 3);
+    assert_eq!(count("progress", Some("inversion")), 2 * 3);
+    assert_eq!(count("progress", Some("sampling")), 4 * 3);
+    let mut cells: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|(k, _)| k == "result")
+        .map(|(_, d)| (d["source"].as_u64().unwrap(), d["target"].as_u64().unwrap()))
+        .collect();
+    cells.sort();
+    assert_eq!(cells, [(0, 0), (0, 1), (1, 0), (1, 1)]);
+    let job = server.get(&format!("/api/jobs/{id}")).json();
+    assert_eq!(job["sources"], json!(["tiny-a", "tiny-b"]));
+    assert_eq!(job["targets"], job["sources"]);
+    // Each result records its source and target.
+    let gallery = server.get("/api/results").json();
+    let record = |s: u64, t: u64| {
+        let name = format!("{id}-{s}-{t}.png");
+        gallery["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name.as_str())
+            .unwrap()["record"]
+            .clone()
+    };
+    assert!(
+        record(0, 1)["source"]["model"]
+            .as_str()
+            .unwrap()
+            .ends_with("tiny-a")
+    );
+    assert!(
+        record(0, 1)["model"]["model"]
+            .as_str()
+            .unwrap()
+            .ends_with("tiny-b")
+    );
+
+    // A painted mask gives what the CLI gives with the same mask file; masks matter.
+    let mut mask = image::GrayImage::new(16, 16);
+    for (x, _, p) in mask.enumerate_pixels_mut() {
+        p.0[0] = if x < 8 { 255 } else { 0 };
+    }
+    let mask_path = dir.path().join("mask.png");
+    mask.save(&mask_path).unwrap();
+    let image = std::fs::read(content_png()).unwrap();
+    let mut painted = settings(&a, &b, 3);
+    painted["mask"] = json!("painted");
+    let reply = server.submit_raw(
+        &painted,
+        Some(&image),
+        Some(&std::fs::read(&mask_path).unwrap()),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let painted_id = reply.json()["id"].as_str().unwrap().to_string();
+    let full_id = server.submit(&settings(&a, &b, 3));
+    for id in [&painted_id, &full_id] {
+        assert_eq!(kinds(&server.events(id)).last(), Some(&"done"));
+    }
+    let pixels = |path: PathBuf| image::open(path).unwrap().to_rgb8();
+    let listed = server.models();
+    let path = |name: &str| {
+        listed["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let cli_png = dir.path().join("cli-mask.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_ditail"))
+        .args(["--backend", "cpu", "--quiet", "transfer"])
+        .arg(content_png())
+        .args([
+            "--prompt",
+            "a photo of a cat",
+            "--source",
+            &path("tiny-a"),
+            "--target",
+            &path("tiny-b"),
+        ])
+        .args(["--size", "64", "--inv-steps", "3", "--steps", "3", "--mask"])
+        .arg(&mask_path)
+        .arg("-o")
+        .arg(&cli_png)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let painted_px = pixels(dir.path().join(format!("{painted_id}-0-0.png")));
+    assert!(
+        painted_px == pixels(cli_png),
+        "the painted mask's result differs from the CLI's --mask"
+    );
+    assert!(
+        painted_px != pixels(dir.path().join(format!("{full_id}-0-0.png"))),
+        "the mask changed nothing"
+    );
 }

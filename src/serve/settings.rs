@@ -34,8 +34,8 @@ pub const LIMITS: Limits = Limits {
     max_models: 8,
     max_loras: 8,
     max_queue: 64,
-    // 8192 x 8192: phone photos (up to ~50 MP) pass; a 30k x 30k bomb does not.
-    max_image_pixels: 1 << 26,
+    // The image readers' own limit (8192 x 8192: phone photos pass, a 30k x 30k bomb not).
+    max_image_pixels: ditail::pipeline::preprocess::MAX_IMAGE_PIXELS,
     max_body_bytes: 64 << 20,
 };
 
