@@ -273,6 +273,11 @@ fn a_jobs_png_equals_the_clis_and_its_events_arrive_in_order() {
     let events = server.events(&id);
     let k = kinds(&events);
     assert_eq!(k.first(), Some(&"queued"), "{k:?}");
+    let last = events.iter().rfind(|(k, _)| k == "progress").unwrap();
+    assert_eq!(
+        (last.1["job_step"].clone(), last.1["job_total"].clone()),
+        (json!(8), json!(8))
+    );
     assert_eq!(k.last(), Some(&"done"), "{k:?}");
     assert!(k.contains(&"preview"), "{k:?}");
     // Inversion steps 1..4, the inversion, then sampling steps 1..4, decoding, the result.
@@ -510,7 +515,14 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
 }
 
 /// A bad request: what it is, settings, image and mask parts, status, a word of the error.
-type Case<'a> = (&'a str, Value, Option<Vec<u8>>, Option<Vec<u8>>, u16, &'a str);
+type Case<'a> = (
+    &'a str,
+    Value,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    u16,
+    &'a str,
+);
 
 #[test]
 fn limits_and_bad_input_get_their_4xx_and_write_nothing() {
@@ -599,7 +611,7 @@ fn limits_and_bad_input_get_their_4xx_and_write_nothing() {
             Some(image.clone()),
             None,
             400,
-            "no Checkpoint with id",
+            "no checkpoint with id",
         ),
         (
             "traversal as model",
@@ -615,7 +627,7 @@ fn limits_and_bad_input_get_their_4xx_and_write_nothing() {
             Some(image.clone()),
             None,
             400,
-            "no Lora with id",
+            "no LoRA with id",
         ),
         (
             "no targets",
@@ -1127,4 +1139,188 @@ fn a_cocktail_fills_its_grid_from_one_inversion_per_model_and_prompts_or_masks_w
         painted_px != pixels(dir.path().join(format!("{full_id}-0-0.png"))),
         "the mask changed nothing"
     );
+}
+
+/// The server's resident memory in bytes (Linux).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// 200 jobs from 20 concurrent clients, 50 of them cancelled, 20 event streams dropped
+/// mid-run: every other job completes with the CLI's PNG, memory stays flat, nothing hangs.
+#[test]
+fn load_200_jobs_from_20_clients_with_cancels_and_dropped_streams() {
+    const CLIENTS: usize = 20;
+    const JOBS_PER_CLIENT: usize = 10;
+    let dir = tmp();
+    let server = std::sync::Arc::new(Server::start(dir.path(), &[]));
+    let (a, b) = (server.model_id("tiny-a"), server.model_id("tiny-b"));
+    let prompts = ["a cat", "a dog", "a castle", "a tree"];
+    let job_settings = |p: &str| {
+        let mut s = settings(&a, &b, 2);
+        s["prompt"] = json!(p);
+        s
+    };
+    // The CLI's PNG for each prompt.
+    let listed = server.models();
+    let path = |name: &str| {
+        listed["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let expected: Vec<Vec<u8>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let out = dir.path().join(format!("cli-{i}.png.tmp.png"));
+            let status = Command::new(env!("CARGO_BIN_EXE_ditail"))
+                .args(["--backend", "cpu", "--quiet", "transfer"])
+                .arg(content_png())
+                .args([
+                    "--prompt",
+                    p,
+                    "--source",
+                    &path("tiny-a"),
+                    "--target",
+                    &path("tiny-b"),
+                ])
+                .args(["--size", "64", "--inv-steps", "2", "--steps", "2", "-o"])
+                .arg(&out)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let bytes = std::fs::read(&out).unwrap();
+            std::fs::remove_file(&out).unwrap();
+            bytes
+        })
+        .collect();
+    // Warm up (models loaded, inversions cached), then measure.
+    for p in prompts {
+        server.events(&server.submit(&job_settings(p)));
+    }
+    let image = std::sync::Arc::new(std::fs::read(content_png()).unwrap());
+    let mut rss = vec![rss_bytes(server.child.id())];
+    for round in 0..2 {
+        let start = Instant::now();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let server = server.clone();
+                let image = image.clone();
+                let settings: Vec<Value> = (0..JOBS_PER_CLIENT)
+                    .map(|j| job_settings(prompts[(c + j) % prompts.len()]))
+                    .collect();
+                std::thread::spawn(move || {
+                    let mut outcomes = Vec::new();
+                    for (j, s) in settings.into_iter().enumerate() {
+                        let prompt_index = (c + j) % 4;
+                        // The queue holds 64: a full queue is a 429, retried.
+                        let id = loop {
+                            let reply = server.submit_raw(&s, Some(&image), None);
+                            match reply.status {
+                                201 => break reply.json()["id"].as_str().unwrap().to_string(),
+                                429 => std::thread::sleep(Duration::from_millis(50)),
+                                other => panic!("submit: {other} {}", reply.body),
+                            }
+                        };
+                        let cancel = (c * JOBS_PER_CLIENT + j) % 4 == 1; // 50 of 200
+                        let drop_stream = j == 0; // one per client: 20
+                        if cancel {
+                            server.post(
+                                &format!("/api/jobs/{id}/cancel"),
+                                "application/json",
+                                b"",
+                                &[],
+                            );
+                        }
+                        if drop_stream {
+                            let resp = server
+                                .agent
+                                .get(format!("{}/api/jobs/{id}/events", server.base))
+                                .call()
+                                .unwrap();
+                            let mut reader = BufReader::new(resp.into_body().into_reader());
+                            let mut line = String::new();
+                            let _ = reader.read_line(&mut line); // then the connection is dropped
+                        }
+                        // Wait for the end by polling (the dropped streams) or by the stream.
+                        let status = if drop_stream {
+                            loop {
+                                let s = server.get(&format!("/api/jobs/{id}")).json()["status"]
+                                    .as_str()
+                                    .unwrap()
+                                    .to_string();
+                                if ["done", "failed", "cancelled"].contains(&s.as_str()) {
+                                    break s;
+                                }
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        } else {
+                            let ev = server.events(&id);
+                            kinds(&ev).last().unwrap().to_string()
+                        };
+                        outcomes.push((id, status, cancel, prompt_index));
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        let outcomes: Vec<_> = clients
+            .into_iter()
+            .flat_map(|c| c.join().expect("client"))
+            .collect();
+        assert_eq!(outcomes.len(), CLIENTS * JOBS_PER_CLIENT);
+        let (mut done, mut cancelled) = (0, 0);
+        for (id, status, cancel, prompt) in &outcomes {
+            let file = dir.path().join(format!("{id}-0-0.png"));
+            match status.as_str() {
+                "done" => {
+                    done += 1;
+                    assert!(
+                        std::fs::read(&file).unwrap() == expected[*prompt],
+                        "{id}: not the CLI's PNG"
+                    );
+                }
+                "cancelled" => {
+                    assert!(cancel, "{id} was cancelled without being asked");
+                    cancelled += 1;
+                    assert!(
+                        !file.exists(),
+                        "{id} was cancelled but wrote {}",
+                        file.display()
+                    );
+                }
+                other => panic!("{id}: {other}"),
+            }
+        }
+        rss.push(rss_bytes(server.child.id()));
+        eprintln!(
+            "load round {round}: {} jobs in {:.1} s: {done} done, {cancelled} cancelled; server RSS {:.0} MiB",
+            outcomes.len(),
+            start.elapsed().as_secs_f64(),
+            rss[rss.len() - 1] as f64 / (1u64 << 20) as f64
+        );
+        assert_eq!(done + cancelled, 200);
+        assert!(
+            cancelled >= 25,
+            "only {cancelled} of 50 cancels took effect"
+        );
+    }
+    // Flat: the second 200 jobs add (almost) nothing to what the first left.
+    assert!(
+        rss[2] < rss[1] + rss[1] / 10 + (16 << 20),
+        "memory grew: {rss:?} bytes (warm, after 200 jobs, after 400)"
+    );
+    assert_eq!(server.get("/health").status, 200);
 }

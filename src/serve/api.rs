@@ -390,6 +390,8 @@ struct EventCursor {
     preview_seq: Option<u64>,
     pending: std::collections::VecDeque<Event>,
     complete: bool,
+    /// A reconnecting client's `Last-Event-ID`: events up to it are not sent again.
+    after: Option<u64>,
 }
 
 impl EventCursor {
@@ -417,6 +419,9 @@ impl EventCursor {
                 self.preview_seq = Some(p.seq);
                 self.pending.push_back(p);
             }
+            if let Some(after) = self.after {
+                self.pending.retain(|e| e.seq > after);
+            }
             self.pending.make_contiguous().sort_by_key(|e| e.seq);
             self.complete = complete;
             if self.pending.is_empty() && !complete {
@@ -432,7 +437,12 @@ impl EventCursor {
 async fn events(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
     let changed = app.jobs.subscribe(&id).ok_or_else(|| not_found("job"))?;
     let cursor = EventCursor {
         shutdown: app.shutdown.clone(),
@@ -443,6 +453,7 @@ async fn events(
         preview_seq: None,
         pending: Default::default(),
         complete: false,
+        after,
     };
     let stream = futures_lite::stream::unfold(cursor, EventCursor::next_event);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -37,6 +37,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind in words, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Checkpoint => "checkpoint",
+            Kind::Lora => "LoRA",
+            Kind::Vae => "VAE",
+        }
+    }
+
     fn prefix(self) -> &'static str {
         match self {
             Kind::Checkpoint => "c",

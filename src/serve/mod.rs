@@ -137,6 +137,9 @@ fn serve(
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Request checks (image decodes, model hashes) run here; a few threads keep their
+        // buffers few too.
+        .max_blocking_threads(4)
         .enable_all()
         .build()?;
     let host = match local.ip() {

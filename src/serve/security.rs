@@ -103,6 +103,17 @@ pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
                 .into_response();
         }
         if !presented_token(headers).is_some_and(|t| same_secret(&t, token)) {
+            if req.uri().path() == "/" {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    axum::response::Html(
+                        "<!doctype html><title>ditail</title><p>This ditail server needs its \
+                         token: open the link <code>ditail serve</code> printed \
+                         (<code>http://…/?token=…</code>).</p>",
+                    ),
+                )
+                    .into_response();
+            }
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 "this server needs its token: `Authorization: Bearer TOKEN`, or open the link it printed",

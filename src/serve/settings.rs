@@ -256,7 +256,7 @@ impl Variant {
             let entry = catalog
                 .get(id)
                 .filter(|e| e.kind == kind)
-                .with_context(|| format!("no {kind:?} with id {id:?} (see /api/models)"))?;
+                .with_context(|| format!("no {} with id {id:?} (see /api/models)", kind.name()))?;
             if !entry.usable {
                 bail!(
                     "{} cannot be used: {}",

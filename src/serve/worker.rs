@@ -322,8 +322,12 @@ impl Reporter {
         let start = *self.start.get_or_insert(now);
         self.done += 1;
         self.run += 1;
-        let per_step = now.duration_since(start).as_secs_f64() / self.run.max(1) as f64;
-        let eta = per_step * self.total.saturating_sub(self.done) as f64;
+        // Seconds per step so far (from the first step's end: loading is not a step);
+        // unknown until two steps have run.
+        let eta = (self.run > 1).then(|| {
+            let per_step = now.duration_since(start).as_secs_f64() / (self.run - 1) as f64;
+            (per_step * self.total.saturating_sub(self.done) as f64 * 10.0).round() / 10.0
+        });
         let stage = match p.phase {
             Phase::Inversion => "inversion",
             Phase::Sampling => "sampling",
@@ -333,7 +337,8 @@ impl Reporter {
             &self.id,
             "progress",
             json!({ "stage": stage, "step": p.step, "total": p.total, "source": source,
-                    "target": target, "eta_s": (eta * 10.0).round() / 10.0 }),
+                    "target": target, "eta_s": eta,
+                    "job_step": self.done, "job_total": self.total }),
         );
         let due = self
             .last_preview

@@ -69,7 +69,6 @@ const state = {
   defaults: null,      // Settings from /api/defaults (null if unavailable)
   limits: {},
   content: null,       // {blob, name, url, width, height}
-  maskPainted: false,
   jobs: new Map(),     // job id → view (see jobView)
   order: [],           // job ids in the server's queue order
   focus: null,         // the job shown in Output
@@ -110,6 +109,7 @@ function fillSelect(sel, kind = sel.dataset.kind, prefer = sel.value) {
 /** After a (re)load of the catalog: every picker, chip row and the cocktail list. */
 function refreshPickers() {
   for (const sel of $$('select[data-kind]')) fillSelect(sel);
+  for (const b of $$('.add-lora')) updateLoraButton(b);
   for (const row of $$('.lora')) renderChips(row);
   renderCocktailModels();
 }
@@ -134,7 +134,13 @@ function variantEditor({ modelSelect = true, onRemove = null } = {}) {
   fillSelect($('.vae', root));
   $('.clip-skip', root).value = defaultClipSkip();
   $('.add-lora', root).addEventListener('click', () => addLora(root));
+  updateLoraButton($('.add-lora', root));
   return root;
+}
+
+function updateLoraButton(b) {
+  b.disabled = !usableIds('lora').length;
+  b.title = b.disabled ? 'no usable LoRAs in the --models folders' : 'add a LoRA';
 }
 
 function defaultClipSkip() {
@@ -404,13 +410,17 @@ function resetMask() {
   const k = Math.min(1, MASK_MAX / Math.max(w0, h0));
   c.width = Math.max(1, Math.round(w0 * k));
   c.height = Math.max(1, Math.round(h0 * k));
-  state.maskPainted = false;
   c.hidden = !painted;
   $('#mask-tools').hidden = !painted;
   $('#mask-help').hidden = !painted;
   // Without a content image the canvas gets a blank stage of its own.
-  $('#stage').classList.toggle('blank', painted && (fromPrompt() || !state.content));
-  $('#stage').style.aspectRatio = `${c.width} / ${c.height}`;
+  // The stage keeps the image's aspect (small images scale up); without a content
+  // image a painted mask gets a blank square of its own.
+  const blank = painted && (fromPrompt() || !state.content);
+  const stage = $('#stage');
+  stage.classList.toggle('blank', blank);
+  stage.hidden = !blank && (fromPrompt() || !state.content || !state.content.width);
+  stage.style.setProperty('--ar', String(w0 / h0));
 }
 
 function initMask() {
@@ -434,7 +444,6 @@ function initMask() {
     ctx.moveTo(a[0], a[1]);
     ctx.lineTo(b[0], b[1]);
     ctx.stroke();
-    state.maskPainted = true;
   };
   c.addEventListener('pointerdown', (ev) => {
     ev.preventDefault();
@@ -455,7 +464,6 @@ function initMask() {
     ctx.globalCompositeOperation = 'source-over';
     ctx.fillStyle = '#ff3d8b';
     ctx.fillRect(0, 0, c.width, c.height);
-    state.maskPainted = true;
   });
 }
 
@@ -549,7 +557,7 @@ function readSettings() {
 }
 
 function validate(s) {
-  if (!s.prompt) throw new ApiError('write a prompt first');
+  if (!s.prompt && !s.content_prompt) throw new ApiError('write a prompt first');
   if (!fromPrompt() && !state.content) throw new ApiError('choose a content image (or generate the content from a prompt)');
   const models = [s.source, ...s.targets].filter(Boolean);
   if (!s.targets.length) throw new ApiError(s.mode === 'cocktail' ? 'check at least one model for the cocktail' : 'add a target model');
@@ -568,13 +576,9 @@ function fillForm(s, { models = true } = {}) {
   $('#inv-negative-prompt').value = s.inv_negative_prompt || '';
   for (const [key, id] of NUMBERS) if (s[key] != null) setNumber(id, s[key]);
   if (s.mask && [...$('#mask').options].some((o) => o.value === s.mask)) $('#mask').value = s.mask;
-  if (s.content_prompt) {
-    $('#content-from-prompt').checked = true;
-    $('#content-prompt').value = s.content_prompt;
-    if (s.seed != null) $('#seed').value = s.seed;
-  } else if (s.seed != null) {
-    $('#seed').value = s.seed;
-  }
+  if ('content_prompt' in s) $('#content-from-prompt').checked = !!s.content_prompt;
+  if (s.content_prompt) $('#content-prompt').value = s.content_prompt;
+  if (s.seed != null) $('#seed').value = s.seed;
   applyContentMode();
   if (!models || !Array.isArray(s.targets) || !s.targets.length) return [];
   let missing = [];
@@ -689,8 +693,8 @@ async function submit() {
     const j = jobView(id);
     Object.assign(j, { status: 'queued', position, settings: s, label: queuedLabel(position) });
     focusJob(id);
+    refreshQueue();
     await attach(id);
-    refreshQueueSoon();
   } finally {
     run.disabled = false;
   }
@@ -806,6 +810,7 @@ function renderOutput() {
   }
   const live = !FINAL.has(j.status);
   prog.className = `progress ${j.status}`;
+  prog.dataset.job = j.id;
   $('#job-title').textContent = `· ${j.id}`;
   $('#progress-label').textContent = j.label;
   const frac = j.status === 'done' ? 1 : j.total ? j.step / j.total : 0;
