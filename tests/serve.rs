@@ -1324,3 +1324,15 @@ fn load_200_jobs_from_20_clients_with_cancels_and_dropped_streams() {
     );
     assert_eq!(server.get("/health").status, 200);
 }
+
+#[test]
+fn a_damaged_journal_is_kept_aside_and_the_server_starts() {
+    let dir = tmp();
+    std::fs::create_dir_all(dir.path().join(".ditail")).unwrap();
+    std::fs::write(dir.path().join(".ditail/queue.json"), b"{ not a journal").unwrap();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(server.get("/health").status, 200);
+    assert!(server.get("/api/jobs").json()["jobs"].as_array().unwrap().is_empty());
+    let aside = std::fs::read(dir.path().join(".ditail/queue.json.damaged")).unwrap();
+    assert_eq!(aside, b"{ not a journal");
+}

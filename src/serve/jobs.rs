@@ -151,16 +151,31 @@ impl Jobs {
         if journal.is_file() {
             let text = std::fs::read_to_string(&journal)
                 .with_context(|| format!("reading {}", journal.display()))?;
-            let subs: Vec<Submission> = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a ditail job journal", journal.display()))?;
-            let mut state = jobs.lock();
-            for sub in subs {
-                let inputs_there = (!sub.has_image || jobs.content_path(&sub.id).is_file())
-                    && (!sub.has_mask || jobs.mask_path(&sub.id).is_file());
-                if inputs_there && valid_id(&sub.id) {
-                    state.queue.push_back(sub.id.clone());
-                    state.jobs.insert(sub.id.clone(), Job::new(sub));
-                    resumed += 1;
+            match serde_json::from_str::<Vec<Submission>>(&text) {
+                Ok(subs) => {
+                    let mut state = jobs.lock();
+                    for sub in subs {
+                        let inputs_there = (!sub.has_image || jobs.content_path(&sub.id).is_file())
+                            && (!sub.has_mask || jobs.mask_path(&sub.id).is_file());
+                        if inputs_there && valid_id(&sub.id) {
+                            let mut job = Job::new(sub.clone());
+                            job.push("queued", json!({ "position": state.queue.len() }));
+                            state.queue.push_back(sub.id.clone());
+                            state.jobs.insert(sub.id, job);
+                            resumed += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // A damaged journal must not keep the server down: keep it aside for
+                    // whoever wants to look, and start with an empty queue.
+                    let aside = dir.join("queue.json.damaged");
+                    let _ = std::fs::rename(&journal, &aside);
+                    eprintln!(
+                        "warning: {} is not a ditail job journal ({e}); moved to {}",
+                        journal.display(),
+                        aside.display()
+                    );
                 }
             }
         }
