@@ -131,6 +131,42 @@ impl Server {
         self.get("/api/models").json()
     }
 
+    /// The path of the listed checkpoint named `name`.
+    fn model_path(&self, name: &str) -> String {
+        self.models()["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} listed"))["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// `ditail transfer` of the content image from tiny-a to tiny-b at size 64 with
+    /// `steps` inversion and sampling steps, as a job with `settings` runs it: the same
+    /// model paths as the catalog lists.
+    fn cli_transfer(&self, prompt: &str, steps: usize, extra: &[&std::ffi::OsStr], out: &Path) {
+        let steps = steps.to_string();
+        let (source, target) = (self.model_path("tiny-a"), self.model_path("tiny-b"));
+        let run = Command::new(env!("CARGO_BIN_EXE_ditail"))
+            .args(["--backend", "cpu", "--quiet", "transfer"])
+            .arg(content_png())
+            .args(["--prompt", prompt, "--source", &source, "--target", &target])
+            .args(["--size", "64", "--inv-steps", &steps, "--steps", &steps])
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+
     /// The id of the listed checkpoint named `name`.
     fn model_id(&self, name: &str) -> String {
         self.models()["checkpoints"]
@@ -309,39 +345,8 @@ fn a_jobs_png_equals_the_clis_and_its_events_arrive_in_order() {
         .to_string();
 
     // The CLI, same settings, same model paths as the catalog lists them.
-    let listed = server.models();
-    let path = |name: &str| {
-        listed["checkpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == name)
-            .unwrap()["path"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     let cli_png = dir.path().join("cli.png");
-    let out = Command::new(env!("CARGO_BIN_EXE_ditail"))
-        .args(["--backend", "cpu", "--quiet", "transfer"])
-        .arg(content_png())
-        .args([
-            "--prompt",
-            "a photo of a cat",
-            "--source",
-            &path("tiny-a"),
-            "--target",
-            &path("tiny-b"),
-        ])
-        .args(["--size", "64", "--inv-steps", "4", "--steps", "4", "-o"])
-        .arg(&cli_png)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.cli_transfer("a photo of a cat", 4, &[], &cli_png);
     let served = server.get(&format!("/api/results/{name}"));
     assert_eq!(served.status, 200);
     let job_png = std::fs::read(dir.path().join(&name)).unwrap();
@@ -1074,7 +1079,8 @@ fn a_cocktail_fills_its_grid_from_one_inversion_per_model_and_prompts_or_masks_w
     );
 
     // A painted mask gives what the CLI gives with the same mask file; masks matter.
-    let mut mask = image::GrayImage::new(16, 16);
+    // The content's shape (80 x 64 at this size), left 40% white.
+    let mut mask = image::GrayImage::new(20, 16);
     for (x, _, p) in mask.enumerate_pixels_mut() {
         p.0[0] = if x < 8 { 255 } else { 0 };
     }
@@ -1095,40 +1101,12 @@ fn a_cocktail_fills_its_grid_from_one_inversion_per_model_and_prompts_or_masks_w
         assert_eq!(kinds(&server.events(id)).last(), Some(&"done"));
     }
     let pixels = |path: PathBuf| image::open(path).unwrap().to_rgb8();
-    let listed = server.models();
-    let path = |name: &str| {
-        listed["checkpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == name)
-            .unwrap()["path"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     let cli_png = dir.path().join("cli-mask.png");
-    let out = Command::new(env!("CARGO_BIN_EXE_ditail"))
-        .args(["--backend", "cpu", "--quiet", "transfer"])
-        .arg(content_png())
-        .args([
-            "--prompt",
-            "a photo of a cat",
-            "--source",
-            &path("tiny-a"),
-            "--target",
-            &path("tiny-b"),
-        ])
-        .args(["--size", "64", "--inv-steps", "3", "--steps", "3", "--mask"])
-        .arg(&mask_path)
-        .arg("-o")
-        .arg(&cli_png)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    server.cli_transfer(
+        "a photo of a cat",
+        3,
+        &["--mask".as_ref(), mask_path.as_os_str()],
+        &cli_png,
     );
     let painted_px = pixels(dir.path().join(format!("{painted_id}-0-0.png")));
     assert!(
@@ -1168,39 +1146,12 @@ fn load_200_jobs_from_20_clients_with_cancels_and_dropped_streams() {
         s
     };
     // The CLI's PNG for each prompt.
-    let listed = server.models();
-    let path = |name: &str| {
-        listed["checkpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == name)
-            .unwrap()["path"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     let expected: Vec<Vec<u8>> = prompts
         .iter()
         .enumerate()
         .map(|(i, p)| {
             let out = dir.path().join(format!("cli-{i}.png.tmp.png"));
-            let status = Command::new(env!("CARGO_BIN_EXE_ditail"))
-                .args(["--backend", "cpu", "--quiet", "transfer"])
-                .arg(content_png())
-                .args([
-                    "--prompt",
-                    p,
-                    "--source",
-                    &path("tiny-a"),
-                    "--target",
-                    &path("tiny-b"),
-                ])
-                .args(["--size", "64", "--inv-steps", "2", "--steps", "2", "-o"])
-                .arg(&out)
-                .status()
-                .unwrap();
-            assert!(status.success());
+            server.cli_transfer(p, 2, &[], &out);
             let bytes = std::fs::read(&out).unwrap();
             std::fs::remove_file(&out).unwrap();
             bytes
@@ -1332,7 +1283,12 @@ fn a_damaged_journal_is_kept_aside_and_the_server_starts() {
     std::fs::write(dir.path().join(".ditail/queue.json"), b"{ not a journal").unwrap();
     let server = Server::start(dir.path(), &[]);
     assert_eq!(server.get("/health").status, 200);
-    assert!(server.get("/api/jobs").json()["jobs"].as_array().unwrap().is_empty());
+    assert!(
+        server.get("/api/jobs").json()["jobs"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let aside = std::fs::read(dir.path().join(".ditail/queue.json.damaged")).unwrap();
     assert_eq!(aside, b"{ not a journal");
 }
