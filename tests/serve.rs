@@ -771,6 +771,22 @@ fn limits_and_bad_input_get_their_4xx_and_write_nothing() {
         );
     }
     assert_eq!(server.get("/api/jobs/j404").status, 404);
+    // The page may run only its own script, in no other site's frame.
+    let page = server
+        .agent
+        .get(format!("{}/", server.base))
+        .call()
+        .unwrap();
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert_eq!(server.get("/api/jobs/j404/events").status, 404);
     // Nothing was written, nothing is queued.
     assert!(server.pngs().is_empty());
