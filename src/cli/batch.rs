@@ -2,8 +2,15 @@
 //! complete ditail PNG are skipped; outputs are written atomically, so a present file is a
 //! complete one), shardable (`--shard I/N` runs rows i with i mod N = I, so array jobs split
 //! the work with no coordinator), and a failing row is logged while the others go on.
+//!
+//! Safe against crashes and company: a run first removes the temporary files that killed
+//! runs left in the output folder (only those whose writer is gone), and claims each
+//! output before running its row (a kernel lock, see [`output::claim`]), so that batches
+//! running the same rows at once skip the rows another one is writing instead of writing
+//! them twice.
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use ditail::pipeline::ModelSpec;
@@ -13,7 +20,7 @@ use super::device::Compute;
 use super::generate::random_seed;
 use super::manifest::{self, Row, Shard};
 use super::models::{self, Checked, Models};
-use super::output::{check_output_dir, read_png_text};
+use super::output::{self, Claim, check_output_dir, read_png_text};
 use super::transfer::{ContentArg, TransferJob, prepare};
 use super::ui::{Ui, cancelled};
 
@@ -121,6 +128,7 @@ pub fn command<'a>(
     compute: &'a Compute,
     ui: &'a Ui,
 ) -> Result<super::Run<'a>> {
+    let started = SystemTime::now();
     let rows = manifest::read(&args.manifest)?;
     let shard = match &args.shard {
         Some(s) => Shard::parse(s)?,
@@ -128,6 +136,15 @@ pub fn command<'a>(
     };
     // `manifest::read` has checked that ids and output names are unique plain file names.
     check_output_dir(&args.output)?;
+    let stale = output::clean_stale(&args.output, started);
+    if !stale.is_empty() {
+        ui.info(format!(
+            "removed {} temporary file(s) left in {} by an interrupted run: {}",
+            stale.len(),
+            args.output.display(),
+            stale.join(", ")
+        ));
+    }
     let mine: Vec<&Row> = rows.iter().filter(|r| shard.owns(r.number)).collect();
     let mine_count = mine.len();
     let mut skipped = 0;
@@ -165,6 +182,7 @@ pub fn command<'a>(
         jobs.len(),
         failed.len()
     ));
+    let skipped_before = skipped;
     // Rows sharing models run together, so each model loads once.
     jobs.sort_by(|a, b| {
         (&a.1.source.model, &a.1.target.model).cmp(&(&b.1.source.model, &b.1.target.model))
@@ -173,9 +191,50 @@ pub fn command<'a>(
         let mut models = Models::new(compute, ui, 2);
         let total = jobs.len();
         let (mut done, mut run_failed) = (0, 0);
+        let mut busy: Vec<String> = Vec::new();
+        let mut warned_no_locking = false;
         for (i, (id, job)) in jobs.into_iter().enumerate() {
             if cancelled() {
                 break;
+            }
+            let out = job.output.clone();
+            // Held until the row ends: another batch on the same rows skips this one.
+            let _lock = match output::claim(&out) {
+                Ok(Claim::Mine(lock)) => Some(lock),
+                Ok(Claim::Busy) => {
+                    ui.info(format!(
+                        "[{}/{total}] {id}: skipped, another process is writing {}",
+                        i + 1,
+                        out.display()
+                    ));
+                    busy.push(id);
+                    continue;
+                }
+                Ok(Claim::NoLocking(e)) => {
+                    if !std::mem::replace(&mut warned_no_locking, true) {
+                        ui.warn(format!(
+                            "cannot lock files in {} ({e}): rows run without a claim, so another \
+                             batch on the same rows may compute them too",
+                            args.output.display()
+                        ));
+                    }
+                    None
+                }
+                Err(e) => {
+                    ui.warn(format!("{id}: {e:#}"));
+                    failed.push((id, format!("{e:#}")));
+                    run_failed += 1;
+                    continue;
+                }
+            };
+            // Another process may have finished it since the manifest was checked.
+            if complete(&out) {
+                ui.info(format!(
+                    "[{}/{total}] {id}: skipped, another process completed it",
+                    i + 1
+                ));
+                skipped += 1;
+                continue;
             }
             ui.info(format!("[{}/{total}] {id}", i + 1));
             match job.run(&mut models, compute, ui) {
@@ -187,10 +246,19 @@ pub fn command<'a>(
                 }
             }
         }
-        let not_run = total - done - run_failed;
+        let not_run = total - done - run_failed - busy.len() - (skipped - skipped_before);
         eprintln!(
-            "batch summary: {done} done, {skipped} skipped (already complete), {} failed{}",
+            "batch summary: {done} done, {skipped} skipped (already complete), {} failed{}{}",
             failed.len(),
+            if busy.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} skipped (another process was writing them: {})",
+                    busy.len(),
+                    busy.join(", ")
+                )
+            },
             if cancelled() {
                 format!(", {not_run} not run (interrupted)")
             } else {
