@@ -1308,3 +1308,26 @@ fn a_damaged_journal_is_kept_aside_and_the_server_starts() {
     let aside = std::fs::read(dir.path().join(".ditail/queue.json.damaged")).unwrap();
     assert_eq!(aside, b"{ not a journal");
 }
+
+#[test]
+fn models_stay_loaded_within_the_cache_budget_and_leave_beyond_it() {
+    let loads = |events: &[(String, Value)]| {
+        events
+            .iter()
+            .filter(|(k, d)| k == "stage" && d["stage"] == "loading")
+            .count()
+    };
+    for (budget, second_job_loads) in [("8", 0), ("0.000001", 2)] {
+        let dir = tmp();
+        let server = Server::start(dir.path(), &["--cache-gb", budget]);
+        let (a, b) = (server.model_id("tiny-a"), server.model_id("tiny-b"));
+        let first = server.events(&server.submit(&settings(&a, &b, 2)));
+        assert_eq!(loads(&first), 2, "--cache-gb {budget}");
+        // Another inversion (other alpha) and sampling with the same two models.
+        let mut again = settings(&a, &b, 2);
+        again["alpha"] = json!(1.0);
+        let second = server.events(&server.submit(&again));
+        assert_eq!(kinds(&second).last(), Some(&"done"));
+        assert_eq!(loads(&second), second_job_loads, "--cache-gb {budget}");
+    }
+}
