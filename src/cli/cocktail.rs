@@ -18,7 +18,7 @@ use super::metadata::{ModelRecord, model_label};
 use super::models::{self, Models};
 use super::output::{check_output_dir, write_png};
 use super::sheet::contact_sheet;
-use super::transfer::{check_steps, sample_image, settings, transfer_record};
+use super::transfer::{check_content, check_steps, sample_image, settings, transfer_record};
 use super::ui::Ui;
 
 /// Contact-sheet cell size in pixels.
@@ -112,7 +112,11 @@ pub fn command<'a>(
             .collect()
     };
     let (inversion, sampling) = settings(contents[0].2.as_str(), &args.ditail)?;
-    check_output_dir(&args.output)?;
+    for ((_, image, _), path) in contents.iter().zip(&args.images) {
+        if let Some(rgb) = image {
+            check_content(path, rgb, inversion.size, &sampling.mask, &args.ditail.mask)?;
+        }
+    }
 
     let labels = unique_labels(args.models.iter().map(|m| model_label(m)));
     let mut entries = Vec::new();
@@ -136,6 +140,8 @@ pub fn command<'a>(
             check_steps(s, t, inversion.steps, sampling.steps)?;
         }
     }
+    // Last, so that a refused command leaves no empty folder behind.
+    check_output_dir(&args.output)?;
 
     Ok(Box::new(move || {
         let mut models = Models::new(compute, ui, 1);

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use ditail::pipeline::{Model, decode, generate};
+use ditail::pipeline::{Model, decode_checked, generate};
 use image::RgbImage;
 
 use super::args::{GenerateArgs, GenerationFlags};
@@ -53,7 +53,7 @@ pub fn render(
     )
     .context("generating")?;
     let task = ui.task("decoding");
-    let img = to_rgb(decode(model, latents))?;
+    let img = to_rgb(decode_checked(model, latents)?)?;
     task.done(ui);
     let record = Record {
         version: env!("CARGO_PKG_VERSION").to_string(),

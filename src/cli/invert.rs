@@ -2,7 +2,8 @@
 //! --from-latents` with any number of targets.
 
 use anyhow::{Context, Result};
-use ditail::pipeline::{InversionSettings, invert, latents, preprocess::load_rgb};
+use ditail::pipeline::preprocess::{load_rgb, working_dims};
+use ditail::pipeline::{InversionSettings, invert, latents};
 
 use super::args::InvertArgs;
 use super::device::Compute;
@@ -30,6 +31,8 @@ pub fn command<'a>(
     settings.validate()?;
     check_output_file(&args.output, "output", None)?;
     let rgb = load_rgb(&args.image)?;
+    working_dims(rgb.width(), rgb.height(), settings.size)
+        .with_context(|| format!("content image {}", args.image.display()))?;
     let spec = models::spec(&args.source, &args.model, false)?;
     let checked = models::check(&spec, compute)?;
     checked.scheduler.timesteps(settings.steps)?;

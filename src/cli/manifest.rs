@@ -172,6 +172,8 @@ fn read_csv(path: &Path) -> Result<Vec<Row>> {
 fn read_jsonl(path: &Path) -> Result<Vec<Row>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read manifest {}", path.display()))?;
+    // A byte-order mark, as Windows editors write, is no part of the first object.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

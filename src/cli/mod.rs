@@ -28,8 +28,22 @@ use ui::Ui;
 /// A checked command, ready to run.
 pub type Run<'a> = Box<dyn FnOnce() -> anyhow::Result<()> + 'a>;
 
+/// Prints an error and its causes on one line, `a: b: c`, leaving out a cause whose text its
+/// parent already ends with (errors that print their source, as `cannot read X: <OS error>`,
+/// would otherwise say it twice).
 fn report(e: &anyhow::Error) {
-    eprintln!("error: {e:#}");
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.ends_with(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message += ": ";
+        }
+        message += &text;
+    }
+    eprintln!("error: {message}");
 }
 
 /// Parses the command line, checks, runs; returns the exit code.

@@ -30,8 +30,18 @@ pub fn parse_lora(spec: &str) -> Result<LoraSpec> {
         bail!("--lora {spec}: the scale must be a finite number");
     }
     let path = std::path::PathBuf::from(path);
+    if path.is_dir() {
+        bail!(
+            "--lora {spec}: {} is a folder, not a LoRA file",
+            path.display()
+        );
+    }
+    if let Err(e) = std::fs::metadata(&path) {
+        // Missing, a dangling link or a link loop: the OS says which.
+        bail!("--lora {spec}: cannot read {}: {e}", path.display());
+    }
     if !path.is_file() {
-        bail!("--lora {spec}: no such file {}", path.display());
+        bail!("--lora {spec}: {} is not a regular file", path.display());
     }
     Ok(LoraSpec { path, scale })
 }
@@ -62,6 +72,8 @@ pub struct Checked {
     pub scheduler: Ddim,
     /// What outputs record about it.
     pub record: ModelRecord,
+    /// The channels of its latents (its U-Net's input).
+    pub latent_channels: usize,
 }
 
 /// Checks a spec: the model and VAE exist, headers parse, the architecture is SD1.x and
@@ -70,12 +82,16 @@ pub fn check(spec: &ModelSpec, compute: &Compute) -> Result<Checked> {
     let opts = LoadOptions {
         dtype: compute.dtype,
     };
-    let (location, _) = spec
+    let (location, plan) = spec
         .plan(opts)
         .with_context(|| format!("model {}", spec.model))?;
     let scheduler = Ddim::new(scheduler_config(&location)?);
     let record = model_record(spec, &location)?;
-    Ok(Checked { scheduler, record })
+    Ok(Checked {
+        scheduler,
+        record,
+        latent_channels: plan.unet_config.in_channels,
+    })
 }
 
 /// Loaded models, at most `capacity` at a time (each SD1.5 is 2-4 GB).

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::Tensor;
 use ditail::pipeline::{
-    Inversion, InversionSettings, Mask, Model, ModelSpec, SamplingSettings, decode, invert,
-    latents, preprocess::load_rgb, sample,
+    Inversion, InversionSettings, Mask, Model, ModelSpec, SamplingSettings, decode_checked, invert,
+    latents,
+    preprocess::{load_rgb, working_dims},
+    sample,
 };
 use image::RgbImage;
 
@@ -89,8 +91,9 @@ pub fn settings(
         steps: flags.inv_steps,
         size: flags.size,
     };
-    inversion.validate()?;
+    // Sampling first: its prompt is the one given (the inversion's defaults to it).
     sampling.validate()?;
+    inversion.validate()?;
     Ok((inversion, sampling))
 }
 
@@ -107,6 +110,45 @@ pub fn check_steps(
         bail!(
             "--steps {steps} needs timestep {t}, which --inv-steps {inv_steps} does not produce \
              (sampling timesteps must be inversion timesteps: use equal counts, or e.g. 100 and 50)"
+        );
+    }
+    Ok(())
+}
+
+/// Fails unless a content image can be worked at `size` (see [`working_dims`]) and the
+/// mask, if it is an image, has its aspect ratio.
+pub fn check_content(
+    path: &Path,
+    rgb: &RgbImage,
+    size: u32,
+    mask: &Mask,
+    mask_spec: &str,
+) -> Result<()> {
+    let dims = working_dims(rgb.width(), rgb.height(), size)
+        .with_context(|| format!("content image {}", path.display()))?;
+    check_mask_shape(mask, mask_spec, dims)
+}
+
+/// Fails when a mask image's aspect ratio is not the content's, worked at `width` x
+/// `height`: it would be stretched onto the content. The two may differ by up to one latent
+/// cell (8 pixels), which the content's crop to multiples of 8 and rounding can take.
+pub fn check_mask_shape(mask: &Mask, spec: &str, (width, height): (u32, u32)) -> Result<()> {
+    let Mask::Image {
+        width: mw,
+        height: mh,
+        ..
+    } = mask
+    else {
+        return Ok(());
+    };
+    let (mw, mh, w, h) = (*mw as f64, *mh as f64, f64::from(width), f64::from(height));
+    // The mask scaled to the content's height against the content's width, and vice versa.
+    let off = (mw * h / mh - w).abs().max((mh * w / mw - h).abs());
+    if off > 8.0 {
+        bail!(
+            "--mask {spec}: the mask is {mw} x {mh} pixels, the content {width} x {height}: a mask \
+             of another aspect ratio would be stretched onto the content; give a mask of the \
+             content's shape"
         );
     }
     Ok(())
@@ -149,25 +191,42 @@ pub fn prepare(
         Ok((content, source, Some(checked.record)))
     };
     let (content, source, source_record) = match content {
-        ContentArg::Image(path) => from_source(Content::Image {
-            path: path.to_path_buf(),
-            rgb: load_rgb(path)?,
-        })?,
+        ContentArg::Image(path) => {
+            let rgb = load_rgb(path)?;
+            check_content(path, &rgb, inversion.size, &sampling.mask, &flags.mask)?;
+            from_source(Content::Image {
+                path: path.to_path_buf(),
+                rgb,
+            })?
+        }
         ContentArg::Generate {
             prompt,
             seed,
-            flags,
+            flags: gen_flags,
         } => {
-            super::generate::check_flags(&flags)?;
+            super::generate::check_flags(&gen_flags)?;
+            let dims = working_dims(gen_flags.size, gen_flags.size, inversion.size)
+                .context("the generated content")?;
+            check_mask_shape(&sampling.mask, &flags.mask, dims)?;
             from_source(Content::Generate {
                 prompt,
                 seed,
-                flags,
+                flags: gen_flags,
             })?
         }
         ContentArg::Latents(path) => {
             let (inv, _) = latents::load(path, &compute.device)
                 .with_context(|| format!("--from-latents {}", path.display()))?;
+            let [_, channels, h, w] = inv.z0.dims();
+            if channels != target_checked.latent_channels {
+                bail!(
+                    "--from-latents {}: its latents have {channels} channels, the target's U-Net \
+                     takes {}",
+                    path.display(),
+                    target_checked.latent_channels
+                );
+            }
+            check_mask_shape(&sampling.mask, &flags.mask, (8 * w as u32, 8 * h as u32))?;
             let timesteps = target_checked.scheduler.timesteps(sampling.steps)?;
             if let Some(t) = timesteps.iter().find(|t| !inv.latents.contains_key(t)) {
                 bail!(
@@ -209,7 +268,7 @@ pub fn sample_image(
     let latents =
         sample(target, inv, sampling, &compute.device, &mut progress).context("sampling")?;
     let task = ui.task("decoding");
-    let img = to_rgb(decode(target, latents.clone()))?;
+    let img = to_rgb(decode_checked(target, latents.clone())?)?;
     task.done(ui);
     Ok((img, latents))
 }
@@ -303,7 +362,7 @@ impl TransferJob {
             ui.info(format!("wrote {}", path.display()));
         }
         if let Some(path) = &self.save_noise {
-            let noise = to_rgb(decode(target, inv.start().clone()))?;
+            let noise = to_rgb(decode_checked(target, inv.start().clone())?)?;
             write_png(path, &noise, &[])?;
             ui.info(format!("wrote {}", path.display()));
         }

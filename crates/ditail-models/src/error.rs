@@ -34,6 +34,17 @@ pub enum ModelError {
         /// Its dtype as the file declares it.
         dtype: String,
     },
+    /// A weight tensor holds NaN or infinity, or a value the model's float type cannot hold
+    /// (found while the tensor is converted at load).
+    #[error("{path}: tensor `{key}` {problem}")]
+    NonFiniteWeight {
+        /// The file (a checkpoint, or the LoRA the value came from).
+        path: PathBuf,
+        /// The tensor's key in that file.
+        key: String,
+        /// The value, where it is and what made it non-finite.
+        problem: String,
+    },
     /// A `config.json` (or similar) could not be parsed or holds an unsupported value.
     #[error("{path}: {reason}")]
     Config {

@@ -50,6 +50,27 @@ pub enum PipelineError {
         /// What is wrong.
         reason: String,
     },
+    /// The latents (or the decoded image) became NaN or infinite during a run: half
+    /// precision overflowed, or the weights are broken. Raised at the step it happened,
+    /// instead of writing a black image.
+    #[error(
+        "NaN or infinite values appeared at {phase} step {step} of {total} with model {model} \
+         ({dtype}), so no image was written: {hint}"
+    )]
+    NonFiniteLatents {
+        /// `inversion`, `sampling`, `generation` or `VAE decoding`.
+        phase: &'static str,
+        /// The step (1-based) after which they were found.
+        step: usize,
+        /// Steps in the phase.
+        total: usize,
+        /// The model that ran the step.
+        model: String,
+        /// The float type it ran in.
+        dtype: String,
+        /// What to do about it.
+        hint: String,
+    },
     /// The caller cancelled the run between two steps.
     #[error("cancelled")]
     Cancelled,

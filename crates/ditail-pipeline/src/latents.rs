@@ -57,11 +57,31 @@ pub fn load(path: &Path, device: &Device) -> Result<(Inversion, Option<Tensor<4>
     let meta: InversionMeta = serde_json::from_str(&meta_json)
         .map_err(|e| err(format!("bad `{META_KEY}` metadata: {e}")))?;
     let tensors = parse_tensors(path, &bytes)?;
+    let first_shape = tensors.values().next().map(|d| d.shape().clone());
     let to_tensor = |name: &str, data: &TensorData| -> Result<Tensor<4>> {
-        let shape = data.shape();
-        if shape.len() != 4 || shape[0] != 1 {
+        let shape = data.shape().as_slice();
+        if shape.len() != 4 || shape[0] != 1 || shape.contains(&0) {
             return Err(err(format!(
                 "`{name}` has shape {shape:?}, expected [1, C, h, w]"
+            )));
+        }
+        if Some(shape) != first_shape.as_ref().map(|s| s.as_slice()) {
+            return Err(err(format!(
+                "`{name}` has shape {shape:?}, unlike the file's other latents ({:?})",
+                first_shape
+                    .as_ref()
+                    .map(|s| s.as_slice())
+                    .unwrap_or_default()
+            )));
+        }
+        let values = data
+            .as_slice::<f32>()
+            .map_err(|e| err(format!("`{name}` is not a float tensor: {e:?}")))?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(err(format!(
+                "`{name}` holds {} at element {i}: the file is damaged, or was saved from a run \
+                 that overflowed",
+                values[i]
             )));
         }
         Ok(Tensor::from_data(data.clone(), device))

@@ -23,5 +23,7 @@ pub mod steps;
 pub use error::{PipelineError, Result};
 pub use mask::Mask;
 pub use model::{Model, ModelSpec};
-pub use run::{Inversion, InversionMeta, Phase, Progress, decode, generate, invert, sample};
+pub use run::{
+    Inversion, InversionMeta, Phase, Progress, decode, decode_checked, generate, invert, sample,
+};
 pub use settings::{InversionSettings, SamplingSettings};

@@ -161,12 +161,36 @@ fn png_header_dims(path: &Path) -> Result<Option<(u32, u32)>> {
 /// before any pixel is decoded, and its EXIF orientation is applied (as diffusers'
 /// `load_image` and the web UIs do), so a portrait phone photo comes out upright.
 pub fn decode_image(path: &Path) -> Result<image::DynamicImage> {
-    use image::ImageDecoder;
     if let Some((w, h)) = png_header_dims(path)? {
         check_pixels(path, w, h)?;
     }
-    let reader = image::ImageReader::open(path)
+    let file = std::fs::File::open(path).map_err(|e| image_error(path, e))?;
+    let mut file = std::io::BufReader::new(file);
+    let is_jpeg = std::io::BufRead::fill_buf(&mut file)
         .map_err(|e| image_error(path, e))?
+        .starts_with(&[0xff, 0xd8, 0xff]);
+    if is_jpeg {
+        // The JPEG decoder reads the whole file before its header anyway.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| image_error(path, e))?;
+        if jpeg_truncated(&bytes) {
+            return Err(image_error(
+                path,
+                "the JPEG ends before its image data does (a truncated download or copy?)",
+            ));
+        }
+        decode_from(path, image::ImageReader::new(std::io::Cursor::new(bytes)))
+    } else {
+        decode_from(path, image::ImageReader::new(file))
+    }
+}
+
+fn decode_from<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    reader: image::ImageReader<R>,
+) -> Result<image::DynamicImage> {
+    use image::ImageDecoder;
+    let reader = reader
         .with_guessed_format()
         .map_err(|e| image_error(path, e))?;
     // Reads the header (and for JPEG, the file's bytes), no pixels yet.
@@ -182,6 +206,47 @@ pub fn decode_image(path: &Path) -> Result<image::DynamicImage> {
     Ok(img)
 }
 
+/// Whether a JPEG file ends before its end-of-image marker. JPEG decoders fill a missing
+/// end with gray (and only warn), where Pillow refuses ("image file is truncated"); a
+/// half-downloaded photo would otherwise be transferred half gray. The walk follows the
+/// segment lengths and, after each scan header, the entropy-coded data to the next marker
+/// (where `FF 00` is a stuffed byte and `FF D0`..`FF D7` are restarts). Anything it does not
+/// understand is left to the decoder.
+fn jpeg_truncated(b: &[u8]) -> bool {
+    let mut i = 2;
+    loop {
+        while b.get(i) == Some(&0xff) && b.get(i + 1) == Some(&0xff) {
+            i += 1; // fill bytes before a marker
+        }
+        let marker = match b.get(i..i + 2) {
+            None => return true,
+            Some(&[0xff, m]) => m,
+            Some(_) => return false,
+        };
+        i += 2;
+        match marker {
+            0xd9 => return false,
+            0x01 | 0xd0..=0xd7 => continue,
+            _ => {}
+        }
+        let Some(len) = b.get(i..i + 2) else {
+            return true;
+        };
+        i += usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if marker == 0xda {
+            loop {
+                match b.get(i..i + 2) {
+                    None => return true,
+                    Some(&[0xff, n]) if n != 0x00 && n != 0xff && !(0xd0..=0xd7).contains(&n) => {
+                        break;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+        }
+    }
+}
+
 /// Reads an image file as 8-bit RGB (alpha is dropped, as Pillow's `convert("RGB")` does),
 /// upright by its EXIF orientation, refusing more than [`MAX_IMAGE_PIXELS`] (see
 /// [`decode_image`]).
@@ -189,18 +254,41 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     Ok(decode_image(path)?.to_rgb8())
 }
 
-/// Resizes (shorter side to `size`), center-crops to multiples of 8, and returns the image
-/// as a `[1, 3, H, W]` tensor in [-1, 1].
-pub fn preprocess(img: &RgbImage, size: u32, device: &Device) -> Result<Tensor<4>> {
-    let (w0, h0) = img.dimensions();
+/// The most pixels the working image (the content resized to the working size) may have:
+/// 2^22, e.g. 2048 x 2048, or 8192 x 512 for a 16:1 panorama at 512. Beyond it the U-Net's
+/// activations alone would take tens of GB; a very narrow image (1 x 10000 pixels, small as
+/// a file) or a huge working size would get there.
+pub const MAX_WORKING_PIXELS: u64 = 1 << 22;
+
+/// The size an image of `width` x `height` is worked at with working size `size`: shorter
+/// side resized to `size`, then cropped to multiples of 8. Fails when that is empty or more
+/// than [`MAX_WORKING_PIXELS`], before anything is allocated.
+pub fn working_dims(width: u32, height: u32, size: u32) -> Result<(u32, u32)> {
     if size < 8 {
         return Err(PipelineError::Settings(format!(
             "working size {size} is below 8 pixels"
         )));
     }
-    if w0 == 0 || h0 == 0 {
+    if width == 0 || height == 0 {
         return Err(PipelineError::Settings("the image is empty".into()));
     }
+    let (w, h) = resized_dims(width, height, size);
+    let (w8, h8) = (w / 8 * 8, h / 8 * 8);
+    if u64::from(w8) * u64::from(h8) > MAX_WORKING_PIXELS {
+        return Err(PipelineError::Settings(format!(
+            "an image of {width} x {height} at working size {size} would be worked at {w8} x {h8} \
+             pixels, more than {MAX_WORKING_PIXELS}: use a smaller size, or crop the image to a \
+             less extreme aspect ratio"
+        )));
+    }
+    Ok((w8, h8))
+}
+
+/// Resizes (shorter side to `size`), center-crops to multiples of 8, and returns the image
+/// as a `[1, 3, H, W]` tensor in [-1, 1]; see [`working_dims`] for what is refused.
+pub fn preprocess(img: &RgbImage, size: u32, device: &Device) -> Result<Tensor<4>> {
+    let (w0, h0) = img.dimensions();
+    working_dims(w0, h0, size)?;
     let (w, h) = resized_dims(w0, h0, size);
     let resized = resize_bilinear(img, w, h);
     let (w8, h8) = (w / 8 * 8, h / 8 * 8);

@@ -96,6 +96,36 @@ fn image_hash(img: &RgbImage) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Fails, naming the step and the model, unless every value of `x` is finite: one
+/// reduction on the device and one bool read back (the latents are small).
+fn check_finite(
+    model: &Model,
+    x: &Tensor<4>,
+    phase: &'static str,
+    step: usize,
+    total: usize,
+) -> Result<()> {
+    if x.clone().is_finite().all().into_scalar::<bool>() {
+        return Ok(());
+    }
+    let dtype = model.dtype();
+    let hint = if matches!(dtype, burn::tensor::DType::F32 | burn::tensor::DType::F64) {
+        "this happened in f32, so the model's weights (or a LoRA's) are probably broken, or \
+         the guidance or condition scales are extreme"
+            .to_string()
+    } else {
+        format!("{dtype:?} overflowed; run again in f32 (`--dtype f32`)")
+    };
+    Err(PipelineError::NonFiniteLatents {
+        phase,
+        step,
+        total,
+        model: model.name.clone(),
+        dtype: format!("{dtype:?}"),
+        hint,
+    })
+}
+
 fn cancelled(progress: &mut dyn FnMut(Progress) -> bool, p: Progress<'_>) -> Result<()> {
     if progress(p) {
         Ok(())
@@ -147,6 +177,7 @@ pub fn invert_latents(
     for (i, &t) in ts.iter().enumerate() {
         let alpha_t = source.scheduler.alpha(t);
         z = inversion_step(&source.sd.unet, z, t, cond.clone(), alpha_prev, alpha_t).0;
+        check_finite(source, &z, "inversion", i + 1, ts.len())?;
         out.insert(t, z.clone());
         alpha_prev = alpha_t;
         cancelled(
@@ -170,6 +201,15 @@ pub fn check_compatible(
     settings: &SamplingSettings,
 ) -> Result<Vec<i64>> {
     settings.validate()?;
+    let (channels, wanted) = (inv.z0.dims()[1], target.sd.unet_config.in_channels);
+    if channels != wanted {
+        return Err(PipelineError::InversionMismatch {
+            what: "latent channels",
+            reason: format!(
+                "the latents have {channels} channels, the target's U-Net takes {wanted}"
+            ),
+        });
+    }
     let timesteps = target.scheduler.timesteps(settings.steps)?;
     if let Some(t) = timesteps.iter().find(|t| !inv.latents.contains_key(t)) {
         return Err(PipelineError::InversionMismatch {
@@ -221,6 +261,7 @@ pub fn sample(
         let step = sampling_step(&target.sd.unet, x.clone(), source, &emb, params);
         let x0 = predicted_x0(x, step.eps, params.alpha_t);
         x = step.x;
+        check_finite(target, &x, "sampling", i + 1, timesteps.len())?;
         cancelled(
             progress,
             Progress {
@@ -253,6 +294,8 @@ pub fn generate(
             "image size {width}x{height} must be positive multiples of 8"
         )));
     }
+    crate::settings::check_prompt("prompt", prompt)?;
+    crate::settings::check_prompt("negative prompt", negative_prompt)?;
     let timesteps = model.scheduler.timesteps(steps)?;
     let (h, w) = (height / 8, width / 8);
     let noise = Tensor::<4>::from_data(
@@ -295,6 +338,7 @@ pub fn generate_from(
         );
         let x0 = predicted_x0(x, eps, a_t);
         x = next;
+        check_finite(model, &x, "generation", i + 1, timesteps.len())?;
         cancelled(
             progress,
             Progress {
@@ -315,4 +359,12 @@ pub fn generate_from(
 pub fn decode(model: &Model, latents: Tensor<4>) -> Tensor<4> {
     let img = model.sd.vae.decode(latents / model.scaling_factor());
     (img / 2.0 + 0.5).clamp(0.0, 1.0)
+}
+
+/// [`decode`], failing instead of returning an image with NaN or infinite values (which
+/// would be written as black pixels): a VAE can overflow in f16 where the U-Net did not.
+pub fn decode_checked(model: &Model, latents: Tensor<4>) -> Result<Tensor<4>> {
+    let img = model.sd.vae.decode(latents / model.scaling_factor());
+    check_finite(model, &img, "VAE decoding", 1, 1)?;
+    Ok((img / 2.0 + 0.5).clamp(0.0, 1.0))
 }

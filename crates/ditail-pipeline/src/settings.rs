@@ -7,6 +7,18 @@ use crate::mask::Mask;
 /// The reference's default negative prompt.
 pub const DEFAULT_NEGATIVE: &str = "worst quality, blurry, NSFW";
 
+/// Fails when a prompt holds a NUL character: it is never meant (a binary file pasted into
+/// a manifest), and records and tools that read text as C strings would cut the prompt there.
+pub fn check_prompt(what: &str, prompt: &str) -> Result<()> {
+    match prompt.find('\0') {
+        Some(at) => Err(PipelineError::Settings(format!(
+            "the {what} holds a NUL character (U+0000) at byte {at}: {:?}",
+            prompt.chars().take(80).collect::<String>()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// How the content image is inverted with the source model.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InversionSettings {
@@ -46,8 +58,10 @@ impl InversionSettings {
         }
     }
 
-    /// Checks ranges.
+    /// Checks ranges and prompts.
     pub fn validate(&self) -> Result<()> {
+        check_prompt("inversion prompt", &self.prompt)?;
+        check_prompt("inversion negative prompt", &self.negative_prompt)?;
         if !self.alpha.is_finite() || !self.beta.is_finite() {
             return Err(PipelineError::Settings(format!(
                 "alpha {} and beta {} must be finite",
@@ -109,8 +123,10 @@ impl SamplingSettings {
         }
     }
 
-    /// Checks ranges and the mask.
+    /// Checks ranges, prompts and the mask.
     pub fn validate(&self) -> Result<()> {
+        check_prompt("prompt", &self.prompt)?;
+        check_prompt("negative prompt", &self.negative_prompt)?;
         for (name, r) in [
             ("conv ratio", self.conv_ratio),
             ("attn ratio", self.attn_ratio),

@@ -10,7 +10,7 @@ use burn::tensor::FloatDType;
 
 use super::lora::{LoraSet, LoraSpec};
 use super::plan::{ComponentPlan, ModelPlan, VaePlan};
-use super::{Component, WeightFile, describe, folder_sources, load_into};
+use super::{Component, WeightFile, check_dtypes, describe, folder_sources, load_into};
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::error::{ModelError, Result};
 use crate::json::JsonConfig;
@@ -154,15 +154,16 @@ fn component_plan(
     files: &[Arc<WeightFile>],
     component: Component,
     lora: Option<&mut LoraSet>,
-) -> ComponentPlan {
+) -> Result<ComponentPlan> {
     let mut sources = folder_sources(files, component);
+    check_dtypes(component, &sources)?;
     if let Some(lora) = lora {
         lora.attach(component, &mut sources);
     }
-    ComponentPlan {
+    Ok(ComponentPlan {
         sources,
         desc: describe(files),
-    }
+    })
 }
 
 /// Plans loading a diffusers `vae/` folder.
@@ -176,7 +177,7 @@ pub fn plan_vae(dir: &Path, opts: LoadOptions) -> Result<VaePlan> {
     )?;
     Ok(VaePlan {
         config,
-        weights: component_plan(&files, Component::Vae, None),
+        weights: component_plan(&files, Component::Vae, None)?,
     })
 }
 
@@ -292,8 +293,8 @@ impl StableDiffusion {
         }
         let vae = plan_vae(&dir.join("vae"), opts)?;
         let mut lora = LoraSet::open(loras)?;
-        let text = component_plan(&text_files, Component::TextEncoder, Some(&mut lora));
-        let unet = component_plan(&unet_files, Component::Unet, Some(&mut lora));
+        let text = component_plan(&text_files, Component::TextEncoder, Some(&mut lora))?;
+        let unet = component_plan(&unet_files, Component::Unet, Some(&mut lora))?;
         lora.check_all_used()?;
         Ok(ModelPlan {
             tokenizer: load_tokenizer(dir)?,

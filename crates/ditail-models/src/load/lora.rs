@@ -8,11 +8,13 @@
 //! where underscores were dots. A key that matches no module is an error listing it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use safetensors::Dtype;
 
+use super::safetensors::{DAMAGED, check_float, decode_f32_checked, non_finite};
 use super::{Component, Source, TensorEntry, WeightFile, decode_f32};
 use crate::error::{ModelError, Result};
 
@@ -40,8 +42,14 @@ impl LoraTerm {
     fn check_fits(&self, module: &str, shape: &[usize]) -> std::result::Result<(), String> {
         let (out, rank) = (self.up.shape[0], self.down.shape[0]);
         let cols = self.down.shape.iter().skip(1).product::<usize>();
-        let want = (shape[0], shape.iter().skip(1).product::<usize>());
-        if shape.is_empty() || (out, cols) != want || self.up.shape.get(1) != Some(&rank) {
+        let want = (
+            shape.first().copied(),
+            shape.iter().skip(1).product::<usize>(),
+        );
+        if (Some(out), cols) != want
+            || self.up.shape.get(1) != Some(&rank)
+            || self.up.shape.iter().product::<usize>() != out * rank
+        {
             return Err(format!(
                 "{module}: up {:?} x down {:?} from {} does not fit the model's weight {shape:?}",
                 self.up.shape,
@@ -52,16 +60,30 @@ impl LoraTerm {
         Ok(())
     }
 
-    /// Adds this term to `base` (the weight in PyTorch layout `[out, in, (kh, kw)]`).
-    pub fn apply(&self, base: &mut [f32]) {
-        let down = decode_f32(self.file.raw(&self.down), self.down.dtype);
-        let up = decode_f32(self.file.raw(&self.up), self.up.dtype);
+    /// Adds this term to `base`, rows `rows` of the weight (PyTorch layout
+    /// `[out, in, (kh, kw)]`); fails, naming the LoRA file and key, on a NaN or infinite
+    /// value in its matrices (checked as they are decoded).
+    pub fn apply(&self, base: &mut [f32], rows: Range<usize>) -> Result<()> {
+        let decode = |entry: &TensorEntry| {
+            let (values, finite) = decode_f32_checked(self.file.raw(entry), entry.dtype);
+            if finite {
+                Ok(values)
+            } else {
+                Err(non_finite(
+                    self.file.path(),
+                    entry,
+                    &values,
+                    0,
+                    |v| !v.is_finite(),
+                    DAMAGED,
+                ))
+            }
+        };
+        let (down, up) = (decode(&self.down)?, decode(&self.up)?);
         let rank = self.down.shape[0];
-        let out = self.up.shape[0];
         let cols = down.len() / rank;
-        debug_assert_eq!(base.len(), out * cols);
-        for o in 0..out {
-            let row = &mut base[o * cols..(o + 1) * cols];
+        debug_assert_eq!(base.len(), rows.len() * cols);
+        for (o, row) in rows.zip(base.chunks_exact_mut(cols)) {
             for r in 0..rank {
                 let u = up[o * rank + r] * self.factor;
                 if u == 0.0 {
@@ -72,6 +94,7 @@ impl LoraTerm {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -189,7 +212,16 @@ impl LoraSet {
                     {
                         return Err(lora_error(path, format!("`{name}` must be one float")));
                     }
-                    pair.alpha = Some(decode_f32(file.raw(e), e.dtype)[0]);
+                    let alpha = decode_f32(file.raw(e), e.dtype)[0];
+                    if !alpha.is_finite() {
+                        return Err(lora_error(
+                            path,
+                            format!(
+                                "`{name}` is {alpha}: the LoRA's scale must be a finite number"
+                            ),
+                        ));
+                    }
+                    pair.alpha = Some(alpha);
                 }
             }
         }
@@ -200,8 +232,29 @@ impl LoraSet {
                     format!("module `{module}` lacks its down or up matrix"),
                 ));
             };
+            for e in [&down, &up] {
+                check_float(path, e)?;
+                if !matches!(e.shape.len(), 2 | 4) {
+                    return Err(lora_error(
+                        path,
+                        format!(
+                            "`{}` has shape {:?}: a LoRA matrix has 2 (linear) or 4 (conv) dimensions",
+                            e.name, e.shape
+                        ),
+                    ));
+                }
+            }
             let rank = down.shape[0];
-            if rank == 0 || up.shape.get(1) != Some(&rank) {
+            if rank == 0 {
+                return Err(lora_error(
+                    path,
+                    format!(
+                        "module `{module}` has rank 0 (down {:?}, up {:?}): an empty update",
+                        down.shape, up.shape
+                    ),
+                ));
+            }
+            if up.shape.get(1) != Some(&rank) {
                 return Err(lora_error(
                     path,
                     format!(

@@ -21,7 +21,7 @@ pub use self::diffusers::{
     load_vae, plan_vae,
 };
 pub use self::plan::{ComponentPlan, ModelPlan, VaePlan};
-pub use self::safetensors::{Source, TensorEntry, WeightFile, decode_f32};
+pub use self::safetensors::{Fault, Source, TensorEntry, WeightFile, decode_f32};
 pub use self::single_file::{
     SingleFileConfigs, check_architecture, load_single_file, load_vae_file, plan_single_file,
     plan_vae_file, reject_pickle,
@@ -163,8 +163,20 @@ pub fn describe(files: &[Arc<WeightFile>]) -> String {
         .join(", ")
 }
 
+/// Fails, naming the file and key, if a tensor of `sources` that the model would take is
+/// not of a float type (integer and bool tensors cannot be weights); headers only.
+pub(crate) fn check_dtypes(component: Component, sources: &[(String, Source)]) -> Result<()> {
+    for (key, source) in sources {
+        if !component.harmless_unused(key) {
+            self::safetensors::check_float(source.file.path(), &source.entry)?;
+        }
+    }
+    Ok(())
+}
+
 /// Loads tensors given under diffusers names into `module`, converting to `dtype`.
 ///
+/// Fails, naming the file and key, on a NaN or infinite value (see [`Source::into_pack`]).
 /// Fails, naming the keys, when the model needs a tensor the sources lack, when they hold
 /// a tensor the model has no place for (but known harmless ones), or when shapes
 /// disagree; the module is then not to be used. `desc` names the sources in messages.
@@ -175,6 +187,7 @@ pub fn load_sources<M: ModuleSnapshot>(
     desc: &str,
     dtype: FloatDType,
 ) -> Result<()> {
+    let fault = Fault::default();
     let mut packs = Vec::new();
     for (key, source) in sources {
         if component.harmless_unused(&key) {
@@ -185,10 +198,13 @@ pub fn load_sources<M: ModuleSnapshot>(
                 rows,
                 ..source.clone()
             };
-            packs.push(source.into_pack(name, dtype)?);
+            packs.push(source.into_pack(name, dtype, &fault)?);
         }
     }
     let result = module.apply(packs, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+    if let Some(e) = fault.take() {
+        return Err(e);
+    }
 
     let mut details = String::new();
     let missing: Vec<String> = result

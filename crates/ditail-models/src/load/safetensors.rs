@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Bytes, DType, FloatDType};
 use burn_store::burn_pack::{Error as PackError, Tensor as PackTensor};
@@ -52,8 +52,14 @@ impl WeightFile {
             path: path.to_path_buf(),
             reason,
         };
-        let (header_len, meta) =
-            SafeTensors::read_metadata(&map).map_err(|e| invalid(describe(e, map.len())))?;
+        let header = header_text(&map);
+        if let Some(key) = header.and_then(duplicate_key) {
+            return Err(invalid(format!(
+                "the header lists tensor `{key}` more than once (which one is meant?)"
+            )));
+        }
+        let (header_len, meta) = SafeTensors::read_metadata(&map)
+            .map_err(|e| invalid(describe(e, map.len(), header)))?;
         let mut tensors: Vec<TensorEntry> = meta
             .tensors()
             .into_iter()
@@ -113,7 +119,83 @@ impl WeightFile {
     }
 }
 
-fn describe(e: safetensors::SafeTensorError, file_len: usize) -> String {
+/// The header's JSON text, when the length prefix fits the file and the text is UTF-8.
+fn header_text(file: &[u8]) -> Option<&str> {
+    let len = u64::from_le_bytes(file.get(..8)?.try_into().ok()?);
+    let end = usize::try_from(len).ok()?.checked_add(8)?;
+    std::str::from_utf8(file.get(8..end)?).ok()
+}
+
+/// The first key a JSON object holds twice (serde_json, and so the safetensors crate, keeps
+/// the last silently); `None` also when the text is no JSON object.
+fn duplicate_key(header: &str) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(key.clone()) {
+                    return Ok(Some(key));
+                }
+            }
+            Ok(None)
+        }
+    }
+    serde_json::Deserializer::from_str(header)
+        .deserialize_map(Keys)
+        .ok()
+        .flatten()
+}
+
+/// The first tensor whose declared size is wrong (its shape times its dtype overflows, or
+/// differs from its byte range), in words; the safetensors crate does not name it.
+fn bad_entry(header: &str) -> Option<String> {
+    let entries: serde_json::Map<String, serde_json::Value> = serde_json::from_str(header).ok()?;
+    for (key, v) in entries.iter().filter(|(k, _)| *k != "__metadata__") {
+        let shape: Vec<u64> = serde_json::from_value(v.get("shape")?.clone()).ok()?;
+        let dtype: Dtype = serde_json::from_value(v.get("dtype")?.clone()).ok()?;
+        let offsets: (u64, u64) = serde_json::from_value(v.get("data_offsets")?.clone()).ok()?;
+        let bits = (shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d)))
+            .and_then(|n| n.checked_mul(dtype.bitsize() as u64))
+            .filter(|&b| usize::try_from(b).is_ok());
+        match bits {
+            None => {
+                return Some(format!(
+                    "tensor `{key}` has shape {shape:?}, whose size in bytes overflows"
+                ));
+            }
+            Some(bits) if Some(bits / 8) != offsets.1.checked_sub(offsets.0) => {
+                return Some(format!(
+                    "tensor `{key}` has shape {shape:?} of {dtype:?} ({} bytes) but data_offsets \
+                     [{}, {}]",
+                    bits / 8,
+                    offsets.0,
+                    offsets.1
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Where the header's last tensor ends, counted from the start of the data section.
+fn data_end(header: &str) -> Option<u64> {
+    let entries: serde_json::Map<String, serde_json::Value> = serde_json::from_str(header).ok()?;
+    entries
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+        .try_fold(0u64, |end, e| Some(end.max(e?)))
+}
+
+fn describe(e: safetensors::SafeTensorError, file_len: usize, header: Option<&str>) -> String {
     use safetensors::SafeTensorError as E;
     match e {
         E::HeaderTooSmall | E::HeaderTooLarge | E::InvalidHeaderLength => {
@@ -127,9 +209,25 @@ fn describe(e: safetensors::SafeTensorError, file_len: usize) -> String {
             )
         }
         E::MetadataIncompleteBuffer => {
-            format!(
-                "the header describes more data than the file's {file_len} bytes (truncated download?)"
-            )
+            let data = header.map(|h| file_len.saturating_sub(8 + h.len()));
+            match (header.and_then(data_end), data) {
+                (Some(end), Some(data)) if end < data as u64 => format!(
+                    "the file has {} bytes after its last tensor's data (a damaged or \
+                     concatenated file?)",
+                    data as u64 - end
+                ),
+                _ => format!(
+                    "the header describes more data than the file's {file_len} bytes (truncated \
+                     download?)"
+                ),
+            }
+        }
+        E::InvalidOffset(key) => format!(
+            "tensor `{key}`'s data_offsets do not start where the previous tensor's end \
+             (overlapping, reversed or with a gap)"
+        ),
+        E::TensorInvalidInfo | E::ValidationOverflow | E::MisalignedSlice => {
+            header.and_then(bad_entry).unwrap_or_else(|| e.to_string())
         }
         other => other.to_string(),
     }
@@ -147,45 +245,104 @@ fn float_size(dtype: Dtype) -> Option<usize> {
 
 /// Decodes little-endian floats of `dtype` to f32.
 pub fn decode_f32(raw: &[u8], dtype: Dtype) -> Vec<f32> {
+    decode_f32_checked(raw, dtype).0
+}
+
+/// [`decode_f32`], also saying whether every value is finite (checked in the same pass).
+pub fn decode_f32_checked(raw: &[u8], dtype: Dtype) -> (Vec<f32>, bool) {
+    fn each<const N: usize>(raw: &[u8], f: impl Fn([u8; N]) -> f32) -> (Vec<f32>, bool) {
+        let mut finite = true;
+        let values = raw
+            .chunks_exact(N)
+            .map(|b| {
+                let v = f(b.try_into().expect("chunks of N bytes"));
+                finite &= v.is_finite();
+                v
+            })
+            .collect();
+        (values, finite)
+    }
     match dtype {
-        Dtype::F32 => raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect(),
-        Dtype::F16 => raw
-            .chunks_exact(2)
-            .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-            .collect(),
-        Dtype::BF16 => raw
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-            .collect(),
-        Dtype::F64 => raw
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
-            .collect(),
+        Dtype::F32 => each(raw, f32::from_le_bytes),
+        Dtype::F16 => each(raw, |b| half::f16::from_le_bytes(b).to_f32()),
+        Dtype::BF16 => each(raw, |b| half::bf16::from_le_bytes(b).to_f32()),
+        Dtype::F64 => each(raw, |b| f64::from_le_bytes(b) as f32),
         other => unreachable!("decode_f32 called on {other:?}, which float_size rejects"),
     }
 }
 
-fn encode(values: Vec<f32>, target: FloatDType) -> Bytes {
-    match target {
-        FloatDType::F16 => Bytes::from_elems(
-            values
-                .into_iter()
-                .map(|v| half::f16::from_f32(v).to_bits())
-                .collect::<Vec<u16>>(),
+/// Whether a tensor of `dtype` can become weights (a float type), else the error naming it.
+pub(super) fn check_float(path: &Path, entry: &TensorEntry) -> Result<usize> {
+    float_size(entry.dtype).ok_or_else(|| ModelError::UnsupportedDtype {
+        path: path.to_path_buf(),
+        key: entry.name.clone(),
+        dtype: format!("{:?}", entry.dtype),
+    })
+}
+
+/// The error for the first value of `values` that `bad` flags (one is known to be).
+/// `first` is the element index of `values[0]` in the tensor (a part of it may be converted).
+pub(super) fn non_finite(
+    path: &Path,
+    entry: &TensorEntry,
+    values: &[f32],
+    first: usize,
+    bad: impl Fn(f32) -> bool,
+    why: &str,
+) -> ModelError {
+    let at = values.iter().position(|&v| bad(v)).unwrap_or(0);
+    let value = values.get(at).copied().unwrap_or(f32::NAN);
+    let index = first + at;
+    ModelError::NonFiniteWeight {
+        path: path.to_path_buf(),
+        key: entry.name.clone(),
+        problem: format!(
+            "holds {value} at element {index} of {:?}: {why}",
+            entry.shape
         ),
-        FloatDType::BF16 => Bytes::from_elems(
-            values
-                .into_iter()
-                .map(|v| half::bf16::from_f32(v).to_bits())
-                .collect::<Vec<u16>>(),
-        ),
-        FloatDType::F64 => {
-            Bytes::from_elems(values.into_iter().map(f64::from).collect::<Vec<f64>>())
+    }
+}
+
+/// Why a file's own values are NaN or infinite.
+pub(super) const DAMAGED: &str = "NaN or infinite weights make every image black; the file is damaged or was saved \
+     from a training run that diverged";
+
+/// Converts to `target`; fails, handing the values back, when one does not fit the target
+/// (finite in f32, beyond f16's range), checked in the conversion's own pass.
+fn encode(values: Vec<f32>, target: FloatDType) -> std::result::Result<Bytes, Vec<f32>> {
+    /// Half-precision bits, or the values back when one became infinite.
+    fn narrow(
+        values: Vec<f32>,
+        bits: impl Fn(f32) -> (u16, bool),
+    ) -> std::result::Result<Bytes, Vec<f32>> {
+        let mut finite = true;
+        let out: Vec<u16> = values
+            .iter()
+            .map(|&v| {
+                let (b, ok) = bits(v);
+                finite &= ok;
+                b
+            })
+            .collect();
+        if finite {
+            Ok(Bytes::from_elems(out))
+        } else {
+            Err(values)
         }
-        FloatDType::F32 | FloatDType::Flex32 => Bytes::from_elems(values),
+    }
+    match target {
+        FloatDType::F16 => narrow(values, |v| {
+            let h = half::f16::from_f32(v);
+            (h.to_bits(), h.is_finite())
+        }),
+        FloatDType::BF16 => narrow(values, |v| {
+            let h = half::bf16::from_f32(v);
+            (h.to_bits(), h.is_finite())
+        }),
+        FloatDType::F64 => Ok(Bytes::from_elems(
+            values.into_iter().map(f64::from).collect::<Vec<f64>>(),
+        )),
+        FloatDType::F32 | FloatDType::Flex32 => Ok(Bytes::from_elems(values)),
     }
 }
 
@@ -230,23 +387,29 @@ impl Source {
     }
 
     /// A burn-store tensor named `name` whose bytes are read and converted to `target` only
-    /// when the model asks for them.
-    pub fn into_pack(self, name: String, target: FloatDType) -> Result<PackTensor> {
-        let size = float_size(self.entry.dtype).ok_or_else(|| ModelError::UnsupportedDtype {
-            path: self.file.path().to_path_buf(),
-            key: self.entry.name.clone(),
-            dtype: format!("{:?}", self.entry.dtype),
-        })?;
+    /// when the model asks for them. A NaN or infinite value (in the file, in a LoRA term,
+    /// or made by converting to f16) fails the conversion; its typed error goes to `fault`,
+    /// since burn-store passes on only a string.
+    pub fn into_pack(self, name: String, target: FloatDType, fault: &Fault) -> Result<PackTensor> {
+        let size = check_float(self.file.path(), &self.entry)?;
         let shape = self.shape();
         let numel: usize = shape.iter().product();
-        let row_bytes = size * self.entry.shape.iter().skip(1).product::<usize>();
+        let cols = self.entry.shape.iter().skip(1).product::<usize>();
         let dtype: DType = target.into();
         let byte_len = numel * dtype.size();
+        let fault = fault.clone();
         let provider = move || {
+            if fault.is_set() {
+                return Err(PackError::ValidationError(
+                    "not read: an earlier tensor failed".into(),
+                ));
+            }
             let raw = self.file.raw(&self.entry);
+            let rows =
+                (self.rows.clone()).unwrap_or(0..self.entry.shape.first().copied().unwrap_or(1));
             let raw = match &self.rows {
                 Some(r) => raw
-                    .get(r.start * row_bytes..r.end * row_bytes)
+                    .get(r.start * cols * size..r.end * cols * size)
                     .ok_or_else(|| {
                         PackError::ValidationError(format!(
                             "rows {r:?} out of range for `{}`",
@@ -255,15 +418,75 @@ impl Source {
                     })?,
                 None => raw,
             };
-            let mut values = decode_f32(raw, self.entry.dtype);
+            let (mut values, finite) = decode_f32_checked(raw, self.entry.dtype);
             self.file.release(&self.entry);
-            for term in &self.lora {
-                term.apply(&mut values);
+            let first = rows.start * cols;
+            let fail = |values: &[f32], bad: fn(f32) -> bool, why: &str| {
+                fault.raise(non_finite(
+                    self.file.path(),
+                    &self.entry,
+                    values,
+                    first,
+                    bad,
+                    why,
+                ))
+            };
+            if !finite {
+                return Err(fail(&values, |v| !v.is_finite(), DAMAGED));
             }
-            Ok(encode(values, target))
+            for term in &self.lora {
+                term.apply(&mut values, rows.clone())
+                    .map_err(|e| fault.raise(e))?;
+            }
+            // A sum of finite values overflows only when they are near f32's limit.
+            if !self.lora.is_empty() && values.iter().any(|v| !v.is_finite()) {
+                return Err(fail(
+                    &values,
+                    |v| !v.is_finite(),
+                    "adding the LoRA update made it overflow",
+                ));
+            }
+            encode(values, target).map_err(|values| {
+                let overflows: fn(f32) -> bool = match target {
+                    FloatDType::BF16 => |v| !half::bf16::from_f32(v).is_finite(),
+                    _ => |v| !half::f16::from_f32(v).is_finite(),
+                };
+                fail(
+                    &values,
+                    overflows,
+                    "a half-precision float cannot hold it (f16's largest is 65504): load \
+                     the model in f32 (`--dtype f32`)",
+                )
+            })
         };
         Ok(PackTensor::deferred(
             name, dtype, shape, None, byte_len, provider,
         ))
+    }
+}
+
+/// The first typed error met while converting tensors (burn-store, which asks for them,
+/// passes on only a string); shared by one load's tensors, so that after the first failure
+/// the rest are not read.
+#[derive(Clone, Debug, Default)]
+pub struct Fault(Arc<Mutex<Option<ModelError>>>);
+
+impl Fault {
+    fn is_set(&self) -> bool {
+        self.0.lock().map_or(true, |f| f.is_some())
+    }
+
+    /// Keeps `e` (unless an earlier error is kept) and returns burn-store's error for it.
+    fn raise(&self, e: ModelError) -> PackError {
+        let message = e.to_string();
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert(e);
+        }
+        PackError::ValidationError(message)
+    }
+
+    /// The error kept, if any.
+    pub fn take(&self) -> Option<ModelError> {
+        self.0.lock().ok().and_then(|mut f| f.take())
     }
 }

@@ -14,7 +14,7 @@ use super::diffusers::{LoadOptions, StableDiffusion};
 use super::ldm::{self, Architecture};
 use super::lora::{LoraSet, LoraSpec};
 use super::plan::{ComponentPlan, ModelPlan, VaePlan};
-use super::{Component, Source, TensorEntry, WeightFile};
+use super::{Component, Source, TensorEntry, WeightFile, check_dtypes};
 use crate::clip::ClipTextConfig;
 use crate::error::{ModelError, Result};
 use crate::tokenizer::ClipTokenizer;
@@ -128,6 +128,10 @@ pub fn plan_single_file(
     let desc = path.display().to_string();
     let mut text_sources = component_sources(&file, Component::TextEncoder, configs);
     let mut unet_sources = component_sources(&file, Component::Unet, configs);
+    let vae_sources = component_sources(&file, Component::Vae, configs);
+    check_dtypes(Component::TextEncoder, &text_sources)?;
+    check_dtypes(Component::Unet, &unet_sources)?;
+    check_dtypes(Component::Vae, &vae_sources)?;
     loras.attach(Component::TextEncoder, &mut text_sources);
     loras.attach(Component::Unet, &mut unet_sources);
     loras.check_all_used()?;
@@ -143,7 +147,7 @@ pub fn plan_single_file(
         unet: plan(unet_sources),
         vae: VaePlan {
             config: configs.vae.clone(),
-            weights: plan(component_sources(&file, Component::Vae, configs)),
+            weights: plan(vae_sources),
         },
     })
 }
@@ -189,7 +193,8 @@ pub fn plan_vae_file(path: &Path, config: &VaeConfig) -> Result<VaePlan> {
                 ldm::vae_key(rest, blocks).unwrap_or_else(|| e.name.clone()),
             )
         })
-        .collect();
+        .collect::<Vec<_>>();
+    check_dtypes(Component::Vae, &sources)?;
     Ok(VaePlan {
         config: config.clone(),
         weights: ComponentPlan {

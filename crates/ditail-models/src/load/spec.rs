@@ -46,6 +46,17 @@ fn names_a_file(spec: &str) -> bool {
         .any(|ext| lower.ends_with(ext))
 }
 
+/// The error for a symbolic link that leads nowhere (dangling, or a loop), which would
+/// otherwise read as "no such file".
+fn broken_link(path: &Path) -> Option<ModelError> {
+    path.symlink_metadata().ok()?;
+    let source = std::fs::metadata(path).err()?;
+    Some(ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Resolves a model spec: an existing file or folder, else a hub repo id (downloaded into
 /// the standard cache unless it is there or `HF_HUB_OFFLINE` is set).
 pub fn locate_model(spec: &str, opts: LoadOptions) -> Result<Location> {
@@ -54,6 +65,8 @@ pub fn locate_model(spec: &str, opts: LoadOptions) -> Result<Location> {
         Ok(Location::File(path.to_path_buf()))
     } else if path.is_dir() {
         Ok(Location::Folder(path.to_path_buf()))
+    } else if let Some(e) = broken_link(path) {
+        Err(e)
     } else if is_hub_id(spec) && !names_a_file(spec) {
         let folder = resolve(spec, &HubOptions::from_env(), opts.prefers_half())?;
         Ok(Location::Hub {
@@ -93,6 +106,8 @@ pub fn plan_vae_spec(spec: &str, opts: LoadOptions) -> Result<VaePlan> {
         } else {
             path.join("vae")
         }
+    } else if let Some(e) = broken_link(path) {
+        return Err(e);
     } else if is_hub_id(spec) && !names_a_file(spec) {
         resolve_vae(spec, &HubOptions::from_env(), opts.prefers_half())?
     } else {
