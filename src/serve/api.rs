@@ -15,7 +15,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ditail::models::LoadOptions;
-use ditail::pipeline::preprocess::load_rgb;
+use ditail::pipeline::preprocess::{load_rgb, working_dims};
 use ditail::pipeline::{Mask, PipelineError};
 use futures_lite::Stream;
 use serde_json::{Value, json};
@@ -27,7 +27,7 @@ use super::jobs::{Event, Jobs, Submission, now};
 use super::settings::{JobSettings, LIMITS, Variant};
 use crate::cli::device::Compute;
 use crate::cli::models;
-use crate::cli::transfer::{check_steps, settings as ditail_settings};
+use crate::cli::transfer::{check_mask_shape, check_steps, settings as ditail_settings};
 
 /// Everything the handlers share.
 pub struct App {
@@ -348,15 +348,20 @@ impl App {
         let dir = self.jobs.job_dir(&id);
         let keep = || -> ApiResult<usize> {
             std::fs::create_dir_all(&dir).map_err(internal)?;
+            // The content's working size (a generated content is square).
+            let mut dims = (settings.size, settings.size);
             if let Some(bytes) = &upload.image {
                 let path = self.jobs.content_path(&id);
                 std::fs::write(&path, bytes).map_err(internal)?;
-                load_rgb(&path).map_err(|e| image_refused("image", e))?;
+                let rgb = load_rgb(&path).map_err(|e| image_refused("image", e))?;
+                dims = working_dims(rgb.width(), rgb.height(), settings.size)
+                    .map_err(|e| image_refused("image", e))?;
             }
             if let Some(bytes) = &mask_part {
                 let path = self.jobs.mask_path(&id);
                 std::fs::write(&path, bytes).map_err(internal)?;
-                Mask::from_image(&path).map_err(|e| image_refused("mask", e))?;
+                let mask = Mask::from_image(&path).map_err(|e| image_refused("mask", e))?;
+                check_mask_shape(&mask, "painted", dims).map_err(bad_anyhow)?;
             }
             self.jobs
                 .submit(Submission {

@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::tensor::FloatDType;
 use ditail::models::LoadOptions;
 use ditail::pipeline::{
-    Inversion, Model, ModelSpec, Phase, PipelineError, Progress, decode, generate, invert,
+    Inversion, Model, ModelSpec, Phase, PipelineError, Progress, decode_checked, generate, invert,
     preprocess::load_rgb, sample,
 };
 use serde_json::json;
@@ -225,7 +225,7 @@ impl Worker {
                         "stage",
                         json!({ "stage": "decoding", "source": i, "label": "decoding the content" }),
                     );
-                    to_rgb(decode(&model, latents))?
+                    to_rgb(decode_checked(&model, latents)?)?
                 }
             };
             let inv = invert(&model, &rgb, &inversion, &self.compute.device, &mut |p| {
@@ -251,7 +251,7 @@ impl Worker {
                     json!({ "stage": "decoding", "source": i, "target": j,
                             "label": format!("decoding {} → {}", sub.sources[i], sub.targets[j]) }),
                 );
-                let img = to_rgb(decode(&model, latents))?;
+                let img = to_rgb(decode_checked(&model, latents)?)?;
                 let record = transfer_record(
                     inv,
                     &sampling,
