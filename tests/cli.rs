@@ -635,9 +635,9 @@ fn ctrl_c_stops_cleanly_without_an_output() {
             "--size",
             "256",
             "--inv-steps",
-            "1000",
+            "999",
             "--steps",
-            "1000",
+            "999",
             "-o",
         ])
         .arg(&out)
