@@ -15,6 +15,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
@@ -31,13 +32,13 @@ pub const MAX_LEN: usize = 77;
 const VOCAB_JSON: &str = include_str!("../../../models/clip/vocab.json");
 const MERGES_TXT: &str = include_str!("../../../models/clip/merges.txt");
 
-/// CLIP's prompt tokenizer.
+/// CLIP's prompt tokenizer (cheap to clone: the pipelines are shared).
 #[derive(Clone)]
 pub struct ClipTokenizer {
     /// Truncates and pads to [`MAX_LEN`].
-    inner: Tokenizer,
+    inner: Arc<Tokenizer>,
     /// The same pipeline without truncation or padding, for counting tokens.
-    untruncated: Tokenizer,
+    untruncated: Arc<Tokenizer>,
 }
 
 impl std::fmt::Debug for ClipTokenizer {
@@ -47,9 +48,14 @@ impl std::fmt::Debug for ClipTokenizer {
 }
 
 impl ClipTokenizer {
-    /// The standard CLIP vocabulary shipped with ditail.
+    /// The standard CLIP vocabulary shipped with ditail, built once per process (every
+    /// single-file model's plan takes it).
     pub fn sd15() -> Self {
-        Self::from_vocab(VOCAB_JSON, MERGES_TXT).expect("the shipped CLIP vocabulary is valid")
+        static SD15: OnceLock<ClipTokenizer> = OnceLock::new();
+        SD15.get_or_init(|| {
+            Self::from_vocab(VOCAB_JSON, MERGES_TXT).expect("the shipped CLIP vocabulary is valid")
+        })
+        .clone()
     }
 
     /// A diffusers `tokenizer/` folder (`vocab.json` + `merges.txt`).
@@ -121,7 +127,10 @@ impl ClipTokenizer {
             pad_token: "<|endoftext|>".into(),
             ..Default::default()
         }));
-        Ok(Self { inner, untruncated })
+        Ok(Self {
+            inner: Arc::new(inner),
+            untruncated: Arc::new(untruncated),
+        })
     }
 
     fn ids(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {

@@ -34,6 +34,9 @@ pub enum BetaSchedule {
     SquaredCosCapV2,
 }
 
+/// The most training timesteps a scheduler config may have (SD's have 1000).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// A scheduler configuration; names follow diffusers' `scheduler_config.json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
@@ -117,8 +120,30 @@ impl SchedulerConfig {
             steps_offset: j.get("steps_offset", d.steps_offset)?,
             timestep_spacing,
         };
-        if c.num_train_timesteps < 2 {
-            return Err(j.error("num_train_timesteps must be at least 2").into());
+        // The schedule holds two f64 per training timestep (SD's have 1000).
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&c.num_train_timesteps) {
+            return Err(j
+                .error(format!(
+                    "num_train_timesteps {} must be between 2 and {MAX_TRAIN_TIMESTEPS}",
+                    c.num_train_timesteps
+                ))
+                .into());
+        }
+        // Betas outside [0, 1) make the cumulative alphas negative, zero or infinite.
+        for (key, beta) in [("beta_start", c.beta_start), ("beta_end", c.beta_end)] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(j
+                    .error(format!("{key} {beta} must be at least 0 and below 1"))
+                    .into());
+            }
+        }
+        if c.steps_offset >= c.num_train_timesteps {
+            return Err(j
+                .error(format!(
+                    "steps_offset {} must be below num_train_timesteps {}",
+                    c.steps_offset, c.num_train_timesteps
+                ))
+                .into());
         }
         Ok(c)
     }
@@ -211,7 +236,8 @@ impl Ddim {
         }
     }
 
-    /// The `n` inference timesteps, decreasing, as diffusers' `set_timesteps(n)`.
+    /// The `n` inference timesteps, decreasing, as diffusers' `set_timesteps(n)`; fails
+    /// where one would be beyond the training timesteps (diffusers then fails indexing).
     pub fn timesteps(&self, n: usize) -> Result<Vec<i64>> {
         let t = self.config.num_train_timesteps;
         if n == 0 || n > t {
@@ -222,6 +248,15 @@ impl Ddim {
         let steps: Vec<i64> = match self.config.timestep_spacing {
             Spacing::Leading => {
                 let ratio = t / n;
+                // The first (noisiest) timestep must be one the model was trained on.
+                let first = (n - 1) * ratio + self.config.steps_offset;
+                if first >= t {
+                    return Err(PipelineError::Settings(format!(
+                        "{n} steps: the first timestep would be {first} (steps_offset {}), \
+                         beyond the {t} training timesteps; use fewer steps",
+                        self.config.steps_offset
+                    )));
+                }
                 (0..n)
                     .rev()
                     .map(|i| (i * ratio + self.config.steps_offset) as i64)
