@@ -809,12 +809,12 @@ fn cases() -> Vec<Case> {
         case(
             "prompt: a NUL character (from a manifest; argv cannot hold one)",
             |c| {
-                let row = json!({"id": "nul", "image": content(), "prompt": "a\u{0}cat",
+                let row = json!({"id": "nul-prompt", "image": content(), "prompt": "a\u{0}cat",
                     "source": tiny("tiny-a"), "steps": 2, "inv_steps": 2, "size": 64});
                 let m = c.write("jobs.jsonl", format!("{row}\n").into_bytes());
                 batch(c, &m)
             },
-            Refused(1, &["nul", "the prompt holds a NUL character"]),
+            Refused(1, &["nul-prompt", "the prompt holds a NUL character"]),
         ),
         case(
             "prompt: a 10,000-character negative prompt",
@@ -1151,6 +1151,25 @@ fn cases() -> Vec<Case> {
                 batch(c, &m)
             },
             Refused(2, &["row 1", "\"/abs/x\"", "path separator"]),
+        ),
+        case(
+            "manifest: CSV id NUL (a device on Windows)",
+            |c| {
+                let m = c.write("jobs.csv", manifest_csv(&[&quick_row("NUL")]));
+                batch(c, &m)
+            },
+            Refused(2, &["row 1", "\"NUL\"", "device name on Windows"]),
+        ),
+        case(
+            "manifest: CSV ids that differ only in case (one file on Windows and macOS)",
+            |c| {
+                let m = c.write(
+                    "jobs.csv",
+                    manifest_csv(&[&quick_row("Cat"), &quick_row("cat")]),
+                );
+                batch(c, &m)
+            },
+            Refused(2, &["rows 1 and 2", "\"cat.png\""]),
         ),
         case(
             "manifest: CSV output name ../x.png",

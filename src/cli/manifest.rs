@@ -97,8 +97,40 @@ fn unsafe_name(name: &str) -> Option<&'static str> {
         Some("it contains `:` (a drive or stream name on Windows)")
     } else if name.chars().any(char::is_control) {
         Some("it contains a control character")
+    } else if name.contains(['<', '>', '"', '|', '?', '*']) {
+        Some("it contains a character Windows refuses in file names (`<>\"|?*`)")
+    } else if name.ends_with(['.', ' ']) {
+        Some("it ends with `.` or a space (Windows drops them, so it would name another file)")
+    } else if windows_device(name) {
+        Some("it is a device name on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9)")
     } else {
         None
+    }
+}
+
+/// Whether Windows reads `name` as a device rather than a file: the reserved stems, in
+/// any case, alone or with an extension (`nul.png` is the null device too), see
+/// <https://learn.microsoft.com/en-us/windows/win32/fileio/naming-a-file>.
+fn windows_device(name: &str) -> bool {
+    let stem = name
+        .split('.')
+        .next()
+        .unwrap_or(name)
+        .trim_end()
+        .to_ascii_uppercase();
+    match stem.as_str() {
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$" => true,
+        _ => {
+            let digit = stem
+                .strip_prefix("COM")
+                .or_else(|| stem.strip_prefix("LPT"));
+            digit.is_some_and(|d| {
+                matches!(
+                    d,
+                    "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9" | "¹" | "²" | "³"
+                )
+            })
+        }
     }
 }
 
@@ -127,7 +159,9 @@ pub fn check_names(path: &Path, rows: &[Row]) -> Result<()> {
                 row.number
             );
         }
-        if let Some(first) = outputs.insert(output.clone(), row.number) {
+        // Case-insensitive: on Windows' and macOS' default file systems `A.png` and
+        // `a.png` are one file, so the second row would overwrite the first.
+        if let Some(first) = outputs.insert(output.to_lowercase(), row.number) {
             bail!(
                 "manifest {}: rows {first} and {} both write {output:?}",
                 path.display(),
@@ -300,5 +334,40 @@ mod tests {
         }
         assert!(Shard::parse("4/4").is_err() && Shard::parse("1").is_err());
         assert_eq!(Shard::parse("2/5").unwrap(), Shard { index: 2, count: 5 });
+    }
+
+    #[test]
+    fn names_windows_cannot_write_are_refused() {
+        for bad in [
+            "CON",
+            "nul",
+            "Nul.png",
+            "com1",
+            "LPT9.txt",
+            "aux.tar.gz",
+            "COM¹",
+            "a?",
+            "x*y",
+            "a<b",
+            "q\"",
+            "pipe|",
+            "dot.",
+            "space ",
+        ] {
+            assert!(unsafe_name(bad).is_some(), "{bad:?} accepted");
+        }
+        for good in [
+            "console",
+            "nullable.png",
+            "com10",
+            "lpt",
+            "COM0",
+            "row-1",
+            "a.b.png",
+            "éé",
+            "中文",
+        ] {
+            assert_eq!(unsafe_name(good), None, "{good:?} refused");
+        }
     }
 }
