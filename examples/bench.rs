@@ -19,12 +19,10 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use common::{peak_rss, reset_peak_rss};
-use ditail::backend::Backend;
-use ditail::models::load::Location;
+use ditail::models::device::Backend;
 use ditail::models::{
     ClipTextConfig, ClipTokenizer, LoadOptions, NoControl, StableDiffusion, UNetConfig, VaeConfig,
 };
-use ditail::pipeline::scheduler::{Ddim, SchedulerConfig};
 use ditail::pipeline::{
     InversionSettings, Model, ModelSpec, SamplingSettings, decode, invert, sample,
 };
@@ -146,13 +144,7 @@ fn main() -> Result<()> {
                 bail!("random initialisation is f32 only; give --weights for f16");
             }
             eprintln!("no --weights: randomly initialised SD1.5 networks");
-            Model {
-                sd: random_model(&device),
-                scheduler: Ddim::new(SchedulerConfig::default()),
-                clip_skip: 0,
-                name: "random".into(),
-                location: Location::Folder("random".into()),
-            }
+            Model::from_networks(random_model(&device), "random")
         }
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -182,7 +174,7 @@ fn main() -> Result<()> {
 
     if wants("clip") {
         let ids: Vec<i64> = model
-            .sd
+            .sd()
             .tokenizer
             .encode("a photo of a cat sitting on a sofa, best quality")?
             .into_iter()
@@ -192,7 +184,7 @@ fn main() -> Result<()> {
         report(
             "clip".into(),
             measure(args.runs, || {
-                model.sd.text_encoder.forward(ids.clone(), 0)?.into_data();
+                model.sd().text_encoder.forward(ids.clone(), 0)?.into_data();
                 Ok(())
             })?,
         );
@@ -217,7 +209,7 @@ fn main() -> Result<()> {
                     format!("unet {side}x{side} batch {batch}"),
                     measure(args.runs, || {
                         model
-                            .sd
+                            .sd()
                             .unet
                             .forward(x.clone(), 981.0, ctx.clone(), &mut NoControl)
                             .into_data();
@@ -238,7 +230,7 @@ fn main() -> Result<()> {
         report(
             format!("vae decode {}px", args.ditail_size),
             measure(args.runs, || {
-                model.sd.vae.decode(z.clone()).into_data();
+                model.sd().vae.decode(z.clone()).into_data();
                 Ok(())
             })?,
         );
@@ -257,7 +249,7 @@ fn main() -> Result<()> {
             measure(args.ditail_runs, || {
                 let inv = invert(&model, &img, &inv_settings, &device, &mut |_| true)?;
                 let fin = sample(&model, &inv, &spl, &device, &mut |_| true)?;
-                decode(&model, fin).into_data();
+                decode(&model, fin)?.into_data();
                 Ok(())
             })?,
         );

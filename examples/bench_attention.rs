@@ -24,8 +24,8 @@ use burn::tensor::DType;
 use burn::tensor::module::attention as sdpa;
 use burn::tensor::ops::AttentionModuleOptions;
 use common::{current_rss, peak_rss, reset_peak_rss};
-use ditail::backend::Backend;
 use ditail::models::QkInjection;
+use ditail::models::device::Backend;
 use ditail::models::kernels::attention::{attention, attention_reference, kernel_applies};
 
 /// SD1.5's attention layers at 512x512: tokens, heads, head width.

@@ -53,9 +53,9 @@ fn main() -> anyhow::Result<()> {
     let model = Model::load(&ModelSpec::new(&spec), &device, LoadOptions { dtype })?;
     let secs = start.elapsed().as_secs_f64();
     let peak = status_bytes("VmHWM").unwrap_or(0);
-    let params = param_bytes(&model.sd.unet, bytes_per)
-        + param_bytes(&model.sd.vae, bytes_per)
-        + param_bytes(&model.sd.text_encoder, bytes_per);
+    let params = param_bytes(&model.sd().unet, bytes_per)
+        + param_bytes(&model.sd().vae, bytes_per)
+        + param_bytes(&model.sd().text_encoder, bytes_per);
     println!("model            {spec}");
     println!("file size        {:.2} GiB", gib(file_size));
     println!("parameters       {:.2} GiB ({dtype:?})", gib(params));

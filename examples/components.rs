@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use ditail::backend::Backend;
 use ditail::models::LoadOptions;
 use ditail::models::components::run_components;
+use ditail::models::device::Backend;
 use ditail::models::tensor_file::{read_tensors, write_tensors};
 
 struct Args {

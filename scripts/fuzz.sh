@@ -7,7 +7,7 @@
 # Environment:
 #   FUZZ_TARGETS   the targets to run, space-separated (default: all, as `cargo fuzz list`)
 #   FUZZ_MERGE=1   afterwards, merge what the run found into the committed corpus
-#                  (fuzz/corpus/<target>/) and minimise it (`cargo fuzz cmin`)
+#                  (fuzz/corpus/<target>/), minimised (libFuzzer's -merge=1, edges only)
 #   FUZZ_ARGS      more libFuzzer flags, e.g. "-max_len=65536"
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Runs one
@@ -49,6 +49,15 @@ scratch_base=/dev/shm
 scratch=$(mktemp -d "$scratch_base/ditail-fuzz.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 
+# The binaries are copied aside and run directly (not through `cargo fuzz run`, which
+# rebuilds first): a long run then fuzzes the code as it was at the start, whatever is
+# edited or rebuilt meanwhile.
+bins=$scratch/bin
+mkdir -p "$bins"
+for t in "${targets[@]}"; do
+    cp "target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release/$t" "$bins/$t"
+done
+
 count() { find "$1" -maxdepth 1 -type f -name "$2-*" 2>/dev/null | wc -l; }
 
 found=0
@@ -63,8 +72,7 @@ for t in "${targets[@]}"; do
     echo "fuzzing $t for ${secs}s (log: fuzz/$log) ..."
     start=$(date +%s)
     rc=0
-    DITAIL_FUZZ_SCRATCH=$scratch nice -n 19 cargo +nightly fuzz run "${build[@]}" --jobs 1 \
-        "$t" "$work" "corpus/$t" -- \
+    DITAIL_FUZZ_SCRATCH=$scratch nice -n 19 "$bins/$t" "$work" "corpus/$t" \
         "${libfuzzer[@]}" -max_total_time="$secs" -artifact_prefix="$artifacts/" "${extra[@]}" \
         >"$log" 2>&1 || rc=$?
     took=$(($(date +%s) - start))
@@ -95,9 +103,18 @@ for t in "${targets[@]}"; do
         "$((execs / (took > 0 ? took : 1)))" "$crashes" "${new[1]}" "${new[2]}" \
         "$(find "$work" "corpus/$t" -type f | wc -l)")")
     if [[ ${FUZZ_MERGE:-0} == 1 ]]; then
-        cp -n "$work"/* "corpus/$t/" 2>/dev/null || true
-        nice -n 19 cargo +nightly fuzz cmin "${build[@]}" "$t" "corpus/$t" -- -rss_limit_mb=2048 \
-            -timeout=10 >"work/$t.cmin.log" 2>&1 || echo "  cmin of $t failed: see fuzz/work/$t.cmin.log"
+        # Minimised (libFuzzer's merge, as `cargo fuzz cmin` runs it) to the inputs that cover
+        # every edge, hit counts aside, so that the committed corpus stays small;
+        # work/<target>/ keeps everything for the next run.
+        merged=$scratch/merged-$t
+        mkdir -p "$merged"
+        if DITAIL_FUZZ_SCRATCH=$scratch nice -n 19 "$bins/$t" -merge=1 -use_counters=0 \
+            -rss_limit_mb=2048 -timeout=10 "$merged" "corpus/$t" "$work" >"work/$t.cmin.log" 2>&1; then
+            find "corpus/$t" -type f -delete
+            cp "$merged"/* "corpus/$t/"
+        else
+            echo "  merging the corpus of $t failed: see fuzz/work/$t.cmin.log"
+        fi
     fi
 done
 

@@ -1,10 +1,21 @@
 //! ditail: Diffusion Cocktail, training-free mixing of Stable Diffusion 1.x checkpoints.
 //!
-//! This root package holds what the command line, the examples and the integration tests
-//! share: choosing a compute backend at run time. The networks are in
-//! [`ditail_models`], re-exported as [`models`].
-
-pub mod backend;
+//! This root package is the `ditail` command (and its web app); as a library it re-exports
+//! the two crates the command is built on: the networks, [`ditail_models`] as [`models`]
+//! (with [`models::device`]: choosing a backend at run time), and the method,
+//! [`ditail_pipeline`] as [`pipeline`].
+//!
+//! The README's example, a whole transfer in five lines:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ditail::{models::device::Backend, pipeline::*};
+//! let (device, opts) = (Backend::Cpu.device()?, Default::default());
+//! let (source, target) = (Model::load(&ModelSpec::new("sd15.safetensors"), &device, opts)?, Model::load(&ModelSpec::new("toonyou.safetensors"), &device, opts)?);
+//! let inv = invert(&source, &preprocess::load_rgb("photo.jpg".as_ref())?, &InversionSettings::new("a photo of a cat"), &device, &mut |_| true)?;
+//! to_rgb(decode(&target, sample(&target, &inv, &SamplingSettings::new("a photo of a cat"), &device, &mut |_| true)?)?)?.save("cat.png")?;
+//! # Ok(()) }
+//! ```
 
 pub use ditail_models as models;
 pub use ditail_pipeline as pipeline;

@@ -1429,7 +1429,7 @@ fn a_nan_weight_is_a_typed_error_naming_the_file_and_key() {
 fn latents_that_overflow_stop_the_run_at_their_step() {
     use burn::tensor::FloatDType;
     use ditail::models::LoadOptions;
-    use ditail::pipeline::{Model, ModelSpec, PipelineError, generate};
+    use ditail::pipeline::{GenerationSettings, Model, ModelSpec, PipelineError, generate};
     let tmp = TempDir::new().unwrap();
     let ctx = Ctx::new(tmp.path());
     let m = ctx.model_copy("overflow");
@@ -1443,20 +1443,18 @@ fn latents_that_overflow_stop_the_run_at_their_step() {
     };
     let run = |model: &Model| {
         let mut steps = 0;
-        let result = generate(
-            model,
-            "a cat",
-            "",
-            7.5,
-            3,
-            [64, 64],
-            1,
-            &device,
-            &mut |_| {
-                steps += 1;
-                true
-            },
-        );
+        let settings = GenerationSettings {
+            negative_prompt: String::new(),
+            steps: 3,
+            width: 64,
+            height: 64,
+            seed: 1,
+            ..GenerationSettings::new("a cat")
+        };
+        let result = generate(model, &settings, &device, &mut |_| {
+            steps += 1;
+            true
+        });
         (result, steps)
     };
     let (result, steps) = run(&load(FloatDType::F16));

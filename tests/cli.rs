@@ -171,15 +171,15 @@ fn transfer_writes_a_png_with_its_settings_and_latents_that_match_the_library() 
     let inv = invert(&source, &image, &inv_settings, &device, &mut |_| true).unwrap();
     let fin = sample(&target, &inv, &spl, &device, &mut |_| true).unwrap();
     let (saved, saved_final) = latents::load(&lat, &device).unwrap();
-    assert_eq!(saved.meta, inv.meta);
+    assert_eq!(saved.meta(), inv.meta());
     assert_eq!(
-        saved.latents.keys().collect::<Vec<_>>(),
-        inv.latents.keys().collect::<Vec<_>>()
+        saved.latents().keys().collect::<Vec<_>>(),
+        inv.latents().keys().collect::<Vec<_>>()
     );
-    for (t, z) in &inv.latents {
+    for (t, z) in inv.latents() {
         assert_close(
             &format!("Z[{t}]"),
-            &saved.latents[t].clone().into_data(),
+            &saved.latents()[t].clone().into_data(),
             &z.clone().into_data(),
             1e-6,
         );
@@ -273,9 +273,9 @@ fn invert_once_then_sample_any_target() {
         ],
     ));
     let (inv, fin) = latents::load(&lat, &cpu()).unwrap();
-    assert_eq!(inv.latents.len(), 4);
+    assert_eq!(inv.latents().len(), 4);
     assert!(fin.is_none());
-    assert_eq!(inv.meta.source, m);
+    assert_eq!(inv.meta().source, m);
     for target in ["tiny-a", "tiny-b"] {
         let out = tmp.path().join(format!("{target}.png"));
         assert_ok(&ditail(

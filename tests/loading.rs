@@ -366,7 +366,7 @@ fn text_encoders_saved_without_the_text_model_prefix_load_the_same() {
         .unwrap();
         assert_eq!(
             common::params(&alone),
-            common::params(&original.sd.text_encoder),
+            common::params(&original.sd().text_encoder),
             "{shards} shard(s), text_encoder/ alone"
         );
     }

@@ -40,23 +40,42 @@ fn a_spec_loads_the_model_with_its_loras_and_vae_override() {
             model: path("tiny-a"),
             loras: loras.clone(),
             vae: Some(vae.clone()),
-            clip_skip: 1,
+            clip_skip: 2,
         };
         let m = Model::load(&spec, &device, LoadOptions::default()).unwrap();
-        assert_eq!(params(&m.sd.unet), params(&tiny_a.unet), "U-Net ({vae})");
+        assert_eq!(params(&m.sd().unet), params(&tiny_a.unet), "U-Net ({vae})");
         assert_eq!(
-            params(&m.sd.text_encoder),
+            params(&m.sd().text_encoder),
             params(&tiny_a.text_encoder),
             "text encoder ({vae})"
         );
-        assert_eq!(params(&m.sd.vae), params(&tiny_b.vae), "VAE ({vae})");
+        assert_eq!(params(&m.sd().vae), params(&tiny_b.vae), "VAE ({vae})");
         assert_eq!(
-            m.sd.vae_config.block_out_channels, tiny_b.vae_config.block_out_channels,
+            m.sd().vae_config.block_out_channels,
+            tiny_b.vae_config.block_out_channels,
             "VAE config ({vae})"
         );
-        assert_eq!(m.clip_skip, 1);
-        assert_eq!(m.name, path("tiny-a"));
+        assert_eq!(m.clip_skip(), 2);
+        assert_eq!(m.name(), path("tiny-a"));
+        // Clip skip counts as A1111's: 2 is the text encoder's penultimate layer.
+        let ids = m.sd().tokenizer.encode("a cat").unwrap();
+        let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+        let n = ids.len();
+        let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(ids, [1, n]),
+            &device,
+        );
+        let penultimate = tiny_a.text_encoder.forward(ids, 1).unwrap();
+        let got = m.encode_prompt("a cat", &device).unwrap();
+        got.into_data()
+            .assert_approx_eq::<f32>(&penultimate.into_data(), burn::tensor::Tolerance::default());
     }
+    let zero = ModelSpec {
+        clip_skip: 0,
+        ..ModelSpec::new(path("tiny-a"))
+    };
+    let err = Model::load(&zero, &device, LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("counts from 1"), "{err}");
 }
 
 #[test]

@@ -19,14 +19,14 @@ pub fn run(data: &[u8]) {
     let again = super::scratch().join("again.latents.safetensors");
     latents::save(&again, &inv, last.as_ref()).expect("an accepted latents file saves");
     let (inv2, last2) = latents::load(&again, &device).expect("a saved latents file loads");
-    assert_eq!(inv.meta, inv2.meta);
-    assert_eq!(bits(&inv.z0), bits(&inv2.z0));
+    assert_eq!(inv.meta(), inv2.meta());
+    assert_eq!(bits(inv.z0()), bits(inv2.z0()));
     assert_eq!(
-        inv.latents.keys().collect::<Vec<_>>(),
-        inv2.latents.keys().collect::<Vec<_>>()
+        inv.latents().keys().collect::<Vec<_>>(),
+        inv2.latents().keys().collect::<Vec<_>>()
     );
-    for (t, z) in &inv.latents {
-        assert_eq!(bits(z), bits(&inv2.latents[t]));
+    for (t, z) in inv.latents() {
+        assert_eq!(bits(z), bits(&inv2.latents()[t]));
     }
     assert_eq!(last.as_ref().map(bits), last2.as_ref().map(bits));
 }

@@ -99,7 +99,7 @@ pub fn input_file(name: &str, data: &[u8]) -> PathBuf {
 
 /// The CPU device.
 pub fn device() -> burn::prelude::Device {
-    ditail::backend::Backend::Cpu
+    ditail::models::device::Backend::Cpu
         .device()
         .expect("the CPU backend is built in")
 }

@@ -3,14 +3,14 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use ditail::pipeline::{Model, decode_checked, generate};
+use ditail::pipeline::{GenerationSettings, Model, decode, generate, to_rgb};
 use image::RgbImage;
 
 use super::args::{GenerateArgs, GenerationFlags};
 use super::device::Compute;
 use super::metadata::{ModelRecord, Record};
 use super::models::{self, Models, dtype_name};
-use super::output::{check_output_file, to_rgb, write_png};
+use super::output::{check_output_file, write_png};
 use super::ui::Ui;
 
 /// Checks the numbers of a text-to-image run.
@@ -27,6 +27,19 @@ pub fn check_flags(flags: &GenerationFlags) -> Result<()> {
     Ok(())
 }
 
+/// The pipeline's settings for a square image of `flags`.
+pub fn settings(prompt: &str, flags: &GenerationFlags, seed: u64) -> GenerationSettings {
+    GenerationSettings {
+        negative_prompt: flags.negative.clone(),
+        omega: flags.omega,
+        steps: flags.steps,
+        width: flags.size,
+        height: flags.size,
+        seed,
+        ..GenerationSettings::new(prompt)
+    }
+}
+
 /// Generates an image and its record.
 pub fn render(
     model: &Model,
@@ -37,23 +50,17 @@ pub fn render(
     compute: &Compute,
     ui: &Ui,
 ) -> Result<(RgbImage, Record)> {
-    let size = flags.size as usize;
     let label = super::metadata::model_label(&record.model);
     let mut progress = ui.steps(&label);
     let latents = generate(
         model,
-        prompt,
-        &flags.negative,
-        flags.omega,
-        flags.steps,
-        [size, size],
-        seed,
+        &settings(prompt, flags, seed),
         &compute.device,
         &mut progress,
     )
     .context("generating")?;
     let task = ui.task("decoding");
-    let img = to_rgb(decode_checked(model, latents)?)?;
+    let img = to_rgb(decode(model, latents)?)?;
     task.done(ui);
     let record = Record {
         version: env!("CARGO_PKG_VERSION").to_string(),

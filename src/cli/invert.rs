@@ -47,7 +47,7 @@ pub fn command<'a>(
         ui.info(format!(
             "wrote {} ({} latents of {} steps)",
             args.output.display(),
-            inv.latents.len(),
+            inv.latents().len(),
             settings.steps
         ));
         Ok(())

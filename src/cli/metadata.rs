@@ -194,7 +194,7 @@ pub fn model_record(spec: &ModelSpec, location: &Location) -> Result<ModelRecord
         hash,
         loras,
         vae: spec.vae.clone(),
-        clip_skip: spec.clip_skip as u32 + 1,
+        clip_skip: spec.clip_skip as u32,
     })
 }
 

@@ -7,7 +7,7 @@ pub(crate) mod args;
 mod batch;
 mod cocktail;
 pub(crate) mod device;
-mod generate;
+pub(crate) mod generate;
 mod invert;
 mod manifest;
 pub(crate) mod metadata;

@@ -61,7 +61,7 @@ pub fn spec(model: &str, flags: &ModelFlags, with_loras: bool) -> Result<ModelSp
         model: model.to_string(),
         loras,
         vae: flags.vae.clone(),
-        clip_skip: flags.clip_skip.saturating_sub(1) as usize,
+        clip_skip: flags.clip_skip as usize,
     })
 }
 

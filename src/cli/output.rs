@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use burn::prelude::*;
 use image::RgbImage;
 
 /// The folder a file will be written into (`.` for a bare file name).
@@ -321,25 +320,4 @@ pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
         out.push((c.keyword.clone(), c.get_text()?));
     }
     Ok(out)
-}
-
-/// An image tensor `[1, 3, H, W]` in [0, 1] as 8-bit RGB (rounded, as diffusers does).
-pub fn to_rgb(image: Tensor<4>) -> Result<RgbImage> {
-    let [_, c, h, w] = image.dims();
-    if c != 3 {
-        bail!("expected 3 channels, got {c}");
-    }
-    let values: Vec<f32> = image
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading the image back: {e:?}"))?;
-    let plane = h * w;
-    let mut img = RgbImage::new(w as u32, h as u32);
-    for (i, p) in img.pixels_mut().enumerate() {
-        for ch in 0..3 {
-            p.0[ch] = (values[ch * plane + i] * 255.0).round().clamp(0.0, 255.0) as u8;
-        }
-    }
-    Ok(img)
 }

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::Tensor;
 use ditail::pipeline::{
-    Inversion, InversionSettings, Mask, Model, ModelSpec, SamplingSettings, decode_checked, invert,
+    Inversion, InversionSettings, Mask, Model, ModelSpec, SamplingSettings, decode, invert,
     latents,
     preprocess::{load_rgb, working_dims},
-    sample,
+    sample, to_rgb,
 };
 use image::RgbImage;
 
@@ -18,7 +18,7 @@ use super::device::Compute;
 use super::generate::render;
 use super::metadata::{DitailRecord, ModelRecord, Record};
 use super::models::{self, Checked, Models, dtype_name};
-use super::output::{check_output_file, to_rgb, write_png};
+use super::output::{check_output_file, write_png};
 use super::ui::Ui;
 
 /// What is transferred.
@@ -129,29 +129,10 @@ pub fn check_content(
     check_mask_shape(mask, mask_spec, dims)
 }
 
-/// Fails when a mask image's aspect ratio is not the content's, worked at `width` x
-/// `height`: it would be stretched onto the content. The two may differ by up to one latent
-/// cell (8 pixels), which the content's crop to multiples of 8 and rounding can take.
-pub fn check_mask_shape(mask: &Mask, spec: &str, (width, height): (u32, u32)) -> Result<()> {
-    let Mask::Image {
-        width: mw,
-        height: mh,
-        ..
-    } = mask
-    else {
-        return Ok(());
-    };
-    let (mw, mh, w, h) = (*mw as f64, *mh as f64, f64::from(width), f64::from(height));
-    // The mask scaled to the content's height against the content's width, and vice versa.
-    let off = (mw * h / mh - w).abs().max((mh * w / mw - h).abs());
-    if off > 8.0 {
-        bail!(
-            "--mask {spec}: the mask is {mw} x {mh} pixels, the content {width} x {height}: a mask \
-             of another aspect ratio would be stretched onto the content; give a mask of the \
-             content's shape"
-        );
-    }
-    Ok(())
+/// [`Mask::check_shape`] for the mask given as `--mask spec`.
+pub fn check_mask_shape(mask: &Mask, spec: &str, dims: (u32, u32)) -> Result<()> {
+    mask.check_shape(dims)
+        .with_context(|| format!("--mask {spec}"))
 }
 
 /// Where the content comes from.
@@ -217,7 +198,7 @@ pub fn prepare(
         ContentArg::Latents(path) => {
             let (inv, _) = latents::load(path, &compute.device)
                 .with_context(|| format!("--from-latents {}", path.display()))?;
-            let [_, channels, h, w] = inv.z0.dims();
+            let [_, channels, _, _] = inv.z0().dims();
             if channels != target_checked.latent_channels {
                 bail!(
                     "--from-latents {}: its latents have {channels} channels, the target's U-Net \
@@ -226,18 +207,18 @@ pub fn prepare(
                     target_checked.latent_channels
                 );
             }
-            check_mask_shape(&sampling.mask, &flags.mask, (8 * w as u32, 8 * h as u32))?;
+            check_mask_shape(&sampling.mask, &flags.mask, inv.pixel_size())?;
             let timesteps = target_checked.scheduler.timesteps(sampling.steps)?;
-            if let Some(t) = timesteps.iter().find(|t| !inv.latents.contains_key(t)) {
+            if let Some(t) = timesteps.iter().find(|t| !inv.latents().contains_key(t)) {
                 bail!(
                     "--from-latents {}: sampling with --steps {} needs Z[{t}], which this inversion \
                      ({} steps) does not have",
                     path.display(),
                     sampling.steps,
-                    inv.meta.settings.steps
+                    inv.meta().settings.steps
                 );
             }
-            let source = ModelSpec::new(inv.meta.source.clone());
+            let source = ModelSpec::new(inv.meta().source.clone());
             (Content::Latents(Box::new(inv)), source, None)
         }
     };
@@ -268,7 +249,7 @@ pub fn sample_image(
     let latents =
         sample(target, inv, sampling, &compute.device, &mut progress).context("sampling")?;
     let task = ui.task("decoding");
-    let img = to_rgb(decode_checked(target, latents.clone())?)?;
+    let img = to_rgb(decode(target, latents.clone())?)?;
     task.done(ui);
     Ok((img, latents))
 }
@@ -284,13 +265,13 @@ pub fn transfer_record(
     compute: &Compute,
 ) -> Record {
     let source = source.cloned().unwrap_or_else(|| ModelRecord {
-        model: inv.meta.source.clone(),
+        model: inv.meta().source.clone(),
         hash: String::new(),
         loras: Vec::new(),
         vae: None,
         clip_skip: 1,
     });
-    let inv_settings = &inv.meta.settings;
+    let inv_settings = &inv.meta().settings;
     Record {
         version: env!("CARGO_PKG_VERSION").to_string(),
         kind: "transfer".into(),
@@ -311,7 +292,7 @@ pub fn transfer_record(
             mask: mask.to_string(),
             no_injection: sampling.no_injection,
             size: inv_settings.size,
-            content_sha256: inv.meta.image_sha256.clone(),
+            content_sha256: inv.meta().image_sha256.clone(),
         }),
         seed: None,
         steps: sampling.steps,
@@ -362,7 +343,7 @@ impl TransferJob {
             ui.info(format!("wrote {}", path.display()));
         }
         if let Some(path) = &self.save_noise {
-            let noise = to_rgb(decode_checked(target, inv.start().clone())?)?;
+            let noise = to_rgb(decode(target, inv.start().clone())?)?;
             write_png(path, &noise, &[])?;
             ui.info(format!("wrote {}", path.display()));
         }

@@ -293,7 +293,7 @@ impl Variant {
                 .as_deref()
                 .map(|v| pick(v, Kind::Vae))
                 .transpose()?,
-            clip_skip: self.clip_skip.saturating_sub(1) as usize,
+            clip_skip: self.clip_skip as usize,
         })
     }
 }

@@ -14,8 +14,8 @@ use burn::module::Module;
 use burn::tensor::FloatDType;
 use ditail::models::LoadOptions;
 use ditail::pipeline::{
-    Inversion, Model, ModelSpec, Phase, PipelineError, Progress, decode_checked, generate, invert,
-    preprocess::load_rgb, sample,
+    Inversion, Model, ModelSpec, Phase, PipelineError, Progress, decode, generate, invert,
+    preprocess::load_rgb, sample, to_rgb,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -26,7 +26,7 @@ use super::preview::{data_url, latents_to_rgb};
 use crate::cli::args::GenerationFlags;
 use crate::cli::device::Compute;
 use crate::cli::models::{self, Checked};
-use crate::cli::output::{to_rgb, write_png};
+use crate::cli::output::write_png;
 use crate::cli::transfer::{settings as ditail_settings, transfer_record};
 use crate::cli::ui;
 
@@ -207,15 +207,13 @@ impl Worker {
             let rgb = match &content {
                 Some((rgb, _)) => rgb.clone(),
                 None => {
-                    let size = s.size as usize;
                     let latents = generate(
                         &model,
-                        s.content_prompt.as_deref().unwrap_or_default(),
-                        &generation.negative,
-                        generation.omega,
-                        generation.steps,
-                        [size, size],
-                        s.seed,
+                        &crate::cli::generate::settings(
+                            s.content_prompt.as_deref().unwrap_or_default(),
+                            &generation,
+                            s.seed,
+                        ),
                         &self.compute.device,
                         &mut |p| reporter.step(p, i, None),
                     )
@@ -225,7 +223,7 @@ impl Worker {
                         "stage",
                         json!({ "stage": "decoding", "source": i, "label": "decoding the content" }),
                     );
-                    to_rgb(decode_checked(&model, latents)?)?
+                    to_rgb(decode(&model, latents)?)?
                 }
             };
             let inv = invert(&model, &rgb, &inversion, &self.compute.device, &mut |p| {
@@ -251,7 +249,7 @@ impl Worker {
                     json!({ "stage": "decoding", "source": i, "target": j,
                             "label": format!("decoding {} → {}", sub.sources[i], sub.targets[j]) }),
                 );
-                let img = to_rgb(decode_checked(&model, latents)?)?;
+                let img = to_rgb(decode(&model, latents)?)?;
                 let record = transfer_record(
                     inv,
                     &sampling,
@@ -405,8 +403,9 @@ impl ModelCache {
 
 /// The memory a loaded model's weights take.
 fn model_bytes(model: &Model, dtype: FloatDType) -> u64 {
-    let params =
-        model.sd.unet.num_params() + model.sd.vae.num_params() + model.sd.text_encoder.num_params();
+    let params = model.sd().unet.num_params()
+        + model.sd().vae.num_params()
+        + model.sd().text_encoder.num_params();
     let width = if matches!(dtype, FloatDType::F16 | FloatDType::BF16) {
         2
     } else {

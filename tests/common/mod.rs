@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use burn_store::ModuleSnapshot;
-use ditail::backend::Backend;
 use ditail::models::StableDiffusion;
+use ditail::models::device::Backend;
 use ditail::models::tensor_file::read_tensors;
 
 /// A loading fixture (`scripts/make_loading_fixtures.py`).

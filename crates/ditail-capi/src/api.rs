@@ -141,75 +141,6 @@ unsafe fn rgb_image(rgb: *const u8, width: u32, height: u32) -> Result<RgbImage>
     Ok(RgbImage::from_raw(width, height, data.to_vec()).expect("the buffer has w·h·3 bytes"))
 }
 
-/// The image in [0, 1] as 8-bit RGB, rounded as the `ditail` command writes its PNGs.
-fn to_rgb8(image: Tensor<4>) -> Result<(Vec<u8>, u32, u32)> {
-    let [_, c, h, w] = image.dims();
-    if c != 3 {
-        return Err(Error::new(
-            Status::Internal,
-            format!("the VAE returned {c} channels, expected 3"),
-        ));
-    }
-    let values: Vec<f32> = image
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::new(Status::Internal, format!("reading the image back: {e:?}")))?;
-    let plane = h * w;
-    let mut rgb = vec![0u8; plane * 3];
-    for (i, px) in rgb.chunks_exact_mut(3).enumerate() {
-        for (ch, v) in px.iter_mut().enumerate() {
-            *v = (values[ch * plane + i] * 255.0).round().clamp(0.0, 255.0) as u8;
-        }
-    }
-    Ok((rgb, w as u32, h as u32))
-}
-
-/// `inv` with its tensors on `device` (borrowed when they are there already).
-fn inversion_on<'a>(
-    inv: &'a ditail_pipeline::Inversion,
-    device: &Device,
-) -> Cow<'a, ditail_pipeline::Inversion> {
-    if inv.z0.device() == *device {
-        return Cow::Borrowed(inv);
-    }
-    Cow::Owned(ditail_pipeline::Inversion {
-        z0: inv.z0.clone().to_device(device),
-        latents: inv
-            .latents
-            .iter()
-            .map(|(t, z)| (*t, z.clone().to_device(device)))
-            .collect(),
-        meta: inv.meta.clone(),
-    })
-}
-
-/// Fails when a mask image's aspect ratio is not the inversion's (it would be stretched
-/// onto the content); as the `ditail` command checks it, to one latent cell.
-fn check_mask_shape(mask: &ditail_pipeline::Mask, inv: &ditail_pipeline::Inversion) -> Result<()> {
-    let ditail_pipeline::Mask::Image {
-        width: mw,
-        height: mh,
-        ..
-    } = mask
-    else {
-        return Ok(());
-    };
-    let [_, _, h, w] = inv.z0.dims();
-    let (mw, mh, w, h) = (*mw as f64, *mh as f64, 8.0 * w as f64, 8.0 * h as f64);
-    let off = (mw * h / mh - w).abs().max((mh * w / mw - h).abs());
-    if off > 8.0 {
-        return Err(Error::new(
-            Status::Incompatible,
-            format!(
-                "settings->mask is {mw} x {mh} pixels, the inverted content {w} x {h}: a mask of \
-                 another aspect ratio would be stretched onto the content"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------
 // Library, errors
 
@@ -521,8 +452,12 @@ pub unsafe extern "C" fn ditail_sample(
         let inv = INVERSIONS.get(inv.addr(), "inv")?;
         let settings = unsafe { read_versioned(settings, "settings") }?.to_pipeline()?;
         let device = &target.ctx.compute.device;
-        let inversion = inversion_on(&inv.inv, device);
-        check_mask_shape(&settings.mask, &inversion)?;
+        // Borrowed when the inversion is on the target's device already.
+        let inversion = if inv.inv.z0().device() == *device {
+            Cow::Borrowed(&inv.inv)
+        } else {
+            Cow::Owned(inv.inv.to_device(device))
+        };
         ditail_pipeline::run::check_compatible(&target.model, &inversion, &settings)?;
         let mut progress = progress_fn(progress, user_data);
         let latents =
@@ -558,7 +493,7 @@ pub unsafe extern "C" fn ditail_generate(
         let out = unsafe { out_param(out, "out") }?;
         let model = MODELS.get(model.addr(), "model")?;
         let g = unsafe { read_versioned(settings, "settings") }?.to_pipeline()?;
-        if g.width as u64 * g.height as u64 > MAX_WORKING_PIXELS {
+        if u64::from(g.width) * u64::from(g.height) > MAX_WORKING_PIXELS {
             return Err(Error::new(
                 Status::Settings,
                 format!(
@@ -568,17 +503,8 @@ pub unsafe extern "C" fn ditail_generate(
             ));
         }
         let mut progress = progress_fn(progress, user_data);
-        let latents = ditail_pipeline::generate(
-            &model.model,
-            &g.prompt,
-            &g.negative_prompt,
-            g.omega,
-            g.steps,
-            [g.height, g.width],
-            g.seed,
-            &model.ctx.compute.device,
-            &mut progress,
-        )?;
+        let latents =
+            ditail_pipeline::generate(&model.model, &g, &model.ctx.compute.device, &mut progress)?;
         *out = handle(LATENTS.insert(LatentsObj { latents }));
         Ok(())
     })
@@ -622,9 +548,10 @@ pub unsafe extern "C" fn ditail_decode(
         } else {
             x.to_device(device)
         };
-        let image = ditail_pipeline::decode_checked(&model.model, x.cast(model.model.dtype()))?;
-        let (data, w, h) = to_rgb8(image)?;
-        *out = BUFFERS.insert(data);
+        let image = ditail_pipeline::decode(&model.model, x.cast(model.model.dtype()))?;
+        let image = ditail_pipeline::to_rgb(image)?;
+        let (w, h) = image.dimensions();
+        *out = BUFFERS.insert(image.into_raw());
         if let Some(width) = width {
             *width = w;
         }

@@ -370,7 +370,7 @@ impl ModelSpec {
             model: model.to_string(),
             loras,
             vae,
-            clip_skip: self.clip_skip.saturating_sub(1) as usize,
+            clip_skip: self.clip_skip as usize,
         })
     }
 }
@@ -416,20 +416,9 @@ impl SamplingSettings {
     }
 }
 
-/// [`GenerationSettings`], checked, in Rust types.
-pub(crate) struct Generation {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub omega: f64,
-    pub steps: usize,
-    pub height: usize,
-    pub width: usize,
-    pub seed: u64,
-}
-
 impl GenerationSettings {
     /// The settings in Rust types, checked.
-    pub(crate) fn to_pipeline(self) -> Result<Generation> {
+    pub(crate) fn to_pipeline(self) -> Result<ditail_pipeline::GenerationSettings> {
         // SAFETY: the header's contract.
         let prompt = unsafe { req_str(self.prompt, "settings->prompt") }?;
         let settings_error = |m: String| Error::new(crate::Status::Settings, m);
@@ -442,13 +431,13 @@ impl GenerationSettings {
         if self.steps == 0 {
             return Err(settings_error("settings->steps must be at least 1".into()));
         }
-        Ok(Generation {
+        Ok(ditail_pipeline::GenerationSettings {
             prompt: prompt.to_string(),
             negative_prompt: negative(self.negative_prompt, "settings->negative_prompt")?,
             omega: self.omega,
             steps: self.steps as usize,
-            height: self.height as usize,
-            width: self.width as usize,
+            height: self.height,
+            width: self.width,
             seed: self.seed,
         })
     }

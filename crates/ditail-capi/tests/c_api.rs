@@ -19,7 +19,7 @@ use burn::tensor::FloatDType;
 use ditail_models::LoadOptions;
 use ditail_pipeline::preprocess::load_rgb;
 use ditail_pipeline::{
-    InversionSettings, Model, ModelSpec, SamplingSettings, decode_checked, invert, sample,
+    InversionSettings, Model, ModelSpec, SamplingSettings, decode, invert, sample,
 };
 
 const PROMPT: &str = "a photo of a cat";
@@ -131,7 +131,7 @@ fn run(mut cmd: Command, what: &str) -> std::process::Output {
 }
 
 /// The transfer through the library calls `ditail transfer` makes (invert, sample,
-/// `decode_checked`, rounding to 8 bits), on the CPU in f32: `(width, height, rgb)`.
+/// `decode`, rounding to 8 bits), on the CPU in f32: `(width, height, rgb)`.
 fn reference() -> &'static (u32, u32, Vec<u8>) {
     static REFERENCE: OnceLock<(u32, u32, Vec<u8>)> = OnceLock::new();
     REFERENCE.get_or_init(|| {
@@ -156,7 +156,7 @@ fn reference() -> &'static (u32, u32, Vec<u8>) {
         };
         let inv = invert(&source, &content, &inversion, &device, &mut |_| true).unwrap();
         let latents = sample(&target, &inv, &sampling, &device, &mut |_| true).unwrap();
-        let image = decode_checked(&target, latents).unwrap();
+        let image = decode(&target, latents).unwrap();
         let [_, _, h, w] = image.dims();
         let values = image
             .into_data()

@@ -131,6 +131,26 @@ pub enum ModelError {
     /// The tokenizer could not be built or failed on a prompt.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A backend name that is not one of cpu, wgpu, cuda.
+    #[error("unknown backend `{0}` (expected cpu, wgpu or cuda)")]
+    UnknownBackend(String),
+    /// The backend exists but this build does not include it.
+    #[error(
+        "this build of ditail does not include the {backend} backend (rebuild with the \
+         `{backend}` feature)"
+    )]
+    BackendNotCompiled {
+        /// The backend's name.
+        backend: &'static str,
+    },
+    /// The backend is compiled in but finds no device.
+    #[error("{backend}: {hint}")]
+    NoDevice {
+        /// The backend's name.
+        backend: &'static str,
+        /// What to install or check.
+        hint: &'static str,
+    },
 }
 
 /// Shorthand for results in this crate.

@@ -5,6 +5,7 @@
 //! - [`unet`]: the U-Net, whose forward takes a [`hook::Controller`] called at every ResNet
 //!   and self-attention [`hook::Site`];
 //! - [`kernels`]: attention with Ditail's q/k injection fused in (a WGSL kernel on wgpu);
+//! - [`device`]: choosing the backend, device and float type at run time;
 //! - [`load`]: diffusers folders and safetensors files, converted to the model's float type
 //!   tensor by tensor.
 //!
@@ -14,6 +15,7 @@
 pub mod attention;
 pub mod clip;
 pub mod components;
+pub mod device;
 pub mod error;
 pub mod hook;
 pub mod json;

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use ditail_models::tensor_file::{parse_tensors, write_tensors};
 
 use crate::error::{PipelineError, Result};
-use crate::run::{Inversion, InversionMeta};
+use crate::inversion::{Inversion, InversionMeta};
 
 const META_KEY: &str = "ditail_inversion";
 
@@ -19,9 +19,9 @@ pub fn save(path: &Path, inv: &Inversion, final_latents: Option<&Tensor<4>>) -> 
     let mut tensors = BTreeMap::new();
     tensors.insert(
         "z0".to_string(),
-        inv.z0.clone().into_data().convert::<f32>(),
+        inv.z0().clone().into_data().convert::<f32>(),
     );
-    for (t, z) in &inv.latents {
+    for (t, z) in inv.latents() {
         tensors.insert(
             format!("inverted.{t}"),
             z.clone().into_data().convert::<f32>(),
@@ -30,7 +30,7 @@ pub fn save(path: &Path, inv: &Inversion, final_latents: Option<&Tensor<4>>) -> 
     if let Some(f) = final_latents {
         tensors.insert("final".to_string(), f.clone().into_data().convert::<f32>());
     }
-    let meta = serde_json::to_string(&inv.meta).expect("inversion metadata serialises");
+    let meta = serde_json::to_string(inv.meta()).expect("inversion metadata serialises");
     let metadata = HashMap::from([(META_KEY.to_string(), meta)]);
     write_tensors(path, &tensors, Some(metadata))?;
     Ok(())
@@ -110,5 +110,6 @@ pub fn load(path: &Path, device: &Device) -> Result<(Inversion, Option<Tensor<4>
             meta.settings.steps
         )));
     }
-    Ok((Inversion { z0, latents, meta }, final_latents))
+    let inv = Inversion::new(z0, latents, meta).map_err(|e| err(e.to_string()))?;
+    Ok((inv, final_latents))
 }

@@ -5,11 +5,13 @@
 //! - [`preprocess`]: Pillow-exact resizing and cropping of the content image;
 //! - [`mask`], [`inject`]: where and how features are injected (a U-Net controller);
 //! - [`steps`]: single inversion, sampling and text-to-image steps;
-//! - [`run`]: the whole method: [`invert`], [`sample`], [`generate`], [`decode`];
+//! - [`run`]: the whole method: [`invert`], [`sample`], [`generate`], [`decode`], [`to_rgb`];
+//! - [`inversion`]: what [`invert`] makes, reusable for any target;
 //! - [`latents`]: saving and loading inversions.
 
 pub mod error;
 pub mod inject;
+pub mod inversion;
 pub mod latents;
 pub mod mask;
 pub mod model;
@@ -20,10 +22,10 @@ pub mod scheduler;
 pub mod settings;
 pub mod steps;
 
+pub use ditail_models::load::lora::LoraSpec;
 pub use error::{PipelineError, Result};
+pub use inversion::{Inversion, InversionMeta};
 pub use mask::Mask;
 pub use model::{Model, ModelSpec};
-pub use run::{
-    Inversion, InversionMeta, Phase, Progress, decode, decode_checked, generate, invert, sample,
-};
-pub use settings::{InversionSettings, SamplingSettings};
+pub use run::{Phase, Progress, decode, generate, invert, sample, to_rgb};
+pub use settings::{GenerationSettings, InversionSettings, SamplingSettings};

@@ -44,6 +44,32 @@ impl Mask {
         }
     }
 
+    /// Fails when a mask image's aspect ratio is not the content's, worked at `width` x
+    /// `height` pixels: it would be stretched onto the content. The two may differ by up
+    /// to one latent cell (8 pixels), which the content's crop to multiples of 8 and
+    /// rounding can take. Other masks fit any content.
+    pub fn check_shape(&self, (width, height): (u32, u32)) -> Result<()> {
+        let Mask::Image {
+            width: mw,
+            height: mh,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let (mw, mh, w, h) = (*mw as f64, *mh as f64, f64::from(width), f64::from(height));
+        // The mask scaled to the content's height against the content's width, and vice versa.
+        let off = (mw * h / mh - w).abs().max((mh * w / mw - h).abs());
+        if off > 8.0 {
+            return Err(PipelineError::Settings(format!(
+                "the mask is {mw} x {mh} pixels, the content {width} x {height}: a mask of \
+                 another aspect ratio would be stretched onto the content; give a mask of the \
+                 content's shape"
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads a grayscale mask image; fails if it is blank (nothing would be injected). As
     /// for content images, sizes beyond [`crate::preprocess::MAX_IMAGE_PIXELS`] are refused
     /// from the header and the EXIF orientation is applied (see

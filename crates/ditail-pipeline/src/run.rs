@@ -6,7 +6,8 @@
 //! let image = preprocess::load_rgb("photo.png".as_ref())?;
 //! let inv = invert(source, &image, &InversionSettings::new("a photo of a cat"), device, &mut |_| true)?;
 //! let latents = sample(target, &inv, &SamplingSettings::new("a photo of a cat"), device, &mut |_| true)?;
-//! let rgb = decode(target, latents); // [1, 3, H, W] in [0, 1]
+//! let rgb = to_rgb(decode(target, latents)?)?; // 8-bit RGB
+//! rgb.save("styled.png").expect("writable");
 //! # Ok(()) }
 //! ```
 
@@ -14,14 +15,14 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 use image::RgbImage;
-use sha2::{Digest, Sha256};
 
 use crate::error::{PipelineError, Result};
 use crate::inject::Windows;
+use crate::inversion::{Inversion, InversionMeta, image_hash};
 use crate::model::Model;
 use crate::noise::gaussian;
 use crate::preprocess::preprocess;
-use crate::settings::{InversionSettings, SamplingSettings};
+use crate::settings::{GenerationSettings, InversionSettings, SamplingSettings};
 use crate::steps::{SamplingEmbeddings, StepParams, guided_step, inversion_step, sampling_step};
 
 /// Which long phase a progress report belongs to.
@@ -56,46 +57,6 @@ fn predicted_x0(x: Tensor<4>, eps: Tensor<4>, alpha_t: f64) -> Tensor<4> {
     (x - eps * (1.0 - alpha_t).sqrt()) / alpha_t.sqrt()
 }
 
-/// What produced an inversion; saved with it and checked when it is reused.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct InversionMeta {
-    /// The source model's name.
-    pub source: String,
-    /// The inversion's prompts and numbers.
-    pub settings: InversionSettings,
-    /// SHA-256 of the decoded RGB pixels of the content image, hex.
-    pub image_sha256: String,
-}
-
-/// The result of inverting one content image: every `Z[t]`, reusable for any target.
-#[derive(Clone, Debug)]
-pub struct Inversion {
-    /// `z0 = scaling_factor · E(image)` (`[1, 4, h, w]`).
-    pub z0: Tensor<4>,
-    /// `Z[t]` for every inversion timestep.
-    pub latents: BTreeMap<i64, Tensor<4>>,
-    /// How it was made.
-    pub meta: InversionMeta,
-}
-
-impl Inversion {
-    /// The noisiest latent, where sampling starts.
-    pub fn start(&self) -> &Tensor<4> {
-        self.latents
-            .values()
-            .next_back()
-            .expect("an inversion has at least one step")
-    }
-}
-
-fn image_hash(img: &RgbImage) -> String {
-    let mut h = Sha256::new();
-    h.update(img.width().to_le_bytes());
-    h.update(img.height().to_le_bytes());
-    h.update(img.as_raw());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Fails, naming the step and the model, unless every value of `x` is finite: one
 /// reduction on the device and one bool read back (the latents are small).
 fn check_finite(
@@ -120,7 +81,7 @@ fn check_finite(
         phase,
         step,
         total,
-        model: model.name.clone(),
+        model: model.name().to_string(),
         dtype: format!("{dtype:?}"),
         hint,
     })
@@ -143,21 +104,21 @@ pub fn invert(
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Inversion> {
     settings.validate()?;
-    let timesteps = source.scheduler.timesteps(settings.steps)?;
+    let timesteps = source.scheduler().timesteps(settings.steps)?;
     let pixels = preprocess(image, settings.size, device)?.cast(source.dtype());
-    let z0 = source.sd.vae.encode_mean(pixels) * source.scaling_factor();
+    let z0 = source.sd().vae.encode_mean(pixels) * source.scaling_factor();
     let cond = source.encode_prompt(&settings.prompt, device)? * settings.alpha
         - source.encode_prompt(&settings.negative_prompt, device)? * settings.beta;
     let latents = invert_latents(source, z0.clone(), cond, &timesteps, progress)?;
-    Ok(Inversion {
+    Inversion::new(
         z0,
         latents,
-        meta: InversionMeta {
-            source: source.name.clone(),
+        InversionMeta {
+            source: source.name().to_string(),
             settings: settings.clone(),
             image_sha256: image_hash(image),
         },
-    })
+    )
 }
 
 /// The inversion loop from `z0` under condition `cond` over `timesteps` (any order; run
@@ -173,10 +134,10 @@ pub fn invert_latents(
     ts.sort_unstable();
     let mut z = z0;
     let mut out = BTreeMap::new();
-    let mut alpha_prev = source.scheduler.final_alpha_cumprod();
+    let mut alpha_prev = source.scheduler().final_alpha_cumprod();
     for (i, &t) in ts.iter().enumerate() {
-        let alpha_t = source.scheduler.alpha(t);
-        z = inversion_step(&source.sd.unet, z, t, cond.clone(), alpha_prev, alpha_t).0;
+        let alpha_t = source.scheduler().alpha(t);
+        z = inversion_step(&source.sd().unet, z, t, cond.clone(), alpha_prev, alpha_t).0;
         check_finite(source, &z, "inversion", i + 1, ts.len())?;
         out.insert(t, z.clone());
         alpha_prev = alpha_t;
@@ -194,14 +155,22 @@ pub fn invert_latents(
 }
 
 /// Checks that `inv` can serve a sampling run of `settings` with `target`, before any
-/// network runs: every sampling timestep must be an inversion timestep.
+/// network runs: the latent channels match, every sampling timestep is an inversion
+/// timestep, and a mask image has the content's shape (see [`crate::Mask::check_shape`]).
+/// Returns the sampling timesteps.
 pub fn check_compatible(
     target: &Model,
     inv: &Inversion,
     settings: &SamplingSettings,
 ) -> Result<Vec<i64>> {
     settings.validate()?;
-    let (channels, wanted) = (inv.z0.dims()[1], target.sd.unet_config.in_channels);
+    if let Err(PipelineError::Settings(reason)) = settings.mask.check_shape(inv.pixel_size()) {
+        return Err(PipelineError::InversionMismatch {
+            what: "mask shape",
+            reason,
+        });
+    }
+    let (channels, wanted) = (inv.z0().dims()[1], target.sd().unet_config.in_channels);
     if channels != wanted {
         return Err(PipelineError::InversionMismatch {
             what: "latent channels",
@@ -210,14 +179,15 @@ pub fn check_compatible(
             ),
         });
     }
-    let timesteps = target.scheduler.timesteps(settings.steps)?;
-    if let Some(t) = timesteps.iter().find(|t| !inv.latents.contains_key(t)) {
+    let timesteps = target.scheduler().timesteps(settings.steps)?;
+    if let Some(t) = timesteps.iter().find(|t| !inv.latents().contains_key(t)) {
         return Err(PipelineError::InversionMismatch {
             what: "step count",
             reason: format!(
                 "sampling with {} steps needs Z[{t}], which an inversion with {} steps does not have \
                  (sampling timesteps must be inversion timesteps: e.g. equal counts, or 100 and 50)",
-                settings.steps, inv.meta.settings.steps
+                settings.steps,
+                inv.meta().settings.steps
             ),
         });
     }
@@ -240,15 +210,15 @@ pub fn sample(
         negative: target.encode_prompt(&settings.negative_prompt, device)?,
     };
     let (conv_steps, attn_steps) = settings.window_steps();
-    let ratio = target.scheduler.step_ratio(settings.steps);
+    let ratio = target.scheduler().step_ratio(settings.steps);
     // A saved inversion is f32; the target may run in f16.
     let dtype = target.dtype();
-    let mut x = inv.latents[&timesteps[0]].clone().cast(dtype);
+    let mut x = inv.latents()[&timesteps[0]].clone().cast(dtype);
     for (i, &t) in timesteps.iter().enumerate() {
         let params = StepParams {
             t,
-            alpha_t: target.scheduler.alpha(t),
-            alpha_prev: target.scheduler.alpha(t - ratio),
+            alpha_t: target.scheduler().alpha(t),
+            alpha_prev: target.scheduler().alpha(t - ratio),
             omega: settings.omega,
             windows: Windows {
                 conv: i < conv_steps,
@@ -257,8 +227,8 @@ pub fn sample(
             mask: &settings.mask,
             always_batch_source: settings.always_batch_source,
         };
-        let source = inv.latents[&t].clone().cast(dtype);
-        let step = sampling_step(&target.sd.unet, x.clone(), source, &emb, params);
+        let source = inv.latents()[&t].clone().cast(dtype);
+        let step = sampling_step(&target.sd().unet, x.clone(), source, &emb, params);
         let x0 = predicted_x0(x, step.eps, params.alpha_t);
         x = step.x;
         check_finite(target, &x, "sampling", i + 1, timesteps.len())?;
@@ -277,36 +247,31 @@ pub fn sample(
 
 /// Text-to-image with DDIM and guidance, from seeded noise (see [`crate::noise`]).
 /// Returns the final latents `[1, 4, height/8, width/8]`.
-#[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &Model,
-    prompt: &str,
-    negative_prompt: &str,
-    omega: f64,
-    steps: usize,
-    [height, width]: [usize; 2],
-    seed: u64,
+    settings: &GenerationSettings,
     device: &Device,
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Tensor<4>> {
-    if height % 8 != 0 || width % 8 != 0 || height == 0 || width == 0 {
-        return Err(PipelineError::Settings(format!(
-            "image size {width}x{height} must be positive multiples of 8"
-        )));
-    }
-    crate::settings::check_prompt("prompt", prompt)?;
-    crate::settings::check_prompt("negative prompt", negative_prompt)?;
-    let timesteps = model.scheduler.timesteps(steps)?;
-    let (h, w) = (height / 8, width / 8);
+    settings.validate()?;
+    let timesteps = model.scheduler().timesteps(settings.steps)?;
+    let (h, w) = (settings.height as usize / 8, settings.width as usize / 8);
     let noise = Tensor::<4>::from_data(
-        TensorData::new(gaussian(seed, 4 * h * w), [1, 4, h, w]),
+        TensorData::new(gaussian(settings.seed, 4 * h * w), [1, 4, h, w]),
         device,
     )
     .cast(model.dtype());
-    let positive = model.encode_prompt(prompt, device)?;
-    let negative = model.encode_prompt(negative_prompt, device)?;
+    let positive = model.encode_prompt(&settings.prompt, device)?;
+    let negative = model.encode_prompt(&settings.negative_prompt, device)?;
     generate_from(
-        model, noise, positive, negative, omega, &timesteps, steps, progress,
+        model,
+        noise,
+        positive,
+        negative,
+        settings.omega,
+        &timesteps,
+        settings.steps,
+        progress,
     )
 }
 
@@ -322,12 +287,15 @@ pub fn generate_from(
     steps: usize,
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Tensor<4>> {
-    let ratio = model.scheduler.step_ratio(steps);
+    let ratio = model.scheduler().step_ratio(steps);
     let mut x = noise;
     for (i, &t) in timesteps.iter().enumerate() {
-        let (a_t, a_prev) = (model.scheduler.alpha(t), model.scheduler.alpha(t - ratio));
+        let (a_t, a_prev) = (
+            model.scheduler().alpha(t),
+            model.scheduler().alpha(t - ratio),
+        );
         let (next, eps) = guided_step(
-            &model.sd.unet,
+            &model.sd().unet,
             x.clone(),
             t,
             positive.clone(),
@@ -352,19 +320,40 @@ pub fn generate_from(
     Ok(x)
 }
 
-/// Decodes latents to an image in [0, 1]: `clamp(VAE.decode(x / s) / 2 + 0.5, 0, 1)`.
+/// Decodes latents to an image in [0, 1]: `clamp(VAE.decode(x / s) / 2 + 0.5, 0, 1)`,
+/// failing instead of returning NaN or infinite values (which would be written as black
+/// pixels): a VAE can overflow in f16 where the U-Net did not.
 ///
 /// # Shapes
 /// - `latents`: `[1, 4, h, w]`; output `[1, 3, 8h, 8w]`.
-pub fn decode(model: &Model, latents: Tensor<4>) -> Tensor<4> {
-    let img = model.sd.vae.decode(latents / model.scaling_factor());
-    (img / 2.0 + 0.5).clamp(0.0, 1.0)
-}
-
-/// [`decode`], failing instead of returning an image with NaN or infinite values (which
-/// would be written as black pixels): a VAE can overflow in f16 where the U-Net did not.
-pub fn decode_checked(model: &Model, latents: Tensor<4>) -> Result<Tensor<4>> {
-    let img = model.sd.vae.decode(latents / model.scaling_factor());
+pub fn decode(model: &Model, latents: Tensor<4>) -> Result<Tensor<4>> {
+    let img = model.sd().vae.decode(latents / model.scaling_factor());
     check_finite(model, &img, "VAE decoding", 1, 1)?;
     Ok((img / 2.0 + 0.5).clamp(0.0, 1.0))
+}
+
+/// An image tensor in [0, 1] as 8-bit RGB, rounded as diffusers' `numpy_to_pil` does.
+///
+/// # Shapes
+/// - `image`: `[1, 3, H, W]`
+pub fn to_rgb(image: Tensor<4>) -> Result<RgbImage> {
+    let [_, c, h, w] = image.dims();
+    if c != 3 {
+        return Err(PipelineError::Settings(format!(
+            "an image has 3 channels, this tensor {c}"
+        )));
+    }
+    let values: Vec<f32> = image
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| PipelineError::Settings(format!("reading the image back: {e:?}")))?;
+    let plane = h * w;
+    let mut img = RgbImage::new(w as u32, h as u32);
+    for (i, p) in img.pixels_mut().enumerate() {
+        for ch in 0..3 {
+            p.0[ch] = (values[ch * plane + i] * 255.0).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    Ok(img)
 }

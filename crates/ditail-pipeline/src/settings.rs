@@ -19,6 +19,21 @@ pub fn check_prompt(what: &str, prompt: &str) -> Result<()> {
     }
 }
 
+/// Fails unless the guidance scale is finite and there is at least one step.
+fn check_guidance(what: &str, omega: f64, steps: usize) -> Result<()> {
+    if !omega.is_finite() {
+        return Err(PipelineError::Settings(format!(
+            "omega {omega} must be finite"
+        )));
+    }
+    if steps == 0 {
+        return Err(PipelineError::Settings(format!(
+            "{what} steps must be at least 1"
+        )));
+    }
+    Ok(())
+}
+
 /// How the content image is inverted with the source model.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InversionSettings {
@@ -137,17 +152,7 @@ impl SamplingSettings {
                 )));
             }
         }
-        if !self.omega.is_finite() {
-            return Err(PipelineError::Settings(format!(
-                "omega {} must be finite",
-                self.omega
-            )));
-        }
-        if self.steps == 0 {
-            return Err(PipelineError::Settings(
-                "sampling steps must be at least 1".into(),
-            ));
-        }
+        check_guidance("sampling", self.omega, self.steps)?;
         self.mask.validate()
     }
 
@@ -161,5 +166,55 @@ impl SamplingSettings {
             (self.conv_ratio * n).floor() as usize,
             (self.attn_ratio * n).floor() as usize,
         )
+    }
+}
+
+/// Text-to-image (`generate`): a content made by the source model, or plain generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationSettings {
+    /// Positive prompt.
+    pub prompt: String,
+    /// Negative prompt.
+    pub negative_prompt: String,
+    /// Classifier-free guidance scale.
+    pub omega: f64,
+    /// DDIM steps.
+    pub steps: usize,
+    /// Image width in pixels, a positive multiple of 8.
+    pub width: u32,
+    /// Image height in pixels, a positive multiple of 8.
+    pub height: u32,
+    /// The noise seed (see [`crate::noise`]: the same seed gives the same image on every
+    /// backend).
+    pub seed: u64,
+}
+
+impl GenerationSettings {
+    /// The `ditail generate` defaults with the given prompt: guidance 7.5, 50 steps,
+    /// 512 x 512, seed 0.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: DEFAULT_NEGATIVE.into(),
+            omega: 7.5,
+            steps: 50,
+            width: 512,
+            height: 512,
+            seed: 0,
+        }
+    }
+
+    /// Checks the size, steps, guidance and prompts.
+    pub fn validate(&self) -> Result<()> {
+        check_prompt("prompt", &self.prompt)?;
+        check_prompt("negative prompt", &self.negative_prompt)?;
+        let (w, h) = (self.width, self.height);
+        if w % 8 != 0 || h % 8 != 0 || w == 0 || h == 0 {
+            return Err(PipelineError::Settings(format!(
+                "image size {w}x{h} must be positive multiples of 8"
+            )));
+        }
+        check_guidance("generation", self.omega, self.steps)?;
+        Ok(())
     }
 }
