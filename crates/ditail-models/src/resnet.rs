@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use crate::hook::{Controller, Site};
+use crate::kernels::conv::conv2d;
 
 /// Shape of one ResNet block.
 #[derive(Config, Debug)]
@@ -88,18 +89,18 @@ impl ResnetBlock2d {
         temb: Option<Tensor<2>>,
         hook: Option<(Site, &mut dyn Controller)>,
     ) -> Tensor<4> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let mut h = conv2d(&self.conv1, silu(self.norm1.forward(x.clone())));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(silu(temb));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let mut h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let mut h = conv2d(&self.conv2, silu(self.norm2.forward(h)));
         if let Some((site, ctrl)) = hook {
             h = ctrl.resnet(site, h);
         }
         let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         };
         shortcut + h

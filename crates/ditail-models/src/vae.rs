@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::attention::{Attention, AttentionConfig};
 use crate::error::Result;
 use crate::json::JsonConfig;
+use crate::kernels::conv::conv2d;
 use crate::ops::resize_nearest;
 use crate::resnet::{ResnetBlock2d, ResnetBlock2dConfig, conv1x1, conv3x3};
 
@@ -307,18 +308,18 @@ impl AutoencoderKl {
     /// - output: `[batch, latent_channels, height / 8, width / 8]`
     pub fn encode_mean(&self, image: Tensor<4>) -> Tensor<4> {
         let e = &self.encoder;
-        let mut x = e.conv_in.forward(image);
+        let mut x = conv2d(&e.conv_in, image);
         for block in &e.down_blocks {
             for resnet in &block.resnets {
                 x = resnet.forward(x, None, None);
             }
             for down in &block.downsamplers {
-                x = down.conv.forward(x);
+                x = conv2d(&down.conv, x);
             }
         }
         x = e.mid_block.forward(x);
-        x = e.conv_out.forward(silu(e.conv_norm_out.forward(x)));
-        let moments = self.quant_conv.forward(x);
+        x = conv2d(&e.conv_out, silu(e.conv_norm_out.forward(x)));
+        let moments = conv2d(&self.quant_conv, x);
         moments.narrow(1, 0, self.latent_channels)
     }
 
@@ -330,7 +331,7 @@ impl AutoencoderKl {
     /// - output: `[batch, 3, 8 * h, 8 * w]`
     pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
         let d = &self.decoder;
-        let mut x = d.conv_in.forward(self.post_quant_conv.forward(latents));
+        let mut x = conv2d(&d.conv_in, conv2d(&self.post_quant_conv, latents));
         x = d.mid_block.forward(x);
         for block in &d.up_blocks {
             for resnet in &block.resnets {
@@ -338,9 +339,9 @@ impl AutoencoderKl {
             }
             for up in &block.upsamplers {
                 let [_, _, h, w] = x.dims();
-                x = up.conv.forward(resize_nearest(x, [2 * h, 2 * w]));
+                x = conv2d(&up.conv, resize_nearest(x, [2 * h, 2 * w]));
             }
         }
-        d.conv_out.forward(silu(d.conv_norm_out.forward(x)))
+        conv2d(&d.conv_out, silu(d.conv_norm_out.forward(x)))
     }
 }

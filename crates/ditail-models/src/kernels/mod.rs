@@ -4,6 +4,8 @@
 //! it once and the backend of the tensors picks the implementation.
 //!
 //! - [`attention`]: multi-head attention with Ditail's q/k injection fused in; a
-//!   flash-style WGSL kernel (`shaders/attention.wgsl`) on wgpu.
+//!   flash-style WGSL kernel (`shaders/attention.wgsl`) on wgpu;
+//! - [`conv`]: 2-D convolution; a direct implicit-GEMM kernel on the CPU.
 
 pub mod attention;
+pub mod conv;

@@ -11,6 +11,7 @@ use burn::prelude::*;
 
 use crate::attention::{Transformer2dConfig, Transformer2dModel};
 use crate::hook::{Controller, Site, Stage};
+use crate::kernels::conv::conv2d;
 use crate::ops::resize_nearest;
 use crate::resnet::{ResnetBlock2d, ResnetBlock2dConfig, conv3x3};
 
@@ -56,7 +57,7 @@ impl Upsample2d {
     /// # Shapes
     /// - `x`: `[batch, channels, h, w]`; output: `[batch, channels, size[0], size[1]]`.
     pub fn forward(&self, x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-        self.conv.forward(resize_nearest(x, size))
+        conv2d(&self.conv, resize_nearest(x, size))
     }
 }
 
@@ -135,7 +136,7 @@ impl DownBlock {
             skips.push(x.clone());
         }
         for down in &self.downsamplers {
-            x = down.conv.forward(x);
+            x = conv2d(&down.conv, x);
             skips.push(x.clone());
         }
         x

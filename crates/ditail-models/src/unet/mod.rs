@@ -20,6 +20,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use crate::hook::Controller;
+use crate::kernels::conv::conv2d;
 use crate::resnet::conv3x3;
 use blocks::{BlockShape, UpChannels};
 
@@ -148,7 +149,7 @@ impl UNet2DConditionModel {
             .cast(sample.dtype());
         let temb = self.time_embedding.forward(proj);
 
-        let mut x = self.conv_in.forward(sample);
+        let mut x = conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {
             x = block.forward(x, &temb, &context, i as u8, ctrl, &mut skips);
@@ -171,6 +172,6 @@ impl UNet2DConditionModel {
                 return x;
             }
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)))
     }
 }

@@ -1,0 +1,225 @@
+//! The CPU convolution: a direct implicit GEMM on NCHW f32 tensors (see the module above
+//! for why).
+//!
+//! For each batch element and tile of output rows, the tile's im2col matrix `[in*kh*kw,
+//! positions]` is built row by row (each row a shifted, zero-padded copy of input rows:
+//! plain copies when the stride is 1) and multiplied by the weights `[out, in*kh*kw]`, read
+//! in place, into the output's NCHW rows `[out, positions]`, which start as the bias. Tiles
+//! (and, when a batch-1 layer has too few tiles for the threads, slices of the output
+//! channels) run in parallel on rayon's pool, one single-threaded GEMM each (the `gemm`
+//! crate, burn-flex's own GEMM), so there is no nested parallelism.
+
+use std::cell::RefCell;
+
+use burn::backend::Flex;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
+
+/// Output positions per tile: enough columns for the GEMM's microkernel to stream, few
+/// enough that a tile's im2col rows (`in*kh*kw` x this) stay near the L2 cache.
+const TILE_POSITIONS: usize = 256;
+/// The fewest output channels a parallel slice gets (below, the GEMM's packing dominates).
+const MIN_SLICE_CHANNELS: usize = 64;
+
+/// Whether the kernel takes these tensors: f32, 4-D, kernels larger than 1x1 (burn-flex
+/// runs 1x1 convolutions as one GEMM on NCHW already).
+pub fn supports(
+    x: &FloatTensor<Flex>,
+    weight: &FloatTensor<Flex>,
+    bias: &FloatTensor<Flex>,
+) -> bool {
+    let f32s = [x, weight, bias].iter().all(|t| t.dtype() == DType::F32);
+    let (xs, ws) = (x.layout().shape(), weight.layout().shape());
+    f32s && xs.num_dims() == 4
+        && ws.num_dims() == 4
+        && xs[1] == ws[1]
+        && ws[2] * ws[3] > 1
+        && bias.layout().shape().num_elements() == ws[0]
+}
+
+/// A pointer that may cross threads: every task writes its own disjoint part of the output.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements (their tile's positions of their channel slice).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+thread_local! {
+    /// Each worker's im2col tile, reused across calls.
+    static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The convolution (see [`super::ConvOps::ditail_conv2d`] for the arguments).
+pub fn conv2d(
+    x: FloatTensor<Flex>,
+    weight: FloatTensor<Flex>,
+    bias: FloatTensor<Flex>,
+    [sh, sw]: [usize; 2],
+    [top, bottom, left, right]: [usize; 4],
+) -> FloatTensor<Flex> {
+    let (x, weight, bias) = (
+        x.to_contiguous(),
+        weight.to_contiguous(),
+        bias.to_contiguous(),
+    );
+    let (xs, ws) = (x.layout().shape().clone(), weight.layout().shape().clone());
+    let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+    let (o, kh, kw) = (ws[0], ws[2], ws[3]);
+    let oh = (h + top + bottom - kh) / sh + 1;
+    let ow = (w + left + right - kw) / sw + 1;
+    let (k, p) = (c * kh * kw, oh * ow);
+    let xv: &[f32] = x.as_slice().expect("contiguous");
+    let wv: &[f32] = weight.as_slice().expect("contiguous");
+    let bv: &[f32] = bias.as_slice().expect("contiguous");
+
+    let mut out = vec![0f32; n * o * p];
+    for (i, plane) in out.chunks_exact_mut(p).enumerate() {
+        plane.fill(bv[i % o]);
+    }
+
+    let rows_per_tile = TILE_POSITIONS.div_ceil(ow).clamp(1, oh);
+    let tiles = oh.div_ceil(rows_per_tile);
+    let threads = rayon::current_num_threads();
+    // Batch-1 layers at low resolution have fewer tiles than threads: split the channels.
+    let jobs = n * tiles;
+    let slices = if jobs >= 2 * threads {
+        1
+    } else {
+        (2 * threads)
+            .div_ceil(jobs)
+            .min(o.div_ceil(MIN_SLICE_CHANNELS))
+            .max(1)
+    };
+    let per_slice = o.div_ceil(slices);
+    let geometry = Geometry {
+        c,
+        h,
+        w,
+        kh,
+        kw,
+        sh,
+        sw,
+        top,
+        left,
+        ow,
+    };
+    let dst = OutPtr(out.as_mut_ptr());
+    (0..jobs * slices).into_par_iter().for_each(|job| {
+        let (slice, job) = (job % slices, job / slices);
+        let (b, tile) = (job / tiles, job % tiles);
+        let (r0, r1) = (tile * rows_per_tile, ((tile + 1) * rows_per_tile).min(oh));
+        let (o0, o1) = (slice * per_slice, ((slice + 1) * per_slice).min(o));
+        if o0 >= o1 {
+            return;
+        }
+        let cols = (r1 - r0) * ow;
+        let image = &xv[b * c * h * w..][..c * h * w];
+        COL.with_borrow_mut(|col| {
+            col.resize(k * cols, 0.0);
+            geometry.im2col(image, r0..r1, col);
+            // SAFETY: `dst` points into `out` (n·o·p elements): this task's block starts at
+            // batch b, channel o0, position r0·ow and spans (o1-o0) rows of stride p and
+            // `cols` columns, inside the buffer and disjoint from every other task's;
+            // `wv` holds o rows of k, `col` k rows of `cols`.
+            unsafe {
+                gemm::gemm(
+                    o1 - o0,
+                    cols,
+                    k,
+                    dst.get().add(b * o * p + o0 * p + r0 * ow),
+                    1,
+                    p as isize,
+                    true,
+                    wv.as_ptr().add(o0 * k),
+                    1,
+                    k as isize,
+                    col.as_ptr(),
+                    1,
+                    cols as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+    });
+    Flex::float_from_data(TensorData::new(out, [n, o, oh, ow]), &Default::default())
+}
+
+/// Where each output position reads the input.
+struct Geometry {
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    top: usize,
+    left: usize,
+    ow: usize,
+}
+
+impl Geometry {
+    /// Fills `col` (`[c*kh*kw, rows.len()*ow]`, row (ci, ky, kx)) with the input values
+    /// each output position of `rows` multiplies by weight (ci, ky, kx); zero in the
+    /// padding.
+    fn im2col(&self, image: &[f32], rows: std::ops::Range<usize>, col: &mut [f32]) {
+        let cols = rows.len() * self.ow;
+        let mut chunks = col.chunks_exact_mut(cols);
+        for ci in 0..self.c {
+            let plane = &image[ci * self.h * self.w..][..self.h * self.w];
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    let row = chunks.next().expect("k rows");
+                    for (y, dst) in rows.clone().zip(row.chunks_exact_mut(self.ow)) {
+                        // Input row of this output row and kernel row, if inside the image.
+                        let iy = (y * self.sh + ky)
+                            .checked_sub(self.top)
+                            .filter(|&r| r < self.h);
+                        match iy {
+                            None => dst.fill(0.0),
+                            Some(iy) => self.row(&plane[iy * self.w..][..self.w], kx, dst),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One output row's inputs for kernel column `kx` from input row `src`.
+    fn row(&self, src: &[f32], kx: usize, dst: &mut [f32]) {
+        // Output x reads input x·sw + kx - left: valid for x in [lo, hi).
+        let lo = self.left.saturating_sub(kx).div_ceil(self.sw);
+        let hi = (self.w + self.left)
+            .saturating_sub(kx)
+            .div_ceil(self.sw)
+            .min(self.ow);
+        if lo >= hi {
+            dst.fill(0.0);
+            return;
+        }
+        dst[..lo].fill(0.0);
+        dst[hi..].fill(0.0);
+        let first = lo * self.sw + kx - self.left;
+        if self.sw == 1 {
+            dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+        } else {
+            for (i, d) in dst[lo..hi].iter_mut().enumerate() {
+                *d = src[first + i * self.sw];
+            }
+        }
+    }
+}

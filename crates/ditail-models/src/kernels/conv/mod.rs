@@ -1,0 +1,137 @@
+//! 2-D convolution for the networks (every `Conv2d` of the U-Net and the VAE goes through
+//! [`conv2d`]). On the CPU (burn-flex, f32) a kernel of our own ([`flex`]): a direct
+//! implicit GEMM on the NCHW layout, which reads the weights where they are and writes the
+//! output in place, with the bias folded into the GEMM. Everywhere else (GPUs, f16, 1x1
+//! convolutions, which burn-flex already runs as one GEMM on NCHW) burn's own `conv2d`.
+//!
+//! Why (issue 14, measured with `perf` on the U-Net): burn-flex's general convolution
+//! transposes the weights into a new buffer on every call (`[out, in, kh, kw]` to `[out,
+//! kh, kw, in]`: 59 MB for one 1280-channel 3x3 layer), converts the input to NHWC,
+//! builds per-tile im2col buffers and scatters the GEMM's result back to NCHW one value at
+//! a time. The kernel here keeps the weights as the GEMM's left operand (`[out, in*kh*kw]`
+//! is already row-major), builds only a tile of im2col rows (shifted copies of input rows),
+//! and lets the GEMM write into the output's NCHW rows.
+//!
+//! `DITAIL_CONV=reference` in the environment turns the kernel off (for comparisons and as
+//! an escape hatch).
+
+#[cfg(feature = "flex")]
+pub mod flex;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::backend::ops::ModuleOps;
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
+
+/// Convolution as a backend operation: burn's `conv2d` by default, a kernel where a backend
+/// has one.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    Cube: cfg(any(feature = "wgpu", feature = "cuda")),
+    NdArray: cfg(feature = "ndarray"),
+)]
+pub trait ConvOps: Backend {
+    /// A 2-D convolution with bias, groups 1 and dilation 1.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, in, h, w]`; `weight`: `[out, in, kh, kw]`; `bias`: `[out]`
+    /// - `padding`: `[top, bottom, left, right]`
+    /// - output: `[batch, out, (h + top + bottom - kh) / stride[0] + 1, (w + left + right
+    ///   - kw) / stride[1] + 1]`
+    fn ditail_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Self> {
+        reference::<Self>(x, weight, bias, stride, padding)
+    }
+}
+
+/// burn's convolution with these arguments.
+fn reference<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    stride: [usize; 2],
+    [top, bottom, left, right]: [usize; 4],
+) -> FloatTensor<B> {
+    let options = ConvOptions::new_with_padding(stride, [(top, bottom), (left, right)], [1, 1], 1);
+    <B as ModuleOps<B>>::conv2d(x, weight, Some(bias), options)
+}
+
+#[cfg(feature = "flex")]
+impl ConvOps for burn::backend::Flex {
+    fn ditail_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 4],
+    ) -> FloatTensor<Self> {
+        if kernel_enabled() && flex::supports(&x, &weight, &bias) {
+            LAUNCHES.fetch_add(1, Ordering::Relaxed);
+            return flex::conv2d(x, weight, bias, stride, padding);
+        }
+        reference::<Self>(x, weight, bias, stride, padding)
+    }
+}
+#[cfg(feature = "ndarray")]
+impl ConvOps for burn::backend::NdArray {}
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl ConvOps for burn_cubecl::CubeBackend {}
+
+static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times this process has run the CPU kernel (tests use it to know that the
+/// kernel, not the reference, answered).
+pub fn kernel_launches() -> usize {
+    LAUNCHES.load(Ordering::Relaxed)
+}
+
+/// Whether the kernel may be used: not when `DITAIL_CONV=reference`.
+pub fn kernel_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::env::var("DITAIL_CONV").map_or(true, |v| !v.eq_ignore_ascii_case("reference"))
+    })
+}
+
+/// `conv.forward(x)`, through the CPU kernel where it applies.
+///
+/// # Shapes
+/// - `x`: `[batch, in, h, w]`; output as `Conv2d::forward`'s.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let Some(bias) = &conv.bias else {
+        return conv.forward(x);
+    };
+    if conv.groups != 1 || conv.dilation != [1, 1] {
+        return conv.forward(x);
+    }
+    let (top, left, bottom, right) = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
+        PaddingConfig2d::Valid => (0, 0, 0, 0),
+        PaddingConfig2d::Same => return conv.forward(x),
+    };
+    Tensor::from_dispatch(<Dispatch as ConvOps>::ditail_conv2d(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        conv.stride,
+        [top, bottom, left, right],
+    ))
+}
+
+/// [`conv2d`] through burn's convolution, never the kernel (for tests and comparisons).
+///
+/// # Shapes
+/// As [`conv2d`].
+pub fn conv2d_reference(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv.forward(x)
+}

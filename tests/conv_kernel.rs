@@ -1,0 +1,84 @@
+//! The CPU convolution kernel (`ditail_models::kernels::conv`) against burn's own
+//! convolution, whole tensors, on every geometry the U-Net and VAE use (3x3 stride 1 and 2
+//! with symmetric padding, the VAE's stride-2 downsample with padding on the bottom and
+//! right only) and some they do not (odd sizes, 5x3 kernels, batch 3, images narrower than
+//! the kernel's reach, a single output channel slice and many).
+
+mod common;
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use ditail::models::kernels::conv::{conv2d, conv2d_reference, kernel_launches};
+
+/// Relative tolerance on the largest difference: the two sum in different orders.
+const TOL: f32 = 1e-5;
+
+#[test]
+fn the_cpu_kernel_equals_burns_convolution() {
+    let device = common::cpu();
+    // (batch, in, out, h, w, kernel, stride, padding (top, left, bottom, right))
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+        Padding,
+    );
+    type Padding = (usize, usize, usize, usize);
+    let cases: &[Case] = &[
+        (1, 4, 8, 16, 16, [3, 3], [1, 1], (1, 1, 1, 1)),
+        (3, 8, 16, 8, 8, [3, 3], [1, 1], (1, 1, 1, 1)),
+        (1, 16, 320, 4, 4, [3, 3], [1, 1], (1, 1, 1, 1)),
+        (2, 8, 8, 17, 9, [3, 3], [2, 2], (1, 1, 1, 1)),
+        (1, 8, 12, 16, 16, [3, 3], [2, 2], (0, 0, 1, 1)),
+        (1, 3, 5, 7, 11, [5, 3], [1, 2], (2, 1, 2, 1)),
+        (2, 4, 6, 2, 3, [3, 3], [1, 1], (1, 1, 1, 1)),
+        (1, 4, 4, 40, 70, [3, 3], [1, 1], (1, 1, 1, 1)),
+        (1, 4, 4, 6, 6, [3, 3], [1, 1], (0, 0, 0, 0)),
+    ];
+    for &(batch, cin, cout, h, w, kernel, stride, (t, l, b, r)) in cases {
+        let conv = Conv2dConfig::new([cin, cout], kernel)
+            .with_stride(stride)
+            .with_padding(PaddingConfig2d::Explicit(t, l, b, r))
+            .init(&device);
+        let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let before = kernel_launches();
+        let got = conv2d(&conv, x.clone());
+        assert_eq!(kernel_launches(), before + 1, "the kernel ran");
+        let want = conv2d_reference(&conv, x);
+        assert_eq!(got.dims(), want.dims());
+        let scale = want.clone().abs().max().into_scalar::<f32>().max(1e-6);
+        let diff = (got - want).abs().max().into_scalar::<f32>();
+        assert!(
+            diff / scale <= TOL,
+            "batch {batch}, {cin}->{cout}, {h}x{w}, kernel {kernel:?}, stride {stride:?}, \
+             padding {:?}: max |diff| {diff} of {scale}",
+            (t, l, b, r)
+        );
+    }
+    one_by_one_convolutions_stay_with_burn();
+}
+
+/// Run by the test above: the launch counter is process-wide, so the two must not run at
+/// once.
+fn one_by_one_convolutions_stay_with_burn() {
+    let device = common::cpu();
+    let conv = Conv2dConfig::new([4, 8], [1, 1]).init(&device);
+    let x = Tensor::<4>::random([1, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+    let before = kernel_launches();
+    let got = conv2d(&conv, x.clone());
+    assert_eq!(
+        kernel_launches(),
+        before,
+        "1x1 goes to burn-flex's own GEMM path"
+    );
+    got.into_data().assert_approx_eq::<f32>(
+        &conv.forward(x).into_data(),
+        burn::tensor::Tolerance::default(),
+    );
+}
