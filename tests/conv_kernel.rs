@@ -1,5 +1,6 @@
-//! The CPU convolution kernel (`ditail_models::kernels::conv`) against burn's own
-//! convolution, whole tensors, on every geometry the U-Net and VAE use (3x3 stride 1 and 2
+//! The CPU convolution kernels (`ditail_models::kernels::conv`: direct, and Winograd
+//! F(2x2, 3x3) for 3x3 stride-1 layers of 16x16 and more) against burn's own convolution,
+//! whole tensors, on every geometry the U-Net and VAE use (3x3 stride 1 and 2
 //! with symmetric padding, the VAE's stride-2 downsample with padding on the bottom and
 //! right only) and some they do not (odd sizes, 5x3 kernels, batch 3, images narrower than
 //! the kernel's reach, a single output channel slice and many).
@@ -10,7 +11,16 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use ditail::models::kernels::conv::{conv2d, conv2d_reference, kernel_launches};
+use ditail::models::kernels::conv::{
+    conv2d, conv2d_reference, kernel_launches, winograd, winograd_enabled,
+};
+
+/// Fails unless the largest difference is within [`TOL`] of the largest value.
+fn assert_close(what: &str, got: Tensor<4>, want: Tensor<4>) {
+    let scale = want.clone().abs().max().into_scalar::<f32>().max(1e-6);
+    let diff = (got - want).abs().max().into_scalar::<f32>();
+    assert!(diff / scale <= TOL, "{what}: max |diff| {diff} of {scale}");
+}
 
 /// Relative tolerance on the largest difference: the two sum in different orders.
 const TOL: f32 = 1e-5;
@@ -40,6 +50,11 @@ fn the_cpu_kernel_equals_burns_convolution() {
         (2, 4, 6, 2, 3, [3, 3], [1, 1], (1, 1, 1, 1)),
         (1, 4, 4, 40, 70, [3, 3], [1, 1], (1, 1, 1, 1)),
         (1, 4, 4, 6, 6, [3, 3], [1, 1], (0, 0, 0, 0)),
+        // Winograd F(2x2, 3x3) (3x3 stride 1, outputs of 16 and more a side): odd sides
+        // (partial tiles), no padding, more channels than a GEMM block.
+        (2, 8, 8, 17, 19, [3, 3], [1, 1], (1, 1, 1, 1)),
+        (1, 8, 16, 20, 18, [3, 3], [1, 1], (0, 0, 0, 0)),
+        (1, 96, 64, 32, 32, [3, 3], [1, 1], (1, 1, 1, 1)),
     ];
     for &(batch, cin, cout, h, w, kernel, stride, (t, l, b, r)) in cases {
         let conv = Conv2dConfig::new([cin, cout], kernel)
@@ -49,17 +64,46 @@ fn the_cpu_kernel_equals_burns_convolution() {
         let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
         let before = kernel_launches();
         let got = conv2d(&conv, x.clone());
-        assert_eq!(kernel_launches(), before + 1, "the kernel ran");
-        let want = conv2d_reference(&conv, x);
+        let [_, _, oh, ow] = got.dims();
+        let eligible = kernel == [3, 3] && stride == [1, 1] && oh.min(ow) >= 16 && cin >= 8;
+        let winograd = eligible && winograd_enabled();
+        assert_eq!(
+            kernel_launches(),
+            (before.0 + 1, before.1 + usize::from(winograd)),
+            "the kernel ran (Winograd: {winograd})"
+        );
+        let want = conv2d_reference(&conv, x.clone());
         assert_eq!(got.dims(), want.dims());
-        let scale = want.clone().abs().max().into_scalar::<f32>().max(1e-6);
-        let diff = (got - want).abs().max().into_scalar::<f32>();
-        assert!(
-            diff / scale <= TOL,
+        let what = format!(
             "batch {batch}, {cin}->{cout}, {h}x{w}, kernel {kernel:?}, stride {stride:?}, \
-             padding {:?}: max |diff| {diff} of {scale}",
+             padding {:?}",
             (t, l, b, r)
         );
+        assert_close(&what, got, want.clone());
+        // Winograd F(2x2, 3x3) itself (off by default), on every 3x3 stride-1 case.
+        if kernel == [3, 3] && stride == [1, 1] {
+            let values = |t: Tensor<4>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            let bias = conv.bias.as_ref().unwrap().val();
+            let shape = winograd::Shape {
+                n: batch,
+                c: cin,
+                h,
+                w,
+                o: cout,
+                top: t,
+                left: l,
+                oh,
+                ow,
+            };
+            let out = winograd::conv3x3(
+                &values(x),
+                &values(conv.weight.val()),
+                &bias.into_data().to_vec::<f32>().unwrap(),
+                &shape,
+            );
+            let out = Tensor::<4>::from_data(TensorData::new(out, [batch, cout, oh, ow]), &device);
+            assert_close(&format!("Winograd, {what}"), out, want);
+        }
     }
     one_by_one_convolutions_stay_with_burn();
 }

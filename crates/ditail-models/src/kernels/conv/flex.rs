@@ -23,6 +23,22 @@ const TILE_POSITIONS: usize = 256;
 /// The fewest output channels a parallel slice gets (below, the GEMM's packing dominates).
 const MIN_SLICE_CHANNELS: usize = 64;
 
+/// The smallest output side where Winograd F(2x2, 3x3) beats the direct kernel: below it
+/// a batch-1 layer has too few tiles to keep the GEMMs busy (ncnn's rule on x86 is the
+/// same: Winograd from 16x16 up, direct at 8x8 and below).
+const WINOGRAD_MIN_SIDE: usize = 16;
+
+/// Whether a convolution goes to [`super::winograd`]: when it is turned on
+/// ([`super::winograd_enabled`]), 3x3, stride 1, outputs of at least [`WINOGRAD_MIN_SIDE`]
+/// a side, more than a few input channels.
+fn winograd_pays(kernel: [usize; 2], stride: [usize; 2], out: [usize; 2], channels: usize) -> bool {
+    kernel == [3, 3]
+        && stride == [1, 1]
+        && out.iter().all(|&s| s >= WINOGRAD_MIN_SIDE)
+        && channels >= 8
+        && super::winograd_enabled()
+}
+
 /// Whether the kernel takes these tensors: f32, 4-D, kernels larger than 1x1 (burn-flex
 /// runs 1x1 convolutions as one GEMM on NCHW already).
 pub fn supports(
@@ -80,6 +96,22 @@ pub fn conv2d(
     let xv: &[f32] = x.as_slice().expect("contiguous");
     let wv: &[f32] = weight.as_slice().expect("contiguous");
     let bv: &[f32] = bias.as_slice().expect("contiguous");
+    if winograd_pays([kh, kw], [sh, sw], [oh, ow], c) {
+        let shape = super::winograd::Shape {
+            n,
+            c,
+            h,
+            w,
+            o,
+            top,
+            left,
+            oh,
+            ow,
+        };
+        super::WINOGRAD_LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = super::winograd::conv3x3(xv, wv, bv, &shape);
+        return Flex::float_from_data(TensorData::new(out, [n, o, oh, ow]), &Default::default());
+    }
 
     let mut out = vec![0f32; n * o * p];
     for (i, plane) in out.chunks_exact_mut(p).enumerate() {

@@ -12,11 +12,17 @@
 //! is already row-major), builds only a tile of im2col rows (shifted copies of input rows),
 //! and lets the GEMM write into the output's NCHW rows.
 //!
-//! `DITAIL_CONV=reference` in the environment turns the kernel off (for comparisons and as
+//! 3x3 stride-1 convolutions at 16x16 and above can use Winograd's F(2x2, 3x3)
+//! ([`winograd`], 2.25x fewer multiplications; `DITAIL_CONV=winograd`, off by default until
+//! it is measured faster, see [`winograd_enabled`]).
+//!
+//! `DITAIL_CONV=reference` in the environment turns the kernels off (for comparisons and as
 //! an escape hatch).
 
 #[cfg(feature = "flex")]
 pub mod flex;
+#[cfg(feature = "flex")]
+pub mod winograd;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,11 +94,15 @@ impl ConvOps for burn::backend::NdArray {}
 impl ConvOps for burn_cubecl::CubeBackend {}
 
 static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+static WINOGRAD_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
 
-/// How many times this process has run the CPU kernel (tests use it to know that the
-/// kernel, not the reference, answered).
-pub fn kernel_launches() -> usize {
-    LAUNCHES.load(Ordering::Relaxed)
+/// How many times this process has run the CPU kernels, and of those Winograd's (tests
+/// use them to know which path answered).
+pub fn kernel_launches() -> (usize, usize) {
+    (
+        LAUNCHES.load(Ordering::Relaxed),
+        WINOGRAD_LAUNCHES.load(Ordering::Relaxed),
+    )
 }
 
 /// Whether the kernel may be used: not when `DITAIL_CONV=reference`.
@@ -100,6 +110,18 @@ pub fn kernel_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| {
         std::env::var("DITAIL_CONV").map_or(true, |v| !v.eq_ignore_ascii_case("reference"))
+    })
+}
+
+/// Whether 3x3 stride-1 convolutions use Winograd's F(2x2, 3x3): only when
+/// `DITAIL_CONV=winograd`. Measured on the development machine (2 AVX2 cores, SD1.5 at
+/// 256 and 512 px), it is not faster than the direct kernel yet: its input and output
+/// transforms cost about what the 2.25x smaller GEMMs save, and the 16 GEMMs per block are
+/// small (see BENCHMARKS.md); so the direct kernel is the default.
+pub fn winograd_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::env::var("DITAIL_CONV").is_ok_and(|v| v.eq_ignore_ascii_case("winograd"))
     })
 }
 
