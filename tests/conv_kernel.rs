@@ -82,7 +82,7 @@ fn the_cpu_kernel_equals_burns_convolution() {
         assert_close(&what, got, want.clone());
         // Winograd F(2x2, 3x3) itself (off by default), on every 3x3 stride-1 case.
         if kernel == [3, 3] && stride == [1, 1] {
-            let values = |t: Tensor<4>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            let values = |t: Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
             let bias = conv.bias.as_ref().unwrap().val();
             let shape = winograd::Shape {
                 n: batch,
@@ -98,7 +98,7 @@ fn the_cpu_kernel_equals_burns_convolution() {
             let out = winograd::conv3x3(
                 &values(x),
                 &values(conv.weight.val()),
-                &bias.into_data().to_vec::<f32>().unwrap(),
+                &bias.into_data().try_to_vec::<f32>().unwrap(),
                 &shape,
             );
             let out = Tensor::<4>::from_data(TensorData::new(out, [batch, cout, oh, ow]), &device);

@@ -257,21 +257,11 @@ pub fn conv3x3(x: &[f32], weights: &[f32], bias: &[f32], s: &Shape) -> Vec<f32> 
                 }
             }
             let mut a = vec![0f32; 8 * tw];
-            for oc in 0..o {
+            for (oc, &bias) in bias.iter().enumerate() {
                 // SAFETY: the plane of (b, oc) inside `out`; this task writes only its
                 // tile rows of it.
                 let plane = unsafe { dst.get().add((b * o + oc) * oh * ow) };
-                transform_outputs(
-                    m,
-                    o,
-                    oc,
-                    tw,
-                    rows.clone(),
-                    bias[oc],
-                    (oh, ow),
-                    plane,
-                    &mut a,
-                );
+                transform_outputs(m, o, oc, tw, rows.clone(), bias, (oh, ow), plane, &mut a);
             }
         });
     });
