@@ -3,8 +3,10 @@
 //! [`attention`] is what the networks call. On burn's wgpu backend it runs the flash-style
 //! kernel in `shaders/attention.wgsl`, which never materialises the score matrix and reads
 //! the targets' q and k as the masked mix with the source's while loading them (so an
-//! injection costs no extra tensor). Everywhere else (the CPU, CUDA, head widths or dtypes
-//! the kernel does not take) it runs the reference ([`attention_reference`]): the mix in ordinary tensor ops, then
+//! injection costs no extra tensor). On the CPU (burn-flex, f32) it runs a flash-style
+//! kernel of our own (`cpu.rs`: the mix in tensor ops, then attention with a vectorised
+//! softmax). Everywhere else (CUDA, head widths or dtypes the kernels do not take) it runs
+//! the reference ([`attention_reference`]): the mix in ordinary tensor ops, then
 //! burn's own attention (`module::attention`, which is cubek's fused kernel on CUDA where
 //! autotune picks it), in query chunks that keep every score buffer under WebGPU's 128 MiB
 //! binding limit.
@@ -13,6 +15,8 @@
 //! backend extension); `DITAIL_ATTENTION=reference` in the environment turns the kernel off
 //! (for comparisons and as an escape hatch).
 
+#[cfg(feature = "flex")]
+mod cpu;
 mod reference;
 #[cfg(feature = "wgpu")]
 mod wgsl;
@@ -105,7 +109,22 @@ pub trait AttentionOps: Backend {
 }
 
 #[cfg(feature = "flex")]
-impl AttentionOps for burn::backend::Flex {}
+impl AttentionOps for burn::backend::Flex {
+    fn ditail_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mix: QkMix<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        if kernel_enabled() && cpu::supports(&q, &k, &v, heads) {
+            CPU_LAUNCHES.fetch_add(1, Ordering::Relaxed);
+            let (q, k) = reference::inject_qk::<Self>(q, k, mix);
+            return cpu::attention(q, k, v, heads);
+        }
+        reference::attention::<Self>(q, k, v, mix, heads)
+    }
+}
 #[cfg(feature = "ndarray")]
 impl AttentionOps for burn::backend::NdArray {}
 
@@ -128,6 +147,7 @@ impl AttentionOps for burn_cubecl::CubeBackend {
 }
 
 static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+static CPU_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
 
 /// How many times this process has run the attention kernel (tests use it to know that
 /// the kernel, not the reference, answered).
@@ -135,7 +155,12 @@ pub fn kernel_launches() -> usize {
     LAUNCHES.load(Ordering::Relaxed)
 }
 
-/// Whether the kernel may be used: not when `DITAIL_ATTENTION=reference`.
+/// How many times this process has run the CPU attention kernel.
+pub fn cpu_kernel_launches() -> usize {
+    CPU_LAUNCHES.load(Ordering::Relaxed)
+}
+
+/// Whether the kernels (WGSL and CPU) may be used: not when `DITAIL_ATTENTION=reference`.
 pub fn kernel_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| {

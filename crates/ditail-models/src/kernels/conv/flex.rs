@@ -28,9 +28,9 @@ const MIN_SLICE_CHANNELS: usize = 64;
 /// same: Winograd from 16x16 up, direct at 8x8 and below).
 const WINOGRAD_MIN_SIDE: usize = 16;
 
-/// Whether a convolution goes to [`super::winograd`]: when it is turned on
-/// ([`super::winograd_enabled`]), 3x3, stride 1, outputs of at least [`WINOGRAD_MIN_SIDE`]
-/// a side, more than a few input channels.
+/// Whether a convolution goes to [`super::winograd`]: 3x3, stride 1, outputs of at least
+/// [`WINOGRAD_MIN_SIDE`] a side, more than a few input channels (unless
+/// `DITAIL_CONV=direct`, see [`super::winograd_enabled`]).
 fn winograd_pays(kernel: [usize; 2], stride: [usize; 2], out: [usize; 2], channels: usize) -> bool {
     kernel == [3, 3]
         && stride == [1, 1]
