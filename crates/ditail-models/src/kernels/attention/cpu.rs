@@ -256,8 +256,8 @@ fn exp_shifted_portable(row: &mut [f32], max: f32) -> f32 {
 }
 
 /// `e^x` for `x <= 0` (Cephes' `expf`: range reduction by ln 2 in two parts, a degree-5
-/// polynomial, the power of two built in the exponent bits). Below -87.3 it returns
-/// ~1e-38 instead of 0, which a softmax does not see; NaN stays NaN.
+/// polynomial, the power of two built in the exponent bits), written so that it vectorises.
+/// Below -87.3 it returns ~1e-38 instead of 0, which a softmax does not see; NaN stays NaN.
 #[inline(always)]
 fn exp1(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -275,7 +275,10 @@ fn exp1(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from the bits of n + 127 + 2^23 (whose low mantissa bits hold n + 127): bit
+    // casts and integer ops only, where `n as i32` (saturating) would not vectorise.
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits() & 0x7f_ffff;
+    y * f32::from_bits(biased << 23)
 }
 
 #[cfg(test)]
