@@ -6,8 +6,8 @@
 //! figure is the arithmetic peak without memory traffic.
 //!
 //! ```sh
-//! cargo run --release --example fma_peak            # all cores
-//! cargo run --release --example fma_peak -- 1       # one thread
+//! cargo run --example fma_peak            # all cores (the dev profile is enough: intrinsics)
+//! cargo run --example fma_peak -- 1       # one thread
 //! ```
 
 use std::time::Instant;
