@@ -9,3 +9,5 @@
 
 pub mod attention;
 pub mod conv;
+#[cfg(feature = "flex")]
+mod out_ptr;

@@ -23,6 +23,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
+use crate::kernels::out_ptr::OutPtr;
+
 /// Query rows per task.
 const QUERY_BLOCK: usize = 64;
 /// Keys per tile: the block's scores (64 x 256 f32, 64 KiB) stay in L2.
@@ -47,20 +49,6 @@ pub fn supports(
         && ks[2] == vs[2]
         && ks[1] == vs[1]
         && ks[1] > 0
-}
-
-/// The output buffer's pointer, shared by the tasks (each writes its own rows of its head).
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint (row, head) blocks.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// A task's scores, output accumulator and per-row max and sum.
@@ -97,7 +85,7 @@ pub fn attention(
     let scale = 1.0 / (d as f32).sqrt();
 
     let mut out = vec![0f32; batch * nq * c];
-    let dst = OutPtr(out.as_mut_ptr());
+    let dst = OutPtr::new(&mut out);
     let blocks = nq.div_ceil(QUERY_BLOCK);
     (0..batch * heads * blocks)
         .into_par_iter()

@@ -17,6 +17,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
+use crate::kernels::out_ptr::OutPtr;
+
 /// Output positions per tile: enough columns for the GEMM's microkernel to stream, few
 /// enough that a tile's im2col rows (`in*kh*kw` x this) stay near the L2 cache.
 const TILE_POSITIONS: usize = 256;
@@ -53,20 +55,6 @@ pub fn supports(
         && xs[1] == ws[1]
         && ws[2] * ws[3] > 1
         && bias.layout().shape().num_elements() == ws[0]
-}
-
-/// A pointer that may cross threads: every task writes its own disjoint part of the output.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint elements (their tile's positions of their channel slice).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 thread_local! {
@@ -144,7 +132,7 @@ pub fn conv2d(
         left,
         ow,
     };
-    let dst = OutPtr(out.as_mut_ptr());
+    let dst = OutPtr::new(&mut out);
     (0..jobs * slices).into_par_iter().for_each(|job| {
         let (slice, job) = (job % slices, job / slices);
         let (b, tile) = (job / tiles, job % tiles);

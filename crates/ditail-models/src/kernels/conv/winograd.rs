@@ -16,23 +16,11 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use crate::kernels::out_ptr::OutPtr;
+
 /// Bytes of a block's transformed inputs and products (`16·(in+out)·tiles` f32s): about
 /// an L2 cache, so that the 16 GEMMs of a block find their right operand there.
 const BLOCK_BYTES: usize = 2 << 20;
-
-/// The output buffer's pointer, shared by the tasks (each writes its own tiles).
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint output tiles.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 thread_local! {
     /// Each worker's transformed inputs and GEMM products, reused across calls.
@@ -219,7 +207,7 @@ pub fn conv3x3(x: &[f32], weights: &[f32], bias: &[f32], s: &Shape) -> Vec<f32> 
     let rows_per_block = per_block.div_ceil(tw).clamp(1, th);
     let blocks = th.div_ceil(rows_per_block);
     let mut out = vec![0f32; n * o * oh * ow];
-    let dst = OutPtr(out.as_mut_ptr());
+    let dst = OutPtr::new(&mut out);
     (0..n * blocks).into_par_iter().for_each(|job| {
         let (b, blk) = (job / blocks, job % blocks);
         let rows = blk * rows_per_block..((blk + 1) * rows_per_block).min(th);

@@ -1,0 +1,23 @@
+//! The output buffer of a CPU kernel, shared by its rayon tasks, each of which writes its
+//! own disjoint part (a tile, a slice of channels, a block of rows of one head).
+
+/// A pointer into a kernel's output that tasks on other threads may write through.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(*mut f32);
+
+// SAFETY: every kernel that shares one gives each task a disjoint part of the buffer to
+// write, and reads nothing through it; the buffer outlives the parallel loop.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The start of `out`.
+    pub(crate) fn new(out: &mut [f32]) -> Self {
+        Self(out.as_mut_ptr())
+    }
+
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
