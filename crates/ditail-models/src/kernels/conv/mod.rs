@@ -46,8 +46,8 @@ pub trait ConvOps: Backend {
     /// # Shapes
     /// - `x`: `[batch, in, h, w]`; `weight`: `[out, in, kh, kw]`; `bias`: `[out]`
     /// - `padding`: `[top, bottom, left, right]`
-    /// - output: `[batch, out, (h + top + bottom - kh) / stride[0] + 1, (w + left + right
-    ///   - kw) / stride[1] + 1]`
+    /// - output: `[batch, out, oh, ow]`, with `oh = (h + top + bottom - kh) / stride[0] + 1`
+    ///   and `ow = (w + left + right - kw) / stride[1] + 1`
     fn ditail_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
