@@ -109,7 +109,8 @@ for t in "${targets[@]}"; do
         merged=$scratch/merged-$t
         mkdir -p "$merged"
         if DITAIL_FUZZ_SCRATCH=$scratch nice -n 19 "$bins/$t" -merge=1 -use_counters=0 \
-            -rss_limit_mb=2048 -timeout=10 "$merged" "corpus/$t" "$work" >"work/$t.cmin.log" 2>&1; then
+            -rss_limit_mb=2048 -timeout=60 -artifact_prefix="$artifacts/" \
+            "$merged" "corpus/$t" "$work" >"work/$t.cmin.log" 2>&1; then
             find "corpus/$t" -type f -delete
             cp "$merged"/* "corpus/$t/"
         else
