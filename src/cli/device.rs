@@ -89,12 +89,11 @@ pub fn list() -> Result<()> {
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("cpu: burn-flex, {threads} threads");
-    let auto = if compiled.contains(&Backend::Cuda) && cuda_works() {
-        "cuda"
-    } else if wgpu_adapters().iter().any(|a| a.is_gpu) {
-        "wgpu"
-    } else {
-        "cpu (no GPU adapter; software adapters are slower than the CPU backend)"
+    let auto = match Backend::auto() {
+        Backend::Cpu => {
+            "cpu (no GPU adapter; software adapters are slower than the CPU backend)".into()
+        }
+        gpu => gpu.to_string(),
     };
     println!("--backend auto picks: {auto}");
     Ok(())

@@ -65,6 +65,19 @@ impl Backend {
         }
     }
 
+    /// What automatic choice picks: CUDA if it is compiled in and a device answers, else a
+    /// wgpu adapter that is a real GPU (software rasterisers are slower than the CPU
+    /// backend), else the CPU.
+    pub fn auto() -> Backend {
+        if Backend::Cuda.is_compiled() && cuda_works() {
+            Backend::Cuda
+        } else if Backend::Wgpu.is_compiled() && wgpu_adapters().iter().any(|a| a.is_gpu) {
+            Backend::Wgpu
+        } else {
+            Backend::Cpu
+        }
+    }
+
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -185,20 +198,13 @@ pub struct Compute {
 }
 
 impl Compute {
-    /// Resolves a choice. `backend` `None` picks automatically: CUDA if it is compiled in
-    /// and a device answers, else a wgpu adapter that is a real GPU (software rasterisers
-    /// are slower than the CPU backend), else the CPU. An explicit GPU backend must find a
-    /// device. `dtype` `None`: f32 on the CPU, f16 on GPUs.
+    /// Resolves a choice. `backend` `None` picks automatically ([`Backend::auto`]); an
+    /// explicit GPU backend must find a device. `dtype` `None`: f32 on the CPU, f16 on GPUs.
     pub fn select(backend: Option<Backend>, dtype: Option<FloatDType>) -> Result<Self> {
         let (backend, no_gpu) = match backend {
             None => {
-                if Backend::Cuda.is_compiled() && cuda_works() {
-                    (Backend::Cuda, false)
-                } else if Backend::Wgpu.is_compiled() && wgpu_adapters().iter().any(|a| a.is_gpu) {
-                    (Backend::Wgpu, false)
-                } else {
-                    (Backend::Cpu, true)
-                }
+                let auto = Backend::auto();
+                (auto, auto == Backend::Cpu)
             }
             Some(Backend::Wgpu) if Backend::Wgpu.is_compiled() && wgpu_adapters().is_empty() => {
                 return Err(ModelError::NoDevice {

@@ -11,3 +11,9 @@ pub mod attention;
 pub mod conv;
 #[cfg(feature = "flex")]
 mod out_ptr;
+
+/// Whether the environment variable `var` is set to `value` (in any case): the kernels'
+/// switches (`DITAIL_ATTENTION`, `DITAIL_CONV`), each read once by its caller.
+pub(crate) fn env_is(var: &str, value: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v.eq_ignore_ascii_case(value))
+}

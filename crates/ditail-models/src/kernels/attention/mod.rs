@@ -163,9 +163,7 @@ pub fn cpu_kernel_launches() -> usize {
 /// Whether the kernels (WGSL and CPU) may be used: not when `DITAIL_ATTENTION=reference`.
 pub fn kernel_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        std::env::var("DITAIL_ATTENTION").map_or(true, |v| !v.eq_ignore_ascii_case("reference"))
-    })
+    *ENABLED.get_or_init(|| !super::env_is("DITAIL_ATTENTION", "reference"))
 }
 
 /// Whether the attention kernel takes these shapes on `device` and dtype: wgpu, f32 or

@@ -107,9 +107,7 @@ pub fn kernel_launches() -> (usize, usize) {
 /// Whether the kernel may be used: not when `DITAIL_CONV=reference`.
 pub fn kernel_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        std::env::var("DITAIL_CONV").map_or(true, |v| !v.eq_ignore_ascii_case("reference"))
-    })
+    *ENABLED.get_or_init(|| !super::env_is("DITAIL_CONV", "reference"))
 }
 
 /// Whether 3x3 stride-1 convolutions may use Winograd's F(2x2, 3x3): not when
@@ -119,9 +117,7 @@ pub fn kernel_enabled() -> bool {
 /// tiles); at 64x64 latents batch 1 within the runs' spread.
 pub fn winograd_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        std::env::var("DITAIL_CONV").map_or(true, |v| !v.eq_ignore_ascii_case("direct"))
-    })
+    *ENABLED.get_or_init(|| !super::env_is("DITAIL_CONV", "direct"))
 }
 
 /// `conv.forward(x)`, through the CPU kernel where it applies.
