@@ -5,7 +5,8 @@ Standard library only; the image seeds also need ImageMagick's `convert` (skippe
 note, where it is missing). The seeds are made from the test fixtures: safetensors files
 keep their headers (keys, dtypes, metadata) with each large tensor's first dimension set to
 0, so that a seed is a few kilobytes and still says everything the planners read. Run from
-anywhere; then `scripts/fuzz.sh` fuzzes from these and `cargo fuzz cmin` minimises.
+anywhere, with target names to make only theirs; then `scripts/fuzz.sh` fuzzes from these
+and FUZZ_MERGE=1 minimises.
 """
 
 import json
@@ -217,6 +218,74 @@ def png(width, height):
             + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
 
 
+def png_header(width, height):
+    """A PNG that declares its size and holds no pixels (a decompression bomb's header)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + crc
+
+
+def serve_request():
+    """Raw HTTP/1.1 requests to the web app; `{tiny-a}` / `{tiny-b}` stand for those
+    models' catalog ids (the fuzz body substitutes them)."""
+    host = "Host: 127.0.0.1:7860\r\n"
+    auth = "Authorization: Bearer fuzz-token\r\n"
+
+    def req(method, path, headers="", body=b""):
+        if isinstance(body, str):
+            body = body.encode()
+        head = f"{method} {path} HTTP/1.1\r\n{host}{headers}Content-Length: {len(body)}\r\n\r\n"
+        return head.encode() + body
+
+    for name, path in [("index", "/"), ("app-js", "/assets/app.js"), ("style", "/assets/style.css"),
+                       ("asset-missing", "/assets/x.js"), ("health", "/health"),
+                       ("models", "/api/models"), ("defaults", "/api/defaults"),
+                       ("jobs", "/api/jobs"), ("job-missing", "/api/jobs/0"),
+                       ("events-missing", "/api/jobs/0/events"), ("results", "/api/results"),
+                       ("result-missing", "/api/results/a.png"),
+                       ("result-escape", "/api/results/..%2Fsecret.png"),
+                       ("unknown", "/api/nothing?x=1")]:
+        put("serve_request", "get-" + name, req("GET", path, auth))
+    put("serve_request", "rescan", req("POST", "/api/models/rescan", auth))
+    put("serve_request", "cancel-missing", req("POST", "/api/jobs/0/cancel", auth))
+    put("serve_request", "token-link", req("GET", "/?token=fuzz-token"))
+    put("serve_request", "token-cookie", req("GET", "/api/models", "Cookie: a=b; ditail_token=fuzz-token\r\n"))
+    put("serve_request", "bad-host", "GET /api/models HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+    put("serve_request", "cross-origin",
+        req("POST", "/api/jobs", auth + "Origin: http://evil.example\r\nContent-Type: application/json\r\n", "{}"))
+    job = {"source": {"model": "{tiny-a}"}, "targets": [{"model": "{tiny-b}", "clip_skip": 1}],
+           "prompt": "a photo of a cat", "content_prompt": "a cat", "size": 64, "inv_steps": 2,
+           "steps": 2}
+    put("serve_request", "submit-json",
+        req("POST", "/api/jobs", auth + "Content-Type: application/json\r\n", json.dumps(job)))
+    cocktail = dict(job, mode="cocktail", targets=[{"model": "{tiny-a}"}, {"model": "{tiny-b}"}])
+    put("serve_request", "submit-cocktail",
+        req("POST", "/api/jobs", auth + "Content-Type: application/json\r\n", json.dumps(cocktail)))
+    content = open(os.path.join(FIX, "pipeline", "content.png"), "rb").read()
+    boundary = "fuzzboundary"
+
+    def form(parts):
+        body = b""
+        for name, ctype, data in parts:
+            filename = f'; filename="{name}.png"' if name != "settings" else ""
+            body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n"
+                     f"Content-Type: {ctype}\r\n\r\n").encode() + data + b"\r\n"
+        return body + f"--{boundary}--\r\n".encode()
+
+    ctype = f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+    with_image = dict(job, content_prompt=None)
+    put("serve_request", "submit-image", req("POST", "/api/jobs", auth + ctype, form([
+        ("settings", "application/json", json.dumps(with_image).encode()),
+        ("image", "image/png", content)])))
+    painted = dict(with_image, mask="painted")
+    put("serve_request", "submit-mask", req("POST", "/api/jobs", auth + ctype, form([
+        ("settings", "application/json", json.dumps(painted).encode()),
+        ("image", "image/png", content), ("mask", "image/png", content)])))
+    put("serve_request", "submit-bomb", req("POST", "/api/jobs", auth + ctype, form([
+        ("settings", "application/json", json.dumps(with_image).encode()),
+        ("image", "image/png", png_header(30000, 30000))])))
+
+
 def image():
     put("image", "content.png", open(os.path.join(FIX, "pipeline", "content.png"), "rb").read())
     # Small files that decode to images too narrow to work at (refused before resizing).
@@ -255,5 +324,15 @@ def image():
                 print(f"note: {name}: {r.stderr.decode().strip()}", file=sys.stderr)
 
 
-for make in [single_file, lora, latents, diffusers_config, tokenizer_files, manifest, tokenizer, png_metadata, image]:
-    make()
+MAKERS = [single_file, lora, latents, diffusers_config, tokenizer_files, manifest, tokenizer,
+          png_metadata, image, serve_request]
+
+if __name__ == "__main__":
+    # `make_fuzz_seeds.py [TARGET ...]`: only those targets' seeds (default: all).
+    wanted = sys.argv[1:]
+    unknown = set(wanted) - {m.__name__ for m in MAKERS}
+    if unknown:
+        sys.exit(f"unknown targets: {sorted(unknown)}")
+    for make in MAKERS:
+        if not wanted or make.__name__ in wanted:
+            make()
