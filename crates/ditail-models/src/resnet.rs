@@ -7,10 +7,10 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use crate::hook::{Controller, Site};
 use crate::kernels::conv::conv2d;
+use crate::kernels::silu::silu;
 
 /// Shape of one ResNet block.
 #[derive(Config, Debug)]

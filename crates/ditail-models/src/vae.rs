@@ -10,13 +10,13 @@ use std::path::Path;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use serde_json::Value;
 
 use crate::attention::{Attention, AttentionConfig};
 use crate::error::Result;
 use crate::json::JsonConfig;
 use crate::kernels::conv::conv2d;
+use crate::kernels::silu::silu;
 use crate::ops::resize_nearest;
 use crate::resnet::{ResnetBlock2d, ResnetBlock2dConfig, conv1x1, conv3x3};
 

@@ -5,12 +5,16 @@
 //!
 //! - [`attention`]: multi-head attention with Ditail's q/k injection fused in; a
 //!   flash-style WGSL kernel (`shaders/attention.wgsl`) on wgpu;
-//! - [`conv`]: 2-D convolution; a direct implicit-GEMM kernel on the CPU.
+//! - [`conv`]: 2-D convolution; a direct implicit-GEMM kernel and Winograd on the CPU;
+//! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU.
 
 pub mod attention;
 pub mod conv;
 #[cfg(feature = "flex")]
+mod exp;
+#[cfg(feature = "flex")]
 mod out_ptr;
+pub mod silu;
 
 /// Whether the environment variable `var` is set to `value` (in any case): the kernels'
 /// switches (`DITAIL_ATTENTION`, `DITAIL_CONV`), each read once by its caller.

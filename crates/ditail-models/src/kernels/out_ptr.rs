@@ -16,6 +16,12 @@ impl OutPtr {
         Self(out.as_mut_ptr())
     }
 
+    /// The start of `out`'s spare capacity, for a kernel that writes every value before
+    /// the caller sets the length.
+    pub(crate) fn spare(out: &mut Vec<f32>) -> Self {
+        Self(out.spare_capacity_mut().as_mut_ptr().cast())
+    }
+
     /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
     pub(crate) fn get(self) -> *mut f32 {
         self.0

@@ -17,10 +17,10 @@ pub use embeddings::{TimestepEmbedding, timestep_embedding};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use crate::hook::Controller;
 use crate::kernels::conv::conv2d;
+use crate::kernels::silu::silu;
 use crate::resnet::conv3x3;
 use blocks::{BlockShape, UpChannels};
 

@@ -30,6 +30,26 @@ const MIN_SLICE_CHANNELS: usize = 64;
 /// same: Winograd from 16x16 up, direct at 8x8 and below).
 const WINOGRAD_MIN_SIDE: usize = 16;
 
+/// The Winograd tile for outputs of `out`: F(4x4, 3x3) from [`F4_MIN_SIDE`] a side,
+/// F(2x2, 3x3) below.
+fn winograd_tile(out: [usize; 2]) -> super::winograd::Tile {
+    if out.iter().all(|&s| s >= F4_MIN_SIDE) {
+        super::winograd::Tile::F4
+    } else {
+        super::winograd::Tile::F2
+    }
+}
+
+/// The smallest output side where F(4x4, 3x3) beats F(2x2, 3x3). Measured on the
+/// development machine (2 AVX2 cores, SD1.5 weights, `examples/bench`, 2 runs each, the
+/// threshold set at 16 / 32 / 64 / 128 / never): the U-Net (32x32 and 64x64 latents,
+/// 320-1280 channels at 64 and below) lost with it at 16 and 32 (32x32 batch 1 1.56 s
+/// against 1.18 s at 16) and was even at 64 (64x64 batch 1 5.44 / 5.48 s); the VAE
+/// decode to 256 px (128-512 channels at 64-256) gained (2.83 s at 64, 2.73 at 128,
+/// 3.15 never). Below 64 a layer has few tiles of 16 outputs and many channels, and the
+/// 36 transformed weight matrices cost more than the GEMMs save.
+const F4_MIN_SIDE: usize = 64;
+
 /// Whether a convolution goes to [`super::winograd`]: 3x3, stride 1, outputs of at least
 /// [`WINOGRAD_MIN_SIDE`] a side, more than a few input channels (unless
 /// `DITAIL_CONV=direct`, see [`super::winograd_enabled`]).
@@ -97,7 +117,7 @@ pub fn conv2d(
             ow,
         };
         super::WINOGRAD_LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let out = super::winograd::conv3x3(xv, wv, bv, &shape);
+        let out = super::winograd::conv3x3(xv, wv, bv, &shape, winograd_tile([oh, ow]));
         return Flex::float_from_data(TensorData::new(out, [n, o, oh, ow]), &Default::default());
     }
 
