@@ -1,6 +1,6 @@
 //! SiLU (`x·sigmoid(x)`), the activation after every GroupNorm of the U-Net's and the
 //! VAE's ResNets. On the CPU (burn-flex, f32) a kernel of our own: in place when the
-//! tensor is not shared, on the thread pool, with a vectorised `exp` ([`super::exp`]).
+//! tensor is not shared, on the thread pool, with a vectorised `exp` (`kernels/exp.rs`).
 //! burn-flex maps libm's `expf` over the values one call at a time: `perf` put its SiLU at
 //! 16% of a VAE decode (`expf` 8%, the map 8%).
 //!

@@ -12,8 +12,9 @@
 //! is already row-major), builds only a tile of im2col rows (shifted copies of input rows),
 //! and lets the GEMM write into the output's NCHW rows.
 //!
-//! 3x3 stride-1 convolutions with outputs of 16x16 and more use Winograd's F(2x2, 3x3)
-//! ([`winograd`]: 2.25x fewer multiplications; measured in [`winograd_enabled`]).
+//! 3x3 stride-1 convolutions with outputs of 16x16 and more use Winograd ([`winograd`]):
+//! F(2x2, 3x3) (2.25x fewer multiplications; measured in [`winograd_enabled`]), F(4x4, 3x3)
+//! (4x fewer) from 64x64 outputs (the rule and its measurements: `flex.rs`, `F4_MIN_SIDE`).
 //!
 //! `DITAIL_CONV=reference` in the environment turns the kernels off, `DITAIL_CONV=direct`
 //! Winograd only (for comparisons and as an escape hatch).
@@ -110,7 +111,7 @@ pub fn kernel_enabled() -> bool {
     *ENABLED.get_or_init(|| !super::env_is("DITAIL_CONV", "reference"))
 }
 
-/// Whether 3x3 stride-1 convolutions may use Winograd's F(2x2, 3x3): not when
+/// Whether 3x3 stride-1 convolutions may use Winograd: not when
 /// `DITAIL_CONV=direct`. Measured on the development machine (2 AVX2 cores, SD1.5 weights,
 /// BENCHMARKS.md): VAE decode to 256 px 5.1 s direct, 3.3 s Winograd; U-Net at 32x32
 /// latents batch 3 5.6 s and 4.4 s; batch 1 2.3 s both (its layers at 16x16 have few

@@ -12,7 +12,7 @@
 //! Then, per block of output tiles, the input tiles are transformed (`V = Bᵀ d B`, (m+2)²
 //! matrices `[in, tiles]`), the (m+2)² GEMMs `M = U·V` run (the `gemm` crate), and each
 //! tile's output is `Aᵀ M A` plus the bias, written to NCHW. Each 2-D transform is the 1-D
-//! one ([`Tiling`]) along rows, then along columns.
+//! one (the private `Tiling` trait) along rows, then along columns.
 
 use std::cell::RefCell;
 
