@@ -27,9 +27,9 @@ use ditail::pipeline::{
     InversionSettings, Model, ModelSpec, SamplingSettings, decode, invert, sample,
 };
 
-/// As the `ditail` binary (see src/main.rs).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The `ditail` binary's allocator and its settings.
+#[path = "../src/alloc.rs"]
+mod alloc;
 
 struct Args {
     weights: Option<String>,
@@ -132,6 +132,7 @@ fn random_model(device: &Device) -> StableDiffusion {
 }
 
 fn main() -> Result<()> {
+    alloc::configure();
     let args = parse()?;
     let device = args.backend.device()?;
     let opts = LoadOptions { dtype: args.dtype };
