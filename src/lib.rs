@@ -3,7 +3,7 @@
 //! This root package is the `ditail` command (and its web app); as a library it re-exports
 //! the two crates the command is built on: the networks, [`ditail_models`] as [`models`]
 //! (with [`models::device`]: choosing a backend at run time), and the method,
-//! [`ditail_pipeline`] as [`pipeline`].
+//! [`ditail_pipeline`] as [`pipeline`], and the paper's metrics, [`ditail_eval`] as [`eval`].
 //!
 //! The README's example, a whole transfer in five lines:
 //!
@@ -17,5 +17,6 @@
 //! # Ok(()) }
 //! ```
 
+pub use ditail_eval as eval;
 pub use ditail_models as models;
 pub use ditail_pipeline as pipeline;

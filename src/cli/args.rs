@@ -65,6 +65,56 @@ pub enum Command {
     Devices,
     /// The web app: a local server with a page for transfers, cocktails and the gallery.
     Serve(ServeArgs),
+    /// Score results as the paper does: CLIP score, structure distance (DINO), FID.
+    Eval(EvalArgs),
+}
+
+/// `ditail eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The folder of results (ditail's PNGs, or any images).
+    #[arg(long, value_name = "DIR")]
+    pub results: PathBuf,
+    /// The content images, paired with the results by file name (with --from-metadata, by
+    /// the content hash ditail records): enables the structure distance.
+    #[arg(long, value_name = "DIR")]
+    pub content: Option<PathBuf>,
+    /// The results' prompts: `name<TAB>prompt` lines or a JSON object {name: prompt}:
+    /// enables the CLIP score.
+    #[arg(long, value_name = "FILE", conflicts_with = "from_metadata")]
+    pub prompts: Option<PathBuf>,
+    /// Take each result's prompt, and with --content a transfer's content image, from the
+    /// metadata ditail writes into its PNGs; images without it (a contact sheet) are left out.
+    #[arg(long)]
+    pub from_metadata: bool,
+    /// A folder of reference images: enables the FID of the results against them.
+    #[arg(long, value_name = "DIR")]
+    pub reference: Option<PathBuf>,
+    /// Also write the scores as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// The CLIP model: a transformers folder, .safetensors file or repo id.
+    #[arg(
+        long,
+        value_name = "MODEL",
+        default_value = "openai/clip-vit-large-patch14"
+    )]
+    pub clip: String,
+    /// The DINO model: a transformers folder, .safetensors file or repo id.
+    #[arg(long, value_name = "MODEL", default_value = "facebook/dino-vitb8")]
+    pub dino: String,
+    /// pytorch-fid's InceptionV3 weights, converted to .safetensors [default:
+    /// pt_inception-2015-12-05-6726825d.safetensors in ditail's cache folder].
+    #[arg(long, value_name = "FILE")]
+    pub inception: Option<PathBuf>,
+    /// FID on the images as they are (pytorch-fid's own `fid_score`), instead of first
+    /// squashing them to 224x224 as the Ditail reference does.
+    #[arg(long)]
+    pub fid_native: bool,
+    /// Images per forward.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch: u32,
 }
 
 /// How a model is modified at load: LoRAs, VAE, clip skip.

@@ -7,6 +7,7 @@ pub(crate) mod args;
 mod batch;
 mod cocktail;
 pub(crate) mod device;
+mod eval;
 pub(crate) mod generate;
 mod invert;
 mod manifest;
@@ -87,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Invert(a) => invert::command(a, &compute, &ui),
         Command::Batch(a) => batch::command(a, &compute, &ui),
         Command::Serve(a) => crate::serve::command(a, &compute, &ui),
+        Command::Eval(a) => eval::command(a, &compute, &ui),
         Command::Devices => unreachable!("handled above"),
     };
     let run = match prepared {

@@ -61,6 +61,11 @@ impl Ui {
         self.bars.suspend(|| eprintln!("warning: {}", msg.as_ref()));
     }
 
+    /// A progress bar of `len` steps among the others (styled by the caller).
+    pub fn bar(&self, len: u64) -> ProgressBar {
+        self.bars.add(ProgressBar::new(len))
+    }
+
     /// A spinner for work without steps (loading, decoding); `done` reports its time.
     pub fn task(&self, label: impl Into<String>) -> Task {
         let label = label.into();

@@ -86,13 +86,19 @@ impl ClipTextConfig {
 
     /// Builds the encoder with uninitialised weights, to be loaded.
     pub fn init(&self, device: &Device) -> ClipTextModel {
+        ClipTextModel {
+            text_model: self.init_transformer(device),
+        }
+    }
+
+    /// The text transformer alone (`CLIPModel`'s `text_model`), uninitialised.
+    pub fn init_transformer(&self, device: &Device) -> ClipTextTransformer {
         let d = self.hidden_size;
         let ln = || {
             LayerNormConfig::new(d)
                 .with_epsilon(self.layer_norm_eps)
                 .init(device)
         };
-        let linear = |i, o| LinearConfig::new(i, o).init(device);
         let chunks = self.vocab_size.div_ceil(EMBEDDING_CHUNK_ROWS);
         let token_embedding = TokenEmbedding {
             weight: (0..chunks)
@@ -102,36 +108,21 @@ impl ClipTextConfig {
                 })
                 .collect(),
         };
-        let layers = (0..self.num_hidden_layers)
-            .map(|_| ClipEncoderLayer {
-                self_attn: ClipAttention {
-                    q_proj: linear(d, d),
-                    k_proj: linear(d, d),
-                    v_proj: linear(d, d),
-                    out_proj: linear(d, d),
-                    heads: self.num_attention_heads,
-                },
-                layer_norm1: ln(),
-                mlp: ClipMlp {
-                    fc1: linear(d, self.intermediate_size),
-                    fc2: linear(self.intermediate_size, d),
-                },
-                layer_norm2: ln(),
-            })
-            .collect();
-        ClipTextModel {
-            text_model: ClipTextTransformer {
-                embeddings: ClipTextEmbeddings {
-                    token_embedding,
-                    position_embedding: burn::nn::EmbeddingConfig::new(
-                        self.max_position_embeddings,
-                        d,
-                    )
+        let encoder = ClipEncoder::init(
+            [d, self.intermediate_size],
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.layer_norm_eps,
+            device,
+        );
+        ClipTextTransformer {
+            embeddings: ClipTextEmbeddings {
+                token_embedding,
+                position_embedding: burn::nn::EmbeddingConfig::new(self.max_position_embeddings, d)
                     .init(device),
-                },
-                encoder: ClipEncoder { layers },
-                final_layer_norm: ln(),
             },
+            encoder,
+            final_layer_norm: ln(),
         }
     }
 }
@@ -227,6 +218,43 @@ pub struct ClipEncoder {
     pub layers: Vec<ClipEncoderLayer>,
 }
 
+impl ClipEncoder {
+    /// `layers` pre-norm layers of width `hidden` with MLPs of `intermediate`, with
+    /// uninitialised weights.
+    pub fn init(
+        [hidden, intermediate]: [usize; 2],
+        layers: usize,
+        heads: usize,
+        layer_norm_eps: f64,
+        device: &Device,
+    ) -> Self {
+        let ln = || {
+            LayerNormConfig::new(hidden)
+                .with_epsilon(layer_norm_eps)
+                .init(device)
+        };
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let layers = (0..layers)
+            .map(|_| ClipEncoderLayer {
+                self_attn: ClipAttention {
+                    q_proj: linear(hidden, hidden),
+                    k_proj: linear(hidden, hidden),
+                    v_proj: linear(hidden, hidden),
+                    out_proj: linear(hidden, hidden),
+                    heads,
+                },
+                layer_norm1: ln(),
+                mlp: ClipMlp {
+                    fc1: linear(hidden, intermediate),
+                    fc2: linear(intermediate, hidden),
+                },
+                layer_norm2: ln(),
+            })
+            .collect();
+        Self { layers }
+    }
+}
+
 /// `CLIPTextTransformer`.
 #[derive(Module, Debug)]
 pub struct ClipTextTransformer {
@@ -246,7 +274,12 @@ pub struct ClipTextModel {
 }
 
 impl ClipEncoderLayer {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// One layer; `causal` masks future tokens (the text tower), the vision tower attends
+    /// to every patch.
+    ///
+    /// # Shapes
+    /// - `x`, output: `[batch, tokens, hidden]`
+    pub fn forward(&self, x: Tensor<3>, causal: bool) -> Tensor<3> {
         let a = &self.self_attn;
         let h = self.layer_norm1.forward(x.clone());
         let attn = multi_head_attention(
@@ -254,7 +287,7 @@ impl ClipEncoderLayer {
             a.k_proj.forward(h.clone()),
             a.v_proj.forward(h),
             a.heads,
-            true,
+            causal,
         );
         let x = x + a.out_proj.forward(attn);
         let h = self.mlp.fc1.forward(self.layer_norm2.forward(x.clone()));
@@ -263,23 +296,21 @@ impl ClipEncoderLayer {
     }
 }
 
-impl ClipTextModel {
+impl ClipTextTransformer {
     /// Number of transformer layers.
     pub fn num_layers(&self) -> usize {
-        self.text_model.encoder.layers.len()
+        self.encoder.layers.len()
     }
 
-    /// Encodes token ids. `skip` drops the last `skip` layers and applies the final layer
-    /// norm to the output of the layer before them: 0 is the ordinary last hidden state,
-    /// 1 the penultimate layer (diffusers' `clip_skip=1`, A1111's "Clip skip: 2").
+    /// The final-layer-normed hidden states with the last `skip` layers dropped (see
+    /// [`ClipTextModel::forward`]).
     ///
     /// # Shapes
     /// - `ids`: `[batch, tokens]` with `tokens <= max_position_embeddings`
     /// - output: `[batch, tokens, hidden_size]`
     pub fn forward(&self, ids: Tensor<2, Int>, skip: usize) -> Result<Tensor<3>> {
-        let t = &self.text_model;
         let [b, n] = ids.dims();
-        let max_pos = t.embeddings.position_embedding.weight.val().dims()[0];
+        let max_pos = self.embeddings.position_embedding.weight.val().dims()[0];
         if n > max_pos {
             return Err(ModelError::InvalidInput {
                 name: "input_ids".into(),
@@ -299,11 +330,29 @@ impl ClipTextModel {
         let positions = Tensor::<1, Int>::arange(0..n as i64, &device)
             .reshape([1, n])
             .expand([b, n]);
-        let mut x = t.embeddings.token_embedding.forward(ids)
-            + t.embeddings.position_embedding.forward(positions);
-        for layer in &t.encoder.layers[..self.num_layers() - skip] {
-            x = layer.forward(x);
+        let mut x = self.embeddings.token_embedding.forward(ids)
+            + self.embeddings.position_embedding.forward(positions);
+        for layer in &self.encoder.layers[..self.num_layers() - skip] {
+            x = layer.forward(x, true);
         }
-        Ok(t.final_layer_norm.forward(x))
+        Ok(self.final_layer_norm.forward(x))
+    }
+}
+
+impl ClipTextModel {
+    /// Number of transformer layers.
+    pub fn num_layers(&self) -> usize {
+        self.text_model.num_layers()
+    }
+
+    /// Encodes token ids. `skip` drops the last `skip` layers and applies the final layer
+    /// norm to the output of the layer before them: 0 is the ordinary last hidden state,
+    /// 1 the penultimate layer (diffusers' `clip_skip=1`, A1111's "Clip skip: 2").
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, tokens]` with `tokens <= max_position_embeddings`
+    /// - output: `[batch, tokens, hidden_size]`
+    pub fn forward(&self, ids: Tensor<2, Int>, skip: usize) -> Result<Tensor<3>> {
+        self.text_model.forward(ids, skip)
     }
 }

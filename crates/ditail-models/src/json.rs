@@ -53,6 +53,22 @@ impl JsonConfig {
         self.value.get(key)
     }
 
+    /// The nested object under `key` (as `text_config` in a transformers `CLIPConfig`), or
+    /// an empty one when absent: its keys then all take their defaults.
+    pub fn child(&self, key: &str) -> Result<Self> {
+        match self.value.get(key) {
+            None | Some(Value::Null) => Ok(Self {
+                path: self.path.clone(),
+                value: Default::default(),
+            }),
+            Some(Value::Object(value)) => Ok(Self {
+                path: self.path.clone(),
+                value: value.clone(),
+            }),
+            Some(v) => Err(self.error(format!("key `{key}` has value {v}, expected an object"))),
+        }
+    }
+
     /// The value of `key` as `T`, or `default` when absent or null.
     pub fn get<T: DeserializeOwned>(&self, key: &str, default: T) -> Result<T> {
         match self.value.get(key) {

@@ -5,6 +5,8 @@
 //! - [`unet`]: the U-Net, whose forward takes a [`hook::Controller`] called at every ResNet
 //!   and self-attention [`hook::Site`];
 //! - [`kernels`]: attention with Ditail's q/k injection fused in (a WGSL kernel on wgpu);
+//! - [`clip_model`] ([`clip_vision`]), [`vit`], [`inception`]: the networks of
+//!   `ditail eval`'s metrics (CLIP ViT-L/14, DINO ViT-B/8, pytorch-fid's InceptionV3);
 //! - [`device`]: choosing the backend, device and float type at run time;
 //! - [`load`]: diffusers folders and safetensors files, converted to the model's float type
 //!   tensor by tensor.
@@ -14,10 +16,13 @@
 
 pub mod attention;
 pub mod clip;
+pub mod clip_model;
+pub mod clip_vision;
 pub mod components;
 pub mod device;
 pub mod error;
 pub mod hook;
+pub mod inception;
 pub mod json;
 pub mod kernels;
 pub mod load;
@@ -27,6 +32,7 @@ pub mod tensor_file;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
+pub mod vit;
 
 pub use clip::{ClipTextConfig, ClipTextModel};
 pub use error::{ModelError, Result};

@@ -112,7 +112,7 @@ impl Inversion {
 }
 
 /// SHA-256 of an image's size and RGB pixels, hex: what identifies the content.
-pub(crate) fn image_hash(img: &RgbImage) -> String {
+pub fn image_hash(img: &RgbImage) -> String {
     let mut h = Sha256::new();
     h.update(img.width().to_le_bytes());
     h.update(img.height().to_le_bytes());

@@ -17,6 +17,7 @@ pub mod mask;
 pub mod model;
 pub mod noise;
 pub mod preprocess;
+pub mod resample;
 pub mod run;
 pub mod scheduler;
 pub mod settings;

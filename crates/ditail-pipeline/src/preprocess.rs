@@ -2,10 +2,7 @@
 //! antialiased bilinear resampling, center crop to multiples of 8, [0, 255] to [-1, 1].
 //!
 //! The resampler reproduces Pillow's `Image.resize(size, Image.BILINEAR)` on 8-bit RGB
-//! (separable triangle filter widened by the downscale factor, 22-bit fixed-point
-//! coefficients, horizontal pass then vertical, each rounded to 8 bits), so that ditail
-//! sees the pixels the reference implementation sees. See Pillow's
-//! [`src/libImaging/Resample.c`](https://github.com/python-pillow/Pillow/blob/d374015504df2c7f0316154deade1bc1fa5075df/src/libImaging/Resample.c).
+//! ([`crate::resample`]), so that ditail sees the pixels the reference implementation sees.
 
 use std::path::Path;
 
@@ -13,95 +10,11 @@ use burn::prelude::*;
 use image::RgbImage;
 
 use crate::error::{PipelineError, Result};
-
-const PRECISION_BITS: u32 = 32 - 8 - 2;
-
-/// Fixed-point filter taps for resampling `in_size` pixels to `out_size`.
-struct Taps {
-    /// First input pixel of each output pixel.
-    start: Vec<usize>,
-    /// Weights of each output pixel, in 22-bit fixed point.
-    weights: Vec<Vec<i32>>,
-}
-
-fn taps(in_size: usize, out_size: usize) -> Taps {
-    let scale = in_size as f64 / out_size as f64;
-    let filter_scale = scale.max(1.0);
-    let support = filter_scale; // the triangle filter's support is 1
-    let (mut start, mut weights) = (Vec::with_capacity(out_size), Vec::with_capacity(out_size));
-    let ss = 1.0 / filter_scale;
-    for xx in 0..out_size {
-        let center = (xx as f64 + 0.5) * scale;
-        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-        let w: Vec<f64> = (xmin..xmax)
-            .map(|x| {
-                let d = ((x as f64 - center + 0.5) * ss).abs();
-                if d < 1.0 { 1.0 - d } else { 0.0 }
-            })
-            .collect();
-        let total: f64 = w.iter().sum();
-        let fixed = w
-            .iter()
-            .map(|&k| {
-                let k = if total != 0.0 { k / total } else { k };
-                let scaled = k * (1u64 << PRECISION_BITS) as f64;
-                if scaled < 0.0 {
-                    (scaled - 0.5) as i32
-                } else {
-                    (scaled + 0.5) as i32
-                }
-            })
-            .collect();
-        start.push(xmin);
-        weights.push(fixed);
-    }
-    Taps { start, weights }
-}
-
-fn clip8(acc: i64) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
-}
+use crate::resample::{self, Filter};
 
 /// Resamples an 8-bit RGB image to `width` x `height` exactly as Pillow's bilinear resize.
 pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let (w0, h0) = img.dimensions();
-    let mut cur = img.clone();
-    if width != w0 {
-        let t = taps(w0 as usize, width as usize);
-        let mut out = RgbImage::new(width, h0);
-        for y in 0..h0 {
-            for x in 0..width as usize {
-                let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-                for (i, &k) in t.weights[x].iter().enumerate() {
-                    let p = cur.get_pixel((t.start[x] + i) as u32, y);
-                    for c in 0..3 {
-                        acc[c] += p[c] as i64 * k as i64;
-                    }
-                }
-                out.put_pixel(x as u32, y, image::Rgb(acc.map(clip8)));
-            }
-        }
-        cur = out;
-    }
-    if height != h0 {
-        let t = taps(h0 as usize, height as usize);
-        let mut out = RgbImage::new(width, height);
-        for y in 0..height as usize {
-            for x in 0..width {
-                let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-                for (i, &k) in t.weights[y].iter().enumerate() {
-                    let p = cur.get_pixel(x, (t.start[y] + i) as u32);
-                    for c in 0..3 {
-                        acc[c] += p[c] as i64 * k as i64;
-                    }
-                }
-                out.put_pixel(x, y as u32, image::Rgb(acc.map(clip8)));
-            }
-        }
-        cur = out;
-    }
-    cur
+    resample::resize_u8(img, width, height, Filter::Bilinear)
 }
 
 /// The size an image of `width` x `height` is resized to: the shorter side becomes `size`,

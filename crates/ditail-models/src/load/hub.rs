@@ -93,6 +93,20 @@ const VAE_OF_PIPELINE: Layout = Layout {
     weights: &[("vae", "diffusion_pytorch_model")],
 };
 
+/// A transformers model repo (`openai/clip-vit-large-patch14`, `facebook/dino-vitb8`): the
+/// model at the root, a tokenizer beside it where it has one.
+const TRANSFORMERS_ROOT: Layout = Layout {
+    required: &["config.json"],
+    optional: &["vocab.json", "merges.txt"],
+    weights: &[("", "model")],
+};
+
+/// Makes a transformers model repo available locally (the metric networks of `ditail
+/// eval`) and returns the folder holding its `config.json` and `model.safetensors`.
+pub fn resolve_transformers(spec: &str, opts: &HubOptions) -> Result<PathBuf> {
+    resolve_layout(spec, opts, false, &TRANSFORMERS_ROOT)
+}
+
 /// Makes a diffusers repo available locally (cache first, then download unless offline)
 /// and returns its snapshot folder, ready for `StableDiffusion::load_diffusers`.
 /// `prefer_half` picks the `.fp16.safetensors` weights first.

@@ -124,7 +124,7 @@ impl ComponentKey {
         match c {
             Component::TextEncoder => Some(Self::TextEncoder),
             Component::Unet => Some(Self::Unet),
-            Component::Vae => None,
+            _ => None,
         }
     }
 }

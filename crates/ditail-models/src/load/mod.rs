@@ -8,6 +8,7 @@
 //! names (`query`, `key`, `value`, `proj_attn`).
 
 mod diffusers;
+pub mod eval;
 pub mod hub;
 pub mod ldm;
 pub mod lora;
@@ -45,6 +46,12 @@ pub enum Component {
     Vae,
     /// The U-Net.
     Unet,
+    /// A transformers `CLIPModel` (both towers), for the CLIP score.
+    ClipModel,
+    /// A transformers `ViTModel` (DINO), for the structure distance.
+    Vit,
+    /// pytorch-fid's InceptionV3, for FID.
+    Inception,
 }
 
 impl Component {
@@ -54,6 +61,9 @@ impl Component {
             Component::TextEncoder => "text_encoder",
             Component::Vae => "vae",
             Component::Unet => "unet",
+            Component::ClipModel => "CLIP model",
+            Component::Vit => "ViT",
+            Component::Inception => "InceptionV3",
         }
     }
 
@@ -62,6 +72,19 @@ impl Component {
         match self {
             // A buffer (0..77) that older transformers versions saved.
             Component::TextEncoder => key == "text_model.embeddings.position_ids",
+            // The position buffers, and the temperature, which is no module tensor (a 0-d
+            // tensor, read apart by `load::eval`).
+            Component::ClipModel => {
+                key.ends_with("embeddings.position_ids") || key == "logit_scale"
+            }
+            // The pooler: DINO's checkpoints carry an untrained one, the distance never uses it.
+            Component::Vit => key.starts_with("pooler."),
+            // BatchNorm counters, and the classifier, which FID does not use.
+            Component::Inception => {
+                key.ends_with(".num_batches_tracked")
+                    || key.starts_with("fc.")
+                    || key.starts_with("AuxLogits.")
+            }
             Component::Vae | Component::Unet => false,
         }
     }
@@ -72,7 +95,7 @@ impl Component {
         key: &str,
         shape: &[usize],
     ) -> Vec<(String, Option<std::ops::Range<usize>>)> {
-        if self == Component::TextEncoder
+        if matches!(self, Component::TextEncoder | Component::ClipModel)
             && key == "text_model.embeddings.token_embedding.weight"
             && !shape.is_empty()
         {
@@ -130,7 +153,7 @@ pub fn folder_sources(files: &[Arc<WeightFile>], component: Component) -> Vec<(S
             file.tensors().iter().map(move |e| {
                 let name = match component {
                     Component::TextEncoder => ldm::text_key(&e.name),
-                    Component::Vae | Component::Unet => e.name.clone(),
+                    _ => e.name.clone(),
                 };
                 (name, Source::whole(file, e))
             })

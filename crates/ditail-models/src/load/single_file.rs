@@ -103,6 +103,8 @@ fn component_sources(
             Component::Unet => ldm::unet_key(rest, configs.unet.layers_per_block),
             Component::Vae => ldm::vae_key(rest, configs.vae.block_out_channels.len()),
             Component::TextEncoder => Some(ldm::text_key(rest)),
+            // Single-file checkpoints hold only SD's three networks.
+            _ => None,
         };
         // Unmapped keys keep their LDM name, so the mismatch report shows them.
         out.push(renamed(
