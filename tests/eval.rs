@@ -562,3 +562,171 @@ fn eval_command_refuses_bad_inputs() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// `--eval` of cocktail and batch
+// ---------------------------------------------------------------------------------------
+
+/// Scores per image name from a report's `images`.
+fn per_image(report: &Value, key: &str) -> BTreeMap<String, f64> {
+    report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i[key].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cocktail_and_batch_eval_give_ditail_evals_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = |m: &str| common::model_dir(m).display().to_string();
+    let (a, b) = (model("tiny-a"), model("tiny-b"));
+    let d = dir();
+    let (clip, dino) = (
+        d.join("clip-tiny").display().to_string(),
+        d.join("dino-tiny").display().to_string(),
+    );
+    let content = fixtures().join("pipeline/content.png");
+    let mix = tmp.path().join("mix");
+    let out = ditail(&[
+        "cocktail",
+        "--model",
+        &a,
+        "--model",
+        &b,
+        "--image",
+        content.to_str().unwrap(),
+        "--prompt",
+        "a cat",
+        "-o",
+        mix.to_str().unwrap(),
+        "--size",
+        "64",
+        "--inv-steps",
+        "2",
+        "--steps",
+        "2",
+        "--eval",
+        "--clip",
+        &clip,
+        "--dino",
+        &dino,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CLIP score") && stdout.contains("structure distance"),
+        "{stdout}"
+    );
+    let scores: Value =
+        serde_json::from_slice(&std::fs::read(mix.join("scores.json")).unwrap()).unwrap();
+    let clip_per = per_image(&scores, "clip_score");
+    let structure_per = per_image(&scores, "structure_distance");
+    assert_eq!(clip_per.len(), 4);
+    // The matrix cell (source s, target t) is the mean over contents: one content here.
+    let names = ["tiny-a", "tiny-b"];
+    for (si, s) in names.iter().enumerate() {
+        for (ti, t) in names.iter().enumerate() {
+            let file = format!("content--{s}--to--{t}.png");
+            assert_eq!(
+                scores["clip_score"][si][ti].as_f64().unwrap(),
+                clip_per[&file]
+            );
+            assert_eq!(
+                scores["structure_distance"][si][ti].as_f64().unwrap(),
+                structure_per[&file]
+            );
+        }
+    }
+
+    // `ditail eval --from-metadata` on the same folder finds the same pairs and numbers
+    // (the content image matched by its pixels' hash; the contact sheet left out).
+    let content_dir = tmp.path().join("content");
+    std::fs::create_dir(&content_dir).unwrap();
+    std::fs::copy(&content, content_dir.join("photo.png")).unwrap();
+    let json = tmp.path().join("meta.json");
+    let out = ditail(&[
+        "eval",
+        "--results",
+        mix.to_str().unwrap(),
+        "--content",
+        content_dir.to_str().unwrap(),
+        "--from-metadata",
+        "--clip",
+        &clip,
+        "--dino",
+        &dino,
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let names: Vec<&str> = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names.len(),
+        4,
+        "the four transfers, not the sheet: {names:?}"
+    );
+    for (name, v) in per_image(&report, "structure_distance") {
+        assert_rel(&format!("{name} structure"), v, structure_per[&name], 1e-6);
+    }
+    for (name, v) in per_image(&report, "clip_score") {
+        assert_rel(&format!("{name} clip"), v, clip_per[&name], 1e-6);
+    }
+
+    // A batch of two rows, scored at the end with the rows' prompts and images.
+    std::fs::copy(&content, tmp.path().join("content.png")).unwrap();
+    let manifest = tmp.path().join("jobs.csv");
+    std::fs::write(
+        &manifest,
+        format!("id,image,prompt,source,target,steps,inv_steps,size\nx,content.png,a cat,{a},{b},2,2,64\ny,content.png,a dog,{a},{a},2,2,64\n"),
+    )
+    .unwrap();
+    let bout = tmp.path().join("batch");
+    let out = ditail(&[
+        "batch",
+        manifest.to_str().unwrap(),
+        "-o",
+        bout.to_str().unwrap(),
+        "--eval",
+        "--clip",
+        &clip,
+        "--dino",
+        &dino,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(bout.join("eval.json")).unwrap()).unwrap();
+    let batch_structure = per_image(&report, "structure_distance");
+    // Row x is the cocktail's tiny-a -> tiny-b transfer with the same settings.
+    assert_rel(
+        "batch row x",
+        batch_structure["x.png"],
+        structure_per["content--tiny-a--to--tiny-b.png"],
+        1e-6,
+    );
+    assert_eq!(batch_structure.len(), 2);
+}

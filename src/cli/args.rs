@@ -93,16 +93,8 @@ pub struct EvalArgs {
     /// Also write the scores as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// The CLIP model: a transformers folder, .safetensors file or repo id.
-    #[arg(
-        long,
-        value_name = "MODEL",
-        default_value = "openai/clip-vit-large-patch14"
-    )]
-    pub clip: String,
-    /// The DINO model: a transformers folder, .safetensors file or repo id.
-    #[arg(long, value_name = "MODEL", default_value = "facebook/dino-vitb8")]
-    pub dino: String,
+    #[command(flatten)]
+    pub nets: EvalNets,
     /// pytorch-fid's InceptionV3 weights, converted to .safetensors [default:
     /// pt_inception-2015-12-05-6726825d.safetensors in ditail's cache folder].
     #[arg(long, value_name = "FILE")]
@@ -111,10 +103,27 @@ pub struct EvalArgs {
     /// squashing them to 224x224 as the Ditail reference does.
     #[arg(long)]
     pub fid_native: bool,
-    /// Images per forward.
+}
+
+/// The networks of the metrics (`ditail eval`, and `--eval` of cocktail and batch).
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Evaluation networks")]
+pub struct EvalNets {
+    /// The CLIP model (CLIP score): a transformers folder, .safetensors file or repo id.
+    #[arg(
+        long,
+        value_name = "MODEL",
+        default_value = "openai/clip-vit-large-patch14"
+    )]
+    pub clip: String,
+    /// The DINO model (structure distance): a transformers folder, .safetensors file or
+    /// repo id.
+    #[arg(long, value_name = "MODEL", default_value = "facebook/dino-vitb8")]
+    pub dino: String,
+    /// Images per forward of the metric networks.
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub batch: u32,
+    pub eval_batch: u32,
 }
 
 /// How a model is modified at load: LoRAs, VAE, clip skip.
@@ -268,6 +277,12 @@ pub struct CocktailArgs {
     /// The output folder.
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
+    /// Score every transfer (CLIP score with its prompt, structure distance to its content)
+    /// and print models x models tables of the means; writes scores.json beside the images.
+    #[arg(long)]
+    pub eval: bool,
+    #[command(flatten)]
+    pub eval_nets: EvalNets,
     #[command(flatten)]
     pub model: ModelFlags,
     #[command(flatten)]
@@ -324,6 +339,13 @@ pub struct BatchArgs {
     /// Target model for rows that name none [default: the row's source].
     #[arg(long, value_name = "MODEL")]
     pub target: Option<String>,
+    /// Score the shard's completed rows at the end (CLIP score with the row's prompt,
+    /// structure distance to its image); writes eval.json (eval-I-of-N.json for a shard)
+    /// to the output folder.
+    #[arg(long)]
+    pub eval: bool,
+    #[command(flatten)]
+    pub eval_nets: EvalNets,
     #[command(flatten)]
     pub model: ModelFlags,
     #[command(flatten)]

@@ -9,7 +9,7 @@
 //! running the same rows at once skip the rows another one is writing instead of writing
 //! them twice.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
@@ -183,6 +183,27 @@ pub fn command<'a>(
         failed.len()
     ));
     let skipped_before = skipped;
+    // `--eval`: every row of the shard, scored at the end if its output is then complete.
+    let eval_items: Vec<ditail::eval::Item> = mine
+        .iter()
+        .filter_map(|row| {
+            let prompt = row.get("prompt")?.to_string();
+            Some(ditail::eval::Item {
+                name: row.output_name(),
+                result: args.output.join(row.output_name()),
+                content: row
+                    .get("image")
+                    .map(|i| PathBuf::from(manifest::resolve(&args.manifest, i))),
+                prompt: Some(prompt),
+            })
+        })
+        .collect();
+    let eval_checked = if args.eval {
+        let dino = eval_items.iter().any(|i| i.content.is_some());
+        Some(super::eval::check(&args.eval_nets, true, dino, None)?)
+    } else {
+        None
+    };
     // Rows sharing models run together, so each model loads once.
     jobs.sort_by(|a, b| {
         (&a.1.source.model, &a.1.target.model).cmp(&(&b.1.source.model, &b.1.target.model))
@@ -270,6 +291,29 @@ pub fn command<'a>(
         }
         if cancelled() {
             return Err(ditail::pipeline::PipelineError::Cancelled.into());
+        }
+        if let Some(checked) = eval_checked {
+            drop(models);
+            let items: Vec<_> = eval_items
+                .into_iter()
+                .filter(|i| complete(&i.result))
+                .collect();
+            if items.is_empty() {
+                ui.warn("--eval: no completed rows to score");
+            } else {
+                let opts = ditail::eval::Options {
+                    batch: args.eval_nets.eval_batch as usize,
+                    ..Default::default()
+                };
+                let report = super::eval::score(&items, &[], checked, &opts, compute, ui)?;
+                super::eval::print(&report);
+                let name = if shard.count > 1 {
+                    format!("eval-{}-of-{}.json", shard.index, shard.count)
+                } else {
+                    "eval.json".to_string()
+                };
+                super::eval::write_json(&args.output.join(name), &report, ui)?;
+            }
         }
         if !failed.is_empty() {
             anyhow::bail!("{} of {mine_count} rows failed", failed.len());

@@ -140,6 +140,12 @@ pub fn command<'a>(
             check_steps(s, t, inversion.steps, sampling.steps)?;
         }
     }
+    let eval_checked = if args.eval {
+        let prompts = contents.iter().any(|(_, _, p)| !p.is_empty());
+        Some(super::eval::check(&args.eval_nets, prompts, true, None)?)
+    } else {
+        None
+    };
     // Last, so that a refused command leaves no empty folder behind.
     check_output_dir(&args.output)?;
 
@@ -238,6 +244,74 @@ pub fn command<'a>(
                 path.display()
             ));
         }
+        if let Some(checked) = eval_checked {
+            drop(models);
+            let content_path = |ci: usize, si: usize| match args.images.get(ci) {
+                Some(p) => p.clone(),
+                None => args.output.join(format!(
+                    "{}--content--{}.png",
+                    contents[ci].0, entries[si].label
+                )),
+            };
+            score_cocktail(&contents, &names, content_path, checked, args, compute, ui)?;
+        }
         Ok(())
     }))
+}
+
+/// `--eval`: scores every transfer against its content and prompt, prints models x models
+/// tables of the means over the contents, and writes `scores.json`.
+fn score_cocktail(
+    contents: &[(String, Option<RgbImage>, String)],
+    names: &[String],
+    content_path: impl Fn(usize, usize) -> PathBuf,
+    checked: super::eval::Checked,
+    args: &CocktailArgs,
+    compute: &Compute,
+    ui: &Ui,
+) -> Result<()> {
+    use ditail::eval::{Item, Options};
+    let n = names.len();
+    let mut items = Vec::new();
+    let mut pairs = Vec::new();
+    for (ci, (label, _, prompt)) in contents.iter().enumerate() {
+        for si in 0..n {
+            for ti in 0..n {
+                let name = format!("{label}--{}--to--{}.png", names[si], names[ti]);
+                items.push(Item {
+                    result: args.output.join(&name),
+                    name,
+                    content: Some(content_path(ci, si)),
+                    prompt: (!prompt.is_empty()).then(|| prompt.clone()),
+                });
+                pairs.push((si, ti));
+            }
+        }
+    }
+    let opts = Options {
+        batch: args.eval_nets.eval_batch as usize,
+        ..Options::default()
+    };
+    let report = super::eval::score(&items, &[], checked, &opts, compute, ui)?;
+    let mut clip = vec![vec![Vec::new(); n]; n];
+    let mut structure = vec![vec![Vec::new(); n]; n];
+    for (scores, &(si, ti)) in report.images.iter().zip(&pairs) {
+        clip[si][ti].extend(scores.clip_score);
+        structure[si][ti].extend(scores.structure_distance);
+    }
+    let clip = super::eval::print_matrix("CLIP score (higher follows the prompt)", names, &clip);
+    let structure = super::eval::print_matrix(
+        "structure distance (lower keeps the content)",
+        names,
+        &structure,
+    );
+    let json = serde_json::json!({
+        "models": names,
+        "rows": "source",
+        "columns": "target",
+        "clip_score": clip,
+        "structure_distance": structure,
+        "images": report.images,
+    });
+    super::eval::write_json(&args.output.join("scores.json"), &json, ui)
 }

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ditail::eval::pairing::{self, Item};
 use ditail::eval::{Networks, Options, Report, Stage, evaluate};
-use ditail::models::load::eval::{load_clip, load_inception, load_vit};
+use ditail::models::load::eval::{ClipPlan, VitPlan, load_inception, plan_clip, plan_vit};
 use ditail::models::load::hub::HubOptions;
 use ditail::pipeline::inversion::image_hash;
 use ditail::pipeline::preprocess::load_rgb;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::args::EvalArgs;
+use super::args::{EvalArgs, EvalNets};
 use super::device::Compute;
 use super::metadata::Record;
 use super::output::{check_output_file, read_png_text, write_atomic};
@@ -133,7 +133,7 @@ fn fmt(v: Option<f64>) -> String {
 }
 
 /// The report as a table.
-fn print(report: &Report) {
+pub fn print(report: &Report) {
     let width = report
         .images
         .iter()
@@ -211,54 +211,140 @@ pub fn command<'a>(args: &'a EvalArgs, compute: &'a Compute, ui: &'a Ui) -> Resu
         .as_ref()
         .map(|_| inception_path(args))
         .transpose()?;
+    let checked = check(&args.nets, wants_clip, wants_dino, inception)?;
 
     Ok(Box::new(move || {
-        let hub = HubOptions::from_env();
-        let device = &compute.device;
-        let mut nets = Networks::default();
-        if wants_clip {
-            let task = ui.task(format!("loading CLIP {}", args.clip));
-            nets.clip = Some(load_clip(&args.clip, device, &hub).context("--clip")?);
-            task.done(ui);
-        }
-        if wants_dino {
-            let task = ui.task(format!("loading DINO {}", args.dino));
-            nets.dino = Some(load_vit(&args.dino, device, &hub).context("--dino")?);
-            task.done(ui);
-        }
-        if let Some(path) = &inception {
-            let task = ui.task(format!("loading InceptionV3 {}", path.display()));
-            nets.inception = Some(load_inception(path, device).context("--inception")?);
-            task.done(ui);
-        }
         let opts = Options {
-            batch: args.batch as usize,
+            batch: args.nets.eval_batch as usize,
             fid_native: args.fid_native,
             ..Options::default()
         };
-        let mut progress = progress_bars(ui);
-        let report = evaluate(
+        let report = score(
             &items,
             reference.as_deref().unwrap_or_default(),
-            &nets,
+            checked,
             &opts,
-            device,
-            &mut progress,
-        )?
-        .ok_or(ditail::pipeline::PipelineError::Cancelled)?;
-        if let Some(warning) = report.fid.as_ref().and_then(|f| f.warning.as_ref()) {
-            ui.warn(warning);
-        }
+            compute,
+            ui,
+        )?;
         print(&report);
         if let Some(json) = &args.json {
-            write_atomic(json, |w| {
-                serde_json::to_writer_pretty(&mut *w, &report)?;
-                writeln!(w)?;
-                Ok(())
-            })
-            .with_context(|| format!("writing {}", json.display()))?;
-            ui.info(format!("wrote {}", json.display()));
+            write_json(json, &report, ui)?;
         }
         Ok(())
     }))
+}
+
+/// The metric networks located and checked, not loaded.
+pub struct Checked {
+    clip: Option<(String, ClipPlan)>,
+    dino: Option<(String, VitPlan)>,
+    inception: Option<PathBuf>,
+}
+
+/// Locates and checks the networks a scoring will need (downloading them if need be),
+/// before any long work.
+pub fn check(
+    nets: &EvalNets,
+    clip: bool,
+    dino: bool,
+    inception: Option<PathBuf>,
+) -> Result<Checked> {
+    let hub = HubOptions::from_env();
+    Ok(Checked {
+        clip: clip
+            .then(|| plan_clip(&nets.clip, &hub).map(|p| (nets.clip.clone(), p)))
+            .transpose()
+            .context("--clip")?,
+        dino: dino
+            .then(|| plan_vit(&nets.dino, &hub).map(|p| (nets.dino.clone(), p)))
+            .transpose()
+            .context("--dino")?,
+        inception,
+    })
+}
+
+/// Loads the checked networks and scores `items` (and FID against `reference`), with
+/// progress bars; a FID warning is printed.
+pub fn score(
+    items: &[Item],
+    reference: &[PathBuf],
+    checked: Checked,
+    opts: &Options,
+    compute: &Compute,
+    ui: &Ui,
+) -> Result<Report> {
+    let device = &compute.device;
+    let mut nets = Networks::default();
+    if let Some((name, plan)) = checked.clip {
+        let task = ui.task(format!("loading CLIP {name}"));
+        nets.clip = Some(plan.load(device).context("--clip")?);
+        task.done(ui);
+    }
+    if let Some((name, plan)) = checked.dino {
+        let task = ui.task(format!("loading DINO {name}"));
+        nets.dino = Some(plan.load(device).context("--dino")?);
+        task.done(ui);
+    }
+    if let Some(path) = &checked.inception {
+        let task = ui.task(format!("loading InceptionV3 {}", path.display()));
+        nets.inception = Some(load_inception(path, device).context("--inception")?);
+        task.done(ui);
+    }
+    let mut progress = progress_bars(ui);
+    let report = evaluate(items, reference, &nets, opts, device, &mut progress)?
+        .ok_or(ditail::pipeline::PipelineError::Cancelled)?;
+    if let Some(warning) = report.fid.as_ref().and_then(|f| f.warning.as_ref()) {
+        ui.warn(warning);
+    }
+    Ok(report)
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json(path: &Path, value: &impl serde::Serialize, ui: &Ui) -> Result<()> {
+    write_atomic(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, value)?;
+        writeln!(w)?;
+        Ok(())
+    })
+    .with_context(|| format!("writing {}", path.display()))?;
+    ui.info(format!("wrote {}", path.display()));
+    Ok(())
+}
+
+/// Prints a models x models table (rows: source, columns: target) of a metric's means
+/// for a cocktail, `cells[s][t]` holding the pair's values, and returns the means.
+pub fn print_matrix(
+    title: &str,
+    names: &[String],
+    cells: &[Vec<Vec<f64>>],
+) -> Vec<Vec<Option<f64>>> {
+    let means: Vec<Vec<Option<f64>>> = cells
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|v| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64))
+                .collect()
+        })
+        .collect();
+    let width = names
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .clamp(6, 24);
+    println!("{title} (rows: source, columns: target)");
+    print!("{:width$}", "");
+    for n in names {
+        print!("  {n:>width$}");
+    }
+    println!();
+    for (n, row) in names.iter().zip(&means) {
+        print!("{n:width$}");
+        for v in row {
+            print!("  {:>width$}", fmt(*v));
+        }
+        println!();
+    }
+    means
 }

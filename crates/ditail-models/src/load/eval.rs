@@ -71,8 +71,18 @@ pub struct Clip {
     pub tokenizer: ClipTokenizer,
 }
 
-/// Loads a `CLIPModel` (folder, hub id or `.safetensors` file of ViT-L/14).
-pub fn load_clip(spec: &str, device: &Device, hub_opts: &HubOptions) -> Result<Clip> {
+/// A CLIP model located and checked (configuration parsed, file headers read, a key only
+/// a `CLIPModel` has found), nothing loaded yet: cheap, so a command checks it before its
+/// long work.
+#[derive(Clone, Debug)]
+pub struct ClipPlan {
+    config: ClipConfig,
+    files: Vec<Arc<WeightFile>>,
+    tokenizer: ClipTokenizer,
+}
+
+/// Locates and checks a `CLIPModel` (folder, hub id or `.safetensors` file of ViT-L/14).
+pub fn plan_clip(spec: &str, hub_opts: &HubOptions) -> Result<ClipPlan> {
     let (config, files, tokenizer) = match locate(spec, hub_opts)? {
         Found::Folder(dir) => {
             let config = ClipConfig::from_json_file(&dir.join("config.json"))?;
@@ -89,10 +99,49 @@ pub fn load_clip(spec: &str, device: &Device, hub_opts: &HubOptions) -> Result<C
             ClipTokenizer::sd15(),
         ),
     };
-    let mut model = config.init(device);
-    load_into(&mut model, Component::ClipModel, &files, DTYPE)?;
-    model.logit_scale = scalar(&files, "logit_scale")?;
-    Ok(Clip { model, tokenizer })
+    expect_key(&files, Component::ClipModel, "visual_projection.weight")?;
+    Ok(ClipPlan {
+        config,
+        files,
+        tokenizer,
+    })
+}
+
+impl ClipPlan {
+    /// Reads the weights.
+    pub fn load(self, device: &Device) -> Result<Clip> {
+        let mut model = self.config.init(device);
+        load_into(&mut model, Component::ClipModel, &self.files, DTYPE)?;
+        model.logit_scale = scalar(&self.files, "logit_scale")?;
+        Ok(Clip {
+            model,
+            tokenizer: self.tokenizer,
+        })
+    }
+}
+
+/// Loads a `CLIPModel` (see [`plan_clip`]).
+pub fn load_clip(spec: &str, device: &Device, hub_opts: &HubOptions) -> Result<Clip> {
+    plan_clip(spec, hub_opts)?.load(device)
+}
+
+/// Fails, naming the files, unless they hold `key`: a quick check that they are weights of
+/// the expected network before anything is read.
+fn expect_key(files: &[Arc<WeightFile>], component: Component, key: &str) -> Result<()> {
+    if files
+        .iter()
+        .any(|f| f.tensors().iter().any(|e| e.name == key))
+    {
+        return Ok(());
+    }
+    Err(ModelError::WeightsMismatch {
+        component: component.name(),
+        source_desc: describe(files),
+        details: format!(
+            "\n  missing from the files (not a {} checkpoint?):\n    {key}",
+            component.name()
+        ),
+    })
 }
 
 /// The 0-d (or one-element) tensor `key` of `files`, as f32.
@@ -116,8 +165,15 @@ fn scalar(files: &[Arc<WeightFile>], key: &str) -> Result<f32> {
     })
 }
 
-/// Loads a DINO `ViTModel` (folder, hub id or `.safetensors` file of ViT-B/8).
-pub fn load_vit(spec: &str, device: &Device, hub_opts: &HubOptions) -> Result<VitModel> {
+/// A ViT located and checked (see [`ClipPlan`]).
+#[derive(Clone, Debug)]
+pub struct VitPlan {
+    config: VitConfig,
+    files: Vec<Arc<WeightFile>>,
+}
+
+/// Locates and checks a DINO `ViTModel` (folder, hub id or `.safetensors` file of ViT-B/8).
+pub fn plan_vit(spec: &str, hub_opts: &HubOptions) -> Result<VitPlan> {
     let (config, files) = match locate(spec, hub_opts)? {
         Found::Folder(dir) => (
             VitConfig::from_json_file(&dir.join("config.json"))?,
@@ -125,9 +181,22 @@ pub fn load_vit(spec: &str, device: &Device, hub_opts: &HubOptions) -> Result<Vi
         ),
         Found::File(path) => (VitConfig::dino_vitb8(), open_all(&[path])?),
     };
-    let mut model = config.init(device);
-    load_into(&mut model, Component::Vit, &files, DTYPE)?;
-    Ok(model)
+    expect_key(&files, Component::Vit, "embeddings.cls_token")?;
+    Ok(VitPlan { config, files })
+}
+
+impl VitPlan {
+    /// Reads the weights.
+    pub fn load(self, device: &Device) -> Result<VitModel> {
+        let mut model = self.config.init(device);
+        load_into(&mut model, Component::Vit, &self.files, DTYPE)?;
+        Ok(model)
+    }
+}
+
+/// Loads a DINO `ViTModel` (see [`plan_vit`]).
+pub fn load_vit(spec: &str, device: &Device, hub_opts: &HubOptions) -> Result<VitModel> {
+    plan_vit(spec, hub_opts)?.load(device)
 }
 
 /// Loads pytorch-fid's InceptionV3 from a `.safetensors` file of its weights
