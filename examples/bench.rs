@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use common::{peak_rss, reset_peak_rss};
+use common::measure;
 use ditail::models::device::Backend;
 use ditail::models::{
     ClipTextConfig, ClipTokenizer, LoadOptions, NoControl, StableDiffusion, UNetConfig, VaeConfig,
@@ -100,20 +100,6 @@ fn list(s: &str) -> Result<Vec<usize>> {
 }
 
 /// Times `f` `runs` times after one warm-up; returns (median seconds, all, peak RSS bytes).
-fn measure(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, Vec<f64>, u64)> {
-    reset_peak_rss();
-    f()?;
-    let mut times = Vec::new();
-    for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed().as_secs_f64());
-    }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    Ok((sorted[sorted.len() / 2], times, peak_rss()))
-}
-
 fn random_model(device: &Device) -> StableDiffusion {
     let (u, v, t) = (
         UNetConfig::sd15(),

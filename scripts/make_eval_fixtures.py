@@ -27,6 +27,17 @@ against transformers / torchvision / pytorch-fid without Python.  Writes, determ
                              tolerances, the Inception weight rule with test vectors, FID checks
 
 Usage:  python scripts/make_eval_fixtures.py     (needs pytorch-fid and scipy; about 2 minutes on 2 cores)
+        python scripts/make_eval_fixtures.py --full-size fixtures-full
+
+Full-size mode (``--full-size OUTDIR``) writes OUTDIR/eval/ (not committed; fixtures-full/ is
+git-ignored): random-weight models with the real configs, openai/clip-vit-large-patch14
+(clip/: CLIPModel, the real CLIP vocab.json / merges.txt of models/clip, the same
+preprocessor_config.json; 1.7 GB) and facebook/dino-vitb8 (dino/: ViTModel without pooler,
+0.35 GB), and golden.safetensors + meta.json with the clip_* and dino_* tensors of the tiny
+golden file (same names, same meaning), computed the same way on the committed images/ and
+prompts.  The Inception / FID goldens are not repeated there: the tiny fixtures' InceptionV3
+is already full-size.  About 1.5 minutes on 2 cores, 7.2 GiB peak RSS, 2.1 GB written;
+a rerun gives byte-identical files.
 
 No network: the Inception architecture comes from pytorch_fid.inception.fid_inception_v3()
 with its weight download replaced by the hash-filled state dict.
@@ -34,7 +45,9 @@ with its weight download replaced by the hash-filled state dict.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -109,6 +122,74 @@ DINO_CONFIG = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, i
 DINO_SEED = 1
 DINO_MEAN = (0.485, 0.456, 0.406)
 DINO_STD = (0.229, 0.224, 0.225)
+
+# The real configs (full-size mode): openai/clip-vit-large-patch14 and facebook/dino-vitb8.
+FULL_CLIP_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                      num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                      layer_norm_eps=1e-5, projection_dim=768, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+FULL_CLIP_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                        image_size=224, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+                        projection_dim=768)
+FULL_CLIP_PROJ = 768
+FULL_DINO_CONFIG = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                        image_size=224, patch_size=8, qkv_bias=True, hidden_act="gelu", layer_norm_eps=1e-12)
+FULL_CLIP_VOCAB = mf.CLIP_DIR  # models/clip: vocab.json / merges.txt, byte-identical to the hub's
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What differs between the tiny (committed) and the full-size fixtures."""
+
+    name: str
+    out: Path
+    clip_dir: Path
+    dino_dir: Path
+    clip_text: dict
+    clip_vision: dict
+    clip_proj: int
+    # CLIPConfig.logit_scale_init_value (config.json only: the parameter is set to ln(100) in both modes)
+    clip_logit_scale_init: float
+    # (source file, name in clip_dir)
+    tokenizer_files: tuple
+    bos_token_id: int
+    eos_token_id: int
+    dino_config: dict
+    # transformers' CLIP init scales q/k/v/fc2 by (2 L)^-1/2; with clip_depth_ref_layers = r they are
+    # multiplied by sqrt(L / r), i.e. get the depth factor of an r-layer tower (no-op when L == r)
+    clip_depth_ref_layers: int
+    # the DINO recipe's residual-branch outputs (attention o_proj, mlp fc2) are multiplied by
+    # sqrt(r / L) with r = dino_depth_ref_layers (no-op when L == r)
+    dino_depth_ref_layers: int
+
+
+TINY = Spec(
+    name="tiny", out=OUT, clip_dir=CLIP_DIR, dino_dir=DINO_DIR,
+    clip_text=CLIP_TEXT, clip_vision=CLIP_VISION, clip_proj=CLIP_PROJ, clip_logit_scale_init=math.log(100.0),
+    tokenizer_files=tuple((TOKENIZER_SRC / f, f) for f in ("vocab.json", "merges.txt", "special_tokens_map.json",
+                                                           "tokenizer_config.json")),
+    bos_token_id=mf.TINY_BOS, eos_token_id=mf.TINY_EOS,
+    dino_config=DINO_CONFIG, clip_depth_ref_layers=2, dino_depth_ref_layers=3,
+)
+
+
+def full_spec(outdir: Path) -> Spec:
+    out = outdir / "eval"
+    return Spec(
+        name="full", out=out, clip_dir=out / "clip", dino_dir=out / "dino",
+        clip_text=FULL_CLIP_TEXT, clip_vision=FULL_CLIP_VISION, clip_proj=FULL_CLIP_PROJ,
+        clip_logit_scale_init=2.6592,  # the hub config.json's value (ln(1/0.07)); the weight is ln(100)
+        tokenizer_files=((FULL_CLIP_VOCAB / "vocab.json", "vocab.json"), (FULL_CLIP_VOCAB / "merges.txt", "merges.txt"),
+                         # vocabulary-independent: the special tokens and model_max_length 77
+                         (TOKENIZER_SRC / "special_tokens_map.json", "special_tokens_map.json"),
+                         (TOKENIZER_SRC / "tokenizer_config.json", "tokenizer_config.json")),
+        bos_token_id=49406, eos_token_id=49407,
+        dino_config=FULL_DINO_CONFIG, clip_depth_ref_layers=2, dino_depth_ref_layers=3,
+    )
+
+
+def dino_tokens(spec: Spec) -> int:
+    return 1 + (spec.dino_config["image_size"] // spec.dino_config["patch_size"]) ** 2
+
 
 FID_EPS = 1e-6  # pytorch-fid's calculate_frechet_distance default
 SYNTH_SEED = 4242
@@ -215,33 +296,54 @@ def squash224(path: Path) -> Image.Image:
 
 
 @torch.no_grad()
-def build_clip() -> dict:
+def build_clip(spec: Spec) -> dict:
     from transformers import CLIPConfig, CLIPModel
 
-    cfg = CLIPConfig(text_config=dict(CLIP_TEXT), vision_config=dict(CLIP_VISION), projection_dim=CLIP_PROJ,
-                     logit_scale_init_value=math.log(100.0))
+    cfg = CLIPConfig(text_config=dict(spec.clip_text), vision_config=dict(spec.clip_vision),
+                     projection_dim=spec.clip_proj, logit_scale_init_value=spec.clip_logit_scale_init)
     torch.manual_seed(CLIP_SEED)
     model = CLIPModel(cfg).eval()
     info = mf.perturb(model, torch.Generator().manual_seed(CLIP_SEED + 7))
     model.logit_scale.fill_(math.log(100.0))
+    ref = spec.clip_depth_ref_layers
+    depth = {}
+    for tower in (model.text_model, model.vision_model):
+        n_layers = tower.config.num_hidden_layers
+        if n_layers == ref:
+            continue
+        f = math.sqrt(n_layers / ref)
+        for layer in tower.encoder.layers:
+            for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.mlp.fc2):
+                lin.weight.mul_(f)
+        depth[type(tower).__name__] = {"layers": n_layers, "factor": f}
     info["parameters"] = sum(p.numel() for p in model.parameters())
-    CLIP_DIR.mkdir(parents=True)
-    model.save_pretrained(CLIP_DIR, safe_serialization=True)
-    for f in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
-        shutil.copyfile(TOKENIZER_SRC / f, CLIP_DIR / f)
-    mf.write_json(CLIP_DIR / "preprocessor_config.json", CLIP_PREPROCESSOR)
-    info["init"] = ("transformers' CLIP init (torch.manual_seed(0)), then make_fixtures.perturb: LayerNorm "
+    spec.clip_dir.mkdir(parents=True)
+    model.save_pretrained(spec.clip_dir, safe_serialization=True)
+    for src, name in spec.tokenizer_files:
+        shutil.copyfile(src, spec.clip_dir / name)
+    mf.write_json(spec.clip_dir / "preprocessor_config.json", CLIP_PREPROCESSOR)
+    info["init"] = (f"transformers' CLIP init (torch.manual_seed({CLIP_SEED})), then make_fixtures.perturb: LayerNorm "
                     "weight = 1 + 0.1 randn, bias = 0.1 randn, all-zero parameters (biases) = 0.02 randn "
-                    "(generator seed 7); logit_scale = ln(100) (exp = 100, as in the real model)")
+                    f"(generator seed {CLIP_SEED + 7}); logit_scale = ln(100) (exp = 100, as in the real model)")
+    if depth:
+        info["depth_scaling"] = {
+            "what": f"q_proj / k_proj / v_proj / mlp.fc2 weights of every layer multiplied by sqrt(L / {ref}) after "
+                    f"perturb: transformers' init gives them std (2 L)^-1/2 * width^-1/2, this makes it the depth "
+                    f"factor of the {ref}-layer tiny towers, (2 * {ref})^-1/2",
+            "why": "with transformers' depth factor the 24-layer vision tower barely changes its residual stream "
+                   "(std 1.00 -> 1.23 over 24 layers) and the CLS token hardly depends on the image: the 4 image "
+                   "embeddings had pairwise cosines 0.96..0.997",
+            "towers": depth,
+        }
     return info
 
 
 @torch.no_grad()
-def build_dino() -> dict:
+def build_dino(spec: Spec) -> dict:
     from transformers import ViTConfig, ViTModel
 
     torch.manual_seed(DINO_SEED)
-    model = ViTModel(ViTConfig(**DINO_CONFIG), add_pooling_layer=False).eval()
+    model = ViTModel(ViTConfig(**spec.dino_config), add_pooling_layer=False).eval()
     gen = torch.Generator().manual_seed(DINO_SEED + 7)
     # ViT's default init (std 0.02) makes a 32-wide network nearly linear in its input and
     # the attention / MLP branches negligible; use fan-in scaled weights so every layer matters.
@@ -255,28 +357,52 @@ def build_dino() -> dict:
     emb.cls_token.copy_(0.5 * torch.randn(emb.cls_token.shape, generator=gen))
     emb.position_embeddings.copy_(0.2 * torch.randn(emb.position_embeddings.shape, generator=gen))
     info = mf.perturb(model, gen)
+    ref, n_layers = spec.dino_depth_ref_layers, spec.dino_config["num_hidden_layers"]
+    if n_layers != ref:
+        f = math.sqrt(ref / n_layers)
+        for i in range(n_layers):
+            attn_out, mlp_out = _dino_branch_outputs(model, i)
+            attn_out.weight.mul_(f)
+            mlp_out.weight.mul_(f)
+        info["depth_scaling"] = {
+            "what": f"the residual branches' output projections (attention output dense / o_proj, mlp output "
+                    f"dense / fc2) of every layer multiplied by sqrt({ref} / L) = {f:.6g} after perturb, so the "
+                    f"summed branch variance over the L = {n_layers} layers is that of the {ref}-layer tiny model",
+            "why": f"unscaled, the residual stream grew 3.7x over {n_layers} layers and the last-layer keys "
+                   "collapsed towards one direction (self-similarity off-diagonal mean 0.71, tiny model 0.42)",
+            "factor": f,
+        }
     info["parameters"] = sum(p.numel() for p in model.parameters())
-    info["init"] = ("torch.manual_seed(1); Linear/Conv2d weights = randn / sqrt(fan_in), biases = 0.1 randn, "
+    info["init"] = (f"torch.manual_seed({DINO_SEED}); Linear/Conv2d weights = randn / sqrt(fan_in), biases = 0.1 randn, "
                     "cls_token = 0.5 randn, position_embeddings = 0.2 randn, then make_fixtures.perturb "
-                    "(LayerNorm weight = 1 + 0.1 randn, bias = 0.1 randn); generator seed 8")
-    DINO_DIR.mkdir(parents=True)
-    model.save_pretrained(DINO_DIR, safe_serialization=True)
+                    f"(LayerNorm weight = 1 + 0.1 randn, bias = 0.1 randn); generator seed {DINO_SEED + 7}")
+    spec.dino_dir.mkdir(parents=True)
+    model.save_pretrained(spec.dino_dir, safe_serialization=True)
     return info
 
 
-def load_clip():
+def _dino_branch_outputs(model, i: int):
+    """(attention output projection, MLP output projection) of layer i."""
+    if hasattr(model, "layers"):  # transformers >= 5.x layout
+        layer = model.layers[i]
+        return layer.attention.o_proj, layer.mlp.fc2
+    layer = model.encoder.layer[i]
+    return layer.attention.output.dense, layer.output.dense
+
+
+def load_clip(spec: Spec):
     from transformers import CLIPModel
 
-    model = CLIPModel.from_pretrained(CLIP_DIR, attn_implementation="eager").eval()
+    model = CLIPModel.from_pretrained(spec.clip_dir, attn_implementation="eager").eval()
     for n, p in model.named_parameters():
         assert p.dtype == torch.float32, n
     return model
 
 
-def load_dino():
+def load_dino(spec: Spec):
     from transformers import ViTModel
 
-    model = ViTModel.from_pretrained(DINO_DIR, add_pooling_layer=False, attn_implementation="eager").eval()
+    model = ViTModel.from_pretrained(spec.dino_dir, add_pooling_layer=False, attn_implementation="eager").eval()
     return model
 
 
@@ -295,11 +421,11 @@ def _stats(t: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def clip_golden(model) -> tuple[dict, dict]:
+def clip_golden(model, spec: Spec) -> tuple[dict, dict]:
     from transformers import CLIPProcessor
 
-    proc = CLIPProcessor.from_pretrained(CLIP_DIR, backend="pil")
-    proc_fast = CLIPProcessor.from_pretrained(CLIP_DIR, backend="torchvision")
+    proc = CLIPProcessor.from_pretrained(spec.clip_dir, backend="pil")
+    proc_fast = CLIPProcessor.from_pretrained(spec.clip_dir, backend="torchvision")
     images = [squash224(p) for p in result_paths()]
 
     # the reference call
@@ -324,6 +450,7 @@ def clip_golden(model) -> tuple[dict, dict]:
     assert ref_ids.shape[1] == max(lens)
     assert torch.equal(ref_ids, input_ids[:, :ref_ids.shape[1]])
     pad_id = tok.pad_token_id
+    assert (tok.bos_token_id, tok.eos_token_id, pad_id) == (spec.bos_token_id, spec.eos_token_id, spec.eos_token_id)
     for row, n in zip(input_ids.tolist(), lens):
         assert row[0] == tok.bos_token_id and row[n - 1] == tok.eos_token_id
         assert row[n:] == [pad_id] * (MAX_LEN - n)
@@ -338,7 +465,7 @@ def clip_golden(model) -> tuple[dict, dict]:
     text_masked = model.get_text_features(input_ids=input_ids, attention_mask=attn_mask)
     image = model.get_image_features(pixel_values=pixel_values)
     te, ie = text.pooler_output, image.pooler_output
-    assert te.shape == (4, CLIP_PROJ) and ie.shape == (4, CLIP_PROJ)
+    assert te.shape == (4, spec.clip_proj) and ie.shape == (4, spec.clip_proj)
     # logits_per_text = exp(logit_scale) * normalize(text) @ normalize(image)^T
     scale = model.logit_scale.exp()
     by_formula = scale * (te / te.norm(dim=-1, keepdim=True)) @ (ie / ie.norm(dim=-1, keepdim=True)).T
@@ -351,7 +478,7 @@ def clip_golden(model) -> tuple[dict, dict]:
     ref_score = torch.diag(logits_ref).mean().item() / 100  # exactly as ditail_metrics.py
 
     # float64 run (tolerance estimate)
-    m64 = load_clip().double()
+    m64 = load_clip(spec).double()
     l64 = m64(input_ids=input_ids, attention_mask=attn_mask, pixel_values=pixel_values.double()).logits_per_text
     t64 = m64.get_text_features(input_ids=input_ids)
     i64 = m64.get_image_features(pixel_values=pixel_values.double())
@@ -382,8 +509,8 @@ def clip_golden(model) -> tuple[dict, dict]:
         "pad_token": tok.pad_token, "pad_token_id": pad_id,
         "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
         "token_counts_with_bos_eos": lens,
-        "pooled_token": "position argmax(input_ids) = the first <|endoftext|> (999), since config eos_token_id "
-                        "is the legacy 2",
+        "pooled_token": f"position argmax(input_ids) = the first <|endoftext|> ({spec.eos_token_id}), since config "
+                        "eos_token_id is the legacy 2",
         "logits_per_text_padding_max_length_vs_padding_true_max_abs_diff":
             float((logits77 - logits_ref).abs().max()),
         "logits_per_text_padding_max_length_equal_to_padding_true": bool(torch.equal(logits77, logits_ref)),
@@ -456,12 +583,13 @@ def dino_keys(model, pixel_values: torch.Tensor) -> torch.Tensor:
     keys = store[0]
     # = key projection of the last block's pre-attention LayerNorm of its input
     manual = key_mod(layer.layernorm_before(out.hidden_states[-2]))
-    assert torch.allclose(manual, keys, rtol=0, atol=1e-6), float((manual - keys).abs().max())
+    atol = 1e-6 * max(1.0, float(keys.abs().max()))
+    assert torch.allclose(manual, keys, rtol=0, atol=atol), float((manual - keys).abs().max())
     return keys[0]
 
 
 @torch.no_grad()
-def dino_golden(model) -> tuple[dict, dict]:
+def dino_golden(model, spec: Spec) -> tuple[dict, dict]:
     tf = dino_transform()
     pv_c = torch.stack([tf(Image.open(p)) for p in content_paths()])
     pv_r = torch.stack([tf(Image.open(p)) for p in result_paths()])
@@ -476,8 +604,8 @@ def dino_golden(model) -> tuple[dict, dict]:
     assert by_hand < 1e-5, by_hand
     keys_c = torch.stack([dino_keys(model, pv_c[i:i + 1]) for i in range(4)])
     keys_r = torch.stack([dino_keys(model, pv_r[i:i + 1]) for i in range(4)])
-    tokens = 1 + (224 // DINO_CONFIG["patch_size"]) ** 2
-    assert keys_c.shape == (4, tokens, DINO_CONFIG["hidden_size"])
+    tokens, width, n_layers = dino_tokens(spec), spec.dino_config["hidden_size"], spec.dino_config["num_hidden_layers"]
+    assert keys_c.shape == (4, tokens, width)
     # exactly the reference's loop (batch of one image each; loss accumulated in a tensor)
     ssim_loss = 0.0
     dists = []
@@ -490,7 +618,7 @@ def dino_golden(model) -> tuple[dict, dict]:
     distance = ssim_loss / 4
     self_sim_0 = attn_cosine_sim(keys_r[0][None, None])[0]
 
-    m64 = load_dino().double()
+    m64 = load_dino(spec).double()
     k64 = torch.stack([dino_keys(m64, pv_r[i:i + 1].double()) for i in range(4)])
     k64c = torch.stack([dino_keys(m64, pv_c[i:i + 1].double()) for i in range(4)])
     d64 = torch.stack([F.mse_loss(attn_cosine_sim(k64c[i][None, None]), attn_cosine_sim(k64[i][None, None]))
@@ -507,11 +635,11 @@ def dino_golden(model) -> tuple[dict, dict]:
     }
     meta = {
         "key_site": "output of the last layer's key projection (layer index "
-                    f"{DINO_CONFIG['num_hidden_layers'] - 1} of {DINO_CONFIG['num_hidden_layers']}; the reference "
-                    "uses 11 of 12): file keys encoder.layer.2.attention.attention.key.{weight,bias} (hub layout); "
-                    "transformers 5.24 holds it as layers[2].attention.k_proj; its input is layernorm_before of "
-                    "the block's input (checked)",
-        "self_sim": "attn_cosine_sim: K K^T / clamp(|k_i| |k_j|, min 1e-8), K = [785, 32] incl. CLS",
+                    f"{n_layers - 1} of {n_layers}; the reference "
+                    f"uses 11 of 12): file keys encoder.layer.{n_layers - 1}.attention.attention.key.{{weight,bias}} "
+                    f"(hub layout); transformers 5.24 holds it as layers[{n_layers - 1}].attention.k_proj; its input is "
+                    "layernorm_before of the block's input (checked)",
+        "self_sim": f"attn_cosine_sim: K K^T / clamp(|k_i| |k_j|, min 1e-8), K = [{tokens}, {width}] incl. CLS",
         "distance": "F.mse_loss(self_sim(content_i), self_sim(result_i)) per pair (a-a, b-b, c-c, d-d); "
                     "dino_distance = sum / 4 (float32)",
         "transform_by_hand_max_abs_diff": by_hand,
@@ -880,46 +1008,117 @@ def write_golden(path: Path, tensors: dict) -> dict:
     return {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)} for k, v in sorted(out.items())}
 
 
-TENSOR_DOCS = {
-    "clip_pixel_values_0": "CLIPProcessor (PIL backend) pixel_values of results/a.png after the reference's PIL "
-                           "bicubic squash to 224x224",
-    "clip_input_ids": "CLIPTokenizer ids of the 4 prompts, padding='max_length', max_length=77 (pad = 999)",
-    "clip_attention_mask": "the tokenizer's attention_mask for clip_input_ids",
-    "clip_text_embeds": "CLIPModel.get_text_features(input_ids) pooler_output: text_projection of the pooled "
-                        "token (projected, not normalised)",
-    "clip_image_embeds": "CLIPModel.get_image_features(pixel_values) pooler_output (projected, not normalised)",
-    "clip_logits_per_text": "CLIPModel(input_ids, attention_mask, pixel_values).logits_per_text [text, image]",
-    "clip_scores": "diag(logits_per_text) / 100, per (result, prompt) pair",
-    "clip_score": "mean(diag(logits_per_text)) / 100 (the paper's CLIP score)",
-    "clip_text_last_hidden": "text_model last_hidden_state (after final_layer_norm), no attention mask",
-    "clip_vision_last_hidden": "vision_model last_hidden_state (before post_layernorm)",
-    "dino_pixel_values_content": "DINO transform of the 4 content images (ToTensor, tensor bicubic antialiased "
-                                 "resize to 224x224, ImageNet Normalize)",
-    "dino_pixel_values_results_0": "the same for results/a.png",
-    "dino_keys_content": "last-layer key projections [785 tokens incl. CLS, 32] per content image",
-    "dino_keys_results": "the same per result",
-    "dino_self_sim_0_corner": "attn_cosine_sim of dino_keys_results[0], its first 64 x 64 entries",
-    "dino_distances": "MSE between the content and result self-similarity matrices, per pair",
-    "dino_distance": "mean of dino_distances (the paper's structure distance)",
-    "fid_input_0": "ToTensor of results/a.png after the PIL bicubic 224x224 squash (what enters InceptionV3)",
-    "inception_features_results": "2048-d pool features, reference flow (224 squash), results",
-    "inception_features_content": "the same, content",
-    "inception_features_content_native": "2048-d pool features, standard pytorch-fid flow (original size), content",
-    "inception_features_results_native": "the same, results",
-    "fid": "pytorch-fid calculate_frechet_distance(results, content), reference-flow features (float64)",
-    "fid_native": "the same with the native-flow features (float64)",
-    "fid_feats_a": "synthetic features [50, 8] (float64)",
-    "fid_feats_b": "synthetic features [40, 8] (float64)",
-    "fid_ab": "calculate_frechet_distance of (a, b) stats (float64)",
-    "fid_feats_c": "synthetic features [5, 8] (rank-deficient covariance, float64)",
-    "fid_feats_d": "synthetic features [6, 8] (rank-deficient covariance, float64)",
-    "fid_cd": "calculate_frechet_distance of (c, d) stats (float64)",
-}
+def tensor_docs(spec: Spec) -> dict:
+    tokens, width = dino_tokens(spec), spec.dino_config["hidden_size"]
+    return {
+        "clip_pixel_values_0": "CLIPProcessor (PIL backend) pixel_values of results/a.png after the reference's PIL "
+                               "bicubic squash to 224x224",
+        "clip_input_ids": "CLIPTokenizer ids of the 4 prompts, padding='max_length', max_length=77 "
+                          f"(pad = {spec.eos_token_id})",
+        "clip_attention_mask": "the tokenizer's attention_mask for clip_input_ids",
+        "clip_text_embeds": "CLIPModel.get_text_features(input_ids) pooler_output: text_projection of the pooled "
+                            "token (projected, not normalised)",
+        "clip_image_embeds": "CLIPModel.get_image_features(pixel_values) pooler_output (projected, not normalised)",
+        "clip_logits_per_text": "CLIPModel(input_ids, attention_mask, pixel_values).logits_per_text [text, image]",
+        "clip_scores": "diag(logits_per_text) / 100, per (result, prompt) pair",
+        "clip_score": "mean(diag(logits_per_text)) / 100 (the paper's CLIP score)",
+        "clip_text_last_hidden": "text_model last_hidden_state (after final_layer_norm), no attention mask",
+        "clip_vision_last_hidden": "vision_model last_hidden_state (before post_layernorm)",
+        "dino_pixel_values_content": "DINO transform of the 4 content images (ToTensor, tensor bicubic antialiased "
+                                     "resize to 224x224, ImageNet Normalize)",
+        "dino_pixel_values_results_0": "the same for results/a.png",
+        "dino_keys_content": f"last-layer key projections [{tokens} tokens incl. CLS, {width}] per content image",
+        "dino_keys_results": "the same per result",
+        "dino_self_sim_0_corner": "attn_cosine_sim of dino_keys_results[0], its first 64 x 64 entries",
+        "dino_distances": "MSE between the content and result self-similarity matrices, per pair",
+        "dino_distance": "mean of dino_distances (the paper's structure distance)",
+        "fid_input_0": "ToTensor of results/a.png after the PIL bicubic 224x224 squash (what enters InceptionV3)",
+        "inception_features_results": "2048-d pool features, reference flow (224 squash), results",
+        "inception_features_content": "the same, content",
+        "inception_features_content_native": "2048-d pool features, standard pytorch-fid flow (original size), "
+                                             "content",
+        "inception_features_results_native": "the same, results",
+        "fid": "pytorch-fid calculate_frechet_distance(results, content), reference-flow features (float64)",
+        "fid_native": "the same with the native-flow features (float64)",
+        "fid_feats_a": "synthetic features [50, 8] (float64)",
+        "fid_feats_b": "synthetic features [40, 8] (float64)",
+        "fid_ab": "calculate_frechet_distance of (a, b) stats (float64)",
+        "fid_feats_c": "synthetic features [5, 8] (rank-deficient covariance, float64)",
+        "fid_feats_d": "synthetic features [6, 8] (rank-deficient covariance, float64)",
+        "fid_cd": "calculate_frechet_distance of (c, d) stats (float64)",
+    }
 
 
-def main() -> None:
-    mf._install_log_capture()
-    t_start = time.time()
+def _cos_matrix(x: torch.Tensor) -> torch.Tensor:
+    x = x.double()
+    x = x / x.norm(dim=-1, keepdim=True)
+    return x @ x.transpose(-1, -2)
+
+
+def _offdiag(m: torch.Tensor) -> dict:
+    n = m.shape[-1]
+    vals = m[~torch.eye(n, dtype=torch.bool)]
+    return {"mean": float(vals.mean()), "min": float(vals.min()), "max": float(vals.max())}
+
+
+@torch.no_grad()
+def activation_checks(clip_model, dino_model, tensors: dict) -> dict:
+    """Is the random network degenerate?  Residual-stream std per layer, how much the outputs depend
+    on the input (pairwise cosines), token diversity."""
+    vis = clip_model.vision_model(pixel_values=tensors["clip_pixel_values_0"], output_hidden_states=True)
+    txt = clip_model.text_model(input_ids=tensors["clip_input_ids"], output_hidden_states=True)
+    dino = dino_model(pixel_values=tensors["dino_pixel_values_results_0"], output_hidden_states=True)
+    std = lambda hs: [round(float(h.double().std()), 4) for h in hs]  # noqa: E731
+    keys_r = tensors["dino_keys_results"].double()
+    keys_r = keys_r / keys_r.norm(dim=-1, keepdim=True)
+    same_token = torch.einsum("itd,jtd->ijt", keys_r, keys_r).mean(-1)
+    self_sim = _cos_matrix(tensors["dino_keys_results"][0])
+    logits = tensors["clip_logits_per_text"].double()
+    return {
+        "clip_vision_hidden_std_per_layer": std(vis.hidden_states),
+        "clip_vision_last_layer_token_cosine_offdiag": _offdiag(_cos_matrix(vis.hidden_states[-1][0])),
+        "clip_text_hidden_std_per_layer": std(txt.hidden_states),
+        "clip_image_embeds_pairwise_cosine": _offdiag(_cos_matrix(tensors["clip_image_embeds"])),
+        "clip_text_embeds_pairwise_cosine": _offdiag(_cos_matrix(tensors["clip_text_embeds"])),
+        "clip_logits_per_text": {"std": float(logits.std()),
+                                 "std_over_images_mean_over_texts": float(logits.std(dim=1).mean()),
+                                 "std_over_texts_mean_over_images": float(logits.std(dim=0).mean())},
+        "dino_hidden_std_per_layer": std(dino.hidden_states),
+        "dino_self_sim_0_offdiag": _offdiag(self_sim),
+        "dino_keys_results_same_token_cosine_across_images": _offdiag(same_token),
+    }
+
+
+def models_and_goldens(spec: Spec) -> dict:
+    """Build and save both models, then the clip_* and dino_* goldens from the files loaded back."""
+    t0 = time.time()
+    clip_info = build_clip(spec)
+    dino_info = build_dino(spec)
+    log(f"== models built and saved ({time.time() - t0:.1f}s): CLIP {clip_info['parameters']:,} parameters, "
+        f"DINO {dino_info['parameters']:,}")
+
+    t0 = time.time()
+    clip_model = load_clip(spec)
+    clip_t, clip_m = clip_golden(clip_model, spec)
+    log(f"== CLIP ({time.time() - t0:.1f}s): score {clip_m['clip_score']:.6f}, pad id {clip_m['pad_token_id']}, "
+        f"slow vs fast pixel values {clip_m['pixel_values_slow_vs_fast_max_abs_diff']:.3g}")
+
+    t0 = time.time()
+    dino_model = load_dino(spec)
+    dino_t, dino_m = dino_golden(dino_model, spec)
+    log(f"== DINO ({time.time() - t0:.1f}s): distances {[round(d, 6) for d in dino_m['distances']]}")
+
+    tensors = {**clip_t, **dino_t}
+    checks = activation_checks(clip_model, dino_model, tensors)
+    del clip_model, dino_model
+    log(f"   activation checks: {json.dumps(checks)}")
+    log(f"   float32 vs float64 max rel diff: CLIP {json.dumps(clip_m['float32_vs_float64_max_rel_diff'])}, "
+        f"DINO {json.dumps(dino_m['float32_vs_float64_max_rel_diff'])}")
+    return {"tensors": tensors, "clip_info": clip_info, "clip_meta": clip_m, "dino_info": dino_info,
+            "dino_meta": dino_m, "checks": checks}
+
+
+def versions() -> dict:
     import PIL
     import pytorch_fid
     import safetensors
@@ -927,9 +1126,54 @@ def main() -> None:
     import torchvision
     import transformers
 
-    log(f"torch {torch.__version__}, torchvision {torchvision.__version__}, transformers {transformers.__version__}, "
-        f"pytorch-fid {pytorch_fid.__version__}, scipy {scipy.__version__}, Pillow {PIL.__version__}, "
-        f"threads {torch.get_num_threads()}")
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
+            "transformers": transformers.__version__, "pytorch-fid": pytorch_fid.__version__,
+            "scipy": scipy.__version__, "Pillow": PIL.__version__, "numpy": np.__version__,
+            "safetensors": safetensors.__version__}
+
+
+def common_meta(spec: Spec, images: dict, r: dict, files: dict) -> dict:
+    """meta.json without the FID part."""
+    tokens, width = dino_tokens(spec), spec.dino_config["hidden_size"]
+    bos, eos = spec.bos_token_id, spec.eos_token_id
+    return {
+        "reference": "MAPS-research/Ditail src/ditail_metrics.py (+ helper/extractor.py, helper/fid_score.py)",
+        "versions": versions(),
+        "threads": torch.get_num_threads(),
+        "images": dict(images, prompts=dict(zip(NAMES, PROMPTS)), jpeg_quality=JPEG_QUALITY,
+                       sizes="width x height"),
+        "processing": {
+            "clip": ["img = Image.open(result)", "img = transforms.Resize((224,224), interpolation=3)(img): Pillow "
+                     "bicubic squash (antialiased), uint8",
+                     "CLIPProcessor(text=prompts, images=imgs, return_tensors='pt', padding=True): pixel_values = "
+                     f"(uint8/255 - mean)/std; input_ids with bos {bos} / eos {eos} / pad {eos}",
+                     "CLIPModel(**inputs).logits_per_text; score = mean(diag) / 100"],
+            "dino": ["x = ToTensor(Image.open(p))", "Resize((224,224), interpolation=3) on the float tensor "
+                     "(bicubic, antialias=True)", "Normalize(ImageNet mean, std)",
+                     f"keys = last layer's key projection, [{tokens}, {width}]",
+                     "d = mse(cos_self_sim(keys_content), cos_self_sim(keys_result)); mean over pairs"],
+        },
+        "clip": {"model_dir": mf._rel(spec.clip_dir), "text_config": spec.clip_text,
+                 "vision_config": spec.clip_vision, "projection_dim": spec.clip_proj, "logit_scale": math.log(100.0),
+                 "init": r["clip_info"], "attn_implementation": "eager", **r["clip_meta"]},
+        "dino": {"model_dir": mf._rel(spec.dino_dir), "config": spec.dino_config, "init": r["dino_info"],
+                 "attn_implementation": "eager", "mean": DINO_MEAN, "std": DINO_STD, **r["dino_meta"]},
+        "tensors": files,
+    }
+
+
+def finish(out: Path, t_start: float) -> None:
+    log("fixture sizes:")
+    total = mf.report_sizes(out)
+    if mf.COLLECTED:
+        log(f"warnings ({len(mf.COLLECTED)}):")
+        for w in dict.fromkeys(mf.COLLECTED):
+            log(f"  {w}")
+    log(f"total {total:,} bytes; time {time.time() - t_start:.1f}s")
+
+
+def run_tiny(t_start: float) -> None:
+    spec = TINY
     if not (TOKENIZER_SRC / "vocab.json").is_file():
         sys.exit("error: tests/fixtures/models/tiny-a/tokenizer missing; run scripts/make_fixtures.py first")
     if OUT.exists():
@@ -941,19 +1185,7 @@ def main() -> None:
     jpeg_decoded = torch.from_numpy(np.asarray(Image.open(IMG_DIR / "content" / "d.jpg").convert("RGB")).copy())
     log(f"== images ({time.time() - t0:.1f}s)")
 
-    t0 = time.time()
-    clip_info = build_clip()
-    dino_info = build_dino()
-    log(f"== models built and saved ({time.time() - t0:.1f}s)")
-
-    t0 = time.time()
-    clip_t, clip_m = clip_golden(load_clip())
-    log(f"== CLIP ({time.time() - t0:.1f}s): score {clip_m['clip_score']:.6f}, pad id {clip_m['pad_token_id']}, "
-        f"slow vs fast pixel values {clip_m['pixel_values_slow_vs_fast_max_abs_diff']:.3g}")
-
-    t0 = time.time()
-    dino_t, dino_m = dino_golden(load_dino())
-    log(f"== DINO ({time.time() - t0:.1f}s): distances {[round(d, 6) for d in dino_m['distances']]}")
+    r = models_and_goldens(spec)
 
     t0 = time.time()
     fid_t, fid_m, order = inception_golden()
@@ -965,56 +1197,87 @@ def main() -> None:
     (OUT / "inception-tensors.json").write_text(
         "[\n" + ",\n".join("  " + json.dumps(e) for e in order) + "\n]\n", encoding="utf-8")
 
-    tensors = {**clip_t, **dino_t, **fid_t, "jpeg_d_decoded": jpeg_decoded}
-    docs = dict(TENSOR_DOCS, jpeg_d_decoded="content/d.jpg as Pillow (libjpeg-turbo) decodes it, uint8 [H, W, 3]; "
-                                            "a Rust JPEG decoder may differ by a few levels (4:2:0 chroma upsampling)")
+    tensors = {**r["tensors"], **fid_t, "jpeg_d_decoded": jpeg_decoded}
+    docs = dict(tensor_docs(spec),
+                jpeg_d_decoded="content/d.jpg as Pillow (libjpeg-turbo) decodes it, uint8 [H, W, 3]; "
+                               "a Rust JPEG decoder may differ by a few levels (4:2:0 chroma upsampling)")
     files = write_golden(OUT / "golden.safetensors", tensors)
     for k in files:
         files[k]["what"] = docs[k]
 
-    meta = {
-        "reference": "MAPS-research/Ditail src/ditail_metrics.py (+ helper/extractor.py, helper/fid_score.py)",
-        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                     "transformers": transformers.__version__, "pytorch-fid": pytorch_fid.__version__,
-                     "scipy": scipy.__version__, "Pillow": PIL.__version__, "numpy": np.__version__,
-                     "safetensors": safetensors.__version__},
-        "threads": torch.get_num_threads(),
-        "images": dict(images, prompts=dict(zip(NAMES, PROMPTS)), jpeg_quality=JPEG_QUALITY,
-                       sizes="width x height"),
-        "processing": {
-            "clip": ["img = Image.open(result)", "img = transforms.Resize((224,224), interpolation=3)(img): Pillow "
-                     "bicubic squash (antialiased), uint8",
-                     "CLIPProcessor(text=prompts, images=imgs, return_tensors='pt', padding=True): pixel_values = "
-                     "(uint8/255 - mean)/std; input_ids with bos 998 / eos 999 / pad 999",
-                     "CLIPModel(**inputs).logits_per_text; score = mean(diag) / 100"],
-            "dino": ["x = ToTensor(Image.open(p))", "Resize((224,224), interpolation=3) on the float tensor "
-                     "(bicubic, antialias=True)", "Normalize(ImageNet mean, std)",
-                     "keys = last layer's key projection, [785, 32]",
-                     "d = mse(cos_self_sim(keys_content), cos_self_sim(keys_result)); mean over pairs"],
-            "fid": ["reference: Image.open(p).convert('RGB') -> Resize((224,224), BICUBIC) (Pillow) -> ToTensor",
-                    "InceptionV3: bilinear 299x299 (align_corners=False) -> 2x-1 -> pool3 2048-d",
-                    "mu, sigma = mean, np.cov(rowvar=False) in float64; pytorch-fid calculate_frechet_distance"],
-        },
-        "clip": {"model_dir": mf._rel(CLIP_DIR), "text_config": CLIP_TEXT, "vision_config": CLIP_VISION,
-                 "projection_dim": CLIP_PROJ, "logit_scale": math.log(100.0), "init": clip_info,
-                 "attn_implementation": "eager", **clip_m},
-        "dino": {"model_dir": mf._rel(DINO_DIR), "config": DINO_CONFIG, "init": dino_info,
-                 "attn_implementation": "eager", "mean": DINO_MEAN, "std": DINO_STD, **dino_m},
-        "fid": fid_m,
-        "tensors": files,
-        "tolerance": "suggested: compare float32 tensors with max|a-b| <= 1e-4 * max|b| (float32_vs_float64 "
-                     "entries show the float32 rounding noise); float64 FID values to 1e-9 relative, except where "
-                     "pytorch-fid's sqrtm is itself inaccurate (see fid.*.rel_diff_pytorch_fid_vs_exact_eigh)",
-    }
+    meta = common_meta(spec, images, r, files)
+    meta["processing"]["fid"] = [
+        "reference: Image.open(p).convert('RGB') -> Resize((224,224), BICUBIC) (Pillow) -> ToTensor",
+        "InceptionV3: bilinear 299x299 (align_corners=False) -> 2x-1 -> pool3 2048-d",
+        "mu, sigma = mean, np.cov(rowvar=False) in float64; pytorch-fid calculate_frechet_distance"]
+    meta["fid"] = fid_m
+    meta["tolerance"] = ("suggested: compare float32 tensors with max|a-b| <= 1e-4 * max|b| (float32_vs_float64 "
+                         "entries show the float32 rounding noise); float64 FID values to 1e-9 relative, except where "
+                         "pytorch-fid's sqrtm is itself inaccurate (see fid.*.rel_diff_pytorch_fid_vs_exact_eigh)")
     mf.write_json(OUT / "meta.json", meta)
+    finish(OUT, t_start)
 
-    log("fixture sizes:")
-    total = mf.report_sizes(OUT)
-    if mf.COLLECTED:
-        log(f"warnings ({len(mf.COLLECTED)}):")
-        for w in dict.fromkeys(mf.COLLECTED):
-            log(f"  {w}")
-    log(f"total {total:,} bytes; time {time.time() - t_start:.1f}s")
+
+def committed_images() -> dict:
+    """The committed images/ and prompts.txt (full-size mode reads them, never rewrites them)."""
+    lines = (IMG_DIR / "prompts.txt").read_text(encoding="utf-8").splitlines()
+    assert [ln.split("\t", 1) for ln in lines] == [[n, p] for n, p in zip(NAMES, PROMPTS)], \
+        "tests/fixtures/eval/images/prompts.txt differs from PROMPTS"
+    info = {"content": {}, "results": {}}
+    for (fname, w, h), name in zip(CONTENT, NAMES):
+        for kind, f, size in (("content", fname, (w, h)), ("results", f"{name}.png", (RESULT_SIZE, RESULT_SIZE))):
+            with Image.open(IMG_DIR / kind / f) as im:
+                assert im.size == size and im.mode == "RGB", (kind, f, im.size, im.mode)
+                info[kind][f] = {"width": im.size[0], "height": im.size[1], "mode": im.mode}
+    return info
+
+
+def run_full(outdir: Path, t_start: float) -> None:
+    spec = full_spec(outdir.resolve())
+    for src, _ in spec.tokenizer_files:
+        if not src.is_file():
+            sys.exit(f"error: {mf._rel(src)} missing (models/clip: scripts/convert_clip_vocab.py; "
+                     "tiny-a tokenizer: scripts/make_fixtures.py)")
+    images = committed_images()
+    if spec.out.exists():
+        shutil.rmtree(spec.out)
+    spec.out.mkdir(parents=True)
+
+    r = models_and_goldens(spec)
+    docs = tensor_docs(spec)
+    files = write_golden(spec.out / "golden.safetensors", r["tensors"])
+    for k in files:
+        files[k]["what"] = docs[k]
+    meta = common_meta(spec, images, r, files)
+    meta["images"]["dir"] = mf._rel(IMG_DIR)
+    meta["full_size"] = ("random-weight models with the real configs of openai/clip-vit-large-patch14 and "
+                         "facebook/dino-vitb8; the clip_* / dino_* tensors of tests/fixtures/eval/golden.safetensors "
+                         "(same names, same meaning), computed by the same code on the committed images and prompts; "
+                         "the tokenizer is the real CLIP one (models/clip), so the ids differ from the tiny fixtures'. "
+                         "No Inception / FID part: the tiny fixtures' InceptionV3 is already full-size.")
+    meta["activation_checks"] = r["checks"]
+    meta["tolerance"] = ("suggested: compare float32 tensors with max|a-b| <= 1e-4 * max|b|; the "
+                         "float32_vs_float64_max_rel_diff entries show the float32 rounding noise of these deeper "
+                         "networks")
+    mf.write_json(spec.out / "meta.json", meta)
+    finish(spec.out, t_start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full-size", type=Path, metavar="OUTDIR",
+                    help="random-weight CLIP ViT-L/14 and DINO ViT-B/8 with the real configs and their golden "
+                         "tensors in OUTDIR/eval (not committed)")
+    args = ap.parse_args()
+    mf._install_log_capture()
+    t_start = time.time()
+    v = versions()
+    log(f"torch {v['torch']}, torchvision {v['torchvision']}, transformers {v['transformers']}, "
+        f"pytorch-fid {v['pytorch-fid']}, scipy {v['scipy']}, Pillow {v['Pillow']}, threads {torch.get_num_threads()}")
+    if args.full_size is None:
+        run_tiny(t_start)
+    else:
+        run_full(args.full_size, t_start)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,20 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use burn::prelude::*;
+use common::hash_inception::write_hash_inception;
 use common::{assert_close, cpu, fixtures};
+
 use ditail::eval::fid::{Features, frechet_distance};
 use ditail::eval::metrics::structure_distances;
 use ditail::eval::{pairing, preprocess};
 use ditail::models::inception::INPUT_SIDE;
 use ditail::models::load::eval::{load_clip, load_inception, load_vit};
 use ditail::models::load::hub::HubOptions;
-use ditail::models::tensor_file::{read_tensors, write_tensors};
+use ditail::models::tensor_file::read_tensors;
 use ditail::pipeline::preprocess::load_rgb;
 use serde_json::Value;
 
@@ -33,6 +35,12 @@ fn dir() -> PathBuf {
 
 fn golden() -> BTreeMap<String, TensorData> {
     read_tensors(&dir().join("golden.safetensors")).expect("tests/fixtures/eval/golden.safetensors")
+}
+
+/// [`assert_close`], printing the error found.
+fn close(what: &str, got: &TensorData, want: &TensorData, tol: f32) {
+    let rel = assert_close(what, got, want, tol);
+    eprintln!("{what}: max error {rel:.2e} of max |reference|");
 }
 
 fn offline() -> HubOptions {
@@ -49,12 +57,12 @@ fn images(which: &str) -> Vec<PathBuf> {
 /// The images of `which`, decoded as Pillow decodes them: JPEG decoders differ in their
 /// chroma upsampling (see `jpeg_decoding_is_close_to_pillows`), so the JPEG among the
 /// content images is taken from the golden file's Pillow decode; the rest decode exactly.
-fn pillow_images(which: &str, g: &BTreeMap<String, TensorData>) -> Vec<image::RgbImage> {
+fn pillow_images(which: &str) -> Vec<image::RgbImage> {
     images(which)
         .iter()
         .map(|p| {
             if p.extension().is_some_and(|e| e == "jpg") {
-                let d = &g["jpeg_d_decoded"];
+                let d = &golden()["jpeg_d_decoded"];
                 let [h, w, _] = [d.shape()[0], d.shape()[1], d.shape()[2]];
                 let v: Vec<i64> = d.clone().try_into_vec().unwrap();
                 image::RgbImage::from_raw(w as u32, h as u32, v.iter().map(|&x| x as u8).collect())
@@ -68,9 +76,8 @@ fn pillow_images(which: &str, g: &BTreeMap<String, TensorData>) -> Vec<image::Rg
 
 #[test]
 fn jpeg_decoding_is_close_to_pillows() {
-    let g = golden();
     let ours = load_rgb(&dir().join("images/content/d.jpg")).unwrap();
-    let pillow = &pillow_images("content", &g)[3];
+    let pillow = &pillow_images("content")[3];
     assert_eq!(ours.dimensions(), pillow.dimensions());
     let diffs: Vec<i32> = ours
         .as_raw()
@@ -107,26 +114,43 @@ fn assert_rel(what: &str, got: f64, want: f64, tol: f64) {
 
 #[test]
 fn clip_preprocessing_tokens_and_score_match_transformers() {
-    let g = golden();
+    check_clip(&dir().join("clip-tiny"), &golden());
+}
+
+#[test]
+fn dino_preprocessing_keys_and_structure_distance_match_transformers() {
+    check_dino(&dir().join("dino-tiny"), &golden());
+}
+
+/// The real configurations with random weights (CLIP ViT-L/14: 428 M parameters, DINO
+/// ViT-B/8), on the same images; needs
+/// `.venv/bin/python scripts/make_eval_fixtures.py --full-size fixtures-full`, then
+/// `cargo test --test eval -- --ignored`.
+#[test]
+#[ignore = "full size: needs fixtures-full/eval (scripts/make_eval_fixtures.py --full-size)"]
+fn full_size_clip_and_dino_match_transformers() {
+    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures-full/eval");
+    let g = read_tensors(&full.join("golden.safetensors"))
+        .expect("fixtures-full/eval/golden.safetensors");
+    check_clip(&full.join("clip"), &g);
+    check_dino(&full.join("dino"), &g);
+}
+
+fn check_clip(model: &std::path::Path, g: &BTreeMap<String, TensorData>) {
     let results = images("results");
     let pixels: Vec<Vec<f32>> = results
         .iter()
         .map(|p| preprocess::clip_pixels(&load_rgb(p).unwrap(), 224))
         .collect();
     // Pillow-exact 8-bit resampling: only float rounding of the normalisation differs.
-    assert_close(
+    close(
         "clip pixel_values 0",
         &stack(pixels[..1].to_vec(), 224),
         &g["clip_pixel_values_0"],
         1e-6,
     );
 
-    let clip = load_clip(
-        dir().join("clip-tiny").to_str().unwrap(),
-        &cpu(),
-        &offline(),
-    )
-    .unwrap();
+    let clip = load_clip(model.to_str().unwrap(), &cpu(), &offline()).unwrap();
     let prompts = pairing::read_prompts(&dir().join("images/prompts.txt")).unwrap();
     let ids: Vec<Vec<u32>> = results
         .iter()
@@ -139,7 +163,7 @@ fn clip_preprocessing_tokens_and_score_match_transformers() {
     let device = cpu();
     let px = Tensor::<4>::from_data(stack(pixels, 224), &device);
     let (hidden, _) = clip.model.vision_model.forward(px.clone()).unwrap();
-    assert_close(
+    close(
         "vision last_hidden_state",
         &hidden.into_data(),
         &g["clip_vision_last_hidden"],
@@ -147,20 +171,20 @@ fn clip_preprocessing_tokens_and_score_match_transformers() {
     );
     let image = clip.model.image_features(px).unwrap();
     let text = clip.model.text_features(&ids, &device).unwrap();
-    assert_close(
+    close(
         "image_embeds",
         &image.clone().into_data(),
         &g["clip_image_embeds"],
         TOL,
     );
-    assert_close(
+    close(
         "text_embeds",
         &text.clone().into_data(),
         &g["clip_text_embeds"],
         TOL,
     );
     let logits = clip.model.logits_per_text(text, image);
-    assert_close(
+    close(
         "logits_per_text",
         &logits.clone().into_data(),
         &g["clip_logits_per_text"],
@@ -173,37 +197,30 @@ fn clip_preprocessing_tokens_and_score_match_transformers() {
     }
 }
 
-#[test]
-fn dino_preprocessing_keys_and_structure_distance_match_transformers() {
-    let g = golden();
+fn check_dino(model: &std::path::Path, g: &BTreeMap<String, TensorData>) {
     let side = 224;
     let planes = |which: &str| -> Vec<Vec<f32>> {
-        pillow_images(which, &g)
+        pillow_images(which)
             .iter()
             .map(|img| preprocess::dino_pixels(img, side))
             .collect()
     };
     let (content, results) = (planes("content"), planes("results"));
     // Float resampling: rounding differences only.
-    assert_close(
+    close(
         "dino pixels content",
         &stack(content.clone(), 224),
         &g["dino_pixel_values_content"],
         1e-5,
     );
-    assert_close(
+    close(
         "dino pixels results 0",
         &stack(results[..1].to_vec(), 224),
         &g["dino_pixel_values_results_0"],
         1e-5,
     );
 
-    let vit = load_vit(
-        dir().join("dino-tiny").to_str().unwrap(),
-        &cpu(),
-        &offline(),
-    )
-    .unwrap();
+    let vit = load_vit(model.to_str().unwrap(), &cpu(), &offline()).unwrap();
     let device = cpu();
     let layer = vit.num_layers() - 1;
     let kc = vit
@@ -212,13 +229,13 @@ fn dino_preprocessing_keys_and_structure_distance_match_transformers() {
     let kr = vit
         .keys(Tensor::from_data(stack(results, 224), &device), layer)
         .unwrap();
-    assert_close(
+    close(
         "keys content",
         &kc.clone().into_data(),
         &g["dino_keys_content"],
         TOL,
     );
-    assert_close(
+    close(
         "keys results",
         &kr.clone().into_data(),
         &g["dino_keys_results"],
@@ -226,7 +243,7 @@ fn dino_preprocessing_keys_and_structure_distance_match_transformers() {
     );
     let sim0 = ditail::eval::metrics::self_similarity(kr.clone().narrow(0, 0, 1));
     let corner = sim0.slice([0..1, 0..64, 0..64]).reshape([64, 64]);
-    assert_close(
+    close(
         "self-similarity 0 (64 x 64 corner)",
         &corner.into_data(),
         &g["dino_self_sim_0_corner"],
@@ -242,66 +259,6 @@ fn dino_preprocessing_keys_and_structure_distance_match_transformers() {
 // ---------------------------------------------------------------------------------------
 // InceptionV3 with hash weights (the rule of scripts/make_eval_fixtures.py)
 // ---------------------------------------------------------------------------------------
-
-fn fnv1a64(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let x = x.wrapping_add(0x9E3779B97F4A7C15);
-    let z = (x ^ (x >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-    let z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-    z ^ (z >> 31)
-}
-
-fn hash_tensor(name: &str, shape: &[usize]) -> TensorData {
-    let n: usize = shape.iter().product();
-    let (lo, hi) = if name.ends_with(".conv.weight") {
-        let a = (6.0 / (shape[1] * shape[2] * shape[3]) as f64).sqrt();
-        (-a, a)
-    } else if name.ends_with(".bn.weight") || name.ends_with(".bn.running_var") {
-        (0.9, 1.1)
-    } else if name.ends_with(".bn.bias") || name.ends_with(".bn.running_mean") {
-        (-0.1, 0.1)
-    } else if name.starts_with("fc.") {
-        (-0.01, 0.01)
-    } else {
-        panic!("no rule for {name}")
-    };
-    let seed = fnv1a64(name);
-    let values: Vec<f32> = (0..n as u64)
-        .map(|i| {
-            let u = (splitmix64(seed.wrapping_add(i)) >> 40) as f64 / (1u64 << 24) as f64;
-            (lo + (hi - lo) * u) as f32
-        })
-        .collect();
-    TensorData::new(values, shape.to_vec())
-}
-
-/// Writes the hash-weight InceptionV3 to `path`.
-fn write_hash_inception(path: &Path) {
-    let list: Value =
-        serde_json::from_slice(&std::fs::read(dir().join("inception-tensors.json")).unwrap())
-            .unwrap();
-    let entries = list
-        .as_array()
-        .or_else(|| list["tensors"].as_array())
-        .expect("a list");
-    let mut tensors = BTreeMap::new();
-    for e in entries {
-        let name = e[0].as_str().unwrap();
-        let shape: Vec<usize> = e[1]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        tensors.insert(name.to_string(), hash_tensor(name, &shape));
-    }
-    write_tensors(path, &tensors, None).unwrap();
-}
 
 #[test]
 fn inception_features_and_fid_match_pytorch_fid() {
@@ -320,7 +277,7 @@ fn inception_features_and_fid_match_pytorch_fid() {
         224,
         ditail::pipeline::resample::Filter::Bicubic,
     );
-    assert_close(
+    close(
         "fid input 0",
         &TensorData::new(preprocess::to_planes(&squashed), [1, 3, 224, 224]),
         &g["fid_input_0"],
@@ -328,7 +285,7 @@ fn inception_features_and_fid_match_pytorch_fid() {
     );
 
     let features = |which: &str, native: bool| {
-        let planes: Vec<Vec<f32>> = pillow_images(which, &g)
+        let planes: Vec<Vec<f32>> = pillow_images(which)
             .iter()
             .map(|img| preprocess::inception_pixels(img, INPUT_SIDE as u32, native))
             .collect();
@@ -337,20 +294,20 @@ fn inception_features_and_fid_match_pytorch_fid() {
     };
     let fr = features("results", false);
     let fc = features("content", false);
-    assert_close(
+    close(
         "features results",
         &fr.clone().into_data(),
         &g["inception_features_results"],
         TOL,
     );
-    assert_close(
+    close(
         "features content",
         &fc.clone().into_data(),
         &g["inception_features_content"],
         TOL,
     );
     let native = features("content", true);
-    assert_close(
+    close(
         "features content (native)",
         &native.into_data(),
         &g["inception_features_content_native"],
@@ -451,7 +408,7 @@ fn eval_command_writes_the_reference_scores() {
         &weights.display().to_string(),
         "--json",
         &json.display().to_string(),
-        "--batch",
+        "--eval-batch",
         "3",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);

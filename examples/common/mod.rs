@@ -1,4 +1,5 @@
-//! What the benchmark examples share: the process's memory figures from `/proc/self`.
+//! What the benchmark examples share: the process's memory figures from `/proc/self`, and
+//! timing a measurement.
 
 #![allow(dead_code)]
 
@@ -26,4 +27,23 @@ pub fn current_rss() -> u64 {
 /// Resets the peak ([`peak_rss`]) to the current resident memory (Linux; else nothing).
 pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Runs `f` once to warm up, then `runs` times timed: the median and every time in seconds,
+/// and the peak resident memory over all of them.
+pub fn measure(
+    runs: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, Vec<f64>, u64)> {
+    reset_peak_rss();
+    f()?;
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = std::time::Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok((sorted[sorted.len() / 2], times, peak_rss()))
 }

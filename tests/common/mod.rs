@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod hash_inception;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
