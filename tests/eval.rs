@@ -449,6 +449,11 @@ fn eval_command_refuses_bad_inputs() {
     let d = dir();
     let p = |s: &str| d.join(s).display().to_string();
     let e = empty.display().to_string();
+    // Content for result a only: b, c and d are unmatched.
+    let only = tmp.path().join("only-a");
+    std::fs::create_dir(&only).unwrap();
+    std::fs::copy(d.join("images/content/a.png"), only.join("a.png")).unwrap();
+    let only_a = only.display().to_string();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec![
@@ -471,6 +476,15 @@ fn eval_command_refuses_bad_inputs() {
         (
             vec!["--results".into(), p("images/results")],
             "nothing to compute",
+        ),
+        (
+            vec![
+                "--results".into(),
+                p("images/results"),
+                "--content".into(),
+                only_a.clone(),
+            ],
+            "3 result(s) have no content image of the same name: b.png, c.png, d.png",
         ),
         (
             vec![
