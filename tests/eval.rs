@@ -368,6 +368,14 @@ fn frechet_distance_matches_pytorch_fid() {
 // The command
 // ---------------------------------------------------------------------------------------
 
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn ditail(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ditail"))
         .args(["--backend", "cpu", "--quiet"])
@@ -589,11 +597,7 @@ fn cocktail_and_batch_eval_give_ditail_evals_scores() {
         "--dino",
         &dino,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("CLIP score") && stdout.contains("structure distance"),
@@ -640,11 +644,7 @@ fn cocktail_and_batch_eval_give_ditail_evals_scores() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let names: Vec<&str> = report["images"]
         .as_array()
@@ -684,11 +684,7 @@ fn cocktail_and_batch_eval_give_ditail_evals_scores() {
         "--dino",
         &dino,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let report: Value =
         serde_json::from_slice(&std::fs::read(bout.join("eval.json")).unwrap()).unwrap();
     let batch_structure = per_image(&report, "structure_distance");

@@ -72,15 +72,12 @@ impl ClipTextConfig {
             .with_num_attention_heads(j.get("num_attention_heads", 12)?)
             .with_max_position_embeddings(j.get("max_position_embeddings", 77)?)
             .with_layer_norm_eps(j.get("layer_norm_eps", 1e-5)?);
-        if c.num_attention_heads == 0
-            || !c.hidden_size.is_multiple_of(c.num_attention_heads)
-            || c.num_hidden_layers == 0
-        {
-            return Err(j.error(format!(
-                "hidden_size {} must be divisible by num_attention_heads {}, with at least one layer",
-                c.hidden_size, c.num_attention_heads
-            )));
-        }
+        j.check_transformer(
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_hidden_layers,
+            None,
+        )?;
         Ok(c)
     }
 

@@ -95,6 +95,32 @@ impl JsonConfig {
         }
     }
 
+    /// Fails unless a transformer's sizes fit together: `hidden` divisible by `heads`, at
+    /// least one layer, and for a vision transformer (`patches`: image side, patch side)
+    /// a whole number of patches.
+    pub fn check_transformer(
+        &self,
+        hidden: usize,
+        heads: usize,
+        layers: usize,
+        patches: Option<(usize, usize)>,
+    ) -> Result<()> {
+        let heads_ok = heads > 0 && hidden.is_multiple_of(heads) && layers > 0;
+        let patches_ok =
+            patches.is_none_or(|(image, patch)| patch > 0 && image.is_multiple_of(patch));
+        if heads_ok && patches_ok {
+            return Ok(());
+        }
+        let mut reason = format!(
+            "hidden_size {hidden} must be divisible by num_attention_heads {heads}, with at \
+             least one layer (num_hidden_layers {layers})"
+        );
+        if let Some((image, patch)) = patches {
+            reason += &format!(", and image_size {image} by patch_size {patch}");
+        }
+        Err(self.error(reason))
+    }
+
     /// Fails unless `key` is absent or equal to `supported` (numbers compare by value).
     pub fn expect(&self, key: &str, supported: Value) -> Result<()> {
         let Some(found) = self.value.get(key) else {

@@ -77,18 +77,12 @@ impl VitConfig {
             .with_patch_size(j.get("patch_size", 16)?)
             .with_qkv_bias(j.get("qkv_bias", true)?)
             .with_layer_norm_eps(j.get("layer_norm_eps", 1e-12)?);
-        if c.num_attention_heads == 0
-            || !c.hidden_size.is_multiple_of(c.num_attention_heads)
-            || c.num_hidden_layers == 0
-            || c.patch_size == 0
-            || !c.image_size.is_multiple_of(c.patch_size)
-        {
-            return Err(j.error(format!(
-                "hidden_size {} must be divisible by num_attention_heads {}, image_size {} by \
-                 patch_size {}, with at least one layer",
-                c.hidden_size, c.num_attention_heads, c.image_size, c.patch_size
-            )));
-        }
+        j.check_transformer(
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_hidden_layers,
+            Some((c.image_size, c.patch_size)),
+        )?;
         Ok(c)
     }
 
