@@ -15,21 +15,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::{EvalArgs, EvalNets};
 use super::device::Compute;
-use super::metadata::Record;
-use super::output::{check_output_file, read_png_text, write_atomic};
+use super::metadata::{cache_dir, read_record};
+use super::output::{check_output_file, write_atomic};
 use super::ui::{Ui, cancelled};
 
 /// pytorch-fid's weights, where they are downloaded from and the name ditail looks for.
 const INCEPTION_URL: &str = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth";
 const INCEPTION_FILE: &str = "pt_inception-2015-12-05-6726825d.safetensors";
-
-/// ditail's cache folder (`$XDG_CACHE_HOME/ditail`, else `~/.cache/ditail`).
-fn cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("ditail"))
-}
 
 /// The InceptionV3 file: `--inception`, else the cache's, else an error saying how to get it.
 fn inception_path(args: &EvalArgs) -> Result<PathBuf> {
@@ -52,13 +44,6 @@ fn inception_path(args: &EvalArgs) -> Result<PathBuf> {
     }
 }
 
-/// The `ditail` record of a result PNG, if it has one.
-fn record(path: &Path) -> Option<Record> {
-    let chunks = read_png_text(path).ok()?;
-    let (_, json) = chunks.into_iter().find(|(k, _)| k == "ditail")?;
-    serde_json::from_str(&json).ok()
-}
-
 /// Pairs results with prompts and content images from their ditail metadata, and leaves
 /// out the images that carry none (a cocktail's contact sheet, pictures from elsewhere).
 /// Generated images get their prompt only; transfers also their content image, found in
@@ -75,7 +60,7 @@ fn pair_from_metadata(items: &mut Vec<Item>, content: Option<&[PathBuf]>) -> Res
     let mut no_content = Vec::new();
     let mut kept = Vec::new();
     for mut item in items.drain(..) {
-        let Some(rec) = record(&item.result) else {
+        let Some(rec) = read_record(&item.result) else {
             continue;
         };
         item.prompt = Some(rec.prompt.clone());

@@ -229,12 +229,24 @@ struct HashCache {
     changed: bool,
 }
 
+/// ditail's cache folder: `$XDG_CACHE_HOME/ditail`, else `~/.cache/ditail`.
+pub fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("ditail"))
+}
+
+/// The `ditail` record of a PNG, if it has one.
+pub fn read_record(path: &Path) -> Option<Record> {
+    let chunks = super::output::read_png_text(path).ok()?;
+    let (_, text) = chunks.into_iter().find(|(k, _)| k == "ditail")?;
+    serde_json::from_str(&text).ok()
+}
+
 impl HashCache {
     fn open() -> Self {
-        let path = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .map(|d| d.join("ditail").join("hashes.json"));
+        let path = cache_dir().map(|d| d.join("hashes.json"));
         let entries = path
             .as_ref()
             .and_then(|p| std::fs::read(p).ok())

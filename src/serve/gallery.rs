@@ -10,8 +10,7 @@ use serde::Serialize;
 
 use super::catalog::Catalog;
 use super::settings::{JobSettings, LoraChoice, Mode, Variant};
-use crate::cli::metadata::{ModelRecord, Record};
-use crate::cli::output::read_png_text;
+use crate::cli::metadata::{ModelRecord, Record, read_record};
 
 /// One image of the gallery.
 #[derive(Clone, Debug, Serialize)]
@@ -91,13 +90,6 @@ impl Gallery {
         items.sort_by(|a, b| b.mtime.cmp(&a.mtime).then_with(|| b.name.cmp(&a.name)));
         items
     }
-}
-
-/// The `ditail` record of a PNG, if it has one.
-fn read_record(path: &Path) -> Option<Record> {
-    let chunks = read_png_text(path).ok()?;
-    let (_, text) = chunks.into_iter().find(|(k, _)| k == "ditail")?;
-    serde_json::from_str(&text).ok()
 }
 
 fn variant_of(m: &ModelRecord, catalog: &Catalog) -> Option<Variant> {

@@ -17,7 +17,7 @@ use burn::tensor::FloatDType;
 use super::diffusers::WeightFiles;
 use super::hub::{self, HubOptions};
 use super::single_file::reject_pickle;
-use super::{Component, Source, WeightFile, describe, load_into, load_sources};
+use super::{Component, WeightFile, describe, load_into};
 use crate::clip_model::{ClipConfig, ClipModel};
 use crate::error::{ModelError, Result};
 use crate::inception::InceptionV3;
@@ -209,18 +209,11 @@ pub fn load_inception(path: &Path, device: &Device) -> Result<InceptionV3> {
         });
     }
     reject_pickle(path)?;
-    let file = WeightFile::open(path)?;
-    let sources: Vec<(String, Source)> = file
-        .tensors()
-        .iter()
-        .map(|e| (e.name.clone(), Source::whole(&file, e)))
-        .collect();
     let mut model = InceptionV3::init(device);
-    load_sources(
+    load_into(
         &mut model,
         Component::Inception,
-        sources,
-        &path.display().to_string(),
+        &[WeightFile::open(path)?],
         DTYPE,
     )?;
     Ok(model)
