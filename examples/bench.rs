@@ -114,6 +114,7 @@ fn random_model(device: &Device) -> StableDiffusion {
         unet_config: u,
         vae_config: v,
         text_config: t,
+        text_encoder_2: None,
     }
 }
 

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 use common::{assert_close, assert_sites, cpu, fixtures, model_dir};
-use ditail::models::LoadOptions;
 use ditail::models::hook::{Controller, Recorder, SelfAttnQk, Site};
 use ditail::models::tensor_file::read_tensors;
-use ditail::pipeline::inject::{Injector, Windows};
+use ditail::models::{Conditioning, LoadOptions};
+use ditail::pipeline::inject::{InjectionSites, Injector, Windows};
 use ditail::pipeline::run::{check_compatible, generate_from, invert_latents};
 use ditail::pipeline::scheduler::{Ddim, SchedulerConfig};
 use ditail::pipeline::steps::{SamplingEmbeddings, StepParams, inversion_step, sampling_step};
@@ -169,9 +169,9 @@ fn scenario(name: &str) -> Scenario {
 /// The sampling embeddings a scenario's fixture stores.
 fn stored_embeddings(g: &BTreeMap<String, TensorData>, device: &Device) -> SamplingEmbeddings {
     SamplingEmbeddings {
-        uncond: tensor(g, "emb_uncond", device),
-        positive: tensor(g, "emb_pos", device),
-        negative: tensor(g, "emb_neg", device),
+        uncond: tensor::<3>(g, "emb_uncond", device).into(),
+        positive: tensor::<3>(g, "emb_pos", device).into(),
+        negative: tensor::<3>(g, "emb_neg", device).into(),
     }
 }
 
@@ -190,8 +190,16 @@ fn step_params<'a>(model: &Model, spl: &'a SamplingSettings, i: usize, t: i64) -
             attn: i < attn_steps,
         },
         mask: &spl.mask,
+        sites: sd1_sites(),
         always_batch_source: true,
     }
+}
+
+/// The method's sites on SD1.x.
+fn sd1_sites() -> &'static InjectionSites {
+    static SITES: std::sync::LazyLock<InjectionSites> =
+        std::sync::LazyLock::new(|| InjectionSites::default_for(ditail::models::Family::Sd1));
+    &SITES
 }
 
 const SCENARIOS: [&str; 5] = ["full", "left", "noinj", "prompts", "steps100_50"];
@@ -234,27 +242,31 @@ fn every_step_matches_the_reference() {
                 * sc.inv.beta;
         check(&format!("{name} cond_inv"), &cond, &g["cond_inv"], STEP_TOL);
         let emb = SamplingEmbeddings {
-            uncond: t_model.encode_prompt("", &device).unwrap(),
-            positive: t_model.encode_prompt(&sc.spl.prompt, &device).unwrap(),
+            uncond: t_model.encode_prompt("", &device).unwrap().into(),
+            positive: t_model
+                .encode_prompt(&sc.spl.prompt, &device)
+                .unwrap()
+                .into(),
             negative: t_model
                 .encode_prompt(&sc.spl.negative_prompt, &device)
-                .unwrap(),
+                .unwrap()
+                .into(),
         };
         check(
             &format!("{name} emb_uncond"),
-            &emb.uncond,
+            &emb.uncond.context,
             &g["emb_uncond"],
             STEP_TOL,
         );
         check(
             &format!("{name} emb_pos"),
-            &emb.positive,
+            &emb.positive.context,
             &g["emb_pos"],
             STEP_TOL,
         );
         check(
             &format!("{name} emb_neg"),
-            &emb.negative,
+            &emb.negative.context,
             &g["emb_neg"],
             STEP_TOL,
         );
@@ -331,15 +343,12 @@ fn every_step_matches_the_reference() {
             if i == 0 {
                 let mut rec = Recorder::sites(Site::ditail_sites());
                 let latents = Tensor::cat(vec![source, x_in.clone(), x_in], 0);
-                let context = Tensor::cat(
-                    vec![
-                        emb.uncond.clone(),
-                        emb.positive.clone(),
-                        emb.negative.clone(),
-                    ],
-                    0,
-                );
-                let injector = Injector::new(&sc.spl.mask, params.windows);
+                let context = Conditioning::cat(vec![
+                    emb.uncond.clone(),
+                    emb.positive.clone(),
+                    emb.negative.clone(),
+                ]);
+                let injector = Injector::new(sd1_sites(), &sc.spl.mask, params.windows);
                 t_model.sd().unet.forward(
                     latents,
                     t as f32,
@@ -476,7 +485,7 @@ fn dropping_the_source_branch_changes_nothing() {
     // The capture pass really stops after up_blocks[1]: its output is that block's
     // hidden state (at a quarter of the latent size), not a noise prediction.
     let z = inv.start().clone();
-    let mut capture = Recorder::capture_only([ditail::pipeline::inject::conv_site()]);
+    let mut capture = Recorder::capture_only(sd1_sites().conv.clone());
     let out = t_model.sd().unet.forward(
         z,
         901.0,
@@ -516,8 +525,8 @@ fn text_to_image_matches_step_by_step() {
             &t_model.sd().unet,
             x_in,
             t,
-            pos.clone(),
-            neg.clone(),
+            pos.clone().into(),
+            neg.clone().into(),
             omega,
             t_model.scheduler().alpha(t),
             t_model.scheduler().alpha(t - ratio),
@@ -538,8 +547,8 @@ fn text_to_image_matches_step_by_step() {
     let fin = generate_from(
         &t_model,
         tensor(&g, "noise", &device),
-        pos,
-        neg,
+        pos.into(),
+        neg.into(),
         omega,
         &ts,
         steps,
@@ -621,7 +630,7 @@ fn invalid_settings_fail_before_any_network_runs() {
     let err = invert_latents(
         &s_model,
         inv.z0().clone(),
-        s_model.encode_prompt("a", &device).unwrap(),
+        s_model.encode_prompt("a", &device).unwrap().into(),
         &[1, 101],
         &mut |_| false,
     )

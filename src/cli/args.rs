@@ -183,6 +183,12 @@ pub struct DitailFlags {
     /// Inject nothing (ablation: plain inversion + sampling).
     #[arg(long)]
     pub no_injection: bool,
+    /// Where in the U-Net to inject, as comma-separated diffusers module paths (ResNets
+    /// `up_blocks.1.resnets.1`, self-attention `up_blocks.1.attentions.2.transformer_blocks.0`);
+    /// default: the method's sites for the target's family (SD1.x: 1 ResNet + 8 attention
+    /// layers; SDXL: 1 + 4).
+    #[arg(long, value_name = "LIST")]
+    pub sites: Option<String>,
     /// The image's shorter side is resized to N pixels (then cropped to multiples of 8).
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub size: u32,

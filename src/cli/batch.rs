@@ -52,6 +52,7 @@ fn row_flags(row: &Row, base: &DitailFlags, manifest: &Path) -> Result<DitailFla
             .get("mask")
             .map_or(d.mask, |m| manifest::resolve(manifest, m)),
         no_injection: row.flag("no_injection", d.no_injection)?,
+        sites: row.get("sites").map(str::to_string).or(d.sites),
         size: row.parse("size", d.size)?,
     })
 }

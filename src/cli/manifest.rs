@@ -5,7 +5,7 @@
 //! with `seed`), `prompt`, `negative_prompt`, `inv_prompt`, `inv_negative_prompt`,
 //! `source`, `target`, `lora` (`FILE[:SCALE]`, several separated by `;`), `vae`,
 //! `clip_skip`, `alpha`, `beta`, `omega`, `inv_steps`, `steps`, `conv_ratio`, `attn_ratio`,
-//! `mask`, `no_injection`, `size`, `seed`, `output` (file name in the output folder,
+//! `mask`, `no_injection`, `sites`, `size`, `seed`, `output` (file name in the output folder,
 //! default `<id>.png`, id default `row-<n>` with n the 1-based row number). Relative paths
 //! are looked up beside the manifest first.
 //!
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 /// The fields a row may have.
-pub const FIELDS: [&str; 24] = [
+pub const FIELDS: [&str; 25] = [
     "id",
     "image",
     "prompt",
@@ -41,6 +41,7 @@ pub const FIELDS: [&str; 24] = [
     "attn_ratio",
     "mask",
     "no_injection",
+    "sites",
     "size",
     "seed",
     "output",

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::Tensor;
 use ditail::pipeline::{
-    Inversion, InversionSettings, Mask, Model, ModelSpec, SamplingSettings, decode, invert,
-    latents,
+    InjectionSites, Inversion, InversionSettings, Mask, Model, ModelSpec, SamplingSettings, decode,
+    invert, latents,
     preprocess::{load_rgb, working_dims},
     sample, to_rgb,
 };
@@ -76,6 +76,12 @@ pub fn settings(
         mask,
         no_injection: flags.no_injection,
         always_batch_source: false,
+        sites: flags
+            .sites
+            .as_deref()
+            .map(InjectionSites::parse)
+            .transpose()
+            .with_context(|| format!("--sites {}", flags.sites.as_deref().unwrap_or("")))?,
     };
     let inversion = InversionSettings {
         prompt: flags

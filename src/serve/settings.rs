@@ -174,6 +174,7 @@ impl JobSettings {
             attn_ratio: self.attn_ratio,
             mask: mask.to_string(),
             no_injection: false,
+            sites: None,
             size: self.size,
         }
     }

@@ -110,7 +110,29 @@ pub fn assert_close(what: &str, got: &TensorData, want: &TensorData, rel_tol: f3
     rel
 }
 
-/// Compares every Ditail site a recorder captured with the golden tensors named
+/// The golden name of a site: its diffusers path without the `.attn1` of self-attention
+/// (`up_blocks.1.attentions.2.transformer_blocks.0`); the SD1.x fixtures, made when a
+/// transformer had one block, leave out `.transformer_blocks.0`.
+fn golden_site_key(
+    site: ditail::models::hook::Site,
+    golden: &BTreeMap<String, TensorData>,
+    prefix: &str,
+    suffix: &str,
+) -> String {
+    let path = site.diffusers_path();
+    let full = format!("{prefix}{}{suffix}", path.trim_end_matches(".attn1"));
+    let short = format!(
+        "{prefix}{}{suffix}",
+        path.trim_end_matches(".transformer_blocks.0.attn1")
+    );
+    if golden.contains_key(&full) {
+        full
+    } else {
+        short
+    }
+}
+
+/// Compares every SD1.x Ditail site a recorder captured with the golden tensors named
 /// `{prefix}{site path}` (conv) and `{prefix}{site path}.q` / `.k` (attention).
 pub fn assert_sites(
     label: &str,
@@ -119,21 +141,36 @@ pub fn assert_sites(
     prefix: &str,
     rel_tol: f32,
 ) {
-    use ditail::models::hook::{Captured, Site};
+    let sites = ditail::models::hook::Site::ditail_sites();
+    assert_these_sites(label, &sites, rec, golden, prefix, rel_tol);
+}
+
+/// Compares the given sites a recorder captured with the golden tensors (see
+/// [`assert_sites`]).
+pub fn assert_these_sites(
+    label: &str,
+    sites: &[ditail::models::hook::Site],
+    rec: &ditail::models::Recorder,
+    golden: &BTreeMap<String, TensorData>,
+    prefix: &str,
+    rel_tol: f32,
+) {
+    use ditail::models::hook::Captured;
     assert_eq!(
         rec.captured.len(),
-        9,
-        "{label}: all 9 Ditail sites are visited"
+        sites.len(),
+        "{label}: all {} sites are visited",
+        sites.len()
     );
-    for site in Site::ditail_sites() {
-        let path = site.diffusers_path();
+    for &site in sites {
         let want = |suffix: &str| {
-            let key = format!("{prefix}{path}{suffix}");
+            let key = golden_site_key(site, golden, prefix, suffix);
             golden
                 .get(&key)
                 .unwrap_or_else(|| panic!("{label}: fixture has no {key}"))
                 .clone()
         };
+        let path = site.diffusers_path();
         match &rec.captured[&site] {
             Captured::Resnet(h) => {
                 assert_close(

@@ -410,6 +410,7 @@ impl SamplingSettings {
             mask,
             no_injection: self.no_injection,
             always_batch_source: false,
+            sites: None,
         };
         settings.validate()?;
         Ok(settings)

@@ -4,7 +4,8 @@
 //! Ports [`models/attention_processor.py`](https://github.com/huggingface/diffusers/blob/dbbfe89b9297c416ad1037e80f13e3fa7a7f8d34/src/diffusers/models/attention_processor.py)
 //! (default processor), [`models/attention.py`](https://github.com/huggingface/diffusers/blob/dbbfe89b9297c416ad1037e80f13e3fa7a7f8d34/src/diffusers/models/attention.py)
 //! and [`transformers/transformer_2d.py`](https://github.com/huggingface/diffusers/blob/dbbfe89b9297c416ad1037e80f13e3fa7a7f8d34/src/diffusers/models/transformers/transformer_2d.py)
-//! for SD1.x: 1x1-conv `proj_in`/`proj_out`, one transformer block, GEGLU.
+//! for SD1.x and SDXL: 1x1-conv (SD1.x) or linear (SDXL) `proj_in`/`proj_out`, one or more
+//! transformer blocks, GEGLU.
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{
@@ -239,46 +240,65 @@ pub struct Transformer2dConfig {
     pub cross_attention_dim: usize,
     /// GroupNorm groups of the input norm.
     pub norm_groups: usize,
-    /// Number of transformer blocks (SD1.x: 1).
+    /// Number of transformer blocks (SD1.x: 1; SDXL: 1, 2 or 10).
     #[config(default = 1)]
     pub layers: usize,
+    /// Whether `proj_in`/`proj_out` are linear layers over tokens (SDXL,
+    /// `use_linear_projection=true`) instead of 1x1 convolutions over the map (SD1.x).
+    #[config(default = false)]
+    pub linear_projection: bool,
 }
 
-/// diffusers' `Transformer2DModel` with 1x1-conv projections (`use_linear_projection=false`).
+/// A `Transformer2DModel`'s `proj_in` or `proj_out`: a 1x1 convolution (SD1.x) or a linear
+/// layer (SDXL). Both hold `weight` and `bias` under the same key; the variant decides the
+/// shape the file must have (`[c, c, 1, 1]` or `[c, c]`).
+#[derive(Module, Debug)]
+pub enum Projection {
+    /// A 1x1 convolution on `[batch, channels, height, width]`.
+    Conv(Conv2d),
+    /// A linear layer on `[batch, tokens, channels]`.
+    Linear(Linear),
+}
+
+/// diffusers' `Transformer2DModel` (the continuous-input variant).
 #[derive(Module, Debug)]
 pub struct Transformer2dModel {
     /// GroupNorm of the input (eps 1e-6).
     pub norm: GroupNorm,
-    /// 1x1 convolution into the transformer width.
-    pub proj_in: Conv2d,
+    /// Projection into the transformer width.
+    pub proj_in: Projection,
     /// The transformer blocks.
     pub transformer_blocks: Vec<BasicTransformerBlock>,
-    /// 1x1 convolution back to the feature map's channels.
-    pub proj_out: Conv2d,
+    /// Projection back to the feature map's channels.
+    pub proj_out: Projection,
 }
 
 impl Transformer2dConfig {
     /// Builds the layer with uninitialised weights, to be loaded.
     pub fn init(&self, device: &Device) -> Transformer2dModel {
         let c = self.channels;
+        let proj = || match self.linear_projection {
+            true => Projection::Linear(LinearConfig::new(c, c).init(device)),
+            false => Projection::Conv(conv1x1([c, c], device)),
+        };
         Transformer2dModel {
             norm: GroupNormConfig::new(self.norm_groups, c)
                 .with_epsilon(1e-6)
                 .init(device),
-            proj_in: conv1x1([c, c], device),
+            proj_in: proj(),
             transformer_blocks: (0..self.layers)
                 .map(|_| {
                     BasicTransformerBlock::new(c, self.heads, self.cross_attention_dim, device)
                 })
                 .collect(),
-            proj_out: conv1x1([c, c], device),
+            proj_out: proj(),
         }
     }
 }
 
 impl Transformer2dModel {
-    /// Runs the transformer over the feature map; `site` tags the self-attention of every
-    /// block for the controller.
+    /// Runs the transformer over the feature map; `site` (at depth 0) tags the
+    /// self-attention of the first block for the controller, [`Site::at_depth`] the others.
     ///
     /// # Shapes
     /// - `x`: `[batch, channels, height, width]`, `context`: `[batch, 77, cross_dim]`
@@ -291,12 +311,21 @@ impl Transformer2dModel {
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let y = self.proj_in.forward(self.norm.forward(x.clone()));
-        let mut y = y.reshape([b, c, h * w]).swap_dims(1, 2);
-        for block in &self.transformer_blocks {
+        let to_tokens = |y: Tensor<4>| y.reshape([b, c, h * w]).swap_dims(1, 2);
+        let to_map = |y: Tensor<3>| y.swap_dims(1, 2).reshape([b, c, h, w]);
+        let normed = self.norm.forward(x.clone());
+        let mut y = match &self.proj_in {
+            Projection::Conv(conv) => to_tokens(conv.forward(normed)),
+            Projection::Linear(linear) => linear.forward(to_tokens(normed)),
+        };
+        for (depth, block) in self.transformer_blocks.iter().enumerate() {
+            let site = site.at_depth(depth as u8);
             y = block.forward(y, context.clone(), (site, [h, w], &mut *ctrl));
         }
-        let y = y.swap_dims(1, 2).reshape([b, c, h, w]);
-        self.proj_out.forward(y) + x
+        let y = match &self.proj_out {
+            Projection::Conv(conv) => conv.forward(to_map(y)),
+            Projection::Linear(linear) => to_map(linear.forward(y)),
+        };
+        y + x
     }
 }

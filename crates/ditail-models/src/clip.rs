@@ -1,17 +1,19 @@
-//! The CLIP text encoder of SD1.x (`CLIPTextModel`, the ViT-L/14 text tower).
+//! The CLIP text encoders of SD1.x and SDXL: `CLIPTextModel` (OpenAI's ViT-L/14 text tower,
+//! SD1.x's only encoder and SDXL's first) and `CLIPTextModelWithProjection` (OpenCLIP's
+//! ViT-bigG/14 text tower, SDXL's second, whose pooled output is projected).
 //!
 //! Ports transformers' [`models/clip/modeling_clip.py`](https://github.com/huggingface/transformers/blob/679021a6b0ded09d623a96e2bd2f822c5a548872/src/transformers/models/clip/modeling_clip.py):
 //! token + position embeddings, pre-norm transformer layers with causal self-attention and
-//! quick-GELU MLPs, final layer norm. Field names are the transformers keys.
+//! quick-GELU (OpenAI) or GELU (OpenCLIP) MLPs, final layer norm, pooling at the end-of-text
+//! token and the optional text projection. Field names are the transformers keys.
 
 use std::path::Path;
 
 use burn::module::Param;
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
+use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::module::embedding;
-use serde_json::Value;
 
 use crate::error::{ModelError, Result};
 use crate::json::JsonConfig;
@@ -47,6 +49,32 @@ pub struct ClipTextConfig {
     /// LayerNorm epsilon.
     #[config(default = 1e-5)]
     pub layer_norm_eps: f64,
+    /// The MLPs' activation: `quick_gelu` (OpenAI CLIP) or `gelu` (OpenCLIP bigG, SDXL's
+    /// second encoder).
+    #[config(default = "String::from(\"quick_gelu\")")]
+    pub hidden_act: String,
+    /// Width of the text projection when the model is a `CLIPTextModelWithProjection`
+    /// (SDXL's second encoder); `None` for a plain `CLIPTextModel`.
+    #[config(default = "None")]
+    pub projection_dim: Option<usize>,
+    /// `eos_token_id` of the config: where the pooled output is taken (see
+    /// [`pool_position`]).
+    #[config(default = 2)]
+    pub eos_token_id: u32,
+}
+
+/// Where transformers pools a prompt's hidden states: for the legacy `eos_token_id` 2 of
+/// OpenAI's and SDXL's configs at the highest token id (the first `<|endoftext|>`, the last
+/// vocabulary entry), else at the first `eos_token_id`.
+pub fn pool_position(ids: &[u32], eos_token_id: u32) -> usize {
+    if eos_token_id == 2 {
+        let max = ids.iter().copied().max().unwrap_or(0);
+        ids.iter().position(|&t| t == max).unwrap_or(0)
+    } else {
+        ids.iter()
+            .position(|&t| t == eos_token_id)
+            .unwrap_or(ids.len().saturating_sub(1))
+    }
 }
 
 impl ClipTextConfig {
@@ -61,9 +89,30 @@ impl ClipTextConfig {
         Self::from_json(&JsonConfig::read(path)?)
     }
 
+    /// SDXL's second text encoder, OpenCLIP ViT-bigG/14 as `CLIPTextModelWithProjection`
+    /// ([`text_encoder_2/config.json`](https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/blob/main/text_encoder_2/config.json)).
+    pub fn sdxl_bigg() -> Self {
+        Self::new()
+            .with_hidden_size(1280)
+            .with_intermediate_size(5120)
+            .with_num_hidden_layers(32)
+            .with_num_attention_heads(20)
+            .with_hidden_act("gelu".into())
+            .with_projection_dim(Some(1280))
+    }
+
     /// See [`ClipTextConfig::from_json_file`].
     pub fn from_json(j: &JsonConfig) -> Result<Self> {
-        j.expect("hidden_act", Value::from("quick_gelu"))?;
+        let act: String = j.get("hidden_act", "quick_gelu".to_string())?;
+        if act != "quick_gelu" && act != "gelu" {
+            return Err(j.error(format!(
+                "unsupported `hidden_act` = {act:?}: CLIP text encoders use \"quick_gelu\" (OpenAI) or \"gelu\" (OpenCLIP)"
+            )));
+        }
+        let architectures: Vec<String> = j.get("architectures", vec![])?;
+        let projected = architectures
+            .iter()
+            .any(|a| a == "CLIPTextModelWithProjection");
         let c = Self::new()
             .with_vocab_size(j.get("vocab_size", 49408)?)
             .with_hidden_size(j.get("hidden_size", 768)?)
@@ -71,7 +120,16 @@ impl ClipTextConfig {
             .with_num_hidden_layers(j.get("num_hidden_layers", 12)?)
             .with_num_attention_heads(j.get("num_attention_heads", 12)?)
             .with_max_position_embeddings(j.get("max_position_embeddings", 77)?)
-            .with_layer_norm_eps(j.get("layer_norm_eps", 1e-5)?);
+            .with_layer_norm_eps(j.get("layer_norm_eps", 1e-5)?)
+            .with_hidden_act(act)
+            .with_eos_token_id(j.get("eos_token_id", 2)?);
+        let c = match projected {
+            true => {
+                let dim = j.get("projection_dim", c.hidden_size)?;
+                c.with_projection_dim(Some(dim))
+            }
+            false => c,
+        };
         j.check_transformer(
             c.hidden_size,
             c.num_attention_heads,
@@ -85,6 +143,12 @@ impl ClipTextConfig {
     pub fn init(&self, device: &Device) -> ClipTextModel {
         ClipTextModel {
             text_model: self.init_transformer(device),
+            text_projection: self.projection_dim.map(|p| {
+                LinearConfig::new(self.hidden_size, p)
+                    .with_bias(false)
+                    .init(device)
+            }),
+            eos_token_id: self.eos_token_id,
         }
     }
 
@@ -111,7 +175,8 @@ impl ClipTextConfig {
             self.num_attention_heads,
             self.layer_norm_eps,
             device,
-        );
+        )
+        .with_gelu(self.hidden_act == "gelu");
         ClipTextTransformer {
             embeddings: ClipTextEmbeddings {
                 token_embedding,
@@ -186,13 +251,15 @@ pub struct ClipAttention {
     pub heads: usize,
 }
 
-/// `CLIPMLP` with quick-GELU.
+/// `CLIPMLP` with quick-GELU or GELU.
 #[derive(Module, Debug)]
 pub struct ClipMlp {
     /// Up projection.
     pub fc1: Linear,
     /// Down projection.
     pub fc2: Linear,
+    /// Whether the activation is GELU (OpenCLIP) rather than quick-GELU (OpenAI).
+    pub gelu: bool,
 }
 
 /// `CLIPEncoderLayer`: pre-norm attention and MLP, each with a residual.
@@ -244,11 +311,20 @@ impl ClipEncoder {
                 mlp: ClipMlp {
                     fc1: linear(hidden, intermediate),
                     fc2: linear(intermediate, hidden),
+                    gelu: false,
                 },
                 layer_norm2: ln(),
             })
             .collect();
         Self { layers }
+    }
+
+    /// The same layers with GELU MLPs (OpenCLIP) instead of quick-GELU.
+    pub fn with_gelu(mut self, gelu: bool) -> Self {
+        for layer in &mut self.layers {
+            layer.mlp.gelu = gelu;
+        }
+        self
     }
 }
 
@@ -263,11 +339,16 @@ pub struct ClipTextTransformer {
     pub final_layer_norm: LayerNorm,
 }
 
-/// `CLIPTextModel` (its only child is `text_model`, as in the weight files' keys).
+/// `CLIPTextModel`, or `CLIPTextModelWithProjection` when it has a `text_projection` (the
+/// children are named as in the weight files' keys).
 #[derive(Module, Debug)]
 pub struct ClipTextModel {
     /// The text transformer.
     pub text_model: ClipTextTransformer,
+    /// The projection of the pooled output (no bias); SDXL's second encoder only.
+    pub text_projection: Option<Linear>,
+    /// Where the pooled output is taken (see [`pool_position`]).
+    pub eos_token_id: u32,
 }
 
 impl ClipEncoderLayer {
@@ -288,7 +369,10 @@ impl ClipEncoderLayer {
         );
         let x = x + a.out_proj.forward(attn);
         let h = self.mlp.fc1.forward(self.layer_norm2.forward(x.clone()));
-        let h = h.clone() * sigmoid(h * 1.702);
+        let h = match self.mlp.gelu {
+            true => gelu(h),
+            false => h.clone() * sigmoid(h * 1.702),
+        };
         x + self.mlp.fc2.forward(h)
     }
 }
@@ -306,6 +390,21 @@ impl ClipTextTransformer {
     /// - `ids`: `[batch, tokens]` with `tokens <= max_position_embeddings`
     /// - output: `[batch, tokens, hidden_size]`
     pub fn forward(&self, ids: Tensor<2, Int>, skip: usize) -> Result<Tensor<3>> {
+        let (hidden, _) = self.hidden_states(ids, skip, false)?;
+        Ok(self.final_layer_norm.forward(hidden))
+    }
+
+    /// The hidden state with the last `skip` layers dropped, not normalised (what SDXL
+    /// reads), and with `last` the final-layer-normed output of the last layer too.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, tokens]`; outputs: `[batch, tokens, hidden_size]`
+    pub fn hidden_states(
+        &self,
+        ids: Tensor<2, Int>,
+        skip: usize,
+        last: bool,
+    ) -> Result<(Tensor<3>, Option<Tensor<3>>)> {
         let [b, n] = ids.dims();
         let max_pos = self.embeddings.position_embedding.weight.val().dims()[0];
         if n > max_pos {
@@ -329,10 +428,18 @@ impl ClipTextTransformer {
             .expand([b, n]);
         let mut x = self.embeddings.token_embedding.forward(ids)
             + self.embeddings.position_embedding.forward(positions);
-        for layer in &self.encoder.layers[..self.num_layers() - skip] {
+        let keep = self.num_layers() - skip;
+        for layer in &self.encoder.layers[..keep] {
             x = layer.forward(x, true);
         }
-        Ok(self.final_layer_norm.forward(x))
+        if !last {
+            return Ok((x, None));
+        }
+        let mut y = x.clone();
+        for layer in &self.encoder.layers[keep..] {
+            y = layer.forward(y, true);
+        }
+        Ok((x, Some(self.final_layer_norm.forward(y))))
     }
 }
 
@@ -351,5 +458,52 @@ impl ClipTextModel {
     /// - output: `[batch, tokens, hidden_size]`
     pub fn forward(&self, ids: Tensor<2, Int>, skip: usize) -> Result<Tensor<3>> {
         self.text_model.forward(ids, skip)
+    }
+
+    /// What SDXL reads from an encoder: the hidden state with the last `skip` layers
+    /// dropped, without the final layer norm (diffusers' `hidden_states[-(skip + 1)]`;
+    /// SDXL's default is `skip = 1`, the penultimate layer), and, when the model has a
+    /// projection, the projected pooled output (`text_embeds`: the final-layer-normed last
+    /// hidden state at each prompt's [`pool_position`]).
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, tokens]`
+    /// - outputs: `[batch, tokens, hidden_size]` and `[batch, projection_dim]`
+    pub fn forward_xl(
+        &self,
+        ids: Tensor<2, Int>,
+        skip: usize,
+    ) -> Result<(Tensor<3>, Option<Tensor<2>>)> {
+        let Some(projection) = &self.text_projection else {
+            return Ok((self.text_model.hidden_states(ids, skip, false)?.0, None));
+        };
+        let [b, n] = ids.dims();
+        let host: Vec<u32> = ids
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .map_err(|e| ModelError::InvalidInput {
+                name: "input_ids".into(),
+                reason: format!("{e:?}"),
+            })?
+            .into_iter()
+            .map(|t| t as u32)
+            .collect();
+        let (hidden, last) = self.text_model.hidden_states(ids, skip, true)?;
+        let last = last.expect("asked for the last layer");
+        let d = last.dims()[2];
+        let pooled = host
+            .chunks(n.max(1))
+            .take(b)
+            .enumerate()
+            .map(|(i, row)| {
+                let at = pool_position(row, self.eos_token_id);
+                last.clone()
+                    .slice([i..i + 1, at..at + 1, 0..d])
+                    .reshape([1, d])
+            })
+            .collect();
+        Ok((hidden, Some(projection.forward(Tensor::cat(pooled, 0)))))
     }
 }

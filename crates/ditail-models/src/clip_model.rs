@@ -96,20 +96,6 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
-    /// Where transformers pools each prompt's hidden states (see
-    /// [`ClipConfig::eos_token_id`]).
-    fn pool_position(&self, ids: &[u32]) -> usize {
-        if self.eos_token_id == 2 {
-            // argmax, first occurrence of the largest id
-            let max = ids.iter().copied().max().unwrap_or(0);
-            ids.iter().position(|&t| t == max).unwrap_or(0)
-        } else {
-            ids.iter()
-                .position(|&t| t == self.eos_token_id)
-                .unwrap_or(ids.len().saturating_sub(1))
-        }
-    }
-
     /// Projected text embeddings (`get_text_features`), not normalised.
     ///
     /// # Shapes
@@ -132,7 +118,7 @@ impl ClipModel {
             .iter()
             .enumerate()
             .map(|(i, row)| {
-                let at = self.pool_position(row);
+                let at = crate::clip::pool_position(row, self.eos_token_id);
                 hidden
                     .clone()
                     .slice([i..i + 1, at..at + 1, 0..d])

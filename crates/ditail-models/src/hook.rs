@@ -24,7 +24,7 @@ pub enum Stage {
 
 /// Where in the U-Net a controller call comes from.
 ///
-/// `SelfAttn { stage: Up, block: 1, layer: 2 }` is diffusers'
+/// `SelfAttn { stage: Up, block: 1, layer: 2, depth: 0 }` is diffusers'
 /// `up_blocks.1.attentions.2.transformer_blocks.0.attn1`; `Resnet { stage: Up, block: 1,
 /// layer: 1 }` is `up_blocks.1.resnets.1` (LDM: `output_blocks.4.0`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,6 +46,9 @@ pub enum Site {
         block: u8,
         /// Index in the block's `attentions`.
         layer: u8,
+        /// Index in the `Transformer2DModel`'s `transformer_blocks` (SD1.x has one per
+        /// layer; SDXL stacks 2 or 10).
+        depth: u8,
     },
 }
 
@@ -57,36 +60,97 @@ impl Site {
         }
     }
 
-    /// The diffusers module path of the site, e.g. `up_blocks.1.attentions.2` or
-    /// `mid_block.resnets.0` (for self-attention: the `Transformer2DModel` holding `attn1`).
+    /// The diffusers module path of the site, e.g. `up_blocks.1.resnets.1` or
+    /// `up_blocks.1.attentions.2.transformer_blocks.0.attn1`; [`Site::parse`] reads it back.
     pub fn diffusers_path(self) -> String {
-        let (stage, block, layer, kind) = match self {
+        let block_path = |stage, block| match stage {
+            Stage::Down => format!("down_blocks.{block}"),
+            Stage::Mid => "mid_block".to_string(),
+            Stage::Up => format!("up_blocks.{block}"),
+        };
+        match self {
             Site::Resnet {
                 stage,
                 block,
                 layer,
-            } => (stage, block, layer, "resnets"),
+            } => format!("{}.resnets.{layer}", block_path(stage, block)),
             Site::SelfAttn {
                 stage,
                 block,
                 layer,
-            } => (stage, block, layer, "attentions"),
-        };
-        match stage {
-            Stage::Down => format!("down_blocks.{block}.{kind}.{layer}"),
-            Stage::Mid => format!("mid_block.{kind}.{layer}"),
-            Stage::Up => format!("up_blocks.{block}.{kind}.{layer}"),
+                depth,
+            } => format!(
+                "{}.attentions.{layer}.transformer_blocks.{depth}.attn1",
+                block_path(stage, block)
+            ),
         }
     }
 
-    /// The 9 sites Ditail injects into (`shared/METHOD.md`, stage 2): the conv features of
-    /// `up_blocks[1].resnets[1]` and the self-attention q/k of 8 up-block layers. The first
-    /// element is the conv site; the rest are the attention sites in forward order.
+    /// Reads a diffusers module path as [`Site::diffusers_path`] writes it; for
+    /// self-attention, `....attentions.L` alone means its first transformer block. `None` if
+    /// the text names no ResNet or self-attention layer.
+    pub fn parse(path: &str) -> Option<Site> {
+        let parts: Vec<&str> = path.trim().split('.').collect();
+        let (stage, block, rest) = match parts.as_slice() {
+            ["down_blocks", b, rest @ ..] => (Stage::Down, b.parse().ok()?, rest),
+            ["up_blocks", b, rest @ ..] => (Stage::Up, b.parse().ok()?, rest),
+            ["mid_block", rest @ ..] => (Stage::Mid, 0, rest),
+            _ => return None,
+        };
+        match rest {
+            ["resnets", l] => Some(Site::Resnet {
+                stage,
+                block,
+                layer: l.parse().ok()?,
+            }),
+            ["attentions", l, tail @ ..] => {
+                let depth = match tail {
+                    [] => 0,
+                    ["transformer_blocks", d] | ["transformer_blocks", d, "attn1"] => {
+                        d.parse().ok()?
+                    }
+                    _ => return None,
+                };
+                Some(Site::SelfAttn {
+                    stage,
+                    block,
+                    layer: l.parse().ok()?,
+                    depth,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The same self-attention layer in transformer block `depth` (ResNets are returned
+    /// unchanged).
+    pub fn at_depth(self, depth: u8) -> Site {
+        match self {
+            Site::SelfAttn {
+                stage,
+                block,
+                layer,
+                ..
+            } => Site::SelfAttn {
+                stage,
+                block,
+                layer,
+                depth,
+            },
+            resnet => resnet,
+        }
+    }
+
+    /// The 9 sites Ditail injects into on SD1.x (`shared/METHOD.md`, stage 2): the conv
+    /// features of `up_blocks[1].resnets[1]` and the self-attention q/k of 8 up-block
+    /// layers. The first element is the conv site; the rest are the attention sites in
+    /// forward order.
     pub fn ditail_sites() -> [Site; 9] {
         let attn = |block, layer| Site::SelfAttn {
             stage: Stage::Up,
             block,
             layer,
+            depth: 0,
         };
         [
             Site::Resnet {
@@ -103,6 +167,38 @@ impl Site {
             attn(3, 1),
             attn(3, 2),
         ]
+    }
+
+    /// The 5 sites Ditail injects into on SDXL, by the SD1.x rule (see the pipeline
+    /// crate's `inject` module): the conv features of `up_blocks[1].resnets[1]` (LDM
+    /// `output_blocks.4.0`, the same position as SD1.x's: the middle ResNet of the
+    /// decoder's second-lowest resolution) and the self-attention q/k of every transformer
+    /// block from there up: `up_blocks[1].attentions[1..2]`, two blocks each (SDXL's last
+    /// up block has no attention). The first element is the conv site.
+    pub fn ditail_sites_xl() -> [Site; 5] {
+        let attn = |layer, depth| Site::SelfAttn {
+            stage: Stage::Up,
+            block: 1,
+            layer,
+            depth,
+        };
+        [
+            Site::Resnet {
+                stage: Stage::Up,
+                block: 1,
+                layer: 1,
+            },
+            attn(1, 0),
+            attn(1, 1),
+            attn(2, 0),
+            attn(2, 1),
+        ]
+    }
+}
+
+impl std::fmt::Display for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.diffusers_path())
     }
 }
 
@@ -287,19 +383,55 @@ mod tests {
             .iter()
             .map(|s| s.diffusers_path())
             .collect();
-        assert_eq!(
-            paths,
+        let attn = |b, l| format!("up_blocks.{b}.attentions.{l}.transformer_blocks.0.attn1");
+        let mut want = vec!["up_blocks.1.resnets.1".to_string()];
+        want.extend(
             [
-                "up_blocks.1.resnets.1",
-                "up_blocks.1.attentions.1",
-                "up_blocks.1.attentions.2",
-                "up_blocks.2.attentions.0",
-                "up_blocks.2.attentions.1",
-                "up_blocks.2.attentions.2",
-                "up_blocks.3.attentions.0",
-                "up_blocks.3.attentions.1",
-                "up_blocks.3.attentions.2",
+                (1, 1),
+                (1, 2),
+                (2, 0),
+                (2, 1),
+                (2, 2),
+                (3, 0),
+                (3, 1),
+                (3, 2),
             ]
+            .map(|(b, l)| attn(b, l)),
         );
+        assert_eq!(paths, want);
+    }
+
+    #[test]
+    fn paths_parse_back() {
+        for site in Site::ditail_sites()
+            .into_iter()
+            .chain(Site::ditail_sites_xl())
+        {
+            assert_eq!(Site::parse(&site.diffusers_path()), Some(site));
+        }
+        let mid = Site::parse("mid_block.attentions.0").unwrap();
+        assert_eq!(
+            mid.diffusers_path(),
+            "mid_block.attentions.0.transformer_blocks.0.attn1"
+        );
+        assert_eq!(
+            Site::parse("down_blocks.2.attentions.1.transformer_blocks.7"),
+            Some(Site::SelfAttn {
+                stage: Stage::Down,
+                block: 2,
+                layer: 1,
+                depth: 7
+            })
+        );
+        for bad in [
+            "",
+            "up_blocks",
+            "up_blocks.x.resnets.1",
+            "up_blocks.1.resnets",
+            "up_blocks.1.attentions.0.attn2",
+            "unet.up_blocks.1.resnets.1",
+        ] {
+            assert_eq!(Site::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -134,7 +134,7 @@ impl JsonConfig {
             Ok(())
         } else {
             Err(self.error(format!(
-                "unsupported `{key}` = {found}: ditail implements SD1.x, which has {supported}"
+                "unsupported `{key}` = {found}: ditail implements the value Stable Diffusion 1.x and XL use, {supported}"
             )))
         }
     }

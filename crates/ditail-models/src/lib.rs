@@ -1,6 +1,8 @@
-//! Stable Diffusion 1.x's networks in burn, with Ditail's hook sites.
+//! Stable Diffusion 1.x's and XL's networks in burn, with Ditail's hook sites.
 //!
-//! - [`clip`]: the CLIP ViT-L/14 text encoder, [`tokenizer`]: its BPE tokenizer;
+//! - [`family`]: which of the two a model is;
+//! - [`clip`]: the CLIP text encoders (ViT-L/14; SDXL's second, ViT-bigG/14, projected),
+//!   [`tokenizer`]: their BPE tokenizer;
 //! - [`vae`]: the VAE (posterior mean and decoder);
 //! - [`unet`]: the U-Net, whose forward takes a [`hook::Controller`] called at every ResNet
 //!   and self-attention [`hook::Site`];
@@ -21,6 +23,7 @@ pub mod clip_vision;
 pub mod components;
 pub mod device;
 pub mod error;
+pub mod family;
 pub mod hook;
 pub mod inception;
 pub mod json;
@@ -36,8 +39,9 @@ pub mod vit;
 
 pub use clip::{ClipTextConfig, ClipTextModel};
 pub use error::{ModelError, Result};
+pub use family::Family;
 pub use hook::{Captured, Controller, NoControl, QkInjection, Recorder, SelfAttnQk, Site, Stage};
 pub use load::{LoadOptions, StableDiffusion};
 pub use tokenizer::ClipTokenizer;
-pub use unet::{UNet2DConditionModel, UNetConfig};
+pub use unet::{AddedConditioning, Conditioning, UNet2DConditionModel, UNetConfig};
 pub use vae::{AutoencoderKl, VaeConfig};

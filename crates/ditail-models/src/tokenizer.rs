@@ -1,6 +1,6 @@
 //! The CLIP BPE tokenizer, as transformers' `CLIPTokenizer` (the one diffusers' SD
 //! pipelines use) tokenizes: 77 ids, `<|startoftext|>` = 49406 first, `<|endoftext|>` =
-//! 49407 last and as padding, truncated to 77.
+//! 49407 last and as padding (SDXL's second tokenizer pads with `!`), truncated to 77.
 //!
 //! The pipeline is the one transformers builds for CLIP (NFC, whitespace runs to one space,
 //! lower case, CLIP's word regex, byte-level BPE with `</w>` word ends): since transformers
@@ -58,18 +58,61 @@ impl ClipTokenizer {
         .clone()
     }
 
-    /// A diffusers `tokenizer/` folder (`vocab.json` + `merges.txt`).
+    /// The tokenizer of SDXL's second text encoder as single files imply it: the shipped
+    /// vocabulary padding with `!` (id 0), as `tokenizer_2/` of SDXL's diffusers folders
+    /// does (OpenCLIP's tokenizer pads with zeros).
+    pub fn sdxl_second() -> Self {
+        static XL: OnceLock<ClipTokenizer> = OnceLock::new();
+        XL.get_or_init(|| {
+            Self::from_vocab_padded(VOCAB_JSON, MERGES_TXT, "!")
+                .expect("the shipped CLIP vocabulary is valid")
+        })
+        .clone()
+    }
+
+    /// A diffusers `tokenizer/` (or `tokenizer_2/`) folder (`vocab.json` + `merges.txt`),
+    /// padding with the `pad_token` of its `special_tokens_map.json` (`<|endoftext|>` when
+    /// it names none).
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path, source })
         };
-        Self::from_vocab(&read("vocab.json")?, &read("merges.txt")?)
+        let pad = Self::pad_token(dir)?;
+        Self::from_vocab_padded(&read("vocab.json")?, &read("merges.txt")?, &pad)
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", dir.display())))
     }
 
-    /// Builds the tokenizer from the text of `vocab.json` and `merges.txt`.
+    /// The padding token a tokenizer folder names (`special_tokens_map.json`, else
+    /// `tokenizer_config.json`), as a string or as transformers' `{"content": ...}`.
+    fn pad_token(dir: &Path) -> Result<String> {
+        for name in ["special_tokens_map.json", "tokenizer_config.json"] {
+            let path = dir.join(name);
+            if !path.is_file() {
+                continue;
+            }
+            let j = crate::json::JsonConfig::read(&path)?;
+            match j.raw("pad_token") {
+                Some(Value::String(t)) => return Ok(t.clone()),
+                Some(Value::Object(o)) => {
+                    if let Some(Value::String(t)) = o.get("content") {
+                        return Ok(t.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok("<|endoftext|>".into())
+    }
+
+    /// Builds the tokenizer from the text of `vocab.json` and `merges.txt`, padding with
+    /// `<|endoftext|>`.
     pub fn from_vocab(vocab_json: &str, merges_txt: &str) -> Result<Self> {
+        Self::from_vocab_padded(vocab_json, merges_txt, "<|endoftext|>")
+    }
+
+    /// Builds the tokenizer, padding with `pad_token` (which the vocabulary must have).
+    pub fn from_vocab_padded(vocab_json: &str, merges_txt: &str, pad_token: &str) -> Result<Self> {
         let err = |e: String| ModelError::Tokenizer(e);
         let vocab: Value =
             serde_json::from_str(vocab_json).map_err(|e| err(format!("vocab.json: {e}")))?;
@@ -86,15 +129,26 @@ impl ClipTokenizer {
                 .ok_or_else(|| err(format!("vocab.json has no id for {token}")))
         };
         let (bos, eos) = (id_of("<|startoftext|>")?, id_of("<|endoftext|>")?);
+        let pad = id_of(pad_token)?;
         let special = |id: u32, content: &str| {
             json!({"id": id, "content": content, "single_word": false, "lstrip": false,
                    "rstrip": false, "normalized": true, "special": true})
         };
+        // transformers registers a padding token other than `<|endoftext|>` (SDXL's `!`) as
+        // a special token too, so a `!` typed in a prompt becomes that id, never BPE: as
+        // diffusers' SDXL pipeline tokenizes.
+        let mut added = vec![
+            special(bos, "<|startoftext|>"),
+            special(eos, "<|endoftext|>"),
+        ];
+        if pad != bos && pad != eos {
+            added.push(special(pad, pad_token));
+        }
         let spec = json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
-            "added_tokens": [special(bos, "<|startoftext|>"), special(eos, "<|endoftext|>")],
+            "added_tokens": added,
             "normalizer": {"type": "Sequence", "normalizers": [
                 {"type": "NFC"},
                 {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
@@ -123,8 +177,8 @@ impl ClipTokenizer {
             .map_err(|e| err(e.to_string()))?;
         inner.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::Fixed(MAX_LEN),
-            pad_id: eos,
-            pad_token: "<|endoftext|>".into(),
+            pad_id: pad,
+            pad_token: pad_token.into(),
             ..Default::default()
         }));
         Ok(Self {

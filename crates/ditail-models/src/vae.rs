@@ -20,7 +20,8 @@ use crate::kernels::silu::silu;
 use crate::ops::resize_nearest;
 use crate::resnet::{ResnetBlock2d, ResnetBlock2dConfig, conv1x1, conv3x3};
 
-/// Configuration of an SD1.x VAE; field names follow diffusers' `vae/config.json`.
+/// Configuration of a Stable Diffusion VAE (SD1.x and SDXL have the same structure); field
+/// names follow diffusers' `vae/config.json`.
 #[derive(Config, Debug)]
 pub struct VaeConfig {
     /// Image channels.
@@ -43,6 +44,11 @@ pub struct VaeConfig {
     /// Multiplier from the VAE's latents to the U-Net's (`z = scaling_factor * mean`).
     #[config(default = 0.18215)]
     pub scaling_factor: f64,
+    /// Whether the VAE must run in f32 when the model runs in half precision: SDXL's VAE
+    /// overflows in f16 as shipped (`force_upcast: true`); the fp16-fix VAE
+    /// (`madebyollin/sdxl-vae-fp16-fix`) says `false`. diffusers' SD1.x pipelines ignore it.
+    #[config(default = true)]
+    pub force_upcast: bool,
 }
 
 /// GroupNorm epsilon of every VAE norm (diffusers hard-codes 1e-6 for the VAE).
@@ -53,6 +59,13 @@ impl VaeConfig {
     /// ([`vae/config.json`](https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/blob/main/vae/config.json)).
     pub fn sd15() -> Self {
         Self::new(vec![128, 256, 512, 512])
+    }
+
+    /// Stable Diffusion XL 1.0's VAE
+    /// ([`vae/config.json`](https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/blob/main/vae/config.json)):
+    /// SD1.5's structure with its own scaling factor.
+    pub fn sdxl() -> Self {
+        Self::sd15().with_scaling_factor(0.13025)
     }
 
     /// Reads a diffusers `vae/config.json`, rejecting unsupported variants by name.
@@ -85,7 +98,8 @@ impl VaeConfig {
             .with_layers_per_block(j.get("layers_per_block", 2)?)
             .with_latent_channels(j.get("latent_channels", 4)?)
             .with_norm_num_groups(j.get("norm_num_groups", 32)?)
-            .with_scaling_factor(j.get("scaling_factor", 0.18215)?);
+            .with_scaling_factor(j.get("scaling_factor", 0.18215)?)
+            .with_force_upcast(j.get("force_upcast", true)?);
         config.validate().map_err(|r| j.error(r))?;
         Ok(config)
     }

@@ -25,6 +25,7 @@ pub mod steps;
 
 pub use ditail_models::load::lora::LoraSpec;
 pub use error::{PipelineError, Result};
+pub use inject::InjectionSites;
 pub use inversion::{Inversion, InversionMeta};
 pub use mask::Mask;
 pub use model::{Model, ModelSpec};

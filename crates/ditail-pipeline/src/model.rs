@@ -1,10 +1,10 @@
-//! A loaded SD1.x model as the pipeline uses it: networks, tokenizer, DDIM schedule, clip
-//! skip, and an identity for the metadata of inversions and outputs.
+//! A loaded model (SD1.x or SDXL) as the pipeline uses it: networks, tokenizers, DDIM
+//! schedule, clip skip, and an identity for the metadata of inversions and outputs.
 
 use burn::prelude::*;
 use ditail_models::load::lora::LoraSpec;
 use ditail_models::load::{Location, ModelPlan, locate_model, plan_model, plan_vae_spec};
-use ditail_models::{LoadOptions, StableDiffusion};
+use ditail_models::{AddedConditioning, Conditioning, Family, LoadOptions, StableDiffusion};
 
 use crate::error::{PipelineError, Result};
 use crate::scheduler::{Ddim, SchedulerConfig};
@@ -20,7 +20,9 @@ pub struct ModelSpec {
     pub vae: Option<String>,
     /// Clip skip as A1111 and Civitai count it: the text encoder's output is that of its
     /// `clip_skip`-th layer from the end (1: the last layer, no skip; 2: the penultimate,
-    /// what many anime models expect).
+    /// what many anime models expect). SDXL always reads at least the penultimate layer
+    /// (its default, diffusers' `clip_skip=None`), so there 1 and 2 are the same and 3 is
+    /// diffusers' `clip_skip=1`.
     pub clip_skip: usize,
 }
 
@@ -148,24 +150,86 @@ impl Model {
         &self.location
     }
 
-    /// `E_M(p)`: the text encoder's output for a prompt.
+    /// The model's family.
+    pub fn family(&self) -> Family {
+        self.sd.family()
+    }
+
+    /// `E_M(p)`: the text encoder's output for a prompt (SDXL: both encoders' penultimate
+    /// hidden states side by side; see [`Model::condition`] for the pooled embedding).
     ///
     /// # Shapes
-    /// - output: `[1, 77, hidden]`
+    /// - output: `[1, 77, cross_attention_dim]`
     pub fn encode_prompt(&self, prompt: &str, device: &Device) -> Result<Tensor<3>> {
-        let ids = self.sd.tokenizer.encode(prompt)?;
-        let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+        Ok(self.encode(prompt, device)?.0)
+    }
+
+    /// Token ids of `prompt` as a `[1, 77]` tensor.
+    fn ids(
+        tokenizer: &ditail_models::ClipTokenizer,
+        prompt: &str,
+        device: &Device,
+    ) -> Result<Tensor<2, Int>> {
+        let ids: Vec<i64> = tokenizer
+            .encode(prompt)?
+            .into_iter()
+            .map(i64::from)
+            .collect();
         let n = ids.len();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), device);
-        Ok(self
-            .sd
-            .text_encoder
-            .forward(ids, self.clip_skip.saturating_sub(1))?)
+        Ok(Tensor::<2, Int>::from_data(
+            TensorData::new(ids, [1, n]),
+            device,
+        ))
+    }
+
+    /// The text embedding and, for SDXL, the pooled one (diffusers'
+    /// `StableDiffusionXLPipeline.encode_prompt` for one prompt).
+    fn encode(&self, prompt: &str, device: &Device) -> Result<(Tensor<3>, Option<Tensor<2>>)> {
+        let ids = Self::ids(&self.sd.tokenizer, prompt, device)?;
+        let Some(second) = &self.sd.text_encoder_2 else {
+            let skip = self.clip_skip.saturating_sub(1);
+            return Ok((self.sd.text_encoder.forward(ids, skip)?, None));
+        };
+        let skip = self.clip_skip.max(2) - 1;
+        let (h1, _) = self.sd.text_encoder.forward_xl(ids, skip)?;
+        let ids_2 = Self::ids(&second.tokenizer, prompt, device)?;
+        let (h2, pooled) = second.model.forward_xl(ids_2, skip)?;
+        Ok((Tensor::cat(vec![h1, h2], 2), pooled))
+    }
+
+    /// The U-Net's conditioning for `prompt` on an image of `[height, width]` pixels: the
+    /// text embedding and, for SDXL, the pooled embedding and the size conditioning
+    /// `(height, width)` as original and target size with no crop (diffusers' defaults for
+    /// an image generated or inverted at that size).
+    pub fn condition(
+        &self,
+        prompt: &str,
+        [height, width]: [usize; 2],
+        device: &Device,
+    ) -> Result<Conditioning> {
+        let (context, pooled) = self.encode(prompt, device)?;
+        let added = pooled.map(|text_embeds| {
+            let (h, w) = (height as f32, width as f32);
+            let time_ids =
+                Tensor::<2>::from_data(TensorData::new(vec![h, w, 0.0, 0.0, h, w], [1, 6]), device)
+                    .cast(text_embeds.dtype());
+            AddedConditioning {
+                text_embeds,
+                time_ids,
+            }
+        });
+        Ok(Conditioning { context, added })
     }
 
     /// The float type of the weights; inputs are cast to it.
     pub fn dtype(&self) -> burn::tensor::DType {
         self.sd.unet.conv_in.weight.val().dtype()
+    }
+
+    /// The float type of the VAE: the model's, except f32 for an SDXL VAE that overflows in
+    /// half precision (`force_upcast`, see [`ditail_models::VaeConfig::force_upcast`]).
+    pub fn vae_dtype(&self) -> burn::tensor::DType {
+        self.sd.vae.decoder.conv_in.weight.val().dtype()
     }
 
     /// The VAE's scaling factor.

@@ -17,6 +17,7 @@ use burn::prelude::*;
 use image::RgbImage;
 
 use crate::error::{PipelineError, Result};
+use crate::inject::InjectionSites;
 use crate::inject::Windows;
 use crate::inversion::{Inversion, InversionMeta, image_hash};
 use crate::model::Model;
@@ -24,6 +25,7 @@ use crate::noise::gaussian;
 use crate::preprocess::preprocess;
 use crate::settings::{GenerationSettings, InversionSettings, SamplingSettings};
 use crate::steps::{SamplingEmbeddings, StepParams, guided_step, inversion_step, sampling_step};
+use ditail_models::Conditioning;
 
 /// Which long phase a progress report belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,10 +107,12 @@ pub fn invert(
 ) -> Result<Inversion> {
     settings.validate()?;
     let timesteps = source.scheduler().timesteps(settings.steps)?;
-    let pixels = preprocess(image, settings.size, device)?.cast(source.dtype());
-    let z0 = source.sd().vae.encode_mean(pixels) * source.scaling_factor();
-    let cond = source.encode_prompt(&settings.prompt, device)? * settings.alpha
-        - source.encode_prompt(&settings.negative_prompt, device)? * settings.beta;
+    let pixels = preprocess(image, settings.size, device)?.cast(source.vae_dtype());
+    let [_, _, h, w] = pixels.dims();
+    let z0 = (source.sd().vae.encode_mean(pixels) * source.scaling_factor()).cast(source.dtype());
+    let positive = source.condition(&settings.prompt, [h, w], device)?;
+    let negative = source.condition(&settings.negative_prompt, [h, w], device)?;
+    let cond = positive.scaled(settings.alpha, negative, settings.beta);
     let latents = invert_latents(source, z0.clone(), cond, &timesteps, progress)?;
     Inversion::new(
         z0,
@@ -126,7 +130,7 @@ pub fn invert(
 pub fn invert_latents(
     source: &Model,
     z0: Tensor<4>,
-    cond: Tensor<3>,
+    cond: Conditioning,
     timesteps: &[i64],
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<BTreeMap<i64, Tensor<4>>> {
@@ -194,6 +198,23 @@ pub fn check_compatible(
     Ok(timesteps)
 }
 
+/// The sites `settings` names, else the method's for the target's family; fails naming a
+/// site the target's U-Net does not have.
+pub fn injection_sites(target: &Model, settings: &SamplingSettings) -> Result<InjectionSites> {
+    let sites = match &settings.sites {
+        Some(sites) => sites.clone(),
+        None => InjectionSites::default_for(target.family()),
+    };
+    if let Some(bad) = sites.all().find(|&s| !target.sd().unet.has_site(s)) {
+        return Err(PipelineError::Settings(format!(
+            "injection site `{bad}` does not exist in {}'s U-Net ({})",
+            target.name(),
+            target.family()
+        )));
+    }
+    Ok(sites)
+}
+
 /// Samples with `target` from an inversion while injecting the source branch's features
 /// (METHOD.md stage 2). Returns the final latents `[1, 4, h, w]`.
 pub fn sample(
@@ -204,10 +225,13 @@ pub fn sample(
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Tensor<4>> {
     let timesteps = check_compatible(target, inv, settings)?;
+    let sites = injection_sites(target, settings)?;
+    let pixels = inv.pixel_size();
+    let size = [pixels.1 as usize, pixels.0 as usize];
     let emb = SamplingEmbeddings {
-        uncond: target.encode_prompt("", device)?,
-        positive: target.encode_prompt(&settings.prompt, device)?,
-        negative: target.encode_prompt(&settings.negative_prompt, device)?,
+        uncond: target.condition("", size, device)?,
+        positive: target.condition(&settings.prompt, size, device)?,
+        negative: target.condition(&settings.negative_prompt, size, device)?,
     };
     let (conv_steps, attn_steps) = settings.window_steps();
     let ratio = target.scheduler().step_ratio(settings.steps);
@@ -225,6 +249,7 @@ pub fn sample(
                 attn: i < attn_steps,
             },
             mask: &settings.mask,
+            sites: &sites,
             always_batch_source: settings.always_batch_source,
         };
         let source = inv.latents()[&t].clone().cast(dtype);
@@ -261,8 +286,9 @@ pub fn generate(
         device,
     )
     .cast(model.dtype());
-    let positive = model.encode_prompt(&settings.prompt, device)?;
-    let negative = model.encode_prompt(&settings.negative_prompt, device)?;
+    let size = [settings.height as usize, settings.width as usize];
+    let positive = model.condition(&settings.prompt, size, device)?;
+    let negative = model.condition(&settings.negative_prompt, size, device)?;
     generate_from(
         model,
         noise,
@@ -280,8 +306,8 @@ pub fn generate(
 pub fn generate_from(
     model: &Model,
     noise: Tensor<4>,
-    positive: Tensor<3>,
-    negative: Tensor<3>,
+    positive: Conditioning,
+    negative: Conditioning,
     omega: f64,
     timesteps: &[i64],
     steps: usize,
@@ -327,6 +353,7 @@ pub fn generate_from(
 /// # Shapes
 /// - `latents`: `[1, 4, h, w]`; output `[1, 3, 8h, 8w]`.
 pub fn decode(model: &Model, latents: Tensor<4>) -> Result<Tensor<4>> {
+    let latents = latents.cast(model.vae_dtype());
     let img = model.sd().vae.decode(latents / model.scaling_factor());
     check_finite(model, &img, "VAE decoding", 1, 1)?;
     Ok((img / 2.0 + 0.5).clamp(0.0, 1.0))

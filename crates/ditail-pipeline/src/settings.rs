@@ -120,6 +120,9 @@ pub struct SamplingSettings {
     /// Keep the source branch in every step's batch, as the reference does (same result,
     /// more work; for comparisons).
     pub always_batch_source: bool,
+    /// Where in the U-Net to inject; `None`: the method's sites for the target's family
+    /// ([`crate::inject::InjectionSites::default_for`]).
+    pub sites: Option<crate::inject::InjectionSites>,
 }
 
 impl SamplingSettings {
@@ -135,6 +138,7 @@ impl SamplingSettings {
             mask: Mask::Full,
             no_injection: false,
             always_batch_source: false,
+            sites: None,
         }
     }
 

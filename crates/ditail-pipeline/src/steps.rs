@@ -3,10 +3,10 @@
 //! guided text-to-image step (METHOD.md stages 1 and 2).
 
 use burn::prelude::*;
-use ditail_models::UNet2DConditionModel;
 use ditail_models::hook::{NoControl, Recorder};
+use ditail_models::{Conditioning, UNet2DConditionModel};
 
-use crate::inject::{Injector, Windows, conv_site};
+use crate::inject::{InjectionSites, Injector, Windows};
 use crate::mask::Mask;
 
 /// One DDIM update from `x` (at `ā_t`) to `ā_next`, given the noise estimate `eps`:
@@ -31,7 +31,7 @@ pub fn inversion_step(
     unet: &UNet2DConditionModel,
     z: Tensor<4>,
     t: i64,
-    cond: Tensor<3>,
+    cond: impl Into<Conditioning>,
     alpha_prev: f64,
     alpha_t: f64,
 ) -> (Tensor<4>, Tensor<4>) {
@@ -39,15 +39,16 @@ pub fn inversion_step(
     (ddim_update(z, eps.clone(), alpha_prev, alpha_t), eps)
 }
 
-/// The three text embeddings of Ditail's sampling batch, each `[1, 77, hidden]`.
+/// The three conditionings of Ditail's sampling batch, each of batch 1 (a text embedding
+/// `[1, 77, hidden]` converts with `.into()`).
 #[derive(Clone, Debug)]
 pub struct SamplingEmbeddings {
     /// `E_T("")`, conditioning the source branch.
-    pub uncond: Tensor<3>,
+    pub uncond: Conditioning,
     /// `E_T(p+)`.
-    pub positive: Tensor<3>,
+    pub positive: Conditioning,
     /// `E_T(p-)`.
-    pub negative: Tensor<3>,
+    pub negative: Conditioning,
 }
 
 /// What one Ditail sampling step produced.
@@ -75,8 +76,10 @@ pub struct StepParams<'a> {
     pub omega: f64,
     /// Which injections are on.
     pub windows: Windows,
-    /// Where to inject.
+    /// Where to inject in the image.
     pub mask: &'a Mask,
+    /// Where to inject in the U-Net.
+    pub sites: &'a InjectionSites,
     /// Whether to keep the source branch in the batch even when nothing is injected (the
     /// reference's plain batch of 3; identical results, more work).
     pub always_batch_source: bool,
@@ -88,7 +91,8 @@ pub struct StepParams<'a> {
 /// The work follows what the step needs, with the same result as the reference's batch of
 /// 3 every step (`always_batch_source` forces that): while attention is injected, the batch
 /// of 3; while only conv features are, a capture pass of the source alone that stops after
-/// `up_blocks[1]`, then `[x, x]` with the captured features; with nothing injected, `[x, x]`.
+/// the last conv site, then `[x, x]` with the captured features; with nothing injected,
+/// `[x, x]`.
 pub fn sampling_step(
     unet: &UNet2DConditionModel,
     x: Tensor<4>,
@@ -99,27 +103,25 @@ pub fn sampling_step(
     let in_batch = p.windows.attn || p.always_batch_source;
     let noise_pred = if in_batch {
         let latents = Tensor::cat(vec![source, x.clone(), x.clone()], 0);
-        let context = Tensor::cat(
-            vec![
-                emb.uncond.clone(),
-                emb.positive.clone(),
-                emb.negative.clone(),
-            ],
-            0,
-        );
+        let context = Conditioning::cat(vec![
+            emb.uncond.clone(),
+            emb.positive.clone(),
+            emb.negative.clone(),
+        ]);
         unet.forward(
             latents,
             p.t as f32,
             context,
-            &mut Injector::new(p.mask, p.windows),
+            &mut Injector::new(p.sites, p.mask, p.windows),
         )
     } else {
         let latents = Tensor::cat(vec![x.clone(), x.clone()], 0);
-        let context = Tensor::cat(vec![emb.positive.clone(), emb.negative.clone()], 0);
-        if p.windows.conv {
-            let mut capture = Recorder::capture_only([conv_site()]);
+        let context = Conditioning::cat(vec![emb.positive.clone(), emb.negative.clone()]);
+        if p.windows.conv && !p.sites.conv.is_empty() {
+            let mut capture = Recorder::capture_only(p.sites.conv.iter().copied());
             unet.forward(source, p.t as f32, emb.uncond.clone(), &mut capture);
-            let mut injector = Injector::with_captured(p.mask, p.windows, capture.captured);
+            let mut injector =
+                Injector::with_captured(p.sites, p.mask, p.windows, capture.captured);
             unet.forward(latents, p.t as f32, context, &mut injector)
         } else {
             unet.forward(latents, p.t as f32, context, &mut NoControl)
@@ -140,14 +142,14 @@ pub fn guided_step(
     unet: &UNet2DConditionModel,
     x: Tensor<4>,
     t: i64,
-    positive: Tensor<3>,
-    negative: Tensor<3>,
+    positive: Conditioning,
+    negative: Conditioning,
     omega: f64,
     alpha_t: f64,
     alpha_prev: f64,
 ) -> (Tensor<4>, Tensor<4>) {
     let latents = Tensor::cat(vec![x.clone(), x.clone()], 0);
-    let context = Tensor::cat(vec![positive, negative], 0);
+    let context = Conditioning::cat(vec![positive, negative]);
     let pred = unet.forward(latents, t as f32, context, &mut NoControl);
     let eps = guide(&pred, 0, omega);
     (ddim_update(x, eps.clone(), alpha_t, alpha_prev), eps)

@@ -1,6 +1,7 @@
-//! Diffusers model folders: `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, each with its
-//! `config.json` and weights (`*.safetensors`, the `.fp16.safetensors` variant, or shards
-//! listed in `*.safetensors.index.json`).
+//! Diffusers model folders: `unet/`, `vae/`, `text_encoder/`, `tokenizer/` (and SDXL's
+//! `text_encoder_2/`, `tokenizer_2/`), each with its `config.json` and weights
+//! (`*.safetensors`, the `.fp16.safetensors` variant, or shards listed in
+//! `*.safetensors.index.json`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 
 use super::lora::{LoraSet, LoraSpec};
-use super::plan::{ComponentPlan, ModelPlan, VaePlan};
+use super::plan::{ComponentPlan, ModelPlan, SecondEncoderPlan, VaePlan};
 use super::{Component, WeightFile, check_dtypes, describe, folder_sources, load_into};
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::error::{ModelError, Result};
@@ -208,7 +209,7 @@ pub fn load_vae(
     plan_vae(dir, opts)?.load_with_config(device, opts)
 }
 
-/// Loads a transformers `text_encoder/` folder.
+/// Loads a transformers `text_encoder/` (or SDXL's `text_encoder_2/`) folder.
 pub fn load_text_encoder(
     dir: &Path,
     device: &Device,
@@ -222,12 +223,27 @@ pub fn load_text_encoder(
         ClipTextConfig::from_json_file,
     )?;
     let mut model = config.init(device);
-    load_into(&mut model, Component::TextEncoder, &files, opts.dtype)?;
+    let component = match config.projection_dim {
+        Some(_) => Component::TextEncoder2,
+        None => Component::TextEncoder,
+    };
+    load_into(&mut model, component, &files, opts.dtype)?;
     Ok((model, config))
 }
 
+/// The second tokenizer of an SDXL diffusers folder: its `tokenizer_2/` when present, else
+/// the shipped CLIP vocabulary padding with `!` (SDXL's).
+pub fn load_tokenizer_2(model_dir: &Path) -> Result<ClipTokenizer> {
+    let dir = model_dir.join("tokenizer_2");
+    if dir.join("vocab.json").is_file() {
+        ClipTokenizer::from_dir(&dir)
+    } else {
+        Ok(ClipTokenizer::sdxl_second())
+    }
+}
+
 /// The tokenizer of a diffusers folder: its `tokenizer/` when present, else the shipped
-/// CLIP vocabulary (SD1.x checkpoints all use it).
+/// CLIP vocabulary (SD1.x and SDXL checkpoints all use it).
 pub fn load_tokenizer(model_dir: &Path) -> Result<ClipTokenizer> {
     let dir = model_dir.join("tokenizer");
     if dir.join("vocab.json").is_file() {
@@ -237,7 +253,18 @@ pub fn load_tokenizer(model_dir: &Path) -> Result<ClipTokenizer> {
     }
 }
 
-/// A whole SD1.x model: tokenizer, text encoder, VAE and U-Net.
+/// SDXL's second text encoder with its tokenizer.
+#[derive(Debug)]
+pub struct SecondTextEncoder {
+    /// Its tokenizer (pads with `!`).
+    pub tokenizer: ClipTokenizer,
+    /// OpenCLIP ViT-bigG/14 as `CLIPTextModelWithProjection`.
+    pub model: ClipTextModel,
+    /// Its configuration.
+    pub config: ClipTextConfig,
+}
+
+/// A whole model: tokenizer, text encoder, VAE and U-Net, and SDXL's second text encoder.
 #[derive(Debug)]
 pub struct StableDiffusion {
     /// Prompt tokenizer.
@@ -254,9 +281,66 @@ pub struct StableDiffusion {
     pub vae_config: VaeConfig,
     /// The text encoder's configuration.
     pub text_config: ClipTextConfig,
+    /// SDXL's second text encoder (`None` for SD1.x).
+    pub text_encoder_2: Option<SecondTextEncoder>,
+}
+
+/// Fails unless the text encoders' widths are what the U-Net reads: the cross-attention
+/// width (SDXL: the two hidden sizes side by side) and, for SDXL, the added embedding's
+/// input (the pooled projection plus six projected sizes).
+fn check_text_widths(
+    dir: &Path,
+    unet: &UNetConfig,
+    text: &ClipTextConfig,
+    text_2: Option<&ClipTextConfig>,
+) -> Result<()> {
+    let err = |reason: String| ModelError::Config {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let width = text.hidden_size + text_2.map_or(0, |t| t.hidden_size);
+    if width != unet.cross_attention_dim {
+        let what = match text_2 {
+            Some(_) => "the text encoders' hidden sizes add up to",
+            None => "the text encoder's hidden_size is",
+        };
+        return Err(err(format!(
+            "{what} {width}, but the U-Net's cross_attention_dim is {}",
+            unet.cross_attention_dim
+        )));
+    }
+    match (unet.has_added_conditioning(), text_2) {
+        (true, None) => Err(err(
+            "the U-Net is SDXL's (addition_embed_type \"text_time\") but the folder has no \
+             text_encoder_2/"
+                .into(),
+        )),
+        (false, Some(_)) => Err(err(
+            "the folder has a text_encoder_2/ but its U-Net takes no pooled text (not SDXL)".into(),
+        )),
+        (true, Some(t2)) => {
+            let pooled = t2.projection_dim.unwrap_or(0);
+            let sizes = 6 * unet.addition_time_embed_dim.unwrap_or(0);
+            let want = unet.projection_class_embeddings_input_dim.unwrap_or(0);
+            if t2.projection_dim.is_none() || pooled + sizes != want {
+                return Err(err(format!(
+                    "text_encoder_2 must be a CLIPTextModelWithProjection whose projection_dim \
+                     ({pooled}) plus 6 x addition_time_embed_dim ({sizes}) is the U-Net's \
+                     projection_class_embeddings_input_dim ({want})"
+                )));
+            }
+            Ok(())
+        }
+        (false, None) => Ok(()),
+    }
 }
 
 impl StableDiffusion {
+    /// The model's family (SD1.x or SDXL).
+    pub fn family(&self) -> crate::Family {
+        self.unet_config.family()
+    }
+
     /// Plans loading a diffusers folder (`model_index.json` beside `unet/`, `vae/`,
     /// `text_encoder/`) with `loras` merged into the U-Net and text encoder: configurations,
     /// file headers and LoRA key matches are checked, no weight is read.
@@ -282,18 +366,34 @@ impl StableDiffusion {
             opts,
             UNetConfig::from_json_file,
         )?;
-        if text_config.hidden_size != unet_config.cross_attention_dim {
-            return Err(ModelError::Config {
-                path: dir.to_path_buf(),
-                reason: format!(
-                    "the text encoder's hidden_size {} differs from the U-Net's cross_attention_dim {}",
-                    text_config.hidden_size, unet_config.cross_attention_dim
-                ),
-            });
-        }
+        let second = dir.join("text_encoder_2");
+        let text_2 = match second.is_dir() {
+            true => Some(plan_folder(
+                &second,
+                "model",
+                "second text encoder weights",
+                opts,
+                ClipTextConfig::from_json_file,
+            )?),
+            false => None,
+        };
+        check_text_widths(
+            dir,
+            &unet_config,
+            &text_config,
+            text_2.as_ref().map(|t| &t.0),
+        )?;
         let vae = plan_vae(&dir.join("vae"), opts)?;
         let mut lora = LoraSet::open(loras)?;
         let text = component_plan(&text_files, Component::TextEncoder, Some(&mut lora))?;
+        let text_2 = match text_2 {
+            Some((config, files)) => Some(SecondEncoderPlan {
+                tokenizer: load_tokenizer_2(dir)?,
+                config,
+                weights: component_plan(&files, Component::TextEncoder2, Some(&mut lora))?,
+            }),
+            None => None,
+        };
         let unet = component_plan(&unet_files, Component::Unet, Some(&mut lora))?;
         lora.check_all_used()?;
         Ok(ModelPlan {
@@ -303,6 +403,7 @@ impl StableDiffusion {
             unet_config,
             unet,
             vae,
+            text_2,
         })
     }
 

@@ -243,7 +243,8 @@ pub fn vae_conv_to_linear(diffusers_key: &str) -> bool {
 
 /// The text encoder key of an LDM key (without `cond_stage_model.transformer.`).
 pub fn text_key(key: &str) -> String {
-    if key.starts_with("text_model.") {
+    // `text_projection` (SDXL's second encoder) sits beside `text_model`, not inside it.
+    if key.starts_with("text_model.") || key.starts_with("text_projection.") {
         key.to_string()
     } else {
         format!("text_model.{key}")

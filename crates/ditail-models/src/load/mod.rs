@@ -18,10 +18,10 @@ mod single_file;
 mod spec;
 
 pub use self::diffusers::{
-    LoadOptions, StableDiffusion, WeightFiles, load_text_encoder, load_tokenizer, load_unet,
-    load_vae, plan_vae,
+    LoadOptions, SecondTextEncoder, StableDiffusion, WeightFiles, load_text_encoder,
+    load_tokenizer, load_tokenizer_2, load_unet, load_vae, plan_vae,
 };
-pub use self::plan::{ComponentPlan, ModelPlan, VaePlan};
+pub use self::plan::{ComponentPlan, ModelPlan, SecondEncoderPlan, VaePlan};
 pub use self::safetensors::{Fault, Source, TensorEntry, WeightFile, decode_f32};
 pub use self::single_file::{
     SingleFileConfigs, check_architecture, load_single_file, load_vae_file, plan_single_file,
@@ -40,8 +40,10 @@ use crate::error::{ModelError, Result};
 /// Which network a set of weights is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Component {
-    /// The CLIP text encoder.
+    /// The CLIP text encoder (SDXL: the first, ViT-L/14).
     TextEncoder,
+    /// SDXL's second text encoder (OpenCLIP ViT-bigG/14 with its projection).
+    TextEncoder2,
     /// The VAE.
     Vae,
     /// The U-Net.
@@ -59,6 +61,7 @@ impl Component {
     pub fn name(self) -> &'static str {
         match self {
             Component::TextEncoder => "text_encoder",
+            Component::TextEncoder2 => "text_encoder_2",
             Component::Vae => "vae",
             Component::Unet => "unet",
             Component::ClipModel => "CLIP model",
@@ -71,7 +74,9 @@ impl Component {
     fn harmless_unused(self, key: &str) -> bool {
         match self {
             // A buffer (0..77) that older transformers versions saved.
-            Component::TextEncoder => key == "text_model.embeddings.position_ids",
+            Component::TextEncoder | Component::TextEncoder2 => {
+                key == "text_model.embeddings.position_ids"
+            }
             // The position buffers, and the temperature, which is no module tensor (a 0-d
             // tensor, read apart by `load::eval`).
             Component::ClipModel => {
@@ -95,8 +100,10 @@ impl Component {
         key: &str,
         shape: &[usize],
     ) -> Vec<(String, Option<std::ops::Range<usize>>)> {
-        if matches!(self, Component::TextEncoder | Component::ClipModel)
-            && key == "text_model.embeddings.token_embedding.weight"
+        if matches!(
+            self,
+            Component::TextEncoder | Component::TextEncoder2 | Component::ClipModel
+        ) && key == "text_model.embeddings.token_embedding.weight"
             && !shape.is_empty()
         {
             let rows = shape[0];
@@ -152,7 +159,7 @@ pub fn folder_sources(files: &[Arc<WeightFile>], component: Component) -> Vec<(S
         .flat_map(|file| {
             file.tensors().iter().map(move |e| {
                 let name = match component {
-                    Component::TextEncoder => ldm::text_key(&e.name),
+                    Component::TextEncoder | Component::TextEncoder2 => ldm::text_key(&e.name),
                     _ => e.name.clone(),
                 };
                 (name, Source::whole(file, e))

@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 
-use super::diffusers::{LoadOptions, StableDiffusion};
+use super::diffusers::{LoadOptions, SecondTextEncoder, StableDiffusion};
 use super::{Component, Source, load_sources};
 use crate::clip::ClipTextConfig;
 use crate::error::Result;
@@ -61,7 +61,18 @@ impl VaePlan {
     }
 }
 
-/// A whole SD1.x model ready to load.
+/// SDXL's second text encoder ready to load.
+#[derive(Clone, Debug)]
+pub struct SecondEncoderPlan {
+    /// Its tokenizer (pads with `!`).
+    pub tokenizer: ClipTokenizer,
+    /// Its configuration (`CLIPTextModelWithProjection`).
+    pub config: ClipTextConfig,
+    /// Its tensors.
+    pub weights: ComponentPlan,
+}
+
+/// A whole model (SD1.x or SDXL) ready to load.
 #[derive(Clone, Debug)]
 pub struct ModelPlan {
     /// The prompt tokenizer (already built: it is small).
@@ -76,16 +87,41 @@ pub struct ModelPlan {
     pub unet: ComponentPlan,
     /// The VAE.
     pub vae: VaePlan,
+    /// SDXL's second text encoder (`None` for SD1.x).
+    pub text_2: Option<SecondEncoderPlan>,
 }
 
 impl ModelPlan {
+    /// The family the U-Net's configuration says the model is.
+    pub fn family(&self) -> crate::Family {
+        self.unet_config.family()
+    }
+
     /// Reads and converts every tensor, network by network.
     pub fn load(self, device: &Device, opts: LoadOptions) -> Result<StableDiffusion> {
         let mut text_encoder = self.text_config.init(device);
         self.text
             .load_into(&mut text_encoder, Component::TextEncoder, opts)?;
+        let text_encoder_2 = match self.text_2 {
+            Some(plan) => {
+                let mut model = plan.config.init(device);
+                plan.weights
+                    .load_into(&mut model, Component::TextEncoder2, opts)?;
+                Some(SecondTextEncoder {
+                    tokenizer: plan.tokenizer,
+                    model,
+                    config: plan.config,
+                })
+            }
+            None => None,
+        };
         let vae_config = self.vae.config.clone();
-        let vae = self.vae.load(device, opts)?;
+        // SDXL's VAE overflows in half precision unless it says otherwise (fp16-fix).
+        let vae_opts = match text_encoder_2.is_some() && vae_config.force_upcast {
+            true => LoadOptions::default(),
+            false => opts,
+        };
+        let vae = self.vae.load(device, vae_opts)?;
         let mut unet = self.unet_config.init(device);
         self.unet.load_into(&mut unet, Component::Unet, opts)?;
         Ok(StableDiffusion {
@@ -96,6 +132,7 @@ impl ModelPlan {
             unet_config: self.unet_config,
             vae_config,
             text_config: self.text_config,
+            text_encoder_2,
         })
     }
 }

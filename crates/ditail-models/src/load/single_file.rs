@@ -151,6 +151,7 @@ pub fn plan_single_file(
             config: configs.vae.clone(),
             weights: plan(vae_sources),
         },
+        text_2: None,
     })
 }
 

@@ -22,8 +22,11 @@ pub(crate) struct BlockShape {
     pub groups: usize,
     pub eps: f64,
     pub cross_dim: usize,
-    pub transformer_layers: usize,
+    pub linear_projection: bool,
 }
+
+/// Heads and depth (transformer blocks) of one block's `Transformer2DModel`s.
+pub(crate) type AttnShape = (usize, usize);
 
 impl BlockShape {
     fn resnet(&self, cin: usize, cout: usize, device: &Device) -> ResnetBlock2d {
@@ -32,9 +35,15 @@ impl BlockShape {
             .init(device)
     }
 
-    fn transformer(&self, channels: usize, heads: usize, device: &Device) -> Transformer2dModel {
+    fn transformer(
+        &self,
+        channels: usize,
+        (heads, depth): AttnShape,
+        device: &Device,
+    ) -> Transformer2dModel {
         Transformer2dConfig::new(channels, heads, self.cross_dim, self.groups)
-            .with_layers(self.transformer_layers)
+            .with_layers(depth)
+            .with_linear_projection(self.linear_projection)
             .init(device)
     }
 }
@@ -80,7 +89,7 @@ impl DownBlock {
         cin: usize,
         cout: usize,
         layers: usize,
-        heads: Option<usize>,
+        heads: Option<AttnShape>,
         downsample: bool,
         device: &Device,
     ) -> Self {
@@ -130,6 +139,7 @@ impl DownBlock {
                     stage: Stage::Down,
                     block,
                     layer,
+                    depth: 0,
                 };
                 x = attn.forward(x, context.clone(), site, ctrl);
             }
@@ -153,7 +163,12 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
-    pub(crate) fn new(shape: &BlockShape, channels: usize, heads: usize, device: &Device) -> Self {
+    pub(crate) fn new(
+        shape: &BlockShape,
+        channels: usize,
+        heads: AttnShape,
+        device: &Device,
+    ) -> Self {
         Self {
             resnets: (0..2)
                 .map(|_| shape.resnet(channels, channels, device))
@@ -181,6 +196,7 @@ impl MidBlock {
                 stage: Stage::Mid,
                 block: 0,
                 layer,
+                depth: 0,
             };
             x = attn.forward(x, context.clone(), attn_site, ctrl);
             x = resnet.forward(x, Some(temb.clone()), Some((site(layer + 1), &mut *ctrl)));
@@ -217,7 +233,7 @@ impl UpBlock {
         shape: &BlockShape,
         ch: UpChannels,
         layers: usize,
-        heads: Option<usize>,
+        heads: Option<AttnShape>,
         upsample: bool,
         device: &Device,
     ) -> Self {
@@ -277,6 +293,7 @@ impl UpBlock {
                     stage: Stage::Up,
                     block,
                     layer,
+                    depth: 0,
                 };
                 x = attn.forward(x, context.clone(), site, ctrl);
             }

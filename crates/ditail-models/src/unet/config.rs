@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::error::Result;
 use crate::json::JsonConfig;
 
-/// Configuration of an SD1.x U-Net; field names follow diffusers' `config.json`.
+/// Configuration of a Stable Diffusion U-Net (SD1.x and SDXL); field names follow
+/// diffusers' `config.json`.
 #[derive(Config, Debug)]
 pub struct UNetConfig {
     /// Latent channels in.
@@ -38,9 +39,22 @@ pub struct UNetConfig {
     /// Attention heads per down block. SD1.x configs store this as `attention_head_dim`
     /// (a diffusers misnomer kept for compatibility); `num_attention_heads` wins if set.
     pub num_attention_heads: Vec<usize>,
-    /// Transformer blocks per `Transformer2DModel`.
-    #[config(default = 1)]
-    pub transformer_layers_per_block: usize,
+    /// Transformer blocks per `Transformer2DModel`, one count per down block (SD1.x: 1
+    /// everywhere; SDXL: 1, 2, 10). The up blocks take the list reversed, the mid block its
+    /// last value.
+    pub transformer_layers_per_block: Vec<usize>,
+    /// Whether the transformers' `proj_in`/`proj_out` are linear layers (SDXL) rather than
+    /// 1x1 convolutions (SD1.x).
+    #[config(default = false)]
+    pub use_linear_projection: bool,
+    /// Width of the sinusoidal projection of each of SDXL's six micro-conditioning numbers
+    /// (`addition_time_embed_dim`, 256); `None` without an added embedding (SD1.x).
+    #[config(default = "None")]
+    pub addition_time_embed_dim: Option<usize>,
+    /// Input width of SDXL's `add_embedding` (`projection_class_embeddings_input_dim`: the
+    /// pooled text embedding plus six projected numbers, 2816); `None` for SD1.x.
+    #[config(default = "None")]
+    pub projection_class_embeddings_input_dim: Option<usize>,
     /// Whether the timestep projection is `[cos | sin]`.
     #[config(default = true)]
     pub flip_sin_to_cos: bool,
@@ -69,7 +83,44 @@ impl UNetConfig {
             ]),
             vec![320, 640, 1280, 1280],
             vec![8; 4],
+            vec![1; 4],
         )
+    }
+
+    /// Stable Diffusion XL 1.0's U-Net
+    /// ([`unet/config.json`](https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/blob/main/unet/config.json)):
+    /// three resolutions, no attention in the first down and last up block, transformer
+    /// depths 1 / 2 / 10, linear projections, pooled-text and size conditioning (`text_time`).
+    pub fn sdxl() -> Self {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Self::new(
+            s(&[
+                "DownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+            ]),
+            s(&["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]),
+            vec![320, 640, 1280],
+            vec![5, 10, 20],
+            vec![1, 2, 10],
+        )
+        .with_cross_attention_dim(2048)
+        .with_use_linear_projection(true)
+        .with_addition_time_embed_dim(Some(256))
+        .with_projection_class_embeddings_input_dim(Some(2816))
+    }
+
+    /// Whether the U-Net takes SDXL's added conditioning (pooled text and sizes).
+    pub fn has_added_conditioning(&self) -> bool {
+        self.addition_time_embed_dim.is_some()
+    }
+
+    /// The model family: SDXL when the U-Net takes the added conditioning, else SD1.x.
+    pub fn family(&self) -> crate::Family {
+        match self.has_added_conditioning() {
+            true => crate::Family::Sdxl,
+            false => crate::Family::Sd1,
+        }
     }
 
     /// Reads a diffusers `unet/config.json`, rejecting what this port does not implement
@@ -95,13 +146,13 @@ impl UNetConfig {
         }
         for t in &down {
             if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
-                return Err(j.error(format!("unsupported down block type `{t}` (SD1.x uses CrossAttnDownBlock2D and DownBlock2D)")));
+                return Err(j.error(format!("unsupported down block type `{t}` (SD1.x and SDXL use CrossAttnDownBlock2D and DownBlock2D)")));
             }
         }
         for t in &up {
             if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
                 return Err(j.error(format!(
-                    "unsupported up block type `{t}` (SD1.x uses UpBlock2D and CrossAttnUpBlock2D)"
+                    "unsupported up block type `{t}` (SD1.x and SDXL use UpBlock2D and CrossAttnUpBlock2D)"
                 )));
             }
         }
@@ -112,12 +163,24 @@ impl UNetConfig {
                 None => vec![8; n],
             },
         };
-        j.expect("use_linear_projection", Value::Bool(false))?;
         j.expect("only_cross_attention", Value::Bool(false))?;
         j.expect("dual_cross_attention", Value::Bool(false))?;
         j.expect("center_input_sample", Value::Bool(false))?;
         j.expect("class_embed_type", Value::Null)?;
-        j.expect("addition_embed_type", Value::Null)?;
+        let added = match j.raw("addition_embed_type") {
+            None | Some(Value::Null) => None,
+            Some(v) if v == "text_time" => Some((
+                j.get("addition_time_embed_dim", 0usize)?,
+                j.get("projection_class_embeddings_input_dim", 0usize)?,
+            )),
+            Some(v) => {
+                return Err(j.error(format!(
+                    "unsupported `addition_embed_type` = {v}: ditail implements none (SD1.x) and \"text_time\" (SDXL)"
+                )));
+            }
+        };
+        j.expect("addition_embed_type_num_heads", Value::from(64))?;
+        j.expect("reverse_transformer_layers_per_block", Value::Null)?;
         j.expect("encoder_hid_dim", Value::Null)?;
         j.expect("time_cond_proj_dim", Value::Null)?;
         j.expect("resnet_time_scale_shift", Value::from("default"))?;
@@ -130,26 +193,32 @@ impl UNetConfig {
         j.expect("mid_block_scale_factor", Value::from(1))?;
         if let Some(v) = j
             .raw("transformer_layers_per_block")
-            .filter(|v| !v.is_u64())
+            .filter(|v| !v.is_u64() && !v.is_array())
         {
             return Err(j.error(format!(
-                "transformer_layers_per_block must be one integer for SD1.x, found {v}"
+                "transformer_layers_per_block must be an integer or one integer per block, found {v}"
             )));
         }
         if let Some(v) = j.raw("layers_per_block").filter(|v| !v.is_u64()) {
             return Err(j.error(format!(
-                "layers_per_block must be one integer for SD1.x, found {v}"
+                "layers_per_block must be one integer (SD1.x and SDXL), found {v}"
             )));
         }
+        let depths = match j.raw("transformer_layers_per_block") {
+            None | Some(Value::Null) => vec![1; n],
+            Some(_) => j.per_block("transformer_layers_per_block", n)?,
+        };
 
-        let config = Self::new(down, up, ch, heads)
+        let config = Self::new(down, up, ch, heads, depths)
             .with_in_channels(j.get("in_channels", 4)?)
             .with_out_channels(j.get("out_channels", 4)?)
             .with_layers_per_block(j.get("layers_per_block", 2)?)
             .with_norm_num_groups(j.get("norm_num_groups", 32)?)
             .with_norm_eps(j.get("norm_eps", 1e-5)?)
             .with_cross_attention_dim(j.get("cross_attention_dim", 768)?)
-            .with_transformer_layers_per_block(j.get("transformer_layers_per_block", 1)?)
+            .with_use_linear_projection(j.get("use_linear_projection", false)?)
+            .with_addition_time_embed_dim(added.map(|a| a.0))
+            .with_projection_class_embeddings_input_dim(added.map(|a| a.1))
             .with_flip_sin_to_cos(j.get("flip_sin_to_cos", true)?)
             .with_freq_shift(j.get("freq_shift", 0.0)?);
         config.validate().map_err(|reason| j.error(reason))?;
@@ -159,13 +228,23 @@ impl UNetConfig {
     /// Checks that the numbers describe a buildable network (divisibility of groups and
     /// heads), so that `init` cannot panic on a config that parsed.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.layers_per_block == 0 || self.transformer_layers_per_block == 0 {
+        if self.layers_per_block == 0 || self.transformer_layers_per_block.contains(&0) {
             return Err(
                 "layers_per_block and transformer_layers_per_block must be at least 1".into(),
             );
         }
-        if self.num_attention_heads.len() != self.block_out_channels.len() {
-            return Err("one head count per block is needed".into());
+        let n = self.block_out_channels.len();
+        if self.num_attention_heads.len() != n || self.transformer_layers_per_block.len() != n {
+            return Err("one head count and one transformer depth per block are needed".into());
+        }
+        if let Some(t) = self.addition_time_embed_dim {
+            let input = self.projection_class_embeddings_input_dim.unwrap_or(0);
+            if t == 0 || input <= 6 * t {
+                return Err(format!(
+                    "addition_time_embed_dim {t} and projection_class_embeddings_input_dim {input} \
+                     leave no room for the pooled text embedding (input = pooled width + 6 x time dim)"
+                ));
+            }
         }
         if self.norm_num_groups == 0 {
             return Err("norm_num_groups must be at least 1".into());

@@ -1,16 +1,20 @@
-//! The SD1.x U-Net (`UNet2DConditionModel`) with Ditail's hook sites.
+//! The Stable Diffusion U-Net (`UNet2DConditionModel`) with Ditail's hook sites.
 //!
 //! Ports diffusers' [`unets/unet_2d_condition.py`](https://github.com/huggingface/diffusers/blob/dbbfe89b9297c416ad1037e80f13e3fa7a7f8d34/src/diffusers/models/unets/unet_2d_condition.py)
-//! for the SD1.x configuration space: `CrossAttnDownBlock2D`/`DownBlock2D` down blocks, the
-//! cross-attention mid block, `UpBlock2D`/`CrossAttnUpBlock2D` up blocks, 1x1-conv
-//! projections, GEGLU, positional time embedding. Field names are diffusers' keys, so the
-//! model is its own key map.
+//! for the configuration space of SD1.x and SDXL: `CrossAttnDownBlock2D`/`DownBlock2D` down
+//! blocks, the cross-attention mid block, `UpBlock2D`/`CrossAttnUpBlock2D` up blocks,
+//! transformer depths per block, 1x1-conv or linear projections, GEGLU, positional time
+//! embedding, and SDXL's `text_time` added embedding. SD1.5 and SDXL are presets of one
+//! config ([`UNetConfig::sd15`], [`UNetConfig::sdxl`]). Field names are diffusers' keys, so
+//! the model is its own key map.
 
 mod blocks;
+mod conditioning;
 mod config;
 mod embeddings;
 
 pub use blocks::{DownBlock, Downsample2d, MidBlock, UpBlock, Upsample2d};
+pub use conditioning::{AddedConditioning, Conditioning};
 pub use config::UNetConfig;
 pub use embeddings::{TimestepEmbedding, timestep_embedding};
 
@@ -18,19 +22,22 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::prelude::*;
 
-use crate::hook::Controller;
+use crate::hook::{Controller, Site, Stage};
 use crate::kernels::conv::conv2d;
 use crate::kernels::silu::silu;
 use crate::resnet::conv3x3;
 use blocks::{BlockShape, UpChannels};
 
-/// The SD1.x denoising U-Net.
+/// The denoising U-Net.
 #[derive(Module, Debug)]
 pub struct UNet2DConditionModel {
     /// Input convolution from the latent channels.
     pub conv_in: Conv2d,
     /// MLP on the sinusoidal timestep projection.
     pub time_embedding: TimestepEmbedding,
+    /// SDXL's MLP on `[pooled text | projected sizes]`, added to the time embedding
+    /// (`None` for SD1.x).
+    pub add_embedding: Option<TimestepEmbedding>,
     /// The down path.
     pub down_blocks: Vec<DownBlock>,
     /// The middle block.
@@ -47,6 +54,9 @@ pub struct UNet2DConditionModel {
     pub flip_sin_to_cos: bool,
     /// diffusers' `freq_shift`.
     pub freq_shift: f64,
+    /// Width of the sinusoidal projection of each size number (SDXL's
+    /// `addition_time_embed_dim`; 0 without an added embedding).
+    pub add_time_proj_dim: usize,
 }
 
 impl UNetConfig {
@@ -59,17 +69,20 @@ impl UNetConfig {
             groups: self.norm_num_groups,
             eps: self.norm_eps,
             cross_dim: self.cross_attention_dim,
-            transformer_layers: self.transformer_layers_per_block,
+            linear_projection: self.use_linear_projection,
         };
-        let heads = |i: usize, kind: &str| {
+        let depth = &self.transformer_layers_per_block;
+        // Heads and depth of a block's transformers, if it has any; an up block takes the
+        // depth of the down block it mirrors (diffusers' reversed list).
+        let attn = |i: usize, kind: &str| {
             kind.starts_with("CrossAttn")
-                .then(|| self.num_attention_heads[i])
+                .then(|| (self.num_attention_heads[i], depth[i]))
         };
 
         let down_blocks = (0..n)
             .map(|i| {
                 let cin = if i == 0 { ch[0] } else { ch[i - 1] };
-                let h = heads(i, &self.down_block_types[i]);
+                let h = attn(i, &self.down_block_types[i]);
                 DownBlock::new(
                     &shape,
                     cin,
@@ -87,7 +100,7 @@ impl UNetConfig {
             .map(|i| {
                 let out = ch[n - 1 - i];
                 let skip_in = ch[n - 1 - (i + 1).min(n - 1)];
-                let h = heads(n - 1 - i, &self.up_block_types[i]);
+                let h = attn(n - 1 - i, &self.up_block_types[i]);
                 let block = UpBlock::new(
                     &shape,
                     UpChannels { prev, out, skip_in },
@@ -104,8 +117,17 @@ impl UNetConfig {
         UNet2DConditionModel {
             conv_in: conv3x3([self.in_channels, ch[0]], device),
             time_embedding: TimestepEmbedding::new(ch[0], ch[0] * 4, device),
+            add_embedding: self
+                .projection_class_embeddings_input_dim
+                .filter(|_| self.has_added_conditioning())
+                .map(|input| TimestepEmbedding::new(input, ch[0] * 4, device)),
             down_blocks,
-            mid_block: MidBlock::new(&shape, ch[n - 1], self.num_attention_heads[n - 1], device),
+            mid_block: MidBlock::new(
+                &shape,
+                ch[n - 1],
+                (self.num_attention_heads[n - 1], depth[n - 1]),
+                device,
+            ),
             up_blocks,
             conv_norm_out: GroupNormConfig::new(self.norm_num_groups, ch[0])
                 .with_epsilon(self.norm_eps)
@@ -114,40 +136,115 @@ impl UNetConfig {
             time_proj_dim: ch[0],
             flip_sin_to_cos: self.flip_sin_to_cos,
             freq_shift: self.freq_shift,
+            add_time_proj_dim: self.addition_time_embed_dim.unwrap_or(0),
         }
     }
 }
 
 impl UNet2DConditionModel {
-    /// Predicts the noise in `sample` at `timestep`, conditioned on `context`, calling
-    /// `ctrl` at every ResNet and self-attention site.
-    ///
-    /// Any latent size works: where it is not a multiple of 8, upsampled features are
-    /// resized to the skip connection's size, as diffusers does. When `ctrl` reports
-    /// [`Controller::finished`] after a block, the forward stops there and returns that
-    /// block's output instead of the noise prediction.
+    /// Whether the forward visits `site` (its block, layer and transformer block exist).
+    pub fn has_site(&self, site: Site) -> bool {
+        let (stage, block) = match site {
+            Site::Resnet { stage, block, .. } | Site::SelfAttn { stage, block, .. } => {
+                (stage, block as usize)
+            }
+        };
+        let (resnets, attentions) = match stage {
+            Stage::Down => match self.down_blocks.get(block) {
+                Some(b) => (&b.resnets, &b.attentions),
+                None => return false,
+            },
+            Stage::Mid if block == 0 => (&self.mid_block.resnets, &self.mid_block.attentions),
+            Stage::Mid => return false,
+            Stage::Up => match self.up_blocks.get(block) {
+                Some(b) => (&b.resnets, &b.attentions),
+                None => return false,
+            },
+        };
+        match site {
+            Site::Resnet { layer, .. } => (layer as usize) < resnets.len(),
+            Site::SelfAttn { layer, depth, .. } => attentions
+                .get(layer as usize)
+                .is_some_and(|a| (depth as usize) < a.transformer_blocks.len()),
+        }
+    }
+
+    /// Whether the U-Net needs SDXL's added conditioning.
+    pub fn has_added_conditioning(&self) -> bool {
+        self.add_embedding.is_some()
+    }
+
+    /// The time embedding, plus SDXL's added embedding when there is one.
     ///
     /// # Shapes
-    /// - `sample`: `[batch, in_channels, height, width]`
-    /// - `context`: `[batch, tokens, cross_attention_dim]`
-    /// - output: `[batch, out_channels, height, width]`
-    pub fn forward(
-        &self,
-        sample: Tensor<4>,
-        timestep: f32,
-        context: Tensor<3>,
-        ctrl: &mut dyn Controller,
-    ) -> Tensor<4> {
-        let device = sample.device();
+    /// - output: `[1, temb]` without added conditioning, else `[batch, temb]`
+    fn time_embedding(&self, timestep: f32, cond: &Conditioning, like: &Tensor<4>) -> Tensor<2> {
+        let device = like.device();
+        let host = |values: Vec<f32>, rows: usize, cols: usize| {
+            Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), &device)
+                .cast(like.dtype())
+        };
         let proj = timestep_embedding(
             &[timestep],
             self.time_proj_dim,
             self.flip_sin_to_cos,
             self.freq_shift as f32,
         );
-        let proj = Tensor::<2>::from_data(TensorData::new(proj, [1, self.time_proj_dim]), &device)
-            .cast(sample.dtype());
-        let temb = self.time_embedding.forward(proj);
+        let temb = self
+            .time_embedding
+            .forward(host(proj, 1, self.time_proj_dim));
+        let (Some(add), Some(added)) = (&self.add_embedding, &cond.added) else {
+            return temb;
+        };
+        // diffusers: `add_time_proj(time_ids.flatten())` reshaped to one row per element,
+        // after the pooled text: `[text_embeds | proj(id_0) | ... | proj(id_5)]`.
+        let [b, n] = added.time_ids.dims();
+        let ids: Vec<f32> = added
+            .time_ids
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 after conversion");
+        let d = self.add_time_proj_dim;
+        let proj = timestep_embedding(&ids, d, self.flip_sin_to_cos, self.freq_shift as f32);
+        let sizes = host(proj, b, n * d);
+        let input = Tensor::cat(vec![added.text_embeds.clone().cast(like.dtype()), sizes], 1);
+        temb + add.forward(input)
+    }
+
+    /// Predicts the noise in `sample` at `timestep`, conditioned on `cond` (a text
+    /// embedding `Tensor<3>` converts into it; SDXL needs [`Conditioning::added`] too),
+    /// calling `ctrl` at every ResNet and self-attention site.
+    ///
+    /// Any latent size works: where it is not a multiple of 8, upsampled features are
+    /// resized to the skip connection's size, as diffusers does. When `ctrl` reports
+    /// [`Controller::finished`] after a block, the forward stops there and returns that
+    /// block's output instead of the noise prediction.
+    ///
+    /// # Panics
+    /// If the U-Net needs added conditioning and `cond` has none (check
+    /// [`UNet2DConditionModel::has_added_conditioning`]; the pipeline always provides it).
+    ///
+    /// # Shapes
+    /// - `sample`: `[batch, in_channels, height, width]`
+    /// - `cond.context`: `[batch, tokens, cross_attention_dim]`
+    /// - `cond.added`: `text_embeds` `[batch, pooled]`, `time_ids` `[batch, 6]`
+    /// - output: `[batch, out_channels, height, width]`
+    pub fn forward(
+        &self,
+        sample: Tensor<4>,
+        timestep: f32,
+        cond: impl Into<Conditioning>,
+        ctrl: &mut dyn Controller,
+    ) -> Tensor<4> {
+        let cond = cond.into();
+        assert!(
+            !self.has_added_conditioning() || cond.added.is_some(),
+            "this U-Net (SDXL) needs the pooled text embedding and the size conditioning"
+        );
+        let temb = self.time_embedding(timestep, &cond, &sample);
+        let context = cond.context;
 
         let mut x = conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
