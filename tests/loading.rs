@@ -145,10 +145,16 @@ fn unsupported_configs_name_the_key() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     for (key, value, expect) in [
+        // Supported (SDXL's), so 1x1-conv weights under it are named as not fitting.
         (
             "use_linear_projection",
             serde_json::json!(true),
-            "use_linear_projection",
+            "proj_in.weight",
+        ),
+        (
+            "addition_embed_type",
+            serde_json::json!("text"),
+            "addition_embed_type",
         ),
         (
             "down_block_types",

@@ -11,11 +11,17 @@ mod common;
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use common::{assert_close, assert_these_sites, cpu, fixtures, golden, model_dir};
+use common::{assert_close, assert_these_sites, cpu, fixtures, golden, loading, model_dir, params};
 use ditail::models::components::run_components;
 use ditail::models::hook::{Recorder, Site};
-use ditail::models::load::{load_tokenizer, load_tokenizer_2, load_unet};
-use ditail::models::{AddedConditioning, Conditioning, Family, LoadOptions, StableDiffusion};
+use ditail::models::load::{
+    SingleFileConfigs, WeightFile, check_architecture, load_single_file, load_tokenizer,
+    load_tokenizer_2, load_unet,
+};
+use ditail::models::{
+    AddedConditioning, ClipTextConfig, Conditioning, Family, LoadOptions, StableDiffusion,
+    UNetConfig, VaeConfig,
+};
 
 /// Relative tolerance of every comparison in this file.
 const TOL: f32 = 1e-4;
@@ -197,4 +203,194 @@ fn folder_loads_as_sdxl() {
     // The default sites exist in an SDXL U-Net, and SD1.x's do not all.
     assert!(Site::ditail_sites_xl().iter().all(|&s| sd.unet.has_site(s)));
     assert!(!Site::ditail_sites().iter().all(|&s| sd.unet.has_site(s)));
+}
+
+/// tiny-xl's own configurations: a single file does not say how many heads it has.
+fn tiny_xl_configs() -> SingleFileConfigs {
+    let dir = model_dir(MODEL);
+    SingleFileConfigs {
+        unet: UNetConfig::from_json_file(&dir.join("unet/config.json")).unwrap(),
+        vae: VaeConfig::from_json_file(&dir.join("vae/config.json")).unwrap(),
+        text: ClipTextConfig::from_json_file(&dir.join("text_encoder/config.json")).unwrap(),
+        text_2: ClipTextConfig::from_json_file(&dir.join("text_encoder_2/config.json")).unwrap(),
+    }
+}
+
+/// Every parameter of `a` equals `b`'s, by name.
+fn assert_same_params<M: burn_store::ModuleSnapshot>(what: &str, a: &M, b: &M) {
+    let (a, b) = (params(a), params(b));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}: parameter names"
+    );
+    for (name, values) in &a {
+        assert!(values == &b[name], "{what}: {name} differs");
+    }
+}
+
+#[test]
+fn single_file_equals_the_folder() {
+    let device = cpu();
+    let path = loading("tiny-xl.safetensors");
+    let family = check_architecture(&WeightFile::open(&path).unwrap()).unwrap();
+    assert_eq!(family, Family::Sdxl);
+    let file = load_single_file(
+        &path,
+        &device,
+        LoadOptions::default(),
+        &tiny_xl_configs(),
+        &[],
+    )
+    .unwrap();
+    let folder =
+        StableDiffusion::load_diffusers(&model_dir(MODEL), &device, LoadOptions::default(), &[])
+            .unwrap();
+    assert_eq!(file.family(), Family::Sdxl);
+    assert_same_params("unet", &file.unet, &folder.unet);
+    assert_same_params("vae", &file.vae, &folder.vae);
+    assert_same_params("text_encoder", &file.text_encoder, &folder.text_encoder);
+    assert_same_params(
+        "text_encoder_2",
+        &file.text_encoder_2.as_ref().unwrap().model,
+        &folder.text_encoder_2.as_ref().unwrap().model,
+    );
+    // The probe with SDXL's keys but not its tensors is SDXL, and fails naming what is
+    // missing rather than running half a model.
+    let probe = loading("sdxl-like.safetensors");
+    assert_eq!(
+        check_architecture(&WeightFile::open(&probe).unwrap()).unwrap(),
+        Family::Sdxl
+    );
+    let err = load_single_file(
+        &probe,
+        &device,
+        LoadOptions::default(),
+        &SingleFileConfigs::default(),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ditail::models::ModelError::WeightsMismatch { .. }),
+        "{err}"
+    );
+}
+
+/// A module's parameters under PyTorch's names and layouts (as the expected files hold them).
+fn torch_params<M: burn_store::ModuleSnapshot>(m: &M) -> BTreeMap<String, Vec<f32>> {
+    m.collect(None, Some(Box::new(burn_store::BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|t| {
+            let name = t.name.clone();
+            let b = t.into_bytes().unwrap();
+            let values = b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (name, values)
+        })
+        .collect()
+}
+
+/// Every weight `expected` lists equals the merged model's (1e-5 of its largest value) and
+/// differs from the base's; every other weight is the base's.
+fn assert_merged_xl(label: &str, got: &StableDiffusion, base: &StableDiffusion, expected: &str) {
+    let want = ditail::models::tensor_file::read_tensors(&loading(expected)).unwrap();
+    let second = |sd: &StableDiffusion| torch_params(&sd.text_encoder_2.as_ref().unwrap().model);
+    let mut checked = 0;
+    for (prefix, g, b) in [
+        ("unet.", torch_params(&got.unet), torch_params(&base.unet)),
+        (
+            "text_encoder.",
+            torch_params(&got.text_encoder),
+            torch_params(&base.text_encoder),
+        ),
+        ("text_encoder_2.", second(got), second(base)),
+    ] {
+        for (name, values) in &g {
+            match want.get(&format!("{prefix}{name}")) {
+                Some(w) => {
+                    let w: Vec<f32> = w.clone().convert::<f32>().try_to_vec().unwrap();
+                    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let err = values
+                        .iter()
+                        .zip(&w)
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(
+                        err <= 1e-5 * scale,
+                        "{label} {prefix}{name}: max err {err:e}"
+                    );
+                    assert_ne!(values, &b[name], "{label} {prefix}{name}: unchanged");
+                    checked += 1;
+                }
+                None => assert_eq!(values, &b[name], "{label} {prefix}{name} changed"),
+            }
+        }
+    }
+    assert_eq!(checked, want.len(), "{label}: every expected weight exists");
+}
+
+#[test]
+fn sdxl_loras_merge_like_diffusers() {
+    use ditail::models::load::lora::LoraSpec;
+    let device = cpu();
+    let opts = LoadOptions::default();
+    let spec = |f: &str| LoraSpec {
+        path: loading(f),
+        scale: 0.7,
+    };
+    let folder = |loras: &[LoraSpec]| {
+        StableDiffusion::load_diffusers(&model_dir(MODEL), &device, opts, loras).unwrap()
+    };
+    let file = |loras: &[LoraSpec]| {
+        load_single_file(
+            &loading("tiny-xl.safetensors"),
+            &device,
+            opts,
+            &tiny_xl_configs(),
+            loras,
+        )
+        .unwrap()
+    };
+    let base = folder(&[]);
+    for (lora, expected) in [
+        (
+            "lora-xl-kohya.safetensors",
+            "expected-xl-kohya-0.7.safetensors",
+        ),
+        (
+            "lora-xl-peft.safetensors",
+            "expected-xl-peft-0.7.safetensors",
+        ),
+    ] {
+        assert_merged_xl(
+            &format!("{lora} folder"),
+            &folder(&[spec(lora)]),
+            &base,
+            expected,
+        );
+        assert_merged_xl(
+            &format!("{lora} file"),
+            &file(&[spec(lora)]),
+            &base,
+            expected,
+        );
+    }
+    // The other family's LoRA is refused before loading, naming a module that says so.
+    let err =
+        StableDiffusion::plan_diffusers(&model_dir(MODEL), opts, &[spec("lora-kohya.safetensors")])
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("SD1.x LoRA") && err.contains("lora_te_"),
+        "{err}"
+    );
+    let err = StableDiffusion::plan_diffusers(
+        &model_dir("tiny-a"),
+        opts,
+        &[spec("lora-xl-kohya.safetensors")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("SDXL LoRA"), "{err}");
 }

@@ -100,9 +100,9 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
-    /// A checkpoint is not an SD1.x model.
+    /// A checkpoint is neither an SD1.x nor an SDXL base model.
     #[error(
-        "{path}: unsupported architecture: {found} (ditail runs Stable Diffusion 1.x checkpoints)"
+        "{path}: unsupported architecture: {found} (ditail runs Stable Diffusion 1.x and SDXL base checkpoints)"
     )]
     UnsupportedArchitecture {
         /// The file.

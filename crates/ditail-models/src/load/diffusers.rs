@@ -151,15 +151,19 @@ fn plan_folder<C>(
     Ok((config, files))
 }
 
+/// A component's tensors with the LoRA updates attached (the U-Net's matched by its
+/// diffusers and its LDM module names, given its configuration).
 fn component_plan(
     files: &[Arc<WeightFile>],
     component: Component,
-    lora: Option<&mut LoraSet>,
+    lora: Option<(&mut LoraSet, Option<&UNetConfig>)>,
 ) -> Result<ComponentPlan> {
     let mut sources = folder_sources(files, component);
     check_dtypes(component, &sources)?;
-    if let Some(lora) = lora {
-        lora.attach(component, &mut sources);
+    match lora {
+        Some((lora, Some(unet))) => lora.attach_unet(&mut sources, unet),
+        Some((lora, None)) => lora.attach(component, &mut sources),
+        None => {}
     }
     Ok(ComponentPlan {
         sources,
@@ -385,16 +389,21 @@ impl StableDiffusion {
         )?;
         let vae = plan_vae(&dir.join("vae"), opts)?;
         let mut lora = LoraSet::open(loras)?;
-        let text = component_plan(&text_files, Component::TextEncoder, Some(&mut lora))?;
+        lora.check_family(unet_config.family())?;
+        let text = component_plan(&text_files, Component::TextEncoder, Some((&mut lora, None)))?;
         let text_2 = match text_2 {
             Some((config, files)) => Some(SecondEncoderPlan {
                 tokenizer: load_tokenizer_2(dir)?,
                 config,
-                weights: component_plan(&files, Component::TextEncoder2, Some(&mut lora))?,
+                weights: component_plan(&files, Component::TextEncoder2, Some((&mut lora, None)))?,
             }),
             None => None,
         };
-        let unet = component_plan(&unet_files, Component::Unet, Some(&mut lora))?;
+        let unet = component_plan(
+            &unet_files,
+            Component::Unet,
+            Some((&mut lora, Some(&unet_config))),
+        )?;
         lora.check_all_used()?;
         Ok(ModelPlan {
             tokenizer: load_tokenizer(dir)?,

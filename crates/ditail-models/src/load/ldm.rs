@@ -1,5 +1,6 @@
-//! The LDM / A1111 single-file layout: which checkpoints are SD1.x, and the one mapping
-//! table from LDM key names onto the model's own (diffusers) names.
+//! The LDM / A1111 single-file layout (and SDXL's, Stability's `sgm`): which checkpoints are
+//! SD1.x or SDXL, and the one mapping table from LDM key names onto the model's own
+//! (diffusers) names.
 //!
 //! Layout as documented by diffusers' [`loaders/single_file_utils.py`](https://github.com/huggingface/diffusers/blob/dbbfe89b9297c416ad1037e80f13e3fa7a7f8d34/src/diffusers/loaders/single_file_utils.py).
 //!
@@ -19,8 +20,12 @@
 //! | `….mid.{block_1,attn_1,block_2}`, `norm_out` | `mid_block.{resnets.0,attentions.0,resnets.1}`, `conv_norm_out` |
 //! | VAE attention `norm`, `q`, `k`, `v`, `proj_out` (1x1 convs), ResNet `nin_shortcut` | `group_norm`, `to_q`, `to_k`, `to_v`, `to_out.0` (linears), `conv_shortcut` |
 //! | `cond_stage_model.transformer.[text_model.]X` | `text_model.X` |
+//! | SDXL: `model.diffusion_model.label_emb.0.{0,2}` | `add_embedding.linear_{1,2}` |
+//! | SDXL: `conditioner.embedders.0.transformer.[text_model.]X` | first text encoder's `text_model.X` |
+//! | SDXL: `conditioner.embedders.1.model.X` (OpenCLIP names) | second text encoder, see [`openclip_key`] |
 //!
-//! Transformer blocks inside the U-Net keep their names. `L` is `layers_per_block`.
+//! Transformer blocks inside the U-Net keep their names (SDXL's too: more of them, linear
+//! `proj_in`/`proj_out`). `L` is `layers_per_block`.
 
 use super::Component;
 
@@ -29,6 +34,8 @@ use super::Component;
 pub enum Architecture {
     /// Stable Diffusion 1.x (loadable).
     Sd1,
+    /// Stable Diffusion XL base (loadable).
+    Sdxl,
     /// Something else, named for the error message.
     Unsupported(String),
 }
@@ -46,8 +53,24 @@ pub fn detect<'a>(
     if any("joint_blocks.") {
         return unsupported("Stable Diffusion 3");
     }
+    if any("conditioner.embedders.0.model.") {
+        return unsupported("the SDXL refiner (one OpenCLIP text encoder)");
+    }
+    if any("conditioner.embedders.1.model.") {
+        if !any("conditioner.embedders.0.transformer.") {
+            return unsupported("SDXL without its first (CLIP ViT-L) text encoder");
+        }
+        return match shape("model.diffusion_model.input_blocks.0.0.weight")
+            .and_then(|s| s.get(1).copied())
+        {
+            Some(4) => Architecture::Sdxl,
+            Some(9) => unsupported("an SDXL inpainting model (9 input channels)"),
+            Some(c) => unsupported(&format!("an SDXL U-Net with {c} input channels")),
+            None => unsupported("SDXL without a U-Net"),
+        };
+    }
     if any("conditioner.embedders.") || any("model.diffusion_model.label_emb.") {
-        return unsupported("SDXL");
+        return unsupported("an SDXL-like model with other text encoders");
     }
     if any("cond_stage_model.model.") {
         return unsupported("Stable Diffusion 2.x (OpenCLIP text encoder)");
@@ -117,6 +140,15 @@ pub fn unet_key(key: &str, layers: usize) -> Option<String> {
     if let Some(rest) = key.strip_prefix("out.") {
         return Some(swap(rest, &[("0.", "conv_norm_out."), ("2.", "conv_out.")]));
     }
+    if let Some(rest) = key.strip_prefix("label_emb.0.") {
+        return Some(swap(
+            rest,
+            &[
+                ("0.", "add_embedding.linear_1."),
+                ("2.", "add_embedding.linear_2."),
+            ],
+        ));
+    }
     if let Some(rest) = key.strip_prefix("input_blocks.") {
         let (i, part, tail) = indices(rest)?;
         if i == 0 {
@@ -157,6 +189,85 @@ pub fn unet_key(key: &str, layers: usize) -> Option<String> {
         });
     }
     None
+}
+
+fn unet_resnet_ldm(rest: &str) -> String {
+    swap(
+        rest,
+        &[
+            ("norm1.", "in_layers.0."),
+            ("conv1.", "in_layers.2."),
+            ("time_emb_proj.", "emb_layers.1."),
+            ("norm2.", "out_layers.0."),
+            ("conv2.", "out_layers.3."),
+            ("conv_shortcut.", "skip_connection."),
+        ],
+    )
+}
+
+/// The LDM name of a diffusers U-Net key, the inverse of [`unet_key`]: kohya's SDXL LoRAs
+/// name U-Net modules this way (`lora_unet_input_blocks_4_1_…`). `up_has_attention(b)`
+/// says whether up block `b` has attentions (its upsampler is then part 2, else part 1).
+pub fn unet_ldm_key(
+    key: &str,
+    layers: usize,
+    up_has_attention: impl Fn(usize) -> bool,
+) -> Option<String> {
+    let per = layers + 1;
+    let fixed = [
+        ("time_embedding.linear_1.", "time_embed.0."),
+        ("time_embedding.linear_2.", "time_embed.2."),
+        ("add_embedding.linear_1.", "label_emb.0.0."),
+        ("add_embedding.linear_2.", "label_emb.0.2."),
+        ("conv_in.", "input_blocks.0.0."),
+        ("conv_norm_out.", "out.0."),
+        ("conv_out.", "out.2."),
+        ("mid_block.resnets.0.", "middle_block.0."),
+        ("mid_block.attentions.0.", "middle_block.1."),
+        ("mid_block.resnets.1.", "middle_block.2."),
+    ];
+    for (from, to) in fixed {
+        if let Some(tail) = key.strip_prefix(from) {
+            let tail = match from.starts_with("mid_block.resnets") {
+                true => unet_resnet_ldm(tail),
+                false => tail.to_string(),
+            };
+            return Some(format!("{to}{tail}"));
+        }
+    }
+    let (side, rest) = key.split_once('.')?;
+    let (b, rest) = rest.split_once('.')?;
+    let b: usize = b.parse().ok()?;
+    let (kind, rest) = rest.split_once('.')?;
+    let (j, tail) = rest.split_once('.')?;
+    let j: usize = j.parse().ok()?;
+    Some(match (side, kind) {
+        ("down_blocks", "resnets") => {
+            format!(
+                "input_blocks.{}.0.{}",
+                1 + b * per + j,
+                unet_resnet_ldm(tail)
+            )
+        }
+        ("down_blocks", "attentions") => format!("input_blocks.{}.1.{tail}", 1 + b * per + j),
+        ("down_blocks", "downsamplers") => {
+            format!(
+                "input_blocks.{}.0.op.{}",
+                (b + 1) * per,
+                tail.strip_prefix("conv.")?
+            )
+        }
+        ("up_blocks", "resnets") => {
+            format!("output_blocks.{}.0.{}", b * per + j, unet_resnet_ldm(tail))
+        }
+        ("up_blocks", "attentions") => format!("output_blocks.{}.1.{tail}", b * per + j),
+        ("up_blocks", "upsamplers") => format!(
+            "output_blocks.{}.{}.{tail}",
+            b * per + layers,
+            if up_has_attention(b) { 2 } else { 1 }
+        ),
+        _ => return None,
+    })
 }
 
 fn vae_resnet(rest: &str) -> String {
@@ -263,7 +374,95 @@ pub fn component_of(key: &str) -> Option<(Component, &str)> {
     if let Some(r) = key.strip_prefix("cond_stage_model.transformer.") {
         return Some((Component::TextEncoder, r));
     }
+    if let Some(r) = key.strip_prefix("conditioner.embedders.0.transformer.") {
+        return Some((Component::TextEncoder, r));
+    }
+    if let Some(r) = key.strip_prefix("conditioner.embedders.1.model.") {
+        return Some((Component::TextEncoder2, r));
+    }
     None
+}
+
+/// How an OpenCLIP tensor feeds the model's: a key, and for a fused attention projection
+/// the third of its rows, or for the text projection a transpose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenClipPart {
+    /// The transformers key.
+    pub key: String,
+    /// Which third of the rows (`in_proj_weight`/`in_proj_bias` hold q, k and v stacked).
+    pub third: Option<usize>,
+    /// Whether the tensor is the transpose of the model's (`text_projection`).
+    pub transpose: bool,
+}
+
+/// The transformers keys of an OpenCLIP text-tower key (SDXL's second encoder, without
+/// `conditioner.embedders.1.model.`); empty for keys the model does not use
+/// (`logit_scale`), `None` for unknown keys.
+///
+/// | OpenCLIP | transformers (`CLIPTextModelWithProjection`) |
+/// |---|---|
+/// | `token_embedding.weight`, `positional_embedding` | `text_model.embeddings.{token,position}_embedding.weight` |
+/// | `transformer.resblocks.N.ln_{1,2}` | `text_model.encoder.layers.N.layer_norm{1,2}` |
+/// | `….attn.in_proj_{weight,bias}` (q, k, v stacked) | `….self_attn.{q,k,v}_proj` |
+/// | `….attn.out_proj`, `….mlp.c_fc`, `….mlp.c_proj` | `….self_attn.out_proj`, `….mlp.fc1`, `….mlp.fc2` |
+/// | `ln_final` | `text_model.final_layer_norm` |
+/// | `text_projection` (`[hidden, projection]`) | `text_projection.weight` (transposed) |
+pub fn openclip_key(key: &str) -> Option<Vec<OpenClipPart>> {
+    let one = |key: String| {
+        Some(vec![OpenClipPart {
+            key,
+            third: None,
+            transpose: false,
+        }])
+    };
+    match key {
+        "token_embedding.weight" => {
+            return one("text_model.embeddings.token_embedding.weight".into());
+        }
+        "positional_embedding" => {
+            return one("text_model.embeddings.position_embedding.weight".into());
+        }
+        "text_projection" => {
+            return Some(vec![OpenClipPart {
+                key: "text_projection.weight".into(),
+                third: None,
+                transpose: true,
+            }]);
+        }
+        "logit_scale" => return Some(vec![]),
+        _ => {}
+    }
+    if let Some(rest) = key.strip_prefix("ln_final.") {
+        return one(format!("text_model.final_layer_norm.{rest}"));
+    }
+    let rest = key.strip_prefix("transformer.resblocks.")?;
+    let (n, rest) = rest.split_once('.')?;
+    let n: usize = n.parse().ok()?;
+    let layer = format!("text_model.encoder.layers.{n}");
+    if let Some(kind) = rest.strip_prefix("attn.in_proj_") {
+        return Some(
+            ["q_proj", "k_proj", "v_proj"]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| OpenClipPart {
+                    key: format!("{layer}.self_attn.{p}.{kind}"),
+                    third: Some(i),
+                    transpose: false,
+                })
+                .collect(),
+        );
+    }
+    let mapped = swap(
+        rest,
+        &[
+            ("ln_1.", "layer_norm1."),
+            ("ln_2.", "layer_norm2."),
+            ("attn.out_proj.", "self_attn.out_proj."),
+            ("mlp.c_fc.", "mlp.fc1."),
+            ("mlp.c_proj.", "mlp.fc2."),
+        ],
+    );
+    (mapped != rest).then(|| one(format!("{layer}.{mapped}")))?
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! LoRAs merged into the weights at load: kohya/A1111 (`lora_unet_*`, `lora_te_*`,
-//! `.lora_down` / `.lora_up` / `.alpha`, LoCon convs included) and diffusers/PEFT
-//! (`unet.*` / `text_encoder.*` with `.lora_A` / `.lora_B` or `.lora.down` / `.lora.up`).
+//! LoRAs merged into the weights at load: kohya/A1111 (`lora_unet_*`, `lora_te_*`; SDXL's
+//! `lora_te1_*` / `lora_te2_*` for its two text encoders and LDM module names in the U-Net,
+//! `lora_unet_input_blocks_4_1_…`; `.lora_down` / `.lora_up` / `.alpha`, LoCon convs
+//! included) and diffusers/PEFT (`unet.*` / `text_encoder.*` / `text_encoder_2.*` with
+//! `.lora_A` / `.lora_B` or `.lora.down` / `.lora.up`).
 //!
 //! `W += multiplier · alpha / rank · up @ down` (alpha absent: alpha = rank), added while
 //! the base tensor is converted, so nothing is held twice. Kohya names are matched by
@@ -17,6 +19,7 @@ use safetensors::Dtype;
 use super::safetensors::{DAMAGED, check_float, decode_f32_checked, non_finite};
 use super::{Component, Source, TensorEntry, WeightFile, decode_f32};
 use crate::error::{ModelError, Result};
+use crate::unet::UNetConfig;
 
 /// A LoRA file and its multiplier.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +37,9 @@ pub struct LoraTerm {
     down: TensorEntry,
     up: TensorEntry,
     factor: f32,
+    /// The first row of the file tensor that the update's row 0 is (nonzero when the
+    /// weight is a slice of a fused tensor, like OpenCLIP's q/k/v).
+    row_offset: usize,
 }
 
 impl LoraTerm {
@@ -84,6 +90,7 @@ impl LoraTerm {
         let cols = down.len() / rank;
         debug_assert_eq!(base.len(), rows.len() * cols);
         for (o, row) in rows.zip(base.chunks_exact_mut(cols)) {
+            let o = o - self.row_offset;
             for r in 0..rank {
                 let u = up[o * rank + r] * self.factor;
                 if u == 0.0 {
@@ -110,12 +117,17 @@ pub struct LoraSet {
     used: BTreeSet<String>,
     /// Updates whose shape differs from the weight they matched.
     misfits: Vec<(PathBuf, String)>,
+    /// A module only an SDXL model has (its second text encoder, `lora_te1_`), and one
+    /// only SD1.x has (`lora_te_`): a file and the module, for the family check.
+    sdxl_module: Option<(PathBuf, String)>,
+    sd1_module: Option<(PathBuf, String)>,
 }
 
 /// [`Component`] as an ordered key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum ComponentKey {
     TextEncoder,
+    TextEncoder2,
     Unet,
 }
 
@@ -123,8 +135,27 @@ impl ComponentKey {
     fn of(c: Component) -> Option<Self> {
         match c {
             Component::TextEncoder => Some(Self::TextEncoder),
+            Component::TextEncoder2 => Some(Self::TextEncoder2),
             Component::Unet => Some(Self::Unet),
             _ => None,
+        }
+    }
+
+    /// The diffusers/PEFT prefix of the component's modules.
+    fn peft(self) -> &'static str {
+        match self {
+            Self::TextEncoder => "text_encoder",
+            Self::TextEncoder2 => "text_encoder_2",
+            Self::Unet => "unet",
+        }
+    }
+
+    /// The kohya prefixes of the component's modules (SD1.x's and SDXL's).
+    fn kohya(self) -> &'static [&'static str] {
+        match self {
+            Self::TextEncoder => &["lora_te_", "lora_te1_"],
+            Self::TextEncoder2 => &["lora_te2_"],
+            Self::Unet => &["lora_unet_"],
         }
     }
 }
@@ -269,51 +300,74 @@ impl LoraSet {
                 down,
                 up,
                 factor,
+                row_offset: 0,
             };
+            if ["lora_te1_", "lora_te2_", "text_encoder_2."]
+                .iter()
+                .any(|p| module.starts_with(p))
+            {
+                self.sdxl_module
+                    .get_or_insert_with(|| (path.clone(), module.clone()));
+            } else if module.starts_with("lora_te_") {
+                self.sd1_module
+                    .get_or_insert_with(|| (path.clone(), module.clone()));
+            }
+            let text = [ComponentKey::TextEncoder2, ComponentKey::TextEncoder]
+                .into_iter()
+                .find_map(|ck| Some((ck, module.strip_prefix(ck.peft())?.strip_prefix('.')?)));
             if let Some(p) = module.strip_prefix("unet.") {
                 self.origin.insert(module.clone(), path.clone());
                 self.terms
                     .entry((ComponentKey::Unet, p.to_string()))
                     .or_default()
                     .push(term);
-            } else if let Some(p) = module.strip_prefix("text_encoder.") {
-                let p = if p.starts_with("text_model.") {
+            } else if let Some((ck, p)) = text {
+                let p = if p.starts_with("text_model.") || p.starts_with("text_projection") {
                     p.to_string()
                 } else {
                     format!("text_model.{p}")
                 };
                 self.origin
-                    .insert(format!("text_encoder.{p}"), path.clone());
-                self.terms
-                    .entry((ComponentKey::TextEncoder, p))
-                    .or_default()
-                    .push(term);
-            } else if module.starts_with("lora_unet_") || module.starts_with("lora_te_") {
+                    .insert(format!("{}.{p}", ck.peft()), path.clone());
+                self.terms.entry((ck, p)).or_default().push(term);
+            } else if ["lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"]
+                .iter()
+                .any(|p| module.starts_with(p))
+            {
                 self.origin.insert(module.clone(), path.clone());
                 self.kohya
                     .entry(module.clone())
                     .or_default()
                     .push((module, term));
-            } else if module.starts_with("lora_te1_")
-                || module.starts_with("lora_te2_")
-                || module.starts_with("text_encoder_2.")
-            {
-                return Err(lora_error(
-                    path,
-                    format!(
-                        "module `{module}` is for SDXL's two text encoders: this is an SDXL LoRA, which does not fit an SD1.x model"
-                    ),
-                ));
             } else {
                 return Err(lora_error(
                     path,
                     format!(
-                        "module `{module}` is neither kohya (lora_unet_/lora_te_) nor diffusers (unet./text_encoder.)"
+                        "module `{module}` is neither kohya (lora_unet_/lora_te_/lora_te1_/lora_te2_) nor diffusers (unet./text_encoder./text_encoder_2.)"
                     ),
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Fails, naming the file and a module, when a LoRA is for the other model family: the
+    /// text-encoder modules say which (SDXL's `lora_te1_`/`lora_te2_`/`text_encoder_2.`,
+    /// SD1.x's `lora_te_`); the U-Net's names alone may fit both.
+    pub fn check_family(&self, family: crate::Family) -> Result<()> {
+        let wrong = match family {
+            crate::Family::Sd1 => self.sdxl_module.as_ref().map(|m| (m, "an SDXL")),
+            crate::Family::Sdxl => self.sd1_module.as_ref().map(|m| (m, "an SD1.x")),
+        };
+        match wrong {
+            Some(((path, module), kind)) => Err(lora_error(
+                path,
+                format!(
+                    "module `{module}` makes this {kind} LoRA, which does not fit this {family} model"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Whether there is nothing to merge.
@@ -323,19 +377,57 @@ impl LoraSet {
 
     /// Attaches the updates for `component` to its weight sources (diffusers names).
     pub fn attach(&mut self, component: Component, sources: &mut [(String, Source)]) {
+        self.attach_with(component, sources, |_| None);
+    }
+
+    /// Attaches the U-Net's updates, matching kohya names written with LDM module paths
+    /// too (SDXL's LoRAs: `lora_unet_input_blocks_4_1_…`, see [`super::ldm::unet_ldm_key`]).
+    pub fn attach_unet(&mut self, sources: &mut [(String, Source)], config: &UNetConfig) {
+        let up_attn = |b: usize| {
+            config
+                .up_block_types
+                .get(b)
+                .is_some_and(|t| t.starts_with("CrossAttn"))
+        };
+        self.attach_with(Component::Unet, sources, |module| {
+            let key = super::ldm::unet_ldm_key(
+                &format!("{module}.weight"),
+                config.layers_per_block,
+                up_attn,
+            )?;
+            Some(key.strip_suffix(".weight")?.to_string())
+        });
+    }
+
+    /// [`LoraSet::attach`], with `alias` giving another name a kohya file may use for a
+    /// module.
+    fn attach_with(
+        &mut self,
+        component: Component,
+        sources: &mut [(String, Source)],
+        alias: impl Fn(&str) -> Option<String>,
+    ) {
         let Some(ck) = ComponentKey::of(component) else {
             return;
-        };
-        let prefix = match ck {
-            ComponentKey::Unet => "lora_unet_",
-            ComponentKey::TextEncoder => "lora_te_",
         };
         for (key, source) in sources.iter_mut() {
             let Some(module) = key.strip_suffix(".weight") else {
                 continue;
             };
-            let kohya_name = format!("{prefix}{}", module.replace('.', "_"));
-            let shape = source.entry.shape.clone();
+            let names: Vec<String> = std::iter::once(module.to_string())
+                .chain(alias(module))
+                .flat_map(|m| {
+                    ck.kohya()
+                        .iter()
+                        .map(move |prefix| format!("{prefix}{}", m.replace('.', "_")))
+                })
+                .collect();
+            let shape = source.shape();
+            let offset = source.rows.as_ref().map_or(0, |r| r.start);
+            let at_rows = |t: &LoraTerm| LoraTerm {
+                row_offset: offset,
+                ..t.clone()
+            };
             let mut fits = |t: &LoraTerm| match t.check_fits(module, &shape) {
                 Ok(()) => true,
                 Err(e) => {
@@ -343,21 +435,23 @@ impl LoraSet {
                     false
                 }
             };
-            if let Some(terms) = self.kohya.get(&kohya_name) {
-                source
-                    .lora
-                    .extend(terms.iter().map(|(_, t)| t).filter(|t| fits(t)).cloned());
-                self.used.insert(kohya_name);
+            for kohya_name in names {
+                if let Some(terms) = self.kohya.get(&kohya_name) {
+                    source.lora.extend(
+                        terms
+                            .iter()
+                            .map(|(_, t)| t)
+                            .filter(|t| fits(t))
+                            .map(at_rows),
+                    );
+                    self.used.insert(kohya_name);
+                }
             }
             if let Some(terms) = self.terms.get(&(ck, module.to_string())) {
                 source
                     .lora
-                    .extend(terms.iter().filter(|t| fits(t)).cloned());
-                let name = match ck {
-                    ComponentKey::Unet => format!("unet.{module}"),
-                    ComponentKey::TextEncoder => format!("text_encoder.{module}"),
-                };
-                self.used.insert(name);
+                    .extend(terms.iter().filter(|t| fits(t)).map(at_rows));
+                self.used.insert(format!("{}.{module}", ck.peft()));
             }
         }
     }
@@ -388,10 +482,7 @@ impl LoraSet {
             .cloned()
             .collect();
         for (ck, p) in self.terms.keys() {
-            let name = match ck {
-                ComponentKey::Unet => format!("unet.{p}"),
-                ComponentKey::TextEncoder => format!("text_encoder.{p}"),
-            };
+            let name = format!("{}.{p}", ck.peft());
             if !self.used.contains(&name) {
                 unused.push(name);
             }
@@ -405,10 +496,22 @@ impl LoraSet {
             .map(|p| p.display().to_string())
             .collect();
         let path = files.iter().next().cloned().unwrap_or_default();
+        let is = |prefixes: &[&str]| {
+            unused
+                .iter()
+                .any(|u| prefixes.iter().any(|p| u.starts_with(p)))
+        };
+        let hint = if is(&["lora_te1_", "lora_te2_", "text_encoder_2."]) {
+            "an SDXL LoRA on a model that is not SDXL?"
+        } else if is(&["lora_te_"]) {
+            "an SD1.x LoRA on an SDXL model?"
+        } else {
+            "a LoRA for another architecture?"
+        };
         Err(lora_error(
             Path::new(&path),
             format!(
-                "{} LoRA module(s) match nothing in this SD1.x model (a LoRA for another architecture?): {}",
+                "{} LoRA module(s) match nothing in this model ({hint}): {}",
                 unused.len(),
                 unused
                     .iter()

@@ -224,8 +224,10 @@ pub fn load_sources<M: ModuleSnapshot>(
             continue;
         }
         for (name, rows) in component.model_keys(&key, &source.shape()) {
+            // A source that already takes some rows (a third of OpenCLIP's fused q/k/v)
+            // keeps them.
             let source = Source {
-                rows,
+                rows: rows.or_else(|| source.rows.clone()),
                 ..source.clone()
             };
             packs.push(source.into_pack(name, dtype, &fault)?);

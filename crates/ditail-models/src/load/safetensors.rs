@@ -358,6 +358,9 @@ pub struct Source {
     /// A shape to deliver the data in (same element count), e.g. a 1x1 convolution's
     /// weight as a linear one.
     pub reshape: Option<Vec<usize>>,
+    /// Deliver the transpose of a 2-D tensor (OpenCLIP stores its text projection as
+    /// `[in, out]`, used as `x @ P`; the model's linear takes `[out, in]`).
+    pub transpose: bool,
     /// LoRA updates added to the tensor as it is converted.
     pub lora: Vec<super::lora::LoraTerm>,
 }
@@ -370,6 +373,7 @@ impl Source {
             entry: entry.clone(),
             rows: None,
             reshape: None,
+            transpose: false,
             lora: Vec::new(),
         }
     }
@@ -382,6 +386,9 @@ impl Source {
         let mut shape = self.entry.shape.clone();
         if let Some(r) = &self.rows {
             shape[0] = r.len();
+        }
+        if self.transpose && shape.len() == 2 {
+            shape.swap(0, 1);
         }
         shape
     }
@@ -433,6 +440,10 @@ impl Source {
             };
             if !finite {
                 return Err(fail(&values, |v| !v.is_finite(), DAMAGED));
+            }
+            if self.transpose && self.entry.shape.len() == 2 {
+                let (r, c) = (rows.len(), cols);
+                values = (0..r * c).map(|i| values[(i % r) * c + i / r]).collect();
             }
             for term in &self.lora {
                 term.apply(&mut values, rows.clone())
