@@ -848,3 +848,63 @@ fn outputs_get_the_umask_mode_and_keep_a_replaced_files_mode() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// An SDXL transfer from the command line: the sites can be changed by flag (and change the
+/// result), `--no-injection` gives yet another image, the record names the models, and an
+/// SD1.x source with an SDXL target is refused before anything runs.
+#[test]
+fn sdxl_transfer_takes_sites_and_refuses_mixed_families() {
+    let tmp = TempDir::new().unwrap();
+    let xl = model("tiny-xl");
+    let img = content().display().to_string();
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = vec![
+            "transfer", &img, "--prompt", "a cat", "--source", &xl, "--target", &xl, "-o",
+        ];
+        let o = out.display().to_string();
+        args.push(&o);
+        args.extend(QUICK);
+        args.extend(extra);
+        let r = ditail(tmp.path(), &args);
+        (r, out)
+    };
+    let (r, default) = run("default.png", &[]);
+    assert_ok(&r);
+    assert_eq!(pixels(&default).dimensions(), (80, 64));
+    assert_eq!(record(&default)["model"]["model"], xl.as_str());
+    let (r, attn) = run(
+        "attn.png",
+        &[
+            "--sites",
+            "up_blocks.1.attentions.1,up_blocks.1.attentions.2",
+        ],
+    );
+    assert_ok(&r);
+    let (r, plain) = run("plain.png", &["--no-injection"]);
+    assert_ok(&r);
+    assert_ne!(pixels(&default), pixels(&attn), "the sites matter");
+    assert_ne!(pixels(&default), pixels(&plain), "injection matters");
+
+    let (r, bad) = run("bad.png", &["--sites", "up_blocks.3.attentions.0"]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    assert!(stderr(&r).contains("does not exist"), "{}", stderr(&r));
+    assert!(!bad.exists());
+
+    let out = tmp.path().join("mixed.png");
+    let sd1 = model("tiny-a");
+    let mut args = vec![
+        "transfer", &img, "--prompt", "a cat", "--source", &sd1, "--target", &xl, "-o",
+    ];
+    let o = out.display().to_string();
+    args.push(&o);
+    args.extend(QUICK);
+    let r = ditail(tmp.path(), &args);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
+    let msg = stderr(&r);
+    assert!(
+        msg.contains("Stable Diffusion XL") && msg.contains("not interchangeable"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+}

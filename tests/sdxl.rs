@@ -203,6 +203,40 @@ fn folder_loads_as_sdxl() {
     // The default sites exist in an SDXL U-Net, and SD1.x's do not all.
     assert!(Site::ditail_sites_xl().iter().all(|&s| sd.unet.has_site(s)));
     assert!(!Site::ditail_sites().iter().all(|&s| sd.unet.has_site(s)));
+    // The configuration knows the same sites as the built network, before loading.
+    let mut seen = 0;
+    for stage in [
+        "down_blocks.0",
+        "down_blocks.2",
+        "down_blocks.3",
+        "mid_block",
+        "up_blocks.0",
+        "up_blocks.1",
+        "up_blocks.2",
+        "up_blocks.3",
+    ] {
+        for part in [
+            "resnets.0",
+            "resnets.1",
+            "resnets.2",
+            "resnets.3",
+            "attentions.0",
+            "attentions.2",
+            "attentions.3",
+            "attentions.0.transformer_blocks.1",
+            "attentions.1.transformer_blocks.2",
+            "attentions.1.transformer_blocks.3",
+        ] {
+            let site = Site::parse(&format!("{stage}.{part}")).unwrap();
+            assert_eq!(
+                sd.unet_config.has_site(site),
+                sd.unet.has_site(site),
+                "{site}"
+            );
+            seen += usize::from(sd.unet.has_site(site));
+        }
+    }
+    assert!(seen > 10, "{seen}");
 }
 
 /// tiny-xl's own configurations: a single file does not say how many heads it has.

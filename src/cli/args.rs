@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Diffusion Cocktail: mix Stable Diffusion 1.x checkpoints and LoRAs without training.
+/// Diffusion Cocktail: mix Stable Diffusion 1.x or SDXL checkpoints and LoRAs without
+/// training (source and target of one family).
 ///
 /// An image is DDIM-inverted with a source model; a target model samples from those latents
 /// while the source's structure is injected, so the result keeps the content and takes the
@@ -189,9 +190,10 @@ pub struct DitailFlags {
     /// layers; SDXL: 1 + 4).
     #[arg(long, value_name = "LIST")]
     pub sites: Option<String>,
-    /// The image's shorter side is resized to N pixels (then cropped to multiples of 8).
-    #[arg(long, value_name = "N", default_value_t = 512)]
-    pub size: u32,
+    /// The image's shorter side is resized to N pixels (then cropped to multiples of 8);
+    /// default: the target's family's native size, 512 (SD1.x) or 1024 (SDXL).
+    #[arg(long, value_name = "N")]
+    pub size: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -318,9 +320,10 @@ pub struct InvertArgs {
     /// DDIM inversion steps.
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub inv_steps: usize,
-    /// The image's shorter side is resized to N pixels.
-    #[arg(long, value_name = "N", default_value_t = 512)]
-    pub size: u32,
+    /// The image's shorter side is resized to N pixels; default: the model's family's
+    /// native size, 512 (SD1.x) or 1024 (SDXL).
+    #[arg(long, value_name = "N")]
+    pub size: Option<u32>,
     /// The latents file to write.
     #[arg(short, long, value_name = "LATENTS")]
     pub output: PathBuf,

@@ -53,7 +53,10 @@ fn row_flags(row: &Row, base: &DitailFlags, manifest: &Path) -> Result<DitailFla
             .map_or(d.mask, |m| manifest::resolve(manifest, m)),
         no_injection: row.flag("no_injection", d.no_injection)?,
         sites: row.get("sites").map(str::to_string).or(d.sites),
-        size: row.parse("size", d.size)?,
+        size: match row.get("size") {
+            Some(_) => Some(row.parse("size", 0)?),
+            None => d.size,
+        },
     })
 }
 
@@ -107,7 +110,7 @@ fn prepare_row(
                 negative: flags.negative_prompt.clone(),
                 omega: 7.5,
                 steps: flags.steps,
-                size: flags.size,
+                size: flags.size.unwrap_or(512),
             },
         },
     };

@@ -18,7 +18,9 @@ use super::metadata::{ModelRecord, model_label};
 use super::models::{self, Models};
 use super::output::{check_output_dir, write_png};
 use super::sheet::contact_sheet;
-use super::transfer::{check_content, check_steps, sample_image, settings, transfer_record};
+use super::transfer::{
+    check_content, check_sites, check_steps, sample_image, settings, transfer_record,
+};
 use super::ui::Ui;
 
 /// Contact-sheet cell size in pixels.
@@ -79,7 +81,7 @@ pub fn command<'a>(
         negative: args.ditail.negative_prompt.clone(),
         omega: 7.5,
         steps: args.ditail.steps,
-        size: args.ditail.size,
+        size: args.ditail.size.unwrap_or(512),
     };
     if !image_mode {
         super::generate::check_flags(&gen_flags)?;
@@ -111,12 +113,7 @@ pub fn command<'a>(
             .map(|(l, p)| (l, None, p.clone()))
             .collect()
     };
-    let (inversion, sampling) = settings(contents[0].2.as_str(), &args.ditail)?;
-    for ((_, image, _), path) in contents.iter().zip(&args.images) {
-        if let Some(rgb) = image {
-            check_content(path, rgb, inversion.size, &sampling.mask, &args.ditail.mask)?;
-        }
-    }
+    let (mut inversion, sampling) = settings(contents[0].2.as_str(), &args.ditail)?;
 
     let labels = unique_labels(args.models.iter().map(|m| model_label(m)));
     let mut entries = Vec::new();
@@ -138,6 +135,17 @@ pub fn command<'a>(
     for (s, _) in &checked {
         for (_, t) in &checked {
             check_steps(s, t, inversion.steps, sampling.steps)?;
+        }
+    }
+    for (_, t) in &checked {
+        check_sites(&sampling, t)?;
+    }
+    if let (None, Some((first, _))) = (args.ditail.size, checked.first()) {
+        inversion.size = first.family.native_size();
+    }
+    for ((_, image, _), path) in contents.iter().zip(&args.images) {
+        if let Some(rgb) = image {
+            check_content(path, rgb, inversion.size, &sampling.mask, &args.ditail.mask)?;
         }
     }
     let eval_checked = if args.eval {

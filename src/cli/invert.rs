@@ -20,21 +20,24 @@ pub fn command<'a>(
     if !args.model.loras.is_empty() {
         anyhow::bail!("--lora merges into the target model; an inversion has only a source");
     }
-    let settings = InversionSettings {
+    let mut settings = InversionSettings {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
         alpha: args.alpha,
         beta: args.beta,
         steps: args.inv_steps,
-        size: args.size,
+        size: args.size.unwrap_or(512),
     };
     settings.validate()?;
     check_output_file(&args.output, "output", None)?;
     let rgb = load_rgb(&args.image)?;
-    working_dims(rgb.width(), rgb.height(), settings.size)
-        .with_context(|| format!("content image {}", args.image.display()))?;
     let spec = models::spec(&args.source, &args.model, false)?;
     let checked = models::check(&spec, compute)?;
+    if args.size.is_none() {
+        settings.size = checked.family.native_size();
+    }
+    working_dims(rgb.width(), rgb.height(), settings.size)
+        .with_context(|| format!("content image {}", args.image.display()))?;
     checked.scheduler.timesteps(settings.steps)?;
     Ok(Box::new(move || {
         let mut models = Models::new(compute, ui, 1);

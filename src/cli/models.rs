@@ -74,10 +74,14 @@ pub struct Checked {
     pub record: ModelRecord,
     /// The channels of its latents (its U-Net's input).
     pub latent_channels: usize,
+    /// SD1.x or SDXL.
+    pub family: ditail::models::Family,
+    /// Its U-Net's configuration (which injection sites it has).
+    pub unet: ditail::models::UNetConfig,
 }
 
-/// Checks a spec: the model and VAE exist, headers parse, the architecture is SD1.x and
-/// every LoRA key matches; hashes its files for the outputs' metadata.
+/// Checks a spec: the model and VAE exist, headers parse, the architecture is SD1.x or
+/// SDXL and every LoRA key matches; hashes its files for the outputs' metadata.
 pub fn check(spec: &ModelSpec, compute: &Compute) -> Result<Checked> {
     let opts = LoadOptions {
         dtype: compute.dtype,
@@ -91,6 +95,8 @@ pub fn check(spec: &ModelSpec, compute: &Compute) -> Result<Checked> {
         scheduler,
         record,
         latent_channels: plan.unet_config.in_channels,
+        family: plan.family(),
+        unet: plan.unet_config,
     })
 }
 

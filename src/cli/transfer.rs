@@ -95,7 +95,7 @@ pub fn settings(
         alpha: flags.alpha,
         beta: flags.beta,
         steps: flags.inv_steps,
-        size: flags.size,
+        size: flags.size.unwrap_or(512),
     };
     // Sampling first: its prompt is the one given (the inversion's defaults to it).
     sampling.validate()?;
@@ -103,13 +103,39 @@ pub fn settings(
     Ok((inversion, sampling))
 }
 
-/// Fails unless every sampling timestep of `target` is an inversion timestep of `source`.
+/// Fails unless every injection site `sampling` names exists in `target`'s U-Net.
+pub fn check_sites(sampling: &SamplingSettings, target: &Checked) -> Result<()> {
+    let Some(sites) = &sampling.sites else {
+        return Ok(());
+    };
+    if let Some(bad) = sites.all().find(|&s| !target.unet.has_site(s)) {
+        bail!(
+            "--sites: `{bad}` does not exist in {}'s U-Net ({})",
+            target.record.model,
+            target.family
+        );
+    }
+    Ok(())
+}
+
+/// Fails unless `source` and `target` are of one family (their latents are not
+/// interchangeable) and every sampling timestep of `target` is an inversion timestep of
+/// `source`.
 pub fn check_steps(
     source: &Checked,
     target: &Checked,
     inv_steps: usize,
     steps: usize,
 ) -> Result<()> {
+    if source.family != target.family {
+        bail!(
+            "the source {} is {} and the target {} is {}: Ditail inverts with one and samples              with the other, and their latents are not interchangeable; pick two models of one              family",
+            source.record.model,
+            source.family,
+            target.record.model,
+            target.family
+        );
+    }
     let inv = source.scheduler.timesteps(inv_steps)?;
     let spl = target.scheduler.timesteps(steps)?;
     if let Some(t) = spl.iter().find(|t| !inv.contains(t)) {
@@ -168,9 +194,13 @@ pub fn prepare(
     compute: &Compute,
     check: &mut dyn FnMut(&ModelSpec) -> Result<Checked>,
 ) -> Result<TransferJob> {
-    let (inversion, sampling) = settings(prompt, flags)?;
+    let (mut inversion, sampling) = settings(prompt, flags)?;
     check_output_file(output, "output", Some("png"))?;
     let target_checked = check(&target)?;
+    if flags.size.is_none() {
+        inversion.size = target_checked.family.native_size();
+    }
+    check_sites(&sampling, &target_checked)?;
     let mut from_source = |content: Content| -> Result<_> {
         let source = source.clone().context("give a --source model")?;
         let checked = check(&source)?;

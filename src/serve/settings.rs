@@ -175,7 +175,7 @@ impl JobSettings {
             mask: mask.to_string(),
             no_injection: false,
             sites: None,
-            size: self.size,
+            size: Some(self.size),
         }
     }
 

@@ -115,6 +115,43 @@ impl UNetConfig {
         self.addition_time_embed_dim.is_some()
     }
 
+    /// Whether a U-Net of this configuration visits `site` (checked before any weight is
+    /// read; [`crate::UNet2DConditionModel::has_site`] asks a built one).
+    pub fn has_site(&self, site: crate::Site) -> bool {
+        use crate::{Site, Stage};
+        let n = self.block_out_channels.len();
+        let layers = self.layers_per_block;
+        let (stage, block) = match site {
+            Site::Resnet { stage, block, .. } | Site::SelfAttn { stage, block, .. } => {
+                (stage, block as usize)
+            }
+        };
+        // (resnets, transformer depth if the block has attention)
+        let shape = match stage {
+            Stage::Down if block < n => (
+                layers,
+                self.down_block_types[block]
+                    .starts_with("CrossAttn")
+                    .then(|| (layers, self.transformer_layers_per_block[block])),
+            ),
+            Stage::Mid if block == 0 => (2, Some((1, self.transformer_layers_per_block[n - 1]))),
+            Stage::Up if block < n => (
+                layers + 1,
+                self.up_block_types[block]
+                    .starts_with("CrossAttn")
+                    .then(|| (layers + 1, self.transformer_layers_per_block[n - 1 - block])),
+            ),
+            _ => return false,
+        };
+        match (site, shape) {
+            (Site::Resnet { layer, .. }, (resnets, _)) => (layer as usize) < resnets,
+            (Site::SelfAttn { layer, depth, .. }, (_, Some((attns, d)))) => {
+                (layer as usize) < attns && (depth as usize) < d
+            }
+            (Site::SelfAttn { .. }, (_, None)) => false,
+        }
+    }
+
     /// The model family: SDXL when the U-Net takes the added conditioning, else SD1.x.
     pub fn family(&self) -> crate::Family {
         match self.has_added_conditioning() {
