@@ -1,6 +1,6 @@
-//! ditail's speed and memory on one backend: U-Net forwards (SD1.5 size; latents 32x32 and
-//! 64x64; batch 1 and 3), VAE decode, CLIP, and a whole Ditail run (invert + sample +
-//! decode). Prints the median of N timed runs after a warm-up and the peak memory of each
+//! ditail's speed and memory on one backend: U-Net forwards (SD1.5 or SDXL, as the weights
+//! are; latents 32x32 and 64x64; batch 1 and 3), VAE decode, CLIP, and a whole Ditail run
+//! (invert + sample + decode). Prints the median of N timed runs after a warm-up and the peak memory of each
 //! measurement (RSS on the CPU, reset before each one through `/proc/self/clear_refs`), and
 //! writes the figures as JSON for `scripts/bench.sh`, which puts them beside diffusers'.
 //!
@@ -21,7 +21,8 @@ use burn::tensor::FloatDType;
 use common::measure;
 use ditail::models::device::Backend;
 use ditail::models::{
-    ClipTextConfig, ClipTokenizer, LoadOptions, NoControl, StableDiffusion, UNetConfig, VaeConfig,
+    AddedConditioning, ClipTextConfig, ClipTokenizer, Conditioning, LoadOptions, NoControl,
+    StableDiffusion, UNetConfig, VaeConfig,
 };
 use ditail::pipeline::{
     InversionSettings, Model, ModelSpec, SamplingSettings, decode, invert, sample,
@@ -160,7 +161,21 @@ fn main() -> Result<()> {
         );
     };
 
-    if wants("clip") {
+    let xl = model.family() == ditail::models::Family::Sdxl;
+    if wants("clip") && xl {
+        // Both encoders, as the pipeline runs them for one prompt.
+        let prompt = "a photo of a cat sitting on a sofa, best quality";
+        report(
+            "clip".into(),
+            measure(args.runs, || {
+                model
+                    .condition(prompt, [1024, 1024], &device)?
+                    .context
+                    .into_data();
+                Ok(())
+            })?,
+        );
+    } else if wants("clip") {
         let ids: Vec<i64> = model
             .sd()
             .tokenizer
@@ -178,12 +193,15 @@ fn main() -> Result<()> {
         );
     }
     if wants("unet") {
-        let context = Tensor::<3>::random(
-            [3, 77, 768],
-            burn::tensor::Distribution::Normal(0., 1.),
-            &device,
-        )
-        .cast(dt);
+        let config = &model.sd().unet_config;
+        let normal = burn::tensor::Distribution::Normal(0., 1.);
+        let context =
+            Tensor::<3>::random([3, 77, config.cross_attention_dim], normal, &device).cast(dt);
+        // SDXL's pooled text and sizes (a square image of 8x the latent side).
+        let pooled = config
+            .projection_class_embeddings_input_dim
+            .zip(config.addition_time_embed_dim)
+            .map(|(input, t)| input - 6 * t);
         for &side in &args.unet_sides {
             for &batch in &args.batches {
                 let x = Tensor::<4>::random(
@@ -192,7 +210,18 @@ fn main() -> Result<()> {
                     &device,
                 )
                 .cast(dt);
-                let ctx = context.clone().narrow(0, 0, batch);
+                let px = (8 * side) as f32;
+                let ctx = Conditioning {
+                    context: context.clone().narrow(0, 0, batch),
+                    added: pooled.map(|p| AddedConditioning {
+                        text_embeds: Tensor::<2>::random([batch, p], normal, &device).cast(dt),
+                        time_ids: Tensor::<2>::from_data(
+                            TensorData::new([px, px, 0.0, 0.0, px, px].repeat(batch), [batch, 6]),
+                            &device,
+                        )
+                        .cast(dt),
+                    }),
+                };
                 report(
                     format!("unet {side}x{side} batch {batch}"),
                     measure(args.runs, || {

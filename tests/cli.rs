@@ -443,6 +443,10 @@ fn devices_lists_the_backends() {
         text.contains("backends in this build:") && text.contains("cpu"),
         "{text}"
     );
+    assert!(
+        text.contains("Stable Diffusion 1.x") && text.contains("Stable Diffusion XL"),
+        "{text}"
+    );
     // CI has Mesa's lavapipe, which runs the fused attention kernel in both types.
     if !text.contains("wgpu adapters (0)") {
         assert!(

@@ -890,6 +890,7 @@ fn models_are_listed_with_their_architecture_and_unusable_files_say_why() {
     for (sub, file) in [
         ("Stable-diffusion", "tiny-a.safetensors"),
         ("Stable-diffusion", "sdxl-like.safetensors"),
+        ("Stable-diffusion", "sd2-like.safetensors"),
         ("Stable-diffusion", "pickle.ckpt"),
         ("Lora", "lora-kohya.safetensors"),
         ("Lora", "lora-sdxl.safetensors"),
@@ -927,10 +928,18 @@ fn models_are_listed_with_their_architecture_and_unusable_files_say_why() {
         (json!(true), json!("SD1.x"), json!("single-file"))
     );
     assert_eq!(find("checkpoints", "tiny-b")["format"], "diffusers");
+    // SDXL is listed as such; SD2 is not supported and says so.
     let sdxl = find("checkpoints", "sdxl-like");
-    assert_eq!(sdxl["usable"], false);
     assert_eq!(sdxl["architecture"], "SDXL");
-    assert!(sdxl["reason"].as_str().unwrap().contains("SDXL"));
+    let sd2 = find("checkpoints", "sd2-like");
+    assert_eq!(sd2["usable"], false);
+    assert_eq!(sd2["architecture"], "SD2.x");
+    assert!(
+        sd2["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Stable Diffusion 2")
+    );
     let pickle = find("checkpoints", "pickle");
     assert_eq!(pickle["usable"], false);
     assert!(
@@ -938,14 +947,14 @@ fn models_are_listed_with_their_architecture_and_unusable_files_say_why() {
         "{pickle}"
     );
     assert_eq!(find("loras", "lora-kohya")["usable"], true);
-    assert_eq!(find("loras", "lora-sdxl")["usable"], false);
+    let lora_xl = find("loras", "lora-sdxl");
+    assert_eq!(
+        (lora_xl["usable"].clone(), lora_xl["architecture"].clone()),
+        (json!(true), json!("SDXL"))
+    );
     assert_eq!(find("vaes", "vae-tiny-a")["usable"], true);
     // An unusable entry cannot be used by id.
-    let bad = settings(
-        sdxl["id"].as_str().unwrap(),
-        tiny["id"].as_str().unwrap(),
-        2,
-    );
+    let bad = settings(sd2["id"].as_str().unwrap(), tiny["id"].as_str().unwrap(), 2);
     let reply = server.submit_raw(&bad, Some(&std::fs::read(content_png()).unwrap()), None);
     assert_eq!(reply.status, 400);
     assert!(

@@ -96,5 +96,10 @@ pub fn list() -> Result<()> {
         gpu => gpu.to_string(),
     };
     println!("--backend auto picks: {auto}");
+    println!(
+        "model families: Stable Diffusion 1.x (512 px), Stable Diffusion XL base (1024 px; its \
+         VAE runs in f32 under --dtype f16 unless it is the fp16-fix); source and target of \
+         one family"
+    );
     Ok(())
 }

@@ -100,7 +100,9 @@ pub fn check(spec: &ModelSpec, compute: &Compute) -> Result<Checked> {
     })
 }
 
-/// Loaded models, at most `capacity` at a time (each SD1.5 is 2-4 GB).
+/// Loaded models, at most `capacity` at a time (each SD1.5 is 2-4 GB); an SDXL model
+/// (3.5 B parameters with its text encoders: 7 GB in f16, 14 in f32) is never held beside
+/// another, so a source and a target never hold two copies of SDXL's text encoders and VAE.
 pub struct Models<'a> {
     compute: &'a Compute,
     ui: &'a Ui,
@@ -125,6 +127,8 @@ impl<'a> Models<'a> {
             let entry = self.loaded.remove(i);
             self.loaded.push(entry);
         } else {
+            self.loaded
+                .retain(|(_, m)| m.family() != ditail::models::Family::Sdxl);
             while self.loaded.len() >= self.capacity {
                 self.loaded.remove(0);
             }
@@ -138,6 +142,9 @@ impl<'a> Models<'a> {
             )
             .with_context(|| format!("loading model {}", spec.model))?;
             task.done(self.ui);
+            if model.family() == ditail::models::Family::Sdxl {
+                self.loaded.clear();
+            }
             self.loaded.push((spec.clone(), model));
         }
         Ok(&self.loaded.last().expect("just pushed").1)

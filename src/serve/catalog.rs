@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ditail::models::LoadOptions;
 use ditail::models::load::lora::{LoraSet, LoraSpec};
 use ditail::models::load::{plan_vae_spec, reject_pickle};
+use ditail::models::{Family, LoadOptions};
 use ditail::pipeline::ModelSpec;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -378,7 +378,7 @@ fn classify(path: &Path, hint: Option<Kind>, opts: LoadOptions) -> Entry {
         reason: None,
         triggers: Vec::new(),
     };
-    let outcome: Result<(), String> = if !is_dir && reject_pickle(path).is_err() {
+    let outcome: Result<Option<&str>, String> = if !is_dir && reject_pickle(path).is_err() {
         Err(reject_pickle(path).expect_err("checked").to_string())
     } else if is_dir {
         plan(entry.kind, &entry.path, opts)
@@ -403,9 +403,13 @@ fn classify(path: &Path, hint: Option<Kind>, opts: LoadOptions) -> Entry {
         }
     };
     match outcome {
-        Ok(()) => {
+        Ok(family) => {
             entry.usable = true;
-            entry.architecture = Some("SD1.x".into());
+            // A LoRA names its family by its text-encoder modules (SDXL's set above).
+            entry.architecture = family
+                .map(String::from)
+                .or(entry.architecture)
+                .or_else(|| Some("SD1.x".into()));
         }
         Err(reason) => {
             entry.architecture = entry.architecture.or_else(|| architecture_in(&reason));
@@ -416,22 +420,28 @@ fn classify(path: &Path, hint: Option<Kind>, opts: LoadOptions) -> Entry {
     entry
 }
 
-/// Asks the loader whether it can use `path` as `kind` (headers only).
-fn plan(kind: Kind, path: &Path, opts: LoadOptions) -> Result<(), String> {
+/// Asks the loader whether it can use `path` as `kind` (headers only); for a checkpoint,
+/// returns its family's short name.
+fn plan(kind: Kind, path: &Path, opts: LoadOptions) -> Result<Option<&'static str>, String> {
     let name = path.to_string_lossy().into_owned();
     match kind {
         Kind::Checkpoint => ModelSpec::new(name)
             .plan(opts)
-            .map(|_| ())
+            .map(|(_, plan)| {
+                Some(match plan.family() {
+                    Family::Sd1 => "SD1.x",
+                    Family::Sdxl => "SDXL",
+                })
+            })
             .map_err(|e| e.to_string()),
         Kind::Lora => LoraSet::open(&[LoraSpec {
             path: path.to_path_buf(),
             scale: 1.0,
         }])
-        .map(|_| ())
+        .map(|_| None)
         .map_err(|e| e.to_string()),
         Kind::Vae => plan_vae_spec(&name, opts)
-            .map(|_| ())
+            .map(|_| None)
             .map_err(|e| e.to_string()),
     }
 }
