@@ -6,8 +6,10 @@
 //! ```
 //!
 //! Inputs present decide what runs (see `ditail_models::components`): `input_ids` ->
-//! `text_embeddings`; `image` -> `posterior_mean`; `latents` -> `decoded`; `sample` +
-//! `timestep` + `encoder_hidden_states` -> `noise_pred`. Outputs are f32.
+//! `text_embeddings` (an SDXL folder also needs `input_ids_2`, and adds
+//! `pooled_text_embeds`); `image` -> `posterior_mean`; `latents` -> `decoded`; `sample` +
+//! `timestep` + `encoder_hidden_states` (SDXL: + `text_embeds` + `time_ids`) ->
+//! `noise_pred`. Outputs are f32.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

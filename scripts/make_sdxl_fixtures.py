@@ -264,9 +264,10 @@ def build_models():
     return models, info
 
 
-def write_tokenizer(path: Path, pad: str) -> None:
+def write_tokenizer(path: Path, pad: str, files: tuple[bytes, bytes] | None = None) -> None:
+    """files: (vocab.json, merges.txt) bytes; None = the 1000-entry tiny BPE."""
     path.mkdir(parents=True)
-    vocab_bytes, merges_bytes = mf.tiny_tokenizer_files()
+    vocab_bytes, merges_bytes = mf.tiny_tokenizer_files() if files is None else files
     (path / "vocab.json").write_bytes(vocab_bytes)
     (path / "merges.txt").write_bytes(merges_bytes)
     special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": pad,
@@ -361,11 +362,11 @@ def check_pipe(pipe, models: dict) -> dict:
 
 
 @torch.no_grad()
-def golden_text(pipe) -> tuple[dict, dict, dict]:
+def golden_text(pipe, prompts: list[str] = PROMPTS, eos_id: int = mf.TINY_EOS) -> tuple[dict, dict, dict]:
     te1, te2 = pipe.text_encoder, pipe.text_encoder_2
-    ids1 = pipe.tokenizer(PROMPTS, padding="max_length", max_length=MAX_LEN, truncation=True,
+    ids1 = pipe.tokenizer(prompts, padding="max_length", max_length=MAX_LEN, truncation=True,
                           return_tensors="pt").input_ids.to(torch.int64)
-    ids2 = pipe.tokenizer_2(PROMPTS, padding="max_length", max_length=MAX_LEN, truncation=True,
+    ids2 = pipe.tokenizer_2(prompts, padding="max_length", max_length=MAX_LEN, truncation=True,
                             return_tensors="pt").input_ids.to(torch.int64)
     o1 = te1(ids1, output_hidden_states=True)
     o2 = te2(ids2, output_hidden_states=True)
@@ -374,7 +375,7 @@ def golden_text(pipe) -> tuple[dict, dict, dict]:
     pooled = o2.text_embeds
     # own pooling rule: final layer norm at the first <|endoftext|> (= argmax id), then the projection
     eos = ids2.argmax(dim=-1)
-    assert torch.equal(eos, (ids2 == mf.TINY_EOS).int().argmax(dim=-1))
+    assert torch.equal(eos, (ids2 == eos_id).int().argmax(dim=-1))
     tower = te2.text_model
     pooled_own = te2.text_projection(tower.final_layer_norm(o2.hidden_states[-1])[torch.arange(ids2.shape[0]), eos])
     assert torch.allclose(pooled_own, pooled, atol=1e-6, rtol=0), (pooled_own - pooled).abs().max()
@@ -387,24 +388,24 @@ def golden_text(pipe) -> tuple[dict, dict, dict]:
     }
     # diffusers' own encode_prompt on the loaded folder must give exactly these
     checks = {}
-    pe, ne, pp, npp = pipe.encode_prompt(PROMPTS, device="cpu", num_images_per_prompt=1,
+    pe, ne, pp, npp = pipe.encode_prompt(prompts, device="cpu", num_images_per_prompt=1,
                                          do_classifier_free_guidance=False)
     assert ne is None and npp is None
     assert torch.equal(pe, out["text_embeddings"]) and torch.equal(pp, out["pooled_text_embeds"])
     checks["encode_prompt(clip_skip=None)"] = "prompt_embeds == text_embeddings, pooled == pooled_text_embeds (exact)"
-    pe1, _, pp1, _ = pipe.encode_prompt(PROMPTS, device="cpu", num_images_per_prompt=1,
+    pe1, _, pp1, _ = pipe.encode_prompt(prompts, device="cpu", num_images_per_prompt=1,
                                         do_classifier_free_guidance=False, clip_skip=1)
     assert torch.equal(pe1, out["text_embeddings_skip1"]) and torch.equal(pp1, out["pooled_text_embeds"])
     checks["encode_prompt(clip_skip=1)"] = ("prompt_embeds == text_embeddings_skip1 (hidden_states[-3] of both "
                                             "encoders, no final layer norm); pooled unchanged (exact)")
     # negative prompts: force_zeros_for_empty_prompt, and clip_skip is not applied to them
-    _, ne, _, npp = pipe.encode_prompt(PROMPTS, device="cpu", num_images_per_prompt=1,
+    _, ne, _, npp = pipe.encode_prompt(prompts, device="cpu", num_images_per_prompt=1,
                                        do_classifier_free_guidance=True)
     assert not ne.any() and not npp.any() and ne.shape == pe.shape and npp.shape == pp.shape
-    _, ne_e, _, npp_e = pipe.encode_prompt(PROMPTS, device="cpu", num_images_per_prompt=1,
+    _, ne_e, _, npp_e = pipe.encode_prompt(prompts, device="cpu", num_images_per_prompt=1,
                                            do_classifier_free_guidance=True, negative_prompt="")
     assert ne_e.abs().max() > 0 and npp_e.abs().max() > 0
-    _, ne_e1, _, npp_e1 = pipe.encode_prompt(PROMPTS, device="cpu", num_images_per_prompt=1,
+    _, ne_e1, _, npp_e1 = pipe.encode_prompt(prompts, device="cpu", num_images_per_prompt=1,
                                              do_classifier_free_guidance=True, negative_prompt="", clip_skip=1)
     assert torch.equal(ne_e1, ne_e) and torch.equal(npp_e1, npp_e)
     e1 = pipe.tokenizer([""], padding="max_length", max_length=MAX_LEN, return_tensors="pt").input_ids
@@ -423,7 +424,8 @@ def golden_text(pipe) -> tuple[dict, dict, dict]:
 
 
 @torch.no_grad()
-def golden_unet(unet, sample, timestep, ehs, text_embeds, time_ids) -> dict:
+def golden_unet(unet, sample, timestep, ehs, text_embeds, time_ids, sites=None) -> dict:
+    """sites: (up block, attention, transformer block) triples; None = attn_site_names(unet)."""
     cond = {"text_embeds": text_embeds, "time_ids": time_ids}
     plain = unet(sample, timestep, encoder_hidden_states=ehs, added_cond_kwargs=cond).sample
     store: dict[str, torch.Tensor] = {}
@@ -438,7 +440,7 @@ def golden_unet(unet, sample, timestep, ehs, text_embeds, time_ids) -> dict:
         return hook
 
     handles.append(unet.up_blocks[1].resnets[1].conv2.register_forward_hook(grab(RESNET_SITE)))
-    sites = attn_site_names(unet)
+    sites = attn_site_names(unet) if sites is None else sites
     for i, j, d in sites:
         attn1 = unet.up_blocks[i].attentions[j].transformer_blocks[d].attn1
         assert not attn1.is_cross_attention
