@@ -5,6 +5,10 @@
 #   scripts/bench.sh                      # CPU, fixtures-full/model, all cores
 #   WEIGHTS=dir THREADS=2 RUNS=3 scripts/bench.sh
 #   BACKEND=cuda DTYPE=f16 scripts/bench.sh   # GPU (diffusers on cuda, fp16)
+#   WEIGHTS=fixtures-full/sdxl/model ONLY=unet,clip UNET_SIDES=64 BATCHES=1 scripts/bench.sh   # SDXL
+#
+# UNET_SIDES / BATCHES (comma lists; defaults 32,64 and 1,3) choose the U-Net rows of both
+# sides. SDXL folders are detected by both; the reference skips the "ditail" row for SDXL.
 #
 # Needs the fixture script's full-size weights (`.venv/bin/python scripts/make_fixtures.py
 # --full-size fixtures-full`, or MAKE_WEIGHTS=1 to let the reference script write random
@@ -27,14 +31,17 @@ device=$([ "$BACKEND" = cpu ] && echo cpu || echo cuda)
 pydtype=$([ "$DTYPE" = f16 ] && echo fp16 || echo fp32)
 only=()
 [ -n "$ONLY" ] && only=(--only "$ONLY")
+unet_rows=()
+[ -n "${UNET_SIDES:-}" ] && unet_rows+=(--unet-sides "$UNET_SIDES")
+[ -n "${BATCHES:-}" ] && unet_rows+=(--batches "$BATCHES")
 if [ -n "${MAKE_WEIGHTS:-}" ]; then
   "$PY" scripts/bench_reference.py --weights "$WEIGHTS" --make-weights --only none --device cpu
 fi
 echo "== ditail ($BACKEND, $DTYPE, $THREADS threads, profile $PROFILE)"
 cargo run --quiet --profile "$PROFILE" --example bench -- --weights "$WEIGHTS" --backend "$BACKEND" \
-  --dtype "$DTYPE" --runs "$RUNS" "${only[@]}" --json "$OUT/ditail.json"
+  --dtype "$DTYPE" --runs "$RUNS" "${only[@]}" "${unet_rows[@]}" --json "$OUT/ditail.json"
 echo "== diffusers ($device, $pydtype, $THREADS threads)"
 "$PY" scripts/bench_reference.py --weights "$WEIGHTS" --device "$device" --dtype "$pydtype" \
-  --threads "$THREADS" --runs "$RUNS" "${only[@]}" --json "$OUT/reference.json"
+  --threads "$THREADS" --runs "$RUNS" "${only[@]}" "${unet_rows[@]}" --json "$OUT/reference.json"
 echo "== ditail / diffusers"
 "$PY" scripts/bench_compare.py "$OUT/ditail.json" "$OUT/reference.json"

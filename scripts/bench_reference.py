@@ -2,15 +2,24 @@
 """The reference side of ditail's benchmarks: the same measurements as examples/bench.rs,
 with diffusers / PyTorch on the same weights, written as the same JSON.
 
-  clip                       text encoder on one 77-token prompt
-  unet {32,64}x.. batch {1,3}  one U-Net forward (t = 981, random latents and context)
+  clip                       text encoder on one 77-token prompt (SDXL: both text encoders as
+                             StableDiffusionXLPipeline.encode_prompt runs them: penultimate
+                             hidden states of both, concatenated, + text_encoder_2's pooled
+                             projection)
+  unet {32,64}x.. batch {1,3}  one U-Net forward (t = 981, random latents and context; SDXL also
+                             added_cond_kwargs: random pooled text_embeds and time_ids
+                             [8h, 8w, 0, 0, 8h, 8w]); sides and batches from --unet-sides /
+                             --batches
   vae decode {size}px        VAE decoder
   ditail {size}px N+N steps  the reference implementation's forward schedule: VAE encode,
                              N batch-1 inversion forwards, N batch-3 sampling forwards
                              ([source, positive, negative], as the official Ditail code runs
                              every step), guidance, VAE decode.  The feature copies of the
                              injection itself are left out, which favours the reference
-                             slightly.
+                             slightly.  SD1.5 only: skipped (with a note) for SDXL weights.
+
+SDXL folders (unet config addition_embed_type "text_time") are detected; a component saved only
+as the fp16 variant (*.fp16.safetensors) is loaded with variant="fp16" and upcast to --dtype.
 
 Timing: median of --runs timed runs after one warm-up; peak memory: RSS high-water mark
 (reset before each measurement through /proc/self/clear_refs) on CPU, torch's peak
@@ -19,6 +28,8 @@ allocated CUDA memory on GPU.
 Usage (CPU, as scripts/bench.sh runs it):
   OMP_WAIT_POLICY=PASSIVE python scripts/bench_reference.py --weights fixtures-full/model \
       --device cpu --threads 2 --json reference.json
+SDXL, the U-Net at one size only:
+  ... --weights fixtures-full/sdxl/model --only unet,clip --unet-sides 64 --batches 1
 On a GPU: --device cuda --dtype fp16.  --make-weights writes a random SD1.5 diffusers folder
 at --weights first when it does not exist (no hub access needed).
 """
@@ -110,6 +121,22 @@ def make_weights(path: Path) -> None:
     (path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
 
 
+def int_list(text: str) -> list[int]:
+    vals = [int(v) for v in text.split(",") if v.strip()]
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected a comma list of positive integers, got {text!r}")
+    return vals
+
+
+def variant_of(folder: Path, stem: str) -> str | None:
+    """None when folder has the plain weights file, "fp16" when it only has the fp16 variant."""
+    if (folder / f"{stem}.safetensors").exists() or (folder / f"{stem}.safetensors.index.json").exists():
+        return None
+    if (folder / f"{stem}.fp16.safetensors").exists() or (folder / f"{stem}.safetensors.index.fp16.json").exists():
+        return "fp16"
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", type=Path, required=True)
@@ -122,6 +149,10 @@ def main() -> None:
     ap.add_argument("--ditail-size", type=int, default=256)
     ap.add_argument("--ditail-steps", type=int, default=10)
     ap.add_argument("--ditail-runs", type=int, default=1)
+    ap.add_argument("--unet-sides", type=int_list, default=[32, 64], metavar="32,64",
+                    help="latent sides of the U-Net rows (comma list)")
+    ap.add_argument("--batches", type=int_list, default=[1, 3], metavar="1,3",
+                    help="batch sizes of the U-Net rows (comma list)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -132,13 +163,25 @@ def main() -> None:
     from transformers import CLIPTextModel
 
     dev, dt = a.device, (torch.float16 if a.dtype == "fp16" else torch.float32)
+    wdir = a.weights
     t0 = time.perf_counter()
-    unet = UNet2DConditionModel.from_pretrained(a.weights / "unet", torch_dtype=dt).to(dev).eval()
-    vae = AutoencoderKL.from_pretrained(a.weights / "vae", torch_dtype=dt).to(dev).eval()
-    text = CLIPTextModel.from_pretrained(a.weights / "text_encoder", torch_dtype=dt).to(dev).eval()
+    # the U-Net first: while it loads, only its own state dict is in memory beside it
+    unet = UNet2DConditionModel.from_pretrained(
+        wdir / "unet", torch_dtype=dt, variant=variant_of(wdir / "unet", "diffusion_pytorch_model")).to(dev).eval()
+    xl = unet.config.get("addition_embed_type") == "text_time"
+    vae = AutoencoderKL.from_pretrained(
+        wdir / "vae", torch_dtype=dt, variant=variant_of(wdir / "vae", "diffusion_pytorch_model")).to(dev).eval()
+    text = CLIPTextModel.from_pretrained(
+        wdir / "text_encoder", torch_dtype=dt, variant=variant_of(wdir / "text_encoder", "model")).to(dev).eval()
+    text_2 = None
+    if xl:
+        from transformers import CLIPTextModelWithProjection
+
+        text_2 = CLIPTextModelWithProjection.from_pretrained(
+            wdir / "text_encoder_2", torch_dtype=dt, variant=variant_of(wdir / "text_encoder_2", "model")).to(dev).eval()
     load_s = time.perf_counter() - t0
     wants = lambda w: not a.only or w in a.only.split(",")  # noqa: E731
-    print(f"diffusers bench: device {dev} dtype {a.dtype}, {a.threads} torch threads, "
+    print(f"diffusers bench: {'SDXL' if xl else 'SD1.5'}, device {dev} dtype {a.dtype}, {a.threads} torch threads, "
           f"torch {torch.__version__}; load {load_s:.1f} s", flush=True)
     results: dict = {}
 
@@ -151,22 +194,55 @@ def main() -> None:
 
     g = torch.Generator().manual_seed(0)
     rand = lambda *s: torch.randn(*s, generator=g).to(dev, dt)  # noqa: E731
-    if wants("clip"):
+    if wants("clip") and xl:
+        # as examples/bench.rs: one prompt through both tokenizers (when the folder has them) and
+        # both encoders, as StableDiffusionXLPipeline.encode_prompt (clip_skip None) runs them
+        prompt = "a photo of a cat sitting on a sofa, best quality"
+        ids_all = []
+        for sub in ("tokenizer", "tokenizer_2"):
+            if (wdir / sub / "vocab.json").exists():
+                from transformers import CLIPTokenizer
+
+                tok = CLIPTokenizer.from_pretrained(str(wdir / sub))
+                ids_all.append(tok(prompt, padding="max_length", max_length=77, truncation=True,
+                                   return_tensors="pt").input_ids.to(dev))
+            else:
+                ids_all.append(torch.randint(0, text.config.vocab_size, (1, 77), generator=g).to(dev))
+        ids1, ids2 = ids_all
+
+        def encode_xl():
+            o1 = text(ids1, output_hidden_states=True)
+            o2 = text_2(ids2, output_hidden_states=True)
+            return torch.cat([o1.hidden_states[-2], o2.hidden_states[-2]], dim=-1), o2.text_embeds
+
+        report("clip", measure(encode_xl, a.runs, dev))
+    elif wants("clip"):
         ids = torch.randint(0, 49408, (1, 77), generator=g).to(dev)
         report("clip", measure(lambda: text(ids), a.runs, dev))
     if wants("unet"):
-        ctx = rand(3, 77, 768)
-        for side in (32, 64):
-            for batch in (1, 3):
+        ctx = rand(max(a.batches), 77, unet.config.cross_attention_dim)
+        if xl:  # width of the pooled text embedding: SDXL 2816 - 6 * 256 = 1280
+            pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        for side in a.unet_sides:
+            for batch in a.batches:
                 x = rand(batch, 4, side, side)
                 c = ctx[:batch]
+                kw = {}
+                if xl:
+                    px = 8.0 * side  # a square image of 8x the latent side
+                    kw["added_cond_kwargs"] = {
+                        "text_embeds": rand(batch, pooled),
+                        "time_ids": torch.tensor([[px, px, 0.0, 0.0, px, px]] * batch).to(dev, dt),
+                    }
                 report(f"unet {side}x{side} batch {batch}",
-                       measure(lambda: unet(x, 981, encoder_hidden_states=c).sample, a.runs, dev))
+                       measure(lambda: unet(x, 981, encoder_hidden_states=c, **kw).sample, a.runs, dev))
     side = a.ditail_size
     if wants("vae"):
         z = rand(1, 4, side // 8, side // 8)
         report(f"vae decode {side}px", measure(lambda: vae.decode(z).sample, a.runs, dev))
-    if wants("ditail"):
+    if wants("ditail") and xl:
+        print(f"ditail {side}px: skipped (the reference Ditail schedule here is SD1.5's)", flush=True)
+    elif wants("ditail"):
         sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
         sched.set_timesteps(a.ditail_steps)
@@ -203,7 +279,9 @@ def main() -> None:
 
         report(f"ditail {side}px {a.ditail_steps}+{a.ditail_steps} steps", measure(run, a.ditail_runs, dev))
     if a.json:
-        a.json.write_text(json.dumps({"tool": "diffusers", "device": dev, "dtype": a.dtype,
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps({"tool": "diffusers", "family": "sdxl" if xl else "sd15",
+                                      "device": dev, "dtype": a.dtype,
                                       "threads": a.threads, "torch": torch.__version__,
                                       "results": results}, indent=2))
 

@@ -57,6 +57,27 @@ Writes, deterministically (fixed seeds, 2 threads; a rerun gives byte-identical 
   tests/fixtures/loading/meta-xl.json   what each loading file is, the conventions, the checks, and what
                                         diffusers did
 
+Full-size mode (``--full-size OUTDIR``, for tests/full_size.rs; not committed, OUTDIR = fixtures-full is
+git-ignored) writes instead, leaving the tiny fixtures alone:
+
+  OUTDIR/sdxl/model/                    a StableDiffusionXLPipeline folder with SDXL base 1.0's exact configs
+                                        (unet 2.57 B params, vae, text_encoder ViT-L, text_encoder_2 bigG,
+                                        scheduler, model_index.json), random weights initialised as
+                                        make_fixtures.py --full-size does (library init + make_fixtures.perturb),
+                                        saved only as the fp16 variant (*.fp16.safetensors, ~7 GB); tokenizer/
+                                        and tokenizer_2/ are the full CLIP BPE of models/clip (tokenizer_2 pads
+                                        with "!")
+  OUTDIR/sdxl/golden/                   goldens computed in f32 from the fp16-rounded weights:
+    text.safetensors                    input_ids, input_ids_2 [1, 77] -> text_embeddings [1, 77, 2048],
+                                        text_embeddings_skip1, pooled_text_embeds [1, 1280], te1/te2_penultimate
+    unet.safetensors                    sample [1, 4, 32, 32], timestep [1] (i64, 501), encoder_hidden_states
+                                        [1, 77, 2048], text_embeds [1, 1280], time_ids [1, 6] -> noise_pred,
+                                        site.up_blocks.1.resnets.1 and the q / k of
+                                        up_blocks.1.attentions.{1,2}.transformer_blocks.{0,1} only
+    vae.safetensors                     image [1, 3, 64, 64] -> posterior_mean; latents [1, 4, 8, 8] -> decoded
+    meta.json                           configs, parameter counts, versions, what each tensor is
+  One network is in memory at a time (the U-Net is 10.3 GB in f32); peak RSS about 11 GB.
+
 No "tame" folder: the SD side tames its tiny models in the Rust tests (and in
 make_pipeline_fixtures.py) by scaling unet.conv_out after loading; do the same for tiny-xl.
 
@@ -67,7 +88,8 @@ module structure (TextTransformer: token_embedding, positional_embedding, transf
 ln_final, text_projection used as x @ text_projection).  It does not use diffusers' tables; it
 is checked by loading the file back with diffusers' from_single_file.
 
-Usage:  .venv/bin/python scripts/make_sdxl_fixtures.py   (about 15 s on 2 cores; needs peft and
+Usage:  .venv/bin/python scripts/make_sdxl_fixtures.py [--full-size fixtures-full]
+        (tiny: about 15 s on 2 cores; needs peft and
         the tiny tokenizer source models/clip of scripts/convert_clip_vocab.py).  Run it after
         make_loading_fixtures.py, which deletes tests/fixtures/loading/ before writing its files.
 
@@ -77,6 +99,8 @@ Size: about 6.1 MB, mostly tiny-xl twice (folder 2.6 MB, single file 2.6 MB; U-N
 
 from __future__ import annotations
 
+import argparse
+import gc
 import math
 import shutil
 import sys
@@ -1120,9 +1144,323 @@ def lora_summary(b: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------
+# full size (--full-size OUTDIR): SDXL base 1.0's real configs, random weights, fp16 files
+
+
+FULL_NAME = "sdxl-random"
+FULL_SEED = 6000
+FULL_PROMPTS = ["a photo of an astronaut riding a horse on mars"]
+# only these 4 attention layers (+ the resnet) are captured, to keep unet.safetensors small
+FULL_ATTN_SITES = [(1, 1, 0), (1, 1, 1), (1, 2, 0), (1, 2, 1)]
+FULL_UNET_CASE = dict(latent_hw=(32, 32), batch=1, timestep=501, timestep_dtype=torch.int64,
+                      time_ids=[[256.0, 256.0, 0.0, 0.0, 256.0, 256.0]])
+FULL_VAE_IMAGE_HW = (64, 64)
+FULL_VAE_LATENT_HW = (8, 8)
+FULL_WEIGHT_FILES = {"unet": "unet/diffusion_pytorch_model.fp16.safetensors",
+                     "vae": "vae/diffusion_pytorch_model.fp16.safetensors",
+                     "text_encoder": "text_encoder/model.fp16.safetensors",
+                     "text_encoder_2": "text_encoder_2/model.fp16.safetensors"}
+
+
+def unet_config_xl_full() -> dict:
+    # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json: the tiny config's keys with SDXL's values
+    return dict(
+        unet_config_xl(),
+        addition_time_embed_dim=256,
+        attention_head_dim=[5, 10, 20],  # head counts (head dim 64)
+        block_out_channels=[320, 640, 1280],
+        cross_attention_dim=2048,  # 768 + 1280
+        norm_num_groups=32,
+        projection_class_embeddings_input_dim=2816,  # 6 * 256 + 1280
+        sample_size=128,
+        transformer_layers_per_block=[1, 2, 10],
+    )
+
+
+def vae_config_xl_full() -> dict:
+    # SDXL base 1.0 vae/config.json
+    return dict(mf.vae_config((128, 256, 512, 512), 32, sample_size=1024), scaling_factor=0.13025, force_upcast=True)
+
+
+def text_configs_xl_full() -> tuple[dict, dict]:
+    # text_encoder/config.json (CLIP ViT-L/14 text tower) and text_encoder_2/config.json (OpenCLIP ViT-bigG/14
+    # text tower, CLIPTextModelWithProjection), legacy special ids pad 1 / bos 0 / eos 2 as shipped
+    te1 = mf.text_config(768, 3072, 12, 12, 49408, 768, special_ids=(1, 0, 2))
+    te2 = dict(mf.text_config(1280, 5120, 32, 20, 49408, 1280, special_ids=(1, 0, 2)), hidden_act="gelu")
+    return te1, te2
+
+
+def _free() -> None:
+    gc.collect()
+
+
+@torch.no_grad()
+def full_build_save(name: str, build, model_dir: Path, seed: int, gen: torch.Generator):
+    """Build one network (f32, random, perturbed), save it as the fp16 variant, check the file against
+    the in-memory fp16 weights, and return it upcast to f32 (= what a loader upcasting the file gets)."""
+    t0 = time.time()
+    torch.manual_seed(seed)
+    m = build()
+    m.eval()
+    info = mf.perturb(m, gen)
+    info["parameters"] = sum(p.numel() for p in m.parameters())
+    t_build = time.time() - t0
+    t0 = time.time()
+    m.half()  # in place, parameter by parameter: the f32 copy goes as the f16 one comes
+    m.save_pretrained(model_dir / name, safe_serialization=True, variant="fp16")
+    path = model_dir / FULL_WEIGHT_FILES[name]
+    if name == "text_encoder":
+        mf._canonical_text_encoder_keys(path)  # SDXL's text_encoder has the text_model. prefix
+    t_save = time.time() - t0
+    t0 = time.time()
+    sd = {k: v for k, v in m.state_dict().items() if not k.endswith("position_ids")}
+    seen = set()
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        if name == "text_encoder_2":
+            assert all(k.startswith("text_model.") or k == "text_projection.weight" for k in keys), keys[:4]
+        if name == "text_encoder":
+            assert all(k.startswith("text_model.") for k in keys), keys[:4]
+        for k in keys:
+            mk = k if k in sd else k.removeprefix("text_model.")
+            assert mk in sd and mk not in seen, (name, k)
+            seen.add(mk)
+            t = f.get_tensor(k)
+            assert t.dtype == torch.float16 and torch.equal(t, sd[mk]), (name, k)
+            assert torch.isfinite(t).all(), (name, k)
+    assert seen == set(sd), (name, sorted(set(sd) - seen)[:5])
+    del sd
+    stray = [p.name for p in (model_dir / name).iterdir() if p.suffix in (".bin", ".pt", ".ckpt")]
+    assert not stray and path.is_file(), (stray, path)
+    m.float()  # the goldens run in f32 on the fp16-rounded weights
+    for n, p in m.named_parameters():
+        assert p.dtype == torch.float32, (name, n)
+    info["file_bytes"] = path.stat().st_size
+    log(f"  {name}: {info['parameters']:,} params; built {t_build:.1f}s, saved fp16 {t_save:.1f}s "
+        f"({info['file_bytes'] / 1e9:.2f} GB), file checked {time.time() - t0:.1f}s")
+    return m, info, {"build": t_build, "save": t_save, "check": time.time() - t0}
+
+
+@torch.no_grad()
+def make_full_size(out: Path) -> None:
+    import diffusers
+    import safetensors
+    import transformers
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    t_start = time.time()
+    root = out / "sdxl"
+    model_dir, golden_dir = root / "model", root / "golden"
+    for d in (model_dir, golden_dir):
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+    ucfg, vcfg = unet_config_xl_full(), vae_config_xl_full()
+    te1_cfg, te2_cfg = text_configs_xl_full()
+    notes = mf.check_unet_config(ucfg) + mf.check_vae_config(vcfg)
+    notes += [f"text_encoder: {x}" for x in mf.check_text_config(te1_cfg)]
+    notes += [f"text_encoder_2: {x}" for x in mf.check_text_config(te2_cfg)]
+    for n in notes:
+        log(f"  {n}")
+    timings: dict[str, float] = {}
+    info: dict[str, dict] = {}
+    files: dict[str, dict] = {}
+    gen = torch.Generator().manual_seed(FULL_SEED + 7)
+
+    # folder skeleton: tokenizers (the full CLIP BPE), scheduler, model_index
+    clip_files = ((mf.CLIP_DIR / "vocab.json").read_bytes(), (mf.CLIP_DIR / "merges.txt").read_bytes())
+    write_tokenizer(model_dir / "tokenizer", "<|endoftext|>", clip_files)
+    write_tokenizer(model_dir / "tokenizer_2", "!", clip_files)
+    mf.write_json(model_dir / "scheduler" / "scheduler_config.json",
+                  dict(SCHEDULER_CONFIG_XL, _diffusers_version=diffusers.__version__))
+    mf.write_json(model_dir / "model_index.json", model_index_xl())
+    tok1 = CLIPTokenizer.from_pretrained(str(model_dir / "tokenizer"))
+    tok2 = CLIPTokenizer.from_pretrained(str(model_dir / "tokenizer_2"))
+    bang = tok2.convert_tokens_to_ids("!")
+    assert len(tok1) == len(tok2) == 49408
+    assert tok1("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert tok1.pad_token_id == 49407 and tok2.pad_token == "!" and tok2.pad_token_id == bang == 0, bang
+
+    # text encoders (both kept for the text golden: 0.5 + 2.8 GB in f32)
+    log("== text encoders")
+    t0 = time.time()
+    te1, info["text_encoder"], _ = full_build_save(
+        "text_encoder", lambda: CLIPTextModel(CLIPTextConfig(**te1_cfg)), model_dir, FULL_SEED + 2, gen)
+    te2, info["text_encoder_2"], _ = full_build_save(
+        "text_encoder_2", lambda: CLIPTextModelWithProjection(CLIPTextConfig(**te2_cfg)), model_dir, FULL_SEED + 3,
+        gen)
+    timings["text encoders: build + save"] = time.time() - t0
+    t0 = time.time()
+    sched = EulerDiscreteScheduler.from_pretrained(str(model_dir), subfolder="scheduler")
+    pipe = StableDiffusionXLPipeline(vae=None, text_encoder=te1, text_encoder_2=te2, tokenizer=tok1,
+                                     tokenizer_2=tok2, unet=None, scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    inputs, outputs, text_checks = golden_text(pipe, FULL_PROMPTS, 49407)
+    assert outputs["text_embeddings"].shape == (1, MAX_LEN, 2048)
+    assert outputs["pooled_text_embeds"].shape == (1, 1280)
+    files["text.safetensors"] = mf.write_golden(golden_dir / "text.safetensors", inputs, outputs)
+    log(f"  text: ids {inputs['input_ids'][0, :14].tolist()}..., ids_2 {inputs['input_ids_2'][0, :14].tolist()}...; "
+        f"|text_embeddings|max={outputs['text_embeddings'].abs().max():.4g}, "
+        f"|pooled|max={outputs['pooled_text_embeds'].abs().max():.4g}")
+    del pipe, te1, te2, inputs, outputs
+    _free()
+    timings["text golden"] = time.time() - t0
+
+    # VAE
+    log("== vae")
+    t0 = time.time()
+    vae, info["vae"], _ = full_build_save("vae", lambda: AutoencoderKL(**vcfg), model_dir, FULL_SEED + 1, gen)
+    timings["vae: build + save"] = time.time() - t0
+    t0 = time.time()
+    g = torch.Generator().manual_seed(FULL_SEED + 20)
+    ih, iw = FULL_VAE_IMAGE_HW
+    image = torch.rand((1, 3, ih, iw), generator=g, dtype=torch.float32) * 2.0 - 1.0
+    latents = mf._randn((1, 4, *FULL_VAE_LATENT_HW), FULL_SEED + 21)
+    out_v = mf.golden_vae(vae, image, latents)
+    assert out_v["posterior_mean"].shape == (1, 4, ih // 8, iw // 8)
+    assert out_v["decoded"].shape == (1, 3, FULL_VAE_LATENT_HW[0] * 8, FULL_VAE_LATENT_HW[1] * 8)
+    files["vae.safetensors"] = mf.write_golden(golden_dir / "vae.safetensors", {"image": image, "latents": latents},
+                                               out_v)
+    log(f"  vae: |posterior_mean|max={out_v['posterior_mean'].abs().max():.4g}, "
+        f"|decoded|max={out_v['decoded'].abs().max():.4g}")
+    del vae, out_v
+    _free()
+    timings["vae golden"] = time.time() - t0
+
+    # U-Net (10.3 GB in f32: alone in memory)
+    log("== unet")
+    t0 = time.time()
+    unet, info["unet"], _ = full_build_save("unet", lambda: UNet2DConditionModel(**ucfg), model_dir, FULL_SEED, gen)
+    timings["unet: build + save"] = time.time() - t0
+    t0 = time.time()
+    assert [len(a.transformer_blocks) for a in unet.down_blocks[2].attentions] == [10, 10]
+    assert len(unet.mid_block.attentions[0].transformer_blocks) == 10
+    assert [len(a.transformer_blocks) for a in unet.up_blocks[0].attentions] == [10, 10, 10]
+    assert [len(a.transformer_blocks) for a in unet.up_blocks[1].attentions] == [2, 2, 2]
+    assert isinstance(unet.down_blocks[1].attentions[0].proj_in, torch.nn.Linear)
+    assert unet.add_embedding.linear_1.in_features == 2816
+    processors = mf.check_processors(unet)
+    c = FULL_UNET_CASE
+    h, w = c["latent_hw"]
+    sample = mf._randn((c["batch"], 4, h, w), FULL_SEED + 100)
+    ehs = mf._randn((c["batch"], MAX_LEN, ucfg["cross_attention_dim"]), FULL_SEED + 200)
+    text_embeds = mf._randn((c["batch"], 1280), FULL_SEED + 300)
+    time_ids = torch.tensor(c["time_ids"], dtype=torch.float32)
+    timestep = torch.tensor([c["timestep"]], dtype=c["timestep_dtype"])
+    out_u = golden_unet(unet, sample, timestep, ehs, text_embeds, time_ids, sites=FULL_ATTN_SITES)
+    assert out_u["noise_pred"].shape == sample.shape
+    files["unet.safetensors"] = mf.write_golden(golden_dir / "unet.safetensors", {
+        "sample": sample, "timestep": timestep, "encoder_hidden_states": ehs,
+        "text_embeds": text_embeds, "time_ids": time_ids}, out_u)
+    log(f"  unet {c['batch']}x4x{h}x{w} t={c['timestep']}: |noise_pred|max={out_u['noise_pred'].abs().max():.4g}, "
+        f"std {out_u['noise_pred'].std():.4g}; {len(out_u) - 1} sites; processors {processors}")
+    del unet, out_u
+    _free()
+    timings["unet golden (2 forwards)"] = time.time() - t0
+
+    # the folder loads as StableDiffusionXLPipeline (fp16 variant, in f16 to stay at ~7 GB), every weight as written
+    log("== smoke test")
+    t0 = time.time()
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(model_dir), variant="fp16", dtype=torch.float16)
+    assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert pipe.vae.config.scaling_factor == 0.13025 and pipe.vae.config.force_upcast
+    assert pipe.config.force_zeros_for_empty_prompt and pipe.unet.config.num_attention_heads is None
+    assert pipe.tokenizer_2.pad_token_id == 0 and pipe.tokenizer.pad_token_id == 49407
+    for comp, rel in FULL_WEIGHT_FILES.items():
+        sd = {k: v for k, v in getattr(pipe, comp).state_dict().items() if not k.endswith("position_ids")}
+        with safe_open(str(model_dir / rel), framework="pt") as f:
+            keys = list(f.keys())
+            assert len(keys) == len(sd), (comp, len(keys), len(sd))
+            for k in keys:
+                mk = k if k in sd else k.removeprefix("text_model.")
+                assert torch.equal(sd[mk], f.get_tensor(k)), (comp, k)
+        del sd
+    del pipe
+    _free()
+    timings["smoke test (pipeline load, fp16)"] = time.time() - t0
+
+    model_files = sorted(p for p in model_dir.rglob("*") if p.is_file())
+    sites = FULL_ATTN_SITES
+    meta = {
+        "model": FULL_NAME,
+        "model_dir": "model (next to this golden/ folder)",
+        "weights_dtype_on_disk": "float16 (diffusers variant fp16: diffusion_pytorch_model.fp16.safetensors, "
+                                 "model.fp16.safetensors)",
+        "compute_dtype": "float32, from the fp16-rounded weights (each network was rounded to f16, saved, and "
+                         "upcast back to f32 before the golden forwards): a loader upcasting the fp16 files to f32 "
+                         "has exactly these weights",
+        "tolerance": mf.TOLERANCE,
+        "seed": FULL_SEED,
+        "config": {"unet": ucfg, "vae": vcfg, "text_encoder": te1_cfg, "text_encoder_2": te2_cfg,
+                   "scheduler": SCHEDULER_CONFIG_XL, "model_index": model_index_xl()},
+        "config_checks": notes,
+        "init": {"norm_perturbation": "as make_fixtures.py --full-size: library default init, then "
+                                      "GroupNorm/LayerNorm weight = 1 + 0.1*randn, bias = 0.1*randn; all-zero "
+                                      "parameters refilled with 0.02*randn (make_fixtures.perturb)", **info},
+        "parameters": {k: v["parameters"] for k, v in info.items()},
+        "parameters_total": sum(v["parameters"] for v in info.values()),
+        "attention_processors": processors,
+        "tokenizers": {
+            "vocab": "models/clip vocab.json / merges.txt (full CLIP BPE, 49408 entries; <|startoftext|> 49406, "
+                     "<|endoftext|> 49407)",
+            "tokenizer": "pads with <|endoftext|> (49407)",
+            "tokenizer_2": "pads with \"!\" (id 0), as SDXL's tokenizer_2",
+        },
+        "text": {
+            "prompts": FULL_PROMPTS,
+            "input_ids": "pipe.tokenizer(prompts, padding='max_length', max_length=77, truncation=True)",
+            "input_ids_2": "pipe.tokenizer_2(the same): \"!\" (0) instead of <|endoftext|> after the first one",
+            "te1_penultimate": "text_encoder(input_ids, output_hidden_states=True).hidden_states[-2]",
+            "te2_penultimate": "text_encoder_2(input_ids_2, output_hidden_states=True).hidden_states[-2]",
+            "text_embeddings": "cat([te1_penultimate, te2_penultimate], -1) = encode_prompt's prompt_embeds "
+                               "[1, 77, 2048]",
+            "text_embeddings_skip1": "cat of hidden_states[-3] of both encoders = encode_prompt(clip_skip=1)",
+            "pooled_text_embeds": "text_encoder_2(...).text_embeds [1, 1280]",
+            "checks": text_checks,
+        },
+        "vae": {"image": f"uniform in [-1, 1], {ih}x{iw}", "posterior_mean": "vae.encode(image).latent_dist.mean "
+                "(no scaling factor)", "latents": f"randn {list(FULL_VAE_LATENT_HW)}",
+                "decoded": "vae.decode(latents).sample (no scaling factor)"},
+        "unet": {
+            "call": "unet(sample, timestep, encoder_hidden_states, added_cond_kwargs={'text_embeds': text_embeds, "
+                    "'time_ids': time_ids}).sample",
+            "inputs": "sample, encoder_hidden_states [1, 77, 2048], text_embeds [1, 1280]: randn; time_ids = "
+                      "[original h, original w, crop top, crop left, target h, target w]",
+            "latent_hw": list(FULL_UNET_CASE["latent_hw"]), "batch": FULL_UNET_CASE["batch"],
+            "timestep": FULL_UNET_CASE["timestep"], "timestep_dtype": "int64", "time_ids": FULL_UNET_CASE["time_ids"],
+        },
+        "sites": {
+            RESNET_SITE: "output of up_blocks[1].resnets[1].conv2 (residual branch, before the shortcut add)",
+            "site.up_blocks.{i}.attentions.{j}.transformer_blocks.{d}.q/.k": "outputs of that transformer block's "
+            "attn1.to_q / attn1.to_k, [batch, tokens, inner_dim], token = row*w + col",
+            "attention_sites": [f"up_blocks.{i}.attentions.{j}.transformer_blocks.{d}" for i, j, d in sites],
+            "note": "only these 4 self-attention layers (not every up-block transformer block, as the tiny-xl "
+                    "fixtures have), to keep the file small; hooks checked not to change noise_pred",
+        },
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                     "transformers": transformers.__version__, "safetensors": safetensors.__version__,
+                     "numpy": np.__version__},
+        "golden_files": files,
+        "model_files": {mf._rel(p, model_dir): p.stat().st_size for p in model_files},
+    }  # no timings in here (printed instead), so a rerun reproduces meta.json
+    mf.write_json(golden_dir / "meta.json", meta)
+    log("sizes:")
+    mf.report_sizes(root)
+    log("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    log(f"full-size total {time.time() - t_start:.1f}s")
+
+
+
+# ---------------------------------------------------------------------------------------
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full-size", type=Path, metavar="OUTDIR",
+                    help="build SDXL base 1.0's real configs (random weights, fp16 files) into OUTDIR/sdxl/model and "
+                         "goldens into OUTDIR/sdxl/golden; the tiny fixtures are left alone")
+    args = ap.parse_args()
     mf._install_log_capture()
     t_start = time.time()
     import diffusers
@@ -1134,6 +1472,14 @@ def main() -> None:
         f"peft {peft.__version__}, threads {torch.get_num_threads()}")
     if not (mf.CLIP_DIR / "vocab.json").is_file():
         sys.exit("error: models/clip/vocab.json missing; run scripts/convert_clip_vocab.py first")
+    if args.full_size is not None:
+        make_full_size(args.full_size.resolve())
+        if mf.COLLECTED:
+            log(f"warnings from diffusers/transformers/python ({len(mf.COLLECTED)}):")
+            for w in dict.fromkeys(mf.COLLECTED):
+                log(f"  {w[:300]}")
+        log(f"total time {time.time() - t_start:.1f}s")
+        return
     timings = {}
 
     t0 = time.time()

@@ -10,7 +10,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use common::{assert_close, assert_sites, cpu, fixtures, model_dir};
+use common::pipeline::{After, check, tame_as, tensor};
+use common::{assert_close, assert_sites, cpu, fixtures};
 use ditail::models::hook::{Controller, Recorder, SelfAttnQk, Site};
 use ditail::models::tensor_file::read_tensors;
 use ditail::models::{Conditioning, LoadOptions};
@@ -38,32 +39,6 @@ fn meta() -> Value {
 /// A tiny model with its U-Net's `conv_out` scaled by 0.1, as the reference tames it.
 fn tame(name: &str, device: &Device) -> Model {
     tame_as(name, device, LoadOptions::default())
-}
-
-fn tame_as(name: &str, device: &Device, opts: LoadOptions) -> Model {
-    let spec = ModelSpec::new(model_dir(name).to_str().unwrap());
-    let mut m = Model::load(&spec, device, opts).unwrap();
-    let conv = &mut m.sd_mut().unet.conv_out;
-    conv.weight = conv.weight.clone().map(|w| w * 0.1);
-    conv.bias = conv.bias.clone().map(|b| b.map(|b| b * 0.1));
-    m
-}
-
-fn tensor<const D: usize>(
-    g: &BTreeMap<String, TensorData>,
-    key: &str,
-    device: &Device,
-) -> Tensor<D> {
-    Tensor::from_data(
-        g.get(key)
-            .unwrap_or_else(|| panic!("fixture key {key}"))
-            .clone(),
-        device,
-    )
-}
-
-fn check<const D: usize>(what: &str, got: &Tensor<D>, want: &TensorData, tol: f32) -> f32 {
-    assert_close(what, &got.clone().into_data(), want, tol)
 }
 
 #[test]
@@ -203,24 +178,6 @@ fn sd1_sites() -> &'static InjectionSites {
 }
 
 const SCENARIOS: [&str; 5] = ["full", "left", "noinj", "prompts", "steps100_50"];
-
-/// Records tensors after another controller has acted on them.
-struct After<'a, C: Controller>(C, &'a mut Recorder);
-
-impl<C: Controller> Controller for After<'_, C> {
-    fn resnet(&mut self, at: Site, h: Tensor<4>) -> Tensor<4> {
-        let h = self.0.resnet(at, h);
-        self.1.resnet(at, h)
-    }
-    /// Records the q and k the attention sees: the injection resolved as the reference
-    /// does it.
-    fn self_attn(&mut self, at: Site, grid: [usize; 2], qk: SelfAttnQk) -> SelfAttnQk {
-        let qk = self.0.self_attn(at, grid, qk);
-        let (q, k) = qk.clone().resolved();
-        self.1.self_attn(at, grid, SelfAttnQk::new(q, k));
-        qk
-    }
-}
 
 #[test]
 fn every_step_matches_the_reference() {

@@ -11,7 +11,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use common::{assert_close, assert_these_sites, cpu, fixtures, golden, loading, model_dir, params};
+use common::{
+    assert_close, assert_these_sites, cpu, fixtures, golden, loading, model_dir, params,
+    torch_params,
+};
 use ditail::models::components::run_components;
 use ditail::models::hook::{Recorder, Site};
 use ditail::models::load::{
@@ -57,8 +60,16 @@ fn tokenizers_match_transformers() {
     }
     // The second prompt ends in `!`, which the second tokenizer (padding with `!`) turns into
     // the padding id (0) as transformers does, and the first into ordinary BPE.
-    let ids_2: Vec<i64> = g["input_ids_2"].clone().convert::<i64>().try_to_vec().unwrap();
-    let ids_1: Vec<i64> = g["input_ids"].clone().convert::<i64>().try_to_vec().unwrap();
+    let ids_2: Vec<i64> = g["input_ids_2"]
+        .clone()
+        .convert::<i64>()
+        .try_to_vec()
+        .unwrap();
+    let ids_1: Vec<i64> = g["input_ids"]
+        .clone()
+        .convert::<i64>()
+        .try_to_vec()
+        .unwrap();
     assert_ne!(ids_1[77..], ids_2[77..]);
 }
 
@@ -308,22 +319,6 @@ fn single_file_equals_the_folder() {
         matches!(err, ditail::models::ModelError::WeightsMismatch { .. }),
         "{err}"
     );
-}
-
-/// A module's parameters under PyTorch's names and layouts (as the expected files hold them).
-fn torch_params<M: burn_store::ModuleSnapshot>(m: &M) -> BTreeMap<String, Vec<f32>> {
-    m.collect(None, Some(Box::new(burn_store::BurnToPyTorchAdapter)), true)
-        .into_iter()
-        .map(|t| {
-            let name = t.name.clone();
-            let b = t.into_bytes().unwrap();
-            let values = b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (name, values)
-        })
-        .collect()
 }
 
 /// Every weight `expected` lists equals the merged model's (1e-5 of its largest value) and

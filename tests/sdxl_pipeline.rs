@@ -15,7 +15,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use common::{assert_close, assert_these_sites, cpu, fixtures, model_dir};
+use common::pipeline::{After, check, tame_as, tensor};
+use common::{assert_these_sites, cpu, fixtures};
 use ditail::models::hook::{Controller, Recorder, SelfAttnQk, Site};
 use ditail::models::tensor_file::read_tensors;
 use ditail::models::{AddedConditioning, Conditioning, Family, LoadOptions};
@@ -37,29 +38,7 @@ fn meta() -> Value {
 }
 
 fn tame(device: &Device, opts: LoadOptions) -> Model {
-    let spec = ModelSpec::new(model_dir("tiny-xl").to_str().unwrap());
-    let mut m = Model::load(&spec, device, opts).unwrap();
-    let conv = &mut m.sd_mut().unet.conv_out;
-    conv.weight = conv.weight.clone().map(|w| w * 0.1);
-    conv.bias = conv.bias.clone().map(|b| b.map(|b| b * 0.1));
-    m
-}
-
-fn tensor<const D: usize>(
-    g: &BTreeMap<String, TensorData>,
-    key: &str,
-    device: &Device,
-) -> Tensor<D> {
-    Tensor::from_data(
-        g.get(key)
-            .unwrap_or_else(|| panic!("fixture key {key}"))
-            .clone(),
-        device,
-    )
-}
-
-fn check<const D: usize>(what: &str, got: &Tensor<D>, want: &TensorData, tol: f32) -> f32 {
-    assert_close(what, &got.clone().into_data(), want, tol)
+    tame_as("tiny-xl", device, opts)
 }
 
 struct Scenario {
@@ -132,22 +111,6 @@ fn check_cond(what: &str, got: &Conditioning, g: &BTreeMap<String, TensorData>, 
         &g["time_ids"],
         0.0,
     );
-}
-
-/// Records the q and k the attention sees, after the injector acted.
-struct After<'a, C: Controller>(C, &'a mut Recorder);
-
-impl<C: Controller> Controller for After<'_, C> {
-    fn resnet(&mut self, at: Site, h: Tensor<4>) -> Tensor<4> {
-        let h = self.0.resnet(at, h);
-        self.1.resnet(at, h)
-    }
-    fn self_attn(&mut self, at: Site, grid: [usize; 2], qk: SelfAttnQk) -> SelfAttnQk {
-        let qk = self.0.self_attn(at, grid, qk);
-        let (q, k) = qk.clone().resolved();
-        self.1.self_attn(at, grid, SelfAttnQk::new(q, k));
-        qk
-    }
 }
 
 #[test]

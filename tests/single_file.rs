@@ -8,7 +8,7 @@ mod common;
 use burn_store::ModuleSnapshot;
 use std::collections::BTreeMap;
 
-use common::{assert_same, cpu, loading, model_dir, params};
+use common::{assert_same, cpu, loading, model_dir, params, torch_params};
 use ditail::models::load::{
     SingleFileConfigs, WeightFile, check_architecture, load_single_file, load_vae_file,
 };
@@ -169,46 +169,14 @@ fn broken_files_and_pickles_are_clear_errors() {
 /// The fused weights diffusers computed (`unet.*` / `text_encoder.*`, PyTorch layout)
 /// against ours, for the weights the LoRAs change; every other weight must be untouched.
 fn assert_merged(label: &str, got: &StableDiffusion, base: &StableDiffusion, expected: &str) {
-    use burn_store::BurnToPyTorchAdapter;
-    let torch_params =
-        |m: &dyn Fn() -> Vec<burn_store::burn_pack::Tensor>| -> BTreeMap<String, Vec<f32>> {
-            m().into_iter()
-                .map(|t| {
-                    let name = t.name.clone();
-                    let b = t.into_bytes().unwrap();
-                    (
-                        name,
-                        b.chunks_exact(4)
-                            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                            .collect(),
-                    )
-                })
-                .collect()
-        };
     let want = ditail::models::tensor_file::read_tensors(&loading(expected)).unwrap();
     let mut checked = 0;
     for (prefix, g, b) in [
-        (
-            "unet.",
-            torch_params(&|| {
-                got.unet
-                    .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-            }),
-            torch_params(&|| {
-                base.unet
-                    .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-            }),
-        ),
+        ("unet.", torch_params(&got.unet), torch_params(&base.unet)),
         (
             "text_encoder.",
-            torch_params(&|| {
-                got.text_encoder
-                    .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-            }),
-            torch_params(&|| {
-                base.text_encoder
-                    .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-            }),
+            torch_params(&got.text_encoder),
+            torch_params(&base.text_encoder),
         ),
     ] {
         for (name, values) in &g {

@@ -349,8 +349,11 @@ fn triggers(metadata: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
-/// The architecture a failed plan names (`unsupported architecture: SDXL` -> `SDXL`).
+/// The architecture a failed plan names (`unsupported architecture: Flux (...)` -> `Flux`),
+/// read from the named part only (the rest of the message lists what ditail runs).
 fn architecture_in(reason: &str) -> Option<String> {
+    let found = reason.split("unsupported architecture: ").nth(1)?;
+    let reason = found.split(" (ditail runs").next().unwrap_or(found);
     if reason.contains("SDXL") {
         Some("SDXL".into())
     } else if reason.contains("Stable Diffusion 2") {

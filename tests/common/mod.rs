@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod hash_inception;
+pub mod pipeline;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -240,4 +241,20 @@ pub fn assert_same(
             assert_eq!(g[name], expect, "{label} {part}.{name}");
         }
     }
+}
+
+/// A module's parameters under PyTorch's names and layouts (as the expected files hold them).
+pub fn torch_params<M: burn_store::ModuleSnapshot>(m: &M) -> BTreeMap<String, Vec<f32>> {
+    m.collect(None, Some(Box::new(burn_store::BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|t| {
+            let name = t.name.clone();
+            let b = t.into_bytes().unwrap();
+            let values = b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (name, values)
+        })
+        .collect()
 }

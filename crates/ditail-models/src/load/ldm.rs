@@ -565,8 +565,20 @@ mod tests {
         assert!(
             matches!(det(&sd1, Some(vec![320, 9, 3, 3])), Architecture::Unsupported(s) if s.contains("inpainting"))
         );
+        let xl = [
+            "model.diffusion_model.input_blocks.0.0.weight",
+            "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight",
+            "conditioner.embedders.1.model.ln_final.weight",
+        ];
+        assert_eq!(det(&xl, Some(vec![320, 4, 3, 3])), Architecture::Sdxl);
         assert!(
-            matches!(det(&["conditioner.embedders.1.model.ln_final.weight"], None), Architecture::Unsupported(s) if s == "SDXL")
+            matches!(det(&xl, Some(vec![320, 9, 3, 3])), Architecture::Unsupported(s) if s.contains("SDXL inpainting"))
+        );
+        assert!(
+            matches!(det(&["conditioner.embedders.1.model.ln_final.weight"], None), Architecture::Unsupported(s) if s.contains("SDXL without"))
+        );
+        assert!(
+            matches!(det(&["conditioner.embedders.0.model.ln_final.weight"], None), Architecture::Unsupported(s) if s.contains("refiner"))
         );
         assert!(
             matches!(det(&["double_blocks.0.img_attn.qkv.weight"], None), Architecture::Unsupported(s) if s == "Flux")
