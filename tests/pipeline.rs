@@ -11,15 +11,15 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 use common::pipeline::{After, check, tame_as, tensor};
-use common::{assert_close, assert_sites, cpu, fixtures};
-use ditail::models::hook::{Controller, Recorder, SelfAttnQk, Site};
+use common::{assert_sites, cpu, fixtures};
+use ditail::models::hook::{Recorder, Site};
 use ditail::models::tensor_file::read_tensors;
 use ditail::models::{Conditioning, LoadOptions};
 use ditail::pipeline::inject::{InjectionSites, Injector, Windows};
 use ditail::pipeline::run::{check_compatible, generate_from, invert_latents};
 use ditail::pipeline::scheduler::{Ddim, SchedulerConfig};
 use ditail::pipeline::steps::{SamplingEmbeddings, StepParams, inversion_step, sampling_step};
-use ditail::pipeline::{InversionSettings, Mask, Model, ModelSpec, SamplingSettings, preprocess};
+use ditail::pipeline::{InversionSettings, Mask, Model, SamplingSettings, preprocess};
 use serde_json::Value;
 
 /// Tolerance of single steps from stored inputs.

@@ -17,13 +17,13 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use common::pipeline::{After, check, tame_as, tensor};
 use common::{assert_these_sites, cpu, fixtures};
-use ditail::models::hook::{Controller, Recorder, SelfAttnQk, Site};
+use ditail::models::hook::{Recorder, Site};
 use ditail::models::tensor_file::read_tensors;
 use ditail::models::{AddedConditioning, Conditioning, Family, LoadOptions};
 use ditail::pipeline::inject::{InjectionSites, Windows};
 use ditail::pipeline::run::generate_from;
 use ditail::pipeline::steps::{SamplingEmbeddings, StepParams, inversion_step, sampling_step};
-use ditail::pipeline::{InversionSettings, Mask, Model, ModelSpec, SamplingSettings, preprocess};
+use ditail::pipeline::{InversionSettings, Mask, Model, SamplingSettings, preprocess};
 use serde_json::Value;
 
 const STEP_TOL: f32 = 1e-4;

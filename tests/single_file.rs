@@ -5,7 +5,6 @@
 
 mod common;
 
-use burn_store::ModuleSnapshot;
 use std::collections::BTreeMap;
 
 use common::{assert_same, cpu, loading, model_dir, params, torch_params};
