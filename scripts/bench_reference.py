@@ -178,7 +178,8 @@ def main() -> None:
         from transformers import CLIPTextModelWithProjection
 
         text_2 = CLIPTextModelWithProjection.from_pretrained(
-            wdir / "text_encoder_2", torch_dtype=dt, variant=variant_of(wdir / "text_encoder_2", "model")).to(dev).eval()
+            wdir / "text_encoder_2", torch_dtype=dt, variant=variant_of(wdir / "text_encoder_2", "model"))
+        text_2 = text_2.to(dev).eval()
     load_s = time.perf_counter() - t0
     wants = lambda w: not a.only or w in a.only.split(",")  # noqa: E731
     print(f"diffusers bench: {'SDXL' if xl else 'SD1.5'}, device {dev} dtype {a.dtype}, {a.threads} torch threads, "

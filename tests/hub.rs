@@ -105,3 +105,37 @@ fn cached_repos_load_offline_and_missing_ones_say_where_they_looked() {
         "{msg}"
     );
 }
+
+/// An SDXL pipeline repo: `model_index.json` names `text_encoder_2`, so its second text
+/// encoder and tokenizer are fetched too (a missing one is named), and the snapshot loads
+/// as SDXL with the second tokenizer padding with `!`.
+#[test]
+fn cached_sdxl_repos_bring_their_second_text_encoder() {
+    let cache = tempfile::tempdir().unwrap();
+    let opts = HubOptions {
+        cache_dir: cache.path().to_path_buf(),
+        offline: true,
+    };
+    let repo = cache.path().join("models--ditail--tiny-xl");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "abc").unwrap();
+    let snapshot = repo.join("snapshots/abc");
+    copy_dir(&model_dir("tiny-xl"), &snapshot);
+    let dir = resolve("ditail/tiny-xl", &opts, false).unwrap();
+    let sd = StableDiffusion::load_diffusers(&dir, &cpu(), LoadOptions::default(), &[]).unwrap();
+    assert_eq!(sd.family(), ditail::models::Family::Sdxl);
+    let ids = sd
+        .text_encoder_2
+        .as_ref()
+        .unwrap()
+        .tokenizer
+        .encode("a")
+        .unwrap();
+    assert_eq!(ids.last(), Some(&0), "padded with `!`");
+
+    std::fs::remove_file(snapshot.join("text_encoder_2/model.safetensors")).unwrap();
+    let msg = resolve("ditail/tiny-xl", &opts, false)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("text_encoder_2/model.safetensors"), "{msg}");
+}

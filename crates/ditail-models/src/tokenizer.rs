@@ -74,18 +74,24 @@ impl ClipTokenizer {
     /// padding with the `pad_token` of its `special_tokens_map.json` (`<|endoftext|>` when
     /// it names none).
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::from_dir_or_pad(dir, "<|endoftext|>")
+    }
+
+    /// [`ClipTokenizer::from_dir`], padding with `default_pad` when the folder names no
+    /// padding token (SDXL's `tokenizer_2/` pads with `!`).
+    pub fn from_dir_or_pad(dir: &Path, default_pad: &str) -> Result<Self> {
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path, source })
         };
-        let pad = Self::pad_token(dir)?;
+        let pad = Self::pad_token(dir)?.unwrap_or_else(|| default_pad.to_string());
         Self::from_vocab_padded(&read("vocab.json")?, &read("merges.txt")?, &pad)
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", dir.display())))
     }
 
     /// The padding token a tokenizer folder names (`special_tokens_map.json`, else
     /// `tokenizer_config.json`), as a string or as transformers' `{"content": ...}`.
-    fn pad_token(dir: &Path) -> Result<String> {
+    fn pad_token(dir: &Path) -> Result<Option<String>> {
         for name in ["special_tokens_map.json", "tokenizer_config.json"] {
             let path = dir.join(name);
             if !path.is_file() {
@@ -93,16 +99,16 @@ impl ClipTokenizer {
             }
             let j = crate::json::JsonConfig::read(&path)?;
             match j.raw("pad_token") {
-                Some(Value::String(t)) => return Ok(t.clone()),
+                Some(Value::String(t)) => return Ok(Some(t.clone())),
                 Some(Value::Object(o)) => {
                     if let Some(Value::String(t)) = o.get("content") {
-                        return Ok(t.clone());
+                        return Ok(Some(t.clone()));
                     }
                 }
                 _ => {}
             }
         }
-        Ok("<|endoftext|>".into())
+        Ok(None)
     }
 
     /// Builds the tokenizer from the text of `vocab.json` and `merges.txt`, padding with

@@ -240,7 +240,7 @@ pub fn load_text_encoder(
 pub fn load_tokenizer_2(model_dir: &Path) -> Result<ClipTokenizer> {
     let dir = model_dir.join("tokenizer_2");
     if dir.join("vocab.json").is_file() {
-        ClipTokenizer::from_dir(&dir)
+        ClipTokenizer::from_dir_or_pad(&dir, "!")
     } else {
         Ok(ClipTokenizer::sdxl_second())
     }

@@ -57,9 +57,26 @@ struct Layout {
     required: &'static [&'static str],
     optional: &'static [&'static str],
     weights: &'static [(&'static str, &'static str)],
+    /// More of the same, fetched when the first required file (`model_index.json`) names
+    /// the given component (SDXL's second text encoder).
+    when: Option<(&'static str, &'static Layout)>,
 }
 
-/// An SD1.x diffusers pipeline repo.
+/// What an SDXL pipeline repo adds: the second text encoder and its tokenizer (whose
+/// `special_tokens_map.json` says it pads with `!`).
+const SDXL_EXTRA: Layout = Layout {
+    required: &["text_encoder_2/config.json"],
+    optional: &[
+        "tokenizer_2/vocab.json",
+        "tokenizer_2/merges.txt",
+        "tokenizer_2/special_tokens_map.json",
+        "tokenizer_2/tokenizer_config.json",
+    ],
+    weights: &[("text_encoder_2", "model")],
+    when: None,
+};
+
+/// A diffusers pipeline repo (SD1.x, or SDXL with [`SDXL_EXTRA`]).
 const PIPELINE: Layout = Layout {
     required: &[
         "model_index.json",
@@ -77,6 +94,7 @@ const PIPELINE: Layout = Layout {
         ("vae", "diffusion_pytorch_model"),
         ("text_encoder", "model"),
     ],
+    when: Some(("text_encoder_2", &SDXL_EXTRA)),
 };
 
 /// A VAE repo (`stabilityai/sd-vae-ft-mse`): the model at the repo's root.
@@ -84,6 +102,7 @@ const VAE_ROOT: Layout = Layout {
     required: &["config.json"],
     optional: &[],
     weights: &[("", "diffusion_pytorch_model")],
+    when: None,
 };
 
 /// The VAE of a pipeline repo.
@@ -91,6 +110,7 @@ const VAE_OF_PIPELINE: Layout = Layout {
     required: &["vae/config.json"],
     optional: &[],
     weights: &[("vae", "diffusion_pytorch_model")],
+    when: None,
 };
 
 /// A transformers model repo (`openai/clip-vit-large-patch14`, `facebook/dino-vitb8`): the
@@ -99,6 +119,7 @@ const TRANSFORMERS_ROOT: Layout = Layout {
     required: &["config.json"],
     optional: &["vocab.json", "merges.txt"],
     weights: &[("", "model")],
+    when: None,
 };
 
 /// Makes a transformers model repo available locally (the metric networks of `ditail
@@ -167,13 +188,26 @@ fn resolve_layout(
     };
 
     let index = fetch(layout.required[0]).map_err(err)?;
-    for file in &layout.required[1..] {
-        fetch(file).map_err(err)?;
+    let mut parts = vec![layout];
+    if let Some((component, extra)) = layout.when {
+        let names = std::fs::read_to_string(&index)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|j| j.get(component).is_some_and(|v| !v.is_null()));
+        if names {
+            parts.push(extra);
+        }
     }
-    for file in layout.optional {
-        let _ = fetch(file);
+    for part in &parts {
+        let skip = usize::from(std::ptr::eq(*part, layout));
+        for file in &part.required[skip..] {
+            fetch(file).map_err(err)?;
+        }
+        for file in part.optional {
+            let _ = fetch(file);
+        }
     }
-    for (dir, stem) in layout.weights {
+    for (dir, stem) in parts.iter().flat_map(|p| p.weights) {
         let prefix = if dir.is_empty() {
             String::new()
         } else {
