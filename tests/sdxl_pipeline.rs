@@ -373,3 +373,24 @@ fn sdxl_injection_sites_ablation() {
         .to_string();
     assert!(err.contains("up_blocks.1.attn"), "{err}");
 }
+
+/// An SDXL inversion records its family and an SD1.x target refuses it before sampling.
+#[test]
+fn an_sdxl_inversion_does_not_feed_an_sd1_target() {
+    let device = cpu();
+    let model = tame(&device, LoadOptions::default());
+    let img = preprocess::load_rgb(&dir().join("content.png")).unwrap();
+    let mut sc = scenario("full");
+    sc.inv.steps = 2;
+    sc.spl.steps = 2;
+    let inv = ditail::pipeline::invert(&model, &img, &sc.inv, &device, &mut |_| true).unwrap();
+    assert_eq!(inv.meta().family, Some(Family::Sdxl));
+    let sd1 = common::pipeline::tame_as("tiny-a", &device, LoadOptions::default());
+    let err = ditail::pipeline::sample(&sd1, &inv, &sc.spl, &device, &mut |_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model family") && err.contains("Stable Diffusion XL"),
+        "{err}"
+    );
+}

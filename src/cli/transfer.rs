@@ -234,6 +234,16 @@ pub fn prepare(
         ContentArg::Latents(path) => {
             let (inv, _) = latents::load(path, &compute.device)
                 .with_context(|| format!("--from-latents {}", path.display()))?;
+            let family = inv.meta().family.unwrap_or(ditail::models::Family::Sd1);
+            if family != target_checked.family {
+                bail!(
+                    "--from-latents {}: the inversion is in {family}'s latent space and the \
+                     target {} is {}",
+                    path.display(),
+                    target_checked.record.model,
+                    target_checked.family
+                );
+            }
             let [_, channels, _, _] = inv.z0().dims();
             if channels != target_checked.latent_channels {
                 bail!(

@@ -5,8 +5,9 @@
 //! conditioning. Two models of different families cannot share latents, so Ditail cannot
 //! invert with one and sample with the other.
 
-/// A Stable Diffusion model family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A Stable Diffusion model family (`sd1` / `sdxl` in saved files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Family {
     /// SD 1.x (1.4, 1.5 and their fine-tunes): one CLIP ViT-L/14 text encoder, 512 px.
     Sd1,

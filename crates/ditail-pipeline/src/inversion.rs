@@ -19,6 +19,10 @@ pub struct InversionMeta {
     pub settings: InversionSettings,
     /// SHA-256 of the decoded RGB pixels of the content image, hex.
     pub image_sha256: String,
+    /// The source's family, whose latent space the inversion is in (absent in files written
+    /// before SDXL support: SD1.x).
+    #[serde(default)]
+    pub family: Option<ditail_models::Family>,
 }
 
 /// The result of inverting one content image: every `Z[t]`, reusable for any target. Its
@@ -132,6 +136,7 @@ mod tests {
                 ..InversionSettings::new("p")
             },
             image_sha256: String::new(),
+            family: None,
         }
     }
 

@@ -121,6 +121,7 @@ pub fn invert(
             source: source.name().to_string(),
             settings: settings.clone(),
             image_sha256: image_hash(image),
+            family: Some(source.family()),
         },
     )
 }
@@ -172,6 +173,17 @@ pub fn check_compatible(
         return Err(PipelineError::InversionMismatch {
             what: "mask shape",
             reason,
+        });
+    }
+    let family = inv.meta().family.unwrap_or(ditail_models::Family::Sd1);
+    if family != target.family() {
+        return Err(PipelineError::InversionMismatch {
+            what: "model family",
+            reason: format!(
+                "the inversion is in {family}'s latent space and the target {} is {}",
+                target.name(),
+                target.family()
+            ),
         });
     }
     let (channels, wanted) = (inv.z0().dims()[1], target.sd().unet_config.in_channels);
