@@ -17,6 +17,7 @@ use burn::tensor::activation::gelu;
 
 use crate::hook::{Controller, SelfAttnQk, Site};
 use crate::kernels::attention::attention;
+use crate::kernels::linear::linear;
 use crate::resnet::conv1x1;
 
 /// Shape of one attention layer.
@@ -94,15 +95,15 @@ impl Attention {
         hook: Option<(Site, [usize; 2], &mut dyn Controller)>,
     ) -> Tensor<3> {
         let kv_source = context.unwrap_or_else(|| x.clone());
-        let q = self.to_q.forward(x);
-        let k = self.to_k.forward(kv_source.clone());
-        let v = self.to_v.forward(kv_source);
+        let q = linear(&self.to_q, x);
+        let k = linear(&self.to_k, kv_source.clone());
+        let v = linear(&self.to_v, kv_source);
         let qk = match hook {
             Some((site, grid, ctrl)) => ctrl.self_attn(site, grid, SelfAttnQk::new(q, k)),
             None => SelfAttnQk::new(q, k),
         };
         let out = attention(qk.q, qk.k, v, self.heads, qk.inject);
-        self.to_out[0].forward(out)
+        linear(&self.to_out[0], out)
     }
 
     /// The VAE's spatial self-attention: GroupNorm, single-head attention over all pixels,
@@ -166,12 +167,12 @@ impl FeedForward {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.net.iter().fold(x, |x, layer| match layer {
             FeedForwardLayer::Geglu(g) => {
-                let mut halves = g.proj.forward(x).chunk(2, 2).into_iter();
+                let mut halves = linear(&g.proj, x).chunk(2, 2).into_iter();
                 let (hidden, gate) = (halves.next().unwrap(), halves.next().unwrap());
                 hidden * gelu(gate)
             }
             FeedForwardLayer::Dropout(_) => x,
-            FeedForwardLayer::Out(linear) => linear.forward(x),
+            FeedForwardLayer::Out(out) => linear(out, x),
         })
     }
 }
@@ -316,7 +317,7 @@ impl Transformer2dModel {
         let normed = self.norm.forward(x.clone());
         let mut y = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv.forward(normed)),
-            Projection::Linear(linear) => linear.forward(to_tokens(normed)),
+            Projection::Linear(proj) => linear(proj, to_tokens(normed)),
         };
         for (depth, block) in self.transformer_blocks.iter().enumerate() {
             let site = site.at_depth(depth as u8);
@@ -324,7 +325,7 @@ impl Transformer2dModel {
         }
         let y = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(to_map(y)),
-            Projection::Linear(linear) => to_map(linear.forward(y)),
+            Projection::Linear(proj) => to_map(linear(proj, y)),
         };
         y + x
     }

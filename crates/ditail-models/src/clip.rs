@@ -17,6 +17,7 @@ use burn::tensor::module::embedding;
 
 use crate::error::{ModelError, Result};
 use crate::json::JsonConfig;
+use crate::kernels::linear::linear;
 use crate::ops::multi_head_attention;
 
 /// Rows per chunk of the token-embedding table.
@@ -361,19 +362,19 @@ impl ClipEncoderLayer {
         let a = &self.self_attn;
         let h = self.layer_norm1.forward(x.clone());
         let attn = multi_head_attention(
-            a.q_proj.forward(h.clone()),
-            a.k_proj.forward(h.clone()),
-            a.v_proj.forward(h),
+            linear(&a.q_proj, h.clone()),
+            linear(&a.k_proj, h.clone()),
+            linear(&a.v_proj, h),
             a.heads,
             causal,
         );
-        let x = x + a.out_proj.forward(attn);
-        let h = self.mlp.fc1.forward(self.layer_norm2.forward(x.clone()));
+        let x = x + linear(&a.out_proj, attn);
+        let h = linear(&self.mlp.fc1, self.layer_norm2.forward(x.clone()));
         let h = match self.mlp.gelu {
             true => gelu(h),
             false => h.clone() * sigmoid(h * 1.702),
         };
-        x + self.mlp.fc2.forward(h)
+        x + linear(&self.mlp.fc2, h)
     }
 }
 

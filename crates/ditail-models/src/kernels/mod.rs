@@ -6,14 +6,18 @@
 //! - [`attention`]: multi-head attention with Ditail's q/k injection fused in; a
 //!   flash-style WGSL kernel (`shaders/attention.wgsl`) on wgpu;
 //! - [`conv`]: 2-D convolution; a direct implicit-GEMM kernel and Winograd on the CPU;
+//! - [`linear`]: linear layers; a 512-bit GEMM on CPUs with AVX-512;
 //! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU.
 
 pub mod attention;
 pub mod conv;
 #[cfg(feature = "flex")]
 mod exp;
+pub mod linear;
 #[cfg(feature = "flex")]
 mod out_ptr;
+#[cfg(all(feature = "flex", target_arch = "x86_64"))]
+pub mod sgemm512;
 pub mod silu;
 
 /// Whether the environment variable `var` is set to `value` (in any case): the kernels'
