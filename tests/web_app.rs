@@ -279,6 +279,13 @@ fn web_app_in_a_browser() {
     b.select("#targets .target-model", &bb);
     let picked = ctx.js("return [document.querySelector('#source').value, [...document.querySelectorAll('#targets .target-model')].map(s => s.value)]");
     assert_eq!(picked, json!([a, [bb]]));
+    // Picking an SDXL checkpoint moves the size to SDXL's 1024, an SD1.x one back to 512.
+    let size = || ctx.js("return document.querySelector('#size').value");
+    let xl = id_of("tiny-xl");
+    b.select("#targets .target-model", &xl);
+    assert_eq!(size(), json!("1024"), "SDXL's size");
+    b.select("#targets .target-model", &bb);
+    assert_eq!(size(), json!("512"), "SD1.x's size");
 
     b.select("#mask", "painted");
     let canvas = b.find("#mask-canvas");

@@ -122,7 +122,10 @@ function variantEditor({ modelSelect = true, onRemove = null } = {}) {
   const model = $('.model', root);
   if (modelSelect) {
     fillSelect(model);
-    model.addEventListener('change', () => { model.title = (model.selectedOptions[0] || {}).title || ''; });
+    model.addEventListener('change', () => {
+      model.title = (model.selectedOptions[0] || {}).title || '';
+      followFamilySize(model.value);
+    });
   } else {
     // No model to pick (cocktail rows): the remove button moves to the last line.
     $('.variant-foot', root).append($('.remove', root));
@@ -136,6 +139,16 @@ function variantEditor({ modelSelect = true, onRemove = null } = {}) {
   $('.add-lora', root).addEventListener('click', () => addLora(root));
   updateLoraButton($('.add-lora', root));
   return root;
+}
+
+/** SDXL works at 1024 px, SD1.x at 512: picking a model of the other family moves the
+ *  size field between the two defaults (a size the user typed is left alone). */
+function followFamilySize(id) {
+  const e = state.byId && state.byId.get(id);
+  const size = $('#size');
+  if (!e || !size) return;
+  const want = e.architecture === 'SDXL' ? '1024' : '512';
+  if (size.value === '512' || size.value === '1024' || size.value === '') size.value = want;
 }
 
 function updateLoraButton(b) {
