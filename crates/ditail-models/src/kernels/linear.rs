@@ -5,7 +5,8 @@
 //!
 //! Measured on a 2-core AVX-512 Xeon, one thread, the U-Net's shapes (`m x k x n` = tokens x
 //! in x out): 89-113 GFLOP/s against the `gemm` crate's 53-84 (its 256-bit kernel, which
-//! burn-flex's matmul runs on stable Rust); SDXL's U-Net is ~75% linear layers.
+//! burn-flex's matmul runs on stable Rust); 2 threads 147-233. SDXL's U-Net is ~75% linear
+//! layers.
 //!
 //! `DITAIL_LINEAR=reference` (or `DITAIL_CONV=reference`, every CPU kernel off) runs
 //! burn's own.
