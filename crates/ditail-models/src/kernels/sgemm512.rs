@@ -32,7 +32,7 @@ pub const KC: usize = 256;
 /// x 1280 at 152 GFLOP/s instead of 115; long products lose ~5% with the narrow blocks).
 pub const NC: usize = 256;
 /// See [`NC`].
-const SHORT_M: usize = 256;
+pub const SHORT_M: usize = 256;
 
 /// Whether this CPU runs the kernel.
 pub fn available() -> bool {
