@@ -10,15 +10,17 @@ mod common;
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use common::pipeline::{After, check, tame_as, tensor};
-use common::{assert_sites, cpu, fixtures};
-use ditail::models::hook::{Recorder, Site};
+use common::pipeline::{
+    Scenario, check, check_inversion_steps, check_sampling_steps, sites, tame_as, tensor,
+};
+use common::{cpu, fixtures};
+use ditail::models::hook::Recorder;
 use ditail::models::tensor_file::read_tensors;
-use ditail::models::{Conditioning, LoadOptions};
-use ditail::pipeline::inject::{InjectionSites, Injector, Windows};
+use ditail::models::{Family, LoadOptions};
+use ditail::pipeline::inject::InjectionSites;
 use ditail::pipeline::run::{check_compatible, generate_from, invert_latents};
 use ditail::pipeline::scheduler::{Ddim, SchedulerConfig};
-use ditail::pipeline::steps::{SamplingEmbeddings, StepParams, inversion_step, sampling_step};
+use ditail::pipeline::steps::{SamplingEmbeddings, StepParams, sampling_step};
 use ditail::pipeline::{InversionSettings, Mask, Model, SamplingSettings, preprocess};
 use serde_json::Value;
 
@@ -95,50 +97,8 @@ fn preprocessing_is_pillow_exact() {
     check("image", &x, &g["image"], 1e-6);
 }
 
-/// One scenario's settings from meta.json.
-struct Scenario {
-    file: String,
-    inv: InversionSettings,
-    spl: SamplingSettings,
-}
-
 fn scenario(name: &str) -> Scenario {
-    let m = meta();
-    let s = &m["ditail"]["scenarios"][name]["settings"];
-    let f = |k: &str| s[k].as_f64().unwrap();
-    let mut inv = InversionSettings::new(s["inversion_prompts"]["pos"].as_str().unwrap());
-    inv.negative_prompt = s["inversion_prompts"]["neg"].as_str().unwrap().into();
-    inv.alpha = f("alpha");
-    inv.beta = f("beta");
-    inv.steps = s["n_inv"].as_u64().unwrap() as usize;
-    inv.size = 64;
-    let mut spl = SamplingSettings::new(s["sampling_prompts"]["pos"].as_str().unwrap());
-    spl.negative_prompt = s["sampling_prompts"]["neg"].as_str().unwrap().into();
-    spl.omega = f("omega");
-    spl.steps = s["n_spl"].as_u64().unwrap() as usize;
-    spl.conv_ratio = f("conv_ratio");
-    spl.attn_ratio = f("attn_ratio");
-    spl.mask = Mask::parse(s["mask"].as_str().unwrap()).unwrap();
-    spl.no_injection = !s["inject"].as_bool().unwrap();
-    assert_eq!(
-        spl.window_steps(),
-        if spl.no_injection {
-            (0, 0)
-        } else {
-            (
-                s["conv_steps"].as_u64().unwrap() as usize,
-                s["attn_steps"].as_u64().unwrap() as usize,
-            )
-        }
-    );
-    Scenario {
-        file: m["ditail"]["scenarios"][name]["file"]
-            .as_str()
-            .unwrap()
-            .into(),
-        inv,
-        spl,
-    }
+    common::pipeline::scenario(&meta(), name)
 }
 
 /// The sampling embeddings a scenario's fixture stores.
@@ -150,31 +110,14 @@ fn stored_embeddings(g: &BTreeMap<String, TensorData>, device: &Device) -> Sampl
     }
 }
 
-/// The parameters of sampling step `i` (timestep `t`) of `spl` on `model`'s scheduler,
-/// with the source kept in the batch as the reference does.
+/// The parameters of sampling step `i` (timestep `t`) of `spl` on SD1.x.
 fn step_params<'a>(model: &Model, spl: &'a SamplingSettings, i: usize, t: i64) -> StepParams<'a> {
-    let ratio = model.scheduler().step_ratio(spl.steps);
-    let (conv_steps, attn_steps) = spl.window_steps();
-    StepParams {
-        t,
-        alpha_t: model.scheduler().alpha(t),
-        alpha_prev: model.scheduler().alpha(t - ratio),
-        omega: spl.omega,
-        windows: Windows {
-            conv: i < conv_steps,
-            attn: i < attn_steps,
-        },
-        mask: &spl.mask,
-        sites: sd1_sites(),
-        always_batch_source: true,
-    }
+    common::pipeline::step_params(model, spl, i, t, sd1_sites())
 }
 
 /// The method's sites on SD1.x.
 fn sd1_sites() -> &'static InjectionSites {
-    static SITES: std::sync::LazyLock<InjectionSites> =
-        std::sync::LazyLock::new(|| InjectionSites::default_for(ditail::models::Family::Sd1));
-    &SITES
+    sites(Family::Sd1)
 }
 
 const SCENARIOS: [&str; 5] = ["full", "left", "noinj", "prompts", "steps100_50"];
@@ -228,93 +171,12 @@ fn every_step_matches_the_reference() {
             STEP_TOL,
         );
 
-        // Inversion, each step from the stored previous latent.
-        let cond = tensor::<3>(&g, "cond_inv", &device);
-        let inv_ts = s_model.scheduler().timesteps(sc.inv.steps).unwrap();
-        let mut ts = inv_ts.clone();
-        ts.sort_unstable();
-        let mut prev = (
-            tensor::<4>(&g, "z0", &device),
-            s_model.scheduler().final_alpha_cumprod(),
-        );
-        for &t in &ts {
-            let alpha_t = s_model.scheduler().alpha(t);
-            let (z, eps) =
-                inversion_step(&s_model.sd().unet, prev.0, t, cond.clone(), prev.1, alpha_t);
-            check(
-                &format!("{name} inv_eps.{t}"),
-                &eps,
-                &g[&format!("inv_eps.{t}")],
-                STEP_TOL,
-            );
-            check(
-                &format!("{name} inverted.{t}"),
-                &z,
-                &g[&format!("inverted.{t}")],
-                STEP_TOL,
-            );
-            prev = (tensor(&g, &format!("inverted.{t}"), &device), alpha_t);
-        }
-
-        // Sampling, each step from the stored input latent.
+        // Inversion, each step from the stored previous latent; sampling, each step from
+        // the stored input latent.
+        let cond = tensor::<3>(&g, "cond_inv", &device).into();
+        check_inversion_steps(name, &s_model, &g, &cond, sc.inv.steps, STEP_TOL);
         let emb = stored_embeddings(&g, &device);
-        let spl_ts = t_model.scheduler().timesteps(sc.spl.steps).unwrap();
-        for (i, &t) in spl_ts.iter().enumerate() {
-            assert_eq!(
-                g[&format!("step.{i}.t")]
-                    .clone()
-                    .convert::<i64>()
-                    .try_to_vec::<i64>()
-                    .unwrap(),
-                [t]
-            );
-            let params = step_params(&t_model, &sc.spl, i, t);
-            let x_in = tensor::<4>(&g, &format!("step.{i}.x_in"), &device);
-            let source = tensor::<4>(&g, &format!("inverted.{t}"), &device);
-            let out = sampling_step(
-                &t_model.sd().unet,
-                x_in.clone(),
-                source.clone(),
-                &emb,
-                params,
-            );
-            check(
-                &format!("{name} step.{i}.noise_pred"),
-                &out.noise_pred,
-                &g[&format!("step.{i}.noise_pred")],
-                STEP_TOL,
-            );
-            check(
-                &format!("{name} step.{i}.eps"),
-                &out.eps,
-                &g[&format!("step.{i}.eps")],
-                STEP_TOL,
-            );
-            check(
-                &format!("{name} step.{i}.x_out"),
-                &out.x,
-                &g[&format!("step.{i}.x_out")],
-                STEP_TOL,
-            );
-
-            if i == 0 {
-                let mut rec = Recorder::sites(Site::ditail_sites());
-                let latents = Tensor::cat(vec![source, x_in.clone(), x_in], 0);
-                let context = Conditioning::cat(vec![
-                    emb.uncond.clone(),
-                    emb.positive.clone(),
-                    emb.negative.clone(),
-                ]);
-                let injector = Injector::new(sd1_sites(), &sc.spl.mask, params.windows);
-                t_model.sd().unet.forward(
-                    latents,
-                    t as f32,
-                    context,
-                    &mut After(injector, &mut rec),
-                );
-                assert_sites(name, &rec, &g, "step.0.injected.", STEP_TOL);
-            }
-        }
+        check_sampling_steps(name, &t_model, &g, &sc.spl, &emb, sd1_sites(), STEP_TOL);
     }
 }
 

@@ -15,15 +15,16 @@ mod common;
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use common::pipeline::{After, check, tame_as, tensor};
-use common::{assert_these_sites, cpu, fixtures};
-use ditail::models::hook::{Recorder, Site};
+use common::pipeline::{
+    Scenario, check, check_inversion_steps, check_sampling_steps, sites, tame_as, tensor,
+};
+use common::{cpu, fixtures};
 use ditail::models::tensor_file::read_tensors;
 use ditail::models::{AddedConditioning, Conditioning, Family, LoadOptions};
-use ditail::pipeline::inject::{InjectionSites, Windows};
+use ditail::pipeline::inject::InjectionSites;
 use ditail::pipeline::run::generate_from;
-use ditail::pipeline::steps::{SamplingEmbeddings, StepParams, inversion_step, sampling_step};
-use ditail::pipeline::{InversionSettings, Mask, Model, SamplingSettings, preprocess};
+use ditail::pipeline::steps::SamplingEmbeddings;
+use ditail::pipeline::{Model, preprocess};
 use serde_json::Value;
 
 const STEP_TOL: f32 = 1e-4;
@@ -41,47 +42,12 @@ fn tame(device: &Device, opts: LoadOptions) -> Model {
     tame_as("tiny-xl", device, opts)
 }
 
-struct Scenario {
-    file: String,
-    inv: InversionSettings,
-    spl: SamplingSettings,
-    hw: [usize; 2],
-}
-
 fn scenario(name: &str) -> Scenario {
-    let m = meta();
-    let s = &m["ditail"]["scenarios"][name]["settings"];
-    let f = |k: &str| s[k].as_f64().unwrap();
-    let mut inv = InversionSettings::new(s["inversion_prompts"]["pos"].as_str().unwrap());
-    inv.negative_prompt = s["inversion_prompts"]["neg"].as_str().unwrap().into();
-    inv.alpha = f("alpha");
-    inv.beta = f("beta");
-    inv.steps = s["n_inv"].as_u64().unwrap() as usize;
-    inv.size = 64;
-    let mut spl = SamplingSettings::new(s["sampling_prompts"]["pos"].as_str().unwrap());
-    spl.negative_prompt = s["sampling_prompts"]["neg"].as_str().unwrap().into();
-    spl.omega = f("omega");
-    spl.steps = s["n_spl"].as_u64().unwrap() as usize;
-    spl.conv_ratio = f("conv_ratio");
-    spl.attn_ratio = f("attn_ratio");
-    spl.mask = Mask::parse(s["mask"].as_str().unwrap()).unwrap();
-    spl.no_injection = !s["inject"].as_bool().unwrap();
-    let hw: Vec<usize> = serde_json::from_value(s["working_size_hw"].clone()).unwrap();
-    Scenario {
-        file: m["ditail"]["scenarios"][name]["file"]
-            .as_str()
-            .unwrap()
-            .into(),
-        inv,
-        spl,
-        hw: [hw[0], hw[1]],
-    }
+    common::pipeline::scenario(&meta(), name)
 }
 
 fn xl_sites() -> &'static InjectionSites {
-    static SITES: std::sync::LazyLock<InjectionSites> =
-        std::sync::LazyLock::new(|| InjectionSites::default_for(Family::Sdxl));
-    &SITES
+    sites(Family::Sdxl)
 }
 
 /// A stored conditioning: the text embedding `{key}`, the pooled `{key}_pooled`, the
@@ -121,15 +87,16 @@ fn every_sdxl_step_matches_the_reference() {
     let img = preprocess::load_rgb(&dir().join("content.png")).unwrap();
     for name in ["full", "left", "noinj"] {
         let sc = scenario(name);
+        let hw = sc.hw.expect("the SDXL fixture records its working size");
         let g = read_tensors(&dir().join(&sc.file)).unwrap();
 
         // Encoding: z0, the scaled inversion condition (text and pooled), the embeddings.
         let pixels = preprocess::preprocess(&img, 64, &device).unwrap();
         let z0 = model.sd().vae.encode_mean(pixels) * model.scaling_factor();
         check(&format!("{name} z0"), &z0, &g["z0"], STEP_TOL);
-        let pos = model.condition(&sc.inv.prompt, sc.hw, &device).unwrap();
+        let pos = model.condition(&sc.inv.prompt, hw, &device).unwrap();
         let neg = model
-            .condition(&sc.inv.negative_prompt, sc.hw, &device)
+            .condition(&sc.inv.negative_prompt, hw, &device)
             .unwrap();
         let cond = pos.scaled(sc.inv.alpha, neg, sc.inv.beta);
         check_cond(&format!("{name} cond_inv"), &cond, &g, "cond_inv");
@@ -138,102 +105,20 @@ fn every_sdxl_step_matches_the_reference() {
             ("emb_pos", sc.spl.prompt.as_str()),
             ("emb_neg", sc.spl.negative_prompt.as_str()),
         ] {
-            let c = model.condition(prompt, sc.hw, &device).unwrap();
+            let c = model.condition(prompt, hw, &device).unwrap();
             check_cond(&format!("{name} {key}"), &c, &g, key);
         }
 
-        // Inversion, each step from the stored previous latent.
+        // Inversion, each step from the stored previous latent; sampling, each step from
+        // the stored input latent, with what the 5 injected sites saw at step 0.
         let cond = stored_cond(&g, "cond_inv", &device);
-        let mut ts = model.scheduler().timesteps(sc.inv.steps).unwrap();
-        ts.sort_unstable();
-        let mut prev = (
-            tensor::<4>(&g, "z0", &device),
-            model.scheduler().final_alpha_cumprod(),
-        );
-        for &t in &ts {
-            let alpha_t = model.scheduler().alpha(t);
-            let (z, eps) =
-                inversion_step(&model.sd().unet, prev.0, t, cond.clone(), prev.1, alpha_t);
-            check(
-                &format!("{name} inv_eps.{t}"),
-                &eps,
-                &g[&format!("inv_eps.{t}")],
-                STEP_TOL,
-            );
-            check(
-                &format!("{name} inverted.{t}"),
-                &z,
-                &g[&format!("inverted.{t}")],
-                STEP_TOL,
-            );
-            prev = (tensor(&g, &format!("inverted.{t}"), &device), alpha_t);
-        }
-
-        // Sampling, each step from the stored input latent, the source kept in the batch.
+        check_inversion_steps(name, &model, &g, &cond, sc.inv.steps, STEP_TOL);
         let emb = SamplingEmbeddings {
             uncond: stored_cond(&g, "emb_uncond", &device),
             positive: stored_cond(&g, "emb_pos", &device),
             negative: stored_cond(&g, "emb_neg", &device),
         };
-        let (conv_steps, attn_steps) = sc.spl.window_steps();
-        let ratio = model.scheduler().step_ratio(sc.spl.steps);
-        for (i, &t) in model
-            .scheduler()
-            .timesteps(sc.spl.steps)
-            .unwrap()
-            .iter()
-            .enumerate()
-        {
-            let params = StepParams {
-                t,
-                alpha_t: model.scheduler().alpha(t),
-                alpha_prev: model.scheduler().alpha(t - ratio),
-                omega: sc.spl.omega,
-                windows: Windows {
-                    conv: i < conv_steps,
-                    attn: i < attn_steps,
-                },
-                mask: &sc.spl.mask,
-                sites: xl_sites(),
-                always_batch_source: true,
-            };
-            let x_in = tensor::<4>(&g, &format!("step.{i}.x_in"), &device);
-            let source = tensor::<4>(&g, &format!("inverted.{t}"), &device);
-            let out = sampling_step(&model.sd().unet, x_in.clone(), source.clone(), &emb, params);
-            for (key, got) in [
-                ("noise_pred", &out.noise_pred),
-                ("eps", &out.eps),
-                ("x_out", &out.x),
-            ] {
-                check(
-                    &format!("{name} step.{i}.{key}"),
-                    got,
-                    &g[&format!("step.{i}.{key}")],
-                    STEP_TOL,
-                );
-            }
-            if i == 0 {
-                // What the injected layers saw, site by site.
-                let injector = ditail::pipeline::inject::Injector::new(
-                    xl_sites(),
-                    &sc.spl.mask,
-                    params.windows,
-                );
-                let mut rec = Recorder::sites(xl_sites().all());
-                let latents = Tensor::cat(vec![source, x_in.clone(), x_in], 0);
-                let context = Conditioning::cat(vec![
-                    emb.uncond.clone(),
-                    emb.positive.clone(),
-                    emb.negative.clone(),
-                ]);
-                model
-                    .sd()
-                    .unet
-                    .forward(latents, t as f32, context, &mut After(injector, &mut rec));
-                let sites: Vec<Site> = xl_sites().all().collect();
-                assert_these_sites(name, &sites, &rec, &g, "step.0.injected.", STEP_TOL);
-            }
-        }
+        check_sampling_steps(name, &model, &g, &sc.spl, &emb, xl_sites(), STEP_TOL);
     }
 }
 
