@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 use common::{
-    assert_close, assert_these_sites, cpu, fixtures, golden, loading, model_dir, params,
-    torch_params,
+    assert_close, assert_merged, assert_these_sites, cpu, fixtures, golden, loading, model_dir,
+    params,
 };
 use ditail::models::components::run_components;
 use ditail::models::hook::{Recorder, Site};
@@ -321,44 +321,6 @@ fn single_file_equals_the_folder() {
     );
 }
 
-/// Every weight `expected` lists equals the merged model's (1e-5 of its largest value) and
-/// differs from the base's; every other weight is the base's.
-fn assert_merged_xl(label: &str, got: &StableDiffusion, base: &StableDiffusion, expected: &str) {
-    let want = ditail::models::tensor_file::read_tensors(&loading(expected)).unwrap();
-    let second = |sd: &StableDiffusion| torch_params(&sd.text_encoder_2.as_ref().unwrap().model);
-    let mut checked = 0;
-    for (prefix, g, b) in [
-        ("unet.", torch_params(&got.unet), torch_params(&base.unet)),
-        (
-            "text_encoder.",
-            torch_params(&got.text_encoder),
-            torch_params(&base.text_encoder),
-        ),
-        ("text_encoder_2.", second(got), second(base)),
-    ] {
-        for (name, values) in &g {
-            match want.get(&format!("{prefix}{name}")) {
-                Some(w) => {
-                    let w: Vec<f32> = w.clone().convert::<f32>().try_to_vec().unwrap();
-                    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let err = values
-                        .iter()
-                        .zip(&w)
-                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-                    assert!(
-                        err <= 1e-5 * scale,
-                        "{label} {prefix}{name}: max err {err:e}"
-                    );
-                    assert_ne!(values, &b[name], "{label} {prefix}{name}: unchanged");
-                    checked += 1;
-                }
-                None => assert_eq!(values, &b[name], "{label} {prefix}{name} changed"),
-            }
-        }
-    }
-    assert_eq!(checked, want.len(), "{label}: every expected weight exists");
-}
-
 #[test]
 fn sdxl_loras_merge_like_diffusers() {
     use ditail::models::load::lora::LoraSpec;
@@ -392,13 +354,13 @@ fn sdxl_loras_merge_like_diffusers() {
             "expected-xl-peft-0.7.safetensors",
         ),
     ] {
-        assert_merged_xl(
+        assert_merged(
             &format!("{lora} folder"),
             &folder(&[spec(lora)]),
             &base,
             expected,
         );
-        assert_merged_xl(
+        assert_merged(
             &format!("{lora} file"),
             &file(&[spec(lora)]),
             &base,

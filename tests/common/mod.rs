@@ -258,3 +258,59 @@ pub fn torch_params<M: burn_store::ModuleSnapshot>(m: &M) -> BTreeMap<String, Ve
         })
         .collect()
 }
+
+/// The fused weights diffusers computed (`expected`, a loading fixture: `unet.*` /
+/// `text_encoder.*` / SDXL's `text_encoder_2.*`, PyTorch layout) against the merged model's
+/// (1e-5 of each tensor's largest value), for the weights the LoRAs change; every other
+/// weight must equal `base`'s.
+pub fn assert_merged(label: &str, got: &StableDiffusion, base: &StableDiffusion, expected: &str) {
+    let want = read_tensors(&loading(expected)).unwrap();
+    let mut parts = vec![
+        ("unet.", torch_params(&got.unet), torch_params(&base.unet)),
+        (
+            "text_encoder.",
+            torch_params(&got.text_encoder),
+            torch_params(&base.text_encoder),
+        ),
+    ];
+    if let (Some(g), Some(b)) = (&got.text_encoder_2, &base.text_encoder_2) {
+        parts.push((
+            "text_encoder_2.",
+            torch_params(&g.model),
+            torch_params(&b.model),
+        ));
+    }
+    let mut checked = 0;
+    for (prefix, g, b) in parts {
+        for (name, values) in &g {
+            match want.get(&format!("{prefix}{name}")) {
+                Some(w) => {
+                    let w: Vec<f32> = w.clone().convert::<f32>().try_to_vec().unwrap();
+                    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let err = values
+                        .iter()
+                        .zip(&w)
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(
+                        err <= 1e-5 * scale,
+                        "{label} {prefix}{name}: max err {err:e} (scale {scale})"
+                    );
+                    assert_ne!(
+                        values, &b[name],
+                        "{label} {prefix}{name}: the LoRA changed nothing"
+                    );
+                    checked += 1;
+                }
+                None => assert_eq!(
+                    values, &b[name],
+                    "{label} {prefix}{name} changed but no LoRA targets it"
+                ),
+            }
+        }
+    }
+    assert_eq!(
+        checked,
+        want.len(),
+        "{label}: every expected weight exists in the model"
+    );
+}
