@@ -11,9 +11,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::prelude::*;
-use common::{assert_close, assert_sites, cpu};
+use common::{assert_close, assert_sites, check_components, cpu};
 use ditail::models::LoadOptions;
-use ditail::models::components::run_components;
 use ditail::models::hook::{Recorder, Site};
 use ditail::models::load::load_unet;
 use ditail::models::tensor_file::read_tensors;
@@ -37,31 +36,28 @@ fn full_size_sd15_matches_diffusers() {
 
     let g = golden("text.safetensors");
     let start = Instant::now();
-    let out = run_components(
+    check_components(
+        "SD1.5",
         &model,
-        &[("input_ids".into(), g["input_ids"].clone())].into(),
-        &device,
+        &g,
+        &["input_ids"],
+        &["text_embeddings", "text_embeddings_penultimate"],
         LoadOptions::default(),
-    )
-    .unwrap();
-    for key in ["text_embeddings", "text_embeddings_penultimate"] {
-        let rel = assert_close(key, &out[key], &g[key], TOL);
-        eprintln!("{key}: rel err {rel:e}");
-    }
+        TOL,
+    );
     eprintln!("CLIP (load + 2 forwards): {:.1?}", start.elapsed());
 
     let g = golden("vae.safetensors");
     let start = Instant::now();
-    let inputs = [
-        ("image".into(), g["image"].clone()),
-        ("latents".into(), g["latents"].clone()),
-    ]
-    .into();
-    let out = run_components(&model, &inputs, &device, LoadOptions::default()).unwrap();
-    for key in ["posterior_mean", "decoded"] {
-        let rel = assert_close(key, &out[key], &g[key], TOL);
-        eprintln!("{key}: rel err {rel:e}");
-    }
+    check_components(
+        "SD1.5",
+        &model,
+        &g,
+        &["image", "latents"],
+        &["posterior_mean", "decoded"],
+        LoadOptions::default(),
+        TOL,
+    );
     eprintln!("VAE (load + encode + decode): {:.1?}", start.elapsed());
 
     let start = Instant::now();
@@ -107,36 +103,33 @@ fn full_size_sdxl_matches_diffusers() {
 
     let g = golden("text.safetensors");
     let start = Instant::now();
-    let inputs = [
-        ("input_ids".into(), g["input_ids"].clone()),
-        ("input_ids_2".into(), g["input_ids_2"].clone()),
-    ]
-    .into();
-    let out = run_components(&model, &inputs, &device, LoadOptions::default()).unwrap();
-    for key in [
-        "text_embeddings",
-        "text_embeddings_skip1",
-        "pooled_text_embeds",
-    ] {
-        let rel = assert_close(key, &out[key], &g[key], TOL);
-        eprintln!("{key}: rel err {rel:e}");
-    }
+    check_components(
+        "SDXL",
+        &model,
+        &g,
+        &["input_ids", "input_ids_2"],
+        &[
+            "text_embeddings",
+            "text_embeddings_skip1",
+            "pooled_text_embeds",
+        ],
+        LoadOptions::default(),
+        TOL,
+    );
     eprintln!(
         "CLIP ViT-L + bigG (load + forwards): {:.1?}",
         start.elapsed()
     );
 
-    let g = golden("vae.safetensors");
-    let inputs = [
-        ("image".into(), g["image"].clone()),
-        ("latents".into(), g["latents"].clone()),
-    ]
-    .into();
-    let out = run_components(&model, &inputs, &device, LoadOptions::default()).unwrap();
-    for key in ["posterior_mean", "decoded"] {
-        let rel = assert_close(key, &out[key], &g[key], TOL);
-        eprintln!("{key}: rel err {rel:e}");
-    }
+    check_components(
+        "SDXL",
+        &model,
+        &golden("vae.safetensors"),
+        &["image", "latents"],
+        &["posterior_mean", "decoded"],
+        LoadOptions::default(),
+        TOL,
+    );
 
     let start = Instant::now();
     let (unet, _) = load_unet(&model.join("unet"), &device, LoadOptions::default()).unwrap();

@@ -5,10 +5,9 @@ mod common;
 
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use common::{MODELS, assert_close, cpu, golden, model_dir, unet_cases};
+use common::{MODELS, assert_close, check_components, cpu, golden, model_dir, unet_cases};
 use ditail::models::LoadOptions;
 use ditail::models::NoControl;
-use ditail::models::components::run_components;
 use ditail::models::load::load_unet;
 
 const HALF: LoadOptions = LoadOptions {
@@ -37,20 +36,8 @@ fn f16_networks_stay_near_diffusers_f32() {
             ),
         ] {
             let g = golden(model, file);
-            let inputs = inputs
-                .iter()
-                .map(|k| (k.to_string(), g[*k].clone()))
-                .collect();
-            let out = run_components(&model_dir(model), &inputs, &device, HALF).unwrap();
-            for key in outputs {
-                let rel = assert_close(
-                    &format!("{model} f16 {key}"),
-                    &f32_data(out[*key].clone()),
-                    &g[*key],
-                    TOL,
-                );
-                eprintln!("{model} f16 {key}: rel err {rel:e}");
-            }
+            let label = format!("{model} f16");
+            check_components(&label, &model_dir(model), &g, inputs, outputs, HALF, TOL);
         }
         let (unet, _) = load_unet(&model_dir(model).join("unet"), &device, HALF).unwrap();
         for case in unet_cases(model) {

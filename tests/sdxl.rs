@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 use common::{
-    assert_close, assert_merged, assert_these_sites, cpu, fixtures, golden, loading, model_dir,
-    params,
+    assert_close, assert_merged, assert_these_sites, check_components, cpu, fixtures, golden,
+    loading, model_dir, params,
 };
 use ditail::models::components::run_components;
 use ditail::models::hook::{Recorder, Site};
@@ -76,20 +76,19 @@ fn tokenizers_match_transformers() {
 #[test]
 fn text_encoders_match_diffusers() {
     let g = golden(MODEL, "text.safetensors");
-    let inputs = [
-        ("input_ids".to_string(), g["input_ids"].clone()),
-        ("input_ids_2".to_string(), g["input_ids_2"].clone()),
-    ]
-    .into();
-    let out = run_components(&model_dir(MODEL), &inputs, &cpu(), LoadOptions::default()).unwrap();
-    for key in [
-        "text_embeddings",
-        "text_embeddings_skip1",
-        "pooled_text_embeds",
-    ] {
-        let rel = assert_close(&format!("{MODEL} {key}"), &out[key], &g[key], TOL);
-        eprintln!("{MODEL} {key}: rel err {rel:e}");
-    }
+    check_components(
+        MODEL,
+        &model_dir(MODEL),
+        &g,
+        &["input_ids", "input_ids_2"],
+        &[
+            "text_embeddings",
+            "text_embeddings_skip1",
+            "pooled_text_embeds",
+        ],
+        LoadOptions::default(),
+        TOL,
+    );
     // The second tokenizer's ids are required.
     let only_first = [("input_ids".to_string(), g["input_ids"].clone())].into();
     let err = run_components(
@@ -105,17 +104,15 @@ fn text_encoders_match_diffusers() {
 
 #[test]
 fn vae_matches_diffusers() {
-    let g = golden(MODEL, "vae.safetensors");
-    let inputs = [
-        ("image".to_string(), g["image"].clone()),
-        ("latents".to_string(), g["latents"].clone()),
-    ]
-    .into();
-    let out = run_components(&model_dir(MODEL), &inputs, &cpu(), LoadOptions::default()).unwrap();
-    for key in ["posterior_mean", "decoded"] {
-        let rel = assert_close(&format!("{MODEL} {key}"), &out[key], &g[key], TOL);
-        eprintln!("{MODEL} {key}: rel err {rel:e}");
-    }
+    check_components(
+        MODEL,
+        &model_dir(MODEL),
+        &golden(MODEL, "vae.safetensors"),
+        &["image", "latents"],
+        &["posterior_mean", "decoded"],
+        LoadOptions::default(),
+        TOL,
+    );
 }
 
 /// Every site the fixture recorded: the conv site and every transformer block's attn1 of
@@ -419,15 +416,7 @@ fn sdxl_f16_networks_stay_near_diffusers_f32() {
         ),
     ] {
         let g = golden(MODEL, file);
-        let inputs = inputs
-            .iter()
-            .map(|k| (k.to_string(), g[*k].clone()))
-            .collect();
-        let out = run_components(&model_dir(MODEL), &inputs, &device, half).unwrap();
-        for key in outputs {
-            let rel = assert_close(&format!("f16 {key}"), &out[*key], &g[*key], 1e-2);
-            eprintln!("f16 {key}: rel err {rel:e}");
-        }
+        check_components("f16", &model_dir(MODEL), &g, inputs, outputs, half, 1e-2);
     }
     let sd = StableDiffusion::load_diffusers(&model_dir(MODEL), &device, half, &[]).unwrap();
     assert_eq!(

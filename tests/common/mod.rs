@@ -314,3 +314,26 @@ pub fn assert_merged(label: &str, got: &StableDiffusion, base: &StableDiffusion,
         "{label}: every expected weight exists in the model"
     );
 }
+
+/// Runs the components of the diffusers folder `model` on the golden tensors named
+/// `inputs` and compares every output named in `outputs` with the golden one (relative
+/// tolerance `tol`, see [`assert_close`]), printing each error.
+pub fn check_components(
+    label: &str,
+    model: &std::path::Path,
+    golden: &BTreeMap<String, TensorData>,
+    inputs: &[&str],
+    outputs: &[&str],
+    opts: ditail::models::LoadOptions,
+    tol: f32,
+) {
+    let inputs = inputs
+        .iter()
+        .map(|k| (k.to_string(), golden[*k].clone()))
+        .collect();
+    let out = ditail::models::components::run_components(model, &inputs, &cpu(), opts).unwrap();
+    for key in outputs {
+        let rel = assert_close(&format!("{label} {key}"), &out[*key], &golden[*key], tol);
+        eprintln!("{label} {key}: rel err {rel:e}");
+    }
+}
