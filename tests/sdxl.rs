@@ -208,10 +208,19 @@ fn folder_loads_as_sdxl() {
     assert_eq!(second.config.hidden_act, "gelu");
     assert_eq!(sd.vae_config.scaling_factor, 0.13025);
     assert!(sd.vae_config.force_upcast);
-    // The default sites exist in an SDXL U-Net, and SD1.x's do not all.
-    assert!(Site::ditail_sites_xl().iter().all(|&s| sd.unet.has_site(s)));
-    assert!(!Site::ditail_sites().iter().all(|&s| sd.unet.has_site(s)));
-    // The configuration knows the same sites as the built network, before loading.
+    // The sites a forward visits are the ones the configuration says the U-Net has (the
+    // check commands make before loading anything).
+    let g = golden(MODEL, "unet_square.safetensors");
+    let mut rec = Recorder::all();
+    sd.unet.forward(
+        Tensor::<4>::from_data(g["sample"].clone(), &device),
+        801.0,
+        added(&g, &device),
+        &mut rec,
+    );
+    let has = |site: Site| sd.unet_config.has_site(site);
+    assert!(Site::ditail_sites_xl().into_iter().all(has));
+    assert!(!Site::ditail_sites().into_iter().all(has));
     let mut seen = 0;
     for stage in [
         "down_blocks.0",
@@ -236,15 +245,16 @@ fn folder_loads_as_sdxl() {
             "attentions.1.transformer_blocks.3",
         ] {
             let site = Site::parse(&format!("{stage}.{part}")).unwrap();
-            assert_eq!(
-                sd.unet_config.has_site(site),
-                sd.unet.has_site(site),
-                "{site}"
-            );
-            seen += usize::from(sd.unet.has_site(site));
+            let visited = rec.captured.contains_key(&site);
+            assert_eq!(has(site), visited, "{site}");
+            seen += usize::from(visited);
         }
     }
     assert!(seen > 10, "{seen}");
+    assert!(
+        rec.captured.keys().all(|&s| has(s)),
+        "every visited site is known"
+    );
 }
 
 /// tiny-xl's own configurations: a single file does not say how many heads it has.

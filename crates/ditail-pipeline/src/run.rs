@@ -217,7 +217,7 @@ pub fn injection_sites(target: &Model, settings: &SamplingSettings) -> Result<In
         Some(sites) => sites.clone(),
         None => InjectionSites::default_for(target.family()),
     };
-    if let Some(bad) = sites.all().find(|&s| !target.sd().unet.has_site(s)) {
+    if let Some(bad) = sites.all().find(|&s| !target.sd().unet_config.has_site(s)) {
         return Err(PipelineError::Settings(format!(
             "injection site `{bad}` does not exist in {}'s U-Net ({})",
             target.name(),

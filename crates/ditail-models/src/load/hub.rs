@@ -198,14 +198,12 @@ fn resolve_layout(
             parts.push(extra);
         }
     }
-    for part in &parts {
-        let skip = usize::from(std::ptr::eq(*part, layout));
-        for file in &part.required[skip..] {
-            fetch(file).map_err(err)?;
-        }
-        for file in part.optional {
-            let _ = fetch(file);
-        }
+    // The index is fetched already; fetching it again is a cache hit.
+    for file in parts.iter().flat_map(|p| p.required) {
+        fetch(file).map_err(err)?;
+    }
+    for file in parts.iter().flat_map(|p| p.optional) {
+        let _ = fetch(file);
     }
     for (dir, stem) in parts.iter().flat_map(|p| p.weights) {
         let prefix = if dir.is_empty() {

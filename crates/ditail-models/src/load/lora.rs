@@ -132,6 +132,8 @@ enum ComponentKey {
 }
 
 impl ComponentKey {
+    const ALL: [Self; 3] = [Self::TextEncoder, Self::TextEncoder2, Self::Unet];
+
     fn of(c: Component) -> Option<Self> {
         match c {
             Component::TextEncoder => Some(Self::TextEncoder),
@@ -330,8 +332,9 @@ impl LoraSet {
                 self.origin
                     .insert(format!("{}.{p}", ck.peft()), path.clone());
                 self.terms.entry((ck, p)).or_default().push(term);
-            } else if ["lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"]
+            } else if ComponentKey::ALL
                 .iter()
+                .flat_map(|ck| ck.kohya())
                 .any(|p| module.starts_with(p))
             {
                 self.origin.insert(module.clone(), path.clone());

@@ -99,6 +99,7 @@ impl ModelPlan {
 
     /// Reads and converts every tensor, network by network.
     pub fn load(self, device: &Device, opts: LoadOptions) -> Result<StableDiffusion> {
+        let family = self.family();
         let mut text_encoder = self.text_config.init(device);
         self.text
             .load_into(&mut text_encoder, Component::TextEncoder, opts)?;
@@ -117,7 +118,7 @@ impl ModelPlan {
         };
         let vae_config = self.vae.config.clone();
         // SDXL's VAE overflows in half precision unless it says otherwise (fp16-fix).
-        let vae_opts = match text_encoder_2.is_some() && vae_config.force_upcast {
+        let vae_opts = match family == crate::Family::Sdxl && vae_config.force_upcast {
             true => LoadOptions::default(),
             false => opts,
         };

@@ -115,8 +115,8 @@ impl UNetConfig {
         self.addition_time_embed_dim.is_some()
     }
 
-    /// Whether a U-Net of this configuration visits `site` (checked before any weight is
-    /// read; [`crate::UNet2DConditionModel::has_site`] asks a built one).
+    /// Whether a U-Net of this configuration visits `site` (so sites are checked before any
+    /// weight is read).
     pub fn has_site(&self, site: crate::Site) -> bool {
         use crate::{Site, Stage};
         let n = self.block_out_channels.len();

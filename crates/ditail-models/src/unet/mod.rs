@@ -22,7 +22,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::prelude::*;
 
-use crate::hook::{Controller, Site, Stage};
+use crate::hook::Controller;
 use crate::kernels::conv::conv2d;
 use crate::kernels::silu::silu;
 use crate::resnet::conv3x3;
@@ -142,33 +142,6 @@ impl UNetConfig {
 }
 
 impl UNet2DConditionModel {
-    /// Whether the forward visits `site` (its block, layer and transformer block exist).
-    pub fn has_site(&self, site: Site) -> bool {
-        let (stage, block) = match site {
-            Site::Resnet { stage, block, .. } | Site::SelfAttn { stage, block, .. } => {
-                (stage, block as usize)
-            }
-        };
-        let (resnets, attentions) = match stage {
-            Stage::Down => match self.down_blocks.get(block) {
-                Some(b) => (&b.resnets, &b.attentions),
-                None => return false,
-            },
-            Stage::Mid if block == 0 => (&self.mid_block.resnets, &self.mid_block.attentions),
-            Stage::Mid => return false,
-            Stage::Up => match self.up_blocks.get(block) {
-                Some(b) => (&b.resnets, &b.attentions),
-                None => return false,
-            },
-        };
-        match site {
-            Site::Resnet { layer, .. } => (layer as usize) < resnets.len(),
-            Site::SelfAttn { layer, depth, .. } => attentions
-                .get(layer as usize)
-                .is_some_and(|a| (depth as usize) < a.transformer_blocks.len()),
-        }
-    }
-
     /// Whether the U-Net needs SDXL's added conditioning.
     pub fn has_added_conditioning(&self) -> bool {
         self.add_embedding.is_some()
