@@ -37,8 +37,15 @@ unet_rows=()
 if [ -n "${MAKE_WEIGHTS:-}" ]; then
   "$PY" scripts/bench_reference.py --weights "$WEIGHTS" --make-weights --only none --device cpu
 fi
+# The dev profile builds the networks crate with debug assertions (for the tests), which
+# turn on the standard library's check of every pointer offset in the CPU kernels' unsafe
+# loops (~20% of the 512-bit GEMM's time, measured with examples/bench_gemm in
+# crates/ditail-models); a release build has none, so the benchmark's dev build has none
+# either.
+config=()
+[ "$PROFILE" = dev ] && config=(--config 'profile.dev.package.ditail-models.debug-assertions=false')
 echo "== ditail ($BACKEND, $DTYPE, $THREADS threads, profile $PROFILE)"
-cargo run --quiet --profile "$PROFILE" --example bench -- --weights "$WEIGHTS" --backend "$BACKEND" \
+cargo run --quiet --profile "$PROFILE" "${config[@]}" --example bench -- --weights "$WEIGHTS" --backend "$BACKEND" \
   --dtype "$DTYPE" --runs "$RUNS" "${only[@]}" "${unet_rows[@]}" --json "$OUT/ditail.json"
 echo "== diffusers ($device, $pydtype, $THREADS threads)"
 "$PY" scripts/bench_reference.py --weights "$WEIGHTS" --device "$device" --dtype "$pydtype" \

@@ -6,7 +6,8 @@
 //! - [`attention`]: multi-head attention with Ditail's q/k injection fused in; a
 //!   flash-style WGSL kernel (`shaders/attention.wgsl`) on wgpu;
 //! - [`conv`]: 2-D convolution; a direct implicit-GEMM kernel and Winograd on the CPU;
-//! - [`linear`]: linear layers; a 512-bit GEMM on CPUs with AVX-512;
+//! - [`linear`]: linear layers; a 512-bit GEMM on CPUs with AVX-512 ([`sgemm512`], whose
+//!   single-threaded form also runs the convolutions' products);
 //! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU.
 
 pub mod attention;

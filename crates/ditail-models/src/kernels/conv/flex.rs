@@ -6,8 +6,9 @@
 //! plain copies when the stride is 1) and multiplied by the weights `[out, in*kh*kw]`, read
 //! in place, into the output's NCHW rows `[out, positions]`, which start as the bias. Tiles
 //! (and, when a batch-1 layer has too few tiles for the threads, slices of the output
-//! channels) run in parallel on rayon's pool, one single-threaded GEMM each (the `gemm`
-//! crate, burn-flex's own GEMM), so there is no nested parallelism.
+//! channels) run in parallel on rayon's pool, one single-threaded GEMM each
+//! ([`super::product`]), so there is no nested parallelism. A 1x1 stride-1 convolution
+//! without padding skips im2col: its right operand is the image's rows themselves.
 
 use std::cell::RefCell;
 
@@ -17,6 +18,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
+use super::product::product;
 use crate::kernels::out_ptr::OutPtr;
 
 /// Output positions per tile: enough columns for the GEMM's microkernel to stream, few
@@ -61,8 +63,9 @@ fn winograd_pays(kernel: [usize; 2], stride: [usize; 2], out: [usize; 2], channe
         && super::winograd_enabled()
 }
 
-/// Whether the kernel takes these tensors: f32, 4-D, kernels larger than 1x1 (burn-flex
-/// runs 1x1 convolutions as one GEMM on NCHW already).
+/// Whether the kernel takes these tensors: f32, 4-D, kernels larger than 1x1 unless the
+/// products run packed (burn-flex runs 1x1 convolutions as one GEMM on NCHW already, with
+/// the `gemm` crate: the same product as ours in the row-major layout).
 pub fn supports(
     x: &FloatTensor<Flex>,
     weight: &FloatTensor<Flex>,
@@ -73,7 +76,7 @@ pub fn supports(
     f32s && xs.num_dims() == 4
         && ws.num_dims() == 4
         && xs[1] == ws[1]
-        && ws[2] * ws[3] > 1
+        && (ws[2] * ws[3] > 1 || super::product::wide())
         && bias.layout().shape().num_elements() == ws[0]
 }
 
@@ -100,7 +103,6 @@ pub fn conv2d(
     let (o, kh, kw) = (ws[0], ws[2], ws[3]);
     let oh = (h + top + bottom - kh) / sh + 1;
     let ow = (w + left + right - kw) / sw + 1;
-    let (k, p) = (c * kh * kw, oh * ow);
     let xv: &[f32] = x.as_slice().expect("contiguous");
     let wv: &[f32] = weight.as_slice().expect("contiguous");
     let bv: &[f32] = bias.as_slice().expect("contiguous");
@@ -121,10 +123,46 @@ pub fn conv2d(
         return Flex::float_from_data(TensorData::new(out, [n, o, oh, ow]), &Default::default());
     }
 
+    let geometry = Geometry {
+        n,
+        o,
+        oh,
+        c,
+        h,
+        w,
+        kh,
+        kw,
+        sh,
+        sw,
+        top,
+        left,
+        ow,
+    };
+    let out = direct(xv, wv, bv, &geometry);
+    Flex::float_from_data(TensorData::new(out, [n, o, oh, ow]), &Default::default())
+}
+
+/// The direct convolution with the weights `weights` (`[o, c·kh·kw]`).
+fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
+    let Geometry {
+        n,
+        c,
+        h,
+        w: iw,
+        o,
+        kh,
+        kw,
+        oh,
+        ow,
+        ..
+    } = *g;
+    let (k, p) = (c * kh * kw, oh * ow);
     let mut out = vec![0f32; n * o * p];
     for (i, plane) in out.chunks_exact_mut(p).enumerate() {
-        plane.fill(bv[i % o]);
+        plane.fill(bias[i % o]);
     }
+    // A 1x1 stride-1 convolution without padding multiplies the image itself.
+    let pointwise = k == c && g.sh == 1 && g.sw == 1 && g.top == 0 && g.left == 0 && p == h * iw;
 
     let rows_per_tile = TILE_POSITIONS.div_ceil(ow).clamp(1, oh);
     let tiles = oh.div_ceil(rows_per_tile);
@@ -140,18 +178,6 @@ pub fn conv2d(
             .max(1)
     };
     let per_slice = o.div_ceil(slices);
-    let geometry = Geometry {
-        c,
-        h,
-        w,
-        kh,
-        kw,
-        sh,
-        sw,
-        top,
-        left,
-        ow,
-    };
     let dst = OutPtr::new(&mut out);
     (0..jobs * slices).into_par_iter().for_each(|job| {
         let (slice, job) = (job % slices, job / slices);
@@ -162,44 +188,44 @@ pub fn conv2d(
             return;
         }
         let cols = (r1 - r0) * ow;
-        let image = &xv[b * c * h * w..][..c * h * w];
+        let image = &x[b * c * h * iw..][..c * h * iw];
+        // SAFETY (both products): `dst` points into `out` (n·o·p elements): this task's
+        // block starts at batch b, channel o0, position r0·ow and spans (o1-o0) rows of
+        // stride p and `cols` columns, inside the buffer and disjoint from every other
+        // task's; the right operand holds k rows of `cols` values.
+        let c_block = unsafe { dst.get().add(b * o * p + o0 * p + r0 * ow) };
+        if pointwise {
+            let b_block = image[r0 * ow..].as_ptr();
+            let w = &weights[o0 * k..];
+            unsafe { product(w, [o1 - o0, k], b_block, [p, cols], c_block, p, true) };
+            return;
+        }
         COL.with_borrow_mut(|col| {
             col.resize(k * cols, 0.0);
-            geometry.im2col(image, r0..r1, col);
-            // SAFETY: `dst` points into `out` (n·o·p elements): this task's block starts at
-            // batch b, channel o0, position r0·ow and spans (o1-o0) rows of stride p and
-            // `cols` columns, inside the buffer and disjoint from every other task's;
-            // `wv` holds o rows of k, `col` k rows of `cols`.
+            g.im2col(image, r0..r1, col);
+            let w = &weights[o0 * k..];
             unsafe {
-                gemm::gemm(
-                    o1 - o0,
-                    cols,
-                    k,
-                    dst.get().add(b * o * p + o0 * p + r0 * ow),
-                    1,
-                    p as isize,
-                    true,
-                    wv.as_ptr().add(o0 * k),
-                    1,
-                    k as isize,
+                product(
+                    w,
+                    [o1 - o0, k],
                     col.as_ptr(),
-                    1,
-                    cols as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+                    [cols, cols],
+                    c_block,
+                    p,
+                    true,
+                )
+            };
         });
     });
-    Flex::float_from_data(TensorData::new(out, [n, o, oh, ow]), &Default::default())
+    out
 }
 
-/// Where each output position reads the input.
+/// The convolution's sizes, and where each output position reads the input.
+#[derive(Clone, Copy)]
 struct Geometry {
+    n: usize,
+    o: usize,
+    oh: usize,
     c: usize,
     h: usize,
     w: usize,

@@ -10,7 +10,7 @@
 //!
 //! The weights are transformed (`U = G g Gᵀ`, (m+2)² matrices `[out, in]`) on every call.
 //! Then, per block of output tiles, the input tiles are transformed (`V = Bᵀ d B`, (m+2)²
-//! matrices `[in, tiles]`), the (m+2)² GEMMs `M = U·V` run (the `gemm` crate), and each
+//! matrices `[in, tiles]`), the (m+2)² GEMMs `M = U·V` run ([`super::product`]), and each
 //! tile's output is `Aᵀ M A` plus the bias, written to NCHW. Each 2-D transform is the 1-D
 //! one (the private `Tiling` trait) along rows, then along columns.
 
@@ -18,6 +18,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::product::product;
 use crate::kernels::out_ptr::OutPtr;
 
 /// Bytes of a block's transformed inputs and products (`(m+2)²·(in+out)·tiles` f32s):
@@ -354,26 +355,14 @@ fn conv3x3_transformed<T: Tiling>(x: &[f32], u: &[f32], bias: &[f32], s: &Shape)
             for xi in 0..aa {
                 // SAFETY: u holds A² [o, c] matrices, v A² [c, nt], prod A² [o, nt].
                 unsafe {
-                    gemm::gemm(
-                        o,
-                        nt,
-                        c,
-                        prod.as_mut_ptr().add(xi * o * nt),
-                        1,
-                        nt as isize,
-                        false,
-                        u.as_ptr().add(xi * o * c),
-                        1,
-                        c as isize,
+                    product(
+                        &u[xi * o * c..][..o * c],
+                        [o, c],
                         v.as_ptr().add(xi * c * nt),
-                        1,
-                        nt as isize,
-                        0.0,
-                        1.0,
+                        [nt, nt],
+                        prod.as_mut_ptr().add(xi * o * nt),
+                        nt,
                         false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
             }

@@ -14,6 +14,8 @@
 //! microkernel: 12 x 32 accumulators in 24 zmm registers, two panel loads and 12
 //! broadcasts per `k`.
 
+pub mod single;
+
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -159,7 +161,7 @@ unsafe fn tile(
 ) {
     if rows == MR && w == NR {
         // SAFETY: the caller's pointers cover a full tile.
-        unsafe { micro(a, lda, panel, kc, c, ldc, bias, first) };
+        unsafe { micro::<false>(a, lda, panel, kc, c, ldc, bias, first) };
         return;
     }
     EDGE.with_borrow_mut(|(strip, ct)| {
@@ -183,7 +185,7 @@ unsafe fn tile(
         }
         // SAFETY: strip is MR x kc, ct MR x NR.
         unsafe {
-            micro(
+            micro::<false>(
                 strip.as_ptr(),
                 kc,
                 panel,
@@ -204,10 +206,12 @@ unsafe fn tile(
 }
 
 /// The 12 x 32 microkernel: `C (+)= A[12 x kc] P[kc x 32]`; with `first`, `C` starts as the
-/// bias (or zero) instead of its stored value.
+/// bias (or zero) instead of its stored value. `A` is read in place (row `r` at `a + r·lda`)
+/// or, with `PACKED`, from a strip packed `[kc][MR]` (`lda` unused), where the 12 values
+/// of each `k` are one cache line and a half instead of 12 streams.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro(
+pub(crate) unsafe fn micro<const PACKED: bool>(
     a: *const f32,
     lda: usize,
     panel: *const f32,
@@ -260,7 +264,11 @@ unsafe fn micro(
             p = p.add(NR);
             macro_rules! fma {
                 ($r:expr, $x0:ident, $x1:ident) => {
-                    let av = _mm512_set1_ps(*rows[$r].add(kk));
+                    let av = if PACKED {
+                        _mm512_set1_ps(*a.add(kk * MR + $r))
+                    } else {
+                        _mm512_set1_ps(*rows[$r].add(kk))
+                    };
                     $x0 = _mm512_fmadd_ps(av, b0, $x0);
                     $x1 = _mm512_fmadd_ps(av, b1, $x1);
                 };

@@ -1,0 +1,229 @@
+//! The 512-bit GEMM on one thread, for the tasks of a kernel that is already parallel (the
+//! convolutions run one task per tile of outputs): `C (+)= A B` with `A` row-major and read
+//! in place (a convolution's weights, reused by every tile), `B` and `C` strided.
+//!
+//! Blocking: `k` in slices of [`KC`]; per slice the task packs its `B` rows into panels
+//! of [`NR`] columns (`[kc][NR]`, zero-padded at the right edge, at most [`NC`] columns at
+//! a time: the L2 cache), then runs every strip of [`MR`] rows of `A` against every panel:
+//! a strip's slice (`MR x kc`, 12 KiB) stays in L1 while the panels stream from L2.
+//! Measured (`examples/bench_gemm.rs`): reading `A` in place is within 5% of packing it
+//! into strips first, which would cost a copy of the weights per call.
+
+use std::cell::RefCell;
+
+use super::{KC, MR, NR, micro};
+
+/// Columns of `B` packed at a time (`KC x NC` f32: 512 KiB).
+const NC: usize = 512;
+
+thread_local! {
+    /// Each worker's packed panels of `B`, reused across calls.
+    static PANELS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `c = a b` (or `c += a b` with `accumulate`): `a` `[m, k]` with rows of stride `lda`, `b`
+/// `[k, n]` with rows of stride `ldb`, `c` `[m, n]` with rows of stride `ldc`.
+///
+/// # Safety
+/// The CPU has AVX-512; `b` points at `k` rows of `n` readable values at stride `ldb`,
+/// `c` at `m` rows of `n` values at stride `ldc` that nothing else touches during the
+/// call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(
+    a: &[f32],
+    lda: usize,
+    [m, k, n]: [usize; 3],
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    assert!(m == 0 || a.len() >= (m - 1) * lda + k);
+    PANELS.with_borrow_mut(|panels| {
+        let mut j0 = 0;
+        while j0 < n {
+            let nc = NC.min(n - j0);
+            let count = nc.div_ceil(NR);
+            panels.resize(KC * count * NR, 0.0);
+            let mut p0 = 0;
+            while p0 < k {
+                let kc = KC.min(k - p0);
+                for (p, panel) in panels.chunks_exact_mut(KC * NR).take(count).enumerate() {
+                    let c0 = j0 + p * NR;
+                    let w = NR.min(j0 + nc - c0);
+                    for (kk, row) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
+                        // SAFETY: row p0 + kk < k of `b`, columns c0..c0 + w <= n.
+                        let src =
+                            unsafe { std::slice::from_raw_parts(b.add((p0 + kk) * ldb + c0), w) };
+                        row[..w].copy_from_slice(src);
+                        row[w..].fill(0.0);
+                    }
+                }
+                let first = p0 == 0 && !accumulate;
+                let mut edge = [0f32; MR * KC];
+                for s in 0..m.div_ceil(MR) {
+                    let rows = MR.min(m - s * MR);
+                    let strip = if rows == MR {
+                        Strip::InPlace(a[s * MR * lda + p0..].as_ptr(), lda)
+                    } else {
+                        // The last, partial strip: packed here with zero rows below.
+                        edge.fill(0.0);
+                        for i in 0..rows {
+                            let src = &a[(s * MR + i) * lda + p0..][..kc];
+                            for (kk, &v) in src.iter().enumerate() {
+                                edge[kk * MR + i] = v;
+                            }
+                        }
+                        Strip::Packed(edge.as_ptr())
+                    };
+                    for (p, panel) in panels.chunks_exact(KC * NR).take(count).enumerate() {
+                        let c0 = j0 + p * NR;
+                        let w = NR.min(j0 + nc - c0);
+                        // SAFETY: the tile (s·MR.., c0..) of `c` is inside the caller's
+                        // rows and columns; the strip holds MR x kc values and the panel
+                        // kc x NR; AVX-512 is the caller's promise.
+                        unsafe {
+                            tile(
+                                strip,
+                                panel.as_ptr(),
+                                kc,
+                                c.add(s * MR * ldc + c0),
+                                ldc,
+                                [rows, w],
+                                first,
+                            )
+                        };
+                    }
+                }
+                p0 += kc;
+            }
+            j0 += nc;
+        }
+    });
+}
+
+/// `MR` rows of `a` from the slice's first column.
+#[derive(Clone, Copy)]
+enum Strip {
+    /// Rows of stride `lda`, in place.
+    InPlace(*const f32, usize),
+    /// `[kc][MR]`.
+    Packed(*const f32),
+}
+
+/// One `rows x w` tile of `c`: whole tiles in place, edge tiles through a padded copy.
+///
+/// # Safety
+/// As `micro`'s, for the valid `rows x w` part of `c`.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile(
+    strip: Strip,
+    panel: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    [rows, w]: [usize; 2],
+    first: bool,
+) {
+    // SAFETY (the closure's calls): the caller's promises; `c` and `ldc` whole tiles.
+    let run = |c: *mut f32, ldc: usize, first: bool| unsafe {
+        match strip {
+            Strip::InPlace(a, lda) => micro::<false>(a, lda, panel, kc, c, ldc, None, first),
+            Strip::Packed(a) => micro::<true>(a, 0, panel, kc, c, ldc, None, first),
+        }
+    };
+    if rows == MR && w == NR {
+        run(c, ldc, first);
+        return;
+    }
+    let mut ct = [0f32; MR * NR];
+    if !first {
+        for r in 0..rows {
+            // SAFETY: the tile's valid part.
+            let src = unsafe { std::slice::from_raw_parts(c.add(r * ldc), w) };
+            ct[r * NR..][..w].copy_from_slice(src);
+        }
+    }
+    run(ct.as_mut_ptr(), NR, false);
+    for r in 0..rows {
+        // SAFETY: the tile's valid part.
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), w) };
+        dst.copy_from_slice(&ct[r * NR..][..w]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equals_a_naive_product_on_ragged_shapes() {
+        if !super::super::available() {
+            eprintln!("no AVX-512 here: nothing to test");
+            return;
+        }
+        let mut seed = 7u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        for [m, k, n] in [
+            [1, 1, 1],
+            [12, 256, 32],
+            [13, 300, 33],
+            [77, 513, 600],
+            [40, 9, 1000],
+        ] {
+            // Strided operands: a and b have spare columns, c is written into a wider
+            // matrix whose other columns must stay as they were.
+            let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+            let a: Vec<f32> = (0..m * lda).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..k * ldb).map(|_| rnd()).collect();
+            let mut got = vec![f32::NAN; m * ldc];
+            // SAFETY: the shapes above.
+            unsafe {
+                gemm(
+                    &a,
+                    lda,
+                    [m, k, n],
+                    b.as_ptr(),
+                    ldb,
+                    got.as_mut_ptr(),
+                    ldc,
+                    false,
+                )
+            };
+            // Accumulating onto the result doubles it.
+            let mut twice = got.clone();
+            // SAFETY: the shapes above.
+            unsafe {
+                gemm(
+                    &a,
+                    lda,
+                    [m, k, n],
+                    b.as_ptr(),
+                    ldb,
+                    twice.as_mut_ptr(),
+                    ldc,
+                    true,
+                )
+            };
+            let mut err = 0f32;
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|p| a[i * lda + p] as f64 * b[p * ldb + j] as f64)
+                        .sum();
+                    err = err.max((got[i * ldc + j] - want as f32).abs());
+                    err = err.max((twice[i * ldc + j] - 2.0 * want as f32).abs());
+                }
+                assert!(
+                    got[i * ldc + n..][..ldc - n].iter().all(|v| v.is_nan()),
+                    "{m}x{k}x{n}: wrote outside"
+                );
+            }
+            assert!(err < 1e-4 * (k as f32).sqrt(), "{m}x{k}x{n}: {err}");
+        }
+    }
+}
