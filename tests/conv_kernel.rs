@@ -12,8 +12,9 @@ use burn::nn::conv::Conv2dConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use ditail::models::kernels::conv::{
-    conv2d, conv2d_reference, kernel_launches, product, winograd, winograd_enabled,
+    conv2d, conv2d_reference, kernel_launches, winograd, winograd_enabled,
 };
+use ditail::models::kernels::product;
 
 /// Fails unless the largest difference is within `tol` of the largest value.
 fn assert_close(what: &str, got: Tensor<4>, want: Tensor<4>, tol: f32) {

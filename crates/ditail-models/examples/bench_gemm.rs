@@ -64,7 +64,16 @@ fn main() {
             )
         });
         let ours = time(&mut || unsafe {
-            sgemm512::single::gemm(&a, k, [m, k, n], b.as_ptr(), n, c.as_mut_ptr(), n, false)
+            sgemm512::single::gemm(
+                &a,
+                k,
+                [m, k, n],
+                b.as_ptr(),
+                [n, 1],
+                c.as_mut_ptr(),
+                n,
+                false,
+            )
         });
         println!("{m:>5} x {k:>5} x {n:>4}   {crate_rate:>8.1}   {ours:>8.1}");
     }

@@ -17,6 +17,8 @@ mod exp;
 pub mod linear;
 #[cfg(feature = "flex")]
 mod out_ptr;
+#[cfg(feature = "flex")]
+pub mod product;
 #[cfg(all(feature = "flex", target_arch = "x86_64"))]
 pub mod sgemm512;
 pub mod silu;

@@ -6,14 +6,15 @@
 //! attention spent 28% of the forward outside its GEMMs, in a per-element loop over the
 //! scores (optional mask, bias and cap tests, then libm's scalar `expf`); the U-Net's
 //! 4096-token self-attention makes 134 M scores per head group and layer. Here the scale is
-//! folded into the score GEMM and the softmax runs over whole rows with a polynomial `exp`
+//! folded into the queries and the softmax runs over whole rows with a polynomial `exp`
 //! (Cephes' `expf`, within 2 ulp of libm's on the range softmax uses) that the compiler
 //! vectorises, built for AVX2 + FMA when the CPU has them.
 //!
 //! Work is split into (batch, head, block of query rows) tasks on rayon's pool; each walks
-//! the keys in tiles: scores `Q·Kᵀ` (the `gemm` crate, reading q and k in place through
-//! strides), a running max and sum per row, then `P·V` accumulated into the block's
-//! output rows.
+//! the keys in tiles: scores `Q·Kᵀ` ([`crate::kernels::product`]: the 512-bit kernel on
+//! CPUs with AVX-512, the `gemm` crate elsewhere; k and v read in place through strides,
+//! the block's queries copied scaled), a running max and sum per row, then `P·V`
+//! accumulated into the block's output rows.
 
 use std::cell::RefCell;
 
@@ -25,10 +26,11 @@ use rayon::prelude::*;
 
 use crate::kernels::exp::exp1;
 use crate::kernels::out_ptr::OutPtr;
+use crate::kernels::product::product;
 
-/// Query rows per task.
-const QUERY_BLOCK: usize = 64;
-/// Keys per tile: the block's scores (64 x 256 f32, 64 KiB) stay in L2.
+/// Query rows per task: whole strips of the 512-bit kernel's 12 rows.
+const QUERY_BLOCK: usize = 72;
+/// Keys per tile: the block's scores (72 x 256 f32, 72 KiB) stay in L2.
 const KEY_TILE: usize = 256;
 
 /// Whether the kernel takes these tensors: f32, `[batch, tokens, channels]` with the same
@@ -52,9 +54,10 @@ pub fn supports(
         && ks[1] > 0
 }
 
-/// A task's scores, output accumulator and per-row max and sum.
+/// A task's scaled queries, scores, output accumulator and per-row max and sum.
 #[derive(Default)]
 struct Scratch {
+    q: Vec<f32>,
     scores: Vec<f32>,
     acc: Vec<f32>,
     max: Vec<f32>,
@@ -103,34 +106,28 @@ pub fn attention(
                 s.max.resize(rows, f32::NEG_INFINITY);
                 s.sum.clear();
                 s.sum.resize(rows, 0.0);
-                let q_blk = &qv[(b * nq + q0) * c + h * d..];
+                // The block's queries, scaled (the scale folded into the score product).
+                s.q.clear();
+                for r in 0..rows {
+                    let row = &qv[(b * nq + q0 + r) * c + h * d..][..d];
+                    s.q.extend(row.iter().map(|x| x * scale));
+                }
                 for k0 in (0..nkv).step_by(KEY_TILE) {
                     let kt = KEY_TILE.min(nkv - k0);
                     let k_tile = &kv[(b * nkv + k0) * c + h * d..];
                     let v_tile = &vv[(b * nkv + k0) * c + h * d..];
-                    // SAFETY: scores holds rows x kt; q rows (stride c) and k rows (stride c,
-                    // read as the columns of Kᵀ) start inside their buffers and span d values.
+                    // SAFETY: scores holds rows x kt; k rows (stride c, read as the columns
+                    // of Kᵀ) start inside k and span d values.
                     unsafe {
-                        gemm::gemm(
-                            rows,
-                            kt,
+                        product(
+                            &s.q,
                             d,
-                            s.scores.as_mut_ptr(),
-                            1,
-                            kt as isize,
-                            false,
-                            q_blk.as_ptr(),
-                            1,
-                            c as isize,
+                            [rows, d, kt],
                             k_tile.as_ptr(),
-                            c as isize,
-                            1,
-                            0.0,
-                            scale,
+                            [1, c],
+                            s.scores.as_mut_ptr(),
+                            kt,
                             false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
                         );
                     }
                     for r in 0..rows {
@@ -153,26 +150,15 @@ pub fn attention(
                     // SAFETY: acc holds rows x d, scores rows x kt; v rows (stride c) start
                     // inside v and span d values.
                     unsafe {
-                        gemm::gemm(
-                            rows,
-                            d,
+                        product(
+                            &s.scores,
                             kt,
-                            s.acc.as_mut_ptr(),
-                            1,
-                            d as isize,
-                            true,
-                            s.scores.as_ptr(),
-                            1,
-                            kt as isize,
+                            [rows, kt, d],
                             v_tile.as_ptr(),
-                            1,
-                            c as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
+                            [c, 1],
+                            s.acc.as_mut_ptr(),
+                            d,
+                            true,
                         );
                     }
                 }

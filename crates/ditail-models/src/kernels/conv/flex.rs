@@ -7,7 +7,7 @@
 //! in place, into the output's NCHW rows `[out, positions]`, which start as the bias. Tiles
 //! (and, when a batch-1 layer has too few tiles for the threads, slices of the output
 //! channels) run in parallel on rayon's pool, one single-threaded GEMM each
-//! ([`super::product`]), so there is no nested parallelism. A 1x1 stride-1 convolution
+//! ([`crate::kernels::product`]), so there is no nested parallelism. A 1x1 stride-1 convolution
 //! without padding skips im2col: its right operand is the image's rows themselves.
 
 use std::cell::RefCell;
@@ -18,8 +18,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use super::product::product;
 use crate::kernels::out_ptr::OutPtr;
+use crate::kernels::product::product;
 
 /// Output positions per tile: enough columns for the GEMM's microkernel to stream, few
 /// enough that a tile's im2col rows (`in*kh*kw` x this) stay near the L2 cache.
@@ -76,7 +76,7 @@ pub fn supports(
     f32s && xs.num_dims() == 4
         && ws.num_dims() == 4
         && xs[1] == ws[1]
-        && (ws[2] * ws[3] > 1 || super::product::wide())
+        && (ws[2] * ws[3] > 1 || crate::kernels::product::wide())
         && bias.layout().shape().num_elements() == ws[0]
 }
 
@@ -197,7 +197,7 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
         if pointwise {
             let b_block = image[r0 * ow..].as_ptr();
             let w = &weights[o0 * k..];
-            unsafe { product(w, [o1 - o0, k], b_block, [p, cols], c_block, p, true) };
+            unsafe { product(w, k, [o1 - o0, k, cols], b_block, [p, 1], c_block, p, true) };
             return;
         }
         COL.with_borrow_mut(|col| {
@@ -207,9 +207,10 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
             unsafe {
                 product(
                     w,
-                    [o1 - o0, k],
+                    k,
+                    [o1 - o0, k, cols],
                     col.as_ptr(),
-                    [cols, cols],
+                    [cols, 1],
                     c_block,
                     p,
                     true,

@@ -1,7 +1,7 @@
 //! 2-D convolution for the networks (every `Conv2d` of the U-Net and the VAE goes through
 //! [`conv2d`]). On the CPU (burn-flex, f32) a kernel of our own ([`flex`]): a direct
 //! implicit GEMM on the NCHW layout, which reads the weights where they are and writes the
-//! output in place, with the bias folded into the GEMM; its products ([`product`]) run in
+//! output in place, with the bias folded into the GEMM; its products ([`super::product`]) run in
 //! 512-bit instructions on CPUs with AVX-512, where 1x1 convolutions take the kernel too
 //! (each is then one product on the image's channels). Everywhere else (GPUs, f16, 1x1
 //! convolutions on other CPUs, which burn-flex runs as one GEMM on NCHW with the same
@@ -24,8 +24,6 @@
 
 #[cfg(feature = "flex")]
 pub mod flex;
-#[cfg(feature = "flex")]
-pub mod product;
 #[cfg(feature = "flex")]
 pub mod winograd;
 

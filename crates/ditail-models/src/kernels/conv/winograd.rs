@@ -10,7 +10,7 @@
 //!
 //! The weights are transformed (`U = G g Gᵀ`, (m+2)² matrices `[out, in]`) on every call.
 //! Then, per block of output tiles, the input tiles are transformed (`V = Bᵀ d B`, (m+2)²
-//! matrices `[in, tiles]`), the (m+2)² GEMMs `M = U·V` run ([`super::product`]), and each
+//! matrices `[in, tiles]`), the (m+2)² GEMMs `M = U·V` run ([`crate::kernels::product`]), and each
 //! tile's output is `Aᵀ M A` plus the bias, written to NCHW. Each 2-D transform is the 1-D
 //! one (the private `Tiling` trait) along rows, then along columns.
 
@@ -18,8 +18,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::product::product;
 use crate::kernels::out_ptr::OutPtr;
+use crate::kernels::product::product;
 
 /// Bytes of a block's transformed inputs and products (`(m+2)²·(in+out)·tiles` f32s):
 /// about an L2 cache, so that the GEMMs of a block find their right operand there.
@@ -357,9 +357,10 @@ fn conv3x3_transformed<T: Tiling>(x: &[f32], u: &[f32], bias: &[f32], s: &Shape)
                 unsafe {
                     product(
                         &u[xi * o * c..][..o * c],
-                        [o, c],
+                        c,
+                        [o, c, nt],
                         v.as_ptr().add(xi * c * nt),
-                        [nt, nt],
+                        [nt, 1],
                         prod.as_mut_ptr().add(xi * o * nt),
                         nt,
                         false,

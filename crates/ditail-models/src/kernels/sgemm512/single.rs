@@ -22,19 +22,20 @@ thread_local! {
 }
 
 /// `c = a b` (or `c += a b` with `accumulate`): `a` `[m, k]` with rows of stride `lda`, `b`
-/// `[k, n]` with rows of stride `ldb`, `c` `[m, n]` with rows of stride `ldc`.
+/// `[k, n]` with value (`i`, `j`) at `b + i·rs + j·cs` (`cs = 1`: rows of stride `rs`;
+/// `rs = 1`: a transposed matrix, as the keys of attention's `Q Kᵀ`), `c` `[m, n]` with
+/// rows of stride `ldc`.
 ///
 /// # Safety
-/// The CPU has AVX-512; `b` points at `k` rows of `n` readable values at stride `ldb`,
-/// `c` at `m` rows of `n` values at stride `ldc` that nothing else touches during the
-/// call.
+/// The CPU has AVX-512; `b` points at a readable `k x n` matrix with those strides, `c` at
+/// `m` rows of `n` values at stride `ldc` that nothing else touches during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm(
     a: &[f32],
     lda: usize,
     [m, k, n]: [usize; 3],
     b: *const f32,
-    ldb: usize,
+    [rs, cs]: [usize; 2],
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -52,12 +53,25 @@ pub unsafe fn gemm(
                 for (p, panel) in panels.chunks_exact_mut(KC * NR).take(count).enumerate() {
                     let c0 = j0 + p * NR;
                     let w = NR.min(j0 + nc - c0);
-                    for (kk, row) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
-                        // SAFETY: row p0 + kk < k of `b`, columns c0..c0 + w <= n.
-                        let src =
-                            unsafe { std::slice::from_raw_parts(b.add((p0 + kk) * ldb + c0), w) };
-                        row[..w].copy_from_slice(src);
-                        row[w..].fill(0.0);
+                    // SAFETY (both arms): rows p0..p0 + kc <= k and columns c0..c0 + w <= n
+                    // of `b`.
+                    if cs == 1 {
+                        for (kk, row) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
+                            let src = unsafe {
+                                std::slice::from_raw_parts(b.add((p0 + kk) * rs + c0), w)
+                            };
+                            row[..w].copy_from_slice(src);
+                            row[w..].fill(0.0);
+                        }
+                    } else {
+                        // A column of the panel at a time: contiguous reads when rs = 1.
+                        panel[..kc * NR].fill(0.0);
+                        for j in 0..w {
+                            let col = unsafe { b.add(p0 * rs + (c0 + j) * cs) };
+                            for kk in 0..kc {
+                                panel[kk * NR + j] = unsafe { *col.add(kk * rs) };
+                            }
+                        }
                     }
                 }
                 let first = p0 == 0 && !accumulate;
@@ -188,7 +202,7 @@ mod tests {
                     lda,
                     [m, k, n],
                     b.as_ptr(),
-                    ldb,
+                    [ldb, 1],
                     got.as_mut_ptr(),
                     ldc,
                     false,
@@ -203,12 +217,35 @@ mod tests {
                     lda,
                     [m, k, n],
                     b.as_ptr(),
-                    ldb,
+                    [ldb, 1],
                     twice.as_mut_ptr(),
                     ldc,
                     true,
                 )
             };
+            // The same b read as the transpose of its transpose.
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * ldb + i / k]).collect();
+            let mut transposed = vec![f32::NAN; m * ldc];
+            // SAFETY: bt is [n, k] row-major: value (i, j) of b at i + j·k.
+            unsafe {
+                gemm(
+                    &a,
+                    lda,
+                    [m, k, n],
+                    bt.as_ptr(),
+                    [1, k],
+                    transposed.as_mut_ptr(),
+                    ldc,
+                    false,
+                )
+            };
+            for i in 0..m {
+                assert_eq!(
+                    transposed[i * ldc..][..n],
+                    got[i * ldc..][..n],
+                    "{m}x{k}x{n}: transposed b"
+                );
+            }
             let mut err = 0f32;
             for i in 0..m {
                 for j in 0..n {
