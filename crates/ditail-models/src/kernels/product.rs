@@ -37,7 +37,15 @@ pub unsafe fn product(
     if wide() {
         // SAFETY: the caller's promises; the kernel is enabled only with AVX-512.
         unsafe {
-            super::sgemm512::single::gemm(a, lda, [m, k, n], b, [rs, cs], c, ldc, accumulate)
+            super::sgemm512::single::gemm(
+                a,
+                lda,
+                [m, k, n],
+                super::sgemm512::single::Right::Strided(b, [rs, cs]),
+                c,
+                ldc,
+                accumulate,
+            )
         };
         return;
     }

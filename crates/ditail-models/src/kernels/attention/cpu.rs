@@ -12,8 +12,8 @@
 //!
 //! Work is split into (batch, head, block of query rows) tasks on rayon's pool; each walks
 //! the keys in tiles: scores `Q·Kᵀ` ([`crate::kernels::product`]: the 512-bit kernel on
-//! CPUs with AVX-512, the `gemm` crate elsewhere; k and v read in place through strides,
-//! the block's queries copied scaled), a running max and sum per row, then `P·V`
+//! CPUs with AVX-512, with each head's keys packed once for all query blocks; the `gemm`
+//! crate elsewhere, reading k in place; the block's queries copied scaled), a running max and sum per row, then `P·V`
 //! accumulated into the block's output rows.
 
 use std::cell::RefCell;
@@ -32,6 +32,8 @@ use crate::kernels::product::product;
 const QUERY_BLOCK: usize = 72;
 /// Keys per tile: the block's scores (72 x 256 f32, 72 KiB) stay in L2.
 const KEY_TILE: usize = 256;
+// Key tiles start on whole panels of the packed keys (`sgemm512::NR` = 32 columns).
+const _: () = assert!(KEY_TILE % 32 == 0);
 
 /// Whether the kernel takes these tensors: f32, `[batch, tokens, channels]` with the same
 /// batch and channels, keys and values of the same length, channels divisible by `heads`.
@@ -88,6 +90,7 @@ pub fn attention(
     let vv: &[f32] = v.as_slice().expect("contiguous");
     let scale = 1.0 / (d as f32).sqrt();
 
+    let packed_keys = pack_keys(kv, [batch, nkv, heads, d]);
     let mut out = vec![0f32; batch * nq * c];
     let dst = OutPtr::new(&mut out);
     let blocks = nq.div_ceil(QUERY_BLOCK);
@@ -116,19 +119,37 @@ pub fn attention(
                     let kt = KEY_TILE.min(nkv - k0);
                     let k_tile = &kv[(b * nkv + k0) * c + h * d..];
                     let v_tile = &vv[(b * nkv + k0) * c + h * d..];
-                    // SAFETY: scores holds rows x kt; k rows (stride c, read as the columns
-                    // of Kᵀ) start inside k and span d values.
-                    unsafe {
-                        product(
-                            &s.q,
-                            d,
-                            [rows, d, kt],
-                            k_tile.as_ptr(),
-                            [1, c],
-                            s.scores.as_mut_ptr(),
-                            kt,
-                            false,
-                        );
+                    match &packed_keys {
+                        // SAFETY: scores holds rows x kt; panels k0 / NR.. of image b and
+                        // head h's packed keys (k0 is a multiple of the panel width).
+                        #[cfg(target_arch = "x86_64")]
+                        Some(packed) => unsafe {
+                            use crate::kernels::sgemm512::single::{Right, gemm, panels_len};
+                            let at = (b * heads + h) * panels_len([d, nkv]) + k0 * d;
+                            gemm(
+                                &s.q,
+                                d,
+                                [rows, d, kt],
+                                Right::Panels(packed[at..].as_ptr()),
+                                s.scores.as_mut_ptr(),
+                                kt,
+                                false,
+                            );
+                        },
+                        // SAFETY: scores holds rows x kt; k rows (stride c, read as the
+                        // columns of Kᵀ) start inside k and span d values.
+                        _ => unsafe {
+                            product(
+                                &s.q,
+                                d,
+                                [rows, d, kt],
+                                k_tile.as_ptr(),
+                                [1, c],
+                                s.scores.as_mut_ptr(),
+                                kt,
+                                false,
+                            );
+                        },
                     }
                     for r in 0..rows {
                         let row = &mut s.scores[r * kt..][..kt];
@@ -177,6 +198,26 @@ pub fn attention(
             });
         });
     Flex::float_from_data(TensorData::new(out, [batch, nq, c]), &Default::default())
+}
+
+/// `Kᵀ` of every (image, head) in the 512-bit product's panels, where it runs: packed once
+/// here instead of by every block of queries, for which that transposing gather cost as
+/// much as its products at SD1.5's head width of 40 (`perf`, U-Net at 64x64 latents).
+fn pack_keys(k: &[f32], [batch, nkv, heads, d]: [usize; 4]) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::product::wide() {
+        use crate::kernels::sgemm512::single::{pack_panels, panels_len};
+        let (per, c) = (panels_len([d, nkv]), heads * d);
+        let mut out = vec![0f32; batch * heads * per];
+        out.par_chunks_mut(per).enumerate().for_each(|(bh, dst)| {
+            let (b, h) = (bh / heads, bh % heads);
+            // SAFETY: head h's d columns of image b's nkv key rows (stride c), inside k.
+            unsafe { pack_panels(k[b * nkv * c + h * d..].as_ptr(), [1, c], [d, nkv], dst) };
+        });
+        return Some(out);
+    }
+    let _ = (k, batch, nkv, heads, d);
+    None
 }
 
 /// The largest value of a row (NaN when the row holds one, so that it reaches the output

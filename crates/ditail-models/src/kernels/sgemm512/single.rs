@@ -21,21 +21,80 @@ thread_local! {
     static PANELS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `c = a b` (or `c += a b` with `accumulate`): `a` `[m, k]` with rows of stride `lda`, `b`
-/// `[k, n]` with value (`i`, `j`) at `b + i·rs + j·cs` (`cs = 1`: rows of stride `rs`;
-/// `rs = 1`: a transposed matrix, as the keys of attention's `Q Kᵀ`), `c` `[m, n]` with
-/// rows of stride `ldc`.
+/// The right operand of [`gemm`], `[k, n]`.
+#[derive(Clone, Copy)]
+pub enum Right {
+    /// Value (`i`, `j`) at `ptr + i·rs + j·cs` (`cs = 1`: rows of stride `rs`; `rs = 1`: a
+    /// transposed matrix, as the keys of attention's `Q Kᵀ`): packed by the call.
+    Strided(*const f32, [usize; 2]),
+    /// Already packed by [`pack_panels`] (for an operand that several products share).
+    Panels(*const f32),
+}
+
+/// Values [`pack_panels`] writes for a `[k, n]` operand.
+pub fn panels_len([k, n]: [usize; 2]) -> usize {
+    n.div_ceil(NR) * NR * k
+}
+
+/// Packs the `[k, n]` matrix at `b` (strides as [`Right::Strided`]) into `dst`
+/// ([`panels_len`] values): panels of [`NR`] columns, each its `k` rows of `NR` values,
+/// zero-padded at the right edge.
 ///
 /// # Safety
-/// The CPU has AVX-512; `b` points at a readable `k x n` matrix with those strides, `c` at
+/// `b` points at a readable `k x n` matrix with those strides.
+pub unsafe fn pack_panels(b: *const f32, strides: [usize; 2], [k, n]: [usize; 2], dst: &mut [f32]) {
+    for (p, panel) in dst[..panels_len([k, n])]
+        .chunks_exact_mut(k * NR)
+        .enumerate()
+    {
+        let c0 = p * NR;
+        // SAFETY: the caller's promise.
+        unsafe { pack_panel(b, strides, [0, k], [c0, NR.min(n - c0)], panel) };
+    }
+}
+
+/// Rows `p0..p0 + kc` and columns `c0..c0 + w` of `b` into `panel` (`[kc][NR]`).
+///
+/// # Safety
+/// Those rows and columns of `b` are readable.
+unsafe fn pack_panel(
+    b: *const f32,
+    [rs, cs]: [usize; 2],
+    [p0, kc]: [usize; 2],
+    [c0, w]: [usize; 2],
+    panel: &mut [f32],
+) {
+    // SAFETY (both arms): the caller's promise.
+    if cs == 1 {
+        for (kk, row) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
+            let src = unsafe { std::slice::from_raw_parts(b.add((p0 + kk) * rs + c0), w) };
+            row[..w].copy_from_slice(src);
+            row[w..].fill(0.0);
+        }
+    } else {
+        // A column of the panel at a time: contiguous reads when rs = 1.
+        panel[..kc * NR].fill(0.0);
+        for j in 0..w {
+            let col = unsafe { b.add(p0 * rs + (c0 + j) * cs) };
+            for kk in 0..kc {
+                panel[kk * NR + j] = unsafe { *col.add(kk * rs) };
+            }
+        }
+    }
+}
+
+/// `c = a b` (or `c += a b` with `accumulate`): `a` `[m, k]` with rows of stride `lda`, `b`
+/// `[k, n]`, `c` `[m, n]` with rows of stride `ldc`.
+///
+/// # Safety
+/// The CPU has AVX-512; `b` holds a readable `k x n` matrix (or its panels), `c` points at
 /// `m` rows of `n` values at stride `ldc` that nothing else touches during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm(
     a: &[f32],
     lda: usize,
     [m, k, n]: [usize; 3],
-    b: *const f32,
-    [rs, cs]: [usize; 2],
+    b: Right,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -46,34 +105,29 @@ pub unsafe fn gemm(
         while j0 < n {
             let nc = NC.min(n - j0);
             let count = nc.div_ceil(NR);
-            panels.resize(KC * count * NR, 0.0);
+            if let Right::Strided(..) = b {
+                panels.resize(KC * count * NR, 0.0);
+            }
             let mut p0 = 0;
             while p0 < k {
                 let kc = KC.min(k - p0);
-                for (p, panel) in panels.chunks_exact_mut(KC * NR).take(count).enumerate() {
-                    let c0 = j0 + p * NR;
-                    let w = NR.min(j0 + nc - c0);
-                    // SAFETY (both arms): rows p0..p0 + kc <= k and columns c0..c0 + w <= n
-                    // of `b`.
-                    if cs == 1 {
-                        for (kk, row) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
-                            let src = unsafe {
-                                std::slice::from_raw_parts(b.add((p0 + kk) * rs + c0), w)
-                            };
-                            row[..w].copy_from_slice(src);
-                            row[w..].fill(0.0);
-                        }
-                    } else {
-                        // A column of the panel at a time: contiguous reads when rs = 1.
-                        panel[..kc * NR].fill(0.0);
-                        for j in 0..w {
-                            let col = unsafe { b.add(p0 * rs + (c0 + j) * cs) };
-                            for kk in 0..kc {
-                                panel[kk * NR + j] = unsafe { *col.add(kk * rs) };
-                            }
-                        }
+                if let Right::Strided(b, strides) = b {
+                    for (p, panel) in panels.chunks_exact_mut(KC * NR).take(count).enumerate() {
+                        let c0 = j0 + p * NR;
+                        // SAFETY: rows p0..p0 + kc <= k and columns c0.. <= n of `b`.
+                        unsafe {
+                            pack_panel(b, strides, [p0, kc], [c0, NR.min(j0 + nc - c0)], panel)
+                        };
                     }
                 }
+                // Panel p of this block of columns, from row p0.
+                let panel_at = |p: usize| match b {
+                    Right::Strided(..) => panels[p * KC * NR..].as_ptr(),
+                    // SAFETY: panel j0 / NR + p of the caller's packed operand, row p0 < k.
+                    Right::Panels(packed) => unsafe {
+                        packed.add((j0 / NR + p) * k * NR + p0 * NR)
+                    },
+                };
                 let first = p0 == 0 && !accumulate;
                 let mut edge = [0f32; MR * KC];
                 for s in 0..m.div_ceil(MR) {
@@ -91,7 +145,7 @@ pub unsafe fn gemm(
                         }
                         Strip::Packed(edge.as_ptr())
                     };
-                    for (p, panel) in panels.chunks_exact(KC * NR).take(count).enumerate() {
+                    for p in 0..count {
                         let c0 = j0 + p * NR;
                         let w = NR.min(j0 + nc - c0);
                         // SAFETY: the tile (s·MR.., c0..) of `c` is inside the caller's
@@ -100,7 +154,7 @@ pub unsafe fn gemm(
                         unsafe {
                             tile(
                                 strip,
-                                panel.as_ptr(),
+                                panel_at(p),
                                 kc,
                                 c.add(s * MR * ldc + c0),
                                 ldc,
@@ -201,8 +255,7 @@ mod tests {
                     &a,
                     lda,
                     [m, k, n],
-                    b.as_ptr(),
-                    [ldb, 1],
+                    Right::Strided(b.as_ptr(), [ldb, 1]),
                     got.as_mut_ptr(),
                     ldc,
                     false,
@@ -216,8 +269,7 @@ mod tests {
                     &a,
                     lda,
                     [m, k, n],
-                    b.as_ptr(),
-                    [ldb, 1],
+                    Right::Strided(b.as_ptr(), [ldb, 1]),
                     twice.as_mut_ptr(),
                     ldc,
                     true,
@@ -232,19 +284,33 @@ mod tests {
                     &a,
                     lda,
                     [m, k, n],
-                    bt.as_ptr(),
-                    [1, k],
+                    Right::Strided(bt.as_ptr(), [1, k]),
                     transposed.as_mut_ptr(),
                     ldc,
                     false,
                 )
             };
+            // And packed beforehand.
+            let mut panels = vec![f32::NAN; panels_len([k, n])];
+            // SAFETY: b as above.
+            unsafe { pack_panels(b.as_ptr(), [ldb, 1], [k, n], &mut panels) };
+            let mut prepacked = vec![f32::NAN; m * ldc];
+            // SAFETY: the panels of b.
+            unsafe {
+                gemm(
+                    &a,
+                    lda,
+                    [m, k, n],
+                    Right::Panels(panels.as_ptr()),
+                    prepacked.as_mut_ptr(),
+                    ldc,
+                    false,
+                )
+            };
             for i in 0..m {
-                assert_eq!(
-                    transposed[i * ldc..][..n],
-                    got[i * ldc..][..n],
-                    "{m}x{k}x{n}: transposed b"
-                );
+                let row = |v: &[f32]| v[i * ldc..][..n].to_vec();
+                assert_eq!(row(&transposed), row(&got), "{m}x{k}x{n}: transposed b");
+                assert_eq!(row(&prepacked), row(&got), "{m}x{k}x{n}: packed b");
             }
             let mut err = 0f32;
             for i in 0..m {
