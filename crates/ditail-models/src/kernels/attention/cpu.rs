@@ -33,7 +33,7 @@ const QUERY_BLOCK: usize = 72;
 /// Keys per tile: the block's scores (72 x 256 f32, 72 KiB) stay in L2.
 const KEY_TILE: usize = 256;
 // Key tiles start on whole panels of the packed keys (`sgemm512::NR` = 32 columns).
-const _: () = assert!(KEY_TILE % 32 == 0);
+const _: () = assert!(KEY_TILE.is_multiple_of(32));
 
 /// Whether the kernel takes these tensors: f32, `[batch, tokens, channels]` with the same
 /// batch and channels, keys and values of the same length, channels divisible by `heads`.
