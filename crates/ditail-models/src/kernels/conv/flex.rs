@@ -157,9 +157,10 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
         ..
     } = *g;
     let (k, p) = (c * kh * kw, oh * ow);
-    let mut out = vec![0f32; n * o * p];
-    for (i, plane) in out.chunks_exact_mut(p).enumerate() {
-        plane.fill(bias[i % o]);
+    // Each plane starts as its bias, written once (not zeroed first).
+    let mut out = Vec::with_capacity(n * o * p);
+    for i in 0..n * o {
+        out.extend(std::iter::repeat_n(bias[i % o], p));
     }
     // A 1x1 stride-1 convolution without padding multiplies the image itself.
     let pointwise = k == c && g.sh == 1 && g.sw == 1 && g.top == 0 && g.left == 0 && p == h * iw;

@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 
-use super::{KC, MR, NR, micro};
+use super::{KC, MR, NR, micro, pack_row};
 
 /// Columns of `B` packed at a time (`KC x NC` f32: 512 KiB).
 const NC: usize = 512;
@@ -67,9 +67,9 @@ unsafe fn pack_panel(
     // SAFETY (both arms): the caller's promise.
     if cs == 1 {
         for (kk, row) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
-            let src = unsafe { std::slice::from_raw_parts(b.add((p0 + kk) * rs + c0), w) };
-            row[..w].copy_from_slice(src);
-            row[w..].fill(0.0);
+            pack_row(row, unsafe {
+                std::slice::from_raw_parts(b.add((p0 + kk) * rs + c0), w)
+            });
         }
     } else {
         // A column of the panel at a time: contiguous reads when rs = 1.
