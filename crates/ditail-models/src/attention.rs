@@ -17,6 +17,7 @@ use burn::tensor::activation::gelu;
 
 use crate::hook::{Controller, SelfAttnQk, Site};
 use crate::kernels::attention::attention;
+use crate::kernels::conv::conv2d;
 use crate::kernels::linear::linear;
 use crate::resnet::conv1x1;
 
@@ -316,7 +317,7 @@ impl Transformer2dModel {
         let to_map = |y: Tensor<3>| y.swap_dims(1, 2).reshape([b, c, h, w]);
         let normed = self.norm.forward(x.clone());
         let mut y = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(conv.forward(normed)),
+            Projection::Conv(conv) => to_tokens(conv2d(conv, normed)),
             Projection::Linear(proj) => linear(proj, to_tokens(normed)),
         };
         for (depth, block) in self.transformer_blocks.iter().enumerate() {
@@ -324,7 +325,7 @@ impl Transformer2dModel {
             y = block.forward(y, context.clone(), (site, [h, w], &mut *ctrl));
         }
         let y = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(to_map(y)),
+            Projection::Conv(conv) => conv2d(conv, to_map(y)),
             Projection::Linear(proj) => to_map(linear(proj, y)),
         };
         y + x
