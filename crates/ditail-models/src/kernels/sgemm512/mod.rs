@@ -13,6 +13,10 @@
 //! of `A` (read in place, one broadcast per element) by every panel with a register-blocked
 //! microkernel: 12 x 32 accumulators in 24 zmm registers, two panel loads and 12
 //! broadcasts per `k`.
+//!
+//! [`single`] drives the same microkernel on one thread, inside the tasks of the other CPU
+//! kernels (the convolutions' products, attention's `Q Kᵀ` and `P V`), through
+//! [`super::product`].
 
 pub mod single;
 
