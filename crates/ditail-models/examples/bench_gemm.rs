@@ -71,7 +71,7 @@ fn main() {
                 sgemm512::single::Right::Strided(b.as_ptr(), [n, 1]),
                 c.as_mut_ptr(),
                 n,
-                false,
+                sgemm512::single::Start::Bias(None),
             )
         });
         println!("{m:>5} x {k:>5} x {n:>4}   {crate_rate:>8.1}   {ours:>8.1}");

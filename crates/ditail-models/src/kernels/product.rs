@@ -35,16 +35,20 @@ pub unsafe fn product(
     assert!(m == 0 || a.len() >= (m - 1) * lda + k);
     #[cfg(target_arch = "x86_64")]
     if wide() {
+        use super::sgemm512::single::{Right, Start};
         // SAFETY: the caller's promises; the kernel is enabled only with AVX-512.
         unsafe {
             super::sgemm512::single::gemm(
                 a,
                 lda,
                 [m, k, n],
-                super::sgemm512::single::Right::Strided(b, [rs, cs]),
+                Right::Strided(b, [rs, cs]),
                 c,
                 ldc,
-                accumulate,
+                match accumulate {
+                    true => Start::Accumulate,
+                    false => Start::Bias(None),
+                },
             )
         };
         return;

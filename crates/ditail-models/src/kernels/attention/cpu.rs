@@ -127,7 +127,9 @@ pub fn attention(
                         // head h's packed keys (k0 is a multiple of the panel width).
                         #[cfg(target_arch = "x86_64")]
                         Some(packed) => unsafe {
-                            use crate::kernels::sgemm512::single::{Right, gemm, panels_len};
+                            use crate::kernels::sgemm512::single::{
+                                Right, Start, gemm, panels_len,
+                            };
                             let at = (b * heads + h) * panels_len([d, nkv]) + k0 * d;
                             gemm(
                                 &s.q,
@@ -136,7 +138,7 @@ pub fn attention(
                                 Right::Panels(packed[at..].as_ptr()),
                                 s.scores.as_mut_ptr(),
                                 kt,
-                                false,
+                                Start::Bias(None),
                             );
                         },
                         // SAFETY: scores holds rows x kt; k rows (stride c, read as the

@@ -7,21 +7,20 @@
 //! ones), while the `gemm` crate under burn-flex's matmul uses its 256-bit kernel on stable
 //! Rust. SDXL's U-Net is ~75% linear layers.
 //!
-//! Blocking (Goto/BLIS): the columns are split into blocks of [`NC`] run in parallel; each
-//! task packs its block of `B`, [`KC`] rows at a time, into panels of [`NR`] columns laid
-//! out `[kc][NR]` (zero-padded at the right edge), then multiplies every [`MR`]-row strip
-//! of `A` (read in place, one broadcast per element) by every panel with a register-blocked
-//! microkernel: 12 x 32 accumulators in 24 zmm registers, two panel loads and 12
-//! broadcasts per `k`.
+//! Blocking (Goto/BLIS): the columns are split into blocks of [`NC`] (and the rows into
+//! strips when there are too few column blocks for the threads), one task each, run in
+//! parallel; each task is [`single::gemm`]: it packs its block of `B`, [`KC`] rows at a
+//! time, into panels of [`NR`] columns laid out `[kc][NR]` (zero-padded at the right edge),
+//! then multiplies every [`MR`]-row strip of `A` (read in place, one broadcast per element)
+//! by every panel with a register-blocked microkernel: 12 x 32 accumulators in 24 zmm
+//! registers, two panel loads and 12 broadcasts per `k`.
 //!
-//! [`single`] drives the same microkernel on one thread, inside the tasks of the other CPU
-//! kernels (the convolutions' products, attention's `Q Kᵀ` and `P V`), through
-//! [`super::product`].
+//! [`single::gemm`] also runs alone inside the tasks of the other CPU kernels (the
+//! convolutions' products, attention's `Q Kᵀ` and `P V`), through [`super::product`].
 
 pub mod single;
 
 use std::arch::x86_64::*;
-use std::cell::RefCell;
 
 use rayon::prelude::*;
 
@@ -60,13 +59,6 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
-thread_local! {
-    /// Each worker's packed panels of `B`, reused across calls.
-    static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// A zero-padded strip of `A` and tile of `C` for the bottom edge.
-    static EDGE: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
 /// `c = a b + bias` (bias broadcast over rows; zero when `None`).
 ///
 /// # Panics
@@ -98,127 +90,17 @@ pub fn sgemm([m, k, n]: [usize; 3], a: &[f32], b: &[f32], bias: Option<&[f32]>, 
         // SAFETY: AVX-512 checked above; the task writes only rows i0..i1 and columns
         // j0..j1 of `c` (rows of stride n), disjoint from every other task's; the shapes
         // were checked.
-        unsafe { block([m, k, n], a, b, bias, out, i0..i1, j0..j1) };
-    });
-}
-
-/// One task: rows `rows_of_c` and columns `cols` of `c`.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn block(
-    [_, k, n]: [usize; 3],
-    a: &[f32],
-    b: &[f32],
-    bias: Option<&[f32]>,
-    out: OutPtr,
-    rows_of_c: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
-) {
-    let panels = cols.len().div_ceil(NR);
-    PACKED.with_borrow_mut(|packed| {
-        packed.resize(KC * panels * NR, 0.0);
-        let mut p0 = 0;
-        while p0 < k {
-            let kc = KC.min(k - p0);
-            // Pack rows p0..p0+kc of B's columns into [panel][kc][NR].
-            for p in 0..panels {
-                let c0 = cols.start + p * NR;
-                let w = NR.min(cols.end - c0);
-                let dst = &mut packed[p * KC * NR..][..kc * NR];
-                for (kk, row) in dst.chunks_exact_mut(NR).enumerate() {
-                    pack_row(row, &b[(p0 + kk) * n + c0..][..w]);
-                }
-            }
-            let first = p0 == 0;
-            let mut i0 = rows_of_c.start;
-            while i0 < rows_of_c.end {
-                let rows = MR.min(rows_of_c.end - i0);
-                for p in 0..panels {
-                    let c0 = cols.start + p * NR;
-                    let w = NR.min(cols.end - c0);
-                    let panel = packed[p * KC * NR..].as_ptr();
-                    let bias = bias.map(|b| &b[c0..c0 + w]);
-                    // SAFETY: rows i0..i0+rows of `a` hold k values each from column p0;
-                    // the tile rows i0.. of `c` at column c0 are this task's.
-                    unsafe {
-                        tile(
-                            a.as_ptr().add(i0 * k + p0),
-                            k,
-                            panel,
-                            kc,
-                            out.get().add(i0 * n + c0),
-                            n,
-                            [rows, w],
-                            first.then_some(bias).flatten(),
-                            first,
-                        )
-                    };
-                }
-                i0 += MR;
-            }
-            p0 += kc;
-        }
-    });
-}
-
-/// One `rows x w` tile (`rows <= MR`, `w <= NR`): full tiles go straight to the
-/// microkernel; edge tiles through zero-padded copies.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile(
-    a: *const f32,
-    lda: usize,
-    panel: *const f32,
-    kc: usize,
-    c: *mut f32,
-    ldc: usize,
-    [rows, w]: [usize; 2],
-    bias: Option<&[f32]>,
-    first: bool,
-) {
-    if rows == MR && w == NR {
-        // SAFETY: the caller's pointers cover a full tile.
-        unsafe { micro::<false>(a, lda, panel, kc, c, ldc, bias, first) };
-        return;
-    }
-    EDGE.with_borrow_mut(|(strip, ct)| {
-        strip.resize(MR * kc, 0.0);
-        strip.fill(0.0);
-        ct.resize(MR * NR, 0.0);
-        ct.fill(0.0);
-        for r in 0..rows {
-            for kk in 0..kc {
-                // SAFETY: row r < rows of `a` has kc values from its start.
-                strip[r * kc + kk] = unsafe { *a.add(r * lda + kk) };
-            }
-            for j in 0..w {
-                // SAFETY: the tile's valid part.
-                ct[r * NR + j] = unsafe { *c.add(r * ldc + j) };
-            }
-        }
-        let mut padded_bias = [0f32; NR];
-        if let Some(b) = bias {
-            padded_bias[..w].copy_from_slice(&b[..w]);
-        }
-        // SAFETY: strip is MR x kc, ct MR x NR.
         unsafe {
-            micro::<false>(
-                strip.as_ptr(),
-                kc,
-                panel,
-                kc,
-                ct.as_mut_ptr(),
-                NR,
-                bias.map(|_| &padded_bias[..]),
-                first,
+            single::gemm(
+                &a[i0 * k..],
+                k,
+                [i1 - i0, k, j1 - j0],
+                single::Right::Strided(b[j0..].as_ptr(), [n, 1]),
+                out.get().add(i0 * n + j0),
+                n,
+                single::Start::Bias(bias.map(|b| &b[j0..j1])),
             )
         };
-        for r in 0..rows {
-            for j in 0..w {
-                // SAFETY: the tile's valid part.
-                unsafe { *c.add(r * ldc + j) = ct[r * NR + j] };
-            }
-        }
     });
 }
 
@@ -325,8 +207,16 @@ pub(crate) unsafe fn micro<const PACKED: bool>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Reproducible values in [-0.5, 0.5) (a linear congruential generator).
+    pub(crate) fn values(mut seed: u32) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        }
+    }
 
     fn naive([m, k, n]: [usize; 3], a: &[f32], b: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
         let mut c = vec![0f32; m * n];
@@ -348,11 +238,7 @@ mod tests {
             eprintln!("no AVX-512 here: nothing to test");
             return;
         }
-        let mut seed = 1u32;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut rnd = values(1);
         for [m, k, n] in [
             [1, 1, 1],
             [12, 256, 32],

@@ -83,8 +83,17 @@ unsafe fn pack_panel(
     }
 }
 
-/// `c = a b` (or `c += a b` with `accumulate`): `a` `[m, k]` with rows of stride `lda`, `b`
-/// `[k, n]`, `c` `[m, n]` with rows of stride `ldc`.
+/// What `c` starts as.
+#[derive(Clone, Copy, Debug)]
+pub enum Start<'a> {
+    /// Its current values (`c += a b`).
+    Accumulate,
+    /// A bias per column, broadcast over the rows; zero when `None` (`c = a b + bias`).
+    Bias(Option<&'a [f32]>),
+}
+
+/// `c = start + a b`: `a` `[m, k]` with rows of stride `lda`, `b` `[k, n]`, `c` `[m, n]`
+/// with rows of stride `ldc`.
 ///
 /// # Safety
 /// The CPU has AVX-512; `b` holds a readable `k x n` matrix (or its panels), `c` points at
@@ -97,9 +106,16 @@ pub unsafe fn gemm(
     b: Right,
     c: *mut f32,
     ldc: usize,
-    accumulate: bool,
+    start: Start,
 ) {
     assert!(m == 0 || a.len() >= (m - 1) * lda + k);
+    let bias = match start {
+        Start::Bias(Some(bias)) => {
+            assert!(bias.len() >= n);
+            Some(bias)
+        }
+        _ => None,
+    };
     PANELS.with_borrow_mut(|panels| {
         let mut j0 = 0;
         while j0 < n {
@@ -128,7 +144,7 @@ pub unsafe fn gemm(
                         packed.add((j0 / NR + p) * k * NR + p0 * NR)
                     },
                 };
-                let first = p0 == 0 && !accumulate;
+                let first = p0 == 0 && !matches!(start, Start::Accumulate);
                 let mut edge = [0f32; MR * KC];
                 for s in 0..m.div_ceil(MR) {
                     let rows = MR.min(m - s * MR);
@@ -159,6 +175,7 @@ pub unsafe fn gemm(
                                 c.add(s * MR * ldc + c0),
                                 ldc,
                                 [rows, w],
+                                bias.map(|b| &b[c0..c0 + w]),
                                 first,
                             )
                         };
@@ -184,6 +201,7 @@ enum Strip {
 ///
 /// # Safety
 /// As `micro`'s, for the valid `rows x w` part of `c`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile(
     strip: Strip,
@@ -192,28 +210,36 @@ unsafe fn tile(
     c: *mut f32,
     ldc: usize,
     [rows, w]: [usize; 2],
+    bias: Option<&[f32]>,
     first: bool,
 ) {
     // SAFETY (the closure's calls): the caller's promises; `c` and `ldc` whole tiles.
-    let run = |c: *mut f32, ldc: usize, first: bool| unsafe {
+    let run = |c: *mut f32, ldc: usize, bias: Option<&[f32]>, first: bool| unsafe {
         match strip {
-            Strip::InPlace(a, lda) => micro::<false>(a, lda, panel, kc, c, ldc, None, first),
-            Strip::Packed(a) => micro::<true>(a, 0, panel, kc, c, ldc, None, first),
+            Strip::InPlace(a, lda) => micro::<false>(a, lda, panel, kc, c, ldc, bias, first),
+            Strip::Packed(a) => micro::<true>(a, 0, panel, kc, c, ldc, bias, first),
         }
     };
     if rows == MR && w == NR {
-        run(c, ldc, first);
+        run(c, ldc, bias, first);
         return;
     }
+    // The tile padded: its bias (or zero) on a first slice, else its current values.
     let mut ct = [0f32; MR * NR];
-    if !first {
+    if first {
+        if let Some(bias) = bias {
+            for row in ct.chunks_exact_mut(NR) {
+                row[..w].copy_from_slice(&bias[..w]);
+            }
+        }
+    } else {
         for r in 0..rows {
             // SAFETY: the tile's valid part.
             let src = unsafe { std::slice::from_raw_parts(c.add(r * ldc), w) };
             ct[r * NR..][..w].copy_from_slice(src);
         }
     }
-    run(ct.as_mut_ptr(), NR, false);
+    run(ct.as_mut_ptr(), NR, None, false);
     for r in 0..rows {
         // SAFETY: the tile's valid part.
         let dst = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), w) };
@@ -231,11 +257,7 @@ mod tests {
             eprintln!("no AVX-512 here: nothing to test");
             return;
         }
-        let mut seed = 7u32;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
+        let mut rnd = super::super::tests::values(7);
         for [m, k, n] in [
             [1, 1, 1],
             [12, 256, 32],
@@ -258,7 +280,7 @@ mod tests {
                     Right::Strided(b.as_ptr(), [ldb, 1]),
                     got.as_mut_ptr(),
                     ldc,
-                    false,
+                    Start::Bias(None),
                 )
             };
             // Accumulating onto the result doubles it.
@@ -272,7 +294,7 @@ mod tests {
                     Right::Strided(b.as_ptr(), [ldb, 1]),
                     twice.as_mut_ptr(),
                     ldc,
-                    true,
+                    Start::Accumulate,
                 )
             };
             // The same b read as the transpose of its transpose.
@@ -287,7 +309,7 @@ mod tests {
                     Right::Strided(bt.as_ptr(), [1, k]),
                     transposed.as_mut_ptr(),
                     ldc,
-                    false,
+                    Start::Bias(None),
                 )
             };
             // And packed beforehand.
@@ -304,7 +326,7 @@ mod tests {
                     Right::Panels(panels.as_ptr()),
                     prepacked.as_mut_ptr(),
                     ldc,
-                    false,
+                    Start::Bias(None),
                 )
             };
             for i in 0..m {
