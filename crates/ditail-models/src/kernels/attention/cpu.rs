@@ -12,7 +12,7 @@
 //!
 //! Work is split into (batch, head, block of query rows) tasks on rayon's pool; each walks
 //! the keys in tiles: scores `Q·Kᵀ` ([`crate::kernels::product`]: the 512-bit kernel on
-//! CPUs with AVX-512, with each head's keys packed once for all query blocks; the `gemm`
+//! CPUs with AVX-512, with each head's keys and values packed once for all query blocks; the `gemm`
 //! crate elsewhere, reading k in place; the block's queries copied scaled), a running max and sum per row, then `P·V`
 //! accumulated into the block's output rows.
 
@@ -27,6 +27,8 @@ use rayon::prelude::*;
 use crate::kernels::exp::exp1;
 use crate::kernels::out_ptr::OutPtr;
 use crate::kernels::product::product;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::sgemm512::NR;
 
 /// Query rows per task: whole strips of the 512-bit kernel's 12 rows.
 const QUERY_BLOCK: usize = 72;
@@ -90,7 +92,9 @@ pub fn attention(
     let vv: &[f32] = v.as_slice().expect("contiguous");
     let scale = 1.0 / (d as f32).sqrt();
 
-    let packed_keys = pack_keys(kv, [batch, nkv, heads, d]);
+    // Kᵀ and V of every (image, head) packed once where the 512-bit product runs.
+    let packed_keys = pack_heads(kv, [batch, nkv, heads, d], true);
+    let packed_values = pack_heads(vv, [batch, nkv, heads, d], false);
     // Every value is written below (each task its block's rows of one head), so the
     // buffer is not zeroed first (fresh pages zeroed by the kernel showed in `perf`).
     let len = batch * nq * c;
@@ -135,7 +139,7 @@ pub fn attention(
                                 &s.q,
                                 d,
                                 [rows, d, kt],
-                                Right::Panels(packed[at..].as_ptr()),
+                                Right::Panels(packed[at..].as_ptr(), d * NR),
                                 s.scores.as_mut_ptr(),
                                 kt,
                                 Start::Bias(None),
@@ -173,19 +177,39 @@ pub fn attention(
                         s.sum[r] = s.sum[r] * correction + tile_sum;
                         s.max[r] = new_max;
                     }
-                    // SAFETY: acc holds rows x d, scores rows x kt; v rows (stride c) start
-                    // inside v and span d values.
-                    unsafe {
-                        product(
-                            &s.scores,
-                            kt,
-                            [rows, kt, d],
-                            v_tile.as_ptr(),
-                            [c, 1],
-                            s.acc.as_mut_ptr(),
-                            d,
-                            true,
-                        );
+                    match &packed_values {
+                        // SAFETY: acc holds rows x d, scores rows x kt; rows k0..k0 + kt of
+                        // image b and head h's packed values (panels of nkv rows).
+                        #[cfg(target_arch = "x86_64")]
+                        Some(packed) => unsafe {
+                            use crate::kernels::sgemm512::single::{
+                                Right, Start, gemm, panels_len,
+                            };
+                            let at = (b * heads + h) * panels_len([nkv, d]) + k0 * NR;
+                            gemm(
+                                &s.scores,
+                                kt,
+                                [rows, kt, d],
+                                Right::Panels(packed[at..].as_ptr(), nkv * NR),
+                                s.acc.as_mut_ptr(),
+                                d,
+                                Start::Accumulate,
+                            );
+                        },
+                        // SAFETY: acc holds rows x d, scores rows x kt; v rows (stride c)
+                        // start inside v and span d values.
+                        _ => unsafe {
+                            product(
+                                &s.scores,
+                                kt,
+                                [rows, kt, d],
+                                v_tile.as_ptr(),
+                                [c, 1],
+                                s.acc.as_mut_ptr(),
+                                d,
+                                true,
+                            );
+                        },
                     }
                 }
                 let base = dst.get();
@@ -206,23 +230,30 @@ pub fn attention(
     Flex::float_from_data(TensorData::new(out, [batch, nq, c]), &Default::default())
 }
 
-/// `Kᵀ` of every (image, head) in the 512-bit product's panels, where it runs: packed once
-/// here instead of by every block of queries, for which that transposing gather cost as
-/// much as its products at SD1.5's head width of 40 (`perf`, U-Net at 64x64 latents).
-fn pack_keys(k: &[f32], [batch, nkv, heads, d]: [usize; 4]) -> Option<Vec<f32>> {
+/// `Kᵀ` (`transposed`) or `V` of every (image, head) of `x` (`[batch, n, heads·d]`) in the
+/// 512-bit product's panels, where it runs: packed once here instead of by every block of
+/// queries. For the keys that transposing gather cost as much as the block's products at
+/// SD1.5's head width of 40 (`perf`, U-Net at 64x64 latents); the values' copies were a
+/// tenth of theirs.
+fn pack_heads(x: &[f32], [batch, n, heads, d]: [usize; 4], transposed: bool) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::product::wide() {
         use crate::kernels::sgemm512::single::{pack_panels, panels_len};
-        let (per, c) = (panels_len([d, nkv]), heads * d);
+        let c = heads * d;
+        let (strides, shape) = match transposed {
+            true => ([1, c], [d, n]),
+            false => ([c, 1], [n, d]),
+        };
+        let per = panels_len(shape);
         let mut out = vec![0f32; batch * heads * per];
         out.par_chunks_mut(per).enumerate().for_each(|(bh, dst)| {
             let (b, h) = (bh / heads, bh % heads);
-            // SAFETY: head h's d columns of image b's nkv key rows (stride c), inside k.
-            unsafe { pack_panels(k[b * nkv * c + h * d..].as_ptr(), [1, c], [d, nkv], dst) };
+            // SAFETY: head h's d columns of image b's n rows (stride c), inside x.
+            unsafe { pack_panels(x[b * n * c + h * d..].as_ptr(), strides, shape, dst) };
         });
         return Some(out);
     }
-    let _ = (k, batch, nkv, heads, d);
+    let _ = (x, batch, n, heads, d, transposed);
     None
 }
 

@@ -27,8 +27,11 @@ pub enum Right {
     /// Value (`i`, `j`) at `ptr + i·rs + j·cs` (`cs = 1`: rows of stride `rs`; `rs = 1`: a
     /// transposed matrix, as the keys of attention's `Q Kᵀ`): packed by the call.
     Strided(*const f32, [usize; 2]),
-    /// Already packed by [`pack_panels`] (for an operand that several products share).
-    Panels(*const f32),
+    /// Already packed by [`pack_panels`] (for an operand that several products share): the
+    /// first panel and the distance from one panel to the next (`k·NR` for the whole
+    /// operand; more for a window of rows of a taller packed matrix, which starts `row·NR`
+    /// into its first panel).
+    Panels(*const f32, usize),
 }
 
 /// Values [`pack_panels`] writes for a `[k, n]` operand.
@@ -140,8 +143,8 @@ pub unsafe fn gemm(
                 let panel_at = |p: usize| match b {
                     Right::Strided(..) => panels[p * KC * NR..].as_ptr(),
                     // SAFETY: panel j0 / NR + p of the caller's packed operand, row p0 < k.
-                    Right::Panels(packed) => unsafe {
-                        packed.add((j0 / NR + p) * k * NR + p0 * NR)
+                    Right::Panels(packed, stride) => unsafe {
+                        packed.add((j0 / NR + p) * stride + p0 * NR)
                     },
                 };
                 let first = p0 == 0 && !matches!(start, Start::Accumulate);
@@ -323,7 +326,7 @@ mod tests {
                     &a,
                     lda,
                     [m, k, n],
-                    Right::Panels(panels.as_ptr()),
+                    Right::Panels(panels.as_ptr(), k * NR),
                     prepacked.as_mut_ptr(),
                     ldc,
                     Start::Bias(None),
