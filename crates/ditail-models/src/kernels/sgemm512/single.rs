@@ -3,9 +3,10 @@
 //! in place (a convolution's weights, reused by every tile), `B` and `C` strided.
 //!
 //! Blocking: `k` in slices of [`KC`]; per slice the task packs its `B` rows into panels
-//! of [`NR`] columns (`[kc][NR]`, zero-padded at the right edge, at most [`NC`] columns at
-//! a time: the L2 cache), then runs every strip of [`MR`] rows of `A` against every panel:
-//! a strip's slice (`MR x kc`, 12 KiB) stays in L1 while the panels stream from L2.
+//! of [`NR`] columns (`[kc][NR]`, zero-padded at the right edge, at most 512 columns at a
+//! time: the L2 cache), then runs every strip of [`MR`] rows of `A` against every panel: a
+//! strip's slice (`MR x kc`, 12 KiB) stays in L1 while the panels stream from L2. An
+//! operand that several products share can be packed once ([`pack_panels`]).
 //! Measured (`examples/bench_gemm.rs`): reading `A` in place is within 5% of packing it
 //! into strips first, which would cost a copy of the weights per call.
 
@@ -21,7 +22,7 @@ thread_local! {
     static PANELS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The right operand of [`gemm`], `[k, n]`.
+/// The right operand of [`gemm()`], `[k, n]`.
 #[derive(Clone, Copy)]
 pub enum Right {
     /// Value (`i`, `j`) at `ptr + i·rs + j·cs` (`cs = 1`: rows of stride `rs`; `rs = 1`: a
@@ -273,65 +274,40 @@ mod tests {
             let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
             let a: Vec<f32> = (0..m * lda).map(|_| rnd()).collect();
             let b: Vec<f32> = (0..k * ldb).map(|_| rnd()).collect();
-            let mut got = vec![f32::NAN; m * ldc];
-            // SAFETY: the shapes above.
-            unsafe {
-                gemm(
-                    &a,
-                    lda,
-                    [m, k, n],
-                    Right::Strided(b.as_ptr(), [ldb, 1]),
-                    got.as_mut_ptr(),
-                    ldc,
-                    Start::Bias(None),
-                )
+            // c = start + a b with this right operand (c: m rows of stride ldc).
+            let run = |b: Right, c: &mut [f32], start: Start| {
+                // SAFETY: every operand below holds the shapes above.
+                unsafe { gemm(&a, lda, [m, k, n], b, c.as_mut_ptr(), ldc, start) }
             };
+            let mut got = vec![f32::NAN; m * ldc];
+            run(
+                Right::Strided(b.as_ptr(), [ldb, 1]),
+                &mut got,
+                Start::Bias(None),
+            );
             // Accumulating onto the result doubles it.
             let mut twice = got.clone();
-            // SAFETY: the shapes above.
-            unsafe {
-                gemm(
-                    &a,
-                    lda,
-                    [m, k, n],
-                    Right::Strided(b.as_ptr(), [ldb, 1]),
-                    twice.as_mut_ptr(),
-                    ldc,
-                    Start::Accumulate,
-                )
-            };
-            // The same b read as the transpose of its transpose.
+            run(
+                Right::Strided(b.as_ptr(), [ldb, 1]),
+                &mut twice,
+                Start::Accumulate,
+            );
+            // The same b read as the transpose of its transpose (bt is [n, k] row-major:
+            // value (i, j) of b at i + j·k).
             let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * ldb + i / k]).collect();
             let mut transposed = vec![f32::NAN; m * ldc];
-            // SAFETY: bt is [n, k] row-major: value (i, j) of b at i + j·k.
-            unsafe {
-                gemm(
-                    &a,
-                    lda,
-                    [m, k, n],
-                    Right::Strided(bt.as_ptr(), [1, k]),
-                    transposed.as_mut_ptr(),
-                    ldc,
-                    Start::Bias(None),
-                )
-            };
+            run(
+                Right::Strided(bt.as_ptr(), [1, k]),
+                &mut transposed,
+                Start::Bias(None),
+            );
             // And packed beforehand.
             let mut panels = vec![f32::NAN; panels_len([k, n])];
             // SAFETY: b as above.
             unsafe { pack_panels(b.as_ptr(), [ldb, 1], [k, n], &mut panels) };
             let mut prepacked = vec![f32::NAN; m * ldc];
-            // SAFETY: the panels of b.
-            unsafe {
-                gemm(
-                    &a,
-                    lda,
-                    [m, k, n],
-                    Right::Panels(panels.as_ptr(), k * NR),
-                    prepacked.as_mut_ptr(),
-                    ldc,
-                    Start::Bias(None),
-                )
-            };
+            let packed = Right::Panels(panels.as_ptr(), k * NR);
+            run(packed, &mut prepacked, Start::Bias(None));
             for i in 0..m {
                 let row = |v: &[f32]| v[i * ldc..][..n].to_vec();
                 assert_eq!(row(&transposed), row(&got), "{m}x{k}x{n}: transposed b");
