@@ -5,9 +5,9 @@ use burn::prelude::*;
 use burn::tensor::module::attention as sdpa;
 use burn::tensor::ops::AttentionModuleOptions;
 
-/// Scaled dot-product attention over `heads` heads, scale `1/sqrt(head_dim)`, in one call
-/// (the text encoder's 77 tokens; the U-Net and VAE go through
-/// [`crate::kernels::attention`]).
+/// Scaled dot-product attention over `heads` heads, scale `1/sqrt(head_dim)`: causal (the
+/// text encoders' 77 tokens) in one call of burn's, otherwise (the metric networks' vision
+/// towers) through [`crate::kernels::attention`], as the U-Net and VAE.
 ///
 /// # Shapes
 /// - `q`: `[batch, n_q, heads * head_dim]`
@@ -20,6 +20,11 @@ pub fn multi_head_attention(
     heads: usize,
     causal: bool,
 ) -> Tensor<3> {
+    if !causal {
+        // The attention kernel where the backend has one (the CPU's 512-bit products, the
+        // WGSL kernel), burn's otherwise.
+        return crate::kernels::attention::attention(q, k, v, heads, None);
+    }
     let [b, n_q, c] = q.dims();
     let n_kv = k.dims()[1];
     let split = |t: Tensor<3>, n: usize| t.reshape([b, n, heads, c / heads]).swap_dims(1, 2);

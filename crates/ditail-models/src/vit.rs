@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::error::{ModelError, Result};
 use crate::json::JsonConfig;
+use crate::kernels::linear::linear;
 use crate::ops::multi_head_attention;
 
 /// Configuration of the ViT; field names follow transformers' `ViTConfig`.
@@ -232,19 +233,18 @@ impl VitLayer {
         let a = &self.attention.attention;
         let h = self.layernorm_before.forward(x.clone());
         let attn = multi_head_attention(
-            a.query.forward(h.clone()),
-            a.key.forward(h.clone()),
-            a.value.forward(h),
+            linear(&a.query, h.clone()),
+            linear(&a.key, h.clone()),
+            linear(&a.value, h),
             a.heads,
             false,
         );
-        let x = x + self.attention.output.dense.forward(attn);
-        let h = gelu(
-            self.intermediate
-                .dense
-                .forward(self.layernorm_after.forward(x.clone())),
-        );
-        x + self.output.dense.forward(h)
+        let x = x + linear(&self.attention.output.dense, attn);
+        let h = gelu(linear(
+            &self.intermediate.dense,
+            self.layernorm_after.forward(x.clone()),
+        ));
+        x + linear(&self.output.dense, h)
     }
 }
 
@@ -305,10 +305,9 @@ impl VitModel {
         for l in &self.encoder.layer[..layer] {
             x = l.forward(x);
         }
-        Ok(at
-            .attention
-            .attention
-            .key
-            .forward(at.layernorm_before.forward(x)))
+        Ok(linear(
+            &at.attention.attention.key,
+            at.layernorm_before.forward(x),
+        ))
     }
 }
