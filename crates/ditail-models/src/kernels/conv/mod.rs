@@ -129,9 +129,6 @@ pub fn winograd_enabled() -> bool {
 /// # Shapes
 /// - `x`: `[batch, in, h, w]`; output as `Conv2d::forward`'s.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let Some(bias) = &conv.bias else {
-        return conv.forward(x);
-    };
     if conv.groups != 1 || conv.dilation != [1, 1] {
         return conv.forward(x);
     }
@@ -140,10 +137,17 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         PaddingConfig2d::Valid => (0, 0, 0, 0),
         PaddingConfig2d::Same => return conv.forward(x),
     };
+    // A layer without bias (InceptionV3's, BatchNorm after) adds zeros: one value per
+    // output channel, so that every convolution takes the same kernel.
+    let weight = conv.weight.val();
+    let bias = match &conv.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::<1>::zeros([weight.dims()[0]], &weight.device()).cast(weight.dtype()),
+    };
     Tensor::from_dispatch(<Dispatch as ConvOps>::ditail_conv2d(
         x.into_dispatch(),
-        conv.weight.val().into_dispatch(),
-        bias.val().into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
         conv.stride,
         [top, bottom, left, right],
     ))
