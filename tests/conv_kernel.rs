@@ -84,7 +84,7 @@ fn the_cpu_kernel_equals_burns_convolution() {
         let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
         let before = kernel_launches();
         let got = conv2d(&conv, x.clone());
-        if kernel == [1, 1] && !wide() {
+        if kernel == [1, 1] && !product::wide() {
             continue; // burn's (checked below)
         }
         let [_, _, oh, ow] = got.dims();
@@ -140,12 +140,6 @@ fn the_cpu_kernel_equals_burns_convolution() {
     one_by_one_convolutions_stay_with_burn();
 }
 
-/// Whether this CPU runs the kernels' products in 512-bit instructions (AVX-512), where
-/// 1x1 convolutions go to the kernel too.
-fn wide() -> bool {
-    product::wide()
-}
-
 /// Run by the test above: the launch counter is process-wide, so the two must not run at
 /// once.
 fn one_by_one_convolutions_stay_with_burn() {
@@ -156,7 +150,7 @@ fn one_by_one_convolutions_stay_with_burn() {
     let got = conv2d(&conv, x.clone());
     assert_eq!(
         kernel_launches().0,
-        before.0 + usize::from(wide()),
+        before.0 + usize::from(product::wide()),
         "1x1 goes to burn-flex's own GEMM path unless the products run at 512 bits"
     );
     got.into_data().assert_approx_eq::<f32>(

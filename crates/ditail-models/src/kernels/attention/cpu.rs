@@ -126,40 +126,20 @@ pub fn attention(
                     let kt = KEY_TILE.min(nkv - k0);
                     let k_tile = &kv[(b * nkv + k0) * c + h * d..];
                     let v_tile = &vv[(b * nkv + k0) * c + h * d..];
-                    match &packed_keys {
-                        // SAFETY: scores holds rows x kt; panels k0 / NR.. of image b and
-                        // head h's packed keys (k0 is a multiple of the panel width).
-                        #[cfg(target_arch = "x86_64")]
-                        Some(packed) => unsafe {
-                            use crate::kernels::sgemm512::single::{
-                                Right, Start, gemm, panels_len,
-                            };
-                            let at = (b * heads + h) * panels_len([d, nkv]) + k0 * d;
-                            gemm(
-                                &s.q,
-                                d,
-                                [rows, d, kt],
-                                Right::Panels(packed[at..].as_ptr(), d * NR),
-                                s.scores.as_mut_ptr(),
-                                kt,
-                                Start::Bias(None),
-                            );
-                        },
-                        // SAFETY: scores holds rows x kt; k rows (stride c, read as the
-                        // columns of Kᵀ) start inside k and span d values.
-                        _ => unsafe {
-                            product(
-                                &s.q,
-                                d,
-                                [rows, d, kt],
-                                k_tile.as_ptr(),
-                                [1, c],
-                                s.scores.as_mut_ptr(),
-                                kt,
-                                false,
-                            );
-                        },
-                    }
+                    let tile = [b * heads + h, k0];
+                    // SAFETY: scores holds rows x kt; k rows (stride c, read as the columns
+                    // of Kᵀ) start inside k and span d values; the packed keys are Kᵀ's
+                    // panels for every (image, head).
+                    unsafe {
+                        head_product(
+                            &s.q,
+                            [rows, d, kt],
+                            packed_keys.as_ref().map(|p| (p, tile)),
+                            (k_tile.as_ptr(), [1, c]),
+                            (s.scores.as_mut_ptr(), kt),
+                            false,
+                        )
+                    };
                     for r in 0..rows {
                         let row = &mut s.scores[r * kt..][..kt];
                         let new_max = s.max[r].max(row_max(row));
@@ -177,40 +157,19 @@ pub fn attention(
                         s.sum[r] = s.sum[r] * correction + tile_sum;
                         s.max[r] = new_max;
                     }
-                    match &packed_values {
-                        // SAFETY: acc holds rows x d, scores rows x kt; rows k0..k0 + kt of
-                        // image b and head h's packed values (panels of nkv rows).
-                        #[cfg(target_arch = "x86_64")]
-                        Some(packed) => unsafe {
-                            use crate::kernels::sgemm512::single::{
-                                Right, Start, gemm, panels_len,
-                            };
-                            let at = (b * heads + h) * panels_len([nkv, d]) + k0 * NR;
-                            gemm(
-                                &s.scores,
-                                kt,
-                                [rows, kt, d],
-                                Right::Panels(packed[at..].as_ptr(), nkv * NR),
-                                s.acc.as_mut_ptr(),
-                                d,
-                                Start::Accumulate,
-                            );
-                        },
-                        // SAFETY: acc holds rows x d, scores rows x kt; v rows (stride c)
-                        // start inside v and span d values.
-                        _ => unsafe {
-                            product(
-                                &s.scores,
-                                kt,
-                                [rows, kt, d],
-                                v_tile.as_ptr(),
-                                [c, 1],
-                                s.acc.as_mut_ptr(),
-                                d,
-                                true,
-                            );
-                        },
-                    }
+                    // SAFETY: acc holds rows x d, scores rows x kt; v rows (stride c)
+                    // start inside v and span d values; the packed values are V's panels
+                    // for every (image, head).
+                    unsafe {
+                        head_product(
+                            &s.scores,
+                            [rows, kt, d],
+                            packed_values.as_ref().map(|p| (p, tile)),
+                            (v_tile.as_ptr(), [c, 1]),
+                            (s.acc.as_mut_ptr(), d),
+                            true,
+                        )
+                    };
                 }
                 let base = dst.get();
                 for r in 0..rows {
@@ -235,7 +194,11 @@ pub fn attention(
 /// queries. For the keys that transposing gather cost as much as the block's products at
 /// SD1.5's head width of 40 (`perf`, U-Net at 64x64 latents); the values' copies were a
 /// tenth of theirs.
-fn pack_heads(x: &[f32], [batch, n, heads, d]: [usize; 4], transposed: bool) -> Option<Vec<f32>> {
+fn pack_heads(
+    x: &[f32],
+    [batch, n, heads, d]: [usize; 4],
+    transposed: bool,
+) -> Option<PackedHeads> {
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::product::wide() {
         use crate::kernels::sgemm512::single::{pack_panels, panels_len};
@@ -251,10 +214,74 @@ fn pack_heads(x: &[f32], [batch, n, heads, d]: [usize; 4], transposed: bool) -> 
             // SAFETY: head h's d columns of image b's n rows (stride c), inside x.
             unsafe { pack_panels(x[b * n * c + h * d..].as_ptr(), strides, shape, dst) };
         });
-        return Some(out);
+        return Some(PackedHeads {
+            values: out,
+            per,
+            transposed,
+            n,
+            d,
+        });
     }
     let _ = (x, batch, n, heads, d, transposed);
     None
+}
+
+/// `Kᵀ` or `V` of every (image, head), as [`pack_heads`] packed them.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct PackedHeads {
+    values: Vec<f32>,
+    /// Values per (image, head).
+    per: usize,
+    /// `Kᵀ` (`[d, n]`: panels of `d` rows) rather than `V` (`[n, d]`: panels of `n` rows).
+    transposed: bool,
+    n: usize,
+    d: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PackedHeads {
+    /// Image-head `bh`'s operand for the key tile from `k0` (for `Kᵀ` a multiple of the
+    /// panel width): its first panel and the distance from one panel to the next.
+    fn tile(&self, bh: usize, k0: usize) -> (*const f32, usize) {
+        let (at, stride) = match self.transposed {
+            true => (k0 * self.d, self.d * NR),
+            false => (k0 * NR, self.n * NR),
+        };
+        (self.values[bh * self.per + at..].as_ptr(), stride)
+    }
+}
+
+/// `c (+)= a b` (`accumulate`) for `a` `[m, k]` (rows of stride `k`), `b` the key tile of
+/// (image-head, first key) from its packed heads where [`pack_heads`] packed them, else
+/// read in place (`(pointer, [rs, cs])`), `c` `(pointer, row stride)`.
+///
+/// # Safety
+/// As [`product`]'s, for both forms of `b`.
+unsafe fn head_product(
+    a: &[f32],
+    [m, k, n]: [usize; 3],
+    packed: Option<(&PackedHeads, [usize; 2])>,
+    (b, strides): (*const f32, [usize; 2]),
+    (c, ldc): (*mut f32, usize),
+    accumulate: bool,
+) {
+    match packed {
+        #[cfg(target_arch = "x86_64")]
+        Some((heads, [bh, k0])) => {
+            use crate::kernels::sgemm512::single::{Right, Start, gemm};
+            let start = match accumulate {
+                true => Start::Accumulate,
+                false => Start::Bias(None),
+            };
+            let (panels, stride) = heads.tile(bh, k0);
+            let right = Right::Panels(panels, stride);
+            // SAFETY: the caller's promises; packed panels exist only where the 512-bit
+            // product runs.
+            unsafe { gemm(a, k, [m, k, n], right, c, ldc, start) }
+        }
+        // SAFETY: the caller's promises.
+        _ => unsafe { product(a, k, [m, k, n], b, strides, c, ldc, accumulate) },
+    }
 }
 
 /// The largest value of a row (NaN when the row holds one, so that it reaches the output

@@ -64,8 +64,8 @@ fn winograd_pays(kernel: [usize; 2], stride: [usize; 2], out: [usize; 2], channe
 }
 
 /// Whether the kernel takes these tensors: f32, 4-D, kernels larger than 1x1 unless the
-/// products run packed (burn-flex runs 1x1 convolutions as one GEMM on NCHW already, with
-/// the `gemm` crate: the same product as ours in the row-major layout).
+/// products run at 512 bits (elsewhere burn-flex runs 1x1 convolutions as one GEMM on NCHW
+/// with the `gemm` crate, the same product ours would run).
 pub fn supports(
     x: &FloatTensor<Flex>,
     weight: &FloatTensor<Flex>,
