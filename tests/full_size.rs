@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::prelude::*;
-use common::{assert_close, assert_sites, check_components, cpu};
+use common::{
+    SDXL_TEXT_INPUTS, SDXL_TEXT_OUTPUTS, assert_close, assert_sites, check_components, cpu,
+};
 use ditail::models::LoadOptions;
 use ditail::models::hook::{Recorder, Site};
 use ditail::models::load::load_unet;
@@ -107,12 +109,8 @@ fn full_size_sdxl_matches_diffusers() {
         "SDXL",
         &model,
         &g,
-        &["input_ids", "input_ids_2"],
-        &[
-            "text_embeddings",
-            "text_embeddings_skip1",
-            "pooled_text_embeds",
-        ],
+        SDXL_TEXT_INPUTS,
+        SDXL_TEXT_OUTPUTS,
         LoadOptions::default(),
         TOL,
     );

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 use common::{
-    assert_close, assert_merged, assert_these_sites, check_components, cpu, fixtures, golden,
-    loading, model_dir, params,
+    SDXL_TEXT_INPUTS, SDXL_TEXT_OUTPUTS, assert_close, assert_merged, assert_these_sites,
+    check_components, cpu, fixtures, golden, loading, model_dir, params,
 };
 use ditail::models::components::run_components;
 use ditail::models::hook::{Recorder, Site};
@@ -80,12 +80,8 @@ fn text_encoders_match_diffusers() {
         MODEL,
         &model_dir(MODEL),
         &g,
-        &["input_ids", "input_ids_2"],
-        &[
-            "text_embeddings",
-            "text_embeddings_skip1",
-            "pooled_text_embeds",
-        ],
+        SDXL_TEXT_INPUTS,
+        SDXL_TEXT_OUTPUTS,
         LoadOptions::default(),
         TOL,
     );

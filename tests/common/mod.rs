@@ -337,3 +337,13 @@ pub fn check_components(
         eprintln!("{label} {key}: rel err {rel:e}");
     }
 }
+
+/// The SDXL text-encoder golden file's inputs (both tokenizers' ids) and the outputs checked
+/// (`scripts/make_sdxl_fixtures.py`, tiny and full size).
+pub const SDXL_TEXT_INPUTS: &[&str] = &["input_ids", "input_ids_2"];
+/// See [`SDXL_TEXT_INPUTS`].
+pub const SDXL_TEXT_OUTPUTS: &[&str] = &[
+    "text_embeddings",
+    "text_embeddings_skip1",
+    "pooled_text_embeds",
+];
