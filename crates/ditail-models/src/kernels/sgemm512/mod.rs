@@ -108,9 +108,15 @@ pub fn sgemm([m, k, n]: [usize; 3], a: &[f32], b: &[f32], bias: Option<&[f32]>, 
 /// bias (or zero) instead of its stored value. `A` is read in place (row `r` at `a + r·lda`)
 /// or, with `PACKED`, from a strip packed `[kc][MR]` (`lda` unused), where the 12 values
 /// of each `k` are one cache line and a half instead of 12 streams.
+///
+/// With `HALF`, a 12 x 16 tile: only the panel's first 16 columns are read, and of them
+/// only those in `mask` are loaded from and stored to `C` (and the bias); the other half's
+/// FMAs are dead code the compiler drops. For outputs 16 or fewer columns wide (attention's
+/// `P V` at head widths 40 and 80 leave 8 and 16, SD1.5's 4x4-latent convolutions at batch
+/// 1 have 16 pixels), where the full tile computed twice the columns needed.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn micro<const PACKED: bool>(
+pub(crate) unsafe fn micro<const PACKED: bool, const HALF: bool>(
     a: *const f32,
     lda: usize,
     panel: *const f32,
@@ -119,6 +125,7 @@ pub(crate) unsafe fn micro<const PACKED: bool>(
     ldc: usize,
     bias: Option<&[f32]>,
     first: bool,
+    mask: __mmask16,
 ) {
     macro_rules! rows {
         ($m:ident; $($r:literal),*) => { $( $m!($r); )* };
@@ -127,6 +134,7 @@ pub(crate) unsafe fn micro<const PACKED: bool>(
     // lda, kc x NR panel values, and MR rows of NR values of `c` at stride ldc.
     unsafe {
         let (init0, init1) = match bias {
+            Some(b) if HALF => (_mm512_maskz_loadu_ps(mask, b.as_ptr()), _mm512_setzero_ps()),
             Some(b) => (
                 _mm512_loadu_ps(b.as_ptr()),
                 _mm512_loadu_ps(b.as_ptr().add(16)),
@@ -137,8 +145,12 @@ pub(crate) unsafe fn micro<const PACKED: bool>(
         if !first {
             macro_rules! load {
                 ($r:literal) => {
-                    acc[$r][0] = _mm512_loadu_ps(c.add($r * ldc));
-                    acc[$r][1] = _mm512_loadu_ps(c.add($r * ldc + 16));
+                    if HALF {
+                        acc[$r][0] = _mm512_maskz_loadu_ps(mask, c.add($r * ldc));
+                    } else {
+                        acc[$r][0] = _mm512_loadu_ps(c.add($r * ldc));
+                        acc[$r][1] = _mm512_loadu_ps(c.add($r * ldc + 16));
+                    }
                 };
             }
             rows!(load; 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11);
@@ -159,7 +171,11 @@ pub(crate) unsafe fn micro<const PACKED: bool>(
         let mut p = panel;
         for kk in 0..kc {
             let b0 = _mm512_loadu_ps(p);
-            let b1 = _mm512_loadu_ps(p.add(16));
+            let b1 = if HALF {
+                _mm512_setzero_ps()
+            } else {
+                _mm512_loadu_ps(p.add(16))
+            };
             p = p.add(NR);
             macro_rules! fma {
                 ($r:expr, $x0:ident, $x1:ident) => {
@@ -200,8 +216,12 @@ pub(crate) unsafe fn micro<const PACKED: bool>(
             [cb0, cb1],
         ];
         for (r, [x0, x1]) in out.into_iter().enumerate() {
-            _mm512_storeu_ps(c.add(r * ldc), x0);
-            _mm512_storeu_ps(c.add(r * ldc + 16), x1);
+            if HALF {
+                _mm512_mask_storeu_ps(c.add(r * ldc), mask, x0);
+            } else {
+                _mm512_storeu_ps(c.add(r * ldc), x0);
+                _mm512_storeu_ps(c.add(r * ldc + 16), x1);
+            }
         }
     }
 }

@@ -14,6 +14,9 @@ use std::cell::RefCell;
 
 use super::{KC, MR, NR, micro, pack_row};
 
+/// Columns of the half-width microkernel (one zmm register).
+const HALF_NR: usize = NR / 2;
+
 /// Columns of `B` packed at a time (`KC x NC` f32: 512 KiB).
 const NC: usize = 512;
 
@@ -220,12 +223,28 @@ unsafe fn tile(
     // SAFETY (the closure's calls): the caller's promises; `c` and `ldc` whole tiles.
     let run = |c: *mut f32, ldc: usize, bias: Option<&[f32]>, first: bool| unsafe {
         match strip {
-            Strip::InPlace(a, lda) => micro::<false>(a, lda, panel, kc, c, ldc, bias, first),
-            Strip::Packed(a) => micro::<true>(a, 0, panel, kc, c, ldc, bias, first),
+            Strip::InPlace(a, lda) => {
+                micro::<false, false>(a, lda, panel, kc, c, ldc, bias, first, !0)
+            }
+            Strip::Packed(a) => micro::<true, false>(a, 0, panel, kc, c, ldc, bias, first, !0),
         }
     };
     if rows == MR && w == NR {
         run(c, ldc, bias, first);
+        return;
+    }
+    if rows == MR && w <= HALF_NR {
+        // A tile at most half a panel wide: the half-width kernel, its columns masked.
+        let mask = ((1u32 << w) - 1) as u16;
+        // SAFETY: as above; only the tile's `w` columns of `c` and the bias are touched.
+        unsafe {
+            match strip {
+                Strip::InPlace(a, lda) => {
+                    micro::<false, true>(a, lda, panel, kc, c, ldc, bias, first, mask)
+                }
+                Strip::Packed(a) => micro::<true, true>(a, 0, panel, kc, c, ldc, bias, first, mask),
+            }
+        }
         return;
     }
     // The tile padded: its bias (or zero) on a first slice, else its current values.
@@ -268,6 +287,10 @@ mod tests {
             [13, 300, 33],
             [77, 513, 600],
             [40, 9, 1000],
+            // Edges of half a panel or less (the half-width kernel): 32 + 8, 16, 32 + 15.
+            [24, 70, 40],
+            [36, 300, 16],
+            [25, 40, 47],
         ] {
             // Strided operands: a and b have spare columns, c is written into a wider
             // matrix whose other columns must stay as they were.
