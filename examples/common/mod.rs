@@ -29,8 +29,21 @@ pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// Seconds the hypervisor has taken from this machine's CPUs so far, summed over them
+/// (`steal` in `/proc/stat`, in the kernel's 100 Hz ticks); `None` where unknown.
+fn stolen_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: f64 = stat.lines().next()?.split_whitespace().nth(8)?.parse().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Runs `f` once to warm up, then `runs` times timed: the median and every time in seconds,
 /// and the peak resident memory over all of them.
+///
+/// On a virtual machine whose host takes cycles (`steal`), the share taken during the timed
+/// runs goes to stderr, with each run's time less its stolen share: A/B comparisons of
+/// builds on such a machine read those (the wall times moved by 30% from minute to minute
+/// on the development VM).
 pub fn measure(
     runs: usize,
     mut f: impl FnMut() -> anyhow::Result<()>,
@@ -38,10 +51,29 @@ pub fn measure(
     reset_peak_rss();
     f()?;
     let mut times = Vec::new();
+    let mut unstolen = Vec::new();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     for _ in 0..runs.max(1) {
+        let stolen = stolen_seconds();
         let t = std::time::Instant::now();
         f()?;
-        times.push(t.elapsed().as_secs_f64());
+        let time = t.elapsed().as_secs_f64();
+        times.push(time);
+        if let (Some(a), Some(b)) = (stolen, stolen_seconds()) {
+            unstolen.push((time, (b - a) / cpus));
+        }
+    }
+    let stolen: f64 = unstolen.iter().map(|(_, s)| s).sum();
+    if stolen > 0.0 {
+        let total: f64 = unstolen.iter().map(|(t, _)| t).sum();
+        let less: Vec<f64> = unstolen
+            .iter()
+            .map(|(t, s)| ((t - s) * 1000.0).round() / 1000.0)
+            .collect();
+        eprintln!(
+            "  the host stole {:.1}% of the CPUs during these runs; less that: {less:?} s",
+            100.0 * stolen / total
+        );
     }
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);

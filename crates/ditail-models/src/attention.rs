@@ -7,13 +7,13 @@
 //! for SD1.x and SDXL: 1x1-conv (SD1.x) or linear (SDXL) `proj_in`/`proj_out`, one or more
 //! transformer blocks, GEGLU.
 
+use crate::kernels::geglu::geglu;
 use burn::nn::conv::Conv2d;
 use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 
 use crate::hook::{Controller, SelfAttnQk, Site};
 use crate::kernels::attention::attention;
@@ -167,11 +167,7 @@ impl FeedForward {
     /// - `x`: `[batch, tokens, dim]`; output: the same.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.net.iter().fold(x, |x, layer| match layer {
-            FeedForwardLayer::Geglu(g) => {
-                let mut halves = linear(&g.proj, x).chunk(2, 2).into_iter();
-                let (hidden, gate) = (halves.next().unwrap(), halves.next().unwrap());
-                hidden * gelu(gate)
-            }
+            FeedForwardLayer::Geglu(g) => geglu(linear(&g.proj, x)),
             FeedForwardLayer::Dropout(_) => x,
             FeedForwardLayer::Out(out) => linear(out, x),
         })
