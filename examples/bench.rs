@@ -155,6 +155,28 @@ fn main() -> Result<()> {
                 .collect::<Vec<_>>(),
             peak as f64 / (1u64 << 30) as f64
         );
+        // DITAIL_KERNEL_TIMES=1: each CPU kernel kind's share (per run, the warm-up
+        // included in the average).
+        let per_run = (times.len() + 1) as f64;
+        let mut kernels = 0.0;
+        for t in ditail::models::kernels::timing::take() {
+            let s = t.seconds / per_run;
+            kernels += s;
+            println!(
+                "    {:<18} {:>8.3} s/run  {:>5} calls  {:>6.1} GMAC/s",
+                t.kind.name(),
+                s,
+                (t.calls as f64 / per_run).round(),
+                t.macs as f64 / t.seconds.max(1e-9) / 1e9
+            );
+        }
+        if kernels > 0.0 {
+            println!(
+                "    {:<18} {:>8.3} s/run",
+                "the rest (burn)",
+                times.iter().sum::<f64>() / times.len() as f64 - kernels
+            );
+        }
         results.insert(
             name,
             serde_json::json!({ "median_s": median, "runs_s": times, "peak_rss_bytes": peak }),

@@ -71,6 +71,8 @@ fn the_cpu_kernel_equals_burns_convolution() {
         (1, 96, 64, 32, 32, [3, 3], [1, 1], (1, 1, 1, 1)),
         // The VAE decoder's widest layers: F(4x4, 3x3) sums 512·9 rounded terms.
         (1, 512, 16, 32, 32, [3, 3], [1, 1], (1, 1, 1, 1)),
+        // F(4x4, 3x3) through the kernel (64x64 outputs), blocks of tiles of two images.
+        (2, 256, 8, 64, 64, [3, 3], [1, 1], (1, 1, 1, 1)),
         // 1x1 (the kernel's on CPUs with AVX-512): tiles of positions across rows, output
         // channels off the 12-row strips, one image split into channel slices.
         (2, 40, 27, 9, 30, [1, 1], [1, 1], (0, 0, 0, 0)),

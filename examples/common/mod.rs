@@ -33,7 +33,13 @@ pub fn reset_peak_rss() {
 /// (`steal` in `/proc/stat`, in the kernel's 100 Hz ticks); `None` where unknown.
 fn stolen_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: f64 = stat.lines().next()?.split_whitespace().nth(8)?.parse().ok()?;
+    let ticks: f64 = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .nth(8)?
+        .parse()
+        .ok()?;
     Some(ticks / 100.0)
 }
 

@@ -137,6 +137,7 @@ mod cpu {
     use burn::tensor::{DType, TensorData};
 
     use crate::kernels::sgemm512::sgemm;
+    use crate::kernels::timing::{Kind, timed};
 
     /// f32 2-D operands of matching widths.
     pub fn supports(
@@ -168,13 +169,15 @@ mod cpu {
             w.layout().shape()[1],
         );
         let mut out = vec![0f32; m * n];
-        sgemm(
-            [m, k, n],
-            x.as_slice().expect("contiguous"),
-            w.as_slice().expect("contiguous"),
-            bias.as_ref().map(|b| b.as_slice().expect("contiguous")),
-            &mut out,
-        );
+        timed(Kind::Linear, m * k * n, || {
+            sgemm(
+                [m, k, n],
+                x.as_slice().expect("contiguous"),
+                w.as_slice().expect("contiguous"),
+                bias.as_ref().map(|b| b.as_slice().expect("contiguous")),
+                &mut out,
+            )
+        });
         Flex::float_from_data(TensorData::new(out, [m, n]), &Default::default())
     }
 }

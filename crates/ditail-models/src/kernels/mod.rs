@@ -10,7 +10,8 @@
 //!   single-threaded form also runs the convolutions' products);
 //! - [`geglu`]: the transformers' feed-forward activation; one pass with a vectorised
 //!   `erf` on the CPU;
-//! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU.
+//! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU;
+//! - [`timing`]: each kind's share of a forward (`DITAIL_KERNEL_TIMES=1`).
 
 pub mod attention;
 pub mod conv;
@@ -25,6 +26,7 @@ pub mod product;
 #[cfg(all(feature = "flex", target_arch = "x86_64"))]
 pub mod sgemm512;
 pub mod silu;
+pub mod timing;
 
 /// Whether the environment variable `var` is set to `value` (in any case): the kernels'
 /// switches (`DITAIL_ATTENTION`, `DITAIL_CONV`), each read once by its caller.

@@ -36,7 +36,7 @@ fn reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
 impl SiluOps for burn::backend::Flex {
     fn ditail_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         if super::conv::kernel_enabled() && x.dtype() == burn::tensor::DType::F32 {
-            return cpu::silu(x);
+            return super::timing::timed(super::timing::Kind::Silu, 0, || cpu::silu(x));
         }
         reference::<Self>(x)
     }

@@ -31,6 +31,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 use crate::hook::QkInjection;
+use crate::kernels::timing;
 
 /// A [`QkInjection`] at the backend level: where the source is and whether a mask weighs it.
 ///
@@ -120,7 +121,11 @@ impl AttentionOps for burn::backend::Flex {
         if kernel_enabled() && cpu::supports(&q, &k, &v, heads) {
             CPU_LAUNCHES.fetch_add(1, Ordering::Relaxed);
             let (q, k) = reference::inject_qk::<Self>(q, k, mix);
-            return cpu::attention(q, k, v, heads);
+            let (qs, nkv) = (q.layout().shape(), k.layout().shape()[1]);
+            let macs = qs[0] * qs[1] * nkv * qs[2] * 2;
+            return timing::timed(timing::Kind::Attention, macs, || {
+                cpu::attention(q, k, v, heads)
+            });
         }
         reference::attention::<Self>(q, k, v, mix, heads)
     }

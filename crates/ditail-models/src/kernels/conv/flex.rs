@@ -10,6 +10,7 @@
 //! ([`crate::kernels::product`]), so there is no nested parallelism. A 1x1 stride-1 convolution
 //! without padding skips im2col: its right operand is the image's rows themselves.
 
+use crate::kernels::timing::{Kind, timed};
 use std::cell::RefCell;
 
 use burn::backend::Flex;
@@ -119,7 +120,10 @@ pub fn conv2d(
             ow,
         };
         super::WINOGRAD_LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let out = super::winograd::conv3x3(xv, wv, bv, &shape, winograd_tile([oh, ow]));
+        let macs = n * o * oh * ow * c * 9;
+        let out = timed(Kind::ConvWinograd, macs, || {
+            super::winograd::conv3x3(xv, wv, bv, &shape, winograd_tile([oh, ow]))
+        });
         return Flex::float_from_data(TensorData::new(out, [n, o, oh, ow]), &Default::default());
     }
 
@@ -138,7 +142,13 @@ pub fn conv2d(
         left,
         ow,
     };
-    let out = direct(xv, wv, bv, &geometry);
+    let kind = match kh * kw {
+        1 => Kind::ConvPointwise,
+        _ => Kind::ConvDirect,
+    };
+    let out = timed(kind, n * o * oh * ow * c * kh * kw, || {
+        direct(xv, wv, bv, &geometry)
+    });
     Flex::float_from_data(TensorData::new(out, [n, o, oh, ow]), &Default::default())
 }
 
