@@ -74,7 +74,10 @@ impl GegluOps for burn_cubecl::CubeBackend {}
 /// If the last axis is odd.
 pub fn geglu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let last = x.dims()[D - 1];
-    assert!(last.is_multiple_of(2), "GEGLU needs an even last axis, not {last}");
+    assert!(
+        last.is_multiple_of(2),
+        "GEGLU needs an even last axis, not {last}"
+    );
     Tensor::from_dispatch(<Dispatch as GegluOps>::ditail_geglu(x.into_dispatch()))
 }
 
