@@ -168,14 +168,12 @@ mod cpu {
             x.layout().shape()[1],
             w.layout().shape()[1],
         );
-        let mut out = vec![0f32; m * n];
-        timed(Kind::Linear, m * k * n, || {
+        let out = timed(Kind::Linear, m * k * n, || {
             sgemm(
                 [m, k, n],
                 x.as_slice().expect("contiguous"),
                 w.as_slice().expect("contiguous"),
                 bias.as_ref().map(|b| b.as_slice().expect("contiguous")),
-                &mut out,
             )
         });
         Flex::float_from_data(TensorData::new(out, [m, n]), &Default::default())

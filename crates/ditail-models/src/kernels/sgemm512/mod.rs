@@ -59,19 +59,30 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
-/// `c = a b + bias` (bias broadcast over rows; zero when `None`).
+/// `a b + bias` (bias broadcast over rows; zero when `None`), `[m, n]` row-major.
+///
+/// The result is a new buffer that the tasks write once, not zeroed first (zeroing a linear
+/// layer's output, up to 126 MB for SD1.5's feed-forward at 64x64 latents and batch 3, was
+/// part of the 2-3% `memset` in `perf`).
 ///
 /// # Panics
 /// If the slices are shorter than the shapes say, or the CPU lacks AVX-512 (check
 /// [`available`]).
-pub fn sgemm([m, k, n]: [usize; 3], a: &[f32], b: &[f32], bias: Option<&[f32]>, c: &mut [f32]) {
+pub fn sgemm([m, k, n]: [usize; 3], a: &[f32], b: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     assert!(available(), "sgemm512 needs AVX-512");
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    assert!(a.len() >= m * k && b.len() >= k * n);
     assert!(bias.is_none_or(|b| b.len() >= n));
-    if m == 0 || n == 0 {
-        return;
+    if k == 0 {
+        // No products: every row is the bias (the tasks below would write nothing).
+        return (0..m)
+            .flat_map(|_| (0..n).map(|j| bias.map_or(0.0, |b| b[j])))
+            .collect();
     }
-    let out = OutPtr::new(c);
+    let mut c = Vec::with_capacity(m * n);
+    if m == 0 || n == 0 {
+        return c;
+    }
+    let out = OutPtr::spare(&mut c);
     // Tasks: blocks of columns, and of rows when there are too few column blocks to keep
     // every thread busy (a 1280-wide layer has 5 blocks; 2 threads would idle 1 in 5).
     let threads = rayon::current_num_threads();
@@ -102,6 +113,10 @@ pub fn sgemm([m, k, n]: [usize; 3], a: &[f32], b: &[f32], bias: Option<&[f32]>, 
             )
         };
     });
+    // SAFETY: the tasks' blocks cover every row and column, and `single::gemm` with a bias
+    // start writes every value of its block.
+    unsafe { c.set_len(m * n) };
+    c
 }
 
 /// The 12 x 32 microkernel: `C (+)= A[12 x kc] P[kc x 32]`; with `first`, `C` starts as the
@@ -261,6 +276,7 @@ pub(crate) mod tests {
         let mut rnd = values(1);
         for [m, k, n] in [
             [1, 1, 1],
+            [3, 0, 5],
             [12, 256, 32],
             [13, 300, 33],
             [77, 513, 300],
@@ -272,13 +288,12 @@ pub(crate) mod tests {
             let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
             for bias in [None, Some(&bias[..])] {
                 let want = naive([m, k, n], &a, &b, bias);
-                let mut got = vec![f32::NAN; m * n];
-                sgemm([m, k, n], &a, &b, bias, &mut got);
+                let got = sgemm([m, k, n], &a, &b, bias);
                 let err = got
                     .iter()
                     .zip(&want)
                     .fold(0f32, |e, (g, w)| e.max((g - w).abs()));
-                assert!(err < 1e-4 * (k as f32).sqrt(), "{m}x{k}x{n}: {err}");
+                assert!(err <= 1e-4 * (k as f32).sqrt(), "{m}x{k}x{n}: {err}");
             }
         }
     }
