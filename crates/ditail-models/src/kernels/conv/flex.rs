@@ -33,6 +33,15 @@ const MIN_SLICE_CHANNELS: usize = 64;
 /// same: Winograd from 16x16 up, direct at 8x8 and below).
 const WINOGRAD_MIN_SIDE: usize = 16;
 
+/// The fewest output positions (batch x height x width) where Winograd beats the direct
+/// kernel: its weights are transformed on every call (A² values per kernel, scalar), a
+/// cost that only enough tiles repay. Measured on a 2-core AVX-512 Xeon (SD1.5 weights,
+/// `DITAIL_KERNEL_TIMES=1 examples/bench`, the two rules alternated twice): with the side
+/// rule alone the U-Net at 32x32 latents, batch 1, spent 0.89 s per forward in its 3x3
+/// convolutions, with its 16x16 layers (256 positions, 640 channels) direct 0.64 s; at batch
+/// 3 (768 positions) the two were even (1.87 / 1.84 s).
+const WINOGRAD_MIN_POSITIONS: usize = 512;
+
 /// The Winograd tile for outputs of `out`: F(4x4, 3x3) from [`F4_MIN_SIDE`] a side,
 /// F(2x2, 3x3) below.
 fn winograd_tile(out: [usize; 2]) -> super::winograd::Tile {
@@ -50,14 +59,25 @@ fn winograd_tile(out: [usize; 2]) -> super::winograd::Tile {
 /// against 1.18 s at 16) and was even at 64 (64x64 batch 1 5.44 / 5.48 s); the VAE
 /// decode to 256 px (128-512 channels at 64-256) gained (2.83 s at 64, 2.73 at 128,
 /// 3.15 never). Below 64 a layer has few tiles of 16 outputs and many channels, and the
-/// 36 transformed weight matrices cost more than the GEMMs save.
+/// 36 transformed weight matrices cost more than the GEMMs save. Re-measured with the
+/// 512-bit products (2-core AVX-512 Xeon, `DITAIL_KERNEL_TIMES=1`, 32 against 64 alternated
+/// twice): F(4x4) from 32 took the U-Net's Winograd layers from 0.15-0.17 to 0.27-0.29 s at
+/// 32x32 latents, batch 1, and from 0.80-0.88 to 1.44-1.47 s at 64x64.
 const F4_MIN_SIDE: usize = 64;
 
 /// Whether a convolution goes to [`super::winograd`]: 3x3, stride 1, outputs of at least
-/// [`WINOGRAD_MIN_SIDE`] a side, more than a few input channels (unless
+/// [`WINOGRAD_MIN_SIDE`] a side and [`WINOGRAD_MIN_POSITIONS`] over the batch, more than a
+/// few input channels (unless
 /// `DITAIL_CONV=direct`, see [`super::winograd_enabled`]).
-fn winograd_pays(kernel: [usize; 2], stride: [usize; 2], out: [usize; 2], channels: usize) -> bool {
+fn winograd_pays(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    out: [usize; 2],
+    channels: usize,
+    batch: usize,
+) -> bool {
     kernel == [3, 3]
+        && batch * out[0] * out[1] >= WINOGRAD_MIN_POSITIONS
         && stride == [1, 1]
         && out.iter().all(|&s| s >= WINOGRAD_MIN_SIDE)
         && channels >= 8
@@ -107,7 +127,7 @@ pub fn conv2d(
     let xv: &[f32] = x.as_slice().expect("contiguous");
     let wv: &[f32] = weight.as_slice().expect("contiguous");
     let bv: &[f32] = bias.as_slice().expect("contiguous");
-    if winograd_pays([kh, kw], [sh, sw], [oh, ow], c) {
+    if winograd_pays([kh, kw], [sh, sw], [oh, ow], c, n) {
         let shape = super::winograd::Shape {
             n,
             c,
