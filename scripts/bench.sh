@@ -6,6 +6,13 @@
 #   WEIGHTS=dir THREADS=2 RUNS=3 scripts/bench.sh
 #   BACKEND=cuda DTYPE=f16 scripts/bench.sh   # GPU (diffusers on cuda, fp16)
 #   WEIGHTS=fixtures-full/sdxl/model ONLY=unet,clip UNET_SIDES=64 BATCHES=1 scripts/bench.sh   # SDXL
+#   ROUNDS=3 THREADS=2 RUNS=3 scripts/bench.sh   # both sides alternately, 3 times each
+#
+# ROUNDS (default 1) runs the two sides alternately that many times (round r writes
+# $OUT/r<r>/) and compares the runs pooled over the rounds (scripts/bench_compare.py): on
+# a virtual machine whose host takes cycles in bursts, one side of a single round can meet
+# a slow few minutes the other does not (the development VM's ratios moved by up to 0.4
+# between rounds of one hour).
 #
 # UNET_SIDES / BATCHES (comma lists; defaults 32,64 and 1,3) choose the U-Net rows of both
 # sides. SDXL folders are detected by both; the reference skips the "ditail" row for SDXL.
@@ -44,11 +51,18 @@ fi
 # either.
 config=()
 [ "$PROFILE" = dev ] && config=(--config 'profile.dev.package.ditail-models.debug-assertions=false')
-echo "== ditail ($BACKEND, $DTYPE, $THREADS threads, profile $PROFILE)"
-cargo run --quiet --profile "$PROFILE" "${config[@]}" --example bench -- --weights "$WEIGHTS" --backend "$BACKEND" \
-  --dtype "$DTYPE" --runs "$RUNS" "${only[@]}" "${unet_rows[@]}" --json "$OUT/ditail.json"
-echo "== diffusers ($device, $pydtype, $THREADS threads)"
-"$PY" scripts/bench_reference.py --weights "$WEIGHTS" --device "$device" --dtype "$pydtype" \
-  --threads "$THREADS" --runs "$RUNS" "${only[@]}" "${unet_rows[@]}" --json "$OUT/reference.json"
+ROUNDS=${ROUNDS:-1}
+ours=() refs=()
+for r in $(seq 1 "$ROUNDS"); do
+  dir=$OUT tag=
+  if [ "$ROUNDS" -gt 1 ]; then dir=$OUT/r$r tag=", round $r of $ROUNDS"; mkdir -p "$dir"; fi
+  echo "== ditail ($BACKEND, $DTYPE, $THREADS threads, profile $PROFILE)$tag"
+  cargo run --quiet --profile "$PROFILE" "${config[@]}" --example bench -- --weights "$WEIGHTS" --backend "$BACKEND" \
+    --dtype "$DTYPE" --runs "$RUNS" "${only[@]}" "${unet_rows[@]}" --json "$dir/ditail.json"
+  echo "== diffusers ($device, $pydtype, $THREADS threads)$tag"
+  "$PY" scripts/bench_reference.py --weights "$WEIGHTS" --device "$device" --dtype "$pydtype" \
+    --threads "$THREADS" --runs "$RUNS" "${only[@]}" "${unet_rows[@]}" --json "$dir/reference.json"
+  ours+=("$dir/ditail.json") refs+=("$dir/reference.json")
+done
 echo "== ditail / diffusers"
-"$PY" scripts/bench_compare.py "$OUT/ditail.json" "$OUT/reference.json"
+"$PY" scripts/bench_compare.py "$(IFS=,; echo "${ours[*]}")" "$(IFS=,; echo "${refs[*]}")"
