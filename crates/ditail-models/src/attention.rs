@@ -8,6 +8,7 @@
 //! transformer blocks, GEGLU.
 
 use crate::kernels::geglu::geglu;
+use crate::kernels::group_norm::group_norm;
 use burn::nn::conv::Conv2d;
 use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear,
@@ -115,7 +116,7 @@ impl Attention {
     pub fn forward_spatial(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let normed = match &self.group_norm {
-            Some(norm) => norm.forward(x.clone()),
+            Some(norm) => group_norm(norm, x.clone(), false),
             None => x.clone(),
         };
         let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);
@@ -311,7 +312,7 @@ impl Transformer2dModel {
         let [b, c, h, w] = x.dims();
         let to_tokens = |y: Tensor<4>| y.reshape([b, c, h * w]).swap_dims(1, 2);
         let to_map = |y: Tensor<3>| y.swap_dims(1, 2).reshape([b, c, h, w]);
-        let normed = self.norm.forward(x.clone());
+        let normed = group_norm(&self.norm, x.clone(), false);
         let mut y = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv2d(conv, normed)),
             Projection::Linear(proj) => linear(proj, to_tokens(normed)),

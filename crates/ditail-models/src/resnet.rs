@@ -10,6 +10,7 @@ use burn::prelude::*;
 
 use crate::hook::{Controller, Site};
 use crate::kernels::conv::conv2d;
+use crate::kernels::group_norm::group_norm;
 use crate::kernels::silu::silu;
 
 /// Shape of one ResNet block.
@@ -89,13 +90,13 @@ impl ResnetBlock2d {
         temb: Option<Tensor<2>>,
         hook: Option<(Site, &mut dyn Controller)>,
     ) -> Tensor<4> {
-        let mut h = conv2d(&self.conv1, silu(self.norm1.forward(x.clone())));
+        let mut h = conv2d(&self.conv1, group_norm(&self.norm1, x.clone(), true));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(silu(temb));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let mut h = conv2d(&self.conv2, silu(self.norm2.forward(h)));
+        let mut h = conv2d(&self.conv2, group_norm(&self.norm2, h, true));
         if let Some((site, ctrl)) = hook {
             h = ctrl.resnet(site, h);
         }

@@ -16,7 +16,7 @@ use crate::attention::{Attention, AttentionConfig};
 use crate::error::Result;
 use crate::json::JsonConfig;
 use crate::kernels::conv::conv2d;
-use crate::kernels::silu::silu;
+use crate::kernels::group_norm::group_norm;
 use crate::ops::resize_nearest;
 use crate::resnet::{ResnetBlock2d, ResnetBlock2dConfig, conv1x1, conv3x3};
 
@@ -332,7 +332,7 @@ impl AutoencoderKl {
             }
         }
         x = e.mid_block.forward(x);
-        x = conv2d(&e.conv_out, silu(e.conv_norm_out.forward(x)));
+        x = conv2d(&e.conv_out, group_norm(&e.conv_norm_out, x, true));
         let moments = conv2d(&self.quant_conv, x);
         moments.narrow(1, 0, self.latent_channels)
     }
@@ -356,6 +356,6 @@ impl AutoencoderKl {
                 x = conv2d(&up.conv, resize_nearest(x, [2 * h, 2 * w]));
             }
         }
-        conv2d(&d.conv_out, silu(d.conv_norm_out.forward(x)))
+        conv2d(&d.conv_out, group_norm(&d.conv_norm_out, x, true))
     }
 }

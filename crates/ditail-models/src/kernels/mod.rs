@@ -8,6 +8,7 @@
 //! - [`conv`]: 2-D convolution; a direct implicit-GEMM kernel and Winograd on the CPU;
 //! - [`linear`]: linear layers; a 512-bit GEMM on CPUs with AVX-512 ([`sgemm512`], whose
 //!   single-threaded form also runs the convolutions' products);
+//! - [`group_norm`]: GroupNorm, SiLU fused where it follows; two passes on the CPU;
 //! - [`geglu`]: the transformers' feed-forward activation; one pass with a vectorised
 //!   `erf` on the CPU;
 //! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU;
@@ -18,6 +19,7 @@ pub mod conv;
 #[cfg(feature = "flex")]
 mod exp;
 pub mod geglu;
+pub mod group_norm;
 pub mod linear;
 #[cfg(feature = "flex")]
 mod out_ptr;

@@ -55,7 +55,7 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 #[cfg(feature = "flex")]
-mod cpu {
+pub(crate) mod cpu {
     use burn::backend::Flex;
     use burn::backend::tensor::FloatTensor;
     use rayon::prelude::*;
@@ -105,7 +105,7 @@ mod cpu {
 
     /// `x·sigmoid(x)`, with `e^-|x|` so that the exponential never overflows.
     #[inline(always)]
-    pub(super) fn silu1(x: f32) -> f32 {
+    pub(crate) fn silu1(x: f32) -> f32 {
         let e = exp1(-x.abs());
         let r = 1.0 / (1.0 + e);
         x * if x >= 0.0 { r } else { e * r }

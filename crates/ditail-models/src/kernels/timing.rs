@@ -28,10 +28,12 @@ pub enum Kind {
     Geglu,
     /// SiLU.
     Silu,
+    /// GroupNorm (with SiLU where it follows).
+    GroupNorm,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 8] = [
         Kind::ConvWinograd,
         Kind::ConvDirect,
         Kind::ConvPointwise,
@@ -39,6 +41,7 @@ impl Kind {
         Kind::Attention,
         Kind::Geglu,
         Kind::Silu,
+        Kind::GroupNorm,
     ];
 
     /// The name the report uses.
@@ -51,6 +54,7 @@ impl Kind {
             Kind::Attention => "attention",
             Kind::Geglu => "geglu",
             Kind::Silu => "silu",
+            Kind::GroupNorm => "group norm",
         }
     }
 }

@@ -24,7 +24,7 @@ use burn::prelude::*;
 
 use crate::hook::Controller;
 use crate::kernels::conv::conv2d;
-use crate::kernels::silu::silu;
+use crate::kernels::group_norm::group_norm;
 use crate::resnet::conv3x3;
 use blocks::{BlockShape, UpChannels};
 
@@ -242,6 +242,6 @@ impl UNet2DConditionModel {
                 return x;
             }
         }
-        conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)))
+        conv2d(&self.conv_out, group_norm(&self.conv_norm_out, x, true))
     }
 }
