@@ -155,9 +155,9 @@ fn main() -> Result<()> {
                 .collect::<Vec<_>>(),
             peak as f64 / (1u64 << 30) as f64
         );
-        // DITAIL_KERNEL_TIMES=1: each CPU kernel kind's share (per run, the warm-up
-        // included in the average).
-        let per_run = (times.len() + 1) as f64;
+        // DITAIL_KERNEL_TIMES=1: each CPU kernel kind's share of the timed runs, per run
+        // (`measure` resets the totals after the warm-up).
+        let per_run = times.len() as f64;
         let mut kernels = 0.0;
         for t in ditail::models::kernels::timing::take() {
             let s = t.seconds / per_run;
@@ -174,7 +174,7 @@ fn main() -> Result<()> {
             println!(
                 "    {:<18} {:>8.3} s/run",
                 "the rest (burn)",
-                times.iter().sum::<f64>() / times.len() as f64 - kernels
+                times.iter().sum::<f64>() / per_run - kernels
             );
         }
         results.insert(

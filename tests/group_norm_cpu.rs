@@ -1,18 +1,20 @@
 //! The CPU GroupNorm kernel (`ditail_models::kernels::group_norm`, burn-flex f32, SiLU fused
 //! or not) against burn's `GroupNorm` (and `silu`), whole tensors: a fresh 4-D tensor with
 //! an offset per channel, a slice that starts inside its buffer, a transposed
-//! (non-contiguous) view, and a 3-D one.
+//! (non-contiguous) view, and a 3-D one; and the f16 path (burn's ops) against burn's module.
 
 mod common;
 
 use burn::nn::GroupNormConfig;
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::activation;
+use burn::tensor::{DType, Distribution};
 use ditail::models::kernels::group_norm::group_norm;
 
 /// Relative tolerance on the largest difference (statistics in f64 here, f32 in burn).
 const TOL: f32 = 1e-5;
+/// The same for f16 (both sides round the affine in f16: a few of its ulp).
+const TOL_F16: f32 = 2e-3;
 
 #[test]
 fn the_cpu_kernel_equals_burns_group_norm() {
@@ -49,6 +51,19 @@ fn the_cpu_kernel_equals_burns_group_norm() {
             );
         }
     }
+    // f16 (not the kernel's: burn's ops, the statistics widened to f32 as burn's module
+    // does), against burn's module on the same f16 values.
+    let half = |t: Tensor<1>| burn::module::Param::from_tensor(t.cast(DType::F16));
+    let mut norm16 = norm.clone();
+    norm16.gamma = norm.gamma.as_ref().map(|g| half(g.val()));
+    norm16.beta = norm.beta.as_ref().map(|b| half(b.val()));
+    let x16 = x.clone().cast(DType::F16);
+    common::assert_close(
+        "f16",
+        &group_norm(&norm16, x16.clone(), false).to_data(),
+        &norm16.forward(x16).to_data(),
+        TOL_F16,
+    );
     // 3-D (the transformer's `[batch, channels, tokens]` never reaches it, but the op
     // takes any rank from 3).
     let x3 = Tensor::<3>::random([3, 48, 40], Distribution::Normal(2.0, 1.0), &device);

@@ -44,7 +44,8 @@ fn stolen_seconds() -> Option<f64> {
 }
 
 /// Runs `f` once to warm up, then `runs` times timed: the median and every time in seconds,
-/// and the peak resident memory over all of them.
+/// and the peak resident memory over all of them. The CPU kernels' per-kind times
+/// (`ditail::models::kernels::timing`) are reset after the warm-up.
 ///
 /// On a virtual machine whose host takes cycles (`steal`), the share taken during the timed
 /// runs goes to stderr, with each run's time less its stolen share: A/B comparisons of
@@ -56,6 +57,8 @@ pub fn measure(
 ) -> anyhow::Result<(f64, Vec<f64>, u64)> {
     reset_peak_rss();
     f()?;
+    // The kernels' times (`DITAIL_KERNEL_TIMES=1`) count the timed runs only.
+    ditail::models::kernels::timing::take();
     let mut times = Vec::new();
     let mut unstolen = Vec::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;

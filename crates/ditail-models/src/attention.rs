@@ -7,8 +7,6 @@
 //! for SD1.x and SDXL: 1x1-conv (SD1.x) or linear (SDXL) `proj_in`/`proj_out`, one or more
 //! transformer blocks, GEGLU.
 
-use crate::kernels::geglu::geglu;
-use crate::kernels::group_norm::group_norm;
 use burn::nn::conv::Conv2d;
 use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear,
@@ -19,6 +17,8 @@ use burn::prelude::*;
 use crate::hook::{Controller, SelfAttnQk, Site};
 use crate::kernels::attention::attention;
 use crate::kernels::conv::conv2d;
+use crate::kernels::geglu::geglu;
+use crate::kernels::group_norm::group_norm;
 use crate::kernels::linear::linear;
 use crate::resnet::conv1x1;
 

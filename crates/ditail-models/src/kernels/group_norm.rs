@@ -14,7 +14,7 @@ use burn::backend::ops::ActivationOps;
 use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::nn::GroupNorm;
 use burn::prelude::*;
-use burn::tensor::Shape;
+use burn::tensor::{DType, FloatDType, Shape};
 
 use super::silu::silu;
 
@@ -43,7 +43,8 @@ pub trait GroupNormOps: Backend {
     }
 }
 
-/// burn's GroupNorm in backend ops (the formula of `burn::nn::GroupNorm`), then SiLU.
+/// burn's GroupNorm in backend ops (the steps of `burn::nn::GroupNorm::forward`: the
+/// statistics of an f16 input in f32, then narrowed back before the affine), then SiLU.
 fn reference<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
@@ -56,11 +57,22 @@ fn reference<B: Backend>(
     let (n, c) = (shape[0], shape[1]);
     let per_channel: usize = (2..shape.num_dims()).map(|d| shape[d]).product();
     let xg = B::float_reshape(x, Shape::new([n, groups, c / groups * per_channel]));
+    // As burn: a sum of f16 squares overflows, so f16 statistics are taken in f32.
+    let widened = xg.dtype() == DType::F16;
+    let xg = match widened {
+        true => B::float_cast(xg, FloatDType::F32),
+        false => xg,
+    };
     let mean = B::float_mean_dim(xg.clone(), 2);
     let centered = B::float_sub(xg, mean);
     let var = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), 2);
     let std = B::float_sqrt(B::float_add_scalar(var, eps.into()));
-    let normed = B::float_reshape(B::float_div(centered, std), Shape::new([n, c, per_channel]));
+    let normed = B::float_div(centered, std);
+    let normed = match widened {
+        true => B::float_cast(normed, FloatDType::F16),
+        false => normed,
+    };
+    let normed = B::float_reshape(normed, Shape::new([n, c, per_channel]));
     let per = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([1, c, 1]));
     let y = B::float_add(B::float_mul(normed, per(gamma)), per(beta));
     let y = B::float_reshape(y, shape);
@@ -80,7 +92,6 @@ impl GroupNormOps for burn::backend::Flex {
         eps: f64,
         silu: bool,
     ) -> FloatTensor<Self> {
-        use burn::tensor::DType;
         if super::conv::kernel_enabled()
             && [&x, &gamma, &beta].iter().all(|t| t.dtype() == DType::F32)
         {
@@ -100,7 +111,11 @@ impl GroupNormOps for burn_cubecl::CubeBackend {}
 ///
 /// # Shapes
 /// - `x`: `[batch, channels, ..]`; output: the same.
+///
+/// # Panics
+/// As `GroupNorm::forward`: if `x`'s channels are not the layer's.
 pub fn group_norm<const D: usize>(norm: &GroupNorm, x: Tensor<D>, then_silu: bool) -> Tensor<D> {
+    burn::tensor::assert_shape!(x, [_, norm.num_channels, ..]);
     let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
         let y = norm.forward(x);
         return if then_silu { silu(y) } else { y };
