@@ -28,6 +28,8 @@ fn the_cpu_kernel_equals_the_reference() {
         (2, 1, 5, 1, 4, 0),
         (2, 129, 129, 4, 12, 3),
         (2, 70, 70, 4, 8, 4),
+        // More keys than a tile (512): the running max and sum carried across tiles.
+        (1, 37, 1100, 2, 40, 0),
     ];
     for (b, nq, nkv, heads, d, inject) in cases {
         let c = heads * d;

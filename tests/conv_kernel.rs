@@ -3,7 +3,8 @@
 //! whole tensors, on every geometry the U-Net and VAE use (3x3 stride 1 and 2
 //! with symmetric padding, the VAE's stride-2 downsample with padding on the bottom and
 //! right only) and some they do not (odd sizes, 5x3 kernels, batch 3, images narrower than
-//! the kernel's reach, a single output channel slice and many).
+//! the kernel's reach, a single output channel slice and many, several small images in one
+//! product).
 
 mod common;
 
@@ -77,6 +78,11 @@ fn the_cpu_kernel_equals_burns_convolution() {
         // channels off the 12-row strips, one image split into channel slices.
         (2, 40, 27, 9, 30, [1, 1], [1, 1], (0, 0, 0, 0)),
         (1, 96, 200, 8, 8, [1, 1], [1, 1], (0, 0, 0, 0)),
+        // Several small images multiplied together (on CPUs with AVX-512): more images
+        // than one product takes (4 of 8x8), channel slices off the 12-row strips, 1x1.
+        (5, 16, 30, 8, 8, [3, 3], [1, 1], (1, 1, 1, 1)),
+        (3, 64, 200, 4, 4, [3, 3], [1, 1], (1, 1, 1, 1)),
+        (3, 96, 200, 8, 8, [1, 1], [1, 1], (0, 0, 0, 0)),
     ];
     for &(batch, cin, cout, h, w, kernel, stride, (t, l, b, r)) in cases {
         let conv = Conv2dConfig::new([cin, cout], kernel)
@@ -102,6 +108,19 @@ fn the_cpu_kernel_equals_burns_convolution() {
             (before.0 + 1, before.1 + usize::from(winograd)),
             "the kernel ran (Winograd: {winograd})"
         );
+        // A batch's images come out as each image alone, bit for bit (the pipeline
+        // compares runs whose batches differ), Winograd aside (its tiles span the batch).
+        if batch > 1 && !winograd {
+            let alone = (0..batch)
+                .map(|i| conv2d(&conv, x.clone().narrow(0, i, 1)))
+                .collect::<Vec<_>>();
+            let alone = Tensor::cat(alone, 0);
+            assert_eq!(
+                alone.into_data(),
+                got.clone().into_data(),
+                "batch {batch}, {cin}->{cout}, {h}x{w}: the images alone"
+            );
+        }
         let want = conv2d_reference(&conv, x.clone());
         assert_eq!(got.dims(), want.dims());
         let what = format!(

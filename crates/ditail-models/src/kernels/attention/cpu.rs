@@ -14,7 +14,8 @@
 //! the keys in tiles: scores `Q·Kᵀ` ([`crate::kernels::product`]: the 512-bit kernel on
 //! CPUs with AVX-512, with each head's keys and values packed once for all query blocks; the `gemm`
 //! crate elsewhere, reading k in place; the block's queries copied scaled), a running max and sum per row, then `P·V`
-//! accumulated into the block's output rows.
+//! accumulated into the block's output rows. On the 512-bit path the three run one strip
+//! of 12 query rows at a time, so that a strip's scores stay in L1 between them.
 
 use std::cell::RefCell;
 
@@ -32,8 +33,16 @@ use crate::kernels::sgemm512::NR;
 
 /// Query rows per task: whole strips of the 512-bit kernel's 12 rows.
 const QUERY_BLOCK: usize = 72;
-/// Keys per tile: the block's scores (72 x 256 f32, 72 KiB) stay in L2.
-const KEY_TILE: usize = 256;
+/// Query rows whose scores go through the softmax together on the 512-bit path: one
+/// microkernel strip (12 x 512 f32, 24 KiB, in L1). Measured with `examples/bench_attention`
+/// (2 AVX-512 cores, batch 3, alternated three times): SD1.5's 4096-token self-attention
+/// 444-477 ms against 484-737 with the whole block's scores (72 KiB, in L2) between the
+/// products and the softmax.
+const STRIP: usize = 12;
+/// Keys per tile: a strip's scores stay in L1 (a block's in L2 for the `gemm` crate's
+/// path). 512 measured 414-428 ms on the 4096-token layer against 435-448 with 256 and
+/// 464-620 with 128 (1024 within the noise of 512).
+const KEY_TILE: usize = 512;
 // Key tiles start on whole panels of the packed keys (`sgemm512::NR` = 32 columns).
 const _: () = assert!(KEY_TILE.is_multiple_of(32));
 
@@ -101,6 +110,12 @@ pub fn attention(
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = OutPtr::spare(&mut out);
     let blocks = nq.div_ceil(QUERY_BLOCK);
+    // Rows per strip: the 512-bit kernel's tile height where it runs (packed operands);
+    // the whole block for the `gemm` crate, whose products pay per call.
+    let strip = match packed_keys {
+        Some(_) => STRIP,
+        None => QUERY_BLOCK,
+    };
     (0..batch * heads * blocks)
         .into_par_iter()
         .for_each(|task| {
@@ -109,7 +124,7 @@ pub fn attention(
             let (q0, q1) = (blk * QUERY_BLOCK, ((blk + 1) * QUERY_BLOCK).min(nq));
             let rows = q1 - q0;
             SCRATCH.with_borrow_mut(|s| {
-                s.scores.resize(rows * KEY_TILE, 0.0);
+                s.scores.resize(strip.min(rows) * KEY_TILE, 0.0);
                 s.acc.clear();
                 s.acc.resize(rows * d, 0.0);
                 s.max.clear();
@@ -127,48 +142,54 @@ pub fn attention(
                     let k_tile = &kv[(b * nkv + k0) * c + h * d..];
                     let v_tile = &vv[(b * nkv + k0) * c + h * d..];
                     let tile = [b * heads + h, k0];
-                    // SAFETY: scores holds rows x kt; k rows (stride c, read as the columns
-                    // of Kᵀ) start inside k and span d values; the packed keys are Kᵀ's
-                    // panels for every (image, head).
-                    unsafe {
-                        head_product(
-                            &s.q,
-                            [rows, d, kt],
-                            packed_keys.as_ref().map(|p| (p, tile)),
-                            (k_tile.as_ptr(), [1, c]),
-                            (s.scores.as_mut_ptr(), kt),
-                            false,
-                        )
-                    };
-                    for r in 0..rows {
-                        let row = &mut s.scores[r * kt..][..kt];
-                        let (new_max, tile_sum) = softmax_tile(row, s.max[r]);
-                        let correction = if s.max[r] == f32::NEG_INFINITY {
-                            0.0
-                        } else {
-                            exp1(s.max[r] - new_max)
+                    // A strip of rows at a time: its scores stay in L1 from their product
+                    // through the softmax into `P V`.
+                    for r0 in (0..rows).step_by(strip) {
+                        let sr = strip.min(rows - r0);
+                        // SAFETY: scores holds sr x kt; k rows (stride c, read as the
+                        // columns of Kᵀ) start inside k and span d values; the packed keys
+                        // are Kᵀ's panels for every (image, head).
+                        unsafe {
+                            head_product(
+                                &s.q[r0 * d..],
+                                [sr, d, kt],
+                                packed_keys.as_ref().map(|p| (p, tile)),
+                                (k_tile.as_ptr(), [1, c]),
+                                (s.scores.as_mut_ptr(), kt),
+                                false,
+                            )
                         };
-                        if correction != 1.0 {
-                            s.acc[r * d..][..d]
-                                .iter_mut()
-                                .for_each(|a| *a *= correction);
+                        for r in 0..sr {
+                            let row = &mut s.scores[r * kt..][..kt];
+                            let (max, sum) = (&mut s.max[r0 + r], &mut s.sum[r0 + r]);
+                            let (new_max, tile_sum) = softmax_tile(row, *max);
+                            let correction = if *max == f32::NEG_INFINITY {
+                                0.0
+                            } else {
+                                exp1(*max - new_max)
+                            };
+                            if correction != 1.0 {
+                                s.acc[(r0 + r) * d..][..d]
+                                    .iter_mut()
+                                    .for_each(|a| *a *= correction);
+                            }
+                            *sum = *sum * correction + tile_sum;
+                            *max = new_max;
                         }
-                        s.sum[r] = s.sum[r] * correction + tile_sum;
-                        s.max[r] = new_max;
+                        // SAFETY: acc holds rows x d from row r0, scores sr x kt; v rows
+                        // (stride c) start inside v and span d values; the packed values
+                        // are V's panels for every (image, head).
+                        unsafe {
+                            head_product(
+                                &s.scores,
+                                [sr, kt, d],
+                                packed_values.as_ref().map(|p| (p, tile)),
+                                (v_tile.as_ptr(), [c, 1]),
+                                (s.acc[r0 * d..].as_mut_ptr(), d),
+                                true,
+                            )
+                        };
                     }
-                    // SAFETY: acc holds rows x d, scores rows x kt; v rows (stride c)
-                    // start inside v and span d values; the packed values are V's panels
-                    // for every (image, head).
-                    unsafe {
-                        head_product(
-                            &s.scores,
-                            [rows, kt, d],
-                            packed_values.as_ref().map(|p| (p, tile)),
-                            (v_tile.as_ptr(), [c, 1]),
-                            (s.acc.as_mut_ptr(), d),
-                            true,
-                        )
-                    };
                 }
                 let base = dst.get();
                 for r in 0..rows {

@@ -8,9 +8,11 @@
 //! (and, when a batch-1 layer has too few tiles for the threads, slices of the output
 //! channels) run in parallel on rayon's pool, one single-threaded GEMM each
 //! ([`crate::kernels::product`]), so there is no nested parallelism. A 1x1 stride-1 convolution
-//! without padding skips im2col: its right operand is the image's rows themselves.
+//! without padding skips im2col: its right operand is the image's rows themselves. Where
+//! every image is one tile and the batch has several (the U-Net's 8x8 and 4x4 layers under
+//! classifier-free guidance), the images' im2col matrices go side by side into one product
+//! ([`images_together`]), so that the weights are read once, not once per image.
 
-use crate::kernels::timing::{Kind, timed};
 use std::cell::RefCell;
 
 use burn::backend::Flex;
@@ -21,6 +23,7 @@ use rayon::prelude::*;
 
 use crate::kernels::out_ptr::OutPtr;
 use crate::kernels::product::product;
+use crate::kernels::timing::{Kind, timed};
 
 /// Output positions per tile: enough columns for the GEMM's microkernel to stream, few
 /// enough that a tile's im2col rows (`in*kh*kw` x this) stay near the L2 cache.
@@ -67,8 +70,7 @@ const F4_MIN_SIDE: usize = 64;
 
 /// Whether a convolution goes to [`super::winograd`]: 3x3, stride 1, outputs of at least
 /// [`WINOGRAD_MIN_SIDE`] a side and [`WINOGRAD_MIN_POSITIONS`] over the batch, more than a
-/// few input channels (unless
-/// `DITAIL_CONV=direct`, see [`super::winograd_enabled`]).
+/// few input channels (unless `DITAIL_CONV=direct`, see [`super::winograd_enabled`]).
 fn winograd_pays(
     kernel: [usize; 2],
     stride: [usize; 2],
@@ -77,9 +79,9 @@ fn winograd_pays(
     batch: usize,
 ) -> bool {
     kernel == [3, 3]
-        && batch * out[0] * out[1] >= WINOGRAD_MIN_POSITIONS
         && stride == [1, 1]
         && out.iter().all(|&s| s >= WINOGRAD_MIN_SIDE)
+        && batch * out[0] * out[1] >= WINOGRAD_MIN_POSITIONS
         && channels >= 8
         && super::winograd_enabled()
 }
@@ -197,6 +199,10 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
 
     let rows_per_tile = TILE_POSITIONS.div_ceil(ow).clamp(1, oh);
     let tiles = oh.div_ceil(rows_per_tile);
+    #[cfg(target_arch = "x86_64")]
+    if tiles == 1 && n > 1 && crate::kernels::product::wide() {
+        return images_together(x, weights, bias, g);
+    }
     let threads = rayon::current_num_threads();
     // Batch-1 layers at low resolution have fewer tiles than threads: split the channels.
     let jobs = n * tiles;
@@ -233,7 +239,7 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
         }
         COL.with_borrow_mut(|col| {
             col.resize(k * cols, 0.0);
-            g.im2col(image, r0..r1, col);
+            g.im2col(image, r0..r1, 0..c, col, [cols, 0]);
             let w = &weights[o0 * k..];
             unsafe {
                 product(
@@ -250,6 +256,153 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
         });
     });
     out
+}
+
+/// The direct convolution of a batch of small planes (each image one tile of at most
+/// [`TILE_POSITIONS`] outputs): the im2col matrices of as many images as fit in a tile
+/// side by side, packed once into the 512-bit product's panels, multiplied by slices of the
+/// output channels in parallel (each row starting as its bias), then scattered to NCHW.
+///
+/// Why: a tile per image multiplies every image by the whole weights, read from memory
+/// each time (SD1.5's 8x8 and 4x4 layers: 1280 channels, 59 MB of 3x3 weights each, 64 or
+/// 16 positions an image), and a tile's panels (at most 64 columns) give each weight
+/// strip only two microkernel calls; side by side the weights are read once per tile of
+/// images.
+#[cfg(target_arch = "x86_64")]
+fn images_together(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
+    use crate::kernels::sgemm512::single::{Right, Start, gemm, pack_panels, panels_len};
+    use crate::kernels::sgemm512::{MR, NR};
+    let Geometry {
+        n,
+        c,
+        h,
+        w,
+        o,
+        kh,
+        kw,
+        oh,
+        ow,
+        ..
+    } = *g;
+    let (k, p) = (c * kh * kw, oh * ow);
+    let per_tile = (TILE_POSITIONS / p).max(1);
+    let threads = rayon::current_num_threads();
+    // Enough slices of whole microkernel strips for the threads to stay even.
+    let per_slice = o
+        .div_ceil(4 * threads)
+        .max(MIN_SLICE_CHANNELS)
+        .next_multiple_of(MR);
+    let mut out: Vec<f32> = Vec::with_capacity(n * o * p);
+    let dst = OutPtr::spare(&mut out);
+    // The calling thread's buffers, reused across calls (fresh ones, tens of MB, cost page
+    // faults); fresh ones when they are in use (a forward inside a rayon task whose thread
+    // took another's convolution while waiting).
+    let mut fresh = ImageBuffers::default();
+    IMAGES.with(|cell| {
+        let mut held = cell.try_borrow_mut();
+        let ImageBuffers {
+            col,
+            panels,
+            product,
+        } = match held {
+            Ok(ref mut buffers) => &mut **buffers,
+            Err(_) => &mut fresh,
+        };
+        for b0 in (0..n).step_by(per_tile) {
+            let images = per_tile.min(n - b0);
+            let cols = images * p;
+            col.resize(k * cols, 0.0);
+            col.par_chunks_mut(kh * kw * cols)
+                .enumerate()
+                .for_each(|(ci, rows)| {
+                    for i in 0..images {
+                        let image = &x[(b0 + i) * c * h * w..][..c * h * w];
+                        g.im2col(image, 0..oh, ci..ci + 1, rows, [cols, i * p]);
+                    }
+                });
+            panels.resize(panels_len([k, cols]), 0.0);
+            // SAFETY: `col` holds the k x cols matrix (rows of stride cols).
+            unsafe { pack_panels(col.as_ptr(), [cols, 1], [k, cols], panels) };
+            product.resize(o * cols, 0.0);
+            let (right, into) = (Right::Panels(panels.as_ptr(), k * NR), OutPtr::new(product));
+            let right = SendRight(right);
+            (0..o.div_ceil(per_slice))
+                .into_par_iter()
+                .for_each(|slice| {
+                    let (o0, o1) = (slice * per_slice, ((slice + 1) * per_slice).min(o));
+                    // Rows start as their bias, as in `direct` (the same sums in the same
+                    // order: a batch's images equal each image alone, bit for bit).
+                    for (oc, &b) in (o0..o1).zip(&bias[o0..o1]) {
+                        // SAFETY: row oc of `product` (cols values), this task's only.
+                        let row = unsafe { into.get().add(oc * cols) };
+                        (0..cols).for_each(|j| unsafe { row.add(j).write(b) });
+                    }
+                    // SAFETY: AVX-512 (the wide product is on); the panels hold the k x cols
+                    // matrix; rows o0..o1 of `product` (stride cols) are this task's only.
+                    unsafe {
+                        gemm(
+                            &weights[o0 * k..],
+                            k,
+                            [o1 - o0, k, cols],
+                            right.get(),
+                            into.get().add(o0 * cols),
+                            cols,
+                            Start::Accumulate,
+                        )
+                    };
+                    for oc in o0..o1 {
+                        for i in 0..images {
+                            // SAFETY: the values this task's product wrote above.
+                            let src = unsafe {
+                                std::slice::from_raw_parts(into.get().add(oc * cols + i * p), p)
+                            };
+                            // SAFETY: (image b0 + i, channel oc)'s plane of `out`, this task's
+                            // only; its spare capacity holds n·o·p values.
+                            let plane = unsafe { dst.get().add(((b0 + i) * o + oc) * p) };
+                            unsafe { plane.copy_from_nonoverlapping(src.as_ptr(), p) };
+                        }
+                    }
+                });
+        }
+    });
+    // SAFETY: the tiles of images cover the batch and their slices every channel, each
+    // writing all p values of its planes.
+    unsafe { out.set_len(n * o * p) };
+    out
+}
+
+/// [`images_together`]'s im2col matrix, its panels and the product before the scatter.
+#[cfg(target_arch = "x86_64")]
+#[derive(Default)]
+struct ImageBuffers {
+    col: Vec<f32>,
+    panels: Vec<f32>,
+    product: Vec<f32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// The calling thread's [`ImageBuffers`].
+    static IMAGES: RefCell<ImageBuffers> = RefCell::new(ImageBuffers::default());
+}
+
+/// [`crate::kernels::sgemm512::single::Right`] shared by the tasks of one product (it
+/// points at panels that outlive them and that nothing writes meanwhile).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct SendRight(crate::kernels::sgemm512::single::Right);
+// SAFETY: see the type's doc.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Send for SendRight {}
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for SendRight {}
+
+#[cfg(target_arch = "x86_64")]
+impl SendRight {
+    /// The operand (a method, so that closures capture the `Sync` wrapper, not the field).
+    fn get(self) -> crate::kernels::sgemm512::single::Right {
+        self.0
+    }
 }
 
 /// The convolution's sizes, and where each output position reads the input.
@@ -271,17 +424,25 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// Fills `col` (`[c*kh*kw, rows.len()*ow]`, row (ci, ky, kx)) with the input values
-    /// each output position of `rows` multiplies by weight (ci, ky, kx); zero in the
-    /// padding.
-    fn im2col(&self, image: &[f32], rows: std::ops::Range<usize>, col: &mut [f32]) {
+    /// Fills `col` with the input values each output position of `rows` multiplies by the
+    /// weights of input channels `channels`: row ((ci - channels.start)·kh + ky)·kw + kx of
+    /// `col` (rows of stride `ld`), from column `at` on, `rows.len()*ow` values; zero in
+    /// the padding.
+    fn im2col(
+        &self,
+        image: &[f32],
+        rows: std::ops::Range<usize>,
+        channels: std::ops::Range<usize>,
+        col: &mut [f32],
+        [ld, at]: [usize; 2],
+    ) {
         let cols = rows.len() * self.ow;
-        let mut chunks = col.chunks_exact_mut(cols);
-        for ci in 0..self.c {
+        let mut chunks = col.chunks_mut(ld);
+        for ci in channels {
             let plane = &image[ci * self.h * self.w..][..self.h * self.w];
             for ky in 0..self.kh {
                 for kx in 0..self.kw {
-                    let row = chunks.next().expect("k rows");
+                    let row = &mut chunks.next().expect("k rows")[at..at + cols];
                     for (y, dst) in rows.clone().zip(row.chunks_exact_mut(self.ow)) {
                         // Input row of this output row and kernel row, if inside the image.
                         let iy = (y * self.sh + ky)
