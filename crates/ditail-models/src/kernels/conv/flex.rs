@@ -11,7 +11,7 @@
 //! without padding skips im2col: its right operand is the image's rows themselves. Where
 //! every image is one tile and the batch has several (the U-Net's 8x8 and 4x4 layers under
 //! classifier-free guidance), the images' im2col matrices go side by side into one product
-//! ([`images_together`]), so that the weights are read once, not once per image.
+//! (`images_together`), so that the weights are read once, not once per image.
 
 use std::cell::RefCell;
 
