@@ -37,11 +37,12 @@ const QUERY_BLOCK: usize = 72;
 /// microkernel strip (12 x 512 f32, 24 KiB, in L1). Measured with `examples/bench_attention`
 /// (2 AVX-512 cores, batch 3, alternated three times): SD1.5's 4096-token self-attention
 /// 444-477 ms against 484-737 with the whole block's scores (72 KiB, in L2) between the
-/// products and the softmax.
+/// products and the softmax (both with key tiles of 256).
 const STRIP: usize = 12;
 /// Keys per tile: a strip's scores stay in L1 (a block's in L2 for the `gemm` crate's
 /// path). 512 measured 414-428 ms on the 4096-token layer against 435-448 with 256 and
-/// 464-620 with 128 (1024 within the noise of 512).
+/// 464-620 with 128 (1024 within the noise of 512); on the `gemm` crate's path (CPUs
+/// without AVX-512) 512 is not measured against 256.
 const KEY_TILE: usize = 512;
 // Key tiles start on whole panels of the packed keys (`sgemm512::NR` = 32 columns).
 const _: () = assert!(KEY_TILE.is_multiple_of(32));
