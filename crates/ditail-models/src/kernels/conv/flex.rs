@@ -321,11 +321,22 @@ fn images_together(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Ve
                     }
                 });
             panels.resize(panels_len([k, cols]), 0.0);
-            // SAFETY: `col` holds the k x cols matrix (rows of stride cols).
-            unsafe { pack_panels(col.as_ptr(), [cols, 1], [k, cols], panels) };
+            // One panel of NR columns per task (packing on one thread idled the other).
+            let col: &[f32] = col;
+            panels
+                .par_chunks_mut(k * NR)
+                .enumerate()
+                .for_each(|(pi, panel)| {
+                    let c0 = pi * NR;
+                    // SAFETY: columns c0.. of the k x cols matrix in `col` (rows of stride
+                    // cols).
+                    unsafe {
+                        pack_panels(col[c0..].as_ptr(), [cols, 1], [k, NR.min(cols - c0)], panel)
+                    };
+                });
+            let panels: &[f32] = panels;
             product.resize(o * cols, 0.0);
-            let (right, into) = (Right::Panels(panels.as_ptr(), k * NR), OutPtr::new(product));
-            let right = SendRight(right);
+            let into = OutPtr::new(product);
             (0..o.div_ceil(per_slice))
                 .into_par_iter()
                 .for_each(|slice| {
@@ -344,7 +355,7 @@ fn images_together(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Ve
                             &weights[o0 * k..],
                             k,
                             [o1 - o0, k, cols],
-                            right.get(),
+                            Right::Panels(panels.as_ptr(), k * NR),
                             into.get().add(o0 * cols),
                             cols,
                             Start::Accumulate,
@@ -384,25 +395,6 @@ struct ImageBuffers {
 thread_local! {
     /// The calling thread's [`ImageBuffers`].
     static IMAGES: RefCell<ImageBuffers> = RefCell::new(ImageBuffers::default());
-}
-
-/// [`crate::kernels::sgemm512::single::Right`] shared by the tasks of one product (it
-/// points at panels that outlive them and that nothing writes meanwhile).
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-struct SendRight(crate::kernels::sgemm512::single::Right);
-// SAFETY: see the type's doc.
-#[cfg(target_arch = "x86_64")]
-unsafe impl Send for SendRight {}
-#[cfg(target_arch = "x86_64")]
-unsafe impl Sync for SendRight {}
-
-#[cfg(target_arch = "x86_64")]
-impl SendRight {
-    /// The operand (a method, so that closures capture the `Sync` wrapper, not the field).
-    fn get(self) -> crate::kernels::sgemm512::single::Right {
-        self.0
-    }
 }
 
 /// The convolution's sizes, and where each output position reads the input.
