@@ -37,36 +37,32 @@ const MIN_SLICE_CHANNELS: usize = 64;
 const WINOGRAD_MIN_SIDE: usize = 16;
 
 /// The fewest output positions (batch x height x width) where Winograd beats the direct
-/// kernel: its weights are transformed on every call (A² values per kernel, scalar), a
-/// cost that only enough tiles repay. Measured on a 2-core AVX-512 Xeon (SD1.5 weights,
-/// `DITAIL_KERNEL_TIMES=1 examples/bench`, the two rules alternated twice): with the side
-/// rule alone the U-Net at 32x32 latents, batch 1, spent 0.89 s per forward in its 3x3
-/// convolutions, with its 16x16 layers (256 positions, 640 channels) direct 0.64 s; at batch
-/// 3 (768 positions) the two were even (1.87 / 1.84 s).
-const WINOGRAD_MIN_POSITIONS: usize = 512;
+/// kernel. Measured with `examples/bench_winograd` (2 cores of an AMD EPYC (Zen 4), SD1.5's
+/// layer shapes, the Winograd kernel that transforms each block of output channels'
+/// weights in its own task): 1280 channels at 16x16, batch 1 (256 positions): F(2x2) 31 ms,
+/// direct 46; at 8x8, batch 3 (192): 30 and 32, even; at 8x8, batch 1: 20 and 11.
+const WINOGRAD_MIN_POSITIONS: usize = 256;
 
-/// The Winograd tile for outputs of `out`: F(4x4, 3x3) from [`F4_MIN_SIDE`] a side,
-/// F(2x2, 3x3) below.
-fn winograd_tile(out: [usize; 2]) -> super::winograd::Tile {
-    if out.iter().all(|&s| s >= F4_MIN_SIDE) {
+/// The Winograd tile for outputs of `out` over `batch` images: F(4x4, 3x3) where that
+/// makes at least [`F4_MIN_TILES`] tiles, F(2x2, 3x3) below.
+fn winograd_tile(out: [usize; 2], batch: usize) -> super::winograd::Tile {
+    if batch * out[0].div_ceil(4) * out[1].div_ceil(4) >= F4_MIN_TILES {
         super::winograd::Tile::F4
     } else {
         super::winograd::Tile::F2
     }
 }
 
-/// The smallest output side where F(4x4, 3x3) beats F(2x2, 3x3). Measured on the
-/// development machine (2 AVX2 cores, SD1.5 weights, `examples/bench`, 2 runs each, the
-/// threshold set at 16 / 32 / 64 / 128 / never): the U-Net (32x32 and 64x64 latents,
-/// 320-1280 channels at 64 and below) lost with it at 16 and 32 (32x32 batch 1 1.56 s
-/// against 1.18 s at 16) and was even at 64 (64x64 batch 1 5.44 / 5.48 s); the VAE
-/// decode to 256 px (128-512 channels at 64-256) gained (2.83 s at 64, 2.73 at 128,
-/// 3.15 never). Below 64 a layer has few tiles of 16 outputs and many channels, and the
-/// 36 transformed weight matrices cost more than the GEMMs save. Re-measured with the
-/// 512-bit products (2-core AVX-512 Xeon, `DITAIL_KERNEL_TIMES=1`, 32 against 64 alternated
-/// twice): F(4x4) from 32 took the U-Net's Winograd layers from 0.15-0.17 to 0.27-0.29 s at
-/// 32x32 latents, batch 1, and from 0.80-0.88 to 1.44-1.47 s at 64x64.
-const F4_MIN_SIDE: usize = 64;
+/// The fewest F(4x4, 3x3) tiles over the batch where it beats F(2x2, 3x3): fewer make
+/// the products too narrow for the microkernel's 32-column panels. Measured with
+/// `examples/bench_winograd` (2 cores of an AMD EPYC (Zen 4), SD1.5's layer shapes),
+/// F(2x2) / F(4x4) in ms: 16x16 outputs, 1280 channels, batch 3 (48 tiles) 83 / 76, 2560
+/// in 175 / 128; batch 1 (16 tiles) 31 / 39; at 32x32 (64 tiles a batch-1 image) 640
+/// channels 23 / 18; at 64x64 3 x 960 -> 320 275 / 191; the VAE's 256 channels at 128x128
+/// 89 / 62. (Before each task transformed its own channels' weights, the whole layer's
+/// transformed weights were read by every block of tiles, and F(4x4)'s, 4x the 3x3
+/// weights, lost below 64x64 outputs.)
+const F4_MIN_TILES: usize = 48;
 
 /// Whether a convolution goes to [`super::winograd`]: 3x3, stride 1, outputs of at least
 /// [`WINOGRAD_MIN_SIDE`] a side and [`WINOGRAD_MIN_POSITIONS`] over the batch, more than a
@@ -144,7 +140,7 @@ pub fn conv2d(
         super::WINOGRAD_LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let macs = n * o * oh * ow * c * 9;
         let out = timed(Kind::ConvWinograd, macs, || {
-            super::winograd::conv3x3(xv, wv, bv, &shape, winograd_tile([oh, ow]))
+            super::winograd::conv3x3(xv, wv, bv, &shape, winograd_tile([oh, ow], n))
         });
         return Flex::float_from_data(TensorData::new(out, [n, o, oh, ow]), &Default::default());
     }

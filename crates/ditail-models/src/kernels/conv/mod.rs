@@ -15,9 +15,10 @@
 //! is already row-major), builds only a tile of im2col rows (shifted copies of input rows),
 //! and lets the GEMM write into the output's NCHW rows.
 //!
-//! 3x3 stride-1 convolutions with outputs of 16x16 and more use Winograd ([`winograd`]):
-//! F(2x2, 3x3) (2.25x fewer multiplications; measured in [`winograd_enabled`]), F(4x4, 3x3)
-//! (4x fewer) from 64x64 outputs (the rule and its measurements: `flex.rs`, `F4_MIN_SIDE`).
+//! 3x3 stride-1 convolutions with outputs of 16x16 and more (and 256 positions over the
+//! batch) use Winograd ([`winograd`]): F(4x4, 3x3) (4x fewer multiplications) where the
+//! batch makes at least 48 of its tiles, F(2x2, 3x3) (2.25x fewer) below (the rules and
+//! their measurements: `flex.rs`, `WINOGRAD_MIN_POSITIONS`, `F4_MIN_TILES`).
 //!
 //! `DITAIL_CONV=reference` in the environment turns the kernels off, `DITAIL_CONV=direct`
 //! Winograd only (for comparisons and as an escape hatch).
