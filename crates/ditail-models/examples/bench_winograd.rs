@@ -38,6 +38,8 @@ fn main() {
         [1, 1280, 1280, 8],
         [1, 512, 512, 64],
         [1, 256, 256, 128],
+        [1, 128, 128, 256],
+        [1, 128, 3, 256],
     ];
     println!(
         "batch x in -> out @ side    F(2x2) ms (GMAC/s)    F(4x4) ms (GMAC/s)    conv2d ms (GMAC/s)"

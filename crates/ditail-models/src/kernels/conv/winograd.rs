@@ -395,7 +395,7 @@ fn conv3x3_with<T: Tiling>(x: &[f32], weights: &[f32], bias: &[f32], s: &Shape) 
         subs,
     };
     // Blocks of output channels: products of a sub-block within PROD_BYTES, and enough
-    // blocks for every thread.
+    // blocks for every thread where there are enough channels.
     let threads = rayon::current_num_threads();
     let by_cache = PROD_BYTES / (4 * aa * cols) / ROWS * ROWS;
     let by_threads = o.div_ceil(4 * threads).next_multiple_of(ROWS);
@@ -427,7 +427,14 @@ fn conv3x3_with<T: Tiling>(x: &[f32], weights: &[f32], bias: &[f32], s: &Shape) 
                 });
             });
             let v: &[f32] = v;
-            (0..o.div_ceil(ob)).into_par_iter().for_each(|blk| {
+            // Tasks: a block of output channels and a group of the chunk's sub-blocks;
+            // several groups where there are too few blocks for the threads (the VAE's
+            // conv_out has 3 channels, its 256x256 layers 128).
+            let blocks = o.div_ceil(ob);
+            let chunk_subs = (row1 - row0).div_ceil(sub_rows);
+            let groups = (4 * threads).div_ceil(blocks).min(chunk_subs);
+            (0..blocks * groups).into_par_iter().for_each(|task| {
+                let (blk, group) = (task % blocks, task / blocks);
                 let (o0, o1) = (blk * ob, ((blk + 1) * ob).min(o));
                 let rows = o1 - o0;
                 SCRATCH.with_borrow_mut(|(u, prod)| {
@@ -435,7 +442,7 @@ fn conv3x3_with<T: Tiling>(x: &[f32], weights: &[f32], bias: &[f32], s: &Shape) 
                     transform_weights::<T>(&weights[o0 * c * 9..o1 * c * 9], rows * c, u);
                     prod.resize(aa * rows * cols, 0.0);
                     let mut scratch = vec![0f32; m * a * tw];
-                    for sub in 0..(row1 - row0).div_ceil(sub_rows) {
+                    for sub in group * chunk_subs / groups..(group + 1) * chunk_subs / groups {
                         let g0 = row0 + sub * sub_rows;
                         let g1 = (g0 + sub_rows).min(row1);
                         let nt = (g1 - g0) * tw;
