@@ -8,13 +8,14 @@
 //! on the networks' layers (tested); larger tiles lose digits in f32 (ncnn; Lavin & Gray,
 //! table 4).
 //!
-//! Work runs in chunks of tiles (about [`CHUNK_BYTES`] of transformed inputs, whole tile
+//! Work runs in chunks of tiles (about `CHUNK_BYTES` of transformed inputs, whole tile
 //! rows of the batch's images): first the chunk's input tiles are transformed (`V = Bᵀ d B`,
 //! A² matrices `[in, tiles]`, one task per tile row, written in the 512-bit product's panel
 //! layout so that the products read them without packing); then one task per block of
-//! output channels transforms those channels' weights (`U = G g Gᵀ`, A² matrices `[out,
+//! output channels (and group of sub-blocks, where the blocks are too few for the threads)
+//! transforms those channels' weights (`U = G g Gᵀ`, A² matrices `[out,
 //! in]`), runs the A² GEMMs `M = U·V` ([`crate::kernels::product`]) a sub-block of
-//! [`SUB_TILES`] tiles at a time, and writes each tile's output `Aᵀ M A` plus the bias to
+//! `SUB_TILES` tiles at a time, and writes each tile's output `Aᵀ M A` plus the bias to
 //! NCHW. Each 2-D transform is the 1-D one (the private `Tiling` trait) along rows, then
 //! along columns.
 //!
@@ -24,7 +25,11 @@
 //! 16x16 and 32x32 layers were bound by that traffic (SD1.5's 3 x 1280 -> 1280 at 16x16,
 //! F(2x2): 144 ms, now 77; F(4x4) lost everywhere below 64x64 and now wins from 48 tiles).
 //! A block of output channels reads its own weights once per chunk, and the chunk's
-//! transformed inputs, shared by every task, stay within the L3 cache.
+//! transformed inputs, shared by every task, stay within the L3 cache. What this order
+//! loses: layers with few output channels and many tiles (the VAE decoder's 128-channel
+//! layers at 256x256), where the old order kept each block's transformed inputs in L2 and
+//! the small transformed weights were cheap to share: the VAE decode's Winograd layers
+//! measured ~10% slower (a direct kernel for them was slower still).
 
 use std::cell::RefCell;
 
