@@ -8,8 +8,8 @@
 //! on the networks' layers (tested); larger tiles lose digits in f32 (ncnn; Lavin & Gray,
 //! table 4).
 //!
-//! Work runs in chunks of tiles (about `CHUNK_BYTES` of transformed inputs, whole tile
-//! rows of the batch's images): first the chunk's input tiles are transformed (`V = Bᵀ d B`,
+//! Work runs in chunks of tiles (about `CHUNK_BYTES` of transformed inputs and at least one
+//! sub-block, whole tile rows of the batch's images): first the chunk's input tiles are transformed (`V = Bᵀ d B`,
 //! A² matrices `[in, tiles]`, one task per tile row, written in the 512-bit product's panel
 //! layout so that the products read them without packing); then one task per block of
 //! output channels (and group of sub-blocks, where the blocks are too few for the threads)
@@ -411,7 +411,9 @@ fn conv3x3_with<T: Tiling>(x: &[f32], weights: &[f32], bias: &[f32], s: &Shape) 
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = OutPtr::spare(&mut out);
     let run = |v: &mut Vec<f32>| {
-        // Zeros once: the panels' padding columns are multiplied but never written.
+        // Zeroed when it grows. The panels' padding columns are never written here: they
+        // hold zeros or an earlier call's values, and each column of a product depends on
+        // its own column of `v` only, so they reach no output.
         if v.len() < subs * per_sub {
             v.resize(subs * per_sub, 0.0);
         }
@@ -434,7 +436,9 @@ fn conv3x3_with<T: Tiling>(x: &[f32], weights: &[f32], bias: &[f32], s: &Shape) 
             let v: &[f32] = v;
             // Tasks: a block of output channels and a group of the chunk's sub-blocks;
             // several groups where there are too few blocks for the threads (the VAE's
-            // conv_out has 3 channels, its 256x256 layers 128).
+            // conv_out has 3 channels, its 256x256 layers 128). Each task transforms its
+            // block's weights, so a block's are transformed once per group: only where the
+            // blocks, and so the weights, are few.
             let blocks = o.div_ceil(ob);
             let chunk_subs = (row1 - row0).div_ceil(sub_rows);
             let groups = (4 * threads).div_ceil(blocks).min(chunk_subs);
