@@ -56,7 +56,11 @@ pub fn measure(
     mut f: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<(f64, Vec<f64>, u64)> {
     reset_peak_rss();
+    let warm = std::time::Instant::now();
     f()?;
+    // On a GPU the first run compiles each kernel and, with a fresh tuning cache, autotunes
+    // each new shape: this minus a timed run is what a user's first run costs extra.
+    eprintln!("  warm-up run: {:.2} s", warm.elapsed().as_secs_f64());
     // The kernels' times (`DITAIL_KERNEL_TIMES=1`) count the timed runs only.
     ditail::models::kernels::timing::take();
     let mut times = Vec::new();

@@ -4,6 +4,7 @@ use anyhow::Result;
 use burn::tensor::{DType, FloatDType};
 pub use ditail::models::device::Compute;
 use ditail::models::device::{Backend, cuda_works, wgpu_adapters};
+use ditail::models::gpu;
 
 use super::args::{BackendArg, DtypeArg};
 use super::ui::Ui;
@@ -27,19 +28,64 @@ pub fn select(backend: BackendArg, dtype: Option<DtypeArg>, ui: &Ui) -> Result<C
             "no GPU found (see `ditail devices`); running on the CPU, which takes minutes per image",
         );
     }
+    if compute.backend != Backend::Cpu
+        && let Some(cache) = gpu::configure().filter(|c| c.fresh)
+    {
+        ui.info(format!(
+            "first run with this kernel cache: the GPU kernels are tuned for each new shape \
+             (a few seconds each, once); results are kept in {}",
+            cache.dir.display()
+        ));
+    }
     Ok(compute)
 }
 
-/// Which attention the U-Net runs on the default wgpu adapter: the fused WGSL kernel is
-/// run once per storage type to find out (`ditail_models::kernels::attention`).
-fn wgpu_attention() -> String {
-    use ditail::models::kernels::attention::{kernel_applies, kernel_enabled};
-    if !kernel_enabled() {
-        return "reference (DITAIL_ATTENTION=reference)".into();
-    }
-    let Ok(device) = Backend::Wgpu.device() else {
-        return "reference".into();
+/// What a GPU backend's default device offers and which attention the U-Net runs there:
+/// the compiler cubecl uses (SPIR-V, MSL, WGSL, CUDA), its f16 / tensor-core / subgroup
+/// support; where WGSL is compiled the fused WGSL kernel is run once per storage type to
+/// find out whether the driver takes it (`ditail_models::kernels::attention`).
+fn gpu_report(backend: Backend) -> Vec<String> {
+    use ditail::models::kernels::attention::kernel_enabled;
+    let Ok(device) = backend.device() else {
+        return vec!["no device".into()];
     };
+    let info = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gpu::info(&device)))
+        .ok()
+        .flatten();
+    let Some(info) = info else {
+        return vec!["the device did not answer".into()];
+    };
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let mut lines = vec![
+        format!("compiler: {}", info.compiler),
+        format!(
+            "f16 arithmetic: {}; f16 tensor cores (cooperative matrix): {}; subgroups: {} \
+             (width {}-{})",
+            yes(info.f16),
+            yes(info.cooperative_matrix),
+            yes(info.subgroups),
+            info.subgroup_size.0,
+            info.subgroup_size.1
+        ),
+    ];
+    let attention = if !kernel_enabled() {
+        "reference (DITAIL_ATTENTION=reference)".to_string()
+    } else if info.compiler == "wgpu<wgsl>" {
+        wgsl_attention(&device)
+    } else {
+        "burn-cubecl's autotuned flash attention, Ditail's q/k mix before it".to_string()
+    };
+    lines.push(format!("attention: {attention}"));
+    if let Some(cache) = gpu::configure() {
+        lines.push(format!("kernel tuning cache: {}", cache.dir.display()));
+    }
+    lines
+}
+
+/// Whether the fused WGSL attention runs on `device`, per storage type.
+fn wgsl_attention(device: &burn::prelude::Device) -> String {
+    use ditail::models::kernels::attention::kernel_applies;
+    let device = device.clone();
     let runs = |dtype| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             kernel_applies(&device, dtype, 40)
@@ -72,7 +118,10 @@ pub fn list() -> Result<()> {
             println!("  {i}: {} [{}, {}] {}", a.name, a.kind, a.api, a.driver);
         }
         if !adapters.is_empty() {
-            println!("attention on wgpu: {}", wgpu_attention());
+            println!("wgpu default device:");
+            for line in gpu_report(Backend::Wgpu) {
+                println!("  {line}");
+            }
         }
     } else {
         println!("wgpu: not in this build (rebuild with `--features wgpu`)");
@@ -84,6 +133,11 @@ pub fn list() -> Result<()> {
             "no device answered"
         };
         println!("cuda: {state}");
+        if cuda_works() {
+            for line in gpu_report(Backend::Cuda) {
+                println!("  {line}");
+            }
+        }
     } else {
         println!("cuda: not in this build (rebuild with `--features cuda`)");
     }

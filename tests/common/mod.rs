@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod attention;
 pub mod hash_inception;
 pub mod pipeline;
 

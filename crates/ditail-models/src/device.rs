@@ -51,6 +51,8 @@ impl Backend {
     /// The backend's device (the default adapter for GPUs), without asking whether one
     /// answers (see [`Compute::select`] for that).
     pub fn device(self) -> Result<Device> {
+        // Before any GPU device exists: cubecl reads its configuration once.
+        crate::gpu::configure();
         match self {
             #[cfg(feature = "flex")]
             Backend::Cpu => Ok(Device::flex()),
@@ -201,6 +203,7 @@ impl Compute {
     /// Resolves a choice. `backend` `None` picks automatically ([`Backend::auto`]); an
     /// explicit GPU backend must find a device. `dtype` `None`: f32 on the CPU, f16 on GPUs.
     pub fn select(backend: Option<Backend>, dtype: Option<FloatDType>) -> Result<Self> {
+        crate::gpu::configure();
         let (backend, no_gpu) = match backend {
             None => {
                 let auto = Backend::auto();

@@ -6,10 +6,12 @@
 //! - [`vae`]: the VAE (posterior mean and decoder);
 //! - [`unet`]: the U-Net, whose forward takes a [`hook::Controller`] called at every ResNet
 //!   and self-attention [`hook::Site`];
-//! - [`kernels`]: attention with Ditail's q/k injection fused in (a WGSL kernel on wgpu);
+//! - [`kernels`]: attention with Ditail's q/k injection fused in (a WGSL kernel where wgpu
+//!   compiles WGSL, burn-cubecl's flash attention on SPIR-V, MSL and CUDA);
 //! - [`clip_model`] ([`clip_vision`]), [`vit`], [`inception`]: the networks of
 //!   `ditail eval`'s metrics (CLIP ViT-L/14, DINO ViT-B/8, pytorch-fid's InceptionV3);
-//! - [`device`]: choosing the backend, device and float type at run time;
+//! - [`device`]: choosing the backend, device and float type at run time; [`gpu`]: the GPU
+//!   backends' kernel-tuning cache and what a GPU device offers (compiler, f16, tensor cores);
 //! - [`load`]: diffusers folders and safetensors files, converted to the model's float type
 //!   tensor by tensor.
 //!
@@ -24,6 +26,7 @@ pub mod components;
 pub mod device;
 pub mod error;
 pub mod family;
+pub mod gpu;
 pub mod hook;
 pub mod inception;
 pub mod json;

@@ -23,12 +23,14 @@ use burn::tensor::Slice;
     Flex: cfg(feature = "flex"),
     Cube: cfg(any(feature = "wgpu", feature = "cuda")),
     NdArray: cfg(feature = "ndarray"),
+    Fusion: cfg(any(feature = "wgpu", feature = "cuda")),
 )]
 pub trait GegluOps: Backend {
     /// `x[.., :n] · gelu(x[.., n:])`, the last axis `2n` long.
     ///
     /// # Shapes
     /// - `x`: `[.., 2n]`; output: `[.., n]`.
+    #[fusion(default)]
     fn ditail_geglu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::<Self>(x)
     }

@@ -24,6 +24,7 @@ use super::silu::silu;
     Flex: cfg(feature = "flex"),
     Cube: cfg(any(feature = "wgpu", feature = "cuda")),
     NdArray: cfg(feature = "ndarray"),
+    Fusion: cfg(any(feature = "wgpu", feature = "cuda")),
 )]
 pub trait GroupNormOps: Backend {
     /// `(x - mean) / sqrt(var + eps) · gamma + beta` over each image's `groups` groups of
@@ -31,6 +32,7 @@ pub trait GroupNormOps: Backend {
     ///
     /// # Shapes
     /// - `x`: `[batch, channels, ..]`; `gamma`, `beta`: `[channels]`; output: like `x`.
+    #[fusion(default)]
     fn ditail_group_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

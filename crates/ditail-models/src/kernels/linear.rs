@@ -23,6 +23,7 @@ use burn::prelude::*;
     Flex: cfg(feature = "flex"),
     Cube: cfg(any(feature = "wgpu", feature = "cuda")),
     NdArray: cfg(feature = "ndarray"),
+    Fusion: cfg(any(feature = "wgpu", feature = "cuda")),
 )]
 pub trait LinearOps: Backend {
     /// `x W + bias` over the last dimension.
@@ -30,6 +31,7 @@ pub trait LinearOps: Backend {
     /// # Shapes
     /// - `x`: `[rows, d_input]`; `weight`: `[d_input, d_output]`; `bias`: `[d_output]`
     /// - output: `[rows, d_output]`
+    #[fusion(default)]
     fn ditail_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -42,6 +44,7 @@ pub trait LinearOps: Backend {
     ///
     /// # Shapes
     /// - `x`: `[rows, d_input]`; `weight`: `[d_input, d_output]`; output: `[rows, d_output]`
+    #[fusion(default)]
     fn ditail_linear_nobias(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::<Self>(x, weight, None)
     }

@@ -15,12 +15,14 @@ use burn::prelude::*;
     Flex: cfg(feature = "flex"),
     Cube: cfg(any(feature = "wgpu", feature = "cuda")),
     NdArray: cfg(feature = "ndarray"),
+    Fusion: cfg(any(feature = "wgpu", feature = "cuda")),
 )]
 pub trait SiluOps: Backend {
     /// `x·sigmoid(x)`, elementwise.
     ///
     /// # Shapes
     /// - `x`: any; output: the same.
+    #[fusion(default)]
     fn ditail_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::<Self>(x)
     }

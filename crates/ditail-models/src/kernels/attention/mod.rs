@@ -1,28 +1,34 @@
 //! Multi-head attention with Ditail's self-attention q/k injection fused in.
 //!
-//! [`attention`] is what the networks call. On burn's wgpu backend it runs the flash-style
+//! [`attention`] is what the networks call. Where cubecl compiles WGSL (wgpu on DX12, or
+//! any adapter in a build without the `vulkan`/`metal` features) it runs the flash-style
 //! kernel in `shaders/attention.wgsl`, which never materialises the score matrix and reads
 //! the targets' q and k as the masked mix with the source's while loading them (so an
-//! injection costs no extra tensor). On the CPU (burn-flex, f32) it runs a flash-style
-//! kernel of our own (`cpu.rs`: the mix in tensor ops, then attention with a vectorised
-//! softmax). Everywhere else (CUDA, head widths or dtypes the kernels do not take) it runs
-//! the reference ([`attention_reference`]): the mix in ordinary tensor ops, then
-//! burn's own attention (`module::attention`, which is cubek's fused kernel on CUDA where
-//! autotune picks it), in query chunks that keep every score buffer under WebGPU's 128 MiB
-//! binding limit.
+//! injection costs no extra tensor). Where cubecl compiles SPIR-V, MSL or CUDA it runs
+//! burn-cubecl's autotuned flash attention (cubek) after the mix (`flash.rs`: heads padded
+//! to the kernels' tile width; tensor-core tiles where the device has them). On the CPU
+//! (burn-flex, f32) it runs a flash-style kernel of our own (`cpu.rs`: the mix in tensor
+//! ops, then attention with a vectorised softmax). Everywhere else (dtypes the kernels do
+//! not take) it runs the reference ([`attention_reference`]): the mix in ordinary tensor
+//! ops, then burn's own attention (`module::attention`), in query chunks that keep every
+//! score buffer under WebGPU's 128 MiB binding limit. A GPU run that takes the reference
+//! says so once on stderr.
 //!
 //! The choice is made per call by the backend of the tensors ([`AttentionOps`], a burn
-//! backend extension); `DITAIL_ATTENTION=reference` in the environment turns the kernel off
-//! (for comparisons and as an escape hatch).
+//! backend extension); `DITAIL_ATTENTION=reference` in the environment turns the kernels off
+//! (for comparisons and as an escape hatch), `DITAIL_ATTENTION=flash` runs the flash path on
+//! a WGSL adapter too ([`AttentionChoice`]).
 
 #[cfg(feature = "flex")]
 mod cpu;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod flash;
 mod reference;
 #[cfg(feature = "wgpu")]
 mod wgsl;
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use burn::backend::{
     Backend, Dispatch, DispatchTensor, ExtensionType, backend_extension, tensor::FloatTensor,
@@ -39,6 +45,7 @@ use crate::kernels::timing;
 /// tensors and `ExtensionType`s across the dispatch boundary, but not `Option<tensor>`
 /// arguments.
 #[derive(ExtensionType)]
+#[extension_type(fusion: cfg(any(feature = "wgpu", feature = "cuda")))]
 pub enum QkMix<B: Backend> {
     /// Nothing is injected.
     None,
@@ -89,6 +96,7 @@ fn mix_of(inject: Option<QkInjection>) -> QkMix<Dispatch> {
     Flex: cfg(feature = "flex"),
     Cube: cfg(any(feature = "wgpu", feature = "cuda")),
     NdArray: cfg(feature = "ndarray"),
+    Fusion: cfg(any(feature = "wgpu", feature = "cuda")),
 )]
 pub trait AttentionOps: Backend {
     /// Multi-head scaled dot-product attention (scale `1/sqrt(head_dim)`) of `q` over
@@ -98,6 +106,10 @@ pub trait AttentionOps: Backend {
     /// - `q`: `[batch, n_q, heads * head_dim]`; `k`, `v`: `[batch, n_kv, heads * head_dim]`
     ///   (an injection needs `n_kv = n_q`)
     /// - output: `[batch, n_q, heads * head_dim]`
+    ///
+    /// Under burn's fusion (every GPU backend) the call is one opaque operation in the
+    /// stream, run by the inner backend's implementation when the stream executes.
+    #[fusion(dtype = q, shape = q)]
     fn ditail_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -142,13 +154,41 @@ impl AttentionOps for burn_cubecl::CubeBackend {
         mix: QkMix<Self>,
         heads: usize,
     ) -> FloatTensor<Self> {
+        let choice = choice();
+        if choice == AttentionChoice::Reference {
+            return reference::attention::<Self>(q, k, v, mix, heads);
+        }
+        let flash = flash::takes(&q, &k, &v, heads);
+        if choice == AttentionChoice::Flash && flash {
+            return flash::attention(q, k, v, mix, heads);
+        }
         #[cfg(feature = "wgpu")]
-        if kernel_enabled() && wgsl::supports(&q, &k, &v, &mix, heads) {
+        if wgsl::supports(&q, &k, &v, &mix, heads) {
             LAUNCHES.fetch_add(1, Ordering::Relaxed);
             return wgsl::attention(q, k, v, mix, heads);
         }
+        if flash && flash::compiles_natively(&q.device) {
+            return flash::attention(q, k, v, mix, heads);
+        }
+        note_reference_on_gpu(&q);
         reference::attention::<Self>(q, k, v, mix, heads)
     }
+}
+
+/// Says once per process that a GPU attention took the reference (materialised scores),
+/// so that a slow path is never silent.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn note_reference_on_gpu(q: &burn_cubecl::tensor::CubeTensor) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "ditail: attention on {} ({:?}, shape {:?}) runs burn's unfused attention (scores \
+             materialised): no fused kernel of this build takes it",
+            q.device.client().name(),
+            q.dtype,
+            q.meta.shape(),
+        )
+    });
 }
 
 static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
@@ -165,10 +205,62 @@ pub fn cpu_kernel_launches() -> usize {
     CPU_LAUNCHES.load(Ordering::Relaxed)
 }
 
-/// Whether the kernels (WGSL and CPU) may be used: not when `DITAIL_ATTENTION=reference`.
+/// How many times this process has run burn-cubecl's flash attention for Ditail's attention
+/// (the SPIR-V, MSL and CUDA compilers' path; see `flash.rs`).
+pub fn flash_launches() -> usize {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    {
+        flash::launches()
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    {
+        0
+    }
+}
+
+/// Which attention runs, process-wide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionChoice {
+    /// The best each backend has: the CPU kernel, the WGSL kernel where WGSL is compiled,
+    /// the flash path on SPIR-V, MSL and CUDA, else the reference.
+    Auto,
+    /// The reference everywhere (`DITAIL_ATTENTION=reference`): for comparisons, and as an
+    /// escape hatch.
+    Reference,
+    /// On a GPU, burn-cubecl's flash attention whatever the compiler, WGSL too
+    /// (`DITAIL_ATTENTION=flash`): for comparing it with the WGSL kernel on one adapter.
+    Flash,
+}
+
+static FORCED: Mutex<Option<AttentionChoice>> = Mutex::new(None);
+
+/// The attention in use: [`force_choice`]'s, else `DITAIL_ATTENTION`'s (read once).
+pub fn choice() -> AttentionChoice {
+    static FROM_ENV: OnceLock<AttentionChoice> = OnceLock::new();
+    if let Some(c) = *FORCED.lock().unwrap_or_else(|e| e.into_inner()) {
+        return c;
+    }
+    *FROM_ENV.get_or_init(|| {
+        if super::env_is("DITAIL_ATTENTION", "reference") {
+            AttentionChoice::Reference
+        } else if super::env_is("DITAIL_ATTENTION", "flash") {
+            AttentionChoice::Flash
+        } else {
+            AttentionChoice::Auto
+        }
+    })
+}
+
+/// Sets the attention for the whole process (`None`: back to the environment's), for tests
+/// and benchmarks that compare the paths in one process. Calls already queued under burn's
+/// fusion run with the choice in force when the stream executes.
+pub fn force_choice(choice: Option<AttentionChoice>) {
+    *FORCED.lock().unwrap_or_else(|e| e.into_inner()) = choice;
+}
+
+/// Whether the kernels (WGSL, flash and CPU) may be used: not when `DITAIL_ATTENTION=reference`.
 pub fn kernel_enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| !super::env_is("DITAIL_ATTENTION", "reference"))
+    choice() != AttentionChoice::Reference
 }
 
 /// Whether the attention kernel takes these shapes on `device` and dtype: wgpu, f32 or

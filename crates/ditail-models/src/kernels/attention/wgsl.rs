@@ -1,8 +1,9 @@
 //! Launching `shaders/attention.wgsl` on burn's wgpu backend.
 //!
 //! The kernel is a WGSL template specialised per head width, key tile and storage type,
-//! launched through burn-cubecl's `template` feature (`SourceKernel`) on the non-fused
-//! `CubeBackend` that dispatch uses. See the shader for the algorithm.
+//! launched through burn-cubecl's `template` feature (`SourceKernel`) on the unfused
+//! `CubeBackend` (under fusion the attention is an opaque operation that this runs when
+//! the stream executes). See the shader for the algorithm.
 
 use std::sync::Mutex;
 
@@ -100,16 +101,17 @@ impl KernelSource for AttentionWgsl {
     }
 }
 
-fn is_wgpu(device: &CubeDevice) -> bool {
-    matches!(device, CubeDevice::Wgpu(_))
+/// Whether cubecl compiles WGSL for `device`: the template is WGSL, so it runs nowhere
+/// else (SPIR-V on Vulkan and MSL on Metal take `flash.rs`'s path).
+fn is_wgsl(device: &CubeDevice) -> bool {
+    matches!(device, CubeDevice::Wgpu(_)) && device.client().name() == "wgpu<wgsl>"
 }
 
 /// Whether the kernel compiles and computes on `device` in this storage type, found by
 /// running it once on a tiny input (cached per device and type).
 ///
-/// A WGSL template only runs where cubecl compiles WGSL: a build that turns on burn's
-/// `vulkan` or `metal` feature compiles SPIR-V or MSL instead, and a driver may reject the
-/// shader. There the launch fails, and the reference is used rather than failing the run.
+/// Only asked where cubecl compiles WGSL ([`is_wgsl`]); a driver may still reject the
+/// shader, and then the next path is used rather than failing the run.
 fn works_on(device: &CubeDevice, dtype: DType) -> bool {
     static SEEN: Mutex<Vec<(CubeDevice, DType, bool)>> = Mutex::new(Vec::new());
     let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
@@ -150,7 +152,7 @@ fn head_dim_fits(head_dim: usize) -> bool {
 /// Whether the kernel runs on `device` for this storage type and head width (the probe,
 /// which launches it, last).
 fn runs_on(device: &CubeDevice, dtype: DType, head_dim: usize) -> bool {
-    is_wgpu(device) && kernel_dtype(dtype) && head_dim_fits(head_dim) && works_on(device, dtype)
+    is_wgsl(device) && kernel_dtype(dtype) && head_dim_fits(head_dim) && works_on(device, dtype)
 }
 
 /// Whether a `device` (a dispatch device) runs the kernel for this dtype and head width.

@@ -44,6 +44,7 @@ use burn::tensor::ops::ConvOptions;
     Flex: cfg(feature = "flex"),
     Cube: cfg(any(feature = "wgpu", feature = "cuda")),
     NdArray: cfg(feature = "ndarray"),
+    Fusion: cfg(any(feature = "wgpu", feature = "cuda")),
 )]
 pub trait ConvOps: Backend {
     /// A 2-D convolution with bias, groups 1 and dilation 1.
@@ -53,6 +54,7 @@ pub trait ConvOps: Backend {
     /// - `padding`: `[top, bottom, left, right]`
     /// - output: `[batch, out, oh, ow]`, with `oh = (h + top + bottom - kh) / stride[0] + 1`
     ///   and `ow = (w + left + right - kw) / stride[1] + 1`
+    #[fusion(default)]
     fn ditail_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -1,0 +1,154 @@
+//! Attention on cubecl's SPIR-V, MSL and CUDA compilers: Ditail's q/k mix in tensor ops,
+//! then burn-cubecl's flash attention (cubek), autotuned between its tensor-core
+//! ("blackbox accelerated") and unit tiles, which never materialises the score matrix.
+//!
+//! cubek's tiles need the head width to be a multiple of theirs: the accelerated tiles'
+//! inner size is 16 on every cooperative-matrix device, and SD1.5's first level has heads
+//! of 40. A width that is not a multiple of [`HEAD_ALIGN`] is padded with zeros (q, k and
+//! v): zero columns add nothing to `q·k` and give zero output columns, which are cut off.
+//! The kernel scales by `1/sqrt(padded width)`, so q is first multiplied by
+//! `sqrt(padded / width)`, which makes the product the unpadded `q·k / sqrt(width)`
+//! (burn's attention takes no explicit scale on this path: it sends one to the
+//! materialised fallback). Without padding, burn-cubecl would quietly run that fallback for
+//! every 40-wide head whose accelerated blueprint it could not build.
+//!
+//! Pinned source: burn-cubecl 0.22.1 `kernel/attention/{base,tune}.rs`, cubek-attention
+//! 0.3.1 `forward/routines/{unit,blackbox_accelerated}.rs` (the head-width checks).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::backend::TensorMetadata;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, Shape, Slice};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::attention::{AttentionStrategy, attention as cube_attention};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+
+use super::{QkMix, reference};
+
+/// Head widths are padded to a multiple of this (the accelerated tiles' inner size).
+pub(super) const HEAD_ALIGN: usize = 16;
+
+static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times this process has run the flash path.
+pub(super) fn launches() -> usize {
+    LAUNCHES.load(Ordering::Relaxed)
+}
+
+/// The head width the kernel runs at for heads of `head_dim`.
+pub(super) fn padded_head_dim(head_dim: usize) -> usize {
+    head_dim.next_multiple_of(HEAD_ALIGN)
+}
+
+fn dims(t: &CubeTensor) -> Option<[usize; 3]> {
+    let shape = t.shape();
+    (shape.num_dims() == 3).then(|| [shape[0], shape[1], shape[2]])
+}
+
+/// Whether the flash path takes these operands: float tensors of one dtype, `[batch,
+/// tokens, heads * head_dim]` with matching k and v.
+pub(super) fn takes(q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, heads: usize) -> bool {
+    let (Some([b, _, c]), Some(kd), Some(vd)) = (dims(q), dims(k), dims(v)) else {
+        return false;
+    };
+    let float = matches!(q.dtype, DType::F32 | DType::F16 | DType::BF16);
+    float
+        && k.dtype == q.dtype
+        && v.dtype == q.dtype
+        && heads > 0
+        && c.is_multiple_of(heads)
+        && kd[0] == b
+        && kd[2] == c
+        && vd == kd
+}
+
+/// Whether cubecl compiles this device's kernels to SPIR-V, MSL or CUDA (not WGSL: there
+/// the WGSL kernel runs by default, and the flash path only when asked for).
+pub(super) fn compiles_natively(device: &burn_cubecl::CubeDevice) -> bool {
+    device.client().name() != "wgpu<wgsl>"
+}
+
+type T = FloatTensor<CubeBackend>;
+
+/// `[b, n, heads * d]` -> `[b, heads, n, width]`, zero-padded to `width` and scaled.
+fn heads_of(t: T, heads: usize, width: usize, scale: Option<f32>) -> T {
+    let s = t.shape();
+    let (b, n, c) = (s[0], s[1], s[2]);
+    let d = c / heads;
+    let t = CubeBackend::float_reshape(t, Shape::new([b, n, heads, d]));
+    let t = CubeBackend::float_swap_dims(t, 1, 2);
+    let t = match scale {
+        Some(f) => CubeBackend::float_mul_scalar(t, f.into()),
+        None => t,
+    };
+    if width == d {
+        return t;
+    }
+    let zeros = CubeBackend::float_zeros(
+        Shape::new([b, heads, n, width - d]),
+        &t.device,
+        t.dtype.into(),
+    );
+    CubeBackend::float_cat(vec![t, zeros], 3)
+}
+
+/// Runs the mix, then the flash attention; [`takes`] must have said yes.
+pub(super) fn attention(q: T, k: T, v: T, mix: QkMix<CubeBackend>, heads: usize) -> T {
+    let (q, k) = reference::inject_qk::<CubeBackend>(q, k, mix);
+    let [b, n_q, c] = dims(&q).expect("checked by supports");
+    let d = c / heads;
+    let width = padded_head_dim(d);
+    let q_scale = (width != d).then(|| (width as f32 / d as f32).sqrt());
+    let q4 = into_contiguous(heads_of(q, heads, width, q_scale));
+    let k4 = into_contiguous(heads_of(k, heads, width, None));
+    let v4 = into_contiguous(heads_of(v, heads, width, None));
+    let out = cube_attention(
+        q4,
+        k4,
+        v4,
+        None,
+        None,
+        AttentionModuleOptions::default(),
+        AttentionStrategy::default(),
+    )
+    .expect("burn-cubecl's attention falls back rather than failing");
+    LAUNCHES.fetch_add(1, Ordering::Relaxed);
+    let out = match width == d {
+        true => out,
+        false => {
+            let keep = [
+                Slice::new(0, None, 1),
+                Slice::new(0, None, 1),
+                Slice::new(0, None, 1),
+                Slice::new(0, Some(d as isize), 1),
+            ];
+            CubeBackend::float_slice(out, &keep)
+        }
+    };
+    let out = CubeBackend::float_swap_dims(out, 1, 2);
+    CubeBackend::float_reshape(out, Shape::new([b, n_q, c]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sd_head_widths_pad_to_the_tile() {
+        // SD1.5: 40, 80, 160; SDXL: 64; the VAE's mid-block attention: 512.
+        for (d, padded) in [
+            (40, 48),
+            (80, 80),
+            (160, 160),
+            (64, 64),
+            (512, 512),
+            (8, 16),
+        ] {
+            assert_eq!(padded_head_dim(d), padded, "head width {d}");
+        }
+    }
+}

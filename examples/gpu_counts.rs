@@ -1,0 +1,171 @@
+//! Kernel dispatches and device memory of one U-Net step and one VAE decode on a GPU
+//! backend: hardware-independent counts (the same on lavapipe as on a GPU for the same
+//! build and shapes), for comparing kernel settings where no GPU can be timed.
+//!
+//! ```text
+//! cargo run --release --example gpu_counts -- --backend wgpu --dtype f16 --side 32 --batch 3
+//! ```
+//! SD1.5's full-size networks, randomly initialised (then cast to `--dtype`); the U-Net at
+//! `--side` x `--side` latents, batch `--batch` (3: Ditail's sampling batch), with Ditail's
+//! injection off (the counts of the hooks' copies are the pipeline's, not the kernels'); the
+//! VAE decoder at `8 * side` px. Each is run once to warm up (autotune benchmarks its
+//! candidates then, and is cached: `DITAIL_GPU_CACHE`), then counted. `--json FILE` writes
+//! the figures.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::{DType, Distribution, FloatDType};
+use ditail::models::device::Backend;
+use ditail::models::gpu::{self, Dispatches};
+use ditail::models::{Conditioning, NoControl, UNetConfig, VaeConfig};
+
+struct Args {
+    backend: Backend,
+    dtype: FloatDType,
+    side: usize,
+    batch: usize,
+    top: usize,
+    json: Option<String>,
+}
+
+fn parse() -> Result<Args> {
+    let mut a = Args {
+        backend: Backend::Wgpu,
+        dtype: FloatDType::F16,
+        side: 32,
+        batch: 3,
+        top: 12,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--backend" => a.backend = value()?.parse()?,
+            "--dtype" => {
+                a.dtype = match value()?.as_str() {
+                    "f16" => FloatDType::F16,
+                    "f32" => FloatDType::F32,
+                    other => bail!("--dtype {other}: f16 or f32"),
+                }
+            }
+            "--side" => a.side = value()?.parse()?,
+            "--batch" => a.batch = value()?.parse()?,
+            "--top" => a.top = value()?.parse()?,
+            "--json" => a.json = Some(value()?),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.backend == Backend::Cpu {
+        bail!("dispatches are counted on a GPU backend (--backend wgpu or cuda)");
+    }
+    Ok(a)
+}
+
+/// Casts every float parameter (random initialisation is f32).
+struct Cast(FloatDType);
+
+impl ModuleMapper for Cast {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
+    }
+}
+
+fn show(name: &str, d: &Dispatches, seconds: f64, top: usize) {
+    println!(
+        "{name}: {} dispatches, pools hold {:.1} MiB ({:.1} MiB in live tensors); {seconds:.1} s \
+         counted run",
+        d.total,
+        d.reserved_bytes as f64 / (1 << 20) as f64,
+        d.in_use_bytes as f64 / (1 << 20) as f64,
+    );
+    let mut kinds: Vec<_> = d.by_kernel.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (kernel, n) in kinds.into_iter().take(top) {
+        println!("  {n:6}  {kernel}");
+    }
+}
+
+/// Runs `work` once to warm up, then counts a second run.
+fn counted(device: &Device, mut work: impl FnMut()) -> (Dispatches, f64) {
+    work();
+    let start = Instant::now();
+    let ((), d) = gpu::count_dispatches(device, &mut work);
+    (d, start.elapsed().as_secs_f64())
+}
+
+fn main() -> Result<()> {
+    let args = parse()?;
+    let device = args.backend.device()?;
+    let info = gpu::info(&device).context("not a GPU device")?;
+    println!(
+        "gpu_counts: {} ({}), dtype {:?}, U-Net {}x{} batch {}, VAE decode {} px",
+        args.backend,
+        info.compiler,
+        args.dtype,
+        args.side,
+        args.side,
+        args.batch,
+        8 * args.side
+    );
+    let dt: DType = args.dtype.into();
+    let unet = UNetConfig::sd15().init(&device).map(&mut Cast(args.dtype));
+    let vae = VaeConfig::sd15().init(&device).map(&mut Cast(args.dtype));
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (b, s) = (args.batch, args.side);
+    let x = Tensor::<4>::random([b, 4, s, s], normal, &device).cast(dt);
+    let ctx = Conditioning {
+        context: Tensor::<3>::random([b, 77, 768], normal, &device).cast(dt),
+        added: None,
+    };
+    let (unet_counts, unet_s) = counted(&device, || {
+        unet.forward(x.clone(), 981.0, ctx.clone(), &mut NoControl)
+            .into_data();
+    });
+    show(
+        &format!("unet {s}x{s} batch {b}"),
+        &unet_counts,
+        unet_s,
+        args.top,
+    );
+    let z = Tensor::<4>::random([1, 4, s, s], normal, &device).cast(dt);
+    let (vae_counts, vae_s) = counted(&device, || {
+        vae.decode(z.clone()).into_data();
+    });
+    show(
+        &format!("vae decode {} px", 8 * s),
+        &vae_counts,
+        vae_s,
+        args.top,
+    );
+
+    if let Some(path) = &args.json {
+        let entry = |d: &Dispatches| {
+            serde_json::json!({
+                "dispatches": d.total,
+                "reserved_bytes": d.reserved_bytes,
+                "in_use_bytes": d.in_use_bytes,
+                "by_kernel": d.by_kernel,
+            })
+        };
+        let mut out = BTreeMap::new();
+        out.insert("compiler", serde_json::json!(info.compiler));
+        out.insert("dtype", serde_json::json!(format!("{:?}", args.dtype)));
+        out.insert(
+            "unet",
+            serde_json::json!({ "side": s, "batch": b, "counts": entry(&unet_counts) }),
+        );
+        out.insert(
+            "vae_decode",
+            serde_json::json!({ "px": 8 * s, "counts": entry(&vae_counts) }),
+        );
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)
+            .with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
