@@ -81,6 +81,46 @@ const fn only(
 
 fn cases() -> Vec<Case> {
     vec![
+        // --- Models the method cannot use (refused at plan time, headers only: exit 2) ---
+        case(
+            "model: an inpainting U-Net in a diffusers folder (in_channels 9)",
+            |c| {
+                let m = c.model_copy("inpaint");
+                unet_inputs(&m, 9, 9);
+                T::new().source(&m).args(c)
+            },
+            Refused(2, &["inpaint", "inpainting model", "in_channels 9"]),
+        ),
+        case(
+            "model: an instruct-pix2pix U-Net as the target (in_channels 8)",
+            |c| {
+                let m = c.model_copy("pix2pix");
+                unet_inputs(&m, 8, 8);
+                T::new().arg("--target").arg(m.as_os_str()).args(c)
+            },
+            Refused(2, &["pix2pix", "instruct-pix2pix model"]),
+        ),
+        case(
+            "model: a depth-to-image U-Net (in_channels 5)",
+            |c| {
+                let m = c.model_copy("depth");
+                unet_inputs(&m, 5, 5);
+                T::new().source(&m).args(c)
+            },
+            Refused(2, &["depth", "depth-to-image model"]),
+        ),
+        case(
+            "model: a U-Net whose conv_in weight disagrees with its config",
+            |c| {
+                let m = c.model_copy("conv-in-shape");
+                unet_inputs(&m, 4, 9);
+                T::new().source(&m).args(c)
+            },
+            Refused(
+                2,
+                &["conv-in-shape", "conv_in.weight", "configuration gives"],
+            ),
+        ),
         // --- Weights whose numbers are wrong (found while converting: exit 1) ---
         case(
             "checkpoint: NaN in a U-Net weight",
@@ -2023,6 +2063,34 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 
 fn le(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Makes a model folder's U-Net take `config` input channels by its config and `weight`
+/// by its `conv_in.weight` (zeros in the new channels), as an inpainting (9),
+/// instruct-pix2pix (8) or depth (5) U-Net is.
+fn unet_inputs(model: &Path, config: usize, weight: usize) {
+    let config_path = model.join("unet/config.json");
+    let mut json: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    json["in_channels"] = json!(config);
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let path = model.join(UNET);
+    let mut t = read_st(&path);
+    let (_, _, shape, bytes) = t
+        .iter_mut()
+        .find(|(n, ..)| n == "conv_in.weight")
+        .expect("conv_in.weight");
+    let (out, inp, kh, kw) = (shape[0], shape[1], shape[2], shape[3]);
+    let old = f32s(bytes);
+    let mut new = vec![0f32; out * weight * kh * kw];
+    for o in 0..out {
+        for i in 0..inp.min(weight) {
+            let (from, to) = ((o * inp + i) * kh * kw, (o * weight + i) * kh * kw);
+            new[to..to + kh * kw].copy_from_slice(&old[from..from + kh * kw]);
+        }
+    }
+    *shape = vec![out, weight, kh, kw];
+    *bytes = le(&new);
+    write_st(&path, &t);
 }
 
 /// Edits an f32 tensor of a file in place.

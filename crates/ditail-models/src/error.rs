@@ -110,6 +110,22 @@ pub enum ModelError {
         /// What it looks like.
         found: String,
     },
+    /// A weight's shape disagrees with the network its configuration builds.
+    #[error(
+        "{path}: {component} tensor `{key}` has shape {found:?}, but the configuration gives it {expected:?}"
+    )]
+    WeightShape {
+        /// The file.
+        path: PathBuf,
+        /// The network.
+        component: &'static str,
+        /// The tensor's name in the file.
+        key: String,
+        /// The shape the configuration gives.
+        expected: Vec<usize>,
+        /// The file's shape.
+        found: Vec<usize>,
+    },
     /// A tensor passed to a network has the wrong shape or type.
     #[error("invalid input `{name}`: {reason}")]
     InvalidInput {

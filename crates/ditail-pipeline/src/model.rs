@@ -57,13 +57,17 @@ impl ModelSpec {
 
     /// Resolves and checks everything that can be checked without reading weights: the
     /// model and VAE exist (hub ids are fetched into the cache), file headers are valid,
-    /// the architecture is SD1.x, every LoRA key matches a weight.
+    /// the architecture is SD1.x or SDXL base and fits its configuration (no inpainting,
+    /// instruct-pix2pix or depth U-Net; every U-Net and VAE tensor of the configured shape),
+    /// every LoRA key matches a weight.
     pub fn plan(&self, opts: LoadOptions) -> Result<(Location, ModelPlan)> {
         self.layers_skipped()?;
         let location = locate_model(&self.model, opts)?;
         let mut plan = plan_model(&location, opts, &self.loras)?;
         if let Some(vae) = &self.vae {
             plan.vae = plan_vae_spec(vae, opts)?;
+            // The replacement must give latents the U-Net reads.
+            plan.check(location.path())?;
         }
         Ok((location, plan))
     }

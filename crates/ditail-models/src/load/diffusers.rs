@@ -405,7 +405,7 @@ impl StableDiffusion {
             Some((&mut lora, Some(&unet_config))),
         )?;
         lora.check_all_used()?;
-        Ok(ModelPlan {
+        let plan = ModelPlan {
             tokenizer: load_tokenizer(dir)?,
             text_config,
             text,
@@ -413,7 +413,9 @@ impl StableDiffusion {
             unet,
             vae,
             text_2,
-        })
+        };
+        plan.check(dir)?;
+        Ok(plan)
     }
 
     /// Loads a diffusers folder (see [`StableDiffusion::plan_diffusers`]).

@@ -9,6 +9,7 @@
 
 mod diffusers;
 pub mod eval;
+mod fit;
 pub mod hub;
 pub mod ldm;
 pub mod lora;

@@ -92,6 +92,16 @@ pub struct ModelPlan {
 }
 
 impl ModelPlan {
+    /// Fails unless Ditail can run the model `path` names: the U-Net reads and writes the
+    /// VAE's latents (not an inpainting, instruct-pix2pix or depth model) and every U-Net and
+    /// VAE tensor has the shape the configuration gives it. Headers only; planners call it,
+    /// and whoever swaps the VAE calls it again.
+    pub fn check(&self, path: &std::path::Path) -> Result<()> {
+        super::fit::check_latent_channels(path, &self.unet_config, &self.vae.config)?;
+        super::fit::check_unet(&self.unet_config, &self.unet.sources)?;
+        super::fit::check_vae(&self.vae.config, &self.vae.weights.sources)
+    }
+
     /// The family the U-Net's configuration says the model is.
     pub fn family(&self) -> crate::Family {
         self.unet_config.family()

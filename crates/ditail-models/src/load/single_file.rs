@@ -212,7 +212,7 @@ pub fn plan_single_file(
         sources,
         desc: desc.clone(),
     };
-    Ok(ModelPlan {
+    let model = ModelPlan {
         tokenizer: ClipTokenizer::sd15(),
         text_config: configs.text.clone(),
         text: plan(text_sources),
@@ -227,7 +227,9 @@ pub fn plan_single_file(
             config: configs.text_2.clone(),
             weights: plan(sources),
         }),
-    })
+    };
+    model.check(path)?;
+    Ok(model)
 }
 
 /// Loads a single-file checkpoint, merging `loras` into its U-Net and text encoders (see

@@ -35,6 +35,13 @@ impl Location {
             Location::Folder(p) | Location::Hub { folder: p, .. } => Some(p),
         }
     }
+
+    /// The file or folder the model's weights are in.
+    pub fn path(&self) -> &Path {
+        match self {
+            Location::File(p) | Location::Folder(p) | Location::Hub { folder: p, .. } => p,
+        }
+    }
 }
 
 /// Whether a spec that does not exist was meant as a file (`dir/model.safetensors`), so
