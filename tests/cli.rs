@@ -447,12 +447,18 @@ fn devices_lists_the_backends() {
         text.contains("Stable Diffusion 1.x") && text.contains("Stable Diffusion XL"),
         "{text}"
     );
-    // CI has Mesa's lavapipe, which runs the fused attention kernel in both types.
+    // CI has Mesa's lavapipe, compiled through WGSL in the default build, which runs the
+    // fused attention kernel in both types; the tuning cache is ditail's.
     if !text.contains("wgpu adapters (0)") {
-        assert!(
-            text.contains("attention on wgpu: fused WGSL kernel (f32, f16)"),
-            "{text}"
-        );
+        for line in [
+            "compiler: wgpu<wgsl>",
+            "f16 arithmetic: yes",
+            "attention: fused WGSL kernel (f32, f16)",
+            "kernel tuning cache: ",
+        ] {
+            assert!(text.contains(line), "no `{line}` in:\n{text}");
+        }
+        assert!(text.contains("ditail/gpu"), "{text}");
     }
 }
 

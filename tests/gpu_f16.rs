@@ -37,6 +37,17 @@ fn activations(channels: usize, side: usize) -> Tensor<4> {
 
 #[test]
 fn group_norm_in_f16_holds_at_sd_group_sizes() {
+    group_norm_at_sd_group_sizes(DType::F16, TOL_NORM);
+}
+
+/// The same in f32 (1e-4: f32 rounding of a 524288-value reduction), which tells a fault of
+/// the reduction from one of f16.
+#[test]
+fn group_norm_in_f32_holds_at_sd_group_sizes() {
+    group_norm_at_sd_group_sizes(DType::F32, 1e-4);
+}
+
+fn group_norm_at_sd_group_sizes(dtype: DType, tol: f32) {
     let gpu = wgpu_device();
     // (channels, side): the VAE decoder's 512 px up-block (524288 values a group) and the
     // U-Net's first level at 64x64 latents (10 channels x 4096 = 40960).
@@ -49,8 +60,8 @@ fn group_norm_in_f16_holds_at_sd_group_sizes() {
         norm.gamma = Some(Param::from_tensor(gamma));
         norm.beta = Some(Param::from_tensor(beta));
         let x = activations(channels, side);
-        // The reference sees the f16-rounded input the GPU sees.
-        let x = x.cast(DType::F16).cast(DType::F32);
+        // The reference sees the rounded input the GPU sees.
+        let x = x.cast(dtype).cast(DType::F32);
         for silu in [false, true] {
             let want = group_norm(&norm, x.clone(), silu).into_data();
             let norm16 = norm.clone().fork(&gpu).map(&mut Cast(FloatDType::F16));

@@ -303,8 +303,9 @@ fn single_file_equals_the_folder() {
         &file.text_encoder_2.as_ref().unwrap().model,
         &folder.text_encoder_2.as_ref().unwrap().model,
     );
-    // The probe with SDXL's keys but not its tensors is SDXL, and fails naming what is
-    // missing rather than running half a model.
+    // The probe with SDXL's keys but not its tensors is SDXL, and fails at plan time naming
+    // a tensor whose shape disagrees with SDXL's configuration rather than running half a
+    // model.
     let probe = loading("sdxl-like.safetensors");
     assert_eq!(
         check_architecture(&WeightFile::open(&probe).unwrap()).unwrap(),
@@ -319,7 +320,7 @@ fn single_file_equals_the_folder() {
     )
     .unwrap_err();
     assert!(
-        matches!(err, ditail::models::ModelError::WeightsMismatch { .. }),
+        matches!(err, ditail::models::ModelError::WeightShape { .. }),
         "{err}"
     );
 }

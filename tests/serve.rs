@@ -919,18 +919,29 @@ fn models_are_listed_with_their_architecture_and_unusable_files_say_why() {
         .find(|e| e["name"] == "tiny-a" && e["format"] == "single-file")
         .unwrap()
         .clone();
+    // The tiny fixture in a single file has SD1.x's keys with tiny shapes: a single file is
+    // planned with SD1.5's configuration, so it is unusable, and the reason names a tensor
+    // whose shape disagrees (loading it would fail).
     assert_eq!(
-        (
-            tiny["usable"].clone(),
-            tiny["architecture"].clone(),
-            tiny["format"].clone()
-        ),
-        (json!(true), json!("SD1.x"), json!("single-file"))
+        (tiny["usable"].clone(), tiny["format"].clone()),
+        (json!(false), json!("single-file"))
+    );
+    assert!(
+        tiny["reason"]
+            .as_str()
+            .unwrap()
+            .contains("but the configuration gives it"),
+        "{tiny}"
     );
     assert_eq!(find("checkpoints", "tiny-b")["format"], "diffusers");
-    // SDXL is listed as such; SD2 is not supported and says so.
+    // An SDXL-like probe (SDXL's keys, tiny tensors) is refused naming a tensor; SD2 is not
+    // supported and says so.
     let sdxl = find("checkpoints", "sdxl-like");
-    assert_eq!(sdxl["architecture"], "SDXL");
+    assert_eq!(sdxl["usable"], false);
+    assert!(
+        sdxl["reason"].as_str().unwrap().contains("unet tensor"),
+        "{sdxl}"
+    );
     let sd2 = find("checkpoints", "sd2-like");
     assert_eq!(sd2["usable"], false);
     assert_eq!(sd2["architecture"], "SD2.x");

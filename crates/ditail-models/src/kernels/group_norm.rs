@@ -65,9 +65,9 @@ fn reference<B: Backend>(
         true => B::float_cast(xg, FloatDType::F32),
         false => xg,
     };
-    let mean = B::float_mean_dim(xg.clone(), 2);
+    let mean = group_mean::<B>(xg.clone());
     let centered = B::float_sub(xg, mean);
-    let var = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), 2);
+    let var = group_mean::<B>(B::float_mul(centered.clone(), centered.clone()));
     let std = B::float_sqrt(B::float_add_scalar(var, eps.into()));
     let normed = B::float_div(centered, std);
     let normed = match widened {
@@ -82,6 +82,32 @@ fn reference<B: Backend>(
         true => B::float_mul(y.clone(), <B as ActivationOps<B>>::sigmoid(y)),
         false => y,
     }
+}
+
+/// Longest reduction [`group_mean`] runs in one pass.
+const REDUCE_CHUNK: usize = 4096;
+
+/// The mean of each `[n, g, len]` row, `[n, g, 1]`: in two passes (means of chunks of
+/// [`REDUCE_CHUNK`] values, then their mean: equal chunks, so the same mean) when a row is
+/// long. On wgpu through Mesa's lavapipe 22.3 (no subgroups) burn-cubecl's reduction of
+/// rows of 524288 values (the VAE's 256-channel 256x256 maps at 512 px, 32 groups) came out
+/// wrong for all but some rows, in f32 as in f16 (`tests/gpu_f16.rs`); rows of 40960 were
+/// right.
+fn group_mean<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = x.shape();
+    let (n, g, len) = (shape[0], shape[1], shape[2]);
+    let chunk = gcd(len, REDUCE_CHUNK);
+    if len <= REDUCE_CHUNK || chunk < 256 {
+        return B::float_mean_dim(x, 2);
+    }
+    let x = B::float_reshape(x, Shape::new([n, g, len / chunk, chunk]));
+    let partial = B::float_mean_dim(x, 3);
+    let mean = B::float_mean_dim(partial, 2);
+    B::float_reshape(mean, Shape::new([n, g, 1]))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 #[cfg(feature = "flex")]
