@@ -90,9 +90,9 @@ const REDUCE_CHUNK: usize = 4096;
 /// The mean of each `[n, g, len]` row, `[n, g, 1]`: in two passes (means of chunks of
 /// [`REDUCE_CHUNK`] values, then their mean: equal chunks, so the same mean) when a row is
 /// long. On wgpu through Mesa's lavapipe 22.3 (no subgroups) burn-cubecl's reduction of
-/// rows of 524288 values (the VAE's 256-channel 256x256 maps at 512 px, 32 groups) came out
-/// wrong for all but some rows, in f32 as in f16 (`tests/gpu_f16.rs`); rows of 40960 were
-/// right.
+/// f32 rows of 524288 values (f16 GroupNorm input widened: the VAE's 256-channel 256x256
+/// maps at 512 px, 32 groups) came out wrong for some rows, fused or not
+/// (`tests/gpu_f16.rs`; Mesa 25 with subgroups was right); rows of 40960 were right.
 fn group_mean<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let shape = x.shape();
     let (n, g, len) = (shape[0], shape[1], shape[2]);
