@@ -23,7 +23,7 @@ use ditail::models::kernels::attention::{
 fn wgsl_device() -> Option<Device> {
     let gpu = wgpu_device();
     let compiler = gpu::info(&gpu).expect("a GPU device").compiler;
-    if compiler != "wgpu<wgsl>" {
+    if compiler != gpu::WGSL_COMPILER {
         eprintln!("the adapter compiles {compiler}: the WGSL kernel does not run there");
         return None;
     }

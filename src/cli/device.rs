@@ -70,7 +70,7 @@ fn gpu_report(backend: Backend) -> Vec<String> {
     ];
     let attention = if !kernel_enabled() {
         "reference (DITAIL_ATTENTION=reference)".to_string()
-    } else if info.compiler == "wgpu<wgsl>" {
+    } else if info.compiler == gpu::WGSL_COMPILER {
         wgsl_attention(&device)
     } else {
         "burn-cubecl's autotuned flash attention, Ditail's q/k mix before it".to_string()
@@ -85,10 +85,9 @@ fn gpu_report(backend: Backend) -> Vec<String> {
 /// Whether the fused WGSL attention runs on `device`, per storage type.
 fn wgsl_attention(device: &burn::prelude::Device) -> String {
     use ditail::models::kernels::attention::kernel_applies;
-    let device = device.clone();
     let runs = |dtype| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            kernel_applies(&device, dtype, 40)
+            kernel_applies(device, dtype, 40)
         }))
         .unwrap_or(false)
     };

@@ -86,10 +86,20 @@ fn configure_once() -> Option<TuningCache> {
     None
 }
 
+/// cubecl's runtime name for a wgpu device whose kernels it compiles to WGSL (the others:
+/// `wgpu<spirv>`, `wgpu<msl>`, `cuda`, ...).
+pub const WGSL_COMPILER: &str = "wgpu<wgsl>";
+
+/// Whether cubecl compiles `device`'s kernels to WGSL.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(crate) fn compiles_wgsl(device: &burn_cubecl::CubeDevice) -> bool {
+    device.client().name() == WGSL_COMPILER
+}
+
 /// What a GPU device offers the kernels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GpuInfo {
-    /// cubecl's runtime name: `wgpu<spirv>`, `wgpu<msl>`, `wgpu<wgsl>`, `cuda`, ...
+    /// cubecl's runtime name: `wgpu<spirv>`, `wgpu<msl>`, [`WGSL_COMPILER`], `cuda`, ...
     pub compiler: String,
     /// Whether kernels can compute in f16.
     pub f16: bool,

@@ -21,16 +21,16 @@ use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, Shape, Slice};
+use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::attention::{AttentionStrategy, attention as cube_attention};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{QkMix, reference};
+use super::{QkMix, cube_dims as dims, reference};
 
 /// Head widths are padded to a multiple of this (the accelerated tiles' inner size).
-pub(super) const HEAD_ALIGN: usize = 16;
+const HEAD_ALIGN: usize = 16;
 
 static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
 
@@ -40,13 +40,8 @@ pub(super) fn launches() -> usize {
 }
 
 /// The head width the kernel runs at for heads of `head_dim`.
-pub(super) fn padded_head_dim(head_dim: usize) -> usize {
+fn padded_head_dim(head_dim: usize) -> usize {
     head_dim.next_multiple_of(HEAD_ALIGN)
-}
-
-fn dims(t: &CubeTensor) -> Option<[usize; 3]> {
-    let shape = t.shape();
-    (shape.num_dims() == 3).then(|| [shape[0], shape[1], shape[2]])
 }
 
 /// Whether the flash path takes these operands: float tensors of one dtype, `[batch,
@@ -69,7 +64,7 @@ pub(super) fn takes(q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, heads: usize
 /// Whether cubecl compiles this device's kernels to SPIR-V, MSL or CUDA (not WGSL: there
 /// the WGSL kernel runs by default, and the flash path only when asked for).
 pub(super) fn compiles_natively(device: &burn_cubecl::CubeDevice) -> bool {
-    device.client().name() != "wgpu<wgsl>"
+    !crate::gpu::compiles_wgsl(device)
 }
 
 type T = FloatTensor<CubeBackend>;
@@ -99,7 +94,7 @@ fn heads_of(t: T, heads: usize, width: usize, scale: Option<f32>) -> T {
 /// Runs the mix, then the flash attention; [`takes`] must have said yes.
 pub(super) fn attention(q: T, k: T, v: T, mix: QkMix<CubeBackend>, heads: usize) -> T {
     let (q, k) = reference::inject_qk::<CubeBackend>(q, k, mix);
-    let [b, n_q, c] = dims(&q).expect("checked by supports");
+    let [b, n_q, c] = dims(&q).expect("checked by `takes`");
     let d = c / heads;
     let width = padded_head_dim(d);
     let q_scale = (width != d).then(|| (width as f32 / d as f32).sqrt());
@@ -119,15 +114,7 @@ pub(super) fn attention(q: T, k: T, v: T, mix: QkMix<CubeBackend>, heads: usize)
     LAUNCHES.fetch_add(1, Ordering::Relaxed);
     let out = match width == d {
         true => out,
-        false => {
-            let keep = [
-                Slice::new(0, None, 1),
-                Slice::new(0, None, 1),
-                Slice::new(0, None, 1),
-                Slice::new(0, Some(d as isize), 1),
-            ];
-            CubeBackend::float_slice(out, &keep)
-        }
+        false => reference::rows::<CubeBackend>(out, 3, 0, d),
     };
     let out = CubeBackend::float_swap_dims(out, 1, 2);
     CubeBackend::float_reshape(out, Shape::new([b, n_q, c]))

@@ -175,6 +175,13 @@ impl AttentionOps for burn_cubecl::CubeBackend {
     }
 }
 
+/// `[d0, d1, d2]` of a 3-D cube tensor (the kernels' operands), `None` for another rank.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn cube_dims(t: &burn_cubecl::tensor::CubeTensor) -> Option<[usize; 3]> {
+    let shape = t.meta.shape();
+    (shape.num_dims() == 3).then(|| [shape[0], shape[1], shape[2]])
+}
+
 /// Says once per process that a GPU attention took the reference (materialised scores),
 /// so that a slow path is never silent.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]

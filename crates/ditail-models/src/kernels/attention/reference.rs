@@ -23,7 +23,13 @@ fn dims3<B: Backend>(t: &FloatTensor<B>) -> [usize; 3] {
     [shape[0], shape[1], shape[2]]
 }
 
-fn rows<B: Backend>(t: FloatTensor<B>, dim: usize, start: usize, end: usize) -> FloatTensor<B> {
+/// Rows `start..end` of dimension `dim` of `t`.
+pub(super) fn rows<B: Backend>(
+    t: FloatTensor<B>,
+    dim: usize,
+    start: usize,
+    end: usize,
+) -> FloatTensor<B> {
     let rank = t.shape().num_dims();
     let slices: Vec<Slice> = (0..rank)
         .map(|d| match d == dim {

@@ -20,7 +20,7 @@ use cubecl::server::KernelArguments;
 
 use burn::backend::tensor::FloatTensor;
 
-use super::QkMix;
+use super::{QkMix, cube_dims as dims};
 
 /// Query rows per workgroup.
 const ROWS: u32 = 64;
@@ -104,7 +104,7 @@ impl KernelSource for AttentionWgsl {
 /// Whether cubecl compiles WGSL for `device`: the template is WGSL, so it runs nowhere
 /// else (SPIR-V on Vulkan and MSL on Metal take `flash.rs`'s path).
 fn is_wgsl(device: &CubeDevice) -> bool {
-    matches!(device, CubeDevice::Wgpu(_)) && device.client().name() == "wgpu<wgsl>"
+    matches!(device, CubeDevice::Wgpu(_)) && crate::gpu::compiles_wgsl(device)
 }
 
 /// Whether the kernel compiles and computes on `device` in this storage type, found by
@@ -162,11 +162,6 @@ pub(super) fn applies_to(device: &Device, dtype: DType, head_dim: usize) -> bool
         #[allow(unreachable_patterns)]
         _ => false,
     }
-}
-
-fn dims(t: &CubeTensor) -> Option<[usize; 3]> {
-    let shape = t.meta.shape();
-    (shape.num_dims() == 3).then(|| [shape[0], shape[1], shape[2]])
 }
 
 /// Whether the kernel takes these operands (else the caller runs the reference).
