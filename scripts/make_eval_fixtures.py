@@ -552,12 +552,16 @@ def attn_cosine_sim(x, eps=1e-08):
     return sim_matrix
 
 
-def dino_transform():
+def dino_transform(antialias: bool):
+    """The reference's DINO transform. Its environment pins torchvision 0.16.1, whose
+    `Resize` of a tensor defaults to antialias=None, i.e. False (its
+    `_check_antialias` / `_functional_tensor.resize`); torchvision >= 0.17 defaults to True.
+    `antialias=False` here reproduces the pinned environment with the torchvision installed."""
     from torchvision import transforms
 
     return transforms.Compose([
         transforms.ToTensor(),
-        transforms.Resize((224, 224), interpolation=3),
+        transforms.Resize((224, 224), interpolation=3, antialias=antialias),
         transforms.Normalize(DINO_MEAN, DINO_STD),
     ])
 
@@ -588,25 +592,10 @@ def dino_keys(model, pixel_values: torch.Tensor) -> torch.Tensor:
     return keys[0]
 
 
-@torch.no_grad()
-def dino_golden(model, spec: Spec) -> tuple[dict, dict]:
-    tf = dino_transform()
-    pv_c = torch.stack([tf(Image.open(p)) for p in content_paths()])
-    pv_r = torch.stack([tf(Image.open(p)) for p in result_paths()])
-    # Resize on a float tensor: torchvision's bicubic with antialias=True (Pillow-like kernel,
-    # a = -0.5, support scaled when downscaling), no clamping, no uint8 rounding.
-    plain = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)
-                         for p in result_paths()]).float() / 255.0
-    aa = F.interpolate(plain, size=(224, 224), mode="bicubic", align_corners=False, antialias=True)
-    m = torch.tensor(DINO_MEAN)[None, :, None, None]
-    s = torch.tensor(DINO_STD)[None, :, None, None]
-    by_hand = float(((aa - m) / s - pv_r).abs().max())
-    assert by_hand < 1e-5, by_hand
+def _dino_distances(model, pv_c: torch.Tensor, pv_r: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """Keys and the reference's loop (batch of one image each, loss accumulated in a tensor)."""
     keys_c = torch.stack([dino_keys(model, pv_c[i:i + 1]) for i in range(4)])
     keys_r = torch.stack([dino_keys(model, pv_r[i:i + 1]) for i in range(4)])
-    tokens, width, n_layers = dino_tokens(spec), spec.dino_config["hidden_size"], spec.dino_config["num_hidden_layers"]
-    assert keys_c.shape == (4, tokens, width)
-    # exactly the reference's loop (batch of one image each; loss accumulated in a tensor)
     ssim_loss = 0.0
     dists = []
     for i in range(4):
@@ -615,7 +604,32 @@ def dino_golden(model, spec: Spec) -> tuple[dict, dict]:
         d = F.mse_loss(src, tgt)
         dists.append(d)
         ssim_loss += d
-    distance = ssim_loss / 4
+    return (keys_c, keys_r, ssim_loss / 4), dists
+
+
+@torch.no_grad()
+def dino_golden(model, spec: Spec) -> tuple[dict, dict]:
+    tf, tf_aa = dino_transform(antialias=False), dino_transform(antialias=True)
+    pv_c = torch.stack([tf(Image.open(p)) for p in content_paths()])
+    pv_r = torch.stack([tf(Image.open(p)) for p in result_paths()])
+    pv_c_aa = torch.stack([tf_aa(Image.open(p)) for p in content_paths()])
+    pv_r_aa = torch.stack([tf_aa(Image.open(p)) for p in result_paths()])
+    # Resize on a float tensor, by hand: PyTorch's bicubic (a = -0.75, 4 taps, indices clamped)
+    # without antialiasing, and with it (Pillow-like kernel, a = -0.5, support scaled when
+    # downscaling); no clamping, no uint8 rounding either way.
+    plain = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)
+                         for p in result_paths()]).float() / 255.0
+    m = torch.tensor(DINO_MEAN)[None, :, None, None]
+    s = torch.tensor(DINO_STD)[None, :, None, None]
+    by_hand = {}
+    for aa, pv in ((False, pv_r), (True, pv_r_aa)):
+        x = F.interpolate(plain, size=(224, 224), mode="bicubic", align_corners=False, antialias=aa)
+        by_hand[aa] = float(((x - m) / s - pv).abs().max())
+        assert by_hand[aa] < 1e-5, by_hand
+    (keys_c, keys_r, distance), dists = _dino_distances(model, pv_c, pv_r)
+    (_, _, distance_aa), dists_aa = _dino_distances(model, pv_c_aa, pv_r_aa)
+    tokens, width, n_layers = dino_tokens(spec), spec.dino_config["hidden_size"], spec.dino_config["num_hidden_layers"]
+    assert keys_c.shape == (4, tokens, width)
     self_sim_0 = attn_cosine_sim(keys_r[0][None, None])[0]
 
     m64 = load_dino(spec).double()
@@ -632,6 +646,10 @@ def dino_golden(model, spec: Spec) -> tuple[dict, dict]:
         "dino_self_sim_0_corner": self_sim_0[..., :64, :64].reshape(64, 64).contiguous(),
         "dino_distances": torch.stack(dists),
         "dino_distance": distance.reshape(1),
+        "dino_pixel_values_content_2_antialias": pv_c_aa[2:3],
+        "dino_pixel_values_results_0_antialias": pv_r_aa[:1],
+        "dino_distances_antialias": torch.stack(dists_aa),
+        "dino_distance_antialias": distance_aa.reshape(1),
     }
     meta = {
         "key_site": "output of the last layer's key projection (layer index "
@@ -642,14 +660,19 @@ def dino_golden(model, spec: Spec) -> tuple[dict, dict]:
         "self_sim": f"attn_cosine_sim: K K^T / clamp(|k_i| |k_j|, min 1e-8), K = [{tokens}, {width}] incl. CLS",
         "distance": "F.mse_loss(self_sim(content_i), self_sim(result_i)) per pair (a-a, b-b, c-c, d-d); "
                     "dino_distance = sum / 4 (float32)",
-        "transform_by_hand_max_abs_diff": by_hand,
+        "transform_by_hand_max_abs_diff": {"no_antialias": by_hand[False], "antialias": by_hand[True]},
         "transform_note": "ToTensor (uint8/255) -> torchvision Resize((224,224), BICUBIC) on the float tensor = "
-                          "F.interpolate(mode='bicubic', align_corners=False, antialias=True): Pillow-style kernel "
-                          "(a = -0.5) with support widened by the scale when downscaling, no clamp to [0, 1], "
-                          "no rounding; then Normalize(ImageNet mean/std)",
+                          "F.interpolate(mode='bicubic', align_corners=False, antialias=False) in the reference's "
+                          "pinned torchvision 0.16.1 (antialias 'warn' -> None -> False for tensors): PyTorch's "
+                          "cubic (a = -0.75), 4 taps at any scale, indices clamped; no clamp to [0, 1], no rounding; "
+                          "then Normalize(ImageNet mean/std). The *_antialias tensors use antialias=True "
+                          "(torchvision >= 0.17's default): Pillow-style kernel (a = -0.5) with support widened by "
+                          "the scale when downscaling",
         "pixel_value_ranges": {"content": _stats(pv_c), "results": _stats(pv_r)},
         "distances": [float(d) for d in dists],
         "distance": float(distance),
+        "distances_antialias": [float(d) for d in dists_aa],
+        "distance_antialias": float(distance_aa),
         "float32_vs_float64_max_rel_diff": {
             "keys_results": _max_rel(keys_r, k64),
             "distances": _max_rel(torch.stack(dists), d64),
@@ -1024,8 +1047,13 @@ def tensor_docs(spec: Spec) -> dict:
         "clip_score": "mean(diag(logits_per_text)) / 100 (the paper's CLIP score)",
         "clip_text_last_hidden": "text_model last_hidden_state (after final_layer_norm), no attention mask",
         "clip_vision_last_hidden": "vision_model last_hidden_state (before post_layernorm)",
-        "dino_pixel_values_content": "DINO transform of the 4 content images (ToTensor, tensor bicubic antialiased "
-                                     "resize to 224x224, ImageNet Normalize)",
+        "dino_pixel_values_content": "DINO transform of the 4 content images (ToTensor, tensor bicubic resize to "
+                                     "224x224 without antialiasing as torchvision 0.16.1, ImageNet Normalize)",
+        "dino_pixel_values_content_2_antialias": "the same with the antialiased resize (torchvision >= 0.17), "
+                                                 "content/c.png only (300x200: narrowed and widened)",
+        "dino_pixel_values_results_0_antialias": "the same for results/a.png",
+        "dino_distances_antialias": "dino_distances with the antialiased resize",
+        "dino_distance_antialias": "mean of dino_distances_antialias",
         "dino_pixel_values_results_0": "the same for results/a.png",
         "dino_keys_content": f"last-layer key projections [{tokens} tokens incl. CLS, {width}] per content image",
         "dino_keys_results": "the same per result",
@@ -1149,7 +1177,8 @@ def common_meta(spec: Spec, images: dict, r: dict, files: dict) -> dict:
                      f"(uint8/255 - mean)/std; input_ids with bos {bos} / eos {eos} / pad {eos}",
                      "CLIPModel(**inputs).logits_per_text; score = mean(diag) / 100"],
             "dino": ["x = ToTensor(Image.open(p))", "Resize((224,224), interpolation=3) on the float tensor "
-                     "(bicubic, antialias=True)", "Normalize(ImageNet mean, std)",
+                     "(bicubic; torchvision 0.16.1, pinned by the reference: antialias=False; the *_antialias "
+                     "goldens: antialias=True)", "Normalize(ImageNet mean, std)",
                      f"keys = last layer's key projection, [{tokens}, {width}]",
                      "d = mse(cos_self_sim(keys_content), cos_self_sim(keys_result)); mean over pairs"],
         },
@@ -1199,8 +1228,7 @@ def run_tiny(t_start: float) -> None:
 
     tensors = {**r["tensors"], **fid_t, "jpeg_d_decoded": jpeg_decoded}
     docs = dict(tensor_docs(spec),
-                jpeg_d_decoded="content/d.jpg as Pillow (libjpeg-turbo) decodes it, uint8 [H, W, 3]; "
-                               "a Rust JPEG decoder may differ by a few levels (4:2:0 chroma upsampling)")
+                jpeg_d_decoded="content/d.jpg as Pillow (libjpeg-turbo) decodes it, uint8 [H, W, 3]")
     files = write_golden(OUT / "golden.safetensors", tensors)
     for k in files:
         files[k]["what"] = docs[k]

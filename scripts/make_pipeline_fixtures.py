@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Golden fixtures for ditail's pipeline (tests/fixtures/pipeline/), computed on CPU in float32.
 
-A plain reference implementation of the Ditail method exactly as /work/shared/METHOD.md
+A plain reference implementation of the Ditail method exactly as the repository's METHOD.md
 (the project's spec) describes it, written from that text with diffusers' building blocks
 (U-Net, VAE, text encoder, DDIMScheduler only for timesteps / alphas_cumprod and as a
 cross-check).  It writes, deterministically (fixed seeds, 2 threads):

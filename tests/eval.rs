@@ -19,6 +19,7 @@ use common::{assert_close, cpu, fixtures};
 
 use ditail::eval::fid::{Features, frechet_distance};
 use ditail::eval::metrics::structure_distances;
+use ditail::eval::preprocess::DinoResize;
 use ditail::eval::{pairing, preprocess};
 use ditail::models::inception::INPUT_SIDE;
 use ditail::models::load::eval::{load_clip, load_inception, load_vit};
@@ -54,42 +55,26 @@ fn images(which: &str) -> Vec<PathBuf> {
     pairing::list_images(&dir().join("images").join(which)).unwrap()
 }
 
-/// The images of `which`, decoded as Pillow decodes them: JPEG decoders differ in their
-/// chroma upsampling (see `jpeg_decoding_is_close_to_pillows`), so the JPEG among the
-/// content images is taken from the golden file's Pillow decode; the rest decode exactly.
+/// The images of `which` as ditail reads them (JPEGs exactly as Pillow: see
+/// `jpeg_decoding_equals_pillows` and tests/jpeg.rs).
 fn pillow_images(which: &str) -> Vec<image::RgbImage> {
-    images(which)
-        .iter()
-        .map(|p| {
-            if p.extension().is_some_and(|e| e == "jpg") {
-                let d = &golden()["jpeg_d_decoded"];
-                let [h, w, _] = [d.shape()[0], d.shape()[1], d.shape()[2]];
-                let v: Vec<i64> = d.clone().try_into_vec().unwrap();
-                image::RgbImage::from_raw(w as u32, h as u32, v.iter().map(|&x| x as u8).collect())
-                    .unwrap()
-            } else {
-                load_rgb(p).unwrap()
-            }
-        })
-        .collect()
+    images(which).iter().map(|p| load_rgb(p).unwrap()).collect()
 }
 
 #[test]
-fn jpeg_decoding_is_close_to_pillows() {
+fn jpeg_decoding_equals_pillows() {
     let ours = load_rgb(&dir().join("images/content/d.jpg")).unwrap();
-    let pillow = &pillow_images("content")[3];
-    assert_eq!(ours.dimensions(), pillow.dimensions());
-    let diffs: Vec<i32> = ours
-        .as_raw()
+    let d = &golden()["jpeg_d_decoded"];
+    let [h, w] = [d.shape()[0], d.shape()[1]];
+    let pillow: Vec<u8> = d
+        .clone()
+        .try_into_vec::<i64>()
+        .unwrap()
         .iter()
-        .zip(pillow.as_raw())
-        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .map(|&x| x as u8)
         .collect();
-    let max = *diffs.iter().max().unwrap();
-    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
-    eprintln!("JPEG decode vs Pillow (libjpeg-turbo): max {max} levels, mean {mean:.3}");
-    // The decoders differ in chroma upsampling and IDCT rounding: a few levels at edges.
-    assert!(max <= 16 && mean < 1.0, "max {max}, mean {mean}");
+    assert_eq!(ours.dimensions(), (w as u32, h as u32));
+    assert!(ours.as_raw() == &pillow, "d.jpg: not Pillow's pixels");
 }
 
 fn stack(planes: Vec<Vec<f32>>, side: usize) -> TensorData {
@@ -210,13 +195,36 @@ fn check_clip(model: &std::path::Path, g: &BTreeMap<String, TensorData>) {
 
 fn check_dino(model: &std::path::Path, g: &BTreeMap<String, TensorData>) {
     let side = 224;
-    let planes = |which: &str| -> Vec<Vec<f32>> {
+    let planes = |which: &str, resize| -> Vec<Vec<f32>> {
         pillow_images(which)
             .iter()
-            .map(|img| preprocess::dino_pixels(img, side))
+            .map(|img| preprocess::dino_pixels(img, side, resize))
             .collect()
     };
-    let (content, results) = (planes("content"), planes("results"));
+    // torchvision >= 0.17's antialiased resize, behind `--dino-antialias`.
+    close(
+        "dino pixels content 2 (antialiased)",
+        &stack(
+            planes("content", DinoResize::Antialiased)[2..3].to_vec(),
+            224,
+        ),
+        &g["dino_pixel_values_content_2_antialias"],
+        1e-5,
+    );
+    close(
+        "dino pixels results 0 (antialiased)",
+        &stack(
+            planes("results", DinoResize::Antialiased)[..1].to_vec(),
+            224,
+        ),
+        &g["dino_pixel_values_results_0_antialias"],
+        1e-5,
+    );
+    // The reference's torchvision 0.16.1: no antialiasing (the default).
+    let (content, results) = (
+        planes("content", DinoResize::Reference),
+        planes("results", DinoResize::Reference),
+    );
     // Float resampling: rounding differences only.
     close(
         "dino pixels content",
@@ -400,6 +408,9 @@ fn ditail(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `ditail eval` on a mixed PNG / JPEG set (content d.jpg) against the official script in
+/// its pinned environment (torchvision 0.16.1's resize, Pillow's JPEG decoding): CLIP score,
+/// every structure distance and FID within 1e-4 relative.
 #[test]
 fn eval_command_writes_the_reference_scores() {
     let g = golden();
@@ -443,21 +454,69 @@ fn eval_command_writes_the_reference_scores() {
         scalar(&g, "clip_score"),
         1e-4,
     );
-    let want: Vec<f32> = g["dino_distances"].clone().try_into_vec().unwrap();
-    for (i, img) in report["images"].as_array().unwrap().iter().enumerate() {
-        // d pairs with d.jpg, which ditail decodes a little differently from Pillow (see
-        // `jpeg_decoding_is_close_to_pillows`); the others are exact up to float rounding.
-        let tol = if i == 3 { 1e-2 } else { 1e-4 };
-        let got = img["structure_distance"].as_f64().unwrap();
-        assert_rel(&format!("structure distance {i}"), got, want[i] as f64, tol);
-    }
+    // Every pair within 1e-4, d with d.jpg (decoded as Pillow does) too.
+    check_structure(&report, &g, "dino_distances");
+    assert_eq!(
+        report["dino_resize"],
+        "bicubic, no antialiasing (torchvision 0.16.1, the reference's)"
+    );
     assert_eq!(report["images"].as_array().unwrap().len(), 4);
     assert_eq!(report["fid"]["reference"], 4);
+    // The reference folder holds d.jpg too.
+    assert_rel(
+        "FID vs pytorch-fid",
+        report["fid"]["fid"].as_f64().unwrap(),
+        scalar(&g, "fid"),
+        1e-4,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("mean") && stdout.contains("FID"),
         "{stdout}"
     );
+}
+
+fn check_structure(report: &Value, g: &BTreeMap<String, TensorData>, key: &str) {
+    let want: Vec<f32> = g[key].clone().try_into_vec().unwrap();
+    let images = report["images"].as_array().unwrap();
+    assert_eq!(images.len(), want.len());
+    for (i, img) in images.iter().enumerate() {
+        let got = img["structure_distance"].as_f64().unwrap();
+        assert_rel(&format!("{key} {i}"), got, want[i] as f64, 1e-4);
+    }
+    let mean = want.iter().map(|&w| w as f64).sum::<f64>() / want.len() as f64;
+    let got = report["structure_distance"].as_f64().unwrap();
+    assert_rel(&format!("mean of {key}"), got, mean, 1e-4);
+}
+
+/// `--dino-antialias`: torchvision >= 0.17's resize, and the JSON says so.
+#[test]
+fn eval_command_antialiases_dino_inputs_when_asked() {
+    let g = golden();
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("scores.json");
+    let d = dir();
+    let p = |s: &str| d.join(s).display().to_string();
+    let out = ditail(&[
+        "eval",
+        "--results",
+        &p("images/results"),
+        "--content",
+        &p("images/content"),
+        "--dino",
+        &p("dino-tiny"),
+        "--dino-antialias",
+        "--json",
+        &json.display().to_string(),
+    ]);
+    assert_ok(&out);
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    check_structure(&report, &g, "dino_distances_antialias");
+    assert_eq!(
+        report["dino_resize"],
+        "bicubic, antialiased (torchvision >= 0.17)"
+    );
+    assert!(report["clip_score"].is_null() && report["fid"].is_null());
 }
 
 #[test]

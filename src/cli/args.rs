@@ -125,6 +125,11 @@ pub struct EvalNets {
     #[arg(long, value_name = "N", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub eval_batch: u32,
+    /// Resize DINO's inputs with antialiasing, as torchvision >= 0.17 does, instead of as the
+    /// reference's pinned torchvision 0.16.1 (no antialiasing; the paper's numbers). The
+    /// JSON says which was used.
+    #[arg(long)]
+    pub dino_antialias: bool,
 }
 
 /// How a model is modified at load: LoRAs, VAE, clip skip.

@@ -305,10 +305,7 @@ pub fn command<'a>(
             if items.is_empty() {
                 ui.warn("--eval: no completed rows to score");
             } else {
-                let opts = ditail::eval::Options {
-                    batch: args.eval_nets.eval_batch as usize,
-                    ..Default::default()
-                };
+                let opts = args.eval_nets.options();
                 let report = super::eval::score(&items, &[], checked, &opts, compute, ui)?;
                 super::eval::print(&report);
                 let name = if shard.count > 1 {

@@ -278,7 +278,7 @@ fn score_cocktail(
     compute: &Compute,
     ui: &Ui,
 ) -> Result<()> {
-    use ditail::eval::{Item, Options};
+    use ditail::eval::Item;
     let n = names.len();
     let mut items = Vec::new();
     let mut pairs = Vec::new();
@@ -296,10 +296,7 @@ fn score_cocktail(
             }
         }
     }
-    let opts = Options {
-        batch: args.eval_nets.eval_batch as usize,
-        ..Options::default()
-    };
+    let opts = args.eval_nets.options();
     let report = super::eval::score(&items, &[], checked, &opts, compute, ui)?;
     let mut clip = vec![vec![Vec::new(); n]; n];
     let mut structure = vec![vec![Vec::new(); n]; n];
@@ -319,6 +316,7 @@ fn score_cocktail(
         "columns": "target",
         "clip_score": clip,
         "structure_distance": structure,
+        "dino_resize": report.dino_resize,
         "images": report.images,
     });
     super::eval::write_json(&args.output.join("scores.json"), &json, ui)

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ditail::eval::pairing::{self, Item};
+use ditail::eval::preprocess::DinoResize;
 use ditail::eval::{Networks, Options, Report, Stage, evaluate};
 use ditail::models::load::eval::{ClipPlan, VitPlan, load_inception, plan_clip, plan_vit};
 use ditail::models::load::hub::HubOptions;
@@ -200,9 +201,8 @@ pub fn command<'a>(args: &'a EvalArgs, compute: &'a Compute, ui: &'a Ui) -> Resu
 
     Ok(Box::new(move || {
         let opts = Options {
-            batch: args.nets.eval_batch as usize,
             fid_native: args.fid_native,
-            ..Options::default()
+            ..args.nets.options()
         };
         let report = score(
             &items,
@@ -218,6 +218,21 @@ pub fn command<'a>(args: &'a EvalArgs, compute: &'a Compute, ui: &'a Ui) -> Resu
         }
         Ok(())
     }))
+}
+
+impl EvalNets {
+    /// The evaluation options these flags set (`ditail eval` adds its FID ones).
+    pub fn options(&self) -> Options {
+        Options {
+            batch: self.eval_batch as usize,
+            dino_resize: if self.dino_antialias {
+                DinoResize::Antialiased
+            } else {
+                DinoResize::Reference
+            },
+            ..Options::default()
+        }
+    }
 }
 
 /// The metric networks located and checked, not loaded.

@@ -53,6 +53,8 @@ pub struct Options {
     /// FID on the images as they are, without the reference's 224x224 squash (pytorch-fid's
     /// own `fid_score`).
     pub fid_native: bool,
+    /// How DINO's input is resized (the reference's torchvision by default).
+    pub dino_resize: preprocess::DinoResize,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             batch: 8,
             dino_layer: None,
             fid_native: false,
+            dino_resize: preprocess::DinoResize::Reference,
         }
     }
 }
@@ -123,6 +126,8 @@ pub struct Report {
     pub clip_score: Option<f64>,
     /// Mean structure distance.
     pub structure_distance: Option<f64>,
+    /// How DINO's inputs were resized, when a structure distance was computed.
+    pub dino_resize: Option<preprocess::DinoResize>,
     /// FID against the reference folder.
     pub fid: Option<FidReport>,
 }
@@ -208,11 +213,9 @@ pub fn evaluate(
             let (mut content, mut result) = (Vec::new(), Vec::new());
             for &i in chunk {
                 let c = items[i].content.as_deref().expect("filtered on content");
-                content.push(preprocess::dino_pixels(&load(c)?, side as u32));
-                result.push(preprocess::dino_pixels(
-                    &load(&items[i].result)?,
-                    side as u32,
-                ));
+                let pixels = |img| preprocess::dino_pixels(&img, side as u32, opts.dino_resize);
+                content.push(pixels(load(c)?));
+                result.push(pixels(load(&items[i].result)?));
             }
             let kc = dino.keys(batch_tensor(content, side, device), layer)?;
             let kr = dino.keys(batch_tensor(result, side, device), layer)?;
@@ -291,6 +294,10 @@ pub fn evaluate(
     Ok(Some(Report {
         clip_score: mean(images.iter().filter_map(|s| s.clip_score)),
         structure_distance: mean(images.iter().filter_map(|s| s.structure_distance)),
+        dino_resize: images
+            .iter()
+            .any(|s| s.structure_distance.is_some())
+            .then_some(opts.dino_resize),
         images,
         fid,
     }))

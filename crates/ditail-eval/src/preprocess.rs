@@ -4,16 +4,23 @@
 //!
 //! - CLIP: Pillow's bicubic on 8-bit pixels, then CLIP's processor (shortest side to 224,
 //!   bicubic, centre crop to 224, both no-ops after the squash; /255; CLIP's mean and std);
-//! - DINO: to float first (`ToTensor`), then the antialiased bicubic resize of a tensor
-//!   (float taps, no rounding), ImageNet mean and std;
+//! - DINO: to float first (`ToTensor`), then torchvision's `Resize` of a tensor (float
+//!   taps, no rounding), ImageNet mean and std. The reference pins torchvision 0.16.1,
+//!   whose `Resize` does not antialias tensors (PyTorch's bicubic, a = -0.75, 4 taps
+//!   whatever the scale); torchvision >= 0.17 antialiases (Pillow's taps, a = -0.5, widened
+//!   when downscaling). [`DinoResize`] picks; the pinned behaviour is the default, so
+//!   numbers compare with the paper's;
 //! - FID: Pillow's bicubic on 8-bit pixels, then pytorch-fid's bilinear resize to 299
 //!   (no antialiasing, corners not aligned); the network maps [0, 1] to [-1, 1]. With
 //!   `native` the squash is left out, as pytorch-fid's own `fid_score` does.
 //!
 //! Outputs are `[3, h, w]` f32 planes, row-major.
 
-use ditail_pipeline::resample::{Filter, resize_bilinear_f32, resize_f32, resize_u8};
+use ditail_pipeline::resample::{
+    Filter, resize_bicubic_f32, resize_bilinear_f32, resize_f32, resize_u8,
+};
 use image::RgbImage;
+use serde::Serialize;
 
 /// The side every metric first squashes images to.
 pub const SQUASH: u32 = 224;
@@ -70,12 +77,30 @@ pub fn clip_pixels(img: &RgbImage, side: u32) -> Vec<f32> {
     planes
 }
 
-/// The reference's DINO input: `ToTensor`, antialiased bicubic to `side` x `side` in
-/// float, ImageNet normalisation.
-pub fn dino_pixels(img: &RgbImage, side: u32) -> Vec<f32> {
+/// How DINO's input is resized to the ViT's side: which torchvision the numbers are
+/// comparable with (written into `ditail eval`'s JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum DinoResize {
+    /// Bicubic without antialiasing, as torchvision 0.16.1 (the reference's pinned
+    /// environment) resizes a tensor: the paper's numbers.
+    #[default]
+    #[serde(rename = "bicubic, no antialiasing (torchvision 0.16.1, the reference's)")]
+    Reference,
+    /// Antialiased bicubic, as torchvision >= 0.17 resizes a tensor.
+    #[serde(rename = "bicubic, antialiased (torchvision >= 0.17)")]
+    Antialiased,
+}
+
+/// The reference's DINO input: `ToTensor`, bicubic to `side` x `side` in float as `resize`
+/// says, ImageNet normalisation.
+pub fn dino_pixels(img: &RgbImage, side: u32, resize: DinoResize) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let side = side as usize;
-    let mut planes = resize_f32(&to_planes(img), [3, h, w], [side, side], Filter::Bicubic);
+    let planes = to_planes(img);
+    let mut planes = match resize {
+        DinoResize::Reference => resize_bicubic_f32(&planes, [3, h, w], [side, side]),
+        DinoResize::Antialiased => resize_f32(&planes, [3, h, w], [side, side], Filter::Bicubic),
+    };
     normalise(&mut planes, IMAGENET_MEAN, IMAGENET_STD);
     planes
 }

@@ -1,7 +1,7 @@
 //! Ditail's hook into the U-Net: a controller passed to every forward, called at typed sites.
 //!
 //! Ditail injects the source branch's ResNet features and self-attention q/k into the
-//! target branches (see `shared/METHOD.md`). Rather than forking the model or swapping
+//! target branches (see the repository's `METHOD.md`). Rather than forking the model or swapping
 //! module `forward`s at run time, as the reference does
 //! ([MAPS-research/Ditail `src/ditail_utils.py`](https://github.com/MAPS-research/Ditail/blob/e4ddad286a78720b277282fddd334f4654f53819/src/ditail_utils.py)),
 //! the U-Net calls a [`Controller`] at every ResNet and every self-attention layer, tagged
@@ -141,7 +141,7 @@ impl Site {
         }
     }
 
-    /// The 9 sites Ditail injects into on SD1.x (`shared/METHOD.md`, stage 2): the conv
+    /// The 9 sites Ditail injects into on SD1.x (`METHOD.md`, stage 2): the conv
     /// features of `up_blocks[1].resnets[1]` and the self-attention q/k of 8 up-block
     /// layers. The first element is the conv site; the rest are the attention sites in
     /// forward order.

@@ -1,8 +1,9 @@
 //! Diffusion Cocktail (Ditail): DDIM inversion with condition scaling, then sampling with a
-//! target model while the source branch's features are injected (`shared/METHOD.md`).
+//! target model while the source branch's features are injected (the repository's `METHOD.md`).
 //!
 //! - [`scheduler`]: DDIM timesteps and alphas from a `scheduler_config.json`;
-//! - [`preprocess`]: Pillow-exact resizing and cropping of the content image;
+//! - [`preprocess`]: Pillow-exact resizing and cropping of the content image, [`jpeg`]
+//!   Pillow-exact JPEG decoding;
 //! - [`mask`], [`inject`]: where and how features are injected (a U-Net controller);
 //! - [`steps`]: single inversion, sampling and text-to-image steps;
 //! - [`run`]: the whole method: [`invert`], [`sample`], [`generate`], [`decode`], [`to_rgb`];
@@ -12,6 +13,7 @@
 pub mod error;
 pub mod inject;
 pub mod inversion;
+pub mod jpeg;
 pub mod latents;
 pub mod mask;
 pub mod model;

@@ -72,7 +72,8 @@ fn png_header_dims(path: &Path) -> Result<Option<(u32, u32)>> {
 
 /// Decodes an image file: its size is checked against [`MAX_IMAGE_PIXELS`] from the header
 /// before any pixel is decoded, and its EXIF orientation is applied (as diffusers'
-/// `load_image` and the web UIs do), so a portrait phone photo comes out upright.
+/// `load_image` and the web UIs do), so a portrait phone photo comes out upright. JPEGs are
+/// decoded as Pillow decodes them ([`crate::jpeg`]), other formats by the image crate.
 pub fn decode_image(path: &Path) -> Result<image::DynamicImage> {
     if let Some((w, h)) = png_header_dims(path)? {
         check_pixels(path, w, h)?;
@@ -92,7 +93,14 @@ pub fn decode_image(path: &Path) -> Result<image::DynamicImage> {
                 "the JPEG ends before its image data does (a truncated download or copy?)",
             ));
         }
-        decode_from(path, image::ImageReader::new(std::io::Cursor::new(bytes)))
+        let decoded =
+            crate::jpeg::decode(&bytes, |w, h| check_pixels(path, w, h)).map_err(|e| match e {
+                crate::jpeg::JpegError::Size(e) => e,
+                crate::jpeg::JpegError::Decode(reason) => image_error(path, reason),
+            })?;
+        let mut img = decoded.image;
+        img.apply_orientation(decoded.orientation);
+        Ok(img)
     } else {
         decode_from(path, image::ImageReader::new(file))
     }

@@ -9,6 +9,11 @@
 //! [`src/libImaging/Resample.c`](https://github.com/python-pillow/Pillow/blob/d374015504df2c7f0316154deade1bc1fa5075df/src/libImaging/Resample.c)
 //! and PyTorch's [`UpSampleKernel.cpp`](https://github.com/pytorch/pytorch/blob/v2.5.0/aten/src/ATen/native/cpu/UpSampleKernel.cpp)
 //! (`_upsample_bicubic2d_aa`, whose bicubic uses Pillow's a = -0.5).
+//!
+//! PyTorch's interpolation without antialiasing (a fixed number of taps whatever the
+//! scale) is here too, for the metrics that use it: [`resize_bilinear_f32`],
+//! [`resize_bicubic_f32`] (`cpu_upsample_generic` in the same file, weights from
+//! [`UpSample.h`](https://github.com/pytorch/pytorch/blob/v2.5.0/aten/src/ATen/native/UpSample.h)).
 
 use image::RgbImage;
 
@@ -210,30 +215,89 @@ pub fn resize_f32(
 /// `(dst + 0.5) * in / out - 0.5` clamped at 0.
 pub fn resize_bilinear_f32(
     planes: &[f32],
-    [c, h, w]: [usize; 3],
+    shape: [usize; 3],
     [out_h, out_w]: [usize; 2],
 ) -> Vec<f32> {
-    assert_eq!(planes.len(), c * h * w, "planes must hold [c, h, w] values");
-    let axis = |from: usize, to: usize| -> Vec<(usize, usize, f32)> {
+    let axis = |from: usize, to: usize| -> Vec<([usize; 2], [f32; 2])> {
         let scale = from as f32 / to as f32;
         (0..to)
             .map(|d| {
                 let src = ((d as f32 + 0.5) * scale - 0.5).max(0.0);
                 let i0 = (src as usize).min(from - 1);
                 let i1 = (i0 + 1).min(from - 1);
-                (i0, i1, src - i0 as f32)
+                let l = src - i0 as f32;
+                ([i0, i1], [1.0 - l, l])
             })
             .collect()
     };
-    let (ax, ay) = (axis(w, out_w), axis(h, out_h));
+    let [_, h, w] = shape;
+    interpolate(planes, shape, &axis(h, out_h), &axis(w, out_w))
+}
+
+/// Resamples float planes as PyTorch's `interpolate(..., mode="bicubic",
+/// align_corners=False)` without antialiasing (torchvision < 0.17's `Resize` of a tensor):
+/// each output pixel takes the 4 x 4 input pixels around its source coordinate
+/// `(dst + 0.5) * in / out - 0.5` (indices clamped to the edge), weighted by the Keys cubic
+/// with a = -0.75 (not Pillow's -0.5), whatever the scale (so downscaling aliases).
+pub fn resize_bicubic_f32(
+    planes: &[f32],
+    shape: [usize; 3],
+    [out_h, out_w]: [usize; 2],
+) -> Vec<f32> {
+    const A: f32 = -0.75;
+    // PyTorch's `cubic_convolution1` (|x| <= 1) and `cubic_convolution2` (1 < |x| < 2), in
+    // its operation order.
+    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f32| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    let axis = |from: usize, to: usize| -> Vec<([usize; 4], [f32; 4])> {
+        let scale = from as f32 / to as f32;
+        let last = from as i64 - 1;
+        (0..to)
+            .map(|d| {
+                // Fused, as PyTorch's x86 builds compile it (GCC contracts `a * b - c`): near
+                // 256 an f32 holds 1/32768ths, so the two roundings move the weights by 1e-5.
+                let src = scale.mul_add(d as f32 + 0.5, -0.5);
+                let i = (src.floor() as i64).min(last);
+                let t = (src - i as f32).clamp(0.0, 1.0);
+                let at = |k: i64| (i + k).clamp(0, last) as usize;
+                (
+                    [at(-1), at(0), at(1), at(2)],
+                    [far(t + 1.0), near(t), near(1.0 - t), far(1.0 - t + 1.0)],
+                )
+            })
+            .collect()
+    };
+    let [_, h, w] = shape;
+    interpolate(planes, shape, &axis(h, out_h), &axis(w, out_w))
+}
+
+/// Separable interpolation with `N` taps per output index and axis (`ty` for rows, `tx`
+/// for columns): `sum_i wy_i * sum_j wx_j * src[y_i][x_j]`, PyTorch's order of operations
+/// (its `cpu_upsample_generic`), so results agree to the last bit or two.
+fn interpolate<const N: usize>(
+    planes: &[f32],
+    [c, h, w]: [usize; 3],
+    ty: &[([usize; N], [f32; N])],
+    tx: &[([usize; N], [f32; N])],
+) -> Vec<f32> {
+    assert_eq!(planes.len(), c * h * w, "planes must hold [c, h, w] values");
+    let (out_h, out_w) = (ty.len(), tx.len());
     let mut out = vec![0f32; c * out_h * out_w];
     for ch in 0..c {
         let src = &planes[ch * h * w..(ch + 1) * h * w];
-        for (y, &(y0, y1, ly)) in ay.iter().enumerate() {
-            for (x, &(x0, x1, lx)) in ax.iter().enumerate() {
-                let top = src[y0 * w + x0] * (1.0 - lx) + src[y0 * w + x1] * lx;
-                let bottom = src[y1 * w + x0] * (1.0 - lx) + src[y1 * w + x1] * lx;
-                out[ch * out_h * out_w + y * out_w + x] = top * (1.0 - ly) + bottom * ly;
+        let dst = &mut out[ch * out_h * out_w..(ch + 1) * out_h * out_w];
+        for (row, (ys, wys)) in dst.chunks_mut(out_w).zip(ty) {
+            for (d, (xs, wxs)) in row.iter_mut().zip(tx) {
+                let mut acc = 0f32;
+                for (&y, &wy) in ys.iter().zip(wys) {
+                    let line = &src[y * w..(y + 1) * w];
+                    let mut inner = 0f32;
+                    for (&x, &wx) in xs.iter().zip(wxs) {
+                        inner += line[x] * wx;
+                    }
+                    acc += inner * wy;
+                }
+                *d = acc;
             }
         }
     }
