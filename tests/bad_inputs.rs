@@ -832,9 +832,19 @@ fn cases() -> Vec<Case> {
             Accepted(|c| record_prompt(c, "")),
         ),
         case(
-            "prompt: 10,000 characters (CLIP reads the first 77 tokens)",
+            "prompt: 10,000 characters (3,750 tokens: past the 1,500 ditail encodes)",
             |c| T::new().prompt(&long_prompt()).args(c),
-            Accepted(|c| record_prompt(c, &long_prompt())),
+            Refused(2, &["prompt", "at most 20", "1500 tokens"]),
+        ),
+        case(
+            "prompt: pasted from Civitai (weights, escapes, BREAK, 2 chunks), kept as written",
+            |c| T::new().prompt(CIVITAI).args(c),
+            Accepted(|c| record_prompt(c, CIVITAI)),
+        ),
+        case(
+            "prompt: unbalanced brackets (A1111 accepts them)",
+            |c| T::new().prompt("a ((cat:1.3) on [a mat").args(c),
+            Accepted(|c| record_prompt(c, "a ((cat:1.3) on [a mat")),
         ),
         case(
             "prompt: right-to-left text with direction marks",
@@ -859,7 +869,7 @@ fn cases() -> Vec<Case> {
         case(
             "prompt: a 10,000-character negative prompt",
             |c| T::new().arg("--negative-prompt").arg(long_prompt()).args(c),
-            Accepted(png_ok),
+            Refused(2, &["negative prompt", "1500 tokens"]),
         ),
         // --- Images ---
         case(
@@ -1736,6 +1746,12 @@ fn lora_fixture() -> PathBuf {
 fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
+
+/// A prompt as Civitai model pages write them.
+const CIVITAI: &str = "(masterpiece:1.2), ((best quality)), [blurry], 1girl, \\(cosplay\\), \
+     watercolor, a red fox in the snow, soft morning light, pine trees, a frozen lake, \
+     mountains far away, (dramatic sky:0.8), intricate details, highly detailed fur, \
+     volumetric light BREAK a small bird on a branch";
 
 fn long_prompt() -> String {
     "a cat on a mat, ".repeat(625)

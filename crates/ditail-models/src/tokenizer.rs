@@ -39,6 +39,21 @@ pub struct ClipTokenizer {
     inner: Arc<Tokenizer>,
     /// The same pipeline without truncation or padding, for counting tokens.
     untruncated: Arc<Tokenizer>,
+    /// The special tokens' ids: start, end, padding, and `,` as a word.
+    specials: SpecialIds,
+}
+
+/// A tokenizer's special ids (and the comma, where long prompts prefer to break).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpecialIds {
+    /// `<|startoftext|>`.
+    pub bos: u32,
+    /// `<|endoftext|>`.
+    pub eos: u32,
+    /// The padding token.
+    pub pad: u32,
+    /// `,</w>`, when the vocabulary has it.
+    pub comma: Option<u32>,
 }
 
 impl std::fmt::Debug for ClipTokenizer {
@@ -136,6 +151,12 @@ impl ClipTokenizer {
         };
         let (bos, eos) = (id_of("<|startoftext|>")?, id_of("<|endoftext|>")?);
         let pad = id_of(pad_token)?;
+        let specials = SpecialIds {
+            bos,
+            eos,
+            pad,
+            comma: id_of(",</w>").ok(),
+        };
         let special = |id: u32, content: &str| {
             json!({"id": id, "content": content, "single_word": false, "lstrip": false,
                    "rstrip": false, "normalized": true, "special": true})
@@ -190,12 +211,17 @@ impl ClipTokenizer {
         Ok(Self {
             inner: Arc::new(inner),
             untruncated: Arc::new(untruncated),
+            specials,
         })
     }
 
     fn ids(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<u32>> {
+        Self::ids_with(tokenizer, prompt, true)
+    }
+
+    fn ids_with(tokenizer: &Tokenizer, prompt: &str, specials: bool) -> Result<Vec<u32>> {
         let enc = tokenizer
-            .encode(prompt, true)
+            .encode(prompt, specials)
             .map_err(|e| ModelError::Tokenizer(format!("cannot tokenize {prompt:?}: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
@@ -203,6 +229,17 @@ impl ClipTokenizer {
     /// Encodes a prompt to exactly [`MAX_LEN`] ids.
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
         Self::ids(&self.inner, prompt)
+    }
+
+    /// The ids of `text` alone: no start or end token, no truncation, no padding (a piece
+    /// of a prompt, as A1111 tokenizes each piece of a weighted prompt).
+    pub fn tokens(&self, text: &str) -> Result<Vec<u32>> {
+        Self::ids_with(&self.untruncated, text, false)
+    }
+
+    /// The special ids.
+    pub fn specials(&self) -> SpecialIds {
+        self.specials
     }
 
     /// How many tokens `prompt` has before truncation (special tokens included), so callers

@@ -4,6 +4,7 @@
 //! - [`scheduler`]: DDIM timesteps and alphas from a `scheduler_config.json`;
 //! - [`preprocess`]: Pillow-exact resizing and cropping of the content image, [`jpeg`]
 //!   Pillow-exact JPEG decoding;
+//! - [`prompt`]: prompts as AUTOMATIC1111 reads them (weights, `BREAK`, long prompts);
 //! - [`mask`], [`inject`]: where and how features are injected (a U-Net controller);
 //! - [`steps`]: single inversion, sampling and text-to-image steps;
 //! - [`run`]: the whole method: [`invert`], [`sample`], [`generate`], [`decode`], [`to_rgb`];
@@ -19,6 +20,7 @@ pub mod mask;
 pub mod model;
 pub mod noise;
 pub mod preprocess;
+pub mod prompt;
 pub mod resample;
 pub mod run;
 pub mod scheduler;

@@ -4,9 +4,11 @@
 use burn::prelude::*;
 use ditail_models::load::lora::LoraSpec;
 use ditail_models::load::{Location, ModelPlan, locate_model, plan_model, plan_vae_spec};
+use ditail_models::tokenizer::MAX_LEN;
 use ditail_models::{AddedConditioning, Conditioning, Family, LoadOptions, StableDiffusion};
 
 use crate::error::{PipelineError, Result};
+use crate::prompt;
 use crate::scheduler::{Ddim, SchedulerConfig};
 
 /// A model as a user names it: checkpoint, LoRAs, VAE override and clip skip.
@@ -161,44 +163,57 @@ impl Model {
 
     /// `E_M(p)`: the text encoder's output for a prompt (SDXL: both encoders' penultimate
     /// hidden states side by side; see [`Model::condition`] for the pooled embedding).
+    /// Prompts are read as AUTOMATIC1111 reads them ([`crate::prompt`]): weights, `BREAK`,
+    /// any length in 77-token chunks laid end to end.
     ///
     /// # Shapes
-    /// - output: `[1, 77, cross_attention_dim]`
+    /// - output: `[1, 77 * chunks, cross_attention_dim]`
     pub fn encode_prompt(&self, prompt: &str, device: &Device) -> Result<Tensor<3>> {
         Ok(self.encode(prompt, device)?.0)
     }
 
-    /// Token ids of `prompt` as a `[1, 77]` tensor.
-    fn ids(
-        tokenizer: &ditail_models::ClipTokenizer,
-        prompt: &str,
-        device: &Device,
-    ) -> Result<Tensor<2, Int>> {
-        let ids: Vec<i64> = tokenizer
-            .encode(prompt)?
-            .into_iter()
-            .map(i64::from)
+    /// Chunks' ids as a `[chunks, 77]` tensor.
+    fn chunk_ids(chunks: &[prompt::Chunk], device: &Device) -> Tensor<2, Int> {
+        let ids: Vec<i64> = chunks
+            .iter()
+            .flat_map(|c| c.ids.iter().map(|&i| i64::from(i)))
             .collect();
-        let n = ids.len();
-        Ok(Tensor::<2, Int>::from_data(
-            TensorData::new(ids, [1, n]),
-            device,
-        ))
+        Tensor::<2, Int>::from_data(TensorData::new(ids, [chunks.len(), MAX_LEN]), device)
+    }
+
+    /// One encoder's chunk encodings `[chunks, 77, width]`, weighted, end to end.
+    fn weighted(z: Tensor<3>, chunks: &[prompt::Chunk]) -> Tensor<3> {
+        let weights: Vec<Vec<f32>> = chunks.iter().map(|c| c.weights.clone()).collect();
+        let [n, len, width] = z.dims();
+        prompt::emphasis::apply(z, &weights).reshape([1, n * len, width])
     }
 
     /// The text embedding and, for SDXL, the pooled one (diffusers'
-    /// `StableDiffusionXLPipeline.encode_prompt` for one prompt).
+    /// `StableDiffusionXLPipeline.encode_prompt` for a plain prompt; A1111's chunks and
+    /// emphasis otherwise, the pooled embedding from the first chunk, unweighted, as A1111
+    /// takes it).
     fn encode(&self, prompt: &str, device: &Device) -> Result<(Tensor<3>, Option<Tensor<2>>)> {
-        let ids = Self::ids(&self.sd.tokenizer, prompt, device)?;
+        let pieces = prompt::parse(prompt);
+        let chunks_1 = prompt::tokenized_chunks(&self.sd.tokenizer, &pieces, 1)?;
+        prompt::check_length("prompt", prompt, chunks_1.len())?;
         let Some(second) = &self.sd.text_encoder_2 else {
             let skip = self.clip_skip.saturating_sub(1);
-            return Ok((self.sd.text_encoder.forward(ids, skip)?, None));
+            let z = (self.sd.text_encoder).forward(Self::chunk_ids(&chunks_1, device), skip)?;
+            return Ok((Self::weighted(z, &chunks_1), None));
         };
         let skip = self.clip_skip.max(2) - 1;
-        let (h1, _) = self.sd.text_encoder.forward_xl(ids, skip)?;
-        let ids_2 = Self::ids(&second.tokenizer, prompt, device)?;
-        let (h2, pooled) = second.model.forward_xl(ids_2, skip)?;
-        Ok((Tensor::cat(vec![h1, h2], 2), pooled))
+        // The second tokenizer reads a typed `!` as its padding token (as transformers
+        // does), which can shift a chunk boundary: both encoders get as many chunks.
+        let chunks_2 = prompt::tokenized_chunks(&second.tokenizer, &pieces, chunks_1.len())?;
+        let chunks_1 = prompt::tokenized_chunks(&self.sd.tokenizer, &pieces, chunks_2.len())?;
+        let (h1, _) =
+            (self.sd.text_encoder).forward_xl(Self::chunk_ids(&chunks_1, device), skip)?;
+        let (h2, pooled) = (second.model).forward_xl(Self::chunk_ids(&chunks_2, device), skip)?;
+        let context = Tensor::cat(
+            vec![Self::weighted(h1, &chunks_1), Self::weighted(h2, &chunks_2)],
+            2,
+        );
+        Ok((context, pooled.map(|p| p.narrow(0, 0, 1))))
     }
 
     /// The U-Net's conditioning for `prompt` on an image of `[height, width]` pixels: the
@@ -223,6 +238,37 @@ impl Model {
             }
         });
         Ok(Conditioning { context, added })
+    }
+
+    /// [`Model::condition`] for prompts that go into one batch (or one sum): a prompt with
+    /// fewer chunks than the longest is padded with the empty prompt's encoding, chunk by
+    /// chunk, as A1111 does with its "pad prompt/negative prompt" option, so every context
+    /// has the same length.
+    pub fn conditions(
+        &self,
+        prompts: &[&str],
+        size: [usize; 2],
+        device: &Device,
+    ) -> Result<Vec<Conditioning>> {
+        let mut out = prompts
+            .iter()
+            .map(|p| self.condition(p, size, device))
+            .collect::<Result<Vec<_>>>()?;
+        let len = |c: &Conditioning| c.context.dims()[1];
+        let longest = out.iter().map(len).max().unwrap_or(MAX_LEN);
+        if out.iter().all(|c| len(c) == longest) {
+            return Ok(out);
+        }
+        let empty = self.encode("", device)?.0;
+        for c in &mut out {
+            let missing = (longest - len(c)) / MAX_LEN;
+            if missing > 0 {
+                let mut parts = vec![c.context.clone()];
+                parts.extend(std::iter::repeat_n(empty.clone(), missing));
+                c.context = Tensor::cat(parts, 1);
+            }
+        }
+        Ok(out)
     }
 
     /// The float type of the weights; inputs are cast to it.

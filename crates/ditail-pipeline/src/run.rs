@@ -110,8 +110,14 @@ pub fn invert(
     let pixels = preprocess(image, settings.size, device)?.cast(source.vae_dtype());
     let [_, _, h, w] = pixels.dims();
     let z0 = (source.sd().vae.encode_mean(pixels) * source.scaling_factor()).cast(source.dtype());
-    let positive = source.condition(&settings.prompt, [h, w], device)?;
-    let negative = source.condition(&settings.negative_prompt, [h, w], device)?;
+    let [positive, negative]: [Conditioning; 2] = source
+        .conditions(
+            &[&settings.prompt, &settings.negative_prompt],
+            [h, w],
+            device,
+        )?
+        .try_into()
+        .expect("two prompts");
     let cond = positive.scaled(settings.alpha, negative, settings.beta);
     let latents = invert_latents(source, z0.clone(), cond, &timesteps, progress)?;
     Inversion::new(
@@ -240,10 +246,18 @@ pub fn sample(
     let sites = injection_sites(target, settings)?;
     let pixels = inv.pixel_size();
     let size = [pixels.1 as usize, pixels.0 as usize];
+    let [uncond, positive, negative]: [Conditioning; 3] = target
+        .conditions(
+            &["", &settings.prompt, &settings.negative_prompt],
+            size,
+            device,
+        )?
+        .try_into()
+        .expect("three prompts");
     let emb = SamplingEmbeddings {
-        uncond: target.condition("", size, device)?,
-        positive: target.condition(&settings.prompt, size, device)?,
-        negative: target.condition(&settings.negative_prompt, size, device)?,
+        uncond,
+        positive,
+        negative,
     };
     let (conv_steps, attn_steps) = settings.window_steps();
     let ratio = target.scheduler().step_ratio(settings.steps);
@@ -299,8 +313,10 @@ pub fn generate(
     )
     .cast(model.dtype());
     let size = [settings.height as usize, settings.width as usize];
-    let positive = model.condition(&settings.prompt, size, device)?;
-    let negative = model.condition(&settings.negative_prompt, size, device)?;
+    let [positive, negative]: [Conditioning; 2] = model
+        .conditions(&[&settings.prompt, &settings.negative_prompt], size, device)?
+        .try_into()
+        .expect("two prompts");
     generate_from(
         model,
         noise,

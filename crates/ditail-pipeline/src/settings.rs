@@ -8,15 +8,16 @@ use crate::mask::Mask;
 pub const DEFAULT_NEGATIVE: &str = "worst quality, blurry, NSFW";
 
 /// Fails when a prompt holds a NUL character: it is never meant (a binary file pasted into
-/// a manifest), and records and tools that read text as C strings would cut the prompt there.
+/// a manifest), and records and tools that read text as C strings would cut the prompt there;
+/// or when it is longer than ditail encodes ([`crate::prompt::MAX_CHUNKS`]).
 pub fn check_prompt(what: &str, prompt: &str) -> Result<()> {
-    match prompt.find('\0') {
-        Some(at) => Err(PipelineError::Settings(format!(
+    if let Some(at) = prompt.find('\0') {
+        return Err(PipelineError::Settings(format!(
             "the {what} holds a NUL character (U+0000) at byte {at}: {:?}",
             prompt.chars().take(80).collect::<String>()
-        ))),
-        None => Ok(()),
+        )));
     }
+    crate::prompt::check(what, prompt)
 }
 
 /// Fails unless the guidance scale is finite and there is at least one step.
