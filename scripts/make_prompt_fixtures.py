@@ -75,6 +75,51 @@ CASES = {
 }
 PAIR = ("long", "weights")  # positive, negative of the padded pair
 
+# Textual-inversion embeddings (embeddings/): name -> (file content builder, family).
+EMB_DIR = OUT / "embeddings"
+# Cases that name embeddings, per family (the other family's would be refused).
+EMB_CASES = {
+    "sd1": {
+        "emb_negative": "worst quality, EasyNeg, (blurry:1.2)",
+        "emb_comfy_weighted": "a red fox, (embedding:fox-style:1.3), snow",
+        "emb_long": LONG + ", EasyNeg",
+    },
+    "xl": {
+        "emb_xl": "embedding:XlNeg, worst quality, (XlNeg:0.8)",
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------
+# embedding files
+
+
+def make_embeddings() -> dict:
+    """The files (A1111's emb_params, diffusers' one-key file, SDXL's clip_l / clip_g, and a
+    pickle that must be refused) and the database {name: [matrix per encoder]}."""
+    EMB_DIR.mkdir(parents=True)
+    g = torch.Generator().manual_seed(5)
+
+    def randn(*shape):
+        # about the spread of the tiny encoders' token embeddings
+        return (torch.randn(*shape, generator=g) * 0.3).contiguous()
+
+    files = {
+        "EasyNeg": {"emb_params": randn(4, 32)},
+        "fox-style": {"<fox-style>": randn(32)},
+        "XlNeg": {"clip_l": randn(2, 32), "clip_g": randn(2, 48)},
+    }
+    db = {}
+    for name, tensors in files.items():
+        save_file(tensors, str(EMB_DIR / f"{name}.safetensors"))
+        if "clip_l" in tensors:
+            db[name] = [tensors["clip_l"], tensors["clip_g"]]
+        else:
+            (t,) = tensors.values()
+            db[name] = [t.reshape(-1, t.shape[-1])]
+    (EMB_DIR / "OldPickle.pt").write_bytes(b"\x80\x02}q\x00." )  # a (tiny) pickle: refused, never read
+    return db
+
 
 # ---------------------------------------------------------------------------------------
 # A1111's emphasis syntax
@@ -133,41 +178,87 @@ def parse(text: str) -> list[tuple[str, float]]:
 # chunks
 
 
-def chunks(parsed, tok) -> list[tuple[list[int], list[float]]]:
+def chunks(parsed, tok, db=None):
+    """[(ids, weights, fixes)] with fixes [(position in ids, name)]."""
     bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     comma = tok.get_vocab().get(",</w>")
+    db = db or {}
+    lookup = sorted(((tok(n, add_special_tokens=False)["input_ids"], n) for n in db), key=lambda x: -len(x[0]))
     out = []
     ids: list[int] = []
     ws: list[float] = []
+    fixes: list[tuple[int, str]] = []
     last_comma = -1
 
     def close():
-        nonlocal ids, ws, last_comma
+        nonlocal ids, ws, fixes, last_comma
         full = [bos] + ids + [eos] * (CHUNK - len(ids)) + [eos]
         first_end = full.index(eos)
         full = full[:first_end + 1] + [pad] * (len(full) - first_end - 1)
-        out.append((full, [1.0] + ws + [1.0] * (CHUNK - len(ws)) + [1.0]))
-        ids, ws, last_comma = [], [], -1
+        out.append((full, [1.0] + ws + [1.0] * (CHUNK - len(ws)) + [1.0], [(p + 1, n) for p, n in fixes]))
+        ids, ws, fixes, last_comma = [], [], [], -1
 
     for text, weight in parsed:
         if text == "BREAK" and weight == -1:
             close()
             continue
-        for t in tok(text, add_special_tokens=False)["input_ids"]:
+        tokens = tok(text.replace("embedding:", "") if db else text, add_special_tokens=False)["input_ids"]
+        pos = 0
+        while pos < len(tokens):
+            t = tokens[pos]
             if t == comma:
                 last_comma = len(ids)
             elif len(ids) == CHUNK and last_comma != -1 and len(ids) - last_comma <= BACKTRACK:
-                moved_ids, moved_ws = ids[last_comma + 1:], ws[last_comma + 1:]
-                ids, ws = ids[:last_comma + 1], ws[:last_comma + 1]
+                cut = last_comma + 1
+                moved_ids, moved_ws = ids[cut:], ws[cut:]
+                # (A1111 leaves the embeddings of the moved phrase behind; they move with it here)
+                moved_fixes = [(p - cut, n) for p, n in fixes if p >= cut]
+                ids, ws, fixes = ids[:cut], ws[:cut], [(p, n) for p, n in fixes if p < cut]
                 close()
-                ids, ws = moved_ids, moved_ws
+                ids, ws, fixes = moved_ids, moved_ws, moved_fixes
             if len(ids) == CHUNK:
                 close()
-            ids.append(t)
-            ws.append(weight)
+            found = next(((name_ids, n) for name_ids, n in lookup if tokens[pos:pos + len(name_ids)] == name_ids), None)
+            if found is None:
+                ids.append(t)
+                ws.append(weight)
+                pos += 1
+                continue
+            name_ids, name = found
+            n_vec = db[name][0].shape[0]
+            if len(ids) + n_vec > CHUNK:
+                close()
+            fixes.append((len(ids), name))
+            ids += [0] * n_vec
+            ws += [weight] * n_vec
+            pos += len(name_ids)
     if ids or not out:
         close()
     return out
+
+
+class Fixed(torch.nn.Module):
+    """A token embedding whose rows at the fixes are an embedding's vectors (A1111's
+    EmbeddingsWithFixes), for a batch of one chunk."""
+
+    def __init__(self, base, vectors):
+        super().__init__()
+        self.base, self.vectors = base, vectors
+
+    def forward(self, ids):
+        e = self.base(ids).clone()
+        for pos, vec in self.vectors:
+            e[0, pos:pos + vec.shape[0]] = vec
+        return e
+
+
+def run_fixed(enc, ids, fixes, db, encoder, **kw):
+    base = enc.get_input_embeddings()
+    enc.set_input_embeddings(Fixed(base, [(p, db[n][encoder]) for p, n in fixes]))
+    try:
+        return enc(torch.tensor([ids]), **kw)
+    finally:
+        enc.set_input_embeddings(base)
 
 
 def emphasis(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -186,19 +277,19 @@ def emphasis(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_sd1(model_dir: Path, prompt: str):
+def encode_sd1(model_dir: Path, prompt: str, db=None):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     tok = CLIPTokenizer.from_pretrained(str(model_dir / "tokenizer"))
     enc = CLIPTextModel.from_pretrained(str(model_dir / "text_encoder")).eval()
-    cs = chunks(parse(prompt), tok)
-    raw = [enc(torch.tensor([ids])).last_hidden_state for ids, _ in cs]
-    zs = [emphasis(z, torch.tensor(ws)) for z, (_, ws) in zip(raw, cs)]
+    cs = chunks(parse(prompt), tok, db)
+    raw = [run_fixed(enc, ids, fixes, db, 0).last_hidden_state for ids, _, fixes in cs]
+    zs = [emphasis(z, torch.tensor(ws)) for z, (_, ws, _) in zip(raw, cs)]
     return cs, torch.cat(zs, dim=1), torch.cat(raw, dim=1)
 
 
 @torch.no_grad()
-def encode_xl(model_dir: Path, prompt: str):
+def encode_xl(model_dir: Path, prompt: str, db=None):
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     tok1 = CLIPTokenizer.from_pretrained(str(model_dir / "tokenizer"))
@@ -206,12 +297,12 @@ def encode_xl(model_dir: Path, prompt: str):
     enc1 = CLIPTextModel.from_pretrained(str(model_dir / "text_encoder")).eval()
     enc2 = CLIPTextModelWithProjection.from_pretrained(str(model_dir / "text_encoder_2")).eval()
     parsed = parse(prompt)
-    c1, c2 = chunks(parsed, tok1), chunks(parsed, tok2)
+    c1, c2 = chunks(parsed, tok1, db), chunks(parsed, tok2, db)
     assert len(c1) == len(c2), (prompt, len(c1), len(c2))
     zs, pooled = [], None
-    for (ids1, ws1), (ids2, ws2) in zip(c1, c2):
-        h1 = enc1(torch.tensor([ids1]), output_hidden_states=True).hidden_states[-2]
-        o2 = enc2(torch.tensor([ids2]), output_hidden_states=True)
+    for (ids1, ws1, f1), (ids2, ws2, f2) in zip(c1, c2):
+        h1 = run_fixed(enc1, ids1, f1, db, 0, output_hidden_states=True).hidden_states[-2]
+        o2 = run_fixed(enc2, ids2, f2, db, 1, output_hidden_states=True)
         h2 = o2.hidden_states[-2]
         if pooled is None:
             pooled = o2.text_embeds
@@ -276,14 +367,14 @@ def main() -> None:
     contexts = {}
     for name, prompt in CASES.items():
         c, z, raw = encode_sd1(sd1, prompt)
-        tensors[f"sd1.{name}.ids"] = torch.tensor([ids for ids, _ in c], dtype=torch.int64)
-        tensors[f"sd1.{name}.weights"] = torch.tensor([ws for _, ws in c], dtype=torch.float32)
+        tensors[f"sd1.{name}.ids"] = torch.tensor([ids for ids, _, _ in c], dtype=torch.int64)
+        tensors[f"sd1.{name}.weights"] = torch.tensor([ws for _, ws, _ in c], dtype=torch.float32)
         tensors[f"sd1.{name}.context"] = z.contiguous()
         tensors[f"sd1.{name}.raw"] = raw.contiguous()
         c1, c2, zx, pooled = encode_xl(xl, prompt)
-        tensors[f"xl.{name}.ids"] = torch.tensor([ids for ids, _ in c1], dtype=torch.int64)
-        tensors[f"xl.{name}.ids_2"] = torch.tensor([ids for ids, _ in c2], dtype=torch.int64)
-        tensors[f"xl.{name}.weights"] = torch.tensor([ws for _, ws in c1], dtype=torch.float32)
+        tensors[f"xl.{name}.ids"] = torch.tensor([ids for ids, _, _ in c1], dtype=torch.int64)
+        tensors[f"xl.{name}.ids_2"] = torch.tensor([ids for ids, _, _ in c2], dtype=torch.int64)
+        tensors[f"xl.{name}.weights"] = torch.tensor([ws for _, ws, _ in c1], dtype=torch.float32)
         tensors[f"xl.{name}.context"] = zx.contiguous()
         tensors[f"xl.{name}.pooled"] = pooled.contiguous()
         contexts[name] = (z, zx)
@@ -295,6 +386,40 @@ def main() -> None:
             "amplification_sd1": amplification(raw, tensors[f"sd1.{name}.weights"]),
         }
         print(f"{name}: {len(c)} chunk(s) sd1, {len(c1)} xl; pieces {meta['cases'][name]['pieces'][:4]}")
+    db = make_embeddings()
+    meta["embedding_cases"] = {}
+    for fam, cases in EMB_CASES.items():
+        for name, prompt in cases.items():
+            if fam == "sd1":
+                c, z, raw = encode_sd1(sd1, prompt, db)
+                tensors[f"sd1.{name}.raw"] = raw.contiguous()
+                amp = amplification(raw, torch.tensor([ws for _, ws, _ in c]))
+            else:
+                c, _, z, pooled = encode_xl(xl, prompt, db)
+                tensors[f"xl.{name}.pooled"] = pooled.contiguous()
+                amp = None
+            assert any(f for _, _, f in c), (name, "names no embedding")
+            tensors[f"{fam}.{name}.ids"] = torch.tensor([ids for ids, _, _ in c], dtype=torch.int64)
+            tensors[f"{fam}.{name}.weights"] = torch.tensor([ws for _, ws, _ in c], dtype=torch.float32)
+            tensors[f"{fam}.{name}.context"] = z.contiguous()
+            meta["embedding_cases"][name] = {
+                "family": fam, "prompt": prompt, "chunks": len(c),
+                "embeddings": [[i, p, n] for i, (_, _, f) in enumerate(c) for p, n in f],
+                "amplification_sd1": amp,
+            }
+            print(f"{name}: {len(c)} chunk(s), embeddings {meta['embedding_cases'][name]['embeddings']}")
+    meta["embeddings"] = {
+        "folder": "embeddings/",
+        "files": {"EasyNeg.safetensors": "A1111: emb_params [4, 32] (SD1.x, tiny-a's width)",
+                  "fox-style.safetensors": "diffusers learned_embeds: one key '<fox-style>' [32]",
+                  "XlNeg.safetensors": "SDXL: clip_l [2, 32], clip_g [2, 48] (tiny-xl's widths)",
+                  "OldPickle.pt": "a pickle: refused with the conversion command when named"},
+        "matching": "each name tokenized alone, matched on the prompt's tokens (longest first); "
+                    "'embedding:' removed first (ComfyUI's syntax); the vectors replace the token "
+                    "embeddings at placeholder positions (id 0), one per vector, with the piece's weight",
+        "deviation": "A1111's comma backtrack leaves a moved phrase's embeddings behind; here they move "
+                     "with it (no case exercises it)",
+    }
     pos, neg = PAIR
     for i, p in enumerate(("sd1", "xl")):
         a, b = pad_pair(contexts[pos][i], contexts[neg][i], contexts["empty"][i])

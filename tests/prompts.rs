@@ -10,12 +10,13 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use burn::prelude::*;
 use common::{assert_close, cpu, fixtures, model_dir};
 use ditail::models::LoadOptions;
 use ditail::models::tensor_file::read_tensors;
-use ditail::pipeline::prompt::{self, Piece};
+use ditail::pipeline::prompt::{self, Embeddings, Piece};
 use ditail::pipeline::{Model, ModelSpec, PipelineError};
 use serde_json::Value;
 
@@ -70,7 +71,7 @@ fn check_chunks(
     ids: &TensorData,
     weights: Option<&TensorData>,
 ) {
-    let chunks = prompt::tokenized_chunks(tokenizer, &prompt::parse(text), 1).unwrap();
+    let chunks = prompt::tokenized_chunks(tokenizer, &prompt::parse(text), None, 1).unwrap();
     let got_ids: Vec<i64> = chunks
         .iter()
         .flat_map(|c| c.ids.iter().map(|&i| i64::from(i)))
@@ -206,4 +207,126 @@ fn a_prompt_past_the_limit_is_refused_with_the_limit() {
     // 1,400 tokens are fine.
     let ok = "cat, ".repeat(700);
     ditail::pipeline::settings::check_prompt("prompt", &ok).unwrap();
+}
+
+fn embeddings_dir() -> std::path::PathBuf {
+    fixtures().join("prompts/embeddings")
+}
+
+fn with_embeddings(name: &str) -> Model {
+    let mut model = load(name);
+    let db = Embeddings::read_dir(&embeddings_dir()).unwrap();
+    model.set_embeddings(Some(Arc::new(db)));
+    model
+}
+
+/// Textual-inversion embeddings named in prompts (A1111's way and ComfyUI's `embedding:`),
+/// weighted, in a long prompt, and SDXL's two-encoder kind.
+#[test]
+fn embeddings_take_their_names_places() {
+    let g = golden();
+    let m = meta();
+    let device = cpu();
+    let (sd1, xl) = (with_embeddings("tiny-a"), with_embeddings("tiny-xl"));
+    for (name, case) in m["embedding_cases"].as_object().unwrap() {
+        let text = case["prompt"].as_str().unwrap();
+        let fam = case["family"].as_str().unwrap();
+        let model = if fam == "sd1" { &sd1 } else { &xl };
+        let chunks = prompt::tokenized_chunks(
+            &model.sd().tokenizer,
+            &prompt::parse(text),
+            model.embeddings(),
+            1,
+        )
+        .unwrap();
+        let ids: Vec<i64> = chunks
+            .iter()
+            .flat_map(|c| c.ids.iter().map(|&i| i64::from(i)))
+            .collect();
+        assert_eq!(
+            ids,
+            g[&format!("{fam}.{name}.ids")]
+                .clone()
+                .try_into_vec::<i64>()
+                .unwrap(),
+            "{name}"
+        );
+        let placed: Vec<(usize, usize, String)> = chunks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.embeddings.iter().map(move |(p, n)| (i, *p, n.clone())))
+            .collect();
+        let want: Vec<(usize, usize, String)> = case["embeddings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e[0].as_u64().unwrap() as usize,
+                    e[1].as_u64().unwrap() as usize,
+                    e[2].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(placed, want, "{name}");
+        let c = model.condition(text, [64, 64], &device).unwrap();
+        let tol = TOL + 1e-8 * case["amplification_sd1"].as_f64().unwrap_or(0.0) as f32;
+        let rel = assert_close(
+            &format!("{fam} {name}"),
+            &c.context.into_data(),
+            &g[&format!("{fam}.{name}.context")],
+            tol,
+        );
+        eprintln!("{fam} {name}: encoding {rel:.1e}");
+        if fam == "xl" {
+            assert_close(
+                &format!("xl {name} pooled"),
+                &c.added.unwrap().text_embeds.into_data(),
+                &g[&format!("xl.{name}.pooled")],
+                TOL,
+            );
+        }
+        let used: Vec<String> = model
+            .embeddings_used(text)
+            .unwrap()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        assert_eq!(used.len(), 1, "{name}: {used:?}");
+    }
+}
+
+#[test]
+fn embeddings_that_cannot_be_used_are_refused_by_name() {
+    let device = cpu();
+    let sd1 = with_embeddings("tiny-a");
+    // SDXL's kind in an SD1.x prompt.
+    let err = sd1
+        .condition("a cat, XlNeg", [64, 64], &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("XlNeg") && err.contains("SDXL"), "{err}");
+    // An SD1.x one in an SDXL prompt.
+    let xl = with_embeddings("tiny-xl");
+    let err = xl
+        .condition("EasyNeg, a cat", [64, 64], &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("EasyNeg") && err.contains("SD1.x"), "{err}");
+    // A pickle is never read; naming it gives the conversion.
+    let err = sd1
+        .condition("OldPickle", [64, 64], &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("OldPickle") && err.contains("safetensors"),
+        "{err}"
+    );
+    // ComfyUI's syntax with a name that is not there: kept as text, reported.
+    let db = sd1.embeddings().unwrap();
+    assert_eq!(
+        db.unknown_references("embedding:Nope, embedding:EasyNeg"),
+        vec!["Nope"]
+    );
+    sd1.condition("embedding:Nope", [64, 64], &device).unwrap();
 }

@@ -7,7 +7,7 @@
 
 use image::RgbImage;
 
-use super::cli::metadata::{DitailRecord, LoraRecord, ModelRecord, Record};
+use super::cli::metadata::{DitailRecord, EmbeddingRecord, LoraRecord, ModelRecord, Record};
 use super::cli::output::{read_png_text, write_png};
 
 fn model(name: &str, lora: &str) -> ModelRecord {
@@ -29,6 +29,11 @@ pub fn run(data: &[u8]) {
     let mut parts = text.split('\u{1f}');
     let mut next = || parts.next().unwrap_or_default().to_string();
     let (prompt, negative, inv_prompt, name, lora) = (next(), next(), next(), next(), next());
+    // Names and hashes from the input too (what a prompt's embeddings give).
+    let embeddings = vec![EmbeddingRecord {
+        name: lora.clone(),
+        hash: name.clone(),
+    }];
     let record = Record {
         version: "0.1.0".into(),
         kind: "transfer".into(),
@@ -58,6 +63,7 @@ pub fn run(data: &[u8]) {
         height: 1,
         backend: "cpu".into(),
         dtype: "f32".into(),
+        embeddings,
     };
     let path = super::scratch().join("out.png");
     let img = RgbImage::from_raw(2, 1, vec![0, 64, 128, 192, 255, 7]).expect("2x1 RGB");

@@ -76,6 +76,7 @@ fn row_model_flags(row: &Row, base: &ModelFlags, manifest: &Path) -> Result<Mode
             .map(|v| manifest::resolve(manifest, v))
             .or(base.vae.clone()),
         clip_skip: row.parse("clip_skip", base.clip_skip)?,
+        embeddings: base.embeddings.clone(),
     })
 }
 

@@ -8,7 +8,7 @@ use image::RgbImage;
 
 use super::args::{GenerateArgs, GenerationFlags};
 use super::device::Compute;
-use super::metadata::{ModelRecord, Record};
+use super::metadata::{ModelRecord, Record, dedup, embedding_records};
 use super::models::{self, Models, dtype_name};
 use super::output::{check_output_file, write_png};
 use super::ui::Ui;
@@ -77,6 +77,10 @@ pub fn render(
         height: img.height(),
         backend: compute.backend.to_string(),
         dtype: dtype_name(compute.dtype).into(),
+        embeddings: dedup(embedding_records(
+            model,
+            &[&prompt.to_string(), &flags.negative],
+        )?),
     };
     Ok((img, record))
 }

@@ -85,6 +85,18 @@ pub struct Record {
     /// Backend and float type it ran with.
     pub backend: String,
     pub dtype: String,
+    /// The textual-inversion embeddings the prompts named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embeddings: Vec<EmbeddingRecord>,
+}
+
+/// A textual-inversion embedding a prompt named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddingRecord {
+    /// Its name in the prompt.
+    pub name: String,
+    /// The first 12 hex digits of its file's SHA-256 (A1111's `TI hashes`).
+    pub hash: String,
 }
 
 impl Record {
@@ -116,6 +128,14 @@ impl Record {
                 .map(|l| format!("{}: {}", model_label(&l.path), l.hash))
                 .collect();
             fields.push(("Lora hashes".into(), format!("\"{}\"", hashes.join(", "))));
+        }
+        if !self.embeddings.is_empty() {
+            let hashes: Vec<String> = self
+                .embeddings
+                .iter()
+                .map(|e| format!("{}: {}", e.name, e.hash))
+                .collect();
+            fields.push(("TI hashes".into(), format!("\"{}\"", hashes.join(", "))));
         }
         if let (Some(source), Some(d)) = (&self.source, &self.ditail) {
             fields.push(("Ditail source".into(), name(source)));
@@ -154,6 +174,35 @@ impl Record {
             ),
         ]
     }
+}
+
+/// The records of the embeddings `prompts` name with `model`'s embeddings (each checked
+/// against its text encoders).
+pub fn embedding_records(
+    model: &ditail::pipeline::Model,
+    prompts: &[&String],
+) -> Result<Vec<EmbeddingRecord>> {
+    let mut out = Vec::new();
+    for p in prompts {
+        for e in model.embeddings_used(p)? {
+            out.push(EmbeddingRecord {
+                name: e.name.clone(),
+                hash: e.short_hash.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `records` without repeats, in first-seen order.
+pub fn dedup(records: Vec<EmbeddingRecord>) -> Vec<EmbeddingRecord> {
+    let mut out: Vec<EmbeddingRecord> = Vec::new();
+    for r in records {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// A short display name: a file's stem, a folder's name, a repo id's name.

@@ -1,11 +1,16 @@
 //! Models as the commands use them: specs built from flags, checked up front, loaded on
 //! demand and kept while the next job needs them.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result, bail};
 use burn::tensor::FloatDType;
 use ditail::models::LoadOptions;
+use ditail::models::load::Location;
 use ditail::models::load::lora::LoraSpec;
-use ditail::pipeline::model::scheduler_config;
+use ditail::models::{ClipTokenizer, Family};
+use ditail::pipeline::model::{default_embeddings_dir, scheduler_config};
+use ditail::pipeline::prompt::{self, Embeddings};
 use ditail::pipeline::scheduler::Ddim;
 use ditail::pipeline::{Model, ModelSpec};
 
@@ -62,6 +67,7 @@ pub fn spec(model: &str, flags: &ModelFlags, with_loras: bool) -> Result<ModelSp
         loras,
         vae: flags.vae.clone(),
         clip_skip: flags.clip_skip as usize,
+        embeddings: flags.embeddings.clone(),
     })
 }
 
@@ -78,6 +84,8 @@ pub struct Checked {
     pub family: ditail::models::Family,
     /// Its U-Net's configuration (which injection sites it has).
     pub unet: ditail::models::UNetConfig,
+    /// The textual-inversion embeddings its prompts may name, and their folder.
+    pub embeddings: Option<(std::path::PathBuf, Arc<Embeddings>)>,
 }
 
 /// Checks a spec: the model and VAE exist, headers parse, the architecture is SD1.x or
@@ -91,13 +99,74 @@ pub fn check(spec: &ModelSpec, compute: &Compute) -> Result<Checked> {
         .with_context(|| format!("model {}", spec.model))?;
     let scheduler = Ddim::new(scheduler_config(&location)?);
     let record = model_record(spec, &location)?;
+    let dir = spec.embeddings.clone().or_else(|| match &location {
+        Location::File(path) => default_embeddings_dir(path),
+        _ => None,
+    });
+    let embeddings = dir
+        .map(|d| -> Result<_> {
+            let db = Embeddings::read_dir(&d)
+                .with_context(|| format!("the embeddings folder {}", d.display()))?;
+            Ok((d, Arc::new(db)))
+        })
+        .transpose()?;
     Ok(Checked {
         scheduler,
         record,
         latent_channels: plan.unet_config.in_channels,
         family: plan.family(),
         unet: plan.unet_config,
+        embeddings,
     })
+}
+
+/// Checks the textual-inversion embeddings `prompts` name against the model's family before
+/// any weights are read (an SDXL embedding in an SD1.x prompt is refused by name), and
+/// returns a warning for each `embedding:name` that is not in the folder (kept as text).
+pub fn check_embeddings(checked: &Checked, prompts: &[&str]) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let Some((dir, db)) = &checked.embeddings else {
+        for p in prompts.iter().filter(|p| p.contains("embedding:")) {
+            warnings.push(format!(
+                "the prompt \"{p}\" names an embedding, but {} has no embeddings folder (give \
+                 --embeddings DIR); the words are kept as text",
+                checked.record.model
+            ));
+        }
+        return Ok(warnings);
+    };
+    let encoders = match checked.family {
+        Family::Sd1 => 1,
+        Family::Sdxl => 2,
+    };
+    for p in prompts {
+        for name in db.unknown_references(p) {
+            warnings.push(format!(
+                "embedding:{name}: there is no embedding {name} in {}; the words are kept as text",
+                dir.display()
+            ));
+        }
+        let chunks =
+            prompt::tokenized_chunks(&ClipTokenizer::sd15(), &prompt::parse(p), Some(db), 1)?;
+        for (_, name) in chunks.iter().flat_map(|c| &c.embeddings) {
+            let e = &db.by_name[name];
+            if e.widths().len() != encoders {
+                let kind = if e.widths().len() == 1 {
+                    "an SD1.x"
+                } else {
+                    "an SDXL"
+                };
+                bail!(
+                    "embedding {name} ({}) is {kind} embedding, and {} is {}: use one trained \
+                     for this model's family",
+                    e.path.display(),
+                    checked.record.model,
+                    checked.family
+                );
+            }
+        }
+    }
+    Ok(warnings)
 }
 
 /// Loaded models, at most `capacity` at a time (each SD1.5 is 2-4 GB); an SDXL model

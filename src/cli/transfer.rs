@@ -16,8 +16,8 @@ use image::RgbImage;
 use super::args::{DitailFlags, GenerationFlags, TransferArgs};
 use super::device::Compute;
 use super::generate::render;
-use super::metadata::{DitailRecord, ModelRecord, Record};
-use super::models::{self, Checked, Models, dtype_name};
+use super::metadata::{DitailRecord, ModelRecord, Record, dedup, embedding_records};
+use super::models::{self, Checked, Models, check_embeddings, dtype_name};
 use super::output::{check_output_file, write_png};
 use super::ui::Ui;
 
@@ -58,6 +58,8 @@ pub struct TransferJob {
     /// The models' records (the source's is absent with `--from-latents`).
     pub source_record: Option<ModelRecord>,
     pub target_record: ModelRecord,
+    /// What to tell the user before running (embeddings named but not found).
+    pub warnings: Vec<String>,
 }
 
 /// Inversion and sampling settings from the flags, validated.
@@ -197,6 +199,10 @@ pub fn prepare(
     let (mut inversion, sampling) = settings(prompt, flags)?;
     check_output_file(output, "output", Some("png"))?;
     let target_checked = check(&target)?;
+    let mut warnings = check_embeddings(
+        &target_checked,
+        &[&sampling.prompt, &sampling.negative_prompt],
+    )?;
     if flags.size.is_none() {
         inversion.size = target_checked.family.native_size();
     }
@@ -205,6 +211,10 @@ pub fn prepare(
         let source = source.clone().context("give a --source model")?;
         let checked = check(&source)?;
         check_steps(&checked, &target_checked, inversion.steps, sampling.steps)?;
+        warnings.extend(check_embeddings(
+            &checked,
+            &[&inversion.prompt, &inversion.negative_prompt],
+        )?);
         Ok((content, source, Some(checked.record)))
     };
     let (content, source, source_record) = match content {
@@ -280,6 +290,7 @@ pub fn prepare(
         save_noise: None,
         source_record,
         target_record: target_checked.record,
+        warnings,
     })
 }
 
@@ -347,6 +358,7 @@ pub fn transfer_record(
         height: img.height(),
         backend: compute.backend.to_string(),
         dtype: dtype_name(compute.dtype).into(),
+        embeddings: Vec::new(),
     }
 }
 
@@ -354,10 +366,16 @@ impl TransferJob {
     /// Inverts (unless the content is an inversion already), samples, decodes and writes;
     /// the main output is written last, so that its presence means the job is complete.
     pub fn run(self, models: &mut Models, compute: &Compute, ui: &Ui) -> Result<()> {
+        for w in &self.warnings {
+            ui.warn(w);
+        }
+        let inv_prompts = [&self.inversion.prompt, &self.inversion.negative_prompt];
+        let mut embeddings = Vec::new();
         let inv = match self.content {
             Content::Latents(inv) => *inv,
             Content::Image { ref rgb, ref path } => {
                 let source = models.get(&self.source)?;
+                embeddings.extend(embedding_records(source, &inv_prompts)?);
                 let mut progress = ui.steps("source");
                 invert(source, rgb, &self.inversion, &compute.device, &mut progress)
                     .with_context(|| format!("inverting {}", path.display()))?
@@ -368,6 +386,7 @@ impl TransferJob {
                 ref flags,
             } => {
                 let source = models.get(&self.source)?;
+                embeddings.extend(embedding_records(source, &inv_prompts)?);
                 let record = self.source_record.as_ref().expect("checked source");
                 let (rgb, _) = render(source, record, prompt, flags, seed, compute, ui)?;
                 let mut progress = ui.steps("source");
@@ -382,6 +401,8 @@ impl TransferJob {
             }
         };
         let target = models.get(&self.target)?;
+        let prompts = [&self.sampling.prompt, &self.sampling.negative_prompt];
+        embeddings.extend(embedding_records(target, &prompts)?);
         let (img, latents) = sample_image(target, &inv, &self.sampling, compute, ui)?;
         if let Some(path) = &self.save_latents {
             latents::save(path, &inv, Some(&latents))
@@ -393,7 +414,7 @@ impl TransferJob {
             write_png(path, &noise, &[])?;
             ui.info(format!("wrote {}", path.display()));
         }
-        let record = transfer_record(
+        let mut record = transfer_record(
             &inv,
             &self.sampling,
             &self.mask,
@@ -402,6 +423,7 @@ impl TransferJob {
             &img,
             compute,
         );
+        record.embeddings = dedup(embeddings);
         write_png(&self.output, &img, &record.chunks())?;
         ui.info(format!("wrote {}", self.output.display()));
         Ok(())

@@ -287,6 +287,13 @@ typedef struct ditail_model_spec {
      * A1111's "Clip skip": 1 (or 0) uses the text encoder's last layer, 2 the one before.
      */
     int32_t clip_skip;
+    /**
+     * A folder of textual-inversion embeddings (`.safetensors`) that prompts may name
+     * ("EasyNegative" or "embedding:EasyNegative"), or NULL: the `embeddings` folder of
+     * the A1111 or ComfyUI installation a model file sits in, if any. (Added in the
+     * second version of this struct; callers built against the first never set it.)
+     */
+    const char *embeddings;
 } ditail_model_spec;
 
 /**

@@ -228,6 +228,18 @@ impl TokenEmbedding {
     }
 }
 
+/// Vectors that take the place of token embeddings: a textual-inversion embedding's
+/// vectors written into one prompt's token positions, before the positions are added.
+#[derive(Clone, Debug)]
+pub struct Insert {
+    /// Which prompt of the batch.
+    pub row: usize,
+    /// The first token position it replaces.
+    pub start: usize,
+    /// `[vectors, hidden_size]`, one per replaced position.
+    pub values: Tensor<2>,
+}
+
 /// `CLIPTextEmbeddings`.
 #[derive(Module, Debug)]
 pub struct ClipTextEmbeddings {
@@ -391,18 +403,20 @@ impl ClipTextTransformer {
     /// - `ids`: `[batch, tokens]` with `tokens <= max_position_embeddings`
     /// - output: `[batch, tokens, hidden_size]`
     pub fn forward(&self, ids: Tensor<2, Int>, skip: usize) -> Result<Tensor<3>> {
-        let (hidden, _) = self.hidden_states(ids, skip, false)?;
+        let (hidden, _) = self.hidden_states(ids, &[], skip, false)?;
         Ok(self.final_layer_norm.forward(hidden))
     }
 
     /// The hidden state with the last `skip` layers dropped, not normalised (what SDXL
-    /// reads), and with `last` the final-layer-normed output of the last layer too.
+    /// reads), and with `last` the final-layer-normed output of the last layer too;
+    /// `inserts` replace token embeddings first.
     ///
     /// # Shapes
     /// - `ids`: `[batch, tokens]`; outputs: `[batch, tokens, hidden_size]`
     pub fn hidden_states(
         &self,
         ids: Tensor<2, Int>,
+        inserts: &[Insert],
         skip: usize,
         last: bool,
     ) -> Result<(Tensor<3>, Option<Tensor<3>>)> {
@@ -427,8 +441,35 @@ impl ClipTextTransformer {
         let positions = Tensor::<1, Int>::arange(0..n as i64, &device)
             .reshape([1, n])
             .expand([b, n]);
-        let mut x = self.embeddings.token_embedding.forward(ids)
-            + self.embeddings.position_embedding.forward(positions);
+        let mut tokens = self.embeddings.token_embedding.forward(ids);
+        let hidden = tokens.dims()[2];
+        for insert in inserts {
+            let [k, width] = insert.values.dims();
+            if insert.row >= b || insert.start + k > n || width != hidden {
+                return Err(ModelError::InvalidInput {
+                    name: "embedding".into(),
+                    reason: format!(
+                        "{k} vectors of width {width} at token {} of prompt {} do not fit \
+                         [{b}, {n}, {hidden}]",
+                        insert.start, insert.row
+                    ),
+                });
+            }
+            let values = insert
+                .values
+                .clone()
+                .cast(tokens.dtype())
+                .unsqueeze_dim::<3>(0);
+            tokens = tokens.slice_assign(
+                [
+                    insert.row..insert.row + 1,
+                    insert.start..insert.start + k,
+                    0..hidden,
+                ],
+                values,
+            );
+        }
+        let mut x = tokens + self.embeddings.position_embedding.forward(positions);
         let keep = self.num_layers() - skip;
         for layer in &self.encoder.layers[..keep] {
             x = layer.forward(x, true);
@@ -461,6 +502,31 @@ impl ClipTextModel {
         self.text_model.forward(ids, skip)
     }
 
+    /// [`ClipTextModel::forward`] with token embeddings replaced by `inserts`
+    /// (textual-inversion embeddings).
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, tokens]`; output: `[batch, tokens, hidden_size]`
+    pub fn forward_inserted(
+        &self,
+        ids: Tensor<2, Int>,
+        inserts: &[Insert],
+        skip: usize,
+    ) -> Result<Tensor<3>> {
+        let (hidden, _) = self.text_model.hidden_states(ids, inserts, skip, false)?;
+        Ok(self.text_model.final_layer_norm.forward(hidden))
+    }
+
+    /// The hidden size (the width of a token's vector).
+    pub fn hidden_size(&self) -> usize {
+        self.text_model
+            .embeddings
+            .position_embedding
+            .weight
+            .val()
+            .dims()[1]
+    }
+
     /// What SDXL reads from an encoder: the hidden state with the last `skip` layers
     /// dropped, without the final layer norm (diffusers' `hidden_states[-(skip + 1)]`;
     /// SDXL's default is `skip = 1`, the penultimate layer), and, when the model has a
@@ -475,8 +541,25 @@ impl ClipTextModel {
         ids: Tensor<2, Int>,
         skip: usize,
     ) -> Result<(Tensor<3>, Option<Tensor<2>>)> {
+        self.forward_xl_inserted(ids, &[], skip)
+    }
+
+    /// [`ClipTextModel::forward_xl`] with token embeddings replaced by `inserts`.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, tokens]`
+    /// - outputs: `[batch, tokens, hidden_size]` and `[batch, projection_dim]`
+    pub fn forward_xl_inserted(
+        &self,
+        ids: Tensor<2, Int>,
+        inserts: &[Insert],
+        skip: usize,
+    ) -> Result<(Tensor<3>, Option<Tensor<2>>)> {
         let Some(projection) = &self.text_projection else {
-            return Ok((self.text_model.hidden_states(ids, skip, false)?.0, None));
+            return Ok((
+                self.text_model.hidden_states(ids, inserts, skip, false)?.0,
+                None,
+            ));
         };
         let [b, n] = ids.dims();
         let host: Vec<u32> = ids
@@ -491,7 +574,7 @@ impl ClipTextModel {
             .into_iter()
             .map(|t| t as u32)
             .collect();
-        let (hidden, last) = self.text_model.hidden_states(ids, skip, true)?;
+        let (hidden, last) = self.text_model.hidden_states(ids, inserts, skip, true)?;
         let last = last.expect("asked for the last layer");
         let d = last.dims()[2];
         let pooled = host

@@ -71,6 +71,16 @@ pub enum PipelineError {
         /// What to do about it.
         hint: String,
     },
+    /// A textual-inversion embedding cannot be read or does not fit the model.
+    #[error("embedding {name} ({path}): {reason}")]
+    Embedding {
+        /// Its name in prompts (the file name without extension).
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The caller cancelled the run between two steps.
     #[error("cancelled")]
     Cancelled,

@@ -1,14 +1,18 @@
 //! A loaded model (SD1.x or SDXL) as the pipeline uses it: networks, tokenizers, DDIM
 //! schedule, clip skip, and an identity for the metadata of inversions and outputs.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use burn::prelude::*;
+use ditail_models::clip::Insert;
 use ditail_models::load::lora::LoraSpec;
 use ditail_models::load::{Location, ModelPlan, locate_model, plan_model, plan_vae_spec};
 use ditail_models::tokenizer::MAX_LEN;
 use ditail_models::{AddedConditioning, Conditioning, Family, LoadOptions, StableDiffusion};
 
 use crate::error::{PipelineError, Result};
-use crate::prompt;
+use crate::prompt::{self, Embedding, Embeddings};
 use crate::scheduler::{Ddim, SchedulerConfig};
 
 /// A model as a user names it: checkpoint, LoRAs, VAE override and clip skip.
@@ -26,6 +30,10 @@ pub struct ModelSpec {
     /// (its default, diffusers' `clip_skip=None`), so there 1 and 2 are the same and 3 is
     /// diffusers' `clip_skip=1`.
     pub clip_skip: usize,
+    /// A folder of textual-inversion embeddings that prompts may name; `None`: the
+    /// `embeddings` folder of the A1111 or ComfyUI installation a single-file model sits in,
+    /// if there is one ([`default_embeddings_dir`]).
+    pub embeddings: Option<PathBuf>,
 }
 
 impl Default for ModelSpec {
@@ -42,6 +50,7 @@ impl ModelSpec {
             loras: Vec::new(),
             vae: None,
             clip_skip: 1,
+            embeddings: None,
         }
     }
 
@@ -87,6 +96,18 @@ pub fn scheduler_config(location: &Location) -> Result<SchedulerConfig> {
     })
 }
 
+/// Where A1111 and ComfyUI keep embeddings for a checkpoint file at `model`: ComfyUI's
+/// `models/embeddings` beside `models/checkpoints`, A1111's `embeddings` at the top of the
+/// installation (`models/Stable-diffusion/` is two levels down). The first that exists.
+pub fn default_embeddings_dir(model: &Path) -> Option<PathBuf> {
+    let folder = model.parent()?;
+    [folder.parent(), folder.parent().and_then(Path::parent)]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("embeddings"))
+        .find(|d| d.is_dir())
+}
+
 /// One checkpoint, ready to run.
 #[derive(Debug)]
 pub struct Model {
@@ -95,6 +116,7 @@ pub struct Model {
     clip_skip: usize,
     name: String,
     location: Location,
+    embeddings: Option<Arc<Embeddings>>,
 }
 
 impl Model {
@@ -104,12 +126,20 @@ impl Model {
     pub fn load(spec: &ModelSpec, device: &Device, opts: LoadOptions) -> Result<Self> {
         let (location, plan) = spec.plan(opts)?;
         let scheduler = Ddim::new(scheduler_config(&location)?);
+        let dir = spec.embeddings.clone().or_else(|| match &location {
+            Location::File(path) => default_embeddings_dir(path),
+            _ => None,
+        });
+        let embeddings = dir
+            .map(|d| Embeddings::read_dir(&d).map(Arc::new))
+            .transpose()?;
         Ok(Self {
             sd: plan.load(device, opts)?,
             scheduler,
             clip_skip: spec.clip_skip,
             name: spec.model.clone(),
             location,
+            embeddings,
         })
     }
 
@@ -123,7 +153,45 @@ impl Model {
             clip_skip: 1,
             location: Location::Folder(name.clone().into()),
             name,
+            embeddings: None,
         }
+    }
+
+    /// The textual-inversion embeddings prompts may name (replacing any the model had).
+    pub fn set_embeddings(&mut self, embeddings: Option<Arc<Embeddings>>) {
+        self.embeddings = embeddings;
+    }
+
+    /// The textual-inversion embeddings prompts may name.
+    pub fn embeddings(&self) -> Option<&Embeddings> {
+        self.embeddings.as_deref()
+    }
+
+    /// The embeddings `prompt` names, each checked against the text encoders' widths.
+    pub fn embeddings_used(&self, prompt: &str) -> Result<Vec<&Embedding>> {
+        let Some(db) = self.embeddings.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let chunks =
+            prompt::tokenized_chunks(&self.sd.tokenizer, &prompt::parse(prompt), Some(db), 1)?;
+        let mut used: Vec<&Embedding> = Vec::new();
+        for (_, name) in chunks.iter().flat_map(|c| &c.embeddings) {
+            let e = &db.by_name[name];
+            e.check_fits(&self.text_widths())?;
+            if !used.iter().any(|u| u.name == e.name) {
+                used.push(e);
+            }
+        }
+        Ok(used)
+    }
+
+    /// The text encoders' widths (SD1.x: one; SDXL: two).
+    fn text_widths(&self) -> Vec<usize> {
+        let mut w = vec![self.sd.text_encoder.hidden_size()];
+        if let Some(second) = &self.sd.text_encoder_2 {
+            w.push(second.model.hidden_size());
+        }
+        w
     }
 
     /// The networks and tokenizer.
@@ -181,6 +249,30 @@ impl Model {
         Tensor::<2, Int>::from_data(TensorData::new(ids, [chunks.len(), MAX_LEN]), device)
     }
 
+    /// The embeddings' vectors for text encoder `encoder`, where the chunks have them.
+    fn inserts(
+        &self,
+        chunks: &[prompt::Chunk],
+        encoder: usize,
+        device: &Device,
+    ) -> Result<Vec<Insert>> {
+        let mut out = Vec::new();
+        for (row, chunk) in chunks.iter().enumerate() {
+            for (start, name) in &chunk.embeddings {
+                let db =
+                    (self.embeddings.as_deref()).expect("chunks name embeddings of a database");
+                let e = &db.by_name[name];
+                e.check_fits(&self.text_widths())?;
+                out.push(Insert {
+                    row,
+                    start: *start,
+                    values: e.tensor(encoder, device),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// One encoder's chunk encodings `[chunks, 77, width]`, weighted, end to end.
     fn weighted(z: Tensor<3>, chunks: &[prompt::Chunk]) -> Tensor<3> {
         let weights: Vec<Vec<f32>> = chunks.iter().map(|c| c.weights.clone()).collect();
@@ -194,21 +286,31 @@ impl Model {
     /// takes it).
     fn encode(&self, prompt: &str, device: &Device) -> Result<(Tensor<3>, Option<Tensor<2>>)> {
         let pieces = prompt::parse(prompt);
-        let chunks_1 = prompt::tokenized_chunks(&self.sd.tokenizer, &pieces, 1)?;
+        let db = self.embeddings.as_deref();
+        let chunks_1 = prompt::tokenized_chunks(&self.sd.tokenizer, &pieces, db, 1)?;
         prompt::check_length("prompt", prompt, chunks_1.len())?;
         let Some(second) = &self.sd.text_encoder_2 else {
             let skip = self.clip_skip.saturating_sub(1);
-            let z = (self.sd.text_encoder).forward(Self::chunk_ids(&chunks_1, device), skip)?;
+            let ids = Self::chunk_ids(&chunks_1, device);
+            let inserts = self.inserts(&chunks_1, 0, device)?;
+            let z = (self.sd.text_encoder).forward_inserted(ids, &inserts, skip)?;
             return Ok((Self::weighted(z, &chunks_1), None));
         };
         let skip = self.clip_skip.max(2) - 1;
         // The second tokenizer reads a typed `!` as its padding token (as transformers
         // does), which can shift a chunk boundary: both encoders get as many chunks.
-        let chunks_2 = prompt::tokenized_chunks(&second.tokenizer, &pieces, chunks_1.len())?;
-        let chunks_1 = prompt::tokenized_chunks(&self.sd.tokenizer, &pieces, chunks_2.len())?;
-        let (h1, _) =
-            (self.sd.text_encoder).forward_xl(Self::chunk_ids(&chunks_1, device), skip)?;
-        let (h2, pooled) = (second.model).forward_xl(Self::chunk_ids(&chunks_2, device), skip)?;
+        let chunks_2 = prompt::tokenized_chunks(&second.tokenizer, &pieces, db, chunks_1.len())?;
+        let chunks_1 = prompt::tokenized_chunks(&self.sd.tokenizer, &pieces, db, chunks_2.len())?;
+        let (ids_1, ids_2) = (
+            Self::chunk_ids(&chunks_1, device),
+            Self::chunk_ids(&chunks_2, device),
+        );
+        let (inserts_1, inserts_2) = (
+            self.inserts(&chunks_1, 0, device)?,
+            self.inserts(&chunks_2, 1, device)?,
+        );
+        let (h1, _) = (self.sd.text_encoder).forward_xl_inserted(ids_1, &inserts_1, skip)?;
+        let (h2, pooled) = (second.model).forward_xl_inserted(ids_2, &inserts_2, skip)?;
         let context = Tensor::cat(
             vec![Self::weighted(h1, &chunks_1), Self::weighted(h2, &chunks_2)],
             2,

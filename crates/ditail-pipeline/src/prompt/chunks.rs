@@ -23,6 +23,26 @@ pub struct Chunk {
     pub ids: Vec<u32>,
     /// The emphasis weight of each id (1 for the special and padding tokens).
     pub weights: Vec<f32>,
+    /// Textual-inversion embeddings: (first position in `ids`, name); their vectors replace
+    /// the token embeddings there (the ids are placeholders, 0).
+    pub embeddings: Vec<(usize, String)>,
+}
+
+/// What a piece of a prompt becomes: tokens, and embeddings where their names were.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    /// A token id.
+    Token(u32),
+    /// An embedding of `len` vectors; `first` is the first token of its name (where a
+    /// chunk's comma rule looks, as A1111's does).
+    Embedding {
+        /// Its name.
+        name: String,
+        /// Its vectors.
+        len: usize,
+        /// The first token its name was written with.
+        first: u32,
+    },
 }
 
 /// The special tokens chunking needs.
@@ -38,17 +58,18 @@ pub struct Specials {
     pub comma: u32,
 }
 
-/// Splits parsed pieces, each already tokenized (`tokens[i]` for `pieces[i]`, nothing for a
+/// Splits parsed pieces, each already tokenized (`items[i]` for `pieces[i]`, nothing for a
 /// `BREAK`), into chunks.
-pub fn chunk(pieces: &[Piece], tokens: &[Vec<u32>], sp: Specials) -> Vec<Chunk> {
+pub fn chunk(pieces: &[Piece], items: &[Vec<Item>], sp: Specials) -> Vec<Chunk> {
     let mut b = Builder {
         sp,
         chunks: Vec::new(),
         ids: Vec::new(),
         weights: Vec::new(),
+        embeddings: Vec::new(),
         last_comma: None,
     };
-    for (piece, toks) in pieces.iter().zip(tokens) {
+    for (piece, items) in pieces.iter().zip(items) {
         let weight = match piece {
             Piece::Break => {
                 b.close();
@@ -56,8 +77,8 @@ pub fn chunk(pieces: &[Piece], tokens: &[Vec<u32>], sp: Specials) -> Vec<Chunk> 
             }
             Piece::Text(_, w) => *w as f32,
         };
-        for &t in toks {
-            b.push(t, weight);
+        for item in items {
+            b.push(item, weight);
         }
     }
     if !b.ids.is_empty() || b.chunks.is_empty() {
@@ -72,12 +93,17 @@ struct Builder {
     chunks: Vec<Chunk>,
     ids: Vec<u32>,
     weights: Vec<f32>,
+    embeddings: Vec<(usize, String)>,
     /// Where the last comma of the chunk being filled is.
     last_comma: Option<usize>,
 }
 
 impl Builder {
-    fn push(&mut self, t: u32, weight: f32) {
+    fn push(&mut self, item: &Item, weight: f32) {
+        let t = match item {
+            Item::Token(t) => *t,
+            Item::Embedding { first, .. } => *first,
+        };
         if t == self.sp.comma {
             self.last_comma = Some(self.ids.len());
         } else if let Some(comma) = self.last_comma
@@ -86,17 +112,36 @@ impl Builder {
             && self.ids.len() - comma <= COMMA_BACKTRACK
         {
             // The phrase after the comma moves on whole.
-            let mut ids = self.ids.split_off(comma + 1);
-            let mut weights = self.weights.split_off(comma + 1);
+            let at = comma + 1;
+            let mut ids = self.ids.split_off(at);
+            let mut weights = self.weights.split_off(at);
+            let moved: Vec<(usize, String)> = self
+                .embeddings
+                .extract_if(.., |(p, _)| *p >= at)
+                .map(|(p, n)| (p - at, n))
+                .collect();
             self.close();
             self.ids.append(&mut ids);
             self.weights.append(&mut weights);
+            self.embeddings = moved;
         }
         if self.ids.len() == CHUNK_TOKENS {
             self.close();
         }
-        self.ids.push(t);
-        self.weights.push(weight);
+        match item {
+            Item::Token(t) => {
+                self.ids.push(*t);
+                self.weights.push(weight);
+            }
+            Item::Embedding { name, len, .. } => {
+                if self.ids.len() + len > CHUNK_TOKENS {
+                    self.close();
+                }
+                self.embeddings.push((self.ids.len(), name.clone()));
+                self.ids.extend(std::iter::repeat_n(0, *len));
+                self.weights.extend(std::iter::repeat_n(weight, *len));
+            }
+        }
     }
 
     /// Wraps the chunk being filled in start and end tokens, pads it to 77 and starts the
@@ -120,7 +165,16 @@ impl Builder {
         weights.append(&mut self.weights);
         weights.resize(CHUNK_TOKENS + 2, 1.0);
         self.last_comma = None;
-        self.chunks.push(Chunk { ids, weights });
+        // Positions in `ids`, after the start token.
+        let embeddings = std::mem::take(&mut self.embeddings)
+            .into_iter()
+            .map(|(p, n)| (p + 1, n))
+            .collect();
+        self.chunks.push(Chunk {
+            ids,
+            weights,
+            embeddings,
+        });
     }
 }
 
@@ -139,9 +193,32 @@ mod tests {
         Piece::Text(String::new(), w)
     }
 
+    fn tokens(ids: &[u32]) -> Vec<Item> {
+        ids.iter().map(|&t| Item::Token(t)).collect()
+    }
+
+    #[test]
+    fn an_embedding_takes_its_vectors_positions_and_never_straddles_chunks() {
+        let emb = |len| Item::Embedding {
+            name: "neg".into(),
+            len,
+            first: 42,
+        };
+        let c = chunk(&[text(0.9)], &[vec![Item::Token(10), emb(3)]], SP);
+        assert_eq!(&c[0].ids[..6], &[900, 10, 0, 0, 0, 901]);
+        assert_eq!(c[0].embeddings, vec![(2, "neg".to_string())]);
+        assert_eq!(&c[0].weights[1..5], &[0.9; 4]);
+        // 74 tokens, then 3 vectors: they start the next chunk.
+        let mut items = tokens(&(100..174).collect::<Vec<_>>());
+        items.push(emb(3));
+        let c = chunk(&[text(1.0)], &[items], SP);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].embeddings, vec![(1, "neg".to_string())]);
+    }
+
     #[test]
     fn a_short_prompt_is_one_padded_chunk() {
-        let c = chunk(&[text(1.5)], &[vec![10, 11]], SP);
+        let c = chunk(&[text(1.5)], &[tokens(&[10, 11])], SP);
         assert_eq!(c.len(), 1);
         assert_eq!(&c[0].ids[..5], &[900, 10, 11, 901, 0]);
         assert_eq!(c[0].ids.len(), 77);
@@ -154,14 +231,14 @@ mod tests {
         let mut toks: Vec<u32> = (100..170).collect();
         toks.push(5);
         toks.extend(200..210);
-        let c = chunk(&[text(1.0)], &[toks], SP);
+        let c = chunk(&[text(1.0)], &[tokens(&toks)], SP);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].ids[71], 5);
         assert_eq!(c[0].ids[72], 901);
         assert_eq!(&c[1].ids[..3], &[900, 200, 201]);
         let c = chunk(
             &[text(1.0), Piece::Break, text(1.0)],
-            &[vec![10], vec![], vec![11]],
+            &[tokens(&[10]), vec![], tokens(&[11])],
             SP,
         );
         assert_eq!(c.len(), 2);
