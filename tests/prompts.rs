@@ -330,3 +330,84 @@ fn embeddings_that_cannot_be_used_are_refused_by_name() {
     );
     sd1.condition("embedding:Nope", [64, 64], &device).unwrap();
 }
+
+/// The PNG text chunk `key` (the A1111 `parameters`, or ditail's JSON).
+fn png_text(path: &std::path::Path, key: &str) -> String {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let info = reader.info();
+    let utf8 = info.utf8_text.iter().find(|c| c.keyword == key);
+    match utf8 {
+        Some(c) => c.get_text().unwrap(),
+        None => info
+            .uncompressed_latin1_text
+            .iter()
+            .find(|c| c.keyword == key)
+            .map(|c| c.text.clone())
+            .unwrap_or_else(|| panic!("no {key} chunk")),
+    }
+}
+
+/// `ditail transfer` with an embeddings folder: the embedding named in the prompt is
+/// recorded with its hash as A1111 records it, an `embedding:` name that is not there is
+/// warned about and kept as text, and one of the other family stops the run before any
+/// weights load.
+#[test]
+fn transfer_names_embeddings_and_records_their_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.png");
+    let run = |prompt: &str, negative: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ditail"))
+            .args([
+                "transfer",
+                &fixtures()
+                    .join("pipeline/content.png")
+                    .display()
+                    .to_string(),
+            ])
+            .args(["--prompt", prompt, "--negative-prompt", negative])
+            .args(["--source", &model_dir("tiny-a").display().to_string()])
+            .args([
+                "--size",
+                "64",
+                "--inv-steps",
+                "2",
+                "--steps",
+                "2",
+                "--backend",
+                "cpu",
+            ])
+            .args(["--embeddings", &embeddings_dir().display().to_string()])
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = run("a (red fox:1.2) in the snow", "EasyNeg, embedding:Nope");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("embedding:Nope"), "{stderr}");
+    let params = png_text(&out, "parameters");
+    let hash = Embeddings::read_dir(&embeddings_dir()).unwrap().by_name["EasyNeg"]
+        .short_hash
+        .clone();
+    assert!(
+        params.contains(&format!("TI hashes: \"EasyNeg: {hash}\"")),
+        "{params}"
+    );
+    assert!(
+        params.starts_with("a (red fox:1.2) in the snow\n"),
+        "{params}"
+    );
+    std::fs::remove_file(&out).unwrap();
+    let o = run("a fox, XlNeg", "blurry");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("XlNeg") && stderr.contains("SDXL"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
