@@ -64,7 +64,16 @@ SCENARIOS = [
     dict(name="prompts", n_inv=10, n_spl=10, mask="top", inject=True, inv_pos="a cat on a sofa", inv_neg="",
          pos="a watercolor painting of a cat", neg="blurry", omega=7.5, alpha=1.5, beta=0.25),
     dict(name="steps100_50", n_inv=100, n_spl=50, mask="full", inject=True),
+    # A prompt as Civitai users write them (AUTOMATIC1111's reading, scripts/make_prompt_fixtures.py):
+    # weights, BREAK, 2 chunks; a textual-inversion embedding in the negative (T's width, 48).
+    dict(name="civitai", n_inv=10, n_spl=10, mask="full", inject=True, a1111=True,
+         inv_pos="a (photo:1.2) of a [cat]", inv_neg="blurry, (lowres:1.3)",
+         pos="(masterpiece:1.2), ((best quality)), a watercolor painting of a cat on a sofa, soft morning "
+             "light, [blurry], (dramatic shadows:0.8), intricate details, warm colours, a cozy living room "
+             "BREAK a small bird by the window, (sunset:1.1)",
+         neg="(NegB:0.9), worst quality, [blurry]"),
 ]
+EMBEDDINGS = OUT / "embeddings"
 
 T2I = dict(prompt="a cat", negative="blurry", omega=7.5, steps=10, latent_hw=(8, 10), noise_seed=SEED_T2I_NOISE)
 
@@ -135,6 +144,38 @@ def token_ids(model: dict, prompt: str) -> torch.Tensor:
 @torch.no_grad()
 def embed(model: dict, prompt: str) -> torch.Tensor:
     return model["text"](input_ids=token_ids(model, prompt)).last_hidden_state.contiguous()
+
+
+def make_embeddings() -> dict:
+    """embeddings/NegB.safetensors: an A1111 embedding (emb_params [3, 48]) for T."""
+    from safetensors.torch import save_file as save_st
+
+    EMBEDDINGS.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(77)
+    vectors = (torch.randn(3, 48, generator=g) * 0.3).contiguous()
+    save_st({"emb_params": vectors}, str(EMBEDDINGS / "NegB.safetensors"))
+    return {"NegB": [vectors]}
+
+
+@torch.no_grad()
+def embed_a1111(model: dict, prompt: str, db: dict) -> torch.Tensor:
+    """AUTOMATIC1111's encoding (scripts/make_prompt_fixtures.py): chunks, emphasis, embeddings
+    whose width fits the model's encoder."""
+    import make_prompt_fixtures as mpf
+
+    width = model["text"].config.hidden_size
+    fits = {n: v for n, v in db.items() if v[0].shape[1] == width}
+    zs = []
+    for ids, ws, fixes in mpf.chunks(mpf.parse(prompt), model["tok"], fits):
+        z = mpf.run_fixed(model["text"], ids, fixes, fits, 0).last_hidden_state
+        zs.append(mpf.emphasis(z, torch.tensor(ws)))
+    return torch.cat(zs, dim=1).contiguous()
+
+
+def pad_chunks(embs: list, empty: torch.Tensor) -> list:
+    """Prompts of one batch (or one sum) to one length: empty-prompt chunks appended."""
+    n = max(e.shape[1] for e in embs)
+    return [torch.cat([e] + [empty] * ((n - e.shape[1]) // MAX_LEN), dim=1) for e in embs]
 
 
 # ---------------------------------------------------------------------------------------
@@ -540,7 +581,14 @@ def run_ditail(sc: dict, S: dict, T: dict, image: torch.Tensor, checks: dict) ->
     # stage 1: encode and invert with S
     z0 = S["vae"].config.scaling_factor * S["vae"].encode(image).latent_dist.mean
     out["z0"] = z0
-    cond_inv = p["alpha"] * embed(S, inv_pos) - p["beta"] * embed(S, inv_neg)
+    if p.get("a1111"):
+        db = make_embeddings()
+        enc = lambda m, text: embed_a1111(m, text, db)  # noqa: E731
+        pos_s, neg_s = pad_chunks([enc(S, inv_pos), enc(S, inv_neg)], enc(S, ""))
+        cond_inv = p["alpha"] * pos_s - p["beta"] * neg_s
+    else:
+        enc = embed
+        cond_inv = p["alpha"] * embed(S, inv_pos) - p["beta"] * embed(S, inv_neg)
     out["cond_inv"] = cond_inv
     z = z0
     Z = {}
@@ -563,7 +611,7 @@ def run_ditail(sc: dict, S: dict, T: dict, image: torch.Tensor, checks: dict) ->
         out[f"inv_eps.{t}"] = eps
 
     # stage 2: sample with T, injecting the source branch's features
-    e_unc, e_pos, e_neg = embed(T, ""), embed(T, p["pos"]), embed(T, p["neg"])
+    e_unc, e_pos, e_neg = pad_chunks([enc(T, ""), enc(T, p["pos"]), enc(T, p["neg"])], enc(T, ""))
     out.update(emb_uncond=e_unc, emb_pos=e_pos, emb_neg=e_neg)
     cond = torch.cat([e_unc, e_pos, e_neg])
     unet = T["unet"]
@@ -807,7 +855,10 @@ def main() -> None:
                     "both U-Nets; not saved (the Rust tests scale the same way)",
             "tokenizer": "each model's own tokenizer/ (transformers CLIPTokenizer), "
                          'tok(p, padding="max_length", max_length=77, truncation=True)',
-            "text_embedding": "E_M(p) = text_encoder(ids).last_hidden_state (after the final layer norm)",
+            "text_embedding": "E_M(p) = text_encoder(ids).last_hidden_state (after the final layer norm); "
+                              "scenario civitai reads prompts as AUTOMATIC1111 does (embed_a1111: 75-token "
+                              "chunks, emphasis, the embedding embeddings/NegB.safetensors in T's negative) and "
+                              "pads the prompts of one batch or sum with empty-prompt chunks (pad_chunks)",
         },
         "scheduler": {
             "ditail_and_t2i": "DDIMScheduler.from_config(SD1.5 scheduler config of the tiny models): scaled_linear "

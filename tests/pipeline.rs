@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use burn::prelude::*;
 use common::pipeline::{
@@ -16,8 +17,9 @@ use common::pipeline::{
 use common::{cpu, fixtures};
 use ditail::models::hook::Recorder;
 use ditail::models::tensor_file::read_tensors;
-use ditail::models::{Family, LoadOptions};
+use ditail::models::{Conditioning, Family, LoadOptions};
 use ditail::pipeline::inject::InjectionSites;
+use ditail::pipeline::prompt::Embeddings;
 use ditail::pipeline::run::{check_compatible, generate_from, invert_latents};
 use ditail::pipeline::scheduler::{Ddim, SchedulerConfig};
 use ditail::pipeline::steps::{SamplingEmbeddings, StepParams, sampling_step};
@@ -38,9 +40,13 @@ fn meta() -> Value {
         .unwrap()
 }
 
-/// A tiny model with its U-Net's `conv_out` scaled by 0.1, as the reference tames it.
+/// A tiny model with its U-Net's `conv_out` scaled by 0.1, as the reference tames it, with
+/// the fixture's textual-inversion embeddings (the `civitai` scenario names one).
 fn tame(name: &str, device: &Device) -> Model {
-    tame_as(name, device, LoadOptions::default())
+    let mut m = tame_as(name, device, LoadOptions::default());
+    let db = Embeddings::read_dir(&pipeline_dir().join("embeddings")).unwrap();
+    m.set_embeddings(Some(Arc::new(db)));
+    m
 }
 
 #[test]
@@ -120,7 +126,9 @@ fn sd1_sites() -> &'static InjectionSites {
     sites(Family::Sd1)
 }
 
-const SCENARIOS: [&str; 5] = ["full", "left", "noinj", "prompts", "steps100_50"];
+/// `civitai` reads its prompts as AUTOMATIC1111 does: weights, `BREAK`, two chunks, an
+/// embedding in the negative.
+const SCENARIOS: [&str; 6] = ["full", "left", "noinj", "prompts", "steps100_50", "civitai"];
 
 #[test]
 fn every_step_matches_the_reference() {
@@ -135,22 +143,31 @@ fn every_step_matches_the_reference() {
         let pixels = preprocess::preprocess(&img, 64, &device).unwrap();
         let z0 = s_model.sd().vae.encode_mean(pixels) * s_model.scaling_factor();
         check(&format!("{name} z0"), &z0, &g["z0"], STEP_TOL);
-        let cond = s_model.encode_prompt(&sc.inv.prompt, &device).unwrap() * sc.inv.alpha
-            - s_model
-                .encode_prompt(&sc.inv.negative_prompt, &device)
-                .unwrap()
-                * sc.inv.beta;
+        // Prompts of one sum or batch are padded to one length (long ones take chunks).
+        let [pos, neg]: [Conditioning; 2] = s_model
+            .conditions(
+                &[&sc.inv.prompt, &sc.inv.negative_prompt],
+                [64, 80],
+                &device,
+            )
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let cond = pos.context * sc.inv.alpha - neg.context * sc.inv.beta;
         check(&format!("{name} cond_inv"), &cond, &g["cond_inv"], STEP_TOL);
+        let [uncond, positive, negative]: [Conditioning; 3] = t_model
+            .conditions(
+                &["", &sc.spl.prompt, &sc.spl.negative_prompt],
+                [64, 80],
+                &device,
+            )
+            .unwrap()
+            .try_into()
+            .unwrap();
         let emb = SamplingEmbeddings {
-            uncond: t_model.encode_prompt("", &device).unwrap().into(),
-            positive: t_model
-                .encode_prompt(&sc.spl.prompt, &device)
-                .unwrap()
-                .into(),
-            negative: t_model
-                .encode_prompt(&sc.spl.negative_prompt, &device)
-                .unwrap()
-                .into(),
+            uncond,
+            positive,
+            negative,
         };
         check(
             &format!("{name} emb_uncond"),
