@@ -41,7 +41,7 @@ fn a_spec_loads_the_model_with_its_loras_and_vae_override() {
             loras: loras.clone(),
             vae: Some(vae.clone()),
             clip_skip: 2,
-            embeddings: None,
+            embeddings: Vec::new(),
         };
         let m = Model::load(&spec, &device, LoadOptions::default()).unwrap();
         assert_eq!(params(&m.sd().unet), params(&tiny_a.unet), "U-Net ({vae})");

@@ -49,6 +49,9 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ditail"))
             .args(["--backend", "cpu", "--quiet", "serve", "--models"])
             .arg(fixtures().join("models"))
+            // Textual-inversion embeddings (a folder named `embeddings`, as A1111's).
+            .arg("--models")
+            .arg(fixtures().join("prompts/embeddings"))
             .arg("--output")
             .arg(output)
             .args(["--port", "0"])
@@ -266,6 +269,33 @@ fn web_app_in_a_browser() {
     );
     ctx.assert_no_error("on load");
     ctx.shot("idle.png");
+
+    // ── Embeddings: listed as chips, offered while typing a name in a prompt.
+    let chips = ctx
+        .js("return [...document.querySelectorAll('#embeddings .chip')].map(c => c.textContent)");
+    for name in ["EasyNeg", "XlNeg", "fox-style"] {
+        assert!(
+            chips.as_array().unwrap().iter().any(|c| c == name),
+            "chips: {chips}"
+        );
+    }
+    b.type_into("#negative-prompt", "worst quality, eas");
+    ctx.wait_js(
+        "the embedding suggestion",
+        10,
+        "const s = document.querySelector('#suggest'); return !s.hidden && s.textContent.includes('EasyNeg')",
+    );
+    b.send_keys("#negative-prompt", "\u{E004}"); // Tab takes the suggestion
+    assert_eq!(
+        ctx.js("return document.querySelector('#negative-prompt').value"),
+        json!("worst quality, EasyNeg"),
+        "Tab completes the name"
+    );
+    b.type_into(
+        "#negative-prompt",
+        defaults["negative_prompt"].as_str().unwrap(),
+    );
+    ctx.js("document.querySelector('#suggest').hidden = true");
 
     // ── Content image, models, painted mask, prompt, quick settings.
     let content = fixtures().join("pipeline/content.png");

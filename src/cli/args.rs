@@ -148,10 +148,11 @@ pub struct ModelFlags {
           value_parser = clap::value_parser!(u32).range(1..=12))]
     pub clip_skip: u32,
     /// A folder of textual-inversion embeddings (.safetensors) that prompts name, A1111
-    /// style ("EasyNegative") or ComfyUI style ("embedding:EasyNegative") [default: the
-    /// `embeddings` folder of the A1111 or ComfyUI installation the model file is in].
+    /// style ("EasyNegative") or ComfyUI style ("embedding:EasyNegative"); repeatable
+    /// [default: the `embeddings` folder of the A1111 or ComfyUI installation the model
+    /// file is in].
     #[arg(long, value_name = "DIR")]
-    pub embeddings: Option<PathBuf>,
+    pub embeddings: Vec<PathBuf>,
 }
 
 /// Ditail's numbers (defaults: the reference demo's, METHOD.md).

@@ -14,7 +14,7 @@ use image::RgbImage;
 use super::args::{CocktailArgs, GenerationFlags};
 use super::device::Compute;
 use super::generate::render;
-use super::metadata::{ModelRecord, model_label};
+use super::metadata::{ModelRecord, embeddings_of, model_label};
 use super::models::{self, Models};
 use super::output::{check_output_dir, write_png};
 use super::sheet::contact_sheet;
@@ -206,7 +206,7 @@ pub fn command<'a>(
                     spl.prompt = prompt.clone();
                     let inv = &inversions[ci][si];
                     let (img, _) = sample_image(target, inv, &spl, compute, ui)?;
-                    let record = transfer_record(
+                    let mut record = transfer_record(
                         inv,
                         &spl,
                         &args.ditail.mask,
@@ -215,6 +215,7 @@ pub fn command<'a>(
                         &img,
                         compute,
                     );
+                    record.embeddings = embeddings_of(target, inv, &spl)?;
                     let path: PathBuf = args
                         .output
                         .join(format!("{label}--{}--to--{}.png", s.label, t.label));

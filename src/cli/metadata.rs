@@ -194,6 +194,25 @@ pub fn embedding_records(
     Ok(out)
 }
 
+/// The records of the embeddings a transfer's four prompts name (all read with the target's
+/// embeddings: source and target are of one family).
+pub fn embeddings_of(
+    target: &ditail::pipeline::Model,
+    inv: &ditail::pipeline::Inversion,
+    sampling: &ditail::pipeline::SamplingSettings,
+) -> Result<Vec<EmbeddingRecord>> {
+    let s = &inv.meta().settings;
+    Ok(dedup(embedding_records(
+        target,
+        &[
+            &s.prompt,
+            &s.negative_prompt,
+            &sampling.prompt,
+            &sampling.negative_prompt,
+        ],
+    )?))
+}
+
 /// `records` without repeats, in first-seen order.
 pub fn dedup(records: Vec<EmbeddingRecord>) -> Vec<EmbeddingRecord> {
     let mut out: Vec<EmbeddingRecord> = Vec::new();

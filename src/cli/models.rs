@@ -6,10 +6,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use burn::tensor::FloatDType;
 use ditail::models::LoadOptions;
-use ditail::models::load::Location;
 use ditail::models::load::lora::LoraSpec;
 use ditail::models::{ClipTokenizer, Family};
-use ditail::pipeline::model::{default_embeddings_dir, scheduler_config};
+use ditail::pipeline::model::scheduler_config;
 use ditail::pipeline::prompt::{self, Embeddings};
 use ditail::pipeline::scheduler::Ddim;
 use ditail::pipeline::{Model, ModelSpec};
@@ -84,8 +83,8 @@ pub struct Checked {
     pub family: ditail::models::Family,
     /// Its U-Net's configuration (which injection sites it has).
     pub unet: ditail::models::UNetConfig,
-    /// The textual-inversion embeddings its prompts may name, and their folder.
-    pub embeddings: Option<(std::path::PathBuf, Arc<Embeddings>)>,
+    /// The textual-inversion embeddings its prompts may name, and their folders.
+    pub embeddings: Option<(Vec<std::path::PathBuf>, Arc<Embeddings>)>,
 }
 
 /// Checks a spec: the model and VAE exist, headers parse, the architecture is SD1.x or
@@ -99,17 +98,13 @@ pub fn check(spec: &ModelSpec, compute: &Compute) -> Result<Checked> {
         .with_context(|| format!("model {}", spec.model))?;
     let scheduler = Ddim::new(scheduler_config(&location)?);
     let record = model_record(spec, &location)?;
-    let dir = spec.embeddings.clone().or_else(|| match &location {
-        Location::File(path) => default_embeddings_dir(path),
-        _ => None,
-    });
-    let embeddings = dir
-        .map(|d| -> Result<_> {
-            let db = Embeddings::read_dir(&d)
-                .with_context(|| format!("the embeddings folder {}", d.display()))?;
-            Ok((d, Arc::new(db)))
-        })
-        .transpose()?;
+    let dirs = spec.embedding_dirs(&location);
+    let embeddings = if dirs.is_empty() {
+        None
+    } else {
+        let db = Embeddings::read_dirs(&dirs).context("the embeddings folders")?;
+        Some((dirs, Arc::new(db)))
+    };
     Ok(Checked {
         scheduler,
         record,
@@ -125,7 +120,7 @@ pub fn check(spec: &ModelSpec, compute: &Compute) -> Result<Checked> {
 /// returns a warning for each `embedding:name` that is not in the folder (kept as text).
 pub fn check_embeddings(checked: &Checked, prompts: &[&str]) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
-    let Some((dir, db)) = &checked.embeddings else {
+    let Some((dirs, db)) = &checked.embeddings else {
         for p in prompts.iter().filter(|p| p.contains("embedding:")) {
             warnings.push(format!(
                 "the prompt \"{p}\" names an embedding, but {} has no embeddings folder (give \
@@ -143,7 +138,10 @@ pub fn check_embeddings(checked: &Checked, prompts: &[&str]) -> Result<Vec<Strin
         for name in db.unknown_references(p) {
             warnings.push(format!(
                 "embedding:{name}: there is no embedding {name} in {}; the words are kept as text",
-                dir.display()
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         let chunks =

@@ -16,6 +16,7 @@ use ditail::models::load::lora::{LoraSet, LoraSpec};
 use ditail::models::load::{plan_vae_spec, reject_pickle};
 use ditail::models::{Family, LoadOptions};
 use ditail::pipeline::ModelSpec;
+use ditail::pipeline::prompt::Embedding;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -34,6 +35,8 @@ pub enum Kind {
     Checkpoint,
     Lora,
     Vae,
+    /// A textual-inversion embedding (named in prompts).
+    Embedding,
 }
 
 impl Kind {
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Checkpoint => "checkpoint",
             Kind::Lora => "LoRA",
             Kind::Vae => "VAE",
+            Kind::Embedding => "embedding",
         }
     }
 
@@ -51,6 +55,7 @@ impl Kind {
             Kind::Checkpoint => "c",
             Kind::Lora => "l",
             Kind::Vae => "v",
+            Kind::Embedding => "e",
         }
     }
 }
@@ -82,6 +87,8 @@ pub struct Listing {
     pub checkpoints: Vec<Entry>,
     pub loras: Vec<Entry>,
     pub vaes: Vec<Entry>,
+    /// Textual-inversion embeddings (prompts name them; `architecture` says the family).
+    pub embeddings: Vec<Entry>,
 }
 
 /// Everything found under the roots.
@@ -133,7 +140,24 @@ impl Catalog {
             checkpoints: of(Kind::Checkpoint),
             loras: of(Kind::Lora),
             vaes: of(Kind::Vae),
+            embeddings: of(Kind::Embedding),
         }
+    }
+
+    /// The folders of the usable embeddings, in the order found: what jobs read
+    /// embeddings from.
+    pub fn embedding_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for e in &self.entries {
+            if e.kind == Kind::Embedding
+                && e.usable
+                && let Some(dir) = e.path.parent()
+                && !dirs.iter().any(|d| d == dir)
+            {
+                dirs.push(dir.to_path_buf());
+            }
+        }
+        dirs
     }
 
     /// The number of entries.
@@ -147,6 +171,15 @@ fn hint_of(dir: &Path) -> Option<Kind> {
     let name = dir.file_name()?.to_string_lossy().to_ascii_lowercase();
     if name.contains("lora") || name.contains("lycoris") {
         Some(Kind::Lora)
+    } else if [
+        "embeddings",
+        "embedding",
+        "textual_inversion",
+        "textual-inversion",
+    ]
+    .contains(&name.as_str())
+    {
+        Some(Kind::Embedding)
     } else if name == "vae" || name == "vae-approx" {
         Some(Kind::Vae)
     } else if ["stable-diffusion", "checkpoints", "diffusers"].contains(&name.as_str()) {
@@ -286,7 +319,15 @@ fn read_header(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>), S
 /// What a safetensors file holds, from its keys.
 fn kind_from_keys(keys: &[String]) -> Option<Kind> {
     let any = |f: &dyn Fn(&str) -> bool| keys.iter().any(|k| f(k));
-    if any(&|k| {
+    let only = |names: &[&str]| {
+        keys.len() == names.len() && names.iter().all(|n| keys.iter().any(|k| k == n))
+    };
+    if only(&["emb_params"])
+        || only(&["clip_l", "clip_g"])
+        || (!keys.is_empty() && keys.iter().all(|k| k.starts_with("string_to_param.")))
+    {
+        Some(Kind::Embedding)
+    } else if any(&|k| {
         k.starts_with("lora_")
             || k.contains(".lora_")
             || k.contains(".lora.")
@@ -381,7 +422,18 @@ fn classify(path: &Path, hint: Option<Kind>, opts: LoadOptions) -> Entry {
         reason: None,
         triggers: Vec::new(),
     };
-    let outcome: Result<Option<&str>, String> = if !is_dir && reject_pickle(path).is_err() {
+    let outcome: Result<Option<&str>, String> = if entry.kind == Kind::Embedding && !is_dir {
+        // Read whole (a few KB): the reader names the layout, and a pickle's conversion.
+        Embedding::read(path)
+            .map(|e| {
+                Some(if e.widths().len() == 1 {
+                    "SD1.x"
+                } else {
+                    "SDXL"
+                })
+            })
+            .map_err(|e| e.to_string())
+    } else if !is_dir && reject_pickle(path).is_err() {
         Err(reject_pickle(path).expect_err("checked").to_string())
     } else if is_dir {
         plan(entry.kind, &entry.path, opts)
@@ -445,6 +497,15 @@ fn plan(kind: Kind, path: &Path, opts: LoadOptions) -> Result<Option<&'static st
         .map_err(|e| e.to_string()),
         Kind::Vae => plan_vae_spec(&name, opts)
             .map(|_| None)
+            .map_err(|e| e.to_string()),
+        Kind::Embedding => Embedding::read(path)
+            .map(|e| {
+                Some(if e.widths().len() == 1 {
+                    "SD1.x"
+                } else {
+                    "SDXL"
+                })
+            })
             .map_err(|e| e.to_string()),
     }
 }

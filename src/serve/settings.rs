@@ -295,7 +295,7 @@ impl Variant {
                 .map(|v| pick(v, Kind::Vae))
                 .transpose()?,
             clip_skip: self.clip_skip as usize,
-            embeddings: None,
+            embeddings: catalog.embedding_dirs(),
         })
     }
 }

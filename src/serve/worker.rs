@@ -25,6 +25,7 @@ use super::jobs::{Jobs, Status, Submission};
 use super::preview::{data_url, latents_to_rgb};
 use crate::cli::args::GenerationFlags;
 use crate::cli::device::Compute;
+use crate::cli::metadata::embeddings_of;
 use crate::cli::models::{self, Checked};
 use crate::cli::output::write_png;
 use crate::cli::transfer::{settings as ditail_settings, transfer_record};
@@ -250,7 +251,7 @@ impl Worker {
                             "label": format!("decoding {} → {}", sub.sources[i], sub.targets[j]) }),
                 );
                 let img = to_rgb(decode(&model, latents)?)?;
-                let record = transfer_record(
+                let mut record = transfer_record(
                     inv,
                     &sampling,
                     &s.mask,
@@ -259,6 +260,7 @@ impl Worker {
                     &img,
                     &self.compute,
                 );
+                record.embeddings = embeddings_of(&model, inv, &sampling)?;
                 let name = format!("{id}-{i}-{j}.png");
                 write_png(&self.output.join(&name), &img, &record.chunks())?;
                 self.jobs.emit(

@@ -287,13 +287,6 @@ typedef struct ditail_model_spec {
      * A1111's "Clip skip": 1 (or 0) uses the text encoder's last layer, 2 the one before.
      */
     int32_t clip_skip;
-    /**
-     * A folder of textual-inversion embeddings (`.safetensors`) that prompts may name
-     * ("EasyNegative" or "embedding:EasyNegative"), or NULL: the `embeddings` folder of
-     * the A1111 or ComfyUI installation a model file sits in, if any. (Added in the
-     * second version of this struct; callers built against the first never set it.)
-     */
-    const char *embeddings;
 } ditail_model_spec;
 
 /**
@@ -503,6 +496,22 @@ struct ditail_model_spec ditail_model_default_spec(void);
 enum ditail_status ditail_model_load(const struct ditail_context *ctx,
                                      const struct ditail_model_spec *spec,
                                      struct ditail_model **out);
+
+/**
+ * [`ditail_model_load`] with a folder of textual-inversion embeddings (`.safetensors`)
+ * that the model's prompts may then name, A1111's way ("EasyNegative") or ComfyUI's
+ * ("embedding:EasyNegative"); NULL `embeddings` is `ditail_model_load`'s default: the
+ * `embeddings` folder of the A1111 or ComfyUI installation a model file sits in, if any.
+ * An embedding of the other family, or an A1111 `.pt` pickle, is refused by name when a
+ * prompt names it.
+ *
+ * # Safety
+ * As [`ditail_model_load`]; `embeddings` is NULL or a NUL-terminated string.
+ */
+enum ditail_status ditail_model_load_with_embeddings(const struct ditail_context *ctx,
+                                                     const struct ditail_model_spec *spec,
+                                                     const char *embeddings,
+                                                     struct ditail_model **out);
 
 /**
  * Frees a model. A call using it on another thread finishes first (the model goes when

@@ -14,6 +14,7 @@ use image::RgbImage;
 use crate::backend::{Backend, Compute, Dtype};
 use crate::error::{Error, Result, Status, guard, guard_value, last_error_ptr};
 use crate::handles::{Buffers, Table};
+use crate::settings::opt_str;
 use crate::settings::{
     ContextSettings, GenerationSettings, InversionSettings, ModelSpec, RawContextSettings,
     SamplingSettings, read_versioned, req_str,
@@ -269,11 +270,33 @@ pub unsafe extern "C" fn ditail_model_load(
     spec: *const ModelSpec,
     out: *mut *mut Model,
 ) -> Status {
+    // SAFETY: the caller's contract; no embeddings folder is NULL.
+    unsafe { ditail_model_load_with_embeddings(ctx, spec, std::ptr::null(), out) }
+}
+
+/// [`ditail_model_load`] with a folder of textual-inversion embeddings (`.safetensors`)
+/// that the model's prompts may then name, A1111's way ("EasyNegative") or ComfyUI's
+/// ("embedding:EasyNegative"); NULL `embeddings` is `ditail_model_load`'s default: the
+/// `embeddings` folder of the A1111 or ComfyUI installation a model file sits in, if any.
+/// An embedding of the other family, or an A1111 `.pt` pickle, is refused by name when a
+/// prompt names it.
+///
+/// # Safety
+/// As [`ditail_model_load`]; `embeddings` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ditail_model_load_with_embeddings(
+    ctx: *const Context,
+    spec: *const ModelSpec,
+    embeddings: *const c_char,
+    out: *mut *mut Model,
+) -> Status {
     guard(|| {
         // SAFETY: the caller's contract.
         let out = unsafe { out_param(out, "out") }?;
         let ctx = CONTEXTS.get(ctx.addr(), "ctx")?;
-        let spec = unsafe { read_versioned(spec, "spec") }?.to_pipeline()?;
+        let mut spec = unsafe { read_versioned(spec, "spec") }?.to_pipeline()?;
+        let dir = unsafe { opt_str(embeddings, "embeddings") }?;
+        spec.embeddings = dir.map(std::path::PathBuf::from).into_iter().collect();
         let opts = ditail_models::LoadOptions {
             dtype: ctx.compute.dtype,
         };

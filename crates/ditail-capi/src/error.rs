@@ -182,6 +182,9 @@ impl From<PipelineError> for Error {
             PipelineError::InversionMismatch { .. } => Status::Incompatible,
             PipelineError::NonFiniteLatents { .. } => Status::NonFinite,
             PipelineError::Cancelled => Status::Cancelled,
+            PipelineError::Embedding { path, .. } if !path.exists() => Status::NotFound,
+            // Another family's, a pickle, or not an embedding file.
+            PipelineError::Embedding { .. } => Status::Incompatible,
             _ => Status::Internal,
         };
         Error::new(status, e.to_string())

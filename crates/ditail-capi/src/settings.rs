@@ -82,11 +82,6 @@ pub struct ModelSpec {
     pub vae: *const c_char,
     /// A1111's "Clip skip": 1 (or 0) uses the text encoder's last layer, 2 the one before.
     pub clip_skip: i32,
-    /// A folder of textual-inversion embeddings (`.safetensors`) that prompts may name
-    /// ("EasyNegative" or "embedding:EasyNegative"), or NULL: the `embeddings` folder of
-    /// the A1111 or ComfyUI installation a model file sits in, if any. (Added in the
-    /// second version of this struct; callers built against the first never set it.)
-    pub embeddings: *const c_char,
 }
 
 impl Default for ModelSpec {
@@ -98,7 +93,6 @@ impl Default for ModelSpec {
             n_loras: 0,
             vae: std::ptr::null(),
             clip_skip: 1,
-            embeddings: std::ptr::null(),
         }
     }
 }
@@ -258,17 +252,7 @@ macro_rules! versioned {
         }
     };
 }
-unsafe impl Versioned for ModelSpec {
-    const NAME: &'static str = "ditail_model_spec";
-    // The first version ended before `embeddings`.
-    const SIZES: &'static [usize] = &[
-        std::mem::offset_of!(ModelSpec, embeddings),
-        size_of::<Self>(),
-    ];
-    fn defaults() -> Self {
-        Self::default()
-    }
-}
+versioned!(ModelSpec, "ditail_model_spec");
 versioned!(InversionSettings, "ditail_inversion_settings");
 versioned!(SamplingSettings, "ditail_sampling_settings");
 versioned!(GenerationSettings, "ditail_generation_settings");
@@ -346,8 +330,6 @@ impl ModelSpec {
         // SAFETY (all strings and the array): the header's contract.
         let model = unsafe { req_str(self.model, "spec->model") }?;
         let vae = unsafe { opt_str(self.vae, "spec->vae") }?.map(str::to_string);
-        let embeddings =
-            unsafe { opt_str(self.embeddings, "spec->embeddings") }?.map(PathBuf::from);
         if self.n_loras > 0 && self.loras.is_null() {
             return Err(Error::invalid(format!(
                 "spec->loras is NULL but spec->n_loras is {}",
@@ -389,7 +371,7 @@ impl ModelSpec {
             loras,
             vae,
             clip_skip: self.clip_skip as usize,
-            embeddings,
+            embeddings: Vec::new(),
         })
     }
 }

@@ -30,10 +30,10 @@ pub struct ModelSpec {
     /// (its default, diffusers' `clip_skip=None`), so there 1 and 2 are the same and 3 is
     /// diffusers' `clip_skip=1`.
     pub clip_skip: usize,
-    /// A folder of textual-inversion embeddings that prompts may name; `None`: the
-    /// `embeddings` folder of the A1111 or ComfyUI installation a single-file model sits in,
-    /// if there is one ([`default_embeddings_dir`]).
-    pub embeddings: Option<PathBuf>,
+    /// Folders of textual-inversion embeddings that prompts may name (a name in an earlier
+    /// folder wins); none: the `embeddings` folder of the A1111 or ComfyUI installation a
+    /// single-file model sits in, if there is one ([`default_embeddings_dir`]).
+    pub embeddings: Vec<PathBuf>,
 }
 
 impl Default for ModelSpec {
@@ -50,7 +50,18 @@ impl ModelSpec {
             loras: Vec::new(),
             vae: None,
             clip_skip: 1,
-            embeddings: None,
+            embeddings: Vec::new(),
+        }
+    }
+
+    /// The embeddings folders: the spec's, else the default beside a model file.
+    pub fn embedding_dirs(&self, location: &Location) -> Vec<PathBuf> {
+        if !self.embeddings.is_empty() {
+            return self.embeddings.clone();
+        }
+        match location {
+            Location::File(path) => default_embeddings_dir(path).into_iter().collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -126,13 +137,12 @@ impl Model {
     pub fn load(spec: &ModelSpec, device: &Device, opts: LoadOptions) -> Result<Self> {
         let (location, plan) = spec.plan(opts)?;
         let scheduler = Ddim::new(scheduler_config(&location)?);
-        let dir = spec.embeddings.clone().or_else(|| match &location {
-            Location::File(path) => default_embeddings_dir(path),
-            _ => None,
-        });
-        let embeddings = dir
-            .map(|d| Embeddings::read_dir(&d).map(Arc::new))
-            .transpose()?;
+        let dirs = spec.embedding_dirs(&location);
+        let embeddings = if dirs.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Embeddings::read_dirs(&dirs)?))
+        };
         Ok(Self {
             sd: plan.load(device, opts)?,
             scheduler,

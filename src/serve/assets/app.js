@@ -64,7 +64,8 @@ const LORA_SCALE = 0.7;
 // ───────────────────────────── state ─────────────────────────────
 
 const state = {
-  catalog: { checkpoints: [], loras: [], vaes: [] },
+  catalog: { checkpoints: [], loras: [], vaes: [], embeddings: [] },
+  promptField: null,   // the prompt textarea typed in last (where embedding chips go)
   byId: new Map(),     // catalog id → entry
   defaults: null,      // Settings from /api/defaults (null if unavailable)
   limits: {},
@@ -84,7 +85,7 @@ const isUsable = (id) => !!(state.byId.get(id) || {}).usable;
 
 async function loadModels(rescan = false) {
   const cat = rescan ? await post('/api/models/rescan') : await api('/api/models');
-  state.catalog = { checkpoints: cat.checkpoints || [], loras: cat.loras || [], vaes: cat.vaes || [] };
+  state.catalog = { checkpoints: cat.checkpoints || [], loras: cat.loras || [], vaes: cat.vaes || [], embeddings: cat.embeddings || [] };
   state.byId = new Map([...state.catalog.checkpoints, ...state.catalog.loras, ...state.catalog.vaes].map((e) => [e.id, e]));
   refreshPickers();
 }
@@ -112,6 +113,107 @@ function refreshPickers() {
   for (const b of $$('.add-lora')) updateLoraButton(b);
   for (const row of $$('.lora')) renderChips(row);
   renderCocktailModels();
+  renderEmbeddings();
+}
+
+// ───────────────────────────── embeddings ─────────────────────────────
+// Textual-inversion embeddings are named in prompts (A1111's way: the file name). Chips
+// list them; typing the start of a name in a prompt offers the names that fit.
+
+const PROMPT_FIELDS = ['#prompt', '#negative-prompt', '#inv-prompt', '#inv-negative-prompt', '#content-prompt'];
+
+/** The family of the first selected model, to mark embeddings of the other one. */
+function currentFamily() {
+  const sel = $('select.model') || $('select[data-kind=checkpoint]');
+  const e = sel && state.byId.get(sel.value);
+  return e ? e.architecture : null;
+}
+
+const usableEmbeddings = () => state.catalog.embeddings.filter((e) => e.usable);
+
+function renderEmbeddings() {
+  const list = usableEmbeddings();
+  $('#embeddings-box').hidden = !list.length;
+  const fam = currentFamily();
+  $('#embeddings').replaceChildren(...list.map((e) => el('button', {
+    type: 'button', class: `chip${fam && e.architecture !== fam ? ' other-family' : ''}`,
+    title: `${e.architecture} embedding: add it to the prompt${fam && e.architecture !== fam ? ` (the selected model is ${fam}: it would be refused)` : ''}`,
+    onclick: () => insertEmbedding(e.name),
+  }, e.name)));
+}
+
+function insertEmbedding(name) {
+  const f = state.promptField || $('#negative-prompt');
+  const cur = f.value.trim();
+  f.value = cur ? `${name}, ${cur}` : name;
+  f.focus();
+}
+
+/** The word being typed before the caret (letters, digits, `_-.`, after `embedding:`). */
+function wordAtCaret(f) {
+  const before = f.value.slice(0, f.selectionStart);
+  const m = /(?:embedding:)?([\p{L}\p{N}_.-]+)$/u.exec(before);
+  return m ? { start: before.length - m[0].length, end: f.selectionStart, text: m[1], full: m[0] } : null;
+}
+
+function hideSuggest() {
+  const box = $('#suggest');
+  box.hidden = true;
+  box.replaceChildren();
+  box.field = null;
+}
+
+function showSuggest(f) {
+  const w = wordAtCaret(f);
+  const low = w && w.text.toLowerCase();
+  const hits = w && w.text.length >= 2
+    ? usableEmbeddings().filter((e) => e.name.toLowerCase().startsWith(low) && e.name.toLowerCase() !== low).slice(0, 8)
+    : [];
+  if (!hits.length) { hideSuggest(); return; }
+  const box = $('#suggest');
+  const pick = (name) => {
+    const keep = w.full.startsWith('embedding:') ? 'embedding:' : '';
+    f.value = f.value.slice(0, w.start) + keep + name + f.value.slice(w.end);
+    const at = w.start + keep.length + name.length;
+    f.setSelectionRange(at, at);
+    hideSuggest();
+    f.focus();
+  };
+  box.replaceChildren(...hits.map((e, i) => el('button', {
+    type: 'button', role: 'option', class: i === 0 ? 'active' : null, title: `${e.architecture} embedding`,
+    onmousedown: (ev) => { ev.preventDefault(); pick(e.name); },
+  }, e.name)));
+  box.pick = pick;
+  box.field = f;
+  const r = f.getBoundingClientRect();
+  box.style.left = `${r.left + window.scrollX}px`;
+  box.style.top = `${r.bottom + window.scrollY + 2}px`;
+  box.hidden = false;
+}
+
+function moveSuggest(by) {
+  const items = $$('#suggest button');
+  const i = items.findIndex((b) => b.classList.contains('active'));
+  items.forEach((b) => b.classList.remove('active'));
+  items[(i + by + items.length) % items.length].classList.add('active');
+}
+
+function initEmbeddings() {
+  for (const sel of PROMPT_FIELDS) {
+    const f = $(sel);
+    if (!f) continue;
+    f.addEventListener('focus', () => { state.promptField = f; });
+    f.addEventListener('input', () => showSuggest(f));
+    f.addEventListener('blur', () => setTimeout(() => { if ($('#suggest').field === f) hideSuggest(); }, 150));
+    f.addEventListener('keydown', (ev) => {
+      const box = $('#suggest');
+      if (box.hidden || box.field !== f) return;
+      if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') { ev.preventDefault(); moveSuggest(ev.key === 'ArrowDown' ? 1 : -1); }
+      else if (ev.key === 'Enter' || ev.key === 'Tab') { ev.preventDefault(); box.pick($('#suggest button.active').textContent); }
+      else if (ev.key === 'Escape') hideSuggest();
+    });
+  }
+  document.addEventListener('change', (ev) => { if (ev.target.matches('select.model, select[data-kind=checkpoint]')) renderEmbeddings(); });
 }
 
 // ───────────────────────────── variant editors ─────────────────────────────
@@ -1069,6 +1171,7 @@ async function start() {
   initContent();
   initMask();
   initGallery();
+  initEmbeddings();
   $('#rescan').addEventListener('click', guard(async () => {
     $('#rescan').disabled = true;
     try { await loadModels(true); } finally { $('#rescan').disabled = false; }

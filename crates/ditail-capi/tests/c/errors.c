@@ -362,6 +362,24 @@ int main(int argc, char **argv) {
     EXPECT(counts[DITAIL_PHASE_GENERATION] == 2);
     EXPECT(ditail_latents_free(generated) == DITAIL_STATUS_OK);
 
+    /* Textual-inversion embeddings: named in a prompt; another family's refused by name. */
+    char embeddings[4096];
+    snprintf(embeddings, sizeof embeddings, "%s/../prompts/embeddings", models);
+    ditail_model *with_emb = NULL;
+    spec.model = tiny_a;
+    EXPECT_ERROR(ditail_model_load_with_embeddings(ctx, &spec, "/no/such/embeddings", &with_emb),
+                 DITAIL_STATUS_NOT_FOUND, "/no/such/embeddings");
+    EXPECT(ditail_model_load_with_embeddings(ctx, &spec, embeddings, &with_emb) ==
+           DITAIL_STATUS_OK);
+    gs.prompt = "a castle, (EasyNeg:0.8)";
+    EXPECT(ditail_generate(with_emb, &gs, NULL, NULL, &generated) == DITAIL_STATUS_OK);
+    EXPECT(ditail_latents_free(generated) == DITAIL_STATUS_OK);
+    gs.prompt = "a castle, XlNeg";
+    EXPECT_ERROR(ditail_generate(with_emb, &gs, NULL, NULL, &generated),
+                 DITAIL_STATUS_INCOMPATIBLE, "XlNeg");
+    EXPECT(ditail_model_free(with_emb) == DITAIL_STATUS_OK);
+    gs.prompt = "a castle";
+
     /* Freed handles and double frees are refused; NULL frees are no-ops. */
     EXPECT(ditail_rgb_free(rgb) == DITAIL_STATUS_OK);
     EXPECT(ditail_rgb_free(rgb2) == DITAIL_STATUS_OK);

@@ -191,7 +191,20 @@ impl Embeddings {
     /// Every `.safetensors` (and, to explain them, `.pt` / `.bin`) file directly in `dir`,
     /// and in its subfolders as A1111 reads them.
     pub fn read_dir(dir: &Path) -> Result<Self> {
+        Self::read_dirs(&[dir.to_path_buf()])
+    }
+
+    /// [`Embeddings::read_dir`] of several folders; a name found twice is the first one's.
+    pub fn read_dirs(dirs: &[PathBuf]) -> Result<Self> {
         let mut out = Self::default();
+        for dir in dirs {
+            out.read_into(dir)?;
+        }
+        Ok(out)
+    }
+
+    fn read_into(&mut self, dir: &Path) -> Result<()> {
+        let out = self;
         let mut pending = vec![dir.to_path_buf()];
         while let Some(d) = pending.pop() {
             let entries = std::fs::read_dir(&d).map_err(|e| PipelineError::Embedding {
@@ -220,12 +233,14 @@ impl Embeddings {
                     }
                     Err(e) => {
                         let name = path.file_stem().unwrap_or_default().to_string_lossy();
-                        out.unreadable.insert(name.into_owned(), e.to_string());
+                        out.unreadable
+                            .entry(name.into_owned())
+                            .or_insert(e.to_string());
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Whether there are none.
