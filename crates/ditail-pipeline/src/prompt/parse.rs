@@ -124,9 +124,7 @@ fn next_token(s: &str) -> (Token<'_>, &str) {
             None => (Token::Text, after),
         },
         _ => {
-            let end = s
-                .find(|c: char| matches!(c, '\\' | '(' | ')' | '[' | ']' | ':'))
-                .unwrap_or(s.len());
+            let end = s.find(['\\', '(', ')', '[', ']', ':']).unwrap_or(s.len());
             (Token::Text, &s[end..])
         }
     }
