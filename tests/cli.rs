@@ -25,12 +25,33 @@ fn model(name: &str) -> String {
 
 /// Runs `ditail` on the CPU with a private hash cache and no hub access.
 fn ditail(tmp: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ditail"))
-        .args(["--backend", "cpu"])
+    ditail_env(tmp, args, &[])
+}
+
+/// The variables through which cluster schedulers give a task its shard.
+const SCHEDULER_VARS: [&str; 7] = [
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
+    "SLURM_ARRAY_TASK_COUNT",
+    "JOB_COMPLETION_INDEX",
+    "DITAIL_SHARD_COUNT",
+];
+
+/// `ditail` with `vars` set, and no scheduler variable of the environment the tests run in
+/// (a test run inside a Slurm job must not shard the batches).
+fn ditail_env(tmp: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ditail"));
+    cmd.args(["--backend", "cpu"])
         .args(args)
         .env("XDG_CACHE_HOME", tmp.join("cache"))
         .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", tmp.join("hf"))
+        .env("HF_HOME", tmp.join("hf"));
+    for v in SCHEDULER_VARS {
+        cmd.env_remove(v);
+    }
+    cmd.envs(vars.iter().copied())
         .output()
         .expect("the ditail binary runs")
 }
@@ -350,6 +371,61 @@ fn write_manifest(dir: &Path, rows: &[&str]) -> PathBuf {
     }
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// A Slurm array task and a Kubernetes Indexed Job pod take their shard from the
+/// scheduler's variables, say which, and run only its rows.
+#[test]
+fn batch_takes_its_shard_from_slurm_or_kubernetes() {
+    let tmp = TempDir::new().unwrap();
+    std::fs::copy(content(), tmp.path().join("content.png")).unwrap();
+    let a = model("tiny-a");
+    let rows: Vec<String> = (1..=5)
+        .map(|i| format!("r{i},content.png,a cat {i},{a},{a},2,2,64"))
+        .collect();
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let manifest = write_manifest(tmp.path(), &rows);
+    let m = manifest.to_str().unwrap();
+    let run = |out: &str, vars: &[(&str, &str)]| {
+        let o = tmp.path().join(out);
+        let res = ditail_env(tmp.path(), &["batch", m, "-o", o.to_str().unwrap()], vars);
+        (res, files(&o))
+    };
+    // `sbatch --array=1-3`: task 3 is shard 2 of 3.
+    let (res, made) = run(
+        "slurm",
+        &[
+            ("SLURM_ARRAY_TASK_ID", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_MAX", "3"),
+            ("SLURM_ARRAY_TASK_STEP", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+        ],
+    );
+    assert_ok(&res);
+    assert!(
+        stderr(&res).contains("shard 2/3 (Slurm array task 3 of 1-3)"),
+        "{}",
+        stderr(&res)
+    );
+    assert_eq!(made, ["r3.png"]);
+    // An Indexed Job with completions 2: index 1 runs rows 2 and 4.
+    let (res, made) = run(
+        "k8s",
+        &[("JOB_COMPLETION_INDEX", "1"), ("DITAIL_SHARD_COUNT", "2")],
+    );
+    assert_ok(&res);
+    assert!(
+        stderr(&res).contains("shard 1/2 (Kubernetes"),
+        "{}",
+        stderr(&res)
+    );
+    assert_eq!(made, ["r2.png", "r4.png"]);
+    // Without the count the pod refuses to guess (exit 2, nothing written).
+    let (res, made) = run("k8s-nocount", &[("JOB_COMPLETION_INDEX", "1")]);
+    assert_eq!(res.status.code(), Some(2), "{}", stderr(&res));
+    assert!(stderr(&res).contains("--shard-count"), "{}", stderr(&res));
+    assert!(made.is_empty());
 }
 
 #[test]

@@ -350,9 +350,15 @@ pub struct BatchArgs {
     /// The output folder (rows whose output is already complete there are skipped).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
-    /// Run only rows i with i mod N = I (0-based), e.g. --shard $SLURM_ARRAY_TASK_ID/8.
+    /// Run only rows i with i mod N = I (0-based) [default: from a Slurm job array
+    /// (SLURM_ARRAY_TASK_ID and its range) or a Kubernetes Indexed Job
+    /// (JOB_COMPLETION_INDEX with --shard-count), else every row].
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// The number of shards of a Kubernetes Indexed Job (its `completions`; Kubernetes
+    /// gives each pod only its JOB_COMPLETION_INDEX) [env: DITAIL_SHARD_COUNT].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_count: Option<u64>,
     /// Source model for rows that name none.
     #[arg(long, value_name = "MODEL")]
     pub source: Option<String>,

@@ -16,9 +16,10 @@ use anyhow::{Context, Result};
 use ditail::pipeline::ModelSpec;
 
 use super::args::{BatchArgs, DitailFlags, GenerationFlags, ModelFlags};
+use super::cluster;
 use super::device::Compute;
 use super::generate::random_seed;
-use super::manifest::{self, Row, Shard};
+use super::manifest::{self, Row};
 use super::models::{self, Checked, Models};
 use super::output::{self, Claim, check_output_dir, read_png_text};
 use super::transfer::{ContentArg, TransferJob, prepare};
@@ -135,10 +136,12 @@ pub fn command<'a>(
 ) -> Result<super::Run<'a>> {
     let started = SystemTime::now();
     let rows = manifest::read(&args.manifest)?;
-    let shard = match &args.shard {
-        Some(s) => Shard::parse(s)?,
-        None => Shard { index: 0, count: 1 },
-    };
+    let (shard, why) = cluster::shard(
+        args.shard.as_deref(),
+        args.shard_count.map(|n| n as usize),
+        &|name| std::env::var(name).ok(),
+    )?;
+    ui.info(format!("shard {}/{} ({why})", shard.index, shard.count));
     // `manifest::read` has checked that ids and output names are unique plain file names.
     check_output_dir(&args.output)?;
     let stale = output::clean_stale(&args.output, started);

@@ -5,6 +5,7 @@
 
 pub(crate) mod args;
 mod batch;
+mod cluster;
 mod cocktail;
 pub(crate) mod device;
 mod eval;
