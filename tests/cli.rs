@@ -12,7 +12,7 @@ use ditail::models::LoadOptions;
 use ditail::pipeline::{
     InversionSettings, Model, ModelSpec, SamplingSettings, invert, latents, preprocess, sample,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 fn content() -> PathBuf {
@@ -102,6 +102,14 @@ fn pixels(path: &Path) -> image::RgbImage {
 }
 
 /// Files in a folder (hidden ones too: a leftover temporary file is a bug), sorted.
+/// The PNGs in `dir` (a batch also writes its summary there).
+fn pngs(dir: &Path) -> Vec<String> {
+    files(dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".png"))
+        .collect()
+}
+
 fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
@@ -389,7 +397,7 @@ fn batch_takes_its_shard_from_slurm_or_kubernetes() {
     let run = |out: &str, vars: &[(&str, &str)]| {
         let o = tmp.path().join(out);
         let res = ditail_env(tmp.path(), &["batch", m, "-o", o.to_str().unwrap()], vars);
-        (res, files(&o))
+        (res, pngs(&o))
     };
     // `sbatch --array=1-3`: task 3 is shard 2 of 3.
     let (res, made) = run(
@@ -451,7 +459,7 @@ fn batch_shards_partition_rows_and_a_rerun_skips_done_rows() {
             tmp.path(),
             &["batch", m, "-o", o, "--shard", shard],
         ));
-        let new: Vec<String> = files(&out)
+        let new: Vec<String> = pngs(&out)
             .into_iter()
             .filter(|f| !before.contains(f))
             .collect();
@@ -482,6 +490,19 @@ fn batch_shards_partition_rows_and_a_rerun_skips_done_rows() {
         mtime
     );
 
+    // The sharded runs: both shards' summaries, every row done.
+    let status = ditail(tmp.path(), &["batch", m, "-o", o, "--status"]);
+    assert_ok(&status);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("5 rows: 5 done, 0 failed, 0 missing"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let shard0: Value =
+        serde_json::from_slice(&std::fs::read(out.join("batch-summary-0-of-2.json")).unwrap())
+            .unwrap();
+    assert_eq!(shard0["done"], json!(["r1", "r3", "r5"]));
+
     // A bad row is reported and the others still run; the exit code says something failed.
     let manifest = write_manifest(
         tmp.path(),
@@ -498,6 +519,7 @@ fn batch_shards_partition_rows_and_a_rerun_skips_done_rows() {
             manifest.to_str().unwrap(),
             "-o",
             out2.to_str().unwrap(),
+            "--summary",
         ],
     );
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
@@ -506,7 +528,36 @@ fn batch_shards_partition_rows_and_a_rerun_skips_done_rows() {
         "{}",
         stderr(&run)
     );
-    assert_eq!(files(&out2), ["ok.png"]);
+    assert_eq!(files(&out2), ["batch-summary.json", "ok.png"]);
+    // The task's summary names the failed row and why; `--status` reads it.
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out2.join("batch-summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["done"], json!(["ok"]));
+    assert!(
+        summary["failed"]["bad"]
+            .as_str()
+            .unwrap()
+            .contains("missing.png"),
+        "{summary}"
+    );
+    let status = ditail(
+        tmp.path(),
+        &[
+            "batch",
+            manifest.to_str().unwrap(),
+            "-o",
+            out2.to_str().unwrap(),
+            "--status",
+        ],
+    );
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{said}{}", stderr(&status));
+    assert!(
+        said.contains("2 rows: 1 done, 1 failed, 0 missing")
+            && said.contains("failed bad:")
+            && said.contains("missing.png"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -359,6 +359,15 @@ pub struct BatchArgs {
     /// gives each pod only its JOB_COMPLETION_INDEX) [env: DITAIL_SHARD_COUNT].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub shard_count: Option<u64>,
+    /// Run nothing: say which rows are done, which failed (with the reasons the shards'
+    /// summaries give) and which are missing; exit 1 unless every row is done.
+    #[arg(long)]
+    pub status: bool,
+    /// Write what this task did (rows done, skipped, failed with why, not run) to
+    /// batch-summary.json in the output folder; a shard of several always writes its
+    /// batch-summary-I-of-N.json, which `--status` reads.
+    #[arg(long)]
+    pub summary: bool,
     /// Source model for rows that name none.
     #[arg(long, value_name = "MODEL")]
     pub source: Option<String>,

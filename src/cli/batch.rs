@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use ditail::pipeline::ModelSpec;
 
 use super::args::{BatchArgs, DitailFlags, GenerationFlags, ModelFlags};
-use super::cluster;
+use super::batch_summary::Summary;
 use super::device::Compute;
 use super::generate::random_seed;
 use super::manifest::{self, Row};
@@ -24,6 +24,7 @@ use super::models::{self, Checked, Models};
 use super::output::{self, Claim, check_output_dir, read_png_text};
 use super::transfer::{ContentArg, TransferJob, prepare};
 use super::ui::{Ui, cancelled};
+use super::{batch_summary, cluster};
 
 /// Whether `path` is an output a previous run completed.
 fn complete(path: &Path) -> bool {
@@ -135,6 +136,12 @@ pub fn command<'a>(
     ui: &'a Ui,
 ) -> Result<super::Run<'a>> {
     let started = SystemTime::now();
+    if args.status {
+        let (manifest, output) = (args.manifest.clone(), args.output.clone());
+        return Ok(Box::new(move || {
+            batch_summary::status(&manifest, &output, &complete)
+        }));
+    }
     let rows = manifest::read(&args.manifest)?;
     let (shard, why) = cluster::shard(
         args.shard.as_deref(),
@@ -167,8 +174,10 @@ pub fn command<'a>(
         checked.push((spec.clone(), c.clone()));
         Ok(c)
     };
+    let mut already_done = Vec::new();
     for row in &mine {
         if complete(&args.output.join(row.output_name())) {
+            already_done.push(row.id());
             skipped += 1;
             continue;
         }
@@ -220,6 +229,14 @@ pub fn command<'a>(
         let mut models = Models::new(compute, ui, 2);
         let total = jobs.len();
         let (mut done, mut run_failed) = (0, 0);
+        let mut summary = Summary {
+            manifest: args.manifest.clone(),
+            shard: format!("{}/{}", shard.index, shard.count),
+            shard_reason: why.clone(),
+            skipped: already_done.clone(),
+            ..Summary::default()
+        };
+        let mut pending: Vec<String> = jobs.iter().map(|(id, _)| id.clone()).collect();
         let mut busy: Vec<String> = Vec::new();
         let mut warned_no_locking = false;
         for (i, (id, job)) in jobs.into_iter().enumerate() {
@@ -227,6 +244,7 @@ pub fn command<'a>(
                 break;
             }
             let out = job.output.clone();
+            pending.retain(|p| p != &id);
             // Held until the row ends: another batch on the same rows skips this one.
             let _lock = match output::claim(&out) {
                 Ok(Claim::Mine(lock)) => Some(lock),
@@ -236,6 +254,7 @@ pub fn command<'a>(
                         i + 1,
                         out.display()
                     ));
+                    summary.busy.push(id.clone());
                     busy.push(id);
                     continue;
                 }
@@ -262,12 +281,16 @@ pub fn command<'a>(
                     "[{}/{total}] {id}: skipped, another process completed it",
                     i + 1
                 ));
+                summary.skipped.push(id);
                 skipped += 1;
                 continue;
             }
             ui.info(format!("[{}/{total}] {id}", i + 1));
             match job.run(&mut models, compute, ui) {
-                Ok(()) => done += 1,
+                Ok(()) => {
+                    summary.done.push(id);
+                    done += 1
+                }
                 Err(e) => {
                     ui.warn(format!("{id}: {e:#}"));
                     failed.push((id, format!("{e:#}")));
@@ -296,6 +319,14 @@ pub fn command<'a>(
         );
         for (id, e) in &failed {
             eprintln!("  failed {id}: {e}");
+        }
+        summary.failed = failed.iter().cloned().collect();
+        summary.not_run = pending;
+        summary.interrupted = cancelled();
+        if shard.count > 1 || args.summary {
+            if let Err(e) = summary.write(&args.output, shard, ui) {
+                ui.warn(format!("the batch summary: {e:#}"));
+            }
         }
         if cancelled() {
             return Err(ditail::pipeline::PipelineError::Cancelled.into());

@@ -5,6 +5,7 @@
 
 pub(crate) mod args;
 mod batch;
+mod batch_summary;
 mod cluster;
 mod cocktail;
 pub(crate) mod device;
