@@ -287,6 +287,21 @@ fn batches_run_under_a_real_slurm() {
         ids,
         "each row run by exactly one task"
     );
+    // Each task's summary, merged by `--status`.
+    let status = Command::new(env!("CARGO_BIN_EXE_ditail"))
+        .args(["batch"])
+        .arg(&m)
+        .arg("-o")
+        .arg(&out_dir)
+        .arg("--status")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{said}");
+    assert!(
+        said.contains("12 rows: 12 done, 0 failed, 0 missing (4 shard summaries"),
+        "{said}"
+    );
     for name in &all {
         assert_eq!(
             std::fs::read(out_dir.join(name)).unwrap(),
