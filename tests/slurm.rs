@@ -192,6 +192,25 @@ fn batch_line(manifest: &Path, out: &Path, home: &Path) -> String {
     )
 }
 
+/// The reference: the whole manifest in one process, outside Slurm.
+fn single_process(manifest: &Path, out: &Path, home: &Path) {
+    let run = Command::new(env!("CARGO_BIN_EXE_ditail"))
+        .args(["--backend", "cpu", "batch"])
+        .arg(manifest)
+        .arg("-o")
+        .arg(out)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", home.join("hf"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 /// The ids each task's log says it ran (`[k/n] id` lines), over every log in `dir`.
 fn ran(dir: &Path, prefix: &str) -> Vec<String> {
     let mut ids = Vec::new();
@@ -245,20 +264,7 @@ fn batches_run_under_a_real_slurm() {
     // The reference: one process, every row.
     let m = manifest(dir, 12, 2);
     let reference = dir.join("reference");
-    let out = Command::new(env!("CARGO_BIN_EXE_ditail"))
-        .args(["--backend", "cpu", "batch"])
-        .arg(&m)
-        .arg("-o")
-        .arg(&reference)
-        .env("XDG_CACHE_HOME", dir.join("cache"))
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    single_process(&m, &reference, dir);
     let all = pngs(&reference);
     assert_eq!(all.len(), 12);
 
@@ -314,20 +320,7 @@ fn batches_run_under_a_real_slurm() {
     std::fs::create_dir_all(dir.join("slow")).unwrap();
     let slow = manifest(&dir.join("slow"), 3, 40);
     let slow_ref = dir.join("slow-reference");
-    let out = Command::new(env!("CARGO_BIN_EXE_ditail"))
-        .args(["--backend", "cpu", "batch"])
-        .arg(&slow)
-        .arg("-o")
-        .arg(&slow_ref)
-        .env("XDG_CACHE_HOME", dir.join("cache"))
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    single_process(&slow, &slow_ref, dir);
     let slow_out = dir.join("slow-out");
     let log = dir.join("slow.log");
     let job = cluster.sbatch(

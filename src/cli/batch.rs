@@ -323,10 +323,10 @@ pub fn command<'a>(
         summary.failed = failed.iter().cloned().collect();
         summary.not_run = pending;
         summary.interrupted = cancelled();
-        if shard.count > 1 || args.summary {
-            if let Err(e) = summary.write(&args.output, shard, ui) {
-                ui.warn(format!("the batch summary: {e:#}"));
-            }
+        if (shard.count > 1 || args.summary)
+            && let Err(e) = summary.write(&args.output, shard, ui)
+        {
+            ui.warn(format!("the batch summary: {e:#}"));
         }
         if cancelled() {
             return Err(ditail::pipeline::PipelineError::Cancelled.into());
