@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, FloatDType};
+use ditail::models::cast::cast_floats;
 use ditail::models::device::Backend;
 use ditail::models::gpu::{self, Dispatches};
 use ditail::models::{Conditioning, NoControl, UNetConfig, VaeConfig};
@@ -66,16 +66,6 @@ fn parse() -> Result<Args> {
     Ok(a)
 }
 
-/// Casts every float parameter (random initialisation is f32).
-struct Cast(FloatDType);
-
-impl ModuleMapper for Cast {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let dtype = self.0;
-        param.map(|t| t.cast(dtype))
-    }
-}
-
 fn show(name: &str, d: &Dispatches, seconds: f64, top: usize) {
     println!(
         "{name}: {} dispatches, pools hold {:.1} MiB ({:.1} MiB in live tensors); {seconds:.1} s \
@@ -114,8 +104,8 @@ fn main() -> Result<()> {
         8 * args.side
     );
     let dt: DType = args.dtype.into();
-    let unet = UNetConfig::sd15().init(&device).map(&mut Cast(args.dtype));
-    let vae = VaeConfig::sd15().init(&device).map(&mut Cast(args.dtype));
+    let unet = cast_floats(UNetConfig::sd15().init(&device), args.dtype);
+    let vae = cast_floats(VaeConfig::sd15().init(&device), args.dtype);
     let normal = Distribution::Normal(0.0, 1.0);
     let (b, s) = (args.batch, args.side);
     let x = Tensor::<4>::random([b, 4, s, s], normal, &device).cast(dt);

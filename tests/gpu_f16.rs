@@ -12,11 +12,12 @@
 
 mod common;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::nn::GroupNormConfig;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, FloatDType};
 use common::{assert_close, cpu, wgpu_device};
+use ditail::models::cast::cast_floats;
 use ditail::models::kernels::group_norm::group_norm;
 use ditail::models::{Conditioning, NoControl, UNetConfig, VaeConfig};
 
@@ -63,7 +64,7 @@ fn group_norm_at_sd_group_sizes(dtype: DType, tol: f32) {
         let x = x.cast(dtype).cast(DType::F32);
         for silu in [false, true] {
             let want = group_norm(&norm, x.clone(), silu).into_data();
-            let norm_gpu = norm.clone().fork(&gpu).map(&mut Cast(dtype.into()));
+            let norm_gpu = cast_floats(norm.clone().fork(&gpu), dtype.into());
             let got = group_norm(&norm_gpu, x.clone().to_device(&gpu).cast(dtype), silu);
             assert_eq!(got.dtype(), dtype);
             let rel = assert_close(
@@ -76,16 +77,6 @@ fn group_norm_at_sd_group_sizes(dtype: DType, tol: f32) {
                 "group norm {dtype:?} {channels} ch {side}x{side} silu {silu}: rel err {rel:e}"
             );
         }
-    }
-}
-
-/// Casts every float parameter.
-struct Cast(FloatDType);
-
-impl ModuleMapper for Cast {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let dtype = self.0;
-        param.map(|t| t.cast(dtype))
     }
 }
 
@@ -107,7 +98,7 @@ fn full_size_sd15_in_f16_stays_near_f32() {
     let want = unet
         .forward(x.clone(), 981.0, ctx(context.clone()), &mut NoControl)
         .into_data();
-    let unet16 = unet.fork(&gpu).map(&mut Cast(FloatDType::F16));
+    let unet16 = cast_floats(unet.fork(&gpu), FloatDType::F16);
     let got = unet16.forward(
         x.to_device(&gpu).cast(DType::F16),
         981.0,
@@ -125,7 +116,7 @@ fn full_size_sd15_in_f16_stays_near_f32() {
     let vae = VaeConfig::sd15().init(&device);
     let z = Tensor::<4>::random([1, 4, 64, 64], normal, &device);
     let want = vae.decode(z.clone()).into_data();
-    let vae16 = vae.fork(&gpu).map(&mut Cast(FloatDType::F16));
+    let vae16 = cast_floats(vae.fork(&gpu), FloatDType::F16);
     let got = vae16.decode(z.to_device(&gpu).cast(DType::F16));
     let rel = assert_close(
         "VAE decode 512 px f16",

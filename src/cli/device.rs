@@ -45,7 +45,7 @@ pub fn select(backend: BackendArg, dtype: Option<DtypeArg>, ui: &Ui) -> Result<C
 /// support; where WGSL is compiled the fused WGSL kernel is run once per storage type to
 /// find out whether the driver takes it (`ditail_models::kernels::attention`).
 fn gpu_report(backend: Backend) -> Vec<String> {
-    use ditail::models::kernels::attention::kernel_enabled;
+    use ditail::models::kernels::attention::{AttentionChoice, choice, kernel_enabled};
     let Ok(device) = backend.device() else {
         return vec!["no device".into()];
     };
@@ -70,6 +70,10 @@ fn gpu_report(backend: Backend) -> Vec<String> {
     ];
     let attention = if !kernel_enabled() {
         "reference (DITAIL_ATTENTION=reference)".to_string()
+    } else if choice() == AttentionChoice::Flash {
+        "burn-cubecl's autotuned flash attention, Ditail's q/k mix before it \
+         (DITAIL_ATTENTION=flash)"
+            .to_string()
     } else if info.compiler == gpu::WGSL_COMPILER {
         wgsl_attention(&device)
     } else {

@@ -299,10 +299,7 @@ struct HashCache {
 
 /// ditail's cache folder: `$XDG_CACHE_HOME/ditail`, else `~/.cache/ditail`.
 pub fn cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("ditail"))
+    ditail::models::gpu::ditail_cache_dir()
 }
 
 /// The `ditail` record of a PNG, if it has one.

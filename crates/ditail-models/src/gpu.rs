@@ -34,15 +34,21 @@ pub struct TuningCache {
 /// `$XDG_CACHE_HOME/ditail/gpu`, else `~/.cache/ditail/gpu` (`%LOCALAPPDATA%\ditail\gpu` on
 /// Windows).
 pub fn default_cache_dir() -> Option<PathBuf> {
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(dir) = var("DITAIL_GPU_CACHE") {
-        return Some(PathBuf::from(dir));
+    match std::env::var_os("DITAIL_GPU_CACHE").filter(|v| !v.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => Some(ditail_cache_dir()?.join("gpu")),
     }
+}
+
+/// ditail's cache folder (file hashes, converted weights, kernel tunings):
+/// `$XDG_CACHE_HOME/ditail`, else `~/.cache/ditail` (`%LOCALAPPDATA%\ditail` on Windows).
+pub fn ditail_cache_dir() -> Option<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
     let base = var("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .or_else(|| var("LOCALAPPDATA").map(PathBuf::from))?;
-    Some(base.join("ditail").join("gpu"))
+    Some(base.join("ditail"))
 }
 
 fn is_empty_dir(dir: &std::path::Path) -> bool {

@@ -19,6 +19,7 @@
 //! transformers counterpart, so that the models are their own key maps.
 
 pub mod attention;
+pub mod cast;
 pub mod clip;
 pub mod clip_model;
 pub mod clip_vision;

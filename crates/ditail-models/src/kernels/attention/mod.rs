@@ -182,15 +182,17 @@ fn cube_dims(t: &burn_cubecl::tensor::CubeTensor) -> Option<[usize; 3]> {
     (shape.num_dims() == 3).then(|| [shape[0], shape[1], shape[2]])
 }
 
-/// Says once per process that a GPU attention took the reference (materialised scores),
-/// so that a slow path is never silent.
+/// Says once per process that a GPU attention took the reference (the mix in tensor ops,
+/// then burn's own attention op per query chunk, not ditail's fused kernels), so that a
+/// slow path is never silent.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn note_reference_on_gpu(q: &burn_cubecl::tensor::CubeTensor) {
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| {
         eprintln!(
-            "ditail: attention on {} ({:?}, shape {:?}) runs burn's unfused attention (scores \
-             materialised): no fused kernel of this build takes it",
+            "ditail: attention on {} ({:?}, shape {:?}) runs the reference path (burn's \
+             attention op per query chunk, the q/k mix in separate kernels): no fused kernel \
+             of this build takes it",
             q.device.client().name(),
             q.dtype,
             q.meta.shape(),
