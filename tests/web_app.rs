@@ -297,6 +297,21 @@ fn web_app_in_a_browser() {
     );
     ctx.js("document.querySelector('#suggest').hidden = true");
 
+    // Times read as a person writes them (never "1 min 60 s"); every prompt box and icon
+    // button has an accessible name.
+    assert_eq!(
+        ctx.js("return [fmtSecs(5.2), fmtSecs(59.5), fmtSecs(119.6), fmtSecs(125)]"),
+        json!(["6 s", "1 min 0 s", "2 min 0 s", "2 min 5 s"])
+    );
+    assert_eq!(
+        ctx.js(
+            "return [...document.querySelectorAll('textarea, #gallery-refresh')]\
+             .filter(e => !e.getAttribute('aria-label')).map(e => e.id)"
+        ),
+        json!([]),
+        "elements without an accessible name"
+    );
+
     // ── Content image, models, painted mask, prompt, quick settings.
     let content = fixtures().join("pipeline/content.png");
     b.send_keys("#content-file", &content.display().to_string());

@@ -36,6 +36,8 @@ async function api(path, opts = {}) {
   } catch (e) {
     throw new ApiError(`cannot reach the server (${e.message})`);
   }
+  // The server answers again: an error about reaching it is over.
+  if ($('#error').dataset.kind === 'connection') clearError();
   const text = await res.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
@@ -44,20 +46,27 @@ async function api(path, opts = {}) {
 }
 const post = (path) => api(path, { method: 'POST' });
 
-function showError(msg) {
+/** Shows an error; `kind` 'connection' marks one that the next answer from the server clears. */
+function showError(msg, kind = null) {
   $('#error-text').textContent = String(msg);
+  $('#error').dataset.kind = kind || '';
   $('#error').hidden = false;
 }
 function clearError() {
   $('#error').hidden = true;
+  $('#error').dataset.kind = '';
   $('#error-text').textContent = '';
 }
 /** Wraps an async handler so that failures land in the error area. */
 const guard = (fn) => async (...args) => {
-  try { return await fn(...args); } catch (e) { showError(e.message || e); }
+  try { return await fn(...args); } catch (e) { showError(e.message || e, e.status === 0 ? 'connection' : null); }
 };
 
-const fmtSecs = (s) => (s < 60 ? `${Math.ceil(s)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`);
+/** Seconds as "42 s" or "2 min 5 s" (rounded up first, so never "1 min 60 s"). */
+function fmtSecs(s) {
+  const t = Math.ceil(s);
+  return t < 60 ? `${t} s` : `${Math.floor(t / 60)} min ${t % 60} s`;
+}
 const FINAL = new Set(['done', 'failed', 'cancelled']);
 const LORA_SCALE = 0.7;
 
@@ -853,7 +862,8 @@ function onEvent(j, type, d) {
     case 'started': j.status = 'running'; j.position = null; j.label = 'started'; break;
     case 'stage': j.label = d.label || d.stage; j.step = d.stage === 'decoding' ? 1 : 0; j.total = d.stage === 'decoding' ? 1 : 0; break;
     case 'progress':
-      Object.assign(j, { step: d.step, total: d.total, eta: d.eta_s, label: progressLabel(j, d) });
+      Object.assign(j, { step: d.step, total: d.total, eta: d.eta_s, label: progressLabel(j, d),
+        jobStep: d.job_step, jobTotal: d.job_total });
       break;
     case 'preview': j.preview = d.image; j.previewAt = [d.source, d.target]; break;
     case 'inversion': if (d.cached) note(j, `inversion reused (${nameOf(j.sources, d.source, 'source')})`); break;
@@ -928,7 +938,8 @@ function renderOutput() {
   prog.dataset.job = j.id;
   $('#job-title').textContent = `· ${j.id}`;
   $('#progress-label').textContent = j.label;
-  const frac = j.status === 'done' ? 1 : j.total ? j.step / j.total : 0;
+  // The whole job's steps (inversion, sampling, every pair), so the bar never restarts.
+  const frac = j.status === 'done' ? 1 : j.jobTotal ? j.jobStep / j.jobTotal : j.total ? j.step / j.total : 0;
   $('#progress-fill').style.width = `${(frac * 100).toFixed(1)}%`;
   const count = j.sources.length && j.targets.length ? ` · ${j.results.size}/${imagesOf(j)} images` : '';
   $('#progress-eta').textContent = (live && j.eta != null && j.status === 'running' ? `~${fmtSecs(j.eta)} left` : '') + count;
