@@ -82,6 +82,7 @@ const state = {
   jobs: new Map(),     // job id → view (see jobView)
   order: [],           // job ids in the server's queue order
   focus: null,         // the job shown in Output
+  userFocus: false,    // whether a person picked it (else Output follows the running job)
   gallery: [],
   detail: null,        // the gallery entry in the detail dialog
 };
@@ -816,7 +817,9 @@ async function submit() {
     const { id, position } = await api('/api/jobs', { method: 'POST', body: fd });
     const j = jobView(id);
     Object.assign(j, { status: 'queued', position, settings: s, label: queuedLabel(position) });
-    focusJob(id);
+    // Output shows the job that runs: a job queued behind another waits in the queue.
+    const running = [...state.jobs.values()].some((o) => o.status === 'running');
+    if (!running) { state.userFocus = false; focusJob(id); }
     refreshQueue();
     await attach(id);
   } finally {
@@ -1026,9 +1029,11 @@ async function refreshQueue() {
   for (const d of jobs) mergeJob(jobView(d.id), d);
   state.order = jobs.map((d) => d.id);
   renderQueue();
-  if (!state.focus || !state.jobs.has(state.focus)) {
-    const running = jobs.find((d) => d.status === 'running') || jobs.find((d) => d.status === 'queued');
-    if (running) focusJob(running.id);
+  // Unless a person picked a job, Output follows the one running (then the next queued).
+  const focused = state.jobs.get(state.focus);
+  if (!focused || (!state.userFocus && focused.status !== 'running')) {
+    const next = jobs.find((d) => d.status === 'running') || jobs.find((d) => d.status === 'queued');
+    if (next && next.id !== state.focus) focusJob(next.id);
   }
   ensureStreams();
   updateRunHint();
@@ -1059,7 +1064,12 @@ function renderQueue() {
 function queueRow(j) {
   const cancel = el('button', { type: 'button', class: 'ghost small cancel', title: 'cancel this job' }, 'Cancel');
   cancel.addEventListener('click', (ev) => { ev.stopPropagation(); guard(cancelJob)(j.id); });
-  return el('div', { class: 'job', dataset: { id: j.id, status: j.status }, onclick: () => focusJob(j.id) },
+  const pick = () => { state.userFocus = true; focusJob(j.id); };
+  return el('div', {
+    class: 'job', dataset: { id: j.id, status: j.status }, tabindex: '0', role: 'button',
+    'aria-label': `show job ${j.id}`, onclick: pick,
+    onkeydown: (ev) => { if (ev.target === ev.currentTarget && (ev.key === 'Enter' || ev.key === ' ')) { ev.preventDefault(); pick(); } },
+  },
     el('span', { class: 'badge' }), el('span', { class: 'job-desc' }), el('span', { class: 'job-count muted small' }),
     cancel, el('div', { class: 'mini-bar' }, el('div', { class: 'mini-fill' })));
 }
