@@ -506,6 +506,14 @@ fn web_app_in_a_browser() {
              return JSON.stringify(names) === JSON.stringify({want})"
         ),
     );
+    // Captions say which models made each image (a cocktail's cells share the prompt).
+    let captions = ctx.js("return [...document.querySelectorAll('#gallery .gallery-item .cap')].map(c => c.textContent)");
+    for want in ["tiny-a → tiny-b", "tiny-b → tiny-a"] {
+        assert!(
+            captions.as_array().unwrap().iter().any(|c| c == want),
+            "gallery captions: {captions}"
+        );
+    }
     b.scroll_to(&b.find("#gallery"));
     ctx.shot("gallery.png");
     b.click("#gallery .gallery-item");

@@ -1124,11 +1124,22 @@ async function refreshGallery() {
   if (!list.length) box.append(el('p', { class: 'muted small' }, 'Finished images appear here.'));
 }
 
+/** A model's short name from its recorded path or id (file stem, folder name). */
+const modelLabel = (m) => (m || '').replace(/[\\/]+$/, '').split(/[\\/]/).pop().replace(/\.safetensors$/, '');
+
+/** What an output is: "source → target" for a transfer (a cocktail's cells differ only
+ * there), the model for a generated image. */
+function galleryCaption(r) {
+  const target = modelLabel(r.model && r.model.model);
+  return r.source ? `${modelLabel(r.source.model)} → ${target}` : target;
+}
+
 function galleryItem(g) {
   const r = g.record || {};
-  return el('button', { type: 'button', class: 'gallery-item', dataset: { name: g.name }, title: `${g.name}\n${r.prompt || ''}`, onclick: guard(() => openDetail(g.name)) },
-    el('img', { src: g.url, alt: g.name, loading: 'lazy' }),
-    el('span', { class: 'cap' }, r.prompt || g.name));
+  const caption = galleryCaption(r) || g.name;
+  return el('button', { type: 'button', class: 'gallery-item', dataset: { name: g.name }, title: `${caption}\n${r.prompt || ''}\n${g.name}`, onclick: guard(() => openDetail(g.name)) },
+    el('img', { src: g.url, alt: `${caption}: ${r.prompt || g.name}`, loading: 'lazy' }),
+    el('span', { class: 'cap' }, caption));
 }
 
 async function openDetail(name) {
