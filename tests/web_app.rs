@@ -532,6 +532,18 @@ fn web_app_in_a_browser() {
     );
     b.click("#detail-close");
 
+    // ── A phone (390 px): Advanced open, nothing scrolls sideways.
+    b.cmd("POST", "/window/rect", Some(json!({ "width": 390, "height": 844 })));
+    ctx.js("const a = document.querySelector('#advanced'); if (!a.checked) a.click();");
+    let widths = ctx.wait_js(
+        "the narrow layout",
+        10,
+        "return window.innerWidth <= 400 ? [document.documentElement.scrollWidth, window.innerWidth] : null",
+    );
+    let (scroll, inner) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
+    ctx.shot("narrow.png");
+    assert!(scroll <= inner, "the page scrolls sideways at {inner} px: {scroll} px wide");
+
     let errors: Vec<_> = b
         .console()
         .into_iter()
