@@ -46,12 +46,22 @@ struct Server {
 
 impl Server {
     fn start(output: &Path, home: &Path) -> Self {
+        // A checkpoint ditail cannot use (a pickle), as model folders have them.
+        let junk = home.join("junk");
+        std::fs::create_dir_all(&junk).unwrap();
+        std::fs::write(
+            junk.join("old-model.ckpt"),
+            b"PK\x03\x04 not a real checkpoint",
+        )
+        .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ditail"))
             .args(["--backend", "cpu", "--quiet", "serve", "--models"])
             .arg(fixtures().join("models"))
             // Textual-inversion embeddings (a folder named `embeddings`, as A1111's).
             .arg("--models")
             .arg(fixtures().join("prompts/embeddings"))
+            .arg("--models")
+            .arg(&junk)
             .arg("--output")
             .arg(output)
             .args(["--port", "0"])
@@ -297,6 +307,23 @@ fn web_app_in_a_browser() {
     );
     ctx.js("document.querySelector('#suggest').hidden = true");
 
+    // Unusable models say why in a few words (the whole reason is the tooltip).
+    let unusable = ctx.js(
+        "return [...document.querySelectorAll('#source option.unusable')].map(o => [o.textContent, o.title])",
+    );
+    let (text, tooltip) = (&unusable[0][0], &unusable[0][1]);
+    assert!(
+        text.as_str()
+            .unwrap()
+            .starts_with("old-model — unusable: a PyTorch pickle")
+            && text.as_str().unwrap().len() <= 120,
+        "{unusable}"
+    );
+    assert!(
+        tooltip.as_str().unwrap().contains("safetensors"),
+        "{unusable}"
+    );
+
     // Times read as a person writes them (never "1 min 60 s"); every prompt box and icon
     // button has an accessible name.
     assert_eq!(
@@ -533,7 +560,11 @@ fn web_app_in_a_browser() {
     b.click("#detail-close");
 
     // ── A phone (390 px): Advanced open, nothing scrolls sideways.
-    b.cmd("POST", "/window/rect", Some(json!({ "width": 390, "height": 844 })));
+    b.cmd(
+        "POST",
+        "/window/rect",
+        Some(json!({ "width": 390, "height": 844 })),
+    );
     ctx.js("const a = document.querySelector('#advanced'); if (!a.checked) a.click();");
     let widths = ctx.wait_js(
         "the narrow layout",
@@ -542,7 +573,10 @@ fn web_app_in_a_browser() {
     );
     let (scroll, inner) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
     ctx.shot("narrow.png");
-    assert!(scroll <= inner, "the page scrolls sideways at {inner} px: {scroll} px wide");
+    assert!(
+        scroll <= inner,
+        "the page scrolls sideways at {inner} px: {scroll} px wide"
+    );
 
     let errors: Vec<_> = b
         .console()

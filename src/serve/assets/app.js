@@ -100,6 +100,17 @@ async function loadModels(rescan = false) {
   refreshPickers();
 }
 
+/** A few words of why an entry is unusable (the whole reason goes in its tooltip): the
+ * loader's messages carry paths and a conversion command, too long for a picker. */
+function shortReason(reason) {
+  const r = reason || 'unknown reason';
+  if (/pickle/i.test(r)) return 'a PyTorch pickle: convert it to .safetensors (details in the tooltip)';
+  const arch = /unsupported architecture: ([^(:,]+)/.exec(r);
+  if (arch) return `${arch[1].trim()}: not an architecture ditail runs`;
+  const plain = r.replace(/(?:\/[^\s:,]+)+/g, '…').replace(/\s+/g, ' ').trim();
+  return plain.length > 70 ? `${plain.slice(0, 67)}…` : plain;
+}
+
 /** Fills a model select (data-kind) keeping `prefer` (default: its value) if still usable. */
 function fillSelect(sel, kind = sel.dataset.kind, prefer = sel.value) {
   sel.replaceChildren();
@@ -108,7 +119,7 @@ function fillSelect(sel, kind = sel.dataset.kind, prefer = sel.value) {
     sel.append(el('option', { value: '', disabled: true }, kind === 'lora' ? 'no LoRAs found' : 'no checkpoints found'));
   }
   for (const e of entries(kind)) {
-    const text = e.usable ? e.name : `${e.name} — unusable: ${e.reason || 'unknown reason'}`;
+    const text = e.usable ? e.name : `${e.name} — unusable: ${shortReason(e.reason)}`;
     sel.append(el('option', { value: e.id, disabled: !e.usable, class: e.usable ? null : 'unusable', title: e.usable ? e.path : e.reason || '' }, text));
   }
   const ok = [...sel.options].find((o) => o.value === prefer && !o.disabled);
@@ -380,7 +391,7 @@ function renderCocktailModels() {
     row.classList.toggle('unusable', !e.usable);
     row.title = e.usable ? e.path : e.reason || '';
     $('.name', row).textContent = e.name;
-    $('.reason', row).textContent = e.usable ? '' : `unusable: ${e.reason || 'unknown reason'}`;
+    $('.reason', row).textContent = e.usable ? '' : `unusable: ${shortReason(e.reason)}`;
     return row;
   });
   box.replaceChildren(...items);
