@@ -404,6 +404,23 @@ fn web_app_in_a_browser() {
     b.type_into("#prompt", "a photo of a cat");
     b.click("#advanced");
     b.type_into("#size", "64");
+
+    // ── A refused run names the page's fields, marks them, and clears with the next run.
+    ctx.set_steps(10, 7);
+    b.click("#run");
+    let refused = ctx.wait_js(
+        "the refusal",
+        30,
+        "const e = document.querySelector('#error'); return e.hidden ? null : [e.textContent, [...document.querySelectorAll('.invalid')].map(f => f.id)]",
+    );
+    let text = refused[0].as_str().unwrap();
+    assert!(
+        text.contains("sampling steps 7")
+            && text.contains("inversion steps 10")
+            && !text.contains("--"),
+        "{refused}"
+    );
+    assert_eq!(refused[1], json!(["inv-steps", "steps"]), "{refused}");
     ctx.set_steps(20, 20);
 
     // ── Run: stage labels and a live preview, then the result image and its file.

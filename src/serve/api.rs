@@ -62,7 +62,38 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn bad_anyhow(e: anyhow::Error) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, format!("{e:#}"))
+    ApiError(StatusCode::BAD_REQUEST, page_words(&format!("{e:#}")))
+}
+
+/// The command line's flags, as the page names its fields (longer flags first, so
+/// `--inv-steps` is not read as `--steps`).
+const FLAG_WORDS: [(&str, &str); 16] = [
+    ("--inv-negative-prompt", "inversion negative prompt"),
+    ("--inv-prompt", "inversion prompt"),
+    ("--negative-prompt", "negative prompt"),
+    ("--inv-steps", "inversion steps"),
+    ("--steps", "sampling steps"),
+    ("--conv-ratio", "conv ratio"),
+    ("--attn-ratio", "attn ratio"),
+    ("--clip-skip", "clip skip"),
+    ("--omega", "omega"),
+    ("--alpha", "alpha"),
+    ("--beta", "beta"),
+    ("--size", "size"),
+    ("--mask", "mask"),
+    ("--sites", "injection sites"),
+    ("--source", "source"),
+    ("--target", "target"),
+];
+
+/// A check shared with the command line speaks of flags (`--steps 7 needs ...`); a page's
+/// user knows the fields by their labels.
+fn page_words(message: &str) -> String {
+    FLAG_WORDS
+        .iter()
+        .fold(message.to_string(), |m, (flag, words)| {
+            m.replace(flag, words)
+        })
 }
 
 fn not_found(what: &str) -> ApiError {

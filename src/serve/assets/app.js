@@ -46,16 +46,37 @@ async function api(path, opts = {}) {
 }
 const post = (path) => api(path, { method: 'POST' });
 
+/** The fields an error can name, by the words the server uses for them. */
+const FIELD_WORDS = [['inversion negative prompt', '#inv-negative-prompt'], ['inversion prompt', '#inv-prompt'],
+  ['negative prompt', '#negative-prompt'], ['inversion steps', '#inv-steps'], ['sampling steps', '#steps'],
+  ['conv ratio', '#conv-ratio'], ['attn ratio', '#attn-ratio'], ['omega', '#omega'], ['alpha', '#alpha'],
+  ['beta', '#beta'], ['size', '#size'], ['mask', '#mask']];
+
+/** Marks the fields `msg` names (longer names first: "inversion steps" is not "steps"). */
+function markFields(msg) {
+  for (const e of $$('.invalid')) e.classList.remove('invalid');
+  let rest = String(msg);
+  for (const [words, sel] of FIELD_WORDS) {
+    const re = new RegExp(`\\b${words}\\b`);
+    if (re.test(rest) && $(sel)) {
+      $(sel).classList.add('invalid');
+      rest = rest.replace(new RegExp(re.source, 'g'), '');
+    }
+  }
+}
+
 /** Shows an error; `kind` 'connection' marks one that the next answer from the server clears. */
 function showError(msg, kind = null) {
   $('#error-text').textContent = String(msg);
   $('#error').dataset.kind = kind || '';
   $('#error').hidden = false;
+  markFields(msg);
 }
 function clearError() {
   $('#error').hidden = true;
   $('#error').dataset.kind = '';
   $('#error-text').textContent = '';
+  markFields('');
 }
 /** Wraps an async handler so that failures land in the error area. */
 const guard = (fn) => async (...args) => {
