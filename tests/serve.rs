@@ -571,6 +571,14 @@ fn limits_and_bad_input_get_their_4xx_and_write_nothing() {
             "steps 1001",
         ),
         (
+            "steps that are not a number: named by field, without parser positions",
+            with("steps", json!("ten")),
+            Some(image.clone()),
+            None,
+            400,
+            "settings.steps: invalid type: string \"ten\", expected usize",
+        ),
+        (
             "zero steps",
             with("inv_steps", json!(0)),
             Some(image.clone()),

@@ -96,6 +96,20 @@ fn page_words(message: &str) -> String {
         })
 }
 
+/// A job's settings from JSON; a mistake is named by its field ("settings.steps: invalid
+/// type: string \"ten\", expected usize"), without the parser's line and column.
+fn parse_settings(text: &str) -> Result<JobSettings, ApiError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner().to_string();
+        let what = inner.split(" at line ").next().unwrap_or(&inner);
+        match e.path().to_string().as_str() {
+            "." | "" => bad(format!("settings: {what}")),
+            path => bad(format!("settings.{path}: {what}")),
+        }
+    })
+}
+
 fn not_found(what: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("no such {what}"))
 }
@@ -300,8 +314,7 @@ async fn submit(State(app): State<Arc<App>>, req: Request) -> ApiResult<(StatusC
         .settings
         .as_deref()
         .ok_or_else(|| bad("missing the `settings` part (JSON)"))?;
-    let settings: JobSettings =
-        serde_json::from_str(text).map_err(|e| bad(format!("settings: {e}")))?;
+    let settings = parse_settings(text)?;
     let accepted = tokio::task::spawn_blocking(move || app.accept(settings, upload))
         .await
         .map_err(internal)??;
