@@ -169,25 +169,25 @@ pub struct DitailFlags {
     #[arg(long, value_name = "TEXT")]
     pub inv_negative_prompt: Option<String>,
     /// Condition scaling of the positive inversion prompt.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::ALPHA)]
     pub alpha: f64,
     /// Condition scaling of the negative inversion prompt.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::BETA)]
     pub beta: f64,
     /// Classifier-free guidance scale while sampling.
-    #[arg(long, default_value_t = 15.0)]
+    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::OMEGA)]
     pub omega: f64,
     /// DDIM inversion steps.
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = ditail::pipeline::settings::defaults::STEPS)]
     pub inv_steps: usize,
     /// DDIM sampling steps (each must be an inversion timestep).
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = ditail::pipeline::settings::defaults::STEPS)]
     pub steps: usize,
     /// Share of sampling steps that inject ResNet features.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::CONV_RATIO)]
     pub conv_ratio: f64,
     /// Share of sampling steps that inject self-attention q/k.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::ATTN_RATIO)]
     pub attn_ratio: f64,
     /// Where to inject: full, left, right, top, bottom, or a grayscale PNG (white = inject).
     #[arg(long, value_name = "MASK", default_value = "full")]
@@ -267,13 +267,13 @@ pub struct GenerationFlags {
           default_value = ditail::pipeline::settings::DEFAULT_NEGATIVE)]
     pub negative: String,
     /// Classifier-free guidance scale.
-    #[arg(long = "omega", default_value_t = 7.5)]
+    #[arg(long = "omega", default_value_t = ditail::pipeline::settings::defaults::GENERATION_OMEGA)]
     pub omega: f64,
     /// DDIM steps.
-    #[arg(long = "steps", value_name = "N", default_value_t = 50)]
+    #[arg(long = "steps", value_name = "N", default_value_t = ditail::pipeline::settings::defaults::STEPS)]
     pub steps: usize,
     /// Image side in pixels (square; a multiple of 8).
-    #[arg(long = "size", value_name = "N", default_value_t = 512)]
+    #[arg(long = "size", value_name = "N", default_value_t = ditail::pipeline::settings::defaults::SIZE)]
     pub size: u32,
 }
 
@@ -323,13 +323,13 @@ pub struct InvertArgs {
     #[arg(long, value_name = "TEXT", default_value = ditail::pipeline::settings::DEFAULT_NEGATIVE)]
     pub negative_prompt: String,
     /// Condition scaling of the positive prompt.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::ALPHA)]
     pub alpha: f64,
     /// Condition scaling of the negative prompt.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::BETA)]
     pub beta: f64,
     /// DDIM inversion steps.
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = ditail::pipeline::settings::defaults::STEPS)]
     pub inv_steps: usize,
     /// The image's shorter side is resized to N pixels; default: the model's family's
     /// native size, 512 (SD1.x) or 1024 (SDXL).

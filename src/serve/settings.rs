@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use ditail::models::load::lora::LoraSpec;
 use ditail::pipeline::ModelSpec;
 use ditail::pipeline::settings::DEFAULT_NEGATIVE;
+use ditail::pipeline::settings::defaults;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, Kind};
@@ -119,15 +120,15 @@ impl Default for JobSettings {
             negative_prompt: DEFAULT_NEGATIVE.into(),
             inv_prompt: None,
             inv_negative_prompt: None,
-            alpha: 2.0,
-            beta: 0.5,
-            omega: 15.0,
-            inv_steps: 50,
-            steps: 50,
-            conv_ratio: 0.8,
-            attn_ratio: 0.5,
+            alpha: defaults::ALPHA,
+            beta: defaults::BETA,
+            omega: defaults::OMEGA,
+            inv_steps: defaults::STEPS,
+            steps: defaults::STEPS,
+            conv_ratio: defaults::CONV_RATIO,
+            attn_ratio: defaults::ATTN_RATIO,
             mask: "full".into(),
-            size: 512,
+            size: defaults::SIZE,
         }
     }
 }

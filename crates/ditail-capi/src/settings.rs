@@ -6,7 +6,7 @@ use std::ffi::{CStr, c_char};
 use std::path::PathBuf;
 
 use ditail_models::load::lora::LoraSpec;
-use ditail_pipeline::settings::DEFAULT_NEGATIVE;
+use ditail_pipeline::settings::{DEFAULT_NEGATIVE, defaults};
 use ditail_pipeline::{InversionSettings as PipelineInversion, Mask, ModelSpec as PipelineSpec};
 
 use crate::backend::{Backend, Dtype};
@@ -205,10 +205,10 @@ impl Default for GenerationSettings {
             struct_size: size_of::<Self>(),
             prompt: std::ptr::null(),
             negative_prompt: std::ptr::null(),
-            omega: 7.5,
-            steps: 50,
-            width: 512,
-            height: 512,
+            omega: defaults::GENERATION_OMEGA,
+            steps: defaults::STEPS as u32,
+            width: defaults::SIZE,
+            height: defaults::SIZE,
             seed: 0,
         }
     }

@@ -7,6 +7,28 @@ use crate::mask::Mask;
 /// The reference's default negative prompt.
 pub const DEFAULT_NEGATIVE: &str = "worst quality, blurry, NSFW";
 
+/// The method's defaults (the reference demo's, METHOD.md), in one place: the settings'
+/// constructors, the CLI's flags, the web app's `/api/defaults` and the C API's
+/// `*_default_*()` functions all read them.
+pub mod defaults {
+    /// Condition scaling α of the positive inversion prompt.
+    pub const ALPHA: f64 = 2.0;
+    /// Condition scaling β of the negative inversion prompt.
+    pub const BETA: f64 = 0.5;
+    /// Classifier-free guidance ω while sampling.
+    pub const OMEGA: f64 = 15.0;
+    /// DDIM inversion steps, sampling steps and text-to-image steps.
+    pub const STEPS: usize = 50;
+    /// Share of sampling steps that inject ResNet features.
+    pub const CONV_RATIO: f64 = 0.8;
+    /// Share of sampling steps that inject self-attention q/k.
+    pub const ATTN_RATIO: f64 = 0.5;
+    /// The working size (SD1.x's; SDXL works at 1024).
+    pub const SIZE: u32 = 512;
+    /// Guidance of `ditail generate` (text to image), diffusers' usual 7.5.
+    pub const GENERATION_OMEGA: f64 = 7.5;
+}
+
 /// Fails when a prompt holds a NUL character: it is never meant (a binary file pasted into
 /// a manifest), and records and tools that read text as C strings would cut the prompt there;
 /// or when it is longer than ditail encodes ([`crate::prompt::MAX_CHUNKS`]).
@@ -58,10 +80,10 @@ impl InversionSettings {
         Self {
             prompt: prompt.into(),
             negative_prompt: DEFAULT_NEGATIVE.into(),
-            alpha: 2.0,
-            beta: 0.5,
-            steps: 50,
-            size: 512,
+            alpha: defaults::ALPHA,
+            beta: defaults::BETA,
+            steps: defaults::STEPS,
+            size: defaults::SIZE,
         }
     }
 
@@ -132,10 +154,10 @@ impl SamplingSettings {
         Self {
             prompt: prompt.into(),
             negative_prompt: DEFAULT_NEGATIVE.into(),
-            omega: 15.0,
-            steps: 50,
-            conv_ratio: 0.8,
-            attn_ratio: 0.5,
+            omega: defaults::OMEGA,
+            steps: defaults::STEPS,
+            conv_ratio: defaults::CONV_RATIO,
+            attn_ratio: defaults::ATTN_RATIO,
             mask: Mask::Full,
             no_injection: false,
             always_batch_source: false,
@@ -201,10 +223,10 @@ impl GenerationSettings {
         Self {
             prompt: prompt.into(),
             negative_prompt: DEFAULT_NEGATIVE.into(),
-            omega: 7.5,
-            steps: 50,
-            width: 512,
-            height: 512,
+            omega: defaults::GENERATION_OMEGA,
+            steps: defaults::STEPS,
+            width: defaults::SIZE,
+            height: defaults::SIZE,
             seed: 0,
         }
     }
