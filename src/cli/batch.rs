@@ -162,7 +162,6 @@ pub fn command<'a>(
     }
     let mine: Vec<&Row> = rows.iter().filter(|r| shard.owns(r.number)).collect();
     let mine_count = mine.len();
-    let mut skipped = 0;
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut jobs = Vec::new();
     let mut checked: Vec<(ModelSpec, Checked)> = Vec::new();
@@ -178,7 +177,6 @@ pub fn command<'a>(
     for row in &mine {
         if complete(&args.output.join(row.output_name())) {
             already_done.push(row.id());
-            skipped += 1;
             continue;
         }
         match prepare_row(row, args, compute, &mut check) {
@@ -190,16 +188,16 @@ pub fn command<'a>(
         }
     }
     ui.info(format!(
-        "batch {}: {} rows, shard {}/{} has {}: {} to run, {skipped} already done, {} invalid",
+        "batch {}: {} rows, shard {}/{} has {}: {} to run, {} already done, {} invalid",
         args.manifest.display(),
         rows.len(),
         shard.index,
         shard.count,
         mine.len(),
         jobs.len(),
+        already_done.len(),
         failed.len()
     ));
-    let skipped_before = skipped;
     // `--eval`: every row of the shard, scored at the end if its output is then complete.
     let eval_items: Vec<ditail::eval::Item> = mine
         .iter()
@@ -228,16 +226,15 @@ pub fn command<'a>(
     Ok(Box::new(move || {
         let mut models = Models::new(compute, ui, 2);
         let total = jobs.len();
-        let (mut done, mut run_failed) = (0, 0);
+        // What happened to each row: the counts below are these lists' lengths.
         let mut summary = Summary {
             manifest: args.manifest.clone(),
             shard: format!("{}/{}", shard.index, shard.count),
             shard_reason: why.clone(),
-            skipped: already_done.clone(),
+            skipped: already_done,
             ..Summary::default()
         };
         let mut pending: Vec<String> = jobs.iter().map(|(id, _)| id.clone()).collect();
-        let mut busy: Vec<String> = Vec::new();
         let mut warned_no_locking = false;
         for (i, (id, job)) in jobs.into_iter().enumerate() {
             if cancelled() {
@@ -254,8 +251,7 @@ pub fn command<'a>(
                         i + 1,
                         out.display()
                     ));
-                    summary.busy.push(id.clone());
-                    busy.push(id);
+                    summary.busy.push(id);
                     continue;
                 }
                 Ok(Claim::NoLocking(e)) => {
@@ -271,7 +267,6 @@ pub fn command<'a>(
                 Err(e) => {
                     ui.warn(format!("{id}: {e:#}"));
                     failed.push((id, format!("{e:#}")));
-                    run_failed += 1;
                     continue;
                 }
             };
@@ -282,37 +277,33 @@ pub fn command<'a>(
                     i + 1
                 ));
                 summary.skipped.push(id);
-                skipped += 1;
                 continue;
             }
             ui.info(format!("[{}/{total}] {id}", i + 1));
             match job.run(&mut models, compute, ui) {
-                Ok(()) => {
-                    summary.done.push(id);
-                    done += 1
-                }
+                Ok(()) => summary.done.push(id),
                 Err(e) => {
                     ui.warn(format!("{id}: {e:#}"));
                     failed.push((id, format!("{e:#}")));
-                    run_failed += 1;
                 }
             }
         }
-        let not_run = total - done - run_failed - busy.len() - (skipped - skipped_before);
         eprintln!(
-            "batch summary: {done} done, {skipped} skipped (already complete), {} failed{}{}",
+            "batch summary: {} done, {} skipped (already complete), {} failed{}{}",
+            summary.done.len(),
+            summary.skipped.len(),
             failed.len(),
-            if busy.is_empty() {
+            if summary.busy.is_empty() {
                 String::new()
             } else {
                 format!(
                     ", {} skipped (another process was writing them: {})",
-                    busy.len(),
-                    busy.join(", ")
+                    summary.busy.len(),
+                    summary.busy.join(", ")
                 )
             },
             if cancelled() {
-                format!(", {not_run} not run (interrupted)")
+                format!(", {} not run (interrupted)", pending.len())
             } else {
                 String::new()
             }

@@ -77,10 +77,7 @@ pub fn render(
         height: img.height(),
         backend: compute.backend.to_string(),
         dtype: dtype_name(compute.dtype).into(),
-        embeddings: dedup(embedding_records(
-            model,
-            &[&prompt.to_string(), &flags.negative],
-        )?),
+        embeddings: dedup(embedding_records(model, &[prompt, &flags.negative])?),
     };
     Ok((img, record))
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ditail::models::load::Location;
 use ditail::pipeline::ModelSpec;
+use ditail::pipeline::inversion::hex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -180,7 +181,7 @@ impl Record {
 /// against its text encoders).
 pub fn embedding_records(
     model: &ditail::pipeline::Model,
-    prompts: &[&String],
+    prompts: &[&str],
 ) -> Result<Vec<EmbeddingRecord>> {
     let mut out = Vec::new();
     for p in prompts {
@@ -393,8 +394,4 @@ impl HashCache {
             let _ = super::output::write_atomic(path, |w| Ok(w.write_all(&json)?));
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

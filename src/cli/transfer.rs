@@ -369,7 +369,7 @@ impl TransferJob {
         for w in &self.warnings {
             ui.warn(w);
         }
-        let inv_prompts = [&self.inversion.prompt, &self.inversion.negative_prompt];
+        let inv_prompts: [&str; 2] = [&self.inversion.prompt, &self.inversion.negative_prompt];
         let mut embeddings = Vec::new();
         let inv = match self.content {
             Content::Latents(inv) => *inv,
@@ -401,7 +401,7 @@ impl TransferJob {
             }
         };
         let target = models.get(&self.target)?;
-        let prompts = [&self.sampling.prompt, &self.sampling.negative_prompt];
+        let prompts: [&str; 2] = [&self.sampling.prompt, &self.sampling.negative_prompt];
         embeddings.extend(embedding_records(target, &prompts)?);
         let (img, latents) = sample_image(target, &inv, &self.sampling, compute, ui)?;
         if let Some(path) = &self.save_latents {

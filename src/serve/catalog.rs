@@ -423,16 +423,9 @@ fn classify(path: &Path, hint: Option<Kind>, opts: LoadOptions) -> Entry {
         triggers: Vec::new(),
     };
     let outcome: Result<Option<&str>, String> = if entry.kind == Kind::Embedding && !is_dir {
-        // Read whole (a few KB): the reader names the layout, and a pickle's conversion.
-        Embedding::read(path)
-            .map(|e| {
-                Some(if e.widths().len() == 1 {
-                    "SD1.x"
-                } else {
-                    "SDXL"
-                })
-            })
-            .map_err(|e| e.to_string())
+        // In an embeddings folder: the embedding reader names the layout, and an A1111
+        // `.pt`'s conversion (not a checkpoint's).
+        plan(Kind::Embedding, &entry.path, opts)
     } else if !is_dir && reject_pickle(path).is_err() {
         Err(reject_pickle(path).expect_err("checked").to_string())
     } else if is_dir {

@@ -14,8 +14,8 @@ use burn::module::Module;
 use burn::tensor::FloatDType;
 use ditail::models::LoadOptions;
 use ditail::pipeline::{
-    Inversion, Model, ModelSpec, Phase, PipelineError, Progress, decode, generate, invert,
-    preprocess::load_rgb, sample, to_rgb,
+    Inversion, Model, ModelSpec, Phase, PipelineError, Progress, decode, generate, inversion::hex,
+    invert, preprocess::load_rgb, sample, to_rgb,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -278,10 +278,6 @@ impl Worker {
 fn is_cancelled(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|c| matches!(c.downcast_ref(), Some(PipelineError::Cancelled)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Turns pipeline progress into job events: steps with a job-wide ETA, throttled

@@ -121,7 +121,12 @@ pub fn image_hash(img: &RgbImage) -> String {
     h.update(img.width().to_le_bytes());
     h.update(img.height().to_le_bytes());
     h.update(img.as_raw());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize())
+}
+
+/// Bytes as lower-case hex (the digests records and caches keep).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -297,7 +297,7 @@ impl Model {
     fn encode(&self, prompt: &str, device: &Device) -> Result<(Tensor<3>, Option<Tensor<2>>)> {
         let pieces = prompt::parse(prompt);
         let db = self.embeddings.as_deref();
-        let chunks_1 = prompt::tokenized_chunks(&self.sd.tokenizer, &pieces, db, 1)?;
+        let mut chunks_1 = prompt::tokenized_chunks(&self.sd.tokenizer, &pieces, db, 1)?;
         prompt::check_length("prompt", prompt, chunks_1.len())?;
         let Some(second) = &self.sd.text_encoder_2 else {
             let skip = self.clip_skip.saturating_sub(1);
@@ -310,7 +310,9 @@ impl Model {
         // The second tokenizer reads a typed `!` as its padding token (as transformers
         // does), which can shift a chunk boundary: both encoders get as many chunks.
         let chunks_2 = prompt::tokenized_chunks(&second.tokenizer, &pieces, db, chunks_1.len())?;
-        let chunks_1 = prompt::tokenized_chunks(&self.sd.tokenizer, &pieces, db, chunks_2.len())?;
+        if chunks_1.len() < chunks_2.len() {
+            chunks_1 = prompt::tokenized_chunks(&self.sd.tokenizer, &pieces, db, chunks_2.len())?;
+        }
         let (ids_1, ids_2) = (
             Self::chunk_ids(&chunks_1, device),
             Self::chunk_ids(&chunks_2, device),

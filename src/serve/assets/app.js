@@ -1,4 +1,4 @@
-// ditail web app: a thin client of the server's HTTP API (notes/serve-api.md).
+// ditail web app: a thin client of the server's HTTP API (README.md, "The HTTP API").
 // Plain ES2020, no framework, no build step. Sections: helpers · state · models ·
 // variant editors · content and mask · settings form · jobs and events · output ·
 // queue · gallery · start-up.

@@ -17,6 +17,7 @@ use burn::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::{PipelineError, Result};
+use crate::inversion::hex;
 
 /// One embedding file.
 #[derive(Clone, Debug)]
@@ -172,10 +173,6 @@ impl Embedding {
             vectors,
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The embeddings of a folder, by name.

@@ -57,9 +57,9 @@ pub fn tokenized_chunks(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut chunks = chunk(pieces, &items, specials);
-    let empty = chunk(&[Piece::Text(String::new(), 1.0)], &[Vec::new()], specials);
-    while chunks.len() < min {
-        chunks.extend(empty.iter().cloned());
+    if chunks.len() < min {
+        let empty = chunk(&[Piece::Text(String::new(), 1.0)], &[Vec::new()], specials);
+        chunks.resize(min, empty[0].clone());
     }
     Ok(chunks)
 }
