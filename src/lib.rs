@@ -1,7 +1,9 @@
 //! ditail: Diffusion Cocktail, training-free mixing of Stable Diffusion 1.x checkpoints.
 //!
-//! This root package is the `ditail` command (and its web app); as a library it re-exports
-//! the two crates the command is built on: the networks, [`ditail_models`] as [`models`]
+//! This root package is the `ditail` command and its web app ([`serve`], a library module
+//! so that the fuzz targets drive its router); as a library it re-exports the crates the
+//! command is built on: the application layer, [`ditail_app`] as [`app`] (jobs, the runner,
+//! outputs), the networks, [`ditail_models`] as [`models`]
 //! (with [`models::device`]: choosing a backend at run time), and the method,
 //! [`ditail_pipeline`] as [`pipeline`], and the paper's metrics, [`ditail_eval`] as [`eval`].
 //!
@@ -17,6 +19,12 @@
 //! # Ok(()) }
 //! ```
 
+// The web app's modules name the crates as the binary does (`ditail::app`, ...).
+extern crate self as ditail;
+
+pub use ditail_app as app;
 pub use ditail_eval as eval;
 pub use ditail_models as models;
 pub use ditail_pipeline as pipeline;
+
+pub mod serve;

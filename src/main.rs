@@ -2,7 +2,6 @@
 
 mod alloc;
 mod cli;
-mod serve;
 
 fn main() -> std::process::ExitCode {
     alloc::configure();

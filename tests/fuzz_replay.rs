@@ -4,19 +4,9 @@
 //! so that a plain `cargo test` keeps what was fixed fixed. Fuzzing itself needs nightly and
 //! cargo-fuzz: `scripts/fuzz.sh`.
 
-// `bodies::cli` includes three of `src/cli/`'s files for the file targets, which have no
-// `cli` module of their own; here `cli` below holds them too.
-#[allow(clippy::duplicate_mod)]
 #[path = "../fuzz/bodies/mod.rs"]
 mod bodies;
 
-// The web app's request target needs the binary's own modules at the crate root.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/cli/mod.rs"]
-mod cli;
-#[allow(dead_code, unused_imports)]
-#[path = "../src/serve/mod.rs"]
-mod serve;
 #[path = "../fuzz/bodies/serve_request.rs"]
 mod serve_request;
 

@@ -5,7 +5,7 @@
 
 use std::path::{Component, Path};
 
-use super::cli::manifest::{self, FIELDS, Shard};
+use ditail::app::manifest::{self, FIELDS, Shard};
 
 /// Whether `name` joined to a folder names a file directly in it.
 fn plain_file_name(name: &str) -> bool {

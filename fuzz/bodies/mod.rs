@@ -9,7 +9,6 @@
 
 #![allow(dead_code)]
 
-pub mod cli;
 pub mod diffusers_config;
 pub mod image;
 pub mod latents;

@@ -7,8 +7,8 @@
 
 use image::RgbImage;
 
-use super::cli::metadata::{DitailRecord, EmbeddingRecord, LoraRecord, ModelRecord, Record};
-use super::cli::output::{read_png_text, write_png};
+use ditail::app::output::{read_png_text, write_png};
+use ditail::app::record::{DitailRecord, EmbeddingRecord, LoraRecord, ModelRecord, Record};
 
 fn model(name: &str, lora: &str) -> ModelRecord {
     ModelRecord {

@@ -16,9 +16,8 @@
 //! parsing. `Content-Length` and `Transfer-Encoding` are dropped: the body is the rest of
 //! the input (hyper's framing is not what is fuzzed here).
 //!
-//! Not a module of `bodies/mod.rs`: it needs the binary's own modules (`crate::cli`,
-//! `crate::serve`, included by path at the including crate's root), which only this target
-//! and `tests/fuzz_replay.rs` compile.
+//! Not a module of `bodies/mod.rs`: it needs the web app's dependencies (axum, tower),
+//! which only this target and `tests/fuzz_replay.rs` build with.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -32,10 +31,10 @@ use ditail::models::device::{Backend, Compute};
 use tower::ServiceExt;
 
 use crate::bodies::{repo_root, scratch};
-use crate::serve::api::{App, router};
-use crate::serve::catalog::Catalog;
-use crate::serve::jobs::Jobs;
-use crate::serve::settings::LIMITS;
+use ditail::serve::api::{App, router};
+use ditail::serve::catalog::Catalog;
+use ditail::serve::jobs::Jobs;
+use ditail::serve::settings::LIMITS;
 
 /// The token of the second server.
 const TOKEN: &str = "fuzz-token";

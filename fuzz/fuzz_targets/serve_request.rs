@@ -1,13 +1,5 @@
 #![no_main]
-//! See `fuzz/bodies/serve_request.rs`. The binary's command-line and web-app modules are
-//! included at the crate root, where their `crate::cli` and `crate::serve` paths expect them.
-
-#[allow(dead_code, unused_imports)]
-#[path = "../../src/cli/mod.rs"]
-mod cli;
-#[allow(dead_code, unused_imports)]
-#[path = "../../src/serve/mod.rs"]
-mod serve;
+//! See `fuzz/bodies/serve_request.rs`: the web app's router, from the `ditail` library.
 
 #[path = "../bodies/mod.rs"]
 mod bodies;

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use ditail::app::{DitailOptions, GenerationOptions, ModelOptions};
+pub use ditail::serve::ServeArgs;
 
 /// Diffusion Cocktail: mix Stable Diffusion 1.x or SDXL checkpoints and LoRAs without
 /// training (source and target of one family).
@@ -132,81 +134,6 @@ pub struct EvalNets {
     pub dino_antialias: bool,
 }
 
-/// How a model is modified at load: LoRAs, VAE, clip skip.
-#[derive(Clone, Debug, Default, Args)]
-#[command(next_help_heading = "Model options")]
-pub struct ModelFlags {
-    /// A LoRA merged into the (target) model, FILE or FILE:SCALE [scale default 0.7];
-    /// repeatable.
-    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
-    pub loras: Vec<String>,
-    /// A VAE to use instead of the model's: a VAE .safetensors, a diffusers folder or a repo id.
-    #[arg(long, value_name = "MODEL")]
-    pub vae: Option<String>,
-    /// Text-encoder layers to skip, A1111 style: 1 = none (the default), 2 = penultimate.
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=12))]
-    pub clip_skip: u32,
-    /// A folder of textual-inversion embeddings (.safetensors) that prompts name, A1111
-    /// style ("EasyNegative") or ComfyUI style ("embedding:EasyNegative"); repeatable
-    /// [default: the `embeddings` folder of the A1111 or ComfyUI installation the model
-    /// file is in].
-    #[arg(long, value_name = "DIR")]
-    pub embeddings: Vec<PathBuf>,
-}
-
-/// Ditail's numbers (defaults: the reference demo's, METHOD.md).
-#[derive(Clone, Debug, Args)]
-#[command(next_help_heading = "Ditail options")]
-pub struct DitailFlags {
-    /// Negative prompt p-.
-    #[arg(long, value_name = "TEXT", default_value = ditail::pipeline::settings::DEFAULT_NEGATIVE)]
-    pub negative_prompt: String,
-    /// Positive prompt for inversion [default: --prompt].
-    #[arg(long, value_name = "TEXT")]
-    pub inv_prompt: Option<String>,
-    /// Negative prompt for inversion [default: --negative-prompt].
-    #[arg(long, value_name = "TEXT")]
-    pub inv_negative_prompt: Option<String>,
-    /// Condition scaling of the positive inversion prompt.
-    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::ALPHA)]
-    pub alpha: f64,
-    /// Condition scaling of the negative inversion prompt.
-    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::BETA)]
-    pub beta: f64,
-    /// Classifier-free guidance scale while sampling.
-    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::OMEGA)]
-    pub omega: f64,
-    /// DDIM inversion steps.
-    #[arg(long, value_name = "N", default_value_t = ditail::pipeline::settings::defaults::STEPS)]
-    pub inv_steps: usize,
-    /// DDIM sampling steps (each must be an inversion timestep).
-    #[arg(long, value_name = "N", default_value_t = ditail::pipeline::settings::defaults::STEPS)]
-    pub steps: usize,
-    /// Share of sampling steps that inject ResNet features.
-    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::CONV_RATIO)]
-    pub conv_ratio: f64,
-    /// Share of sampling steps that inject self-attention q/k.
-    #[arg(long, default_value_t = ditail::pipeline::settings::defaults::ATTN_RATIO)]
-    pub attn_ratio: f64,
-    /// Where to inject: full, left, right, top, bottom, or a grayscale PNG (white = inject).
-    #[arg(long, value_name = "MASK", default_value = "full")]
-    pub mask: String,
-    /// Inject nothing (ablation: plain inversion + sampling).
-    #[arg(long)]
-    pub no_injection: bool,
-    /// Where in the U-Net to inject, as comma-separated diffusers module paths (ResNets
-    /// `up_blocks.1.resnets.1`, self-attention `up_blocks.1.attentions.2.transformer_blocks.0`);
-    /// default: the method's sites for the target's family (SD1.x: 1 ResNet + 8 attention
-    /// layers; SDXL: 1 + 4).
-    #[arg(long, value_name = "LIST")]
-    pub sites: Option<String>,
-    /// The image's shorter side is resized to N pixels (then cropped to multiples of 8);
-    /// default: the target's family's native size, 512 (SD1.x) or 1024 (SDXL).
-    #[arg(long, value_name = "N")]
-    pub size: Option<u32>,
-}
-
 #[derive(Debug, Args)]
 pub struct TransferArgs {
     /// The content image (PNG, JPEG or WebP); optional with --from-latents.
@@ -225,9 +152,9 @@ pub struct TransferArgs {
     #[arg(short, long, value_name = "OUT.png")]
     pub output: PathBuf,
     #[command(flatten)]
-    pub model: ModelFlags,
+    pub model: ModelOptions,
     #[command(flatten)]
-    pub ditail: DitailFlags,
+    pub ditail: DitailOptions,
     /// Also save the inversion (and the final latents) for reuse with --from-latents.
     #[arg(long, value_name = "FILE")]
     pub save_latents: Option<PathBuf>,
@@ -254,27 +181,9 @@ pub struct GenerateArgs {
     #[arg(short, long, value_name = "OUT.png")]
     pub output: PathBuf,
     #[command(flatten)]
-    pub model_flags: ModelFlags,
+    pub model_flags: ModelOptions,
     #[command(flatten)]
-    pub generation: GenerationFlags,
-}
-
-/// Text-to-image numbers.
-#[derive(Clone, Debug, Args)]
-pub struct GenerationFlags {
-    /// Negative prompt.
-    #[arg(long = "negative-prompt", value_name = "TEXT",
-          default_value = ditail::pipeline::settings::DEFAULT_NEGATIVE)]
-    pub negative: String,
-    /// Classifier-free guidance scale.
-    #[arg(long = "omega", default_value_t = ditail::pipeline::settings::defaults::GENERATION_OMEGA)]
-    pub omega: f64,
-    /// DDIM steps.
-    #[arg(long = "steps", value_name = "N", default_value_t = ditail::pipeline::settings::defaults::STEPS)]
-    pub steps: usize,
-    /// Image side in pixels (square; a multiple of 8).
-    #[arg(long = "size", value_name = "N", default_value_t = ditail::pipeline::settings::defaults::SIZE)]
-    pub size: u32,
+    pub generation: GenerationOptions,
 }
 
 #[derive(Debug, Args)]
@@ -303,9 +212,9 @@ pub struct CocktailArgs {
     #[command(flatten)]
     pub eval_nets: EvalNets,
     #[command(flatten)]
-    pub model: ModelFlags,
+    pub model: ModelOptions,
     #[command(flatten)]
-    pub ditail: DitailFlags,
+    pub ditail: DitailOptions,
 }
 
 #[derive(Debug, Args)]
@@ -339,7 +248,7 @@ pub struct InvertArgs {
     #[arg(short, long, value_name = "LATENTS")]
     pub output: PathBuf,
     #[command(flatten)]
-    pub model: ModelFlags,
+    pub model: ModelOptions,
 }
 
 #[derive(Debug, Args)]
@@ -382,33 +291,7 @@ pub struct BatchArgs {
     #[command(flatten)]
     pub eval_nets: EvalNets,
     #[command(flatten)]
-    pub model: ModelFlags,
+    pub model: ModelOptions,
     #[command(flatten)]
-    pub ditail: DitailFlags,
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// A folder of models (checkpoints, diffusers folders, LoRAs, VAEs; A1111, ComfyUI and
-    /// Hugging Face cache layouts are recognised); repeatable.
-    #[arg(long = "models", value_name = "DIR")]
-    pub models: Vec<PathBuf>,
-    /// Where results are written (and the gallery is read from).
-    #[arg(short, long, value_name = "DIR", default_value = "ditail-outputs")]
-    pub output: PathBuf,
-    /// The address to listen on; anything but a loopback address lets other machines in.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: std::net::IpAddr,
-    /// The port (0: any free port).
-    #[arg(long, default_value_t = 7860)]
-    pub port: u16,
-    /// Require this bearer token on every request [env: DITAIL_TOKEN].
-    #[arg(long, value_name = "TOKEN")]
-    pub token: Option<String>,
-    /// Memory for loaded models, in GiB (least recently used models are dropped beyond it).
-    #[arg(long, value_name = "GB", default_value_t = 8.0)]
-    pub cache_gb: f64,
-    /// Open the page in the default browser.
-    #[arg(long)]
-    pub open: bool,
+    pub ditail: DitailOptions,
 }

@@ -13,17 +13,17 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
+use ditail::app::manifest::{self, Row};
+use ditail::app::models::Checked;
+use ditail::app::output::{self, Claim, check_output_dir, read_png_text};
+use ditail::app::{Budget, ContentArg, Job, Runner};
 use ditail::pipeline::ModelSpec;
 
-use super::args::{BatchArgs, DitailFlags, GenerationFlags, ModelFlags};
+use super::args::{BatchArgs, DitailOptions, ModelOptions};
 use super::batch_summary::Summary;
 use super::device::Compute;
 use super::generate::random_seed;
-use super::manifest::{self, Row};
-use super::models::{self, Checked, Models};
-use super::output::{self, Claim, check_output_dir, read_png_text};
-use super::transfer::{ContentArg, TransferJob, prepare};
-use super::ui::{Ui, cancelled};
+use super::ui::{Terminal, Ui, cancelled};
 use super::{batch_summary, cluster};
 
 /// Whether `path` is an output a previous run completed.
@@ -32,9 +32,9 @@ fn complete(path: &Path) -> bool {
 }
 
 /// The row's flags: the command line's, overridden by the row's fields.
-fn row_flags(row: &Row, base: &DitailFlags, manifest: &Path) -> Result<DitailFlags> {
+fn row_flags(row: &Row, base: &DitailOptions, manifest: &Path) -> Result<DitailOptions> {
     let d = base.clone();
-    Ok(DitailFlags {
+    Ok(DitailOptions {
         negative_prompt: row
             .get("negative_prompt")
             .map_or(d.negative_prompt, str::to_string),
@@ -62,8 +62,8 @@ fn row_flags(row: &Row, base: &DitailFlags, manifest: &Path) -> Result<DitailFla
     })
 }
 
-fn row_model_flags(row: &Row, base: &ModelFlags, manifest: &Path) -> Result<ModelFlags> {
-    Ok(ModelFlags {
+fn row_model_flags(row: &Row, base: &ModelOptions, manifest: &Path) -> Result<ModelOptions> {
+    Ok(ModelOptions {
         loras: match row.get("lora") {
             Some(l) => l
                 .split(';')
@@ -87,8 +87,8 @@ fn prepare_row(
     row: &Row,
     args: &BatchArgs,
     compute: &Compute,
-    check: &mut dyn FnMut(&ModelSpec) -> Result<Checked>,
-) -> Result<TransferJob> {
+    check: &mut ditail::app::job::Check,
+) -> Result<Job> {
     let m = &args.manifest;
     let prompt = row.get("prompt").context("field `prompt` is required")?;
     let flags = row_flags(row, &args.ditail, m)?;
@@ -109,24 +109,19 @@ fn prepare_row(
         None => ContentArg::Generate {
             prompt: prompt.to_string(),
             seed: row.parse("seed", random_seed())?,
-            flags: GenerationFlags {
-                negative: flags.negative_prompt.clone(),
-                omega: 7.5,
-                steps: flags.steps,
-                size: flags.size.unwrap_or(512),
-            },
+            options: flags.content_generation(),
         },
     };
-    prepare(
+    Ok(Job::transfer(
         content,
         prompt,
-        Some(models::spec(&source, &model_flags, false)?),
-        models::spec(&target, &model_flags, true)?,
+        Some(model_flags.spec(&source, false)?),
+        model_flags.spec(&target, true)?,
         &flags,
         &args.output.join(row.output_name()),
         compute,
         check,
-    )
+    )?)
 }
 
 /// Checks everything, then returns the run. Its error (exit 1) says how many rows failed.
@@ -165,11 +160,11 @@ pub fn command<'a>(
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut jobs = Vec::new();
     let mut checked: Vec<(ModelSpec, Checked)> = Vec::new();
-    let mut check = |spec: &ModelSpec| -> Result<Checked> {
+    let mut check = |spec: &ModelSpec| -> ditail::app::Result<Checked> {
         if let Some((_, c)) = checked.iter().find(|(s, _)| s == spec) {
             return Ok(c.clone());
         }
-        let c = models::check(spec, compute)?;
+        let c = ditail::app::models::check(spec, compute)?;
         checked.push((spec.clone(), c.clone()));
         Ok(c)
     };
@@ -220,11 +215,13 @@ pub fn command<'a>(
         None
     };
     // Rows sharing models run together, so each model loads once.
-    jobs.sort_by(|a, b| {
-        (&a.1.source.model, &a.1.target.model).cmp(&(&b.1.source.model, &b.1.target.model))
-    });
+    let models = |job: &Job| {
+        let name = |m: &[ditail::app::JobModel]| m.first().map(|m| m.spec.model.clone());
+        (name(&job.sources), name(&job.targets))
+    };
+    jobs.sort_by_key(|(_, job)| models(job));
     Ok(Box::new(move || {
-        let mut models = Models::new(compute, ui, 2);
+        let mut runner = Runner::new(compute.clone(), Budget::models(2));
         let total = jobs.len();
         // What happened to each row: the counts below are these lists' lengths.
         let mut summary = Summary {
@@ -240,10 +237,10 @@ pub fn command<'a>(
             if cancelled() {
                 break;
             }
-            let out = job.output.clone();
+            let out = job.output().to_path_buf();
             pending.retain(|p| p != &id);
             // Held until the row ends: another batch on the same rows skips this one.
-            let _lock = match output::claim(&out) {
+            let _lock = match output::claim(&out).map_err(anyhow::Error::from) {
                 Ok(Claim::Mine(lock)) => Some(lock),
                 Ok(Claim::Busy) => {
                     ui.info(format!(
@@ -280,7 +277,10 @@ pub fn command<'a>(
                 continue;
             }
             ui.info(format!("[{}/{total}] {id}", i + 1));
-            match job.run(&mut models, compute, ui) {
+            match runner
+                .run(&job, &mut Terminal::new(ui))
+                .map_err(anyhow::Error::from)
+            {
                 Ok(()) => summary.done.push(id),
                 Err(e) => {
                     ui.warn(format!("{id}: {e:#}"));
@@ -323,7 +323,7 @@ pub fn command<'a>(
             return Err(ditail::pipeline::PipelineError::Cancelled.into());
         }
         if let Some(checked) = eval_checked {
-            drop(models);
+            runner.release_models();
             let items: Vec<_> = eval_items
                 .into_iter()
                 .filter(|i| complete(&i.result))

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{self, Shard};
 use super::ui::Ui;
+use ditail::app::manifest::{self, Shard};
 
 /// One task's account of its shard.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -14,7 +14,7 @@
 
 use anyhow::{Result, bail};
 
-use super::manifest::Shard;
+use ditail::app::manifest::Shard;
 
 /// The shard and how it was chosen (printed, so that a task's log says why it ran what).
 pub fn shard(

@@ -7,21 +7,18 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use ditail::pipeline::{Inversion, ModelSpec, invert, preprocess::load_rgb};
+use anyhow::{Result, bail};
+use ditail::app::job::Check;
+use ditail::app::output::{check_output_dir, write_png};
+use ditail::app::record::model_label;
+use ditail::app::{Budget, Cell, Content, ContentKind, Grid, Job, Runner};
+use ditail::pipeline::{ModelSpec, preprocess::load_rgb};
 use image::RgbImage;
 
-use super::args::{CocktailArgs, GenerationFlags};
+use super::args::CocktailArgs;
 use super::device::Compute;
-use super::generate::render;
-use super::metadata::{ModelRecord, embeddings_of, model_label};
-use super::models::{self, Models};
-use super::output::{check_output_dir, write_png};
 use super::sheet::contact_sheet;
-use super::transfer::{
-    check_content, check_sites, check_steps, sample_image, settings, transfer_record,
-};
-use super::ui::Ui;
+use super::ui::{Terminal, Ui};
 
 /// Contact-sheet cell size in pixels.
 const CELL: u32 = 256;
@@ -52,14 +49,6 @@ fn unique_labels(names: impl Iterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
-struct Entry {
-    label: String,
-    source: ModelSpec,
-    target: ModelSpec,
-    source_record: ModelRecord,
-    target_record: ModelRecord,
-}
-
 /// Checks everything, then returns the run.
 pub fn command<'a>(
     args: &'a CocktailArgs,
@@ -77,17 +66,8 @@ pub fn command<'a>(
     if !image_mode && args.prompts.is_empty() {
         bail!("give content: --image IMG (repeatable) or --prompt TEXT (repeatable)");
     }
-    let gen_flags = GenerationFlags {
-        negative: args.ditail.negative_prompt.clone(),
-        omega: 7.5,
-        steps: args.ditail.steps,
-        size: args.ditail.size.unwrap_or(512),
-    };
-    if !image_mode {
-        super::generate::check_flags(&gen_flags)?;
-    }
-    // Content: (label, image or prompt, sampling prompt).
-    let contents: Vec<(String, Option<RgbImage>, String)> = if image_mode {
+    // Content: its label, its prompt and where it comes from.
+    let contents: Vec<Content> = if image_mode {
         let labels = unique_labels(args.images.iter().map(|p| {
             p.file_stem()
                 .map_or("image".into(), |s| s.to_string_lossy().into_owned())
@@ -102,7 +82,15 @@ pub fn command<'a>(
                     1 => args.prompts[0].clone(),
                     _ => args.prompts[i].clone(),
                 };
-                Ok((label, Some(load_rgb(path)?), prompt))
+                let kind = ContentKind::Image {
+                    path: path.clone(),
+                    rgb: load_rgb(path)?,
+                };
+                Ok(Content {
+                    label,
+                    kind,
+                    prompt: Some(prompt),
+                })
             })
             .collect::<Result<_>>()?
     } else {
@@ -110,46 +98,60 @@ pub fn command<'a>(
         labels
             .into_iter()
             .zip(&args.prompts)
-            .map(|(l, p)| (l, None, p.clone()))
+            .map(|(label, prompt)| Content {
+                label,
+                kind: ContentKind::Generate {
+                    prompt: prompt.clone(),
+                    seed: args.seed,
+                    options: args.ditail.content_generation(),
+                },
+                prompt: Some(prompt.clone()),
+            })
             .collect()
     };
-    let (mut inversion, sampling) = settings(contents[0].2.as_str(), &args.ditail)?;
-
-    let labels = unique_labels(args.models.iter().map(|m| model_label(m)));
-    let mut entries = Vec::new();
-    let mut checked = Vec::new();
-    for (model, label) in args.models.iter().zip(labels) {
-        let source = models::spec(model, &args.model, false)?;
-        let target = models::spec(model, &args.model, true)?;
-        let s = models::check(&source, compute)?;
-        let t = models::check(&target, compute)?;
-        entries.push(Entry {
-            label,
-            source,
-            target,
-            source_record: s.record.clone(),
-            target_record: t.record.clone(),
-        });
-        checked.push((s, t));
-    }
-    for (s, _) in &checked {
-        for (_, t) in &checked {
-            check_steps(s, t, inversion.steps, sampling.steps)?;
-        }
-    }
-    for (_, t) in &checked {
-        check_sites(&sampling, t)?;
-    }
-    if let (None, Some((first, _))) = (args.ditail.size, checked.first()) {
-        inversion.size = first.family.native_size();
-    }
-    for ((_, image, _), path) in contents.iter().zip(&args.images) {
-        if let Some(rgb) = image {
-            check_content(path, rgb, inversion.size, &sampling.mask, &args.ditail.mask)?;
-        }
-    }
+    let described: Vec<(String, String)> = contents
+        .iter()
+        .map(|c| (c.label.clone(), c.prompt.clone().unwrap_or_default()))
+        .collect();
+    let names = unique_labels(args.models.iter().map(|m| model_label(m)));
+    let models = |with_loras: bool| -> Result<Vec<(ModelSpec, String)>> {
+        args.models
+            .iter()
+            .zip(&names)
+            .map(|(m, label)| Ok((args.model.spec(m, with_loras)?, label.clone())))
+            .collect()
+    };
+    let (sources, targets) = (models(false)?, models(true)?);
+    let out = &args.output;
+    let cell_path = |c: Cell| {
+        let t = c.target.expect("a result's cell");
+        out.join(format!(
+            "{}--{}--to--{}.png",
+            described[c.content].0, names[c.source], names[t]
+        ))
+    };
+    let content_path = |c: Cell| {
+        out.join(format!(
+            "{}--content--{}.png",
+            described[c.content].0, names[c.source]
+        ))
+    };
+    let prompt = described[0].1.clone();
+    let check: &mut Check = &mut |spec| ditail::app::models::check(spec, compute);
+    let job = Job::grid(
+        Grid {
+            contents,
+            sources,
+            targets,
+            prompt: &prompt,
+            options: &args.ditail,
+            cell_path: &cell_path,
+            content_path: (!image_mode).then_some(&content_path as &dyn Fn(Cell) -> PathBuf),
+        },
+        check,
+    )?;
     let eval_checked = if args.eval {
-        let prompts = contents.iter().any(|(_, _, p)| !p.is_empty());
+        let prompts = described.iter().any(|(_, p)| !p.is_empty());
         Some(super::eval::check(&args.eval_nets, prompts, true, None)?)
     } else {
         None
@@ -158,75 +160,18 @@ pub fn command<'a>(
     check_output_dir(&args.output)?;
 
     Ok(Box::new(move || {
-        let mut models = Models::new(compute, ui, 1);
-        // Stage 1: per source, its contents (generated in prompt mode) and their inversions.
-        let mut inversions: Vec<Vec<Inversion>> = vec![Vec::new(); contents.len()];
-        for (si, e) in entries.iter().enumerate() {
-            for (ci, (label, image, prompt)) in contents.iter().enumerate() {
-                let model = models.get(&e.source)?;
-                let rgb = match image {
-                    Some(img) => img.clone(),
-                    None => {
-                        let seed = args.seed;
-                        let (img, record) = render(
-                            model,
-                            &e.source_record,
-                            prompt,
-                            &gen_flags,
-                            seed,
-                            compute,
-                            ui,
-                        )?;
-                        let path = args
-                            .output
-                            .join(format!("{label}--content--{}.png", e.label));
-                        write_png(&path, &img, &record.chunks())?;
-                        ui.info(format!("wrote {}", path.display()));
-                        img
-                    }
-                };
-                let mut inv_settings = inversion.clone();
-                inv_settings.prompt = prompt.clone();
-                let mut progress = ui.steps("source");
-                let inv = invert(model, &rgb, &inv_settings, &compute.device, &mut progress)
-                    .with_context(|| format!("inverting {label} with {}", e.label))?;
-                debug_assert_eq!(inversions[ci].len(), si);
-                inversions[ci].push(inv);
-            }
-        }
-        // Stage 2: per target (last source first: it may still be loaded), every inversion.
-        let n = entries.len();
+        let mut runner = Runner::new(compute.clone(), Budget::models(1));
+        let n = names.len();
         let mut cells: Vec<Vec<Vec<Option<RgbImage>>>> =
-            vec![vec![vec![None; n]; n]; contents.len()];
-        for (ti, t) in entries.iter().enumerate().rev() {
-            for (ci, (label, _, prompt)) in contents.iter().enumerate() {
-                for (si, s) in entries.iter().enumerate() {
-                    let target = models.get(&t.target)?;
-                    let mut spl = sampling.clone();
-                    spl.prompt = prompt.clone();
-                    let inv = &inversions[ci][si];
-                    let (img, _) = sample_image(target, inv, &spl, compute, ui)?;
-                    let mut record = transfer_record(
-                        inv,
-                        &spl,
-                        &args.ditail.mask,
-                        &t.target_record,
-                        Some(&s.source_record),
-                        &img,
-                        compute,
-                    );
-                    record.embeddings = embeddings_of(target, inv, &spl)?;
-                    let path: PathBuf = args
-                        .output
-                        .join(format!("{label}--{}--to--{}.png", s.label, t.label));
-                    write_png(&path, &img, &record.chunks())?;
-                    ui.info(format!("wrote {}", path.display()));
-                    cells[ci][si][ti] = Some(img);
-                }
+            vec![vec![vec![None; n]; n]; described.len()];
+        let mut sink = Terminal::new(ui).on_result(|cell, img| {
+            if let Some(t) = cell.target {
+                cells[cell.content][cell.source][t] = Some(img.clone());
             }
-        }
-        let names: Vec<String> = entries.iter().map(|e| e.label.clone()).collect();
-        for (ci, (label, _, _)) in contents.iter().enumerate() {
+        });
+        runner.run(&job, &mut sink)?;
+        drop(sink);
+        for (ci, (label, _)) in described.iter().enumerate() {
             let grid: Vec<Vec<RgbImage>> = cells[ci]
                 .iter()
                 .map(|row| {
@@ -254,15 +199,14 @@ pub fn command<'a>(
             ));
         }
         if let Some(checked) = eval_checked {
-            drop(models);
+            runner.release_models();
             let content_path = |ci: usize, si: usize| match args.images.get(ci) {
                 Some(p) => p.clone(),
-                None => args.output.join(format!(
-                    "{}--content--{}.png",
-                    contents[ci].0, entries[si].label
-                )),
+                None => args
+                    .output
+                    .join(format!("{}--content--{}.png", described[ci].0, names[si])),
             };
-            score_cocktail(&contents, &names, content_path, checked, args, compute, ui)?;
+            score_cocktail(&described, &names, content_path, checked, args, compute, ui)?;
         }
         Ok(())
     }))
@@ -271,7 +215,7 @@ pub fn command<'a>(
 /// `--eval`: scores every transfer against its content and prompt, prints models x models
 /// tables of the means over the contents, and writes `scores.json`.
 fn score_cocktail(
-    contents: &[(String, Option<RgbImage>, String)],
+    contents: &[(String, String)],
     names: &[String],
     content_path: impl Fn(usize, usize) -> PathBuf,
     checked: super::eval::Checked,
@@ -283,7 +227,7 @@ fn score_cocktail(
     let n = names.len();
     let mut items = Vec::new();
     let mut pairs = Vec::new();
-    for (ci, (label, _, prompt)) in contents.iter().enumerate() {
+    for (ci, (label, prompt)) in contents.iter().enumerate() {
         for si in 0..n {
             for ti in 0..n {
                 let name = format!("{label}--{}--to--{}.png", names[si], names[ti]);

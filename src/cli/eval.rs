@@ -16,9 +16,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::{EvalArgs, EvalNets};
 use super::device::Compute;
-use super::metadata::{cache_dir, read_record};
-use super::output::{check_output_file, write_atomic};
 use super::ui::{Ui, cancelled};
+use ditail::app::output::{check_output_file, write_atomic};
+use ditail::app::record::{cache_dir, read_record};
 
 /// pytorch-fid's weights, where they are downloaded from and the name ditail looks for.
 const INCEPTION_URL: &str = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth";

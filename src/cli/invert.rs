@@ -7,9 +7,11 @@ use ditail::pipeline::{InversionSettings, invert, latents};
 
 use super::args::InvertArgs;
 use super::device::Compute;
-use super::models::{self, Models};
-use super::output::check_output_file;
-use super::ui::Ui;
+use ditail::app::output::check_output_file;
+use ditail::app::record::model_label;
+use ditail::app::{Budget, Runner};
+
+use super::ui::{Terminal, Ui};
 
 /// Checks everything, then returns the run.
 pub fn command<'a>(
@@ -26,13 +28,15 @@ pub fn command<'a>(
         alpha: args.alpha,
         beta: args.beta,
         steps: args.inv_steps,
-        size: args.size.unwrap_or(512),
+        size: args
+            .size
+            .unwrap_or(ditail::pipeline::settings::defaults::SIZE),
     };
     settings.validate()?;
     check_output_file(&args.output, "output", None)?;
     let rgb = load_rgb(&args.image)?;
-    let spec = models::spec(&args.source, &args.model, false)?;
-    let checked = models::check(&spec, compute)?;
+    let spec = args.model.spec(&args.source, false)?;
+    let checked = ditail::app::models::check(&spec, compute)?;
     if args.size.is_none() {
         settings.size = checked.family.native_size();
     }
@@ -40,10 +44,10 @@ pub fn command<'a>(
         .with_context(|| format!("content image {}", args.image.display()))?;
     checked.scheduler.timesteps(settings.steps)?;
     Ok(Box::new(move || {
-        let mut models = Models::new(compute, ui, 1);
-        let source = models.get(&spec)?;
+        let mut runner = Runner::new(compute.clone(), Budget::models(1));
+        let source = runner.model(&spec, &model_label(&spec.model), &mut Terminal::new(ui))?;
         let mut progress = ui.steps("source");
-        let inv = invert(source, &rgb, &settings, &compute.device, &mut progress)
+        let inv = invert(&source, &rgb, &settings, &compute.device, &mut progress)
             .with_context(|| format!("inverting {}", args.image.display()))?;
         latents::save(&args.output, &inv, None)
             .with_context(|| format!("writing {}", args.output.display()))?;

@@ -10,20 +10,16 @@ mod cluster;
 mod cocktail;
 pub(crate) mod device;
 mod eval;
-pub(crate) mod generate;
+mod generate;
 mod invert;
-mod manifest;
-pub(crate) mod metadata;
-pub(crate) mod models;
-pub(crate) mod output;
 mod sheet;
-pub(crate) mod transfer;
+mod transfer;
 pub(crate) mod ui;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use ditail::pipeline::PipelineError;
+use ditail::app::{Budget, Runner, is_cancelled};
 
 use args::{Cli, Command};
 use ui::Ui;
@@ -81,15 +77,17 @@ pub fn main() -> ExitCode {
         Command::Transfer(a) => transfer::prepare_command(a, &compute).map(|job| {
             let (compute, ui) = (&compute, &ui);
             Box::new(move || {
-                let mut models = models::Models::new(compute, ui, 1);
-                job.run(&mut models, compute, ui)
+                let mut runner = Runner::new(compute.clone(), Budget::models(1));
+                transfer::run(&job, &mut runner, ui)
             }) as Run
         }),
         Command::Generate(a) => generate::command(a, &compute, &ui),
         Command::Cocktail(a) => cocktail::command(a, &compute, &ui),
         Command::Invert(a) => invert::command(a, &compute, &ui),
         Command::Batch(a) => batch::command(a, &compute, &ui),
-        Command::Serve(a) => crate::serve::command(a, &compute, &ui),
+        Command::Serve(a) => {
+            ditail::serve::command(a, &compute, cli.global.quiet).map(|run| Box::new(run) as Run)
+        }
         Command::Eval(a) => eval::command(a, &compute, &ui),
         Command::Devices => unreachable!("handled above"),
     };
@@ -103,10 +101,7 @@ pub fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let interrupted = e
-                .chain()
-                .any(|c| matches!(c.downcast_ref(), Some(PipelineError::Cancelled)));
-            if interrupted {
+            if is_cancelled(e.as_ref()) {
                 eprintln!("interrupted: no output was written for the unfinished work");
                 ExitCode::from(130)
             } else {

@@ -2,28 +2,23 @@
 //! (also when stderr is not a terminal, so batch logs say what happened), warnings, and
 //! Ctrl-C handling (the first stops after the current step and cleans up; the second quits).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ditail::app::interrupt;
+use ditail::app::models::describe;
+use ditail::app::{Cell, Sink, Stage, Written};
 use ditail::pipeline::{Phase, Progress};
+use image::RgbImage;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-static CANCELLED: AtomicBool = AtomicBool::new(false);
-
-/// Installs the Ctrl-C handler.
+/// Installs the Ctrl-C handler (see [`interrupt`]).
 pub fn install_cancel_handler() {
-    let _ = ctrlc::set_handler(|| {
-        if CANCELLED.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: quitting now");
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupted: stopping after the current step (Ctrl-C again to quit now)");
-    });
+    interrupt::install();
 }
 
 /// Whether Ctrl-C was pressed.
 pub fn cancelled() -> bool {
-    CANCELLED.load(Ordering::SeqCst)
+    interrupt::requested()
 }
 
 /// Progress and messages.
@@ -82,7 +77,8 @@ impl Ui {
 
     /// A progress callback for the pipeline: a bar per phase with steps per second; returns
     /// `false` (cancel) after Ctrl-C. Prints a summary line when each phase ends.
-    pub fn steps<'a>(&'a self, label: &'a str) -> impl FnMut(Progress) -> bool + 'a {
+    pub fn steps<'a>(&'a self, label: impl Into<String>) -> impl FnMut(Progress) -> bool + 'a {
+        let label = label.into();
         let mut current: Option<(Phase, ProgressBar, Instant)> = None;
         move |p: Progress| {
             if current
@@ -141,5 +137,93 @@ impl Task {
             self.label,
             self.start.elapsed().as_secs_f64()
         ));
+    }
+}
+
+/// A phase's progress bar (see [`Ui::steps`]).
+type StepsBar<'a> = Box<dyn FnMut(Progress) -> bool + 'a>;
+/// What a [`Terminal`] does with each result's pixels.
+type OnResult<'a> = Box<dyn FnMut(Cell, &RgbImage) + 'a>;
+
+/// The terminal as a job's [`Sink`]: a spinner per loading and decoding, a bar per phase
+/// (labelled `source` while inverting, `target` while sampling, `generation_label` while
+/// generating), a line per file written; Ctrl-C cancels after the current step.
+pub struct Terminal<'a> {
+    ui: &'a Ui,
+    generation_label: String,
+    task: Option<Task>,
+    steps: Option<StepsBar<'a>>,
+    /// Called with each result's pixels (a cocktail's contact sheet).
+    on_result: Option<OnResult<'a>>,
+}
+
+impl<'a> Terminal<'a> {
+    /// A sink printing to `ui`.
+    pub fn new(ui: &'a Ui) -> Self {
+        Self {
+            ui,
+            generation_label: "content".into(),
+            task: None,
+            steps: None,
+            on_result: None,
+        }
+    }
+
+    /// Names generation bars after `label` (the generating model).
+    pub fn generating(mut self, label: impl Into<String>) -> Self {
+        self.generation_label = label.into();
+        self
+    }
+
+    /// Calls `f` with each result's pixels.
+    pub fn on_result(mut self, f: impl FnMut(Cell, &RgbImage) + 'a) -> Self {
+        self.on_result = Some(Box::new(f));
+        self
+    }
+}
+
+impl Sink for Terminal<'_> {
+    fn stage(&mut self, stage: Stage<'_>) {
+        let label = match stage {
+            Stage::Loading { spec, .. } => format!("loading {}", describe(spec)),
+            Stage::Decoding { .. } => "decoding".into(),
+        };
+        self.task = Some(self.ui.task(label));
+    }
+
+    fn stage_done(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.done(self.ui);
+        }
+    }
+
+    fn step(&mut self, p: Progress<'_>, _: Cell) -> bool {
+        // A new bar for each phase run (the pipeline counts steps from 1).
+        if p.step == 1 || self.steps.is_none() {
+            let label = match p.phase {
+                Phase::Inversion => "source".to_string(),
+                Phase::Sampling => "target".to_string(),
+                Phase::Generation => self.generation_label.clone(),
+            };
+            self.steps = Some(Box::new(self.ui.steps(label)));
+        }
+        (self.steps.as_mut().expect("set above"))(p)
+    }
+
+    fn wrote(&mut self, file: Written<'_>) {
+        let path = match file {
+            Written::Result { cell, path, image } => {
+                if let Some(f) = &mut self.on_result {
+                    f(cell, image);
+                }
+                path
+            }
+            Written::Content { path, .. } | Written::Latents(path) | Written::Noise(path) => path,
+        };
+        self.ui.info(format!("wrote {}", path.display()));
+    }
+
+    fn warn(&mut self, message: &str) {
+        self.ui.warn(message);
     }
 }

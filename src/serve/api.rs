@@ -14,7 +14,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ditail::app::checks::check_mask_shape;
 use ditail::models::LoadOptions;
+use ditail::models::device::Compute;
 use ditail::pipeline::preprocess::{load_rgb, working_dims};
 use ditail::pipeline::{Mask, PipelineError};
 use futures_lite::Stream;
@@ -24,10 +26,7 @@ use tokio::sync::watch;
 use super::catalog::{Catalog, Listing};
 use super::gallery::{Gallery, valid_name};
 use super::jobs::{Event, Jobs, Submission, now};
-use super::settings::{JobSettings, LIMITS, Variant};
-use crate::cli::device::Compute;
-use crate::cli::models;
-use crate::cli::transfer::{check_mask_shape, check_steps, settings as ditail_settings};
+use super::settings::{Files, JobSettings, LIMITS, Variant};
 
 /// Everything the handlers share.
 pub struct App {
@@ -61,7 +60,8 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, e.to_string())
 }
 
-fn bad_anyhow(e: anyhow::Error) -> ApiError {
+fn bad_anyhow(e: impl Into<anyhow::Error>) -> ApiError {
+    let e: anyhow::Error = e.into();
     ApiError(StatusCode::BAD_REQUEST, page_words(&format!("{e:#}")))
 }
 
@@ -355,38 +355,12 @@ impl App {
         settings
             .check(upload.image.is_some(), mask_part.is_some())
             .map_err(bad_anyhow)?;
-        ditail_settings(&settings.sampling_prompt(), &settings.flags("full"))
-            .map_err(bad_anyhow)?;
         let (sources, targets) = settings.grid();
-        let (source_specs, target_specs, source_labels, target_labels) = {
+        let (source_labels, target_labels) = {
             let catalog = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-            let specs = |vs: &[Variant], loras: bool| {
-                vs.iter()
-                    .map(|v| v.spec(&catalog, loras))
-                    .collect::<anyhow::Result<Vec<_>>>()
-            };
             let labels = |vs: &[Variant]| vs.iter().map(|v| label(v, &catalog)).collect::<Vec<_>>();
-            (
-                specs(&sources, false).map_err(bad_anyhow)?,
-                specs(&targets, true).map_err(bad_anyhow)?,
-                labels(&sources),
-                labels(&targets),
-            )
+            (labels(&sources), labels(&targets))
         };
-        let check = |spec| models::check(spec, &self.compute).map_err(bad_anyhow);
-        let source_checked = source_specs
-            .iter()
-            .map(check)
-            .collect::<ApiResult<Vec<_>>>()?;
-        let target_checked = target_specs
-            .iter()
-            .map(check)
-            .collect::<ApiResult<Vec<_>>>()?;
-        for s in &source_checked {
-            for t in &target_checked {
-                check_steps(s, t, settings.inv_steps, settings.steps).map_err(bad_anyhow)?;
-            }
-        }
 
         let id = self.jobs.new_id();
         let dir = self.jobs.job_dir(&id);
@@ -394,19 +368,36 @@ impl App {
             std::fs::create_dir_all(&dir).map_err(internal)?;
             // The content's working size (a generated content is square).
             let mut dims = (settings.size, settings.size);
+            let content = self.jobs.content_path(&id);
             if let Some(bytes) = &upload.image {
-                let path = self.jobs.content_path(&id);
-                std::fs::write(&path, bytes).map_err(internal)?;
-                let rgb = load_rgb(&path).map_err(|e| image_refused("image", e))?;
+                std::fs::write(&content, bytes).map_err(internal)?;
+                let rgb = load_rgb(&content).map_err(|e| image_refused("image", e))?;
                 dims = working_dims(rgb.width(), rgb.height(), settings.size)
                     .map_err(|e| image_refused("image", e))?;
             }
+            let mask = self.jobs.mask_path(&id);
             if let Some(bytes) = &mask_part {
-                let path = self.jobs.mask_path(&id);
-                std::fs::write(&path, bytes).map_err(internal)?;
-                let mask = Mask::from_image(&path).map_err(|e| image_refused("mask", e))?;
-                check_mask_shape(&mask, "painted", dims).map_err(bad_anyhow)?;
+                std::fs::write(&mask, bytes).map_err(internal)?;
+                let painted = Mask::from_image(&mask).map_err(|e| image_refused("mask", e))?;
+                check_mask_shape(&painted, "painted", dims).map_err(bad_anyhow)?;
             }
+            // The job the worker will build from the same files: every check the CLI makes.
+            let files = Files {
+                content: upload.image.is_some().then_some(content.as_path()),
+                mask: &mask,
+                output: &self.output,
+                id: &id,
+            };
+            let catalog = self.catalog.read().unwrap_or_else(|e| e.into_inner());
+            settings
+                .job(
+                    &catalog,
+                    (&source_labels, &target_labels),
+                    &files,
+                    &self.compute,
+                )
+                .map_err(bad_anyhow)?;
+            drop(catalog);
             self.jobs
                 .submit(Submission {
                     id: id.clone(),

@@ -164,6 +164,11 @@ impl Catalog {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+
+    /// Whether no model was found.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// What a folder's name says its files are (`Lora`, `loras`, `VAE`, ...).

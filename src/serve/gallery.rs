@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::catalog::Catalog;
 use super::settings::{JobSettings, LoraChoice, Mode, Variant};
-use crate::cli::metadata::{ModelRecord, Record, read_record};
+use ditail::app::record::{ModelRecord, Record, read_record};
 
 /// One image of the gallery.
 #[derive(Clone, Debug, Serialize)]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::settings::{JobSettings, LIMITS};
-use crate::cli::output::write_atomic;
+use ditail::app::output::write_atomic;
 
 /// Finished jobs kept in memory (their events and results), newest first.
 const KEEP_FINISHED: usize = 100;
@@ -237,7 +237,8 @@ impl Jobs {
         write_atomic(&self.dir.join("queue.json"), |w| {
             w.write_all(text.as_bytes())?;
             Ok(())
-        })
+        })?;
+        Ok(())
     }
 
     /// Queues a job whose inputs are already in its folder; returns its position.

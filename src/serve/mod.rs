@@ -1,13 +1,14 @@
 //! `ditail serve`: the web app. One page (embedded: `assets/`), the HTTP API it uses
 //! ([`api`]), a FIFO job queue with a journal ([`jobs`]) fed to one worker thread that owns
 //! the device ([`worker`]), the model folders' catalog ([`catalog`]) and the gallery read
-//! from the output PNGs ([`gallery`]). Jobs run the CLI's own code path, so a job's PNG is
-//! the command's PNG for the same settings.
+//! from the output PNGs ([`gallery`]). Jobs are the application layer's (`ditail_app`), run
+//! by its runner as the CLI's are, so a job's PNG is the command's PNG for the same settings.
 //!
 //! It listens on 127.0.0.1 unless told otherwise; see [`security`] for what every request
 //! passes.
 
 pub mod api;
+mod args;
 pub mod catalog;
 pub mod gallery;
 pub mod jobs;
@@ -24,18 +25,22 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use ditail::models::LoadOptions;
 
-use crate::cli::Run;
-use crate::cli::args::ServeArgs;
-use crate::cli::device::Compute;
-use crate::cli::output::check_output_dir;
-use crate::cli::ui::{self, Ui};
 use api::App;
+pub use args::ServeArgs;
 use catalog::Catalog;
+use ditail::app::interrupt;
+use ditail::app::output::check_output_dir;
+use ditail::models::device::Compute;
 use jobs::Jobs;
 use worker::Worker;
 
 /// Checks the folders, scans the models, binds the address; the run serves until Ctrl-C.
-pub fn command<'a>(args: &'a ServeArgs, compute: &'a Compute, ui: &'a Ui) -> Result<Run<'a>> {
+/// Startup lines go to stderr unless `quiet` (warnings always).
+pub fn command<'a>(
+    args: &'a ServeArgs,
+    compute: &'a Compute,
+    quiet: bool,
+) -> Result<impl FnOnce() -> Result<()> + 'a> {
     for root in &args.models {
         if !root.is_dir() {
             bail!("--models {}: no such folder", root.display());
@@ -60,33 +65,35 @@ pub fn command<'a>(args: &'a ServeArgs, compute: &'a Compute, ui: &'a Ui) -> Res
     let local = listener.local_addr()?;
     let loopback = args.host.is_loopback();
     if !loopback {
-        ui.warn(format!(
-            "listening on {} makes ditail reachable from other machines{}",
+        eprintln!(
+            "warning: listening on {} makes ditail reachable from other machines{}",
             args.host,
             if token(args).is_some() {
                 ""
             } else {
                 " without a token (--token)"
             }
-        ));
+        );
     }
-    ui.info(format!(
-        "{} models in {} folder(s); output in {}{}",
-        catalog.len(),
-        roots.len(),
-        output.display(),
-        if resumed > 0 {
-            format!("; {resumed} queued job(s) resumed")
-        } else {
-            String::new()
-        }
-    ));
+    if !quiet {
+        eprintln!(
+            "{} models in {} folder(s); output in {}{}",
+            catalog.len(),
+            roots.len(),
+            output.display(),
+            if resumed > 0 {
+                format!("; {resumed} queued job(s) resumed")
+            } else {
+                String::new()
+            }
+        );
+    }
     let token = token(args);
-    Ok(Box::new(move || {
+    Ok(move || {
         serve(
             listener, local, loopback, token, roots, output, catalog, jobs, compute, args,
         )
-    }))
+    })
 }
 
 /// `--token`, else `DITAIL_TOKEN`.
@@ -164,7 +171,7 @@ fn serve(
             open_browser(&link);
         }
         let stopping = async move {
-            while !ui::cancelled() {
+            while !interrupt::requested() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let _ = stop_tx.send(true);

@@ -1,18 +1,23 @@
 //! A job's settings as clients send them (JSON, models by catalog id), their defaults
-//! (METHOD.md's, the CLI's), the server's limits, and their translation into what the CLI
-//! runs: the same `DitailFlags`, `ModelSpec`s and checks, so a job and a command with the
-//! same settings produce the same file.
+//! (METHOD.md's, the CLI's), the server's limits, and their translation into the
+//! application layer's job: the same `DitailOptions`, `ModelSpec`s and checks as the CLI's,
+//! so a job and a command with the same settings produce the same file.
+
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use ditail::app::job::Check;
+use ditail::app::models::DEFAULT_LORA_SCALE;
+use ditail::app::{Cell, Content, ContentKind, DitailOptions, Grid, Job};
+use ditail::models::device::Compute;
 use ditail::models::load::lora::LoraSpec;
 use ditail::pipeline::ModelSpec;
+use ditail::pipeline::preprocess::load_rgb;
 use ditail::pipeline::settings::DEFAULT_NEGATIVE;
 use ditail::pipeline::settings::defaults;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, Kind};
-use crate::cli::args::DitailFlags;
-use crate::cli::models::DEFAULT_LORA_SCALE;
 
 /// What the server accepts; every limit is a 4xx with its number.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -159,10 +164,10 @@ impl JobSettings {
         }
     }
 
-    /// The CLI's flags for these settings, with `mask` as the CLI takes it (a half's name
+    /// Ditail's options for these settings, with `mask` as the CLI takes it (a half's name
     /// or the path of the painted mask).
-    pub fn flags(&self, mask: &str) -> DitailFlags {
-        DitailFlags {
+    pub fn options(&self, mask: &str) -> DitailOptions {
+        DitailOptions {
             negative_prompt: self.negative_prompt.clone(),
             inv_prompt: self.inv_prompt.clone().filter(|p| !p.is_empty()),
             inv_negative_prompt: self.inv_negative_prompt.clone().filter(|p| !p.is_empty()),
@@ -246,6 +251,81 @@ impl JobSettings {
             }
         }
         Ok(())
+    }
+}
+
+/// A submission's files, as the job's folder holds them.
+pub struct Files<'a> {
+    /// The content image as uploaded (absent when the content is generated).
+    pub content: Option<&'a Path>,
+    /// The painted mask.
+    pub mask: &'a Path,
+    /// The folder results are written to, and the job's id that names them.
+    pub output: &'a Path,
+    pub id: &'a str,
+}
+
+impl JobSettings {
+    /// The application layer's job for these settings: every check the CLI makes (the
+    /// settings, the catalog's models, their steps, sites and embeddings, the content and
+    /// mask shapes). The server builds it when it accepts a submission and again when the
+    /// worker runs it (from the job's folder: after a restart too), with the same result.
+    pub fn job(
+        &self,
+        catalog: &Catalog,
+        labels: (&[String], &[String]),
+        files: &Files,
+        compute: &Compute,
+    ) -> Result<Job> {
+        let mask = if self.mask == "painted" {
+            files.mask.to_string_lossy().into_owned()
+        } else {
+            self.mask.clone()
+        };
+        let options = self.options(&mask);
+        let kind = match files.content {
+            Some(path) => ContentKind::Image {
+                path: path.to_path_buf(),
+                rgb: load_rgb(path)?,
+            },
+            None => ContentKind::Generate {
+                prompt: self.content_prompt.clone().unwrap_or_default(),
+                seed: self.seed,
+                options: options.content_generation(),
+            },
+        };
+        let (sources, targets) = self.grid();
+        let models = |variants: &[Variant], labels: &[String], loras: bool| {
+            variants
+                .iter()
+                .zip(labels)
+                .map(|(v, label)| Ok((v.spec(catalog, loras)?, label.clone())))
+                .collect::<Result<Vec<_>>>()
+        };
+        let cell_path = |c: Cell| {
+            let t = c.target.expect("a result's cell");
+            files
+                .output
+                .join(format!("{}-{}-{t}.png", files.id, c.source))
+        };
+        let check: &mut Check = &mut |spec| ditail::app::models::check(spec, compute);
+        let job = Job::grid(
+            Grid {
+                contents: vec![Content {
+                    label: "content".into(),
+                    kind,
+                    prompt: None,
+                }],
+                sources: models(&sources, labels.0, false)?,
+                targets: models(&targets, labels.1, true)?,
+                prompt: &self.sampling_prompt(),
+                options: &options,
+                cell_path: &cell_path,
+                content_path: None,
+            },
+            check,
+        )?;
+        Ok(job)
     }
 }
 

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use crate::{Context, Result, refuse};
 use image::RgbImage;
 
 /// The folder a file will be written into (`.` for a bare file name).
@@ -33,18 +33,18 @@ pub fn check_output_file(path: &Path, what: &str, ext: Option<&str>) -> Result<(
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case(ext));
         if !ok {
-            bail!(
+            refuse!(
                 "{what} {}: the file name must end in .{ext}",
                 path.display()
             );
         }
     }
     if path.is_dir() {
-        bail!("{what} {} is a folder, not a file", path.display());
+        refuse!("{what} {} is a folder, not a file", path.display());
     }
     let dir = parent_of(path);
     if !dir.is_dir() {
-        bail!(
+        refuse!(
             "{what} {}: the folder {} does not exist",
             path.display(),
             dir.display()
@@ -109,6 +109,7 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()
     }
     tmp.as_file().sync_all()?;
     tmp.persist(path)
+        .map_err(|e| e.error)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -1,22 +1,19 @@
-//! Models as the commands use them: specs built from flags, checked up front, loaded on
-//! demand and kept while the next job needs them.
+//! Models as jobs use them: checked up front without loading (files, architecture, LoRA
+//! keys, embeddings), hashed for the records, described for progress lines.
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
-use burn::tensor::FloatDType;
-use ditail::models::LoadOptions;
-use ditail::models::load::lora::LoraSpec;
-use ditail::models::{ClipTokenizer, Family};
-use ditail::pipeline::model::scheduler_config;
-use ditail::pipeline::prompt::{self, Embeddings};
-use ditail::pipeline::scheduler::Ddim;
-use ditail::pipeline::{Model, ModelSpec};
+use crate::{Context, Result, refuse};
+use ditail_models::LoadOptions;
+use ditail_models::load::lora::LoraSpec;
+use ditail_models::{ClipTokenizer, Family};
+use ditail_pipeline::ModelSpec;
+use ditail_pipeline::model::scheduler_config;
+use ditail_pipeline::prompt::{self, Embeddings};
+use ditail_pipeline::scheduler::Ddim;
 
-use super::args::ModelFlags;
-use super::device::Compute;
-use super::metadata::{ModelRecord, model_record};
-use super::ui::Ui;
+use crate::record::{ModelRecord, model_record};
+use ditail_models::device::Compute;
 
 /// The LoRA scale when none is given (the reference's).
 pub const DEFAULT_LORA_SCALE: f32 = 0.7;
@@ -31,43 +28,23 @@ pub fn parse_lora(spec: &str) -> Result<LoraSpec> {
         _ => (spec, DEFAULT_LORA_SCALE),
     };
     if !scale.is_finite() {
-        bail!("--lora {spec}: the scale must be a finite number");
+        refuse!("--lora {spec}: the scale must be a finite number");
     }
     let path = std::path::PathBuf::from(path);
     if path.is_dir() {
-        bail!(
+        refuse!(
             "--lora {spec}: {} is a folder, not a LoRA file",
             path.display()
         );
     }
     if let Err(e) = std::fs::metadata(&path) {
         // Missing, a dangling link or a link loop: the OS says which.
-        bail!("--lora {spec}: cannot read {}: {e}", path.display());
+        refuse!("--lora {spec}: cannot read {}: {e}", path.display());
     }
     if !path.is_file() {
-        bail!("--lora {spec}: {} is not a regular file", path.display());
+        refuse!("--lora {spec}: {} is not a regular file", path.display());
     }
     Ok(LoraSpec { path, scale })
-}
-
-/// A spec for `model` with the flags' VAE and clip skip, and LoRAs when `with_loras`.
-pub fn spec(model: &str, flags: &ModelFlags, with_loras: bool) -> Result<ModelSpec> {
-    let loras = if with_loras {
-        flags
-            .loras
-            .iter()
-            .map(|l| parse_lora(l))
-            .collect::<Result<_>>()?
-    } else {
-        Vec::new()
-    };
-    Ok(ModelSpec {
-        model: model.to_string(),
-        loras,
-        vae: flags.vae.clone(),
-        clip_skip: flags.clip_skip as usize,
-        embeddings: flags.embeddings.clone(),
-    })
 }
 
 /// A model checked without loading it.
@@ -80,9 +57,9 @@ pub struct Checked {
     /// The channels of its latents (its U-Net's input).
     pub latent_channels: usize,
     /// SD1.x or SDXL.
-    pub family: ditail::models::Family,
+    pub family: ditail_models::Family,
     /// Its U-Net's configuration (which injection sites it has).
-    pub unet: ditail::models::UNetConfig,
+    pub unet: ditail_models::UNetConfig,
     /// The textual-inversion embeddings its prompts may name, and their folders.
     pub embeddings: Option<(Vec<std::path::PathBuf>, Arc<Embeddings>)>,
 }
@@ -154,7 +131,7 @@ pub fn check_embeddings(checked: &Checked, prompts: &[&str]) -> Result<Vec<Strin
                 } else {
                     "an SDXL"
                 };
-                bail!(
+                refuse!(
                     "embedding {name} ({}) is {kind} embedding, and {} is {}: use one trained \
                      for this model's family",
                     e.path.display(),
@@ -167,57 +144,6 @@ pub fn check_embeddings(checked: &Checked, prompts: &[&str]) -> Result<Vec<Strin
     Ok(warnings)
 }
 
-/// Loaded models, at most `capacity` at a time (each SD1.5 is 2-4 GB); an SDXL model
-/// (3.5 B parameters with its text encoders: 7 GB in f16, 14 in f32) is never held beside
-/// another, so a source and a target never hold two copies of SDXL's text encoders and VAE.
-pub struct Models<'a> {
-    compute: &'a Compute,
-    ui: &'a Ui,
-    capacity: usize,
-    loaded: Vec<(ModelSpec, Model)>,
-}
-
-impl<'a> Models<'a> {
-    /// An empty cache.
-    pub fn new(compute: &'a Compute, ui: &'a Ui, capacity: usize) -> Self {
-        Self {
-            compute,
-            ui,
-            capacity: capacity.max(1),
-            loaded: Vec::new(),
-        }
-    }
-
-    /// The model for `spec`, loading it (and dropping the least recently used) if needed.
-    pub fn get(&mut self, spec: &ModelSpec) -> Result<&Model> {
-        if let Some(i) = self.loaded.iter().position(|(s, _)| s == spec) {
-            let entry = self.loaded.remove(i);
-            self.loaded.push(entry);
-        } else {
-            self.loaded
-                .retain(|(_, m)| m.family() != ditail::models::Family::Sdxl);
-            while self.loaded.len() >= self.capacity {
-                self.loaded.remove(0);
-            }
-            let task = self.ui.task(format!("loading {}", describe(spec)));
-            let model = Model::load(
-                spec,
-                &self.compute.device,
-                LoadOptions {
-                    dtype: self.compute.dtype,
-                },
-            )
-            .with_context(|| format!("loading model {}", spec.model))?;
-            task.done(self.ui);
-            if model.family() == ditail::models::Family::Sdxl {
-                self.loaded.clear();
-            }
-            self.loaded.push((spec.clone(), model));
-        }
-        Ok(&self.loaded.last().expect("just pushed").1)
-    }
-}
-
 /// The spec in words, for progress lines.
 pub fn describe(spec: &ModelSpec) -> String {
     let mut s = spec.model.clone();
@@ -228,14 +154,4 @@ pub fn describe(spec: &ModelSpec) -> String {
         s += &format!(" + VAE {vae}");
     }
     s
-}
-
-/// `f16` / `f32` for records.
-pub fn dtype_name(dtype: FloatDType) -> &'static str {
-    match dtype {
-        FloatDType::F16 => "f16",
-        FloatDType::BF16 => "bf16",
-        FloatDType::F64 => "f64",
-        _ => "f32",
-    }
 }

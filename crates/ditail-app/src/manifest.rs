@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use crate::{Context, Result, refuse};
 
 /// The fields a row may have.
 pub const FIELDS: [&str; 25] = [
@@ -58,7 +58,7 @@ pub struct Row {
 fn field_name(raw: &str, path: &Path, line: usize) -> Result<String> {
     let name = raw.trim().to_ascii_lowercase().replace('-', "_");
     if !FIELDS.contains(&name.as_str()) {
-        bail!(
+        refuse!(
             "{}:{line}: unknown field `{raw}` (known: {})",
             path.display(),
             FIELDS.join(", ")
@@ -77,7 +77,7 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
     let rows = match ext.as_deref() {
         Some("csv") => read_csv(path)?,
         Some("jsonl" | "ndjson") => read_jsonl(path)?,
-        _ => bail!(
+        _ => refuse!(
             "manifest {}: the file name must end in .csv or .jsonl",
             path.display()
         ),
@@ -145,7 +145,7 @@ pub fn check_names(path: &Path, rows: &[Row]) -> Result<()> {
         let (id, output) = (row.id(), row.output_name());
         for (what, value) in [("id", &id), ("output", &output)] {
             if let Some(why) = unsafe_name(value) {
-                bail!(
+                refuse!(
                     "manifest {} row {}: {what} {value:?} is not a plain file name in the output \
                      folder: {why}",
                     path.display(),
@@ -154,7 +154,7 @@ pub fn check_names(path: &Path, rows: &[Row]) -> Result<()> {
             }
         }
         if let Some(first) = ids.insert(id.clone(), row.number) {
-            bail!(
+            refuse!(
                 "manifest {}: rows {first} and {} both have the id {id:?}",
                 path.display(),
                 row.number
@@ -163,7 +163,7 @@ pub fn check_names(path: &Path, rows: &[Row]) -> Result<()> {
         // Case-insensitive: on Windows' and macOS' default file systems `A.png` and
         // `a.png` are one file, so the second row would overwrite the first.
         if let Some(first) = outputs.insert(output.to_lowercase(), row.number) {
-            bail!(
+            refuse!(
                 "manifest {}: rows {first} and {} both write {output:?}",
                 path.display(),
                 row.number
@@ -218,7 +218,7 @@ fn read_jsonl(path: &Path) -> Result<Vec<Row>> {
         let value: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not valid JSON", path.display(), i + 1))?;
         let serde_json::Value::Object(map) = value else {
-            bail!("{}:{}: expected a JSON object", path.display(), i + 1);
+            refuse!("{}:{}: expected a JSON object", path.display(), i + 1);
         };
         let mut fields = BTreeMap::new();
         for (k, v) in map {
@@ -259,7 +259,7 @@ impl Shard {
             .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
         match parsed {
             Some((index, count)) if count > 0 && index < count => Ok(Self { index, count }),
-            _ => bail!("--shard {s}: expected I/N with 0 <= I < N, e.g. 0/4"),
+            _ => refuse!("--shard {s}: expected I/N with 0 <= I < N, e.g. 0/4"),
         }
     }
 
@@ -279,9 +279,9 @@ impl Row {
     pub fn parse<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| anyhow::anyhow!("field `{name}`: cannot read `{v}`")),
+            Some(v) => v.parse().map_err(|_| {
+                crate::AppError::Invalid(format!("field `{name}`: cannot read `{v}`"))
+            }),
         }
     }
 
@@ -291,7 +291,7 @@ impl Row {
             None => Ok(default),
             Some("true" | "1" | "yes") => Ok(true),
             Some("false" | "0" | "no") => Ok(false),
-            Some(v) => bail!("field `{name}`: `{v}` is not true or false"),
+            Some(v) => refuse!("field `{name}`: `{v}` is not true or false"),
         }
     }
 

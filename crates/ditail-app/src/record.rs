@@ -8,10 +8,15 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use ditail::models::load::Location;
-use ditail::pipeline::ModelSpec;
-use ditail::pipeline::inversion::hex;
+use crate::{Context, Result};
+use burn::tensor::FloatDType;
+use ditail_models::device::Compute;
+use ditail_models::load::Location;
+use ditail_pipeline::{Inversion, ModelSpec, SamplingSettings};
+use image::RgbImage;
+
+use crate::options::GenerationOptions;
+use ditail_pipeline::inversion::hex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -180,7 +185,7 @@ impl Record {
 /// The records of the embeddings `prompts` name with `model`'s embeddings (each checked
 /// against its text encoders).
 pub fn embedding_records(
-    model: &ditail::pipeline::Model,
+    model: &ditail_pipeline::Model,
     prompts: &[&str],
 ) -> Result<Vec<EmbeddingRecord>> {
     let mut out = Vec::new();
@@ -193,25 +198,6 @@ pub fn embedding_records(
         }
     }
     Ok(out)
-}
-
-/// The records of the embeddings a transfer's four prompts name (all read with the target's
-/// embeddings: source and target are of one family).
-pub fn embeddings_of(
-    target: &ditail::pipeline::Model,
-    inv: &ditail::pipeline::Inversion,
-    sampling: &ditail::pipeline::SamplingSettings,
-) -> Result<Vec<EmbeddingRecord>> {
-    let s = &inv.meta().settings;
-    Ok(dedup(embedding_records(
-        target,
-        &[
-            &s.prompt,
-            &s.negative_prompt,
-            &sampling.prompt,
-            &sampling.negative_prompt,
-        ],
-    )?))
 }
 
 /// `records` without repeats, in first-seen order.
@@ -300,12 +286,12 @@ struct HashCache {
 
 /// ditail's cache folder: `$XDG_CACHE_HOME/ditail`, else `~/.cache/ditail`.
 pub fn cache_dir() -> Option<PathBuf> {
-    ditail::models::gpu::ditail_cache_dir()
+    ditail_models::gpu::ditail_cache_dir()
 }
 
 /// The `ditail` record of a PNG, if it has one.
 pub fn read_record(path: &Path) -> Option<Record> {
-    let chunks = super::output::read_png_text(path).ok()?;
+    let chunks = crate::output::read_png_text(path).ok()?;
     let (_, text) = chunks.into_iter().find(|(k, _)| k == "ditail")?;
     serde_json::from_str(&text).ok()
 }
@@ -391,7 +377,97 @@ impl HashCache {
             let _ = std::fs::create_dir_all(dir);
         }
         if let Ok(json) = serde_json::to_vec_pretty(&self.entries) {
-            let _ = super::output::write_atomic(path, |w| Ok(w.write_all(&json)?));
+            let _ = crate::output::write_atomic(path, |w| Ok(w.write_all(&json)?));
         }
+    }
+}
+
+/// `f16` / `f32` for records.
+pub fn dtype_name(dtype: FloatDType) -> &'static str {
+    match dtype {
+        FloatDType::F16 => "f16",
+        FloatDType::BF16 => "bf16",
+        FloatDType::F64 => "f64",
+        _ => "f32",
+    }
+}
+
+/// The record of a transfer's output; `source` is absent when the content was a saved
+/// inversion (its record then names the inversion's source without a hash).
+pub fn transfer_record(
+    inv: &Inversion,
+    sampling: &SamplingSettings,
+    mask: &str,
+    target: &ModelRecord,
+    source: Option<&ModelRecord>,
+    img: &RgbImage,
+    compute: &Compute,
+) -> Record {
+    let source = source.cloned().unwrap_or_else(|| ModelRecord {
+        model: inv.meta().source.clone(),
+        hash: String::new(),
+        loras: Vec::new(),
+        vae: None,
+        clip_skip: 1,
+    });
+    let inv_settings = &inv.meta().settings;
+    Record {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        kind: "transfer".into(),
+        prompt: sampling.prompt.clone(),
+        negative_prompt: sampling.negative_prompt.clone(),
+        model: target.clone(),
+        source: Some(source),
+        ditail: Some(DitailRecord {
+            inv_prompt: inv_settings.prompt.clone(),
+            inv_negative_prompt: inv_settings.negative_prompt.clone(),
+            alpha: inv_settings.alpha,
+            beta: inv_settings.beta,
+            inv_steps: inv_settings.steps,
+            steps: sampling.steps,
+            omega: sampling.omega,
+            conv_ratio: sampling.conv_ratio,
+            attn_ratio: sampling.attn_ratio,
+            mask: mask.to_string(),
+            no_injection: sampling.no_injection,
+            size: inv_settings.size,
+            content_sha256: inv.meta().image_sha256.clone(),
+        }),
+        seed: None,
+        steps: sampling.steps,
+        omega: sampling.omega,
+        width: img.width(),
+        height: img.height(),
+        backend: compute.backend.to_string(),
+        dtype: dtype_name(compute.dtype).into(),
+        embeddings: Vec::new(),
+    }
+}
+
+/// The record of a generated image.
+pub fn generation_record(
+    model: &ModelRecord,
+    prompt: &str,
+    options: &GenerationOptions,
+    seed: u64,
+    img: &RgbImage,
+    compute: &Compute,
+) -> Record {
+    Record {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        kind: "generate".into(),
+        prompt: prompt.to_string(),
+        negative_prompt: options.negative.clone(),
+        model: model.clone(),
+        source: None,
+        ditail: None,
+        seed: Some(seed),
+        steps: options.steps,
+        omega: options.omega,
+        width: img.width(),
+        height: img.height(),
+        backend: compute.backend.to_string(),
+        dtype: dtype_name(compute.dtype).into(),
+        embeddings: Vec::new(),
     }
 }
