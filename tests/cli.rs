@@ -622,6 +622,11 @@ fn invalid_inputs_exit_2_with_a_message_and_no_output() {
             base(&["--target", "no/such-model.safetensors"]),
             "no/such-model.safetensors",
         ),
+        // A mistyped relative folder reads as a repo id: the message says so.
+        (
+            base(&["--target", "models/tiny-x"]),
+            "there is no file or folder `models/tiny-x`",
+        ),
         (
             base(&[
                 "--target",

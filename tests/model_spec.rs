@@ -77,6 +77,17 @@ fn a_spec_loads_the_model_with_its_loras_and_vae_override() {
     };
     let err = Model::load(&zero, &device, LoadOptions::default()).unwrap_err();
     assert!(err.to_string().contains("counts from 1"), "{err}");
+    // More layers than the encoder has: refused by the plan, before any weight is read (every
+    // face plans first), not by each prompt later.
+    let deep = ModelSpec {
+        clip_skip: 99,
+        ..ModelSpec::new(path("tiny-a"))
+    };
+    let err = deep.plan(LoadOptions::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("clip skip 99") && err.to_string().contains("layers"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -167,6 +167,44 @@ impl Server {
         );
     }
 
+    /// The C API's `ditail_transfer_file` with `cli_transfer`'s settings (through this
+    /// crate's Rust view of the C functions: the same symbols a C program calls).
+    fn capi_transfer(&self, prompt: &str, steps: u32, out: &Path) {
+        use ditail_capi::*;
+        use std::ffi::{CStr, CString};
+        let c = |s: &str| CString::new(s).unwrap();
+        let (source, target) = (c(&self.model_path("tiny-a")), c(&self.model_path("tiny-b")));
+        let (prompt, image) = (c(prompt), c(content_png().to_str().unwrap()));
+        let output = c(out.to_str().unwrap());
+        // SAFETY: every pointer is a live value or NUL-terminated string of this frame.
+        unsafe {
+            let mut ctx = std::ptr::null_mut();
+            let mut settings = ditail_context_default_settings();
+            settings.backend = Backend::Cpu;
+            assert_eq!(ditail_context_new(&settings, &mut ctx), Status::Ok);
+            let (mut s, mut t) = (ditail_model_default_spec(), ditail_model_default_spec());
+            (s.model, t.model) = (source.as_ptr(), target.as_ptr());
+            let mut inv = ditail_inversion_default_settings();
+            (inv.size, inv.steps) = (64, steps);
+            let mut spl = ditail_sampling_default_settings();
+            (spl.prompt, spl.steps) = (prompt.as_ptr(), steps);
+            let status = ditail_transfer_file(
+                ctx,
+                &s,
+                &t,
+                image.as_ptr(),
+                &inv,
+                &spl,
+                output.as_ptr(),
+                None,
+                std::ptr::null_mut(),
+            );
+            let error = CStr::from_ptr(ditail_last_error()).to_string_lossy();
+            assert_eq!(status, Status::Ok, "{error}");
+            assert_eq!(ditail_context_free(ctx), Status::Ok);
+        }
+    }
+
     /// The id of the listed checkpoint named `name`.
     fn model_id(&self, name: &str) -> String {
         self.models()["checkpoints"]
@@ -301,7 +339,7 @@ fn tmp() -> tempfile::TempDir {
 }
 
 #[test]
-fn a_jobs_png_equals_the_clis_and_its_events_arrive_in_order() {
+fn a_jobs_png_equals_the_clis_and_the_c_apis_and_its_events_arrive_in_order() {
     let dir = tmp();
     let server = Server::start(dir.path(), &[]);
     let (a, b) = (server.model_id("tiny-a"), server.model_id("tiny-b"));
@@ -354,6 +392,14 @@ fn a_jobs_png_equals_the_clis_and_its_events_arrive_in_order() {
         job_png,
         std::fs::read(&cli_png).unwrap(),
         "the job's PNG differs from the CLI's"
+    );
+    // The third face over the same job: the C API's whole-transfer call.
+    let c_png = dir.path().join("c.png");
+    server.capi_transfer("a photo of a cat", 4, &c_png);
+    assert_eq!(
+        job_png,
+        std::fs::read(&c_png).unwrap(),
+        "the C API's PNG differs from the web app's and the CLI's"
     );
 
     // The gallery lists it with its record and settings that name the same models.

@@ -43,7 +43,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *prompt = "a photo of a cat", *save_inversion = NULL;
-    unsigned size = 512, inv_steps = 50, steps = 50;
+    unsigned size = 0, inv_steps = 50, steps = 50; /* size 0: the model family's own */
     int quiet = 0;
     ditail_context_settings cs = ditail_context_default_settings();
     for (int i = 5; i < argc; i++) {

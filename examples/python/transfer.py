@@ -153,7 +153,7 @@ def main():
     p.add_argument("image")
     p.add_argument("output")
     p.add_argument("--prompt", default="a photo of a cat")
-    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--size", type=int, default=0)  # 0: the model family's own size
     p.add_argument("--inv-steps", type=int, default=50)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--backend", choices=BACKENDS, default="auto")

@@ -159,8 +159,8 @@ typedef enum ditail_status {
     DITAIL_STATUS_IO = 5,
     /**
      * A file exists but cannot be used: not a valid safetensors, image or latents file, a
-     * pickle, an unsupported architecture (SDXL, SD2, ...), weights or LoRA keys that do not
-     * fit the model.
+     * pickle, an architecture the method cannot use (SD2, SD3, an inpainting model, ...),
+     * weights or LoRA keys that do not fit the model.
      */
     DITAIL_STATUS_UNSUPPORTED_FILE = 6,
     /**
@@ -320,7 +320,7 @@ typedef struct ditail_inversion_settings {
     uint32_t steps;
     /**
      * The image's shorter side is resized to this, then cropped to multiples of 8
-     * (default 512).
+     * (default 0: the model's family's size, 512 for SD1.x, 1024 for SDXL).
      */
     uint32_t size;
 } ditail_inversion_settings;
@@ -486,8 +486,8 @@ struct ditail_model_spec ditail_model_default_spec(void);
 
 /**
  * Loads a model in the context's float type, on its device. Everything that can be
- * checked from file headers (the model, VAE and LoRAs exist, the architecture is SD1.x,
- * every LoRA key fits) is checked before any weight is read.
+ * checked from file headers (the model, VAE and LoRAs exist, the architecture is SD1.x or
+ * SDXL base, every LoRA key fits) is checked before any weight is read.
  *
  * # Safety
  * `spec` is NULL or a `ditail_model_spec` of its `struct_size` whose strings are NULL or
@@ -678,6 +678,30 @@ enum ditail_status ditail_write_png(const char *path,
                                     const uint8_t *rgb,
                                     uint32_t width,
                                     uint32_t height);
+
+/**
+ * Transfers the content image at `image_path` from `source` to `target` and writes the
+ * result to `output_path` (a `.png`), exactly as `ditail transfer` does: the same pixels
+ * and the same file, its settings recorded in it (A1111 `parameters` and ditail's JSON).
+ * Everything is checked before a model loads. `source` inverts with its own LoRAs (the
+ * command gives a source none); `inversion->prompt` NULL takes the sampling prompt;
+ * `inversion->size` 0 takes the target's family's size (512 for SD1.x, 1024 for SDXL).
+ * The context keeps the last model it loaded here for the next call.
+ *
+ * # Safety
+ * `ctx`, `source`, `target`, `inversion`, `sampling` are NULL or valid (the structs of
+ * their `struct_size`, with NULL or NUL-terminated strings); the paths are NULL or
+ * NUL-terminated. `user_data` is only passed to `progress`.
+ */
+enum ditail_status ditail_transfer_file(const struct ditail_context *ctx,
+                                        const struct ditail_model_spec *source,
+                                        const struct ditail_model_spec *target,
+                                        const char *image_path,
+                                        const struct ditail_inversion_settings *inversion,
+                                        const struct ditail_sampling_settings *sampling,
+                                        const char *output_path,
+                                        ditail_progress_fn progress,
+                                        void *user_data);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -67,7 +67,9 @@ pub type ProgressFn = Option<
 >;
 
 pub(crate) struct ContextObj {
-    compute: Compute,
+    pub(crate) compute: Compute,
+    /// Runs `ditail_transfer_file`'s jobs, made at the first (it keeps the last model).
+    pub(crate) runner: std::sync::Mutex<Option<ditail_app::Runner>>,
 }
 
 pub(crate) struct ModelObj {
@@ -85,7 +87,7 @@ pub(crate) struct LatentsObj {
     latents: Tensor<4>,
 }
 
-static CONTEXTS: Table<ContextObj> = Table::new("context");
+pub(crate) static CONTEXTS: Table<ContextObj> = Table::new("context");
 static MODELS: Table<ModelObj> = Table::new("model");
 static INVERSIONS: Table<InversionObj> = Table::new("inversion");
 static LATENTS: Table<LatentsObj> = Table::new("latents");
@@ -107,7 +109,10 @@ unsafe fn out_param<'a, T>(out: *mut *mut T, arg: &str) -> Result<&'a mut *mut T
     Ok(out)
 }
 
-fn progress_fn(callback: ProgressFn, user_data: *mut c_void) -> impl FnMut(Progress) -> bool {
+pub(crate) fn progress_fn(
+    callback: ProgressFn,
+    user_data: *mut c_void,
+) -> impl FnMut(Progress) -> bool {
     move |p: Progress| {
         let Some(callback) = callback else {
             return true;
@@ -211,7 +216,10 @@ pub unsafe extern "C" fn ditail_context_new(
             ))
         })?;
         let compute = Compute::new(backend, dtype)?;
-        *out = handle(CONTEXTS.insert(ContextObj { compute }));
+        *out = handle(CONTEXTS.insert(ContextObj {
+            compute,
+            runner: Default::default(),
+        }));
         Ok(())
     })
 }
@@ -258,8 +266,8 @@ pub extern "C" fn ditail_model_default_spec() -> ModelSpec {
 }
 
 /// Loads a model in the context's float type, on its device. Everything that can be
-/// checked from file headers (the model, VAE and LoRAs exist, the architecture is SD1.x,
-/// every LoRA key fits) is checked before any weight is read.
+/// checked from file headers (the model, VAE and LoRAs exist, the architecture is SD1.x or
+/// SDXL base, every LoRA key fits) is checked before any weight is read.
 ///
 /// # Safety
 /// `spec` is NULL or a `ditail_model_spec` of its `struct_size` whose strings are NULL or
@@ -335,7 +343,8 @@ fn invert_image(
 ) -> Result<()> {
     let source = MODELS.get(source.addr(), "source")?;
     // SAFETY: the callers' contract.
-    let settings = unsafe { read_versioned(settings, "settings") }?.to_pipeline()?;
+    let native = source.model.family().native_size();
+    let settings = unsafe { read_versioned(settings, "settings") }?.to_pipeline(native)?;
     let image = image?;
     let mut progress = progress_fn(progress, user_data);
     let device = &source.ctx.compute.device;

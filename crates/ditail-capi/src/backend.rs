@@ -59,6 +59,8 @@ pub(crate) struct Compute {
     pub backend: Backend,
     pub dtype: FloatDType,
     pub device: Device,
+    /// The same, as the application layer takes it (`ditail_transfer_file`'s runner).
+    pub selected: device::Compute,
 }
 
 impl Compute {
@@ -85,7 +87,8 @@ impl Compute {
                 device::Backend::Cuda => Backend::Cuda,
             },
             dtype: c.dtype,
-            device: c.device,
+            device: c.device.clone(),
+            selected: c,
         })
     }
 

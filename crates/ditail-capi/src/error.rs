@@ -30,8 +30,8 @@ pub enum Status {
     /// Reading or writing a file failed (permissions, a full disk, ...).
     Io = 5,
     /// A file exists but cannot be used: not a valid safetensors, image or latents file, a
-    /// pickle, an unsupported architecture (SDXL, SD2, ...), weights or LoRA keys that do not
-    /// fit the model.
+    /// pickle, an architecture the method cannot use (SD2, SD3, an inpainting model, ...),
+    /// weights or LoRA keys that do not fit the model.
     UnsupportedFile = 6,
     /// An inversion does not fit the run it is used for (step counts, mask shape).
     Incompatible = 7,
@@ -164,6 +164,20 @@ impl From<ModelError> for Error {
             _ => Status::UnsupportedFile,
         };
         Error::new(status, e.to_string())
+    }
+}
+
+impl From<ditail_app::AppError> for Error {
+    fn from(e: ditail_app::AppError) -> Self {
+        use ditail_app::AppError;
+        match e {
+            AppError::Invalid(message) => Error::new(Status::Settings, message),
+            AppError::Context { context, source } => Error::from(*source).context(context),
+            AppError::Pipeline(e) => e.into(),
+            AppError::Model(e) => e.into(),
+            AppError::Io(e) => Error::new(io_status(e.kind()), e.to_string()),
+            other => Error::new(Status::Io, other.to_string()),
+        }
     }
 }
 

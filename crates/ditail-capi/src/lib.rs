@@ -82,6 +82,7 @@ mod backend;
 mod error;
 mod handles;
 mod settings;
+mod transfer;
 
 pub use api::*;
 pub use backend::{Backend, Dtype};
@@ -89,3 +90,4 @@ pub use error::Status;
 pub use settings::{
     ContextSettings, GenerationSettings, InversionSettings, Lora, ModelSpec, SamplingSettings,
 };
+pub use transfer::ditail_transfer_file;

@@ -115,7 +115,7 @@ pub struct InversionSettings {
     /// DDIM inversion steps (default 50).
     pub steps: u32,
     /// The image's shorter side is resized to this, then cropped to multiples of 8
-    /// (default 512).
+    /// (default 0: the model's family's size, 512 for SD1.x, 1024 for SDXL).
     pub size: u32,
 }
 
@@ -129,7 +129,7 @@ impl Default for InversionSettings {
             alpha: d.alpha,
             beta: d.beta,
             steps: d.steps as u32,
-            size: d.size,
+            size: 0,
         }
     }
 }
@@ -377,8 +377,8 @@ impl ModelSpec {
 }
 
 impl InversionSettings {
-    /// The pipeline's settings, validated.
-    pub(crate) fn to_pipeline(self) -> Result<PipelineInversion> {
+    /// The pipeline's settings, validated; size 0 is `native`, the model family's size.
+    pub(crate) fn to_pipeline(self, native: u32) -> Result<PipelineInversion> {
         // SAFETY: the header's contract.
         let prompt = unsafe { req_str(self.prompt, "settings->prompt") }?;
         let settings = PipelineInversion {
@@ -387,7 +387,7 @@ impl InversionSettings {
             alpha: self.alpha,
             beta: self.beta,
             steps: self.steps as usize,
-            size: self.size,
+            size: if self.size == 0 { native } else { self.size },
         };
         settings.validate()?;
         Ok(settings)

@@ -83,9 +83,16 @@ impl ModelSpec {
     /// instruct-pix2pix or depth U-Net; every U-Net and VAE tensor of the configured shape),
     /// every LoRA key matches a weight.
     pub fn plan(&self, opts: LoadOptions) -> Result<(Location, ModelPlan)> {
-        self.layers_skipped()?;
+        let skipped = self.layers_skipped()?;
         let location = locate_model(&self.model, opts)?;
         let mut plan = plan_model(&location, opts, &self.loras)?;
+        let layers = plan.text_config.num_hidden_layers;
+        if skipped >= layers {
+            return Err(PipelineError::Settings(format!(
+                "clip skip {}: {}'s text encoder has {layers} layers, so at most {layers}",
+                self.clip_skip, self.model
+            )));
+        }
         if let Some(vae) = &self.vae {
             plan.vae = plan_vae_spec(vae, opts)?;
             // The replacement must give latents the U-Net reads.

@@ -178,6 +178,8 @@ int main(int argc, char **argv) {
     spec.n_loras = 0;
     spec.clip_skip = -1;
     EXPECT_ERROR(ditail_model_load(ctx, &spec, &model), DITAIL_STATUS_SETTINGS, "clip_skip");
+    spec.clip_skip = 99; /* deeper than the encoder: refused at load, not at each prompt */
+    EXPECT_ERROR(ditail_model_load(ctx, &spec, &model), DITAIL_STATUS_SETTINGS, "clip skip 99");
     spec = ditail_model_default_spec();
     spec.model = tiny_a;
     EXPECT_ERROR(ditail_model_load(NULL, &spec, &model), DITAIL_STATUS_INVALID_ARGUMENT,
@@ -307,6 +309,35 @@ int main(int argc, char **argv) {
     uint8_t *rgb2 = NULL;
     EXPECT(ditail_decode(target, again, &rgb2, NULL, NULL) == DITAIL_STATUS_OK);
     EXPECT(rgb != NULL && rgb2 != NULL && memcmp(rgb, rgb2, (size_t)width * height * 3) == 0);
+
+    /* The whole transfer in one call (ditail_transfer_file), checked as the command checks
+     * it before anything loads. */
+    ditail_model_spec sa = ditail_model_default_spec(), sb = ditail_model_default_spec();
+    sa.model = tiny_a;
+    sb.model = tiny_b;
+    char out_png[4096];
+    snprintf(out_png, sizeof out_png, "%s", join(out_dir, "transfer.png"));
+    EXPECT_ERROR(ditail_transfer_file(NULL, &sa, &sb, content, &is, &ss, out_png, NULL, NULL),
+                 DITAIL_STATUS_INVALID_ARGUMENT, "ctx is NULL");
+    EXPECT_ERROR(ditail_transfer_file(ctx, &sa, &sb, content, &is, &ss, NULL, NULL, NULL),
+                 DITAIL_STATUS_INVALID_ARGUMENT, "output_path");
+    status = ditail_transfer_file(ctx, &sa, &sb, content, &is, &ss, "/no/such/dir/x.png", NULL,
+                                  NULL);
+    EXPECT(status != DITAIL_STATUS_OK && strstr(ditail_last_error(), "/no/such/dir") != NULL);
+    ss.steps = 3;
+    EXPECT_ERROR(ditail_transfer_file(ctx, &sa, &sb, content, &is, &ss, out_png, NULL, NULL),
+                 DITAIL_STATUS_SETTINGS, "--inv-steps 4");
+    ss.steps = 4;
+    calls = 0;
+    EXPECT_ERROR(
+        ditail_transfer_file(ctx, &sa, &sb, content, &is, &ss, out_png, cancel_at_two, &calls),
+        DITAIL_STATUS_CANCELLED, "cancelled");
+    EXPECT(calls == 2 && fopen(out_png, "rb") == NULL);
+    EXPECT(ditail_transfer_file(ctx, &sa, &sb, content, &is, &ss, out_png, NULL, NULL) ==
+           DITAIL_STATUS_OK);
+    FILE *written = fopen(out_png, "rb");
+    EXPECT(written != NULL);
+    fclose(written);
 
     /* Two threads sample with one model from one inversion at once: same pixels. */
     size_t bytes = (size_t)width * height * 3;

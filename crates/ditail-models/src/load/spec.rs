@@ -75,7 +75,23 @@ pub fn locate_model(spec: &str, opts: LoadOptions) -> Result<Location> {
     } else if let Some(e) = broken_link(path) {
         Err(e)
     } else if is_hub_id(spec) && !names_a_file(spec) {
-        let folder = resolve(spec, &HubOptions::from_env(), opts.prefers_half())?;
+        // Say why a path-like spec went to the hub: a mistyped relative folder reads as
+        // `org/name` too.
+        let folder =
+            resolve(spec, &HubOptions::from_env(), opts.prefers_half()).map_err(|e| match e {
+                ModelError::Hub { id, reason } => ModelError::Hub {
+                    reason: format!(
+                        "{reason} (there is no file or folder `{spec}` in {}, so it was read \
+                         as a Hugging Face repo id; HF_HUB_OFFLINE=1 never downloads)",
+                        std::env::current_dir().map_or_else(
+                            |_| "the current folder".into(),
+                            |d| d.display().to_string()
+                        )
+                    ),
+                    id,
+                },
+                e => e,
+            })?;
         Ok(Location::Hub {
             id: spec.to_string(),
             folder,
