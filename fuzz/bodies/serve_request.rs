@@ -31,7 +31,7 @@ use ditail::models::device::{Backend, Compute};
 use tower::ServiceExt;
 
 use crate::bodies::{repo_root, scratch};
-use ditail::serve::api::{App, router};
+use ditail::serve::api::{Access, App, router};
 use ditail::serve::catalog::Catalog;
 use ditail::serve::jobs::Jobs;
 use ditail::serve::settings::LIMITS;
@@ -136,8 +136,10 @@ impl Servers {
                 roots: roots.clone(),
                 output: output.clone(),
                 compute: compute.clone(),
-                token: token.map(str::to_string),
-                loopback: true,
+                access: Arc::new(Access {
+                    token: token.map(str::to_string),
+                    loopback: true,
+                }),
                 gallery: Mutex::new(Default::default()),
                 shutdown: shutdown.clone(),
             };

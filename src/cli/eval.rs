@@ -10,7 +10,7 @@ use ditail::eval::preprocess::DinoResize;
 use ditail::eval::{Networks, Options, Report, Stage, evaluate};
 use ditail::models::load::eval::{ClipPlan, VitPlan, load_inception, plan_clip, plan_vit};
 use ditail::models::load::hub::HubOptions;
-use ditail::pipeline::inversion::image_hash;
+use ditail::pipeline::digest::image_hash;
 use ditail::pipeline::preprocess::load_rgb;
 use indicatif::{ProgressBar, ProgressStyle};
 

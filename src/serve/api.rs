@@ -24,8 +24,10 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::catalog::{Catalog, Listing};
+pub use super::error::ApiError;
 use super::gallery::{Gallery, valid_name};
 use super::jobs::{Event, Jobs, Submission, now};
+pub use super::security::Access;
 use super::settings::{Files, JobSettings, LIMITS, Variant};
 
 /// Everything the handlers share.
@@ -36,24 +38,11 @@ pub struct App {
     pub roots: Vec<PathBuf>,
     pub output: PathBuf,
     pub compute: Compute,
-    /// The bearer token every request must carry, if any.
-    pub token: Option<String>,
-    /// Whether the server listens on a loopback address only (then the `Host` header must
-    /// name one too: a page from another site cannot reach it by DNS rebinding).
-    pub loopback: bool,
+    /// Who may ask (see [`Access`]).
+    pub access: Arc<Access>,
     pub gallery: Mutex<Gallery>,
     /// Becomes true when the server stops; event streams end then.
     pub shutdown: watch::Receiver<bool>,
-}
-
-/// An error response: its status and `{"error": message}`.
-#[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -137,7 +126,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/results/{name}", get(result_file))
         .fallback(|| async { not_found("page") })
         .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
+            app.access.clone(),
             super::security::guard,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(LIMITS.max_body_bytes))

@@ -10,6 +10,7 @@
 pub mod api;
 mod args;
 pub mod catalog;
+mod error;
 pub mod gallery;
 pub mod jobs;
 pub mod preview;
@@ -137,8 +138,10 @@ fn serve(
         roots,
         output,
         compute: compute.clone(),
-        token: token.clone(),
-        loopback,
+        access: Arc::new(api::Access {
+            token: token.clone(),
+            loopback,
+        }),
         gallery: Mutex::new(Default::default()),
         shutdown: stop_rx,
     });

@@ -10,12 +10,22 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::api::{ApiError, App};
+use super::error::ApiError;
 
 /// The cookie the page carries the token in once `/?token=` set it.
 const COOKIE: &str = "ditail_token";
 
 /// Compares without an early exit, so the time taken does not reveal the prefix matched.
+/// Who may ask: what every request is checked against.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// The bearer token every request must carry, if any.
+    pub token: Option<String>,
+    /// Whether the server listens on a loopback address only (then the `Host` header must
+    /// name one too: a page from another site cannot reach it by DNS rebinding).
+    pub loopback: bool,
+}
+
 fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
@@ -67,7 +77,7 @@ fn refuse(status: StatusCode, msg: &str) -> Response {
 }
 
 /// The middleware.
-pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+pub async fn guard(State(app): State<Arc<Access>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let host = header_str(headers, header::HOST).unwrap_or("");
     if app.loopback && !loopback_host(host) {

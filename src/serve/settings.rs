@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use ditail::app::job::Check;
-use ditail::app::models::DEFAULT_LORA_SCALE;
+use ditail::app::options::DEFAULT_LORA_SCALE;
 use ditail::app::{Cell, Content, ContentKind, DitailOptions, Grid, Job};
 use ditail::models::device::Compute;
 use ditail::models::load::lora::LoraSpec;

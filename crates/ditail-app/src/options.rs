@@ -6,12 +6,12 @@
 
 use std::path::PathBuf;
 
+use ditail_models::load::lora::LoraSpec;
 use ditail_pipeline::settings::{DEFAULT_NEGATIVE, defaults};
 use ditail_pipeline::{
     GenerationSettings, InjectionSites, InversionSettings, Mask, ModelSpec, SamplingSettings,
 };
 
-use crate::models::parse_lora;
 use crate::{Context, Result, refuse};
 
 /// How a model is modified at load: LoRAs, VAE, clip skip.
@@ -238,4 +238,36 @@ impl GenerationOptions {
             ..GenerationSettings::new(prompt)
         }
     }
+}
+
+/// The LoRA scale when none is given (the reference's).
+pub const DEFAULT_LORA_SCALE: f32 = 0.7;
+
+/// Parses `FILE` or `FILE:SCALE` (the scale is taken from after the last `:` only when it
+/// reads as a number, so Windows paths like `C:\loras\x.safetensors` work).
+pub fn parse_lora(spec: &str) -> Result<LoraSpec> {
+    let (path, scale) = match spec.rsplit_once(':') {
+        Some((path, scale)) if !path.is_empty() && scale.parse::<f32>().is_ok() => {
+            (path, scale.parse::<f32>().expect("checked"))
+        }
+        _ => (spec, DEFAULT_LORA_SCALE),
+    };
+    if !scale.is_finite() {
+        refuse!("--lora {spec}: the scale must be a finite number");
+    }
+    let path = std::path::PathBuf::from(path);
+    if path.is_dir() {
+        refuse!(
+            "--lora {spec}: {} is a folder, not a LoRA file",
+            path.display()
+        );
+    }
+    if let Err(e) = std::fs::metadata(&path) {
+        // Missing, a dangling link or a link loop: the OS says which.
+        refuse!("--lora {spec}: cannot read {}: {e}", path.display());
+    }
+    if !path.is_file() {
+        refuse!("--lora {spec}: {} is not a regular file", path.display());
+    }
+    Ok(LoraSpec { path, scale })
 }

@@ -16,7 +16,7 @@ use ditail_pipeline::{Inversion, ModelSpec, SamplingSettings};
 use image::RgbImage;
 
 use crate::options::GenerationOptions;
-use ditail_pipeline::inversion::hex;
+use ditail_pipeline::digest::hex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

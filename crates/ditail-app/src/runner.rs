@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use ditail_models::device::Compute;
-use ditail_pipeline::inversion::hex;
+use ditail_pipeline::digest::{hex, image_hash};
 use ditail_pipeline::{
     InversionSettings, Model, ModelSpec, Progress, SamplingSettings, decode, generate, invert,
     latents, sample, to_rgb,
@@ -192,7 +192,7 @@ impl Runner {
                 };
                 let settings = inversion_with_prompt(&job.inversion, content.prompt.as_deref());
                 let (content_key, generated) = match &content.kind {
-                    ContentKind::Image { rgb, .. } => (pixels_key(rgb), 0),
+                    ContentKind::Image { rgb, .. } => (image_hash(rgb), 0),
                     ContentKind::Generate {
                         prompt,
                         seed,
@@ -263,15 +263,6 @@ impl Runner {
         }
         Ok(out)
     }
-}
-
-/// A content's key: its pixels' hash (the same image from any file or upload).
-fn pixels_key(rgb: &RgbImage) -> String {
-    let mut h = Sha256::new();
-    h.update(rgb.width().to_le_bytes());
-    h.update(rgb.height().to_le_bytes());
-    h.update(rgb.as_raw());
-    hex(&h.finalize())
 }
 
 /// `settings` with a content's own prompt, if it has one.

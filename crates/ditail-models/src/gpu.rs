@@ -78,7 +78,7 @@ fn configure_once() -> Option<TuningCache> {
     }
     let dir = config.environment.path.root();
     let fresh = is_empty_dir(&dir);
-    if crate::kernels::env_is("DITAIL_FUSION", "off") {
+    if crate::kernels::switches::env_is("DITAIL_FUSION", "off") {
         // Before any device exists: each device takes its fusers from the registry.
         for name in burn_cubecl::fusion::BUILTIN_NAMES {
             let _ = burn_cubecl::fusion::remove(name);

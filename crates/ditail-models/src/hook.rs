@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 
 use burn::prelude::*;
 
+// Defined with the attention kernels that take it; a controller hands it to them.
+pub use crate::kernels::attention::{QkInjection, inject_reference};
+
 /// Which part of the U-Net a block belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
@@ -265,24 +268,9 @@ impl SelfAttnQk {
     pub fn resolved(self) -> (Tensor<3>, Tensor<3>) {
         match self.inject {
             None => (self.q, self.k),
-            Some(inject) => crate::kernels::attention::inject_reference(self.q, self.k, inject),
+            Some(inject) => inject_reference(self.q, self.k, inject),
         }
     }
-}
-
-/// How a self-attention layer's target elements take the source's q and k.
-///
-/// Each target's q (and k) becomes `x + (source - x) * mask[token]`, or exactly the
-/// source's with no mask (METHOD.md stage 2: `mask * source + (1 - mask) * target`).
-#[derive(Clone, Debug)]
-pub struct QkInjection {
-    /// The source's q and k, each `[1, tokens, inner_dim]`, and every batch element is a
-    /// target; `None`: batch element 0 is the source (left as it is) and the others are
-    /// targets (the `[source, positive, negative]` batch).
-    pub source: Option<(Tensor<3>, Tensor<3>)>,
-    /// The source's weight per token, `[tokens]` (row-major over the layer's grid), in the
-    /// dtype of q; `None`: 1 at every token (a plain copy).
-    pub mask: Option<Tensor<1>>,
 }
 
 /// What a [`Recorder`] captured at one site.

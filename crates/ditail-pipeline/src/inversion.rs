@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use image::RgbImage;
-use sha2::{Digest, Sha256};
 
 use crate::error::{PipelineError, Result};
 use crate::settings::InversionSettings;
@@ -113,20 +111,6 @@ impl Inversion {
             meta: self.meta.clone(),
         }
     }
-}
-
-/// SHA-256 of an image's size and RGB pixels, hex: what identifies the content.
-pub fn image_hash(img: &RgbImage) -> String {
-    let mut h = Sha256::new();
-    h.update(img.width().to_le_bytes());
-    h.update(img.height().to_le_bytes());
-    h.update(img.as_raw());
-    hex(&h.finalize())
-}
-
-/// Bytes as lower-case hex (the digests records and caches keep).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! - [`inversion`]: what [`invert`] makes, reusable for any target;
 //! - [`latents`]: saving and loading inversions.
 
+pub mod digest;
 pub mod error;
 pub mod inject;
 pub mod inversion;

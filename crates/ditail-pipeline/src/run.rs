@@ -16,10 +16,11 @@ use std::collections::BTreeMap;
 use burn::prelude::*;
 use image::RgbImage;
 
+use crate::digest::image_hash;
 use crate::error::{PipelineError, Result};
 use crate::inject::InjectionSites;
 use crate::inject::Windows;
-use crate::inversion::{Inversion, InversionMeta, image_hash};
+use crate::inversion::{Inversion, InversionMeta};
 use crate::model::Model;
 use crate::noise::gaussian;
 use crate::preprocess::preprocess;

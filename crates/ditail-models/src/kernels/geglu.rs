@@ -56,7 +56,7 @@ fn reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
 #[cfg(feature = "flex")]
 impl GegluOps for burn::backend::Flex {
     fn ditail_geglu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        if super::conv::kernel_enabled() && x.dtype() == burn::tensor::DType::F32 {
+        if super::switches::cpu_kernels_enabled() && x.dtype() == burn::tensor::DType::F32 {
             return super::timing::timed(super::timing::Kind::Geglu, 0, || cpu::geglu(x));
         }
         reference::<Self>(x)

@@ -120,7 +120,7 @@ impl GroupNormOps for burn::backend::Flex {
         eps: f64,
         silu: bool,
     ) -> FloatTensor<Self> {
-        if super::conv::kernel_enabled()
+        if super::switches::cpu_kernels_enabled()
             && [&x, &gamma, &beta].iter().all(|t| t.dtype() == DType::F32)
         {
             return super::timing::timed(super::timing::Kind::GroupNorm, 0, || {

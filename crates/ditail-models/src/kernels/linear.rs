@@ -11,8 +11,6 @@
 //! `DITAIL_LINEAR=reference` (or `DITAIL_CONV=reference`, every CPU kernel off) runs
 //! burn's own.
 
-use std::sync::OnceLock;
-
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -96,16 +94,7 @@ impl LinearOps for burn_cubecl::CubeBackend {}
 
 /// Whether the CPU kernel may be used: this CPU has AVX-512 and neither
 /// `DITAIL_LINEAR=reference` nor `DITAIL_CONV=reference` is set.
-pub fn kernel_enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        #[cfg(all(feature = "flex", target_arch = "x86_64"))]
-        let cpu = super::sgemm512::available();
-        #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
-        let cpu = false;
-        cpu && super::conv::kernel_enabled() && !super::env_is("DITAIL_LINEAR", "reference")
-    })
-}
+pub use crate::kernels::switches::wide_gemm_enabled as kernel_enabled;
 
 /// `layer.forward(x)`, through the CPU kernel where it applies.
 ///

@@ -12,7 +12,8 @@
 //! - [`geglu`]: the transformers' feed-forward activation; one pass with a vectorised
 //!   `erf` on the CPU;
 //! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU;
-//! - [`timing`]: each kind's share of a forward (`DITAIL_KERNEL_TIMES=1`).
+//! - [`timing`]: each kind's share of a forward (`DITAIL_KERNEL_TIMES=1`);
+//! - [`switches`]: which kernels may run (the environment's `DITAIL_*` switches).
 
 pub mod attention;
 pub mod conv;
@@ -28,10 +29,5 @@ pub mod product;
 #[cfg(all(feature = "flex", target_arch = "x86_64"))]
 pub mod sgemm512;
 pub mod silu;
+pub mod switches;
 pub mod timing;
-
-/// Whether the environment variable `var` is set to `value` (in any case): the kernels'
-/// switches (`DITAIL_ATTENTION`, `DITAIL_CONV`), each read once by its caller.
-pub(crate) fn env_is(var: &str, value: &str) -> bool {
-    std::env::var(var).is_ok_and(|v| v.eq_ignore_ascii_case(value))
-}

@@ -11,7 +11,7 @@
 
 /// Whether [`product`] runs the 512-bit kernel here.
 pub fn wide() -> bool {
-    cfg!(target_arch = "x86_64") && super::linear::kernel_enabled()
+    cfg!(target_arch = "x86_64") && super::switches::wide_gemm_enabled()
 }
 
 /// `c = a b` (`c += a b` with `accumulate`): `a` `[m, k]` with rows of stride `lda`, `b`

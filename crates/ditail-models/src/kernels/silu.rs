@@ -37,7 +37,7 @@ fn reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
 #[cfg(feature = "flex")]
 impl SiluOps for burn::backend::Flex {
     fn ditail_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        if super::conv::kernel_enabled() && x.dtype() == burn::tensor::DType::F32 {
+        if super::switches::cpu_kernels_enabled() && x.dtype() == burn::tensor::DType::F32 {
             return super::timing::timed(super::timing::Kind::Silu, 0, || cpu::silu(x));
         }
         reference::<Self>(x)

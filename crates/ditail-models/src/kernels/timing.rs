@@ -66,7 +66,7 @@ static TOTALS: [[AtomicU64; 3]; Kind::ALL.len()] =
 /// Whether calls are timed (`DITAIL_KERNEL_TIMES=1`, read once).
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| super::env_is("DITAIL_KERNEL_TIMES", "1"))
+    *ON.get_or_init(|| super::switches::env_is("DITAIL_KERNEL_TIMES", "1"))
 }
 
 /// Runs `f`, adding its wall time and `macs` multiply-adds to `kind` when timing is on.

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 
 use super::lora::{LoraSet, LoraSpec};
+use super::model::{LoadOptions, StableDiffusion};
 use super::plan::{ComponentPlan, ModelPlan, SecondEncoderPlan, VaePlan};
 use super::{Component, WeightFile, check_dtypes, describe, folder_sources, load_into};
 use crate::clip::{ClipTextConfig, ClipTextModel};
@@ -18,28 +19,6 @@ use crate::json::JsonConfig;
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKl, VaeConfig};
-
-/// How to load weights.
-#[derive(Clone, Copy, Debug)]
-pub struct LoadOptions {
-    /// Float type of the model's parameters; file tensors are converted to it on load.
-    pub dtype: FloatDType,
-}
-
-impl LoadOptions {
-    /// Whether half-precision weight files (`.fp16.safetensors`) are the better match.
-    pub fn prefers_half(self) -> bool {
-        matches!(self.dtype, FloatDType::F16 | FloatDType::BF16)
-    }
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            dtype: FloatDType::F32,
-        }
-    }
-}
 
 /// The weight files chosen for one component folder.
 #[derive(Clone, Debug)]
@@ -255,38 +234,6 @@ pub fn load_tokenizer(model_dir: &Path) -> Result<ClipTokenizer> {
     } else {
         Ok(ClipTokenizer::sd15())
     }
-}
-
-/// SDXL's second text encoder with its tokenizer.
-#[derive(Debug)]
-pub struct SecondTextEncoder {
-    /// Its tokenizer (pads with `!`).
-    pub tokenizer: ClipTokenizer,
-    /// OpenCLIP ViT-bigG/14 as `CLIPTextModelWithProjection`.
-    pub model: ClipTextModel,
-    /// Its configuration.
-    pub config: ClipTextConfig,
-}
-
-/// A whole model: tokenizer, text encoder, VAE and U-Net, and SDXL's second text encoder.
-#[derive(Debug)]
-pub struct StableDiffusion {
-    /// Prompt tokenizer.
-    pub tokenizer: ClipTokenizer,
-    /// CLIP text encoder.
-    pub text_encoder: ClipTextModel,
-    /// VAE.
-    pub vae: AutoencoderKl,
-    /// Denoising U-Net.
-    pub unet: UNet2DConditionModel,
-    /// The U-Net's configuration.
-    pub unet_config: UNetConfig,
-    /// The VAE's configuration.
-    pub vae_config: VaeConfig,
-    /// The text encoder's configuration.
-    pub text_config: ClipTextConfig,
-    /// SDXL's second text encoder (`None` for SD1.x).
-    pub text_encoder_2: Option<SecondTextEncoder>,
 }
 
 /// Fails unless the text encoders' widths are what the U-Net reads: the cross-attention

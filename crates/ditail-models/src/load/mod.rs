@@ -13,21 +13,25 @@ mod fit;
 pub mod hub;
 pub mod ldm;
 pub mod lora;
+mod lora_term;
+mod model;
 mod plan;
 mod safetensors;
 mod single_file;
+mod source;
 mod spec;
 
 pub use self::diffusers::{
-    LoadOptions, SecondTextEncoder, StableDiffusion, WeightFiles, load_text_encoder,
-    load_tokenizer, load_tokenizer_2, load_unet, load_vae, plan_vae,
+    WeightFiles, load_text_encoder, load_tokenizer, load_tokenizer_2, load_unet, load_vae, plan_vae,
 };
+pub use self::model::{LoadOptions, SecondTextEncoder, StableDiffusion};
 pub use self::plan::{ComponentPlan, ModelPlan, SecondEncoderPlan, VaePlan};
-pub use self::safetensors::{Fault, Source, TensorEntry, WeightFile, decode_f32};
+pub use self::safetensors::{TensorEntry, WeightFile, decode_f32};
 pub use self::single_file::{
     SingleFileConfigs, check_architecture, load_single_file, load_vae_file, plan_single_file,
     plan_vae_file, reject_pickle,
 };
+pub use self::source::{Fault, Source};
 pub use self::spec::{Location, locate_model, plan_model, plan_vae_spec};
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 
-use super::diffusers::{LoadOptions, SecondTextEncoder, StableDiffusion};
+use super::model::{LoadOptions, SecondTextEncoder, StableDiffusion};
 use super::{Component, Source, load_sources};
 use crate::clip::ClipTextConfig;
 use crate::error::Result;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
-use super::diffusers::{LoadOptions, StableDiffusion};
 use super::ldm::{self, Architecture};
 use super::lora::{LoraSet, LoraSpec};
+use super::model::{LoadOptions, StableDiffusion};
 use super::plan::{ComponentPlan, ModelPlan, SecondEncoderPlan, VaePlan};
 use super::{Component, Source, TensorEntry, WeightFile, check_dtypes};
 use crate::Family;

@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::diffusers::{LoadOptions, StableDiffusion, plan_vae};
+use super::diffusers::plan_vae;
 use super::hub::{HubOptions, is_hub_id, resolve, resolve_vae};
 use super::lora::LoraSpec;
+use super::model::{LoadOptions, StableDiffusion};
 use super::plan::{ModelPlan, VaePlan};
 use super::single_file::{SingleFileConfigs, plan_single_file, plan_vae_file};
 use crate::error::{ModelError, Result};

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::digest::hex;
 use crate::error::{PipelineError, Result};
-use crate::inversion::hex;
 
 /// One embedding file.
 #[derive(Clone, Debug)]

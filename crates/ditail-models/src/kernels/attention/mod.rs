@@ -36,8 +36,22 @@ use burn::backend::{
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use crate::hook::QkInjection;
 use crate::kernels::timing;
+
+/// How a self-attention layer's target elements take the source's q and k.
+///
+/// Each target's q (and k) becomes `x + (source - x) * mask[token]`, or exactly the
+/// source's with no mask (METHOD.md stage 2: `mask * source + (1 - mask) * target`).
+#[derive(Clone, Debug)]
+pub struct QkInjection {
+    /// The source's q and k, each `[1, tokens, inner_dim]`, and every batch element is a
+    /// target; `None`: batch element 0 is the source (left as it is) and the others are
+    /// targets (the `[source, positive, negative]` batch).
+    pub source: Option<(Tensor<3>, Tensor<3>)>,
+    /// The source's weight per token, `[tokens]` (row-major over the layer's grid), in the
+    /// dtype of q; `None`: 1 at every token (a plain copy).
+    pub mask: Option<Tensor<1>>,
+}
 
 /// A [`QkInjection`] at the backend level: where the source is and whether a mask weighs it.
 ///
@@ -250,9 +264,9 @@ pub fn choice() -> AttentionChoice {
         return c;
     }
     *FROM_ENV.get_or_init(|| {
-        if super::env_is("DITAIL_ATTENTION", "reference") {
+        if super::switches::env_is("DITAIL_ATTENTION", "reference") {
             AttentionChoice::Reference
-        } else if super::env_is("DITAIL_ATTENTION", "flash") {
+        } else if super::switches::env_is("DITAIL_ATTENTION", "flash") {
             AttentionChoice::Flash
         } else {
             AttentionChoice::Auto

@@ -1,0 +1,32 @@
+//! The kernels' switches, read once each from the environment: which kernels may run
+//! (`DITAIL_CONV`, `DITAIL_LINEAR`; the attention's `DITAIL_ATTENTION` is its own choice,
+//! see [`super::attention::choice`]), in one place that every kernel asks and that asks
+//! none of them.
+
+use std::sync::OnceLock;
+
+/// Whether the environment variable `var` is set to `value` (in any case): the kernels'
+/// switches (`DITAIL_ATTENTION`, `DITAIL_CONV`), each read once by its caller.
+pub(crate) fn env_is(var: &str, value: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v.eq_ignore_ascii_case(value))
+}
+
+/// Whether the CPU kernels may be used: not when `DITAIL_CONV=reference` (the switch of
+/// the convolution, and of the element-wise kernels that came with it).
+pub fn cpu_kernels_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| !env_is("DITAIL_CONV", "reference"))
+}
+
+/// Whether the 512-bit GEMM may be used: this CPU has AVX-512 and neither
+/// `DITAIL_LINEAR=reference` nor `DITAIL_CONV=reference` is set.
+pub fn wide_gemm_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        #[cfg(all(feature = "flex", target_arch = "x86_64"))]
+        let cpu = super::sgemm512::available();
+        #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
+        let cpu = false;
+        cpu && cpu_kernels_enabled() && !env_is("DITAIL_LINEAR", "reference")
+    })
+}
