@@ -1101,6 +1101,20 @@ fn ctrl_c_keeps_the_running_job_in_the_journal_and_a_restart_finishes_it() {
         .read_to_string(&mut journal)
         .unwrap();
     assert!(!journal.contains(&id));
+    // The finished job outlives the next restart too: listed done, with its result, and
+    // its event stream ends at once.
+    drop(server);
+    let server = Server::start(dir.path(), &[]);
+    let listed = server.get("/api/jobs").json();
+    let job = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} is not listed after a restart: {listed}"));
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["results"][0]["name"], format!("{id}-0-0.png"), "{job}");
+    assert_eq!(kinds(&server.events(&id)).last(), Some(&"done"));
 }
 
 #[test]

@@ -144,6 +144,35 @@ impl Ctx {
         }
     }
 
+    /// Runs axe-core (`tests/web_app/axe.min.js`, 4.4.3 as the `axe-core-python` 0.1.0 wheel
+    /// on PyPI ships it, MPL-2.0) on the page as it is; fails on a serious or critical
+    /// violation, naming the rule and the elements.
+    fn assert_accessible(&self, what: &str) {
+        let axe = include_str!("web_app/axe.min.js");
+        self.browser
+            .script(&format!("{axe}\n;window.__axe = null; return true;"), &[]);
+        self.js(
+            "axe.run(document, { resultTypes: ['violations'] }).then((r) => { window.__axe = r; }, \
+             (e) => { window.__axe = { error: String(e) }; }); return true;",
+        );
+        let report = self.wait_js(
+            "the accessibility audit",
+            60,
+            "const r = window.__axe; if (!r) return null; if (r.error) return [r.error];
+             return r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+               .map(v => `${v.id} (${v.impact}): ${v.help}: ${v.nodes.map(n => n.target.join(' ')).join(', ')}`)
+               .concat(['audited']);",
+        );
+        let problems: Vec<&str> = report
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|s| *s != "audited")
+            .collect();
+        assert!(problems.is_empty(), "{what}: accessibility: {problems:#?}");
+    }
+
     /// Polls a script until it returns something truthy (not null/false/0/"").
     fn wait_js(&self, what: &str, timeout_s: u64, script: &str) -> Value {
         self.wait(what, timeout_s, |b| {
@@ -236,7 +265,7 @@ fn web_app_in_a_browser() {
     println!("screenshots: {}", shots.display());
     let browser = Browser::start();
     let server = Server::start(&output, tmp.path());
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         browser,
         server,
         output,
@@ -279,6 +308,7 @@ fn web_app_in_a_browser() {
     );
     ctx.assert_no_error("on load");
     ctx.shot("idle.png");
+    ctx.assert_accessible("the idle page");
 
     // ── Embeddings: listed as chips, offered while typing a name in a prompt.
     let chips = ctx
@@ -574,6 +604,7 @@ fn web_app_in_a_browser() {
         detail[1].as_str().unwrap().starts_with("/api/results/"),
         "download: {detail}"
     );
+    ctx.assert_accessible("the page with results and the detail view open");
     b.click("#detail-close");
 
     // ── A phone (390 px): Advanced open, nothing scrolls sideways.
@@ -594,6 +625,33 @@ fn web_app_in_a_browser() {
         scroll <= inner,
         "the page scrolls sideways at {inner} px: {scroll} px wide"
     );
+    ctx.assert_accessible("a phone's width");
+
+    // ── A restart: the finished jobs are listed again (the gallery too), each done with
+    // all its images.
+    let before: Vec<Value> = ctx.server.api("/api/jobs")["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| json!([j["status"], j["results"].as_array().unwrap().len()]))
+        .collect();
+    assert!(before.len() >= 3, "jobs before the restart: {before:?}");
+    ctx.server = Server::start(&ctx.output, tmp.path());
+    let b = &ctx.browser;
+    b.goto(&ctx.server.url);
+    ctx.wait_js(
+        "the finished jobs after a restart",
+        20,
+        &format!(
+            "const rows = [...document.querySelectorAll('#queue .job')];
+             return rows.length === {n} && rows.every(r => r.dataset.status)",
+            n = before.len()
+        ),
+    );
+    let after = ctx.js(
+        "return [...document.querySelectorAll('#queue .job')].map(r => [r.dataset.status, +r.querySelector('.job-count').textContent.split('/')[0]])",
+    );
+    assert_eq!(after, json!(before), "finished jobs after a restart");
 
     let errors: Vec<_> = b
         .console()

@@ -1,7 +1,9 @@
 //! The job queue: jobs in submission order (FIFO, one worker), each with its event log,
 //! which event streams replay and follow. Queued and running jobs are kept in a journal
 //! (`.ditail/queue.json` in the output folder, their inputs beside it) so that a restart
-//! resumes them; a finished job leaves the journal and its inputs are deleted.
+//! resumes them; a finished job leaves the journal (its inputs are deleted) for the history
+//! (`.ditail/finished.json`: the last finished jobs, their status, error and results), so
+//! that the list of finished and cancelled jobs survives a restart too.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use ditail::app::output::write_atomic;
 const KEEP_FINISHED: usize = 100;
 
 /// Where a job stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Queued,
@@ -47,7 +49,7 @@ pub struct Event {
 }
 
 /// An output of a job.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResultRef {
     pub source: usize,
     pub target: usize,
@@ -87,6 +89,17 @@ pub struct JobView {
     /// Unix milliseconds when it started and ended.
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
+}
+
+/// What the history keeps of a finished job.
+#[derive(Serialize, Deserialize)]
+struct Finished {
+    sub: Submission,
+    status: Status,
+    error: Option<String>,
+    results: Vec<ResultRef>,
+    started_ms: Option<u64>,
+    finished_ms: Option<u64>,
 }
 
 struct Job {
@@ -179,6 +192,7 @@ impl Jobs {
                 }
             }
         }
+        jobs.read_history();
         jobs.clean_orphans();
         jobs.write_journal(&jobs.lock())?;
         Ok((jobs, resumed))
@@ -224,6 +238,64 @@ impl Jobs {
                 }
             }
         }
+    }
+
+    /// Restores the finished jobs of earlier runs (newest first), each with its final
+    /// event; a damaged history is set aside like a damaged journal.
+    fn read_history(&self) {
+        let path = self.dir.join("finished.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let finished: Vec<Finished> = match serde_json::from_str(&text) {
+            Ok(f) => f,
+            Err(e) => {
+                let aside = self.dir.join("finished.json.damaged");
+                let _ = std::fs::rename(&path, &aside);
+                eprintln!(
+                    "warning: {} is not a ditail job history ({e}); moved to {}",
+                    path.display(),
+                    aside.display()
+                );
+                return;
+            }
+        };
+        let mut state = self.lock();
+        for f in finished.into_iter().take(KEEP_FINISHED) {
+            let id = f.sub.id.clone();
+            if !valid_id(&id) || !f.status.is_final() || state.jobs.contains_key(&id) {
+                continue;
+            }
+            let mut job = Job::new(f.sub);
+            job.results = f.results;
+            job.started_ms = f.started_ms;
+            job.end(f.status, f.error);
+            job.finished_ms = f.finished_ms;
+            state.jobs.insert(id.clone(), job);
+            state.finished.push_back(id);
+        }
+    }
+
+    fn write_history(&self, state: &State) -> Result<()> {
+        let finished: Vec<Finished> = state
+            .finished
+            .iter()
+            .filter_map(|id| state.jobs.get(id))
+            .map(|j| Finished {
+                sub: j.sub.clone(),
+                status: j.status,
+                error: j.error.clone(),
+                results: j.results.clone(),
+                started_ms: j.started_ms,
+                finished_ms: j.finished_ms,
+            })
+            .collect();
+        let text = serde_json::to_string(&finished)?;
+        write_atomic(&self.dir.join("finished.json"), |w| {
+            w.write_all(text.as_bytes())?;
+            Ok(())
+        })?;
+        Ok(())
     }
 
     fn write_journal(&self, state: &State) -> Result<()> {
@@ -337,7 +409,10 @@ impl Jobs {
             }
         }
         let _ = std::fs::remove_dir_all(self.job_dir(id));
-        if let Err(e) = self.write_journal(state) {
+        if let Err(e) = self
+            .write_journal(state)
+            .and_then(|()| self.write_history(state))
+        {
             eprintln!("warning: {e:#}");
         }
     }

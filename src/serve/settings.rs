@@ -13,8 +13,8 @@ use ditail::models::device::Compute;
 use ditail::models::load::lora::LoraSpec;
 use ditail::pipeline::ModelSpec;
 use ditail::pipeline::preprocess::load_rgb;
-use ditail::pipeline::settings::DEFAULT_NEGATIVE;
 use ditail::pipeline::settings::defaults;
+use ditail::pipeline::settings::{DEFAULT_NEGATIVE, MIN_SIZE};
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, Kind};
@@ -231,9 +231,9 @@ impl JobSettings {
                 bail!("{name} {n}: must be between 1 and {}", l.max_steps);
             }
         }
-        if self.size < 64 || self.size > l.max_size || !self.size.is_multiple_of(8) {
+        if self.size < MIN_SIZE || self.size > l.max_size || !self.size.is_multiple_of(8) {
             bail!(
-                "size {}: must be a multiple of 8 from 64 to {}",
+                "size {}: must be a multiple of 8 from {MIN_SIZE} to {}",
                 self.size,
                 l.max_size
             );

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use ditail_models::load::lora::LoraSpec;
-use ditail_pipeline::settings::{DEFAULT_NEGATIVE, defaults};
+use ditail_pipeline::settings::{DEFAULT_NEGATIVE, MIN_SIZE, defaults};
 use ditail_pipeline::{
     GenerationSettings, InjectionSites, InversionSettings, Mask, ModelSpec, SamplingSettings,
 };
@@ -214,8 +214,11 @@ pub struct GenerationOptions {
 impl GenerationOptions {
     /// Checks the numbers (before any model loads).
     pub fn check(&self) -> Result<()> {
-        if self.size < 8 || !self.size.is_multiple_of(8) {
-            refuse!("--size {}: must be a positive multiple of 8", self.size);
+        if self.size < MIN_SIZE || !self.size.is_multiple_of(8) {
+            refuse!(
+                "--size {}: must be a multiple of 8 from {MIN_SIZE}",
+                self.size
+            );
         }
         if self.steps == 0 || self.steps > 1000 {
             refuse!("--steps {}: must be between 1 and 1000", self.steps);

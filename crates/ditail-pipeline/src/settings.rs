@@ -4,6 +4,11 @@
 use crate::error::{PipelineError, Result};
 use crate::mask::Mask;
 
+/// The smallest working size (the shorter side, in pixels): the latents are an eighth of
+/// it and the U-Net halves them three times. Every face takes sizes that are multiples of 8
+/// from here (the web app's field, the CLI's `--size`, the C API's `size`).
+pub const MIN_SIZE: u32 = 64;
+
 /// The reference's default negative prompt.
 pub const DEFAULT_NEGATIVE: &str = "worst quality, blurry, NSFW";
 
@@ -111,9 +116,9 @@ impl InversionSettings {
                 "inversion steps must be at least 1".into(),
             ));
         }
-        if self.size < 8 {
+        if self.size < MIN_SIZE || !self.size.is_multiple_of(8) {
             return Err(PipelineError::Settings(format!(
-                "working size {} is below 8 pixels",
+                "working size {}: must be a multiple of 8 from {MIN_SIZE}",
                 self.size
             )));
         }

@@ -368,6 +368,7 @@ let sourceEditor = null;
 function initTransfer() {
   sourceEditor = variantEditor();
   $('.model', sourceEditor).id = 'source';
+  $('.model', sourceEditor).setAttribute('aria-label', 'Source model');
   $('#source-box').append(sourceEditor);
   addTarget();
 }
@@ -378,6 +379,7 @@ function addTarget(v = null) {
   if (max && n >= max) return [];
   const ed = variantEditor({ onRemove: (root) => { root.remove(); updateTargetButtons(); } });
   $('.model', ed).classList.add('target-model');
+  $('.model', ed).setAttribute('aria-label', `Target model ${n + 1}`);
   $('#targets').append(ed);
   let missing = [];
   if (v) missing = writeVariant(ed, v);
@@ -781,8 +783,18 @@ async function loadDefaults() {
   }
   fillForm(state.defaults, { models: false });
   const L = state.limits;
+  // A prompt over the server's limit is not cut short: the box says so while it is typed
+  // in, and Run's refusal names it.
   for (const id of ['prompt', 'negative-prompt', 'inv-prompt', 'inv-negative-prompt', 'content-prompt']) {
-    if (L.max_prompt_chars) $(`#${id}`).maxLength = L.max_prompt_chars;
+    const box = $(`#${id}`);
+    if (!L.max_prompt_chars) continue;
+    box.addEventListener('input', () => {
+      const n = [...box.value].length;
+      const over = n > L.max_prompt_chars;
+      box.setCustomValidity(over ? `${n} characters; the limit is ${L.max_prompt_chars}` : '');
+      box.title = over ? `${n} characters; the limit is ${L.max_prompt_chars}` : '';
+      box.classList.toggle('invalid', over);
+    });
   }
   if (L.max_steps) for (const id of ['steps', 'inv-steps']) $(`#${id}`).max = L.max_steps;
   if (L.max_size) $('#size').max = L.max_size;
