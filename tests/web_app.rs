@@ -306,6 +306,11 @@ fn web_app_in_a_browser() {
         defaults["negative_prompt"],
         "the form takes its defaults from /api/defaults"
     );
+    // The header says which device runs the jobs (the CPU here: the slow one, marked).
+    assert_eq!(
+        ctx.js("const d = document.querySelector('#device'); return [d.textContent, d.classList.contains('slow'), d.hidden]"),
+        json!(["cpu · f32", true, false])
+    );
     ctx.assert_no_error("on load");
     ctx.shot("idle.png");
     ctx.assert_accessible("the idle page");

@@ -15,6 +15,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ditail::app::checks::check_mask_shape;
+use ditail::app::record::dtype_name;
 use ditail::models::LoadOptions;
 use ditail::models::device::Compute;
 use ditail::pipeline::preprocess::{load_rgb, working_dims};
@@ -176,8 +177,14 @@ async fn rescan(State(app): State<Arc<App>>) -> ApiResult<Json<Listing>> {
     Ok(Json(listing))
 }
 
-async fn defaults() -> Json<Value> {
-    Json(json!({ "settings": JobSettings::default(), "limits": LIMITS }))
+/// The default settings, the limits, and the device the jobs run on (the page says it: a
+/// run on the CPU takes minutes where a GPU takes seconds).
+async fn defaults(State(app): State<Arc<App>>) -> Json<Value> {
+    let device = json!({
+        "backend": app.compute.backend.to_string(),
+        "dtype": dtype_name(app.compute.dtype),
+    });
+    Json(json!({ "settings": JobSettings::default(), "limits": LIMITS, "device": device }))
 }
 
 async fn list_jobs(State(app): State<Arc<App>>) -> Json<Value> {

@@ -777,6 +777,7 @@ async function loadDefaults() {
     const d = await api('/api/defaults');
     state.defaults = d.settings || null;
     state.limits = d.limits || {};
+    state.device = d.device || null;
   } catch (e) {
     showError(`could not load the defaults (${e.message}); empty fields use the server's defaults`);
     return;
@@ -798,10 +799,27 @@ async function loadDefaults() {
   }
   if (L.max_steps) for (const id of ['steps', 'inv-steps']) $(`#${id}`).max = L.max_steps;
   if (L.max_size) $('#size').max = L.max_size;
+  // Which device runs the jobs, and what that means for the defaults.
+  const dev = state.device;
+  if (dev) {
+    $('#device').textContent = `${dev.backend} · ${dev.dtype}`;
+    $('#device').title = dev.backend === 'cpu'
+      ? 'jobs run on the CPU: a 512 px transfer with 50 + 50 steps takes minutes; a smaller size or fewer steps is quicker'
+      : `jobs run on the ${dev.backend} backend`;
+    $('#device').classList.toggle('slow', dev.backend === 'cpu');
+    $('#device').hidden = false;
+  }
 }
 
 function initForm() {
   $('#form').addEventListener('submit', (ev) => ev.preventDefault());
+  // Ctrl+Enter (Cmd+Enter) in a prompt box runs, as in A1111 and ComfyUI.
+  $('#form').addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey) && ev.target.tagName === 'TEXTAREA') {
+      ev.preventDefault();
+      $('#run').click();
+    }
+  });
   for (const r of $$('input[type=range][data-for]')) {
     const num = $(`#${r.dataset.for}`);
     r.addEventListener('input', () => { num.value = r.value; });
