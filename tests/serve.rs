@@ -127,6 +127,18 @@ impl Server {
         }
     }
 
+    fn delete(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.auth(self.agent.delete(format!("{}{path}", self.base)));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut resp = req.call().expect("DELETE");
+        Reply {
+            status: resp.status().as_u16(),
+            body: resp.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+
     fn models(&self) -> Value {
         self.get("/api/models").json()
     }
@@ -402,6 +414,31 @@ fn a_jobs_png_equals_the_clis_and_the_c_apis_and_its_events_arrive_in_order() {
         "the C API's PNG differs from the web app's and the CLI's"
     );
 
+    // Only the gallery's own files can be deleted, and not from another site's page.
+    std::fs::write(
+        dir.path().join("plain.png"),
+        std::fs::read(content_png()).unwrap(),
+    )
+    .unwrap();
+    for (path, status) in [
+        ("/api/results/plain.png", 404),
+        ("/api/results/..%2Fsecret.png", 404),
+        ("/api/results/.ditail", 404),
+        ("/api/results/nope.png", 404),
+    ] {
+        assert_eq!(server.delete(path, &[]).status, status, "DELETE {path}");
+    }
+    assert!(dir.path().join("plain.png").is_file());
+    let cross = server.delete(
+        &format!("/api/results/{name}"),
+        &[
+            ("Origin", "http://evil.example"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+    );
+    assert_eq!(cross.status, 403, "{}", cross.body);
+    assert!(dir.path().join(&name).is_file());
+
     // The gallery lists it with its record and settings that name the same models.
     let gallery = server.get("/api/results").json();
     let item = gallery["results"]
@@ -414,6 +451,19 @@ fn a_jobs_png_equals_the_clis_and_the_c_apis_and_its_events_arrive_in_order() {
     assert_eq!(item["record"]["prompt"], "a photo of a cat");
     assert_eq!(item["settings"]["targets"][0]["model"], b.as_str());
     assert_eq!(item["settings"]["source"]["model"], a.as_str());
+    // Deleted from the gallery: the file goes, the listing follows.
+    let deleted = server.delete(&format!("/api/results/{name}"), &[]);
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert!(!dir.path().join(&name).exists());
+    let listed = server.get("/api/results").json();
+    assert!(
+        listed["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["name"] != name.as_str()),
+        "{listed}"
+    );
 }
 
 #[test]

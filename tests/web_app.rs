@@ -609,8 +609,71 @@ fn web_app_in_a_browser() {
         detail[1].as_str().unwrap().starts_with("/api/results/"),
         "download: {detail}"
     );
+    // The record in words: models by name, never a path of the server's disk.
+    let summary = ctx.js("return document.querySelector('#detail-summary').textContent");
+    let summary = summary.as_str().unwrap();
+    assert!(
+        summary.contains("source → target") && summary.contains("a photo of a cat"),
+        "summary: {summary}"
+    );
+    assert!(
+        !summary.contains(&*fixtures().to_string_lossy())
+            && !summary.contains(&*ctx.output.to_string_lossy())
+            && !summary.contains(".ditail"),
+        "the summary shows a path: {summary}"
+    );
     ctx.assert_accessible("the page with results and the detail view open");
     b.click("#detail-close");
+
+    // Filter (every word must match), order, delete.
+    let shown =
+        "return [...document.querySelectorAll('#gallery .gallery-item')].map(i => i.dataset.name)";
+    let one = files.iter().next().unwrap().clone();
+    b.type_into("#gallery-filter", &one);
+    ctx.wait_js(
+        "the filtered gallery",
+        10,
+        &format!("const s = (() => {{ {shown} }})(); return s.length === 1 && s[0] === {one:?}"),
+    );
+    b.type_into("#gallery-filter", "no such words");
+    ctx.wait_js(
+        "the empty filter's message",
+        10,
+        "return document.querySelector('#gallery').textContent.includes('No image matches')",
+    );
+    b.type_into("#gallery-filter", "");
+    ctx.js("document.querySelector('#gallery-filter').dispatchEvent(new Event('input'))");
+    let newest = ctx.js(shown);
+    b.select("#gallery-sort", "oldest");
+    let oldest = ctx.js(shown);
+    let mut reversed = newest.as_array().unwrap().clone();
+    reversed.reverse();
+    assert_eq!(
+        oldest,
+        json!(reversed),
+        "oldest first is newest first reversed"
+    );
+    b.select("#gallery-sort", "newest");
+    let doomed = newest[0].as_str().unwrap().to_string();
+    b.click(&format!("#gallery .gallery-item[data-name=\"{doomed}\"]"));
+    ctx.wait_js(
+        "the detail view",
+        10,
+        "return document.querySelector('#detail').open",
+    );
+    ctx.js("window.confirm = () => true;");
+    b.click("#detail-delete");
+    ctx.wait_js(
+        "the deleted image to leave the gallery",
+        10,
+        &format!(
+            "const s = (() => {{ {shown} }})(); return s.length === 4 && !s.includes({doomed:?})"
+        ),
+    );
+    assert!(
+        !ctx.output.join(&doomed).exists(),
+        "{doomed} is still in the output folder"
+    );
 
     // ── A phone (390 px): Advanced open, nothing scrolls sideways.
     b.cmd(

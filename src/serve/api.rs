@@ -15,7 +15,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ditail::app::checks::check_mask_shape;
-use ditail::app::record::dtype_name;
+use ditail::app::record::{dtype_name, read_record};
 use ditail::models::LoadOptions;
 use ditail::models::device::Compute;
 use ditail::pipeline::preprocess::{load_rgb, working_dims};
@@ -124,7 +124,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/jobs/{id}/events", get(events))
         .route("/api/jobs/{id}/cancel", post(cancel))
         .route("/api/results", get(results))
-        .route("/api/results/{name}", get(result_file))
+        .route(
+            "/api/results/{name}",
+            get(result_file).delete(delete_result),
+        )
         .fallback(|| async { not_found("page") })
         .layer(axum::middleware::from_fn_with_state(
             app.access.clone(),
@@ -236,6 +239,30 @@ async fn result_file(State(app): State<Arc<App>>, Path(name): Path<String>) -> A
         bytes,
     )
         .into_response())
+}
+
+/// Deletes a result: a PNG of the gallery (a plain file with ditail's record, in the output
+/// folder), nothing else.
+async fn delete_result(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if !valid_name(&name) {
+        return Err(not_found("result"));
+    }
+    let path = app.output.join(&name);
+    let removed = tokio::task::spawn_blocking(move || {
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        if !meta.is_file() || read_record(&path).is_none() {
+            return None;
+        }
+        Some(std::fs::remove_file(&path))
+    })
+    .await
+    .map_err(internal)?
+    .ok_or_else(|| not_found("result"))?;
+    removed.map_err(internal)?;
+    Ok(Json(json!({ "deleted": name })))
 }
 
 /// What a job request carried.

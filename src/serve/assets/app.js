@@ -1179,11 +1179,55 @@ function refreshGallerySoon() {
 
 async function refreshGallery() {
   state.gallery = (await api('/api/results')).results || [];
+  renderGallery();
+}
+
+/** The gallery as the filter and the order ask (the server lists it newest first). */
+function renderGallery() {
   const box = $('#gallery');
   const items = new Map($$('.gallery-item', box).map((i) => [i.dataset.name, i]));
-  const list = state.gallery.map((g) => items.get(g.name) || galleryItem(g));
-  box.replaceChildren(...list);
-  if (!list.length) box.append(el('p', { class: 'muted small' }, 'Finished images appear here.'));
+  const words = $('#gallery-filter').value.toLowerCase().split(/\s+/).filter(Boolean);
+  const text = (g) => `${galleryCaption(g.record || {})} ${(g.record || {}).prompt || ''} ${g.name}`.toLowerCase();
+  let shown = state.gallery.filter((g) => words.every((w) => text(g).includes(w)));
+  const order = $('#gallery-sort').value;
+  if (order === 'oldest') shown = [...shown].reverse();
+  if (order === 'models') {
+    shown = [...shown].sort((a, b) => galleryCaption(a.record || {}).localeCompare(galleryCaption(b.record || {})));
+  }
+  box.replaceChildren(...shown.map((g) => items.get(g.name) || galleryItem(g)));
+  if (!state.gallery.length) box.append(el('p', { class: 'muted small' }, 'Finished images appear here.'));
+  else if (!shown.length) box.append(el('p', { class: 'muted small' }, 'No image matches the filter.'));
+}
+
+/** A result's record in words: models by name (not path), prompts, the method's numbers. */
+function detailRows(r) {
+  const rows = [];
+  const add = (k, v) => { if (v !== undefined && v !== null && v !== '') rows.push([k, String(v)]); };
+  const m = r.model || {};
+  add(r.source ? 'source → target' : 'model', galleryCaption(r));
+  add('prompt', r.prompt);
+  add('negative prompt', r.negative_prompt);
+  const d = r.ditail;
+  if (d) {
+    if (d.inv_prompt !== r.prompt) add('inversion prompt', d.inv_prompt);
+    add('α / β', `${d.alpha} / ${d.beta}`);
+    add('ω', r.omega);
+    add('steps', `${d.inv_steps} inversion, ${d.steps} sampling`);
+    const mask = ['full', 'left', 'right', 'top', 'bottom'].includes(d.mask) ? d.mask : 'painted';
+    add('injection', d.no_injection ? 'none' : `conv ${d.conv_ratio}, attention ${d.attn_ratio}, mask ${mask}`);
+    add('size', `${d.size} (${r.width} × ${r.height})`);
+  } else {
+    add('seed', r.seed);
+    add('steps', r.steps);
+    add('ω', r.omega);
+    add('size', `${r.width} × ${r.height}`);
+  }
+  for (const l of m.loras || []) add('LoRA', `${modelLabel(l.path)} × ${l.scale}`);
+  if (m.vae) add('VAE', modelLabel(m.vae));
+  if (m.clip_skip > 1) add('clip skip', m.clip_skip);
+  for (const e of r.embeddings || []) add('embedding', e.name);
+  add('ran on', [r.backend, r.dtype].filter(Boolean).join(' · '));
+  return rows;
 }
 
 /** A model's short name from its recorded path or id (file stem, folder name). */
@@ -1216,6 +1260,7 @@ async function openDetail(name) {
   $('#detail-name').textContent = g.name;
   $('#detail-download').href = g.url;
   $('#detail-download').download = g.name;
+  $('#detail-summary').replaceChildren(...detailRows(g.record || {}).flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
   $('#detail-record').textContent = JSON.stringify(g.record, null, 2);
   $('#detail-cocktail').disabled = !detailVariants(g).length;
   $('#detail').showModal();
@@ -1255,6 +1300,15 @@ function initGallery() {
     dlg.close();
   });
   $('#gallery-refresh').addEventListener('click', guard(refreshGallery));
+  $('#gallery-filter').addEventListener('input', renderGallery);
+  $('#gallery-sort').addEventListener('change', renderGallery);
+  $('#detail-delete').addEventListener('click', guard(async () => {
+    const g = state.detail;
+    if (!window.confirm(`Delete ${g.name} from the output folder?`)) return;
+    await api(`/api/results/${encodeURIComponent(g.name)}`, { method: 'DELETE' });
+    dlg.close();
+    await refreshGallery();
+  }));
 }
 
 // ───────────────────────────── start-up ─────────────────────────────
