@@ -574,11 +574,20 @@ fn cancel_stops_a_running_job_and_writes_nothing_and_the_queue_is_fifo() {
         "{names:?}"
     );
     assert_eq!(names.len(), 2, "{names:?}");
-    assert_eq!(
-        std::fs::read_dir(dir.path().join(".ditail/jobs"))
-            .unwrap()
-            .count(),
-        0
+    // Inputs are kept only for the jobs still listed (for "reuse settings"), no others.
+    let listed: Vec<String> = server.get("/api/jobs").json()["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    let kept: Vec<String> = std::fs::read_dir(dir.path().join(".ditail/jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        kept.iter().all(|k| listed.contains(k)),
+        "inputs kept for jobs no longer listed: {kept:?} (listed {listed:?})"
     );
 }
 
@@ -1195,6 +1204,18 @@ fn a_cocktail_fills_its_grid_from_one_inversion_per_model_and_prompts_or_masks_w
             .count()
     };
     assert_eq!(count("progress", Some("generation")), 2 * 3);
+    // Each generated content is shown (a PNG thumbnail per source).
+    let contents: Vec<&Value> = events
+        .iter()
+        .filter(|(k, _)| k == "content")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(contents.len(), 2, "{contents:?}");
+    assert!(contents.iter().all(|d| {
+        d["image"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("data:image/png;base64,"))
+    }));
     assert_eq!(count("progress", Some("inversion")), 2 * 3);
     assert_eq!(count("progress", Some("sampling")), 4 * 3);
     let mut cells: Vec<(u64, u64)> = events

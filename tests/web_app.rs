@@ -623,6 +623,30 @@ fn web_app_in_a_browser() {
         "the summary shows a path: {summary}"
     );
     ctx.assert_accessible("the page with results and the detail view open");
+    // "Reuse settings" brings the job's own content image and painted mask back.
+    b.click("#detail-reuse");
+    let reused = ctx.wait_js(
+        "the reused content and mask",
+        10,
+        "const c = document.querySelector('#mask-canvas');
+         const a = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+         let painted = 0; for (let i = 3; i < a.length; i += 4) if (a[i] > 127) painted++;
+         const name = document.querySelector('#content-name').textContent;
+         return name.startsWith('content of') && painted > 0
+           ? [document.querySelector('#mask').value, painted / (c.width * c.height)] : null",
+    );
+    assert_eq!(reused[0], "painted", "{reused}");
+    let share = reused[1].as_f64().unwrap();
+    assert!(
+        share > 0.05 && share < 0.95,
+        "painted share of the reused mask: {share}"
+    );
+    b.click("#gallery .gallery-item");
+    ctx.wait_js(
+        "the detail view",
+        10,
+        "return document.querySelector('#detail').open",
+    );
     b.click("#detail-close");
 
     // Filter (every word must match), order, delete.

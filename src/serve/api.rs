@@ -123,6 +123,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/events", get(events))
         .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/jobs/{id}/{input}", get(job_input))
         .route("/api/results", get(results))
         .route(
             "/api/results/{name}",
@@ -215,7 +216,53 @@ async fn results(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
     })
     .await
     .map_err(internal)?;
+    // The inputs of the job that made each result (its name begins with the job's id).
+    let items: Vec<_> = items
+        .into_iter()
+        .map(|mut item| {
+            let id = item.name.split('-').next().unwrap_or_default();
+            let url = |mask: bool, what: &str| {
+                app.jobs
+                    .input(id, mask)
+                    .map(|_| format!("/api/jobs/{id}/{what}"))
+            };
+            item.content_url = url(false, "content");
+            item.mask_url = url(true, "mask");
+            item
+        })
+        .collect();
     Ok(Json(json!({ "results": items })))
+}
+
+/// A listed job's content image (`content`) or painted mask (`mask`), as uploaded.
+async fn job_input(
+    State(app): State<Arc<App>>,
+    Path((id, what)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let mask = match what.as_str() {
+        "content" => false,
+        "mask" => true,
+        _ => return Err(not_found("page")),
+    };
+    let path = app.jobs.input(&id, mask).ok_or_else(|| not_found(&what))?;
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .map_err(internal)?
+        .map_err(|_| not_found(&what))?;
+    let kind = match bytes.get(..4) {
+        Some([0x89, b'P', b'N', b'G']) => "image/png",
+        Some([0xff, 0xd8, ..]) => "image/jpeg",
+        Some(b"RIFF") => "image/webp",
+        _ => "application/octet-stream",
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, kind.to_string()),
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 async fn result_file(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<Response> {

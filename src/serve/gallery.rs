@@ -23,6 +23,10 @@ pub struct Item {
     pub record: Record,
     /// The record as job settings with the catalog's ids, when its models are listed.
     pub settings: Option<JobSettings>,
+    /// The content image and painted mask of the job that made it, while the server keeps
+    /// them (the last finished jobs' inputs), for "reuse settings".
+    pub content_url: Option<String>,
+    pub mask_url: Option<String>,
 }
 
 /// Records read so far: name -> (size, mtime, record).
@@ -83,6 +87,8 @@ impl Gallery {
                     name,
                     mtime,
                     record,
+                    content_url: None,
+                    mask_url: None,
                 });
             }
         }
@@ -113,15 +119,16 @@ fn variant_of(m: &ModelRecord, catalog: &Catalog) -> Option<Variant> {
     })
 }
 
-/// A transfer's record as the settings that would make it again (painted masks are not
-/// kept, so they come back as `full`).
+/// A transfer's record as the settings that would make it again (a painted mask comes back
+/// as `painted`; its pixels are the job's, see [`Item::mask_url`]).
 fn settings_of(r: &Record, catalog: &Catalog) -> Option<JobSettings> {
     let d = r.ditail.as_ref()?;
     let source = variant_of(r.source.as_ref()?, catalog)?;
     let target = variant_of(&r.model, catalog)?;
+    // A painted mask's record holds its file; the page restores it from `mask_url`.
     let mask = match d.mask.as_str() {
         m @ ("full" | "left" | "right" | "top" | "bottom") => m.to_string(),
-        _ => "full".to_string(),
+        _ => "painted".to_string(),
     };
     Some(JobSettings {
         mode: Mode::Transfer,

@@ -1,9 +1,10 @@
 //! The job queue: jobs in submission order (FIFO, one worker), each with its event log,
 //! which event streams replay and follow. Queued and running jobs are kept in a journal
 //! (`.ditail/queue.json` in the output folder, their inputs beside it) so that a restart
-//! resumes them; a finished job leaves the journal (its inputs are deleted) for the history
-//! (`.ditail/finished.json`: the last finished jobs, their status, error and results), so
-//! that the list of finished and cancelled jobs survives a restart too.
+//! resumes them; a finished job leaves the journal for the history (`.ditail/finished.json`:
+//! the last finished jobs, their status, error and results, their inputs kept beside them
+//! until they leave it), so that the list of finished and cancelled jobs survives a restart
+//! too and a result's settings can be reused with its content and painted mask.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -403,18 +404,33 @@ impl Jobs {
 
     fn retire(&self, state: &mut State, id: &str) {
         state.finished.push_front(id.to_string());
+        // A finished job's inputs stay while it is listed ("reuse settings" restores its
+        // content and painted mask); the oldest leave with their inputs.
         while state.finished.len() > KEEP_FINISHED {
             if let Some(old) = state.finished.pop_back() {
                 state.jobs.remove(&old);
+                let _ = std::fs::remove_dir_all(self.job_dir(&old));
             }
         }
-        let _ = std::fs::remove_dir_all(self.job_dir(id));
         if let Err(e) = self
             .write_journal(state)
             .and_then(|()| self.write_history(state))
         {
             eprintln!("warning: {e:#}");
         }
+    }
+
+    /// A listed job's content image or painted mask (`mask`), if it had one and it is kept.
+    pub fn input(&self, id: &str, mask: bool) -> Option<PathBuf> {
+        let state = self.lock();
+        let job = state.jobs.get(id)?;
+        let (has, path) = if mask {
+            (job.sub.has_mask, self.mask_path(id))
+        } else {
+            (job.sub.has_image, self.content_path(id))
+        };
+        let plain = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+        (has && plain).then_some(path)
     }
 
     /// Cancels a job: a queued one leaves the queue at once; a running one stops after

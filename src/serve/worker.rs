@@ -178,6 +178,19 @@ impl Sink for Reporter {
         );
     }
 
+    fn content(&mut self, cell: Cell, image: &image::RgbImage) {
+        // Shown in the Output card (a thumbnail: the event log keeps it with the job).
+        let thumb =
+            image::imageops::thumbnail(image, 256.min(image.width()), 256.min(image.height()));
+        if let Ok(url) = data_url(&thumb) {
+            self.jobs.emit(
+                &self.id,
+                "content",
+                json!({ "source": cell.source, "label": self.sources[cell.source], "image": url }),
+            );
+        }
+    }
+
     fn wrote(&mut self, file: Written<'_>) {
         if let Written::Result { cell, path, .. } = file {
             let name = path

@@ -236,6 +236,7 @@ impl Runner {
                     } => {
                         let (img, record) =
                             self.generate(source, prompt, options, *seed, cell, sink)?;
+                        sink.content(cell, &img);
                         if let Some(paths) = &job.outputs.contents {
                             let path = &paths[c][s];
                             write_png(path, &img, &record.chunks())?;

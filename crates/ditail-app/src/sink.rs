@@ -75,6 +75,10 @@ pub trait Sink {
     fn inverted(&mut self, cell: Cell, skipped: Option<usize>) {
         let _ = (cell, skipped);
     }
+    /// A source generated `cell`'s content from its prompt (decoded, before it inverts it).
+    fn content(&mut self, cell: Cell, image: &RgbImage) {
+        let _ = (cell, image);
+    }
     /// A file was written.
     fn wrote(&mut self, file: Written<'_>);
     /// Something the user should know that does not stop the job.
