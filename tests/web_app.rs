@@ -102,6 +102,12 @@ impl Server {
         }
     }
 
+    /// Stops the server (as a crash or a power cut would: no shutdown of its own).
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn api(&self, path: &str) -> Value {
         let url = format!("{}{}", self.url, path.trim_start_matches('/'));
         webdriver::agent(true)
@@ -728,6 +734,14 @@ fn web_app_in_a_browser() {
         .map(|j| json!([j["status"], j["results"].as_array().unwrap().len()]))
         .collect();
     assert!(before.len() >= 3, "jobs before the restart: {before:?}");
+    // While the server is down the Output card says so (it shows the last state it had).
+    ctx.server.stop();
+    ctx.wait_js(
+        "the Output card to say the server is not answering",
+        15,
+        "return !document.querySelector('#progress-offline').hidden
+           && document.querySelector('#conn').textContent === 'offline'",
+    );
     ctx.server = Server::start(&ctx.output, tmp.path());
     let b = &ctx.browser;
     b.goto(&ctx.server.url);

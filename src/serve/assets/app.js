@@ -1027,6 +1027,7 @@ function renderOutput() {
   }
   const live = !FINAL.has(j.status);
   prog.className = `progress ${j.status}`;
+  prog.classList.toggle('stale', $('#conn').classList.contains('down'));
   prog.dataset.job = j.id;
   $('#job-title').textContent = `· ${j.id}`;
   $('#progress-label').textContent = j.label;
@@ -1199,6 +1200,10 @@ function setConn(ok, msg = '') {
   c.textContent = ok ? 'connected' : 'offline';
   c.className = `conn ${ok ? 'ok' : 'down'}`;
   c.title = ok ? 'server connection' : msg;
+  // The Output card does not pretend a job still moves while the server is away.
+  const note = $('#progress-offline');
+  note.hidden = ok;
+  $('#progress').classList.toggle('stale', !ok);
 }
 
 // ───────────────────────────── gallery ─────────────────────────────
