@@ -34,6 +34,7 @@ unsafe fn chains(iters: u64) -> f32 {
         sum = _mm256_add_ps(sum, x);
     }
     let mut out = [0f32; 8];
+    // SAFETY: `out` holds the 8 floats stored (unaligned store).
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
     out.iter().sum()
 }

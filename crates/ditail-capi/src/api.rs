@@ -202,6 +202,7 @@ pub unsafe extern "C" fn ditail_context_new(
     guard(|| {
         // SAFETY: the caller's contract.
         let out = unsafe { out_param(out, "out") }?;
+        // SAFETY: the header's contract: NULL or a struct of its `struct_size`.
         let raw = unsafe { read_versioned(settings.cast::<RawContextSettings>(), "settings") }?;
         let backend = Backend::from_code(raw.backend).ok_or_else(|| {
             Error::invalid(format!(
@@ -241,6 +242,7 @@ pub unsafe extern "C" fn ditail_context_info(
         if let Some(b) = unsafe { backend.as_mut() } {
             *b = ctx.compute.backend;
         }
+        // SAFETY: the header's contract: an out pointer is NULL or writable.
         if let Some(d) = unsafe { dtype.as_mut() } {
             *d = ctx.compute.dtype_code();
         }
@@ -302,7 +304,9 @@ pub unsafe extern "C" fn ditail_model_load_with_embeddings(
         // SAFETY: the caller's contract.
         let out = unsafe { out_param(out, "out") }?;
         let ctx = CONTEXTS.get(ctx.addr(), "ctx")?;
+        // SAFETY: the header's contract: NULL or a struct of its `struct_size`.
         let mut spec = unsafe { read_versioned(spec, "spec") }?.to_pipeline()?;
+        // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
         let dir = unsafe { opt_str(embeddings, "embeddings") }?;
         spec.embeddings = dir.map(std::path::PathBuf::from).into_iter().collect();
         let opts = ditail_models::LoadOptions {
@@ -344,6 +348,7 @@ fn invert_image(
     let source = MODELS.get(source.addr(), "source")?;
     // SAFETY: the callers' contract.
     let native = source.model.family().native_size();
+    // SAFETY: the header's contract: NULL or a struct of its `struct_size`.
     let settings = unsafe { read_versioned(settings, "settings") }?.to_pipeline(native)?;
     let image = image?;
     let mut progress = progress_fn(progress, user_data);
@@ -376,6 +381,7 @@ pub unsafe extern "C" fn ditail_invert(
     guard(|| {
         // SAFETY: the caller's contract.
         let out = unsafe { out_param(out, "out") }?;
+        // SAFETY: the header's contract: `rgb` is NULL or `width * height * 3` readable bytes.
         let image = unsafe { rgb_image(rgb, width, height) };
         invert_image(source, image, settings, progress, user_data, out)
     })
@@ -398,6 +404,7 @@ pub unsafe extern "C" fn ditail_invert_file(
     guard(|| {
         // SAFETY: the caller's contract.
         let out = unsafe { out_param(out, "out") }?;
+        // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
         let path = unsafe { req_str(path, "path") }?;
         let image = load_rgb(Path::new(path)).map_err(Error::from);
         invert_image(source, image, settings, progress, user_data, out)
@@ -438,6 +445,7 @@ pub unsafe extern "C" fn ditail_inversion_load(
         // SAFETY: the caller's contract.
         let out = unsafe { out_param(out, "out") }?;
         let ctx = CONTEXTS.get(ctx.addr(), "ctx")?;
+        // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
         let path = unsafe { req_str(path, "path") }?;
         let (inv, _) = latents::load(Path::new(path), &ctx.compute.device)?;
         *out = handle(INVERSIONS.insert(InversionObj { inv }));
@@ -482,6 +490,7 @@ pub unsafe extern "C" fn ditail_sample(
         let out = unsafe { out_param(out, "out") }?;
         let target = MODELS.get(target.addr(), "target")?;
         let inv = INVERSIONS.get(inv.addr(), "inv")?;
+        // SAFETY: the header's contract: NULL or a struct of its `struct_size`.
         let settings = unsafe { read_versioned(settings, "settings") }?.to_pipeline()?;
         let device = &target.ctx.compute.device;
         // Borrowed when the inversion is on the target's device already.
@@ -524,6 +533,7 @@ pub unsafe extern "C" fn ditail_generate(
         // SAFETY: the caller's contract.
         let out = unsafe { out_param(out, "out") }?;
         let model = MODELS.get(model.addr(), "model")?;
+        // SAFETY: the header's contract: NULL or a struct of its `struct_size`.
         let g = unsafe { read_versioned(settings, "settings") }?.to_pipeline()?;
         if u64::from(g.width) * u64::from(g.height) > MAX_WORKING_PIXELS {
             return Err(Error::new(
@@ -567,6 +577,7 @@ pub unsafe extern "C" fn ditail_decode(
     guard(|| {
         // SAFETY: the caller's contract.
         let out = unsafe { out_param(rgb, "rgb") }?;
+        // SAFETY: the header's contract: an out pointer is NULL or writable.
         let (mut width, mut height) = unsafe { (width.as_mut(), height.as_mut()) };
         for size in [&mut width, &mut height].into_iter().flatten() {
             **size = 0;
@@ -609,7 +620,9 @@ pub unsafe extern "C" fn ditail_load_image(
     guard(|| {
         // SAFETY: the caller's contract.
         let out = unsafe { out_param(rgb, "rgb") }?;
+        // SAFETY: the header's contract: an out pointer is NULL or writable.
         let (width, height) = unsafe { (width.as_mut(), height.as_mut()) };
+        // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
         let path = unsafe { req_str(path, "path") }?;
         let image = load_rgb(Path::new(path))?;
         let (w, h) = image.dimensions();
@@ -647,6 +660,7 @@ pub unsafe extern "C" fn ditail_write_png(
     guard(|| {
         // SAFETY: the caller's contract.
         let path = Path::new(unsafe { req_str(path, "path") }?);
+        // SAFETY: the header's contract: `rgb` is NULL or `width * height * 3` readable bytes.
         let image = unsafe { rgb_image(rgb, width, height) }?;
         write_png(path, &image).map_err(|e| e.context(format!("writing {}", path.display())))
     })

@@ -228,6 +228,7 @@ pub(crate) unsafe trait Versioned: Copy + Sized {
     fn defaults() -> Self;
 }
 
+// SAFETY: `repr(C)`, `struct_size` first, and plain integers where C writes its enums.
 unsafe impl Versioned for RawContextSettings {
     const NAME: &'static str = "ditail_context_settings";
     const SIZES: &'static [usize] = &[size_of::<Self>()];
@@ -243,6 +244,9 @@ unsafe impl Versioned for RawContextSettings {
 
 macro_rules! versioned {
     ($t:ty, $name:literal) => {
+        // SAFETY: each struct below is `repr(C)` with `struct_size` first, and holds only
+        // numbers, `bool`s and pointers (valid for every bit pattern C may write, `bool`
+        // aside: the header asks for 0 or 1), no Rust enum.
         unsafe impl Versioned for $t {
             const NAME: &'static str = $name;
             const SIZES: &'static [usize] = &[size_of::<Self>()];
@@ -327,8 +331,9 @@ fn negative(ptr: *const c_char, arg: &str) -> Result<String> {
 impl ModelSpec {
     /// The pipeline's spec.
     pub(crate) fn to_pipeline(self) -> Result<PipelineSpec> {
-        // SAFETY (all strings and the array): the header's contract.
+        // SAFETY: (all strings and the array) the header's contract.
         let model = unsafe { req_str(self.model, "spec->model") }?;
+        // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
         let vae = unsafe { opt_str(self.vae, "spec->vae") }?.map(str::to_string);
         if self.n_loras > 0 && self.loras.is_null() {
             return Err(Error::invalid(format!(
@@ -338,12 +343,14 @@ impl ModelSpec {
         }
         let loras = match self.n_loras {
             0 => &[][..],
+            // SAFETY: the header's contract: `loras` holds `n_loras` entries (NULL with a count is refused above).
             n => unsafe { std::slice::from_raw_parts(self.loras, n) },
         };
         let loras = loras
             .iter()
             .enumerate()
             .map(|(i, l)| {
+                // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
                 let path = unsafe { req_str(l.path, &format!("spec->loras[{i}].path")) }?;
                 if !l.scale.is_finite() {
                     return Err(Error::new(
@@ -399,6 +406,7 @@ impl SamplingSettings {
     pub(crate) fn to_pipeline(self) -> Result<ditail_pipeline::SamplingSettings> {
         // SAFETY: the header's contract.
         let prompt = unsafe { req_str(self.prompt, "settings->prompt") }?;
+        // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
         let mask = unsafe { opt_str(self.mask, "settings->mask") }?.unwrap_or("full");
         let mask = Mask::parse(mask).map_err(|e| Error::from(e).context("settings->mask"))?;
         let settings = ditail_pipeline::SamplingSettings {

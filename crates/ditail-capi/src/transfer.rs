@@ -35,8 +35,9 @@ impl<F: FnMut(Progress) -> bool> Sink for Callback<F> {
 
 /// Ditail's options from the two C settings structs: what the command's flags would be.
 fn options(inversion: &InversionSettings, sampling: &SamplingSettings) -> Result<DitailOptions> {
-    // SAFETY (every string): the header's contract, NULL or NUL-terminated.
+    // SAFETY: (every string) the header's contract, NULL or NUL-terminated.
     let text = |ptr, arg| -> Result<Option<String>> {
+        // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
         Ok(unsafe { opt_str(ptr, arg) }?.map(str::to_string))
     };
     Ok(DitailOptions {
@@ -87,11 +88,17 @@ pub unsafe extern "C" fn ditail_transfer_file(
         let ctx = CONTEXTS.get(ctx.addr(), "ctx")?;
         // SAFETY: the caller's contract.
         let source = unsafe { read_versioned(source, "source") }?.to_pipeline()?;
+        // SAFETY: the header's contract: NULL or a struct of its `struct_size`.
         let target = unsafe { read_versioned(target, "target") }?.to_pipeline()?;
+        // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
         let image = unsafe { req_str(image_path, "image_path") }?;
+        // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
         let output = unsafe { req_str(output_path, "output_path") }?;
+        // SAFETY: the header's contract: NULL or a struct of its `struct_size`.
         let inversion = unsafe { read_versioned(inversion, "inversion") }?;
+        // SAFETY: the header's contract: NULL or a struct of its `struct_size`.
         let sampling = unsafe { read_versioned(sampling, "sampling") }?;
+        // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
         let prompt = unsafe { req_str(sampling.prompt, "sampling->prompt") }?;
         let options = options(&inversion, &sampling)?;
         let compute = &ctx.compute.selected;

@@ -40,6 +40,7 @@ fn main() {
             }
             flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9
         };
+        // SAFETY: the buffers above hold the sizes passed, and the kernel's CPU features were checked.
         let crate_rate = time(&mut || unsafe {
             gemm::gemm(
                 m,
@@ -63,6 +64,7 @@ fn main() {
                 gemm::Parallelism::None,
             )
         });
+        // SAFETY: the buffers above hold the sizes passed, and the kernel's CPU features were checked.
         let ours = time(&mut || unsafe {
             sgemm512::single::gemm(
                 &a,

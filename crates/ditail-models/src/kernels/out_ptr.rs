@@ -8,6 +8,7 @@ pub(crate) struct OutPtr(*mut f32);
 // SAFETY: every kernel that shares one gives each task a disjoint part of the buffer to
 // write, and reads nothing through it; the buffer outlives the parallel loop.
 unsafe impl Send for OutPtr {}
+// SAFETY: as for `Send`: tasks write disjoint parts and read nothing through it.
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {

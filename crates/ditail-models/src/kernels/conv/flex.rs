@@ -222,7 +222,7 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
         }
         let cols = (r1 - r0) * ow;
         let image = &x[b * c * h * iw..][..c * h * iw];
-        // SAFETY (both products): `dst` points into `out` (n·o·p elements): this task's
+        // SAFETY: (both products) `dst` points into `out` (n·o·p elements): this task's
         // block starts at batch b, channel o0, position r0·ow and spans (o1-o0) rows of
         // stride p and `cols` columns, inside the buffer and disjoint from every other
         // task's; the right operand holds k rows of `cols` values.
@@ -230,6 +230,7 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
         if pointwise {
             let b_block = image[r0 * ow..].as_ptr();
             let w = &weights[o0 * k..];
+            // SAFETY: `w` holds o1 - o0 rows of k weights, `b_block` k rows of `cols` values at stride p, `c_block` is this task's block (above).
             unsafe { product(w, k, [o1 - o0, k, cols], b_block, [p, 1], c_block, p, true) };
             return;
         }
@@ -237,6 +238,7 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
             col.resize(k * cols, 0.0);
             g.im2col(image, r0..r1, 0..c, col, [cols, 0]);
             let w = &weights[o0 * k..];
+            // SAFETY: as the pointwise case, with `col` (k rows of `cols` values, packed just above) as the right operand.
             unsafe {
                 product(
                     w,
@@ -342,6 +344,7 @@ fn images_together(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Ve
                     for (oc, &b) in (o0..o1).zip(&bias[o0..o1]) {
                         // SAFETY: row oc of `product` (cols values), this task's only.
                         let row = unsafe { into.get().add(oc * cols) };
+                        // SAFETY: j < cols: inside row oc, this task's only (above).
                         (0..cols).for_each(|j| unsafe { row.add(j).write(b) });
                     }
                     // SAFETY: AVX-512 (the wide product is on); the panels hold the k x cols
@@ -366,6 +369,7 @@ fn images_together(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Ve
                             // SAFETY: (image b0 + i, channel oc)'s plane of `out`, this task's
                             // only; its spare capacity holds n·o·p values.
                             let plane = unsafe { dst.get().add(((b0 + i) * o + oc) * p) };
+                            // SAFETY: `src` holds p values and `plane` has room for p (above); they are different buffers.
                             unsafe { plane.copy_from_nonoverlapping(src.as_ptr(), p) };
                         }
                     }

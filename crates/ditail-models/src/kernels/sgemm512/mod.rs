@@ -145,7 +145,7 @@ pub(crate) unsafe fn micro<const PACKED: bool, const HALF: bool>(
     macro_rules! rows {
         ($m:ident; $($r:literal),*) => { $( $m!($r); )* };
     }
-    // SAFETY (whole body): the caller guarantees MR rows of `a` with kc values at stride
+    // SAFETY: (whole body) the caller guarantees MR rows of `a` with kc values at stride
     // lda, kc x NR panel values, and MR rows of NR values of `c` at stride ldc.
     unsafe {
         let (init0, init1) = match bias {

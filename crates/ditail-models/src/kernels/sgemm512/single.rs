@@ -71,9 +71,10 @@ unsafe fn pack_panel(
     [c0, w]: [usize; 2],
     panel: &mut [f32],
 ) {
-    // SAFETY (both arms): the caller's promise.
+    // SAFETY: (both arms) the caller's promise.
     if cs == 1 {
         for (kk, row) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
+            // SAFETY: the caller's promise: kc rows of the panel's NR columns are readable from `b` at stride rs.
             pack_row(row, unsafe {
                 std::slice::from_raw_parts(b.add((p0 + kk) * rs + c0), w)
             });
@@ -82,8 +83,10 @@ unsafe fn pack_panel(
         // A column of the panel at a time: contiguous reads when rs = 1.
         panel[..kc * NR].fill(0.0);
         for j in 0..w {
+            // SAFETY: the caller's promise: column c0 + j (j < w) of the panel is in `b`.
             let col = unsafe { b.add(p0 * rs + (c0 + j) * cs) };
             for kk in 0..kc {
+                // SAFETY: row kk < kc of that column, at stride rs: in `b` (the caller's promise).
                 panel[kk * NR + j] = unsafe { *col.add(kk * rs) };
             }
         }
@@ -222,7 +225,7 @@ unsafe fn tile(
     bias: Option<&[f32]>,
     first: bool,
 ) {
-    // SAFETY (the closure's calls): the caller's promises; `c` and `ldc` whole tiles.
+    // SAFETY: (the closure's calls) the caller's promises; `c` and `ldc` whole tiles.
     let run = |c: *mut f32, ldc: usize, bias: Option<&[f32]>, first: bool| unsafe {
         match strip {
             Strip::InPlace(a, lda) => {
