@@ -19,6 +19,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 // The web app's modules name the crates as the binary does (`ditail::app`, ...).
 extern crate self as ditail;
 

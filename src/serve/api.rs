@@ -33,14 +33,19 @@ use super::settings::{Files, JobSettings, LIMITS, Variant};
 
 /// Everything the handlers share.
 pub struct App {
+    /// The queue.
     pub jobs: Arc<Jobs>,
+    /// The model folders' catalog.
     pub catalog: Arc<RwLock<Catalog>>,
     /// The `--models` folders, rescanned on request.
     pub roots: Vec<PathBuf>,
+    /// The output folder (the gallery).
     pub output: PathBuf,
+    /// The device the worker runs on.
     pub compute: Compute,
     /// Who may ask (see [`Access`]).
     pub access: Arc<Access>,
+    /// The gallery's records, cached.
     pub gallery: Mutex<Gallery>,
     /// Becomes true when the server stops; event streams end then.
     pub shutdown: watch::Receiver<bool>,

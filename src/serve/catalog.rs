@@ -32,8 +32,11 @@ const MAX_HEADER: u64 = 64 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// A whole model (a single file or a diffusers folder).
     Checkpoint,
+    /// A LoRA.
     Lora,
+    /// A VAE.
     Vae,
     /// A textual-inversion embedding (named in prompts).
     Embedding,
@@ -65,9 +68,11 @@ impl Kind {
 pub struct Entry {
     /// The id clients use (`c-`, `l-`, `v-` and 10 hex digits of the path's SHA-256).
     pub id: String,
+    /// Checkpoint, LoRA, VAE or embedding.
     pub kind: Kind,
     /// File stem, folder name, or `org/name` for the hub cache.
     pub name: String,
+    /// Where it is.
     pub path: PathBuf,
     /// `diffusers` (a folder) or `single-file`.
     pub format: &'static str,
@@ -84,8 +89,11 @@ pub struct Entry {
 /// The listing the API returns.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Listing {
+    /// Checkpoints (single files and diffusers folders).
     pub checkpoints: Vec<Entry>,
+    /// LoRAs.
     pub loras: Vec<Entry>,
+    /// VAEs.
     pub vaes: Vec<Entry>,
     /// Textual-inversion embeddings (prompts name them; `architecture` says the family).
     pub embeddings: Vec<Entry>,

@@ -15,7 +15,9 @@ use ditail::app::record::{ModelRecord, Record, read_record};
 /// One image of the gallery.
 #[derive(Clone, Debug, Serialize)]
 pub struct Item {
+    /// The file name.
     pub name: String,
+    /// Where the API serves it.
     pub url: String,
     /// Unix seconds.
     pub mtime: u64,
@@ -26,6 +28,7 @@ pub struct Item {
     /// The content image and painted mask of the job that made it, while the server keeps
     /// them (the last finished jobs' inputs), for "reuse settings".
     pub content_url: Option<String>,
+    /// See `content_url`.
     pub mask_url: Option<String>,
 }
 

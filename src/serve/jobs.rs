@@ -26,10 +26,15 @@ const KEEP_FINISHED: usize = 100;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Waiting in the queue.
     Queued,
+    /// The worker runs it.
     Running,
+    /// Every image written.
     Done,
+    /// Stopped by an error.
     Failed,
+    /// Stopped by a client (or left the queue).
     Cancelled,
 }
 
@@ -45,23 +50,31 @@ impl Status {
 pub struct Event {
     /// Increases by one per event of the job (previews included).
     pub seq: u64,
+    /// What happened (`progress`, `result`, ...).
     pub kind: &'static str,
+    /// Its JSON.
     pub data: Value,
 }
 
 /// An output of a job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResultRef {
+    /// Its row in the grid (the source).
     pub source: usize,
+    /// Its column (the target).
     pub target: usize,
+    /// Its file name in the output folder.
     pub name: String,
+    /// Where the API serves it.
     pub url: String,
 }
 
 /// What the journal keeps of a job: enough to run it again after a restart.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Submission {
+    /// The job's id (sortable: the time it was made).
     pub id: String,
+    /// What it runs, as the client sent it.
     pub settings: JobSettings,
     /// Unix seconds.
     pub created: u64,
@@ -71,24 +84,36 @@ pub struct Submission {
     pub has_mask: bool,
     /// Labels of the grid's rows (sources) and columns (targets).
     pub sources: Vec<String>,
+    /// Labels of the grid's columns (targets).
     pub targets: Vec<String>,
 }
 
 /// A job as the API shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct JobView {
+    /// The job's id (sortable: the time it was made).
     pub id: String,
+    /// Where it stands.
     pub status: Status,
+    /// Its place in the queue (0: next), while queued.
     pub position: Option<usize>,
+    /// What it runs, as the client sent it.
     pub settings: JobSettings,
+    /// Unix seconds when it was submitted.
     pub created: u64,
+    /// Why it failed.
     pub error: Option<String>,
+    /// The images written so far.
     pub results: Vec<ResultRef>,
+    /// The last progress or stage event.
     pub progress: Option<Value>,
+    /// Labels of the grid's rows (sources).
     pub sources: Vec<String>,
+    /// Labels of the grid's columns (targets).
     pub targets: Vec<String>,
     /// Unix milliseconds when it started and ended.
     pub started_ms: Option<u64>,
+    /// Unix milliseconds when it ended.
     pub finished_ms: Option<u64>,
 }
 

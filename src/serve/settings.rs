@@ -22,13 +22,21 @@ use super::catalog::{Catalog, Kind};
 /// What the server accepts; every limit is a 4xx with its number.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Limits {
+    /// Characters of one prompt.
     pub max_prompt_chars: usize,
+    /// Inversion or sampling steps.
     pub max_steps: usize,
+    /// The working size, in pixels.
     pub max_size: u32,
+    /// Models in one job (a cocktail's m).
     pub max_models: usize,
+    /// LoRAs on one model.
     pub max_loras: usize,
+    /// Jobs waiting in the queue.
     pub max_queue: usize,
+    /// Pixels of an uploaded image.
     pub max_image_pixels: u64,
+    /// Bytes of one request.
     pub max_body_bytes: usize,
 }
 
@@ -49,8 +57,10 @@ pub const LIMITS: Limits = Limits {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// One source inverts; every target samples its inversion.
     #[default]
     Transfer,
+    /// Every model is both source and target.
     Cocktail,
 }
 
@@ -58,7 +68,9 @@ pub enum Mode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoraChoice {
+    /// The LoRA's catalog id.
     pub id: String,
+    /// Its scale (the reference's 0.7 unless given).
     #[serde(default = "default_lora_scale")]
     pub scale: f32,
 }
@@ -71,11 +83,15 @@ fn default_lora_scale() -> f32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Variant {
+    /// The checkpoint's catalog id.
     pub model: String,
+    /// LoRAs merged into it (targets only, as the CLI).
     #[serde(default)]
     pub loras: Vec<LoraChoice>,
+    /// A VAE's catalog id instead of the model's.
     #[serde(default)]
     pub vae: Option<String>,
+    /// A1111's clip skip (1: none).
     #[serde(default = "one")]
     pub clip_skip: u32,
 }
@@ -88,6 +104,7 @@ fn one() -> u32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobSettings {
+    /// Transfer or cocktail.
     pub mode: Mode,
     /// Transfer: the inverting model (default: the first target).
     pub source: Option<Variant>,
@@ -97,19 +114,31 @@ pub struct JobSettings {
     pub content_prompt: Option<String>,
     /// Seed of generated content.
     pub seed: u64,
+    /// The sampling prompt (empty: the content prompt).
     pub prompt: String,
+    /// The negative prompt.
     pub negative_prompt: String,
+    /// The inversion prompt (default: the prompt).
     pub inv_prompt: Option<String>,
+    /// The inversion negative prompt (default: the negative prompt).
     pub inv_negative_prompt: Option<String>,
+    /// Condition scaling of the positive inversion prompt.
     pub alpha: f64,
+    /// Condition scaling of the negative inversion prompt.
     pub beta: f64,
+    /// Guidance while sampling.
     pub omega: f64,
+    /// DDIM inversion steps.
     pub inv_steps: usize,
+    /// DDIM sampling steps.
     pub steps: usize,
+    /// Share of sampling steps that inject ResNet features.
     pub conv_ratio: f64,
+    /// Share of sampling steps that inject self-attention q/k.
     pub attn_ratio: f64,
     /// `full`, `left`, `right`, `top`, `bottom`, or `painted` (the request's mask image).
     pub mask: String,
+    /// The working size (the content's shorter side, in pixels).
     pub size: u32,
 }
 
@@ -262,6 +291,7 @@ pub struct Files<'a> {
     pub mask: &'a Path,
     /// The folder results are written to, and the job's id that names them.
     pub output: &'a Path,
+    /// The job's id, which names its results.
     pub id: &'a str,
 }
 

@@ -26,8 +26,11 @@ const PREVIEW_EVERY: Duration = Duration::from_millis(200);
 
 /// What the worker needs.
 pub struct Worker {
+    /// The model folders' catalog (models by id).
     pub catalog: Arc<RwLock<Catalog>>,
+    /// The queue it takes jobs from.
     pub jobs: Arc<Jobs>,
+    /// Where results are written.
     pub output: PathBuf,
     runner: Runner,
 }

@@ -51,7 +51,9 @@ pub const FIELDS: [&str; 25] = [
 /// One row: its 1-based number in the manifest and its non-empty fields.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
+    /// Its 1-based number among the manifest's rows.
     pub number: usize,
+    /// Its non-empty fields by name.
     pub fields: BTreeMap<String, String>,
 }
 
@@ -247,7 +249,9 @@ fn read_jsonl(path: &Path) -> Result<Vec<Row>> {
 /// `I/N`: this job's shard (0-based I).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
+    /// This shard, from 0.
     pub index: usize,
+    /// How many shards the rows are split into.
     pub count: usize,
 }
 

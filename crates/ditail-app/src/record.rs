@@ -50,17 +50,29 @@ pub struct LoraRecord {
 /// The Ditail numbers of a transfer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DitailRecord {
+    /// The inversion's positive prompt.
     pub inv_prompt: String,
+    /// The inversion's negative prompt.
     pub inv_negative_prompt: String,
+    /// Condition scaling of the positive inversion prompt.
     pub alpha: f64,
+    /// Condition scaling of the negative inversion prompt.
     pub beta: f64,
+    /// DDIM inversion steps.
     pub inv_steps: usize,
+    /// DDIM sampling steps.
     pub steps: usize,
+    /// Guidance while sampling.
     pub omega: f64,
+    /// Share of sampling steps that inject ResNet features.
     pub conv_ratio: f64,
+    /// Share of sampling steps that inject self-attention q/k.
     pub attn_ratio: f64,
+    /// The mask as given (a half's name, or a mask file's path).
     pub mask: String,
+    /// Whether nothing was injected (the ablation).
     pub no_injection: bool,
+    /// The working size (the content's shorter side, in pixels).
     pub size: u32,
     /// SHA-256 of the content image's decoded pixels.
     pub content_sha256: String,
@@ -73,7 +85,9 @@ pub struct Record {
     pub version: String,
     /// `transfer` or `generate`.
     pub kind: String,
+    /// The (sampling) prompt.
     pub prompt: String,
+    /// The (sampling) negative prompt.
     pub negative_prompt: String,
     /// The model that produced the pixels (target, or the generating model).
     pub model: ModelRecord,
@@ -81,15 +95,19 @@ pub struct Record {
     pub source: Option<ModelRecord>,
     /// The transfer's numbers.
     pub ditail: Option<DitailRecord>,
-    /// Text-to-image: seed, steps, guidance.
+    /// Text-to-image's noise seed.
     pub seed: Option<u64>,
+    /// The steps of the run that made the pixels (sampling, or text-to-image).
     pub steps: usize,
+    /// Its guidance.
     pub omega: f64,
-    /// Output size.
+    /// Output width in pixels.
     pub width: u32,
+    /// Output height in pixels.
     pub height: u32,
-    /// Backend and float type it ran with.
+    /// The backend it ran on (`cpu`, `wgpu`, `cuda`).
     pub backend: String,
+    /// The float type it ran in (`f32`, `f16`).
     pub dtype: String,
     /// The textual-inversion embeddings the prompts named.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -4,10 +4,10 @@
 use crate::error::{PipelineError, Result};
 use crate::mask::Mask;
 
-/// The smallest working size (the shorter side, in pixels): the latents are an eighth of
-/// it and the U-Net halves them three times. Every face takes sizes that are multiples of 8
-/// from here (the web app's field, the CLI's `--size`, the C API's `size`).
-pub const MIN_SIZE: u32 = 64;
+/// The smallest working size (the shorter side, in pixels): the latents, an eighth of it,
+/// are then at least 4 x 4 before the U-Net halves them. Every face takes sizes that are
+/// multiples of 8 from here (the web app's field, the CLI's `--size`, the C API's `size`).
+pub const MIN_SIZE: u32 = 32;
 
 /// The reference's default negative prompt.
 pub const DEFAULT_NEGATIVE: &str = "worst quality, blurry, NSFW";
