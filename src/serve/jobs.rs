@@ -316,12 +316,7 @@ impl Jobs {
                 finished_ms: j.finished_ms,
             })
             .collect();
-        let text = serde_json::to_string(&finished)?;
-        write_atomic(&self.dir.join("finished.json"), |w| {
-            w.write_all(text.as_bytes())?;
-            Ok(())
-        })?;
-        Ok(())
+        write_json(&self.dir.join("finished.json"), &finished)
     }
 
     fn write_journal(&self, state: &State) -> Result<()> {
@@ -331,12 +326,7 @@ impl Jobs {
             .chain(&state.queue)
             .filter_map(|id| state.jobs.get(id).map(|j| &j.sub))
             .collect();
-        let text = serde_json::to_string_pretty(&pending)?;
-        write_atomic(&self.dir.join("queue.json"), |w| {
-            w.write_all(text.as_bytes())?;
-            Ok(())
-        })?;
-        Ok(())
+        write_json(&self.dir.join("queue.json"), &pending)
     }
 
     /// Queues a job whose inputs are already in its folder; returns its position.
@@ -538,6 +528,16 @@ impl Jobs {
             ),
         }
     }
+}
+
+/// Writes `value` as JSON to `path`, atomically (a crash leaves the old file or the new).
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    write_atomic(path, |w| {
+        w.write_all(text.as_bytes())?;
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// Ids are generated here; one read from a journal must still be a plain name.

@@ -13,8 +13,8 @@ use ditail::models::device::Compute;
 use ditail::models::load::lora::LoraSpec;
 use ditail::pipeline::ModelSpec;
 use ditail::pipeline::preprocess::load_rgb;
+use ditail::pipeline::settings::MIN_SIZE;
 use ditail::pipeline::settings::defaults;
-use ditail::pipeline::settings::{DEFAULT_NEGATIVE, MIN_SIZE};
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, Kind};
@@ -144,6 +144,7 @@ pub struct JobSettings {
 
 impl Default for JobSettings {
     fn default() -> Self {
+        let d = DitailOptions::default();
         Self {
             mode: Mode::Transfer,
             source: None,
@@ -151,18 +152,19 @@ impl Default for JobSettings {
             content_prompt: None,
             seed: 0,
             prompt: String::new(),
-            negative_prompt: DEFAULT_NEGATIVE.into(),
-            inv_prompt: None,
-            inv_negative_prompt: None,
-            alpha: defaults::ALPHA,
-            beta: defaults::BETA,
-            omega: defaults::OMEGA,
-            inv_steps: defaults::STEPS,
-            steps: defaults::STEPS,
-            conv_ratio: defaults::CONV_RATIO,
-            attn_ratio: defaults::ATTN_RATIO,
-            mask: "full".into(),
-            size: defaults::SIZE,
+            // The CLI's defaults: the same options struct's.
+            negative_prompt: d.negative_prompt,
+            inv_prompt: d.inv_prompt,
+            inv_negative_prompt: d.inv_negative_prompt,
+            alpha: d.alpha,
+            beta: d.beta,
+            omega: d.omega,
+            inv_steps: d.inv_steps,
+            steps: d.steps,
+            conv_ratio: d.conv_ratio,
+            attn_ratio: d.attn_ratio,
+            mask: d.mask,
+            size: d.size.unwrap_or(defaults::SIZE),
         }
     }
 }
