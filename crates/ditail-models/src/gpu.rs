@@ -92,15 +92,7 @@ fn configure_once() -> Option<TuningCache> {
     None
 }
 
-/// cubecl's runtime name for a wgpu device whose kernels it compiles to WGSL (the others:
-/// `wgpu<spirv>`, `wgpu<msl>`, `cuda`, ...).
-pub const WGSL_COMPILER: &str = "wgpu<wgsl>";
-
-/// Whether cubecl compiles `device`'s kernels to WGSL.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub(crate) fn compiles_wgsl(device: &burn_cubecl::CubeDevice) -> bool {
-    device.client().name() == WGSL_COMPILER
-}
+pub use crate::kernels::WGSL_COMPILER;
 
 /// What a GPU device offers the kernels.
 #[derive(Clone, Debug, PartialEq, Eq)]

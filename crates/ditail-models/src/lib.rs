@@ -18,6 +18,10 @@
 //! Every public type is named after, and every parameter keyed like, its diffusers or
 //! transformers counterpart, so that the models are their own key maps.
 
+// Unsafe code lives in `ditail-kernels`; here only the weight files' memory map (two
+// functions of `load::safetensors`, each allowed and explained where it is).
+#![deny(unsafe_code)]
+
 pub mod attention;
 pub mod cast;
 pub mod clip;
@@ -31,7 +35,8 @@ pub mod gpu;
 pub mod hook;
 pub mod inception;
 pub mod json;
-pub mod kernels;
+// The kernels are their own crate (all of the networks' `unsafe` code); this path stays.
+pub use ditail_kernels as kernels;
 pub mod load;
 pub mod ops;
 pub mod resnet;

@@ -35,6 +35,8 @@ pub struct TensorEntry {
 
 impl WeightFile {
     /// Opens and validates `path` (header, offsets and sizes; no tensor data is read).
+    // Mapping a file is the one unsafe operation outside the kernels' crate.
+    #[allow(unsafe_code)]
     pub fn open(path: &Path) -> Result<Arc<Self>> {
         let file = File::open(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
@@ -95,6 +97,7 @@ impl WeightFile {
     /// Drops a converted tensor's pages from this process's resident memory, so that the
     /// mapped file does not add its own size to the peak while a model is built from it
     /// (measured by `examples/bench_load.rs`). The pages stay in the page cache.
+    #[allow(unsafe_code)]
     pub(super) fn release(&self, entry: &TensorEntry) {
         #[cfg(unix)]
         {

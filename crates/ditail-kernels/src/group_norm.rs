@@ -166,8 +166,8 @@ mod cpu {
     use burn::tensor::TensorData;
     use rayon::prelude::*;
 
-    use crate::kernels::out_ptr::OutPtr;
-    use crate::kernels::silu::cpu::silu1;
+    use crate::out_ptr::OutPtr;
+    use crate::silu::cpu::silu1;
 
     pub fn group_norm(
         x: FloatTensor<Flex>,

@@ -94,7 +94,7 @@ impl LinearOps for burn_cubecl::CubeBackend {}
 
 /// Whether the CPU kernel may be used: this CPU has AVX-512 and neither
 /// `DITAIL_LINEAR=reference` nor `DITAIL_CONV=reference` is set.
-pub use crate::kernels::switches::wide_gemm_enabled as kernel_enabled;
+pub use crate::switches::wide_gemm_enabled as kernel_enabled;
 
 /// `layer.forward(x)`, through the CPU kernel where it applies.
 ///
@@ -128,8 +128,8 @@ mod cpu {
     use burn::backend::tensor::FloatTensor;
     use burn::tensor::{DType, TensorData};
 
-    use crate::kernels::sgemm512::sgemm;
-    use crate::kernels::timing::{Kind, timed};
+    use crate::sgemm512::sgemm;
+    use crate::timing::{Kind, timed};
 
     /// f32 2-D operands of matching widths.
     pub fn supports(

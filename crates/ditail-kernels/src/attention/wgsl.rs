@@ -80,7 +80,7 @@ impl AttentionWgsl {
 
 impl KernelSource for AttentionWgsl {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../../../../../shaders/attention.wgsl"))
+        SourceTemplate::new(include_str!("../../../../shaders/attention.wgsl"))
             .register("enable", if self.half { "enable f16;" } else { "" })
             .register("elem", if self.half { "f16" } else { "f32" })
             .register("d4", self.d4.to_string())
@@ -104,7 +104,7 @@ impl KernelSource for AttentionWgsl {
 /// Whether cubecl compiles WGSL for `device`: the template is WGSL, so it runs nowhere
 /// else (SPIR-V on Vulkan and MSL on Metal take `flash.rs`'s path).
 fn is_wgsl(device: &CubeDevice) -> bool {
-    matches!(device, CubeDevice::Wgpu(_)) && crate::gpu::compiles_wgsl(device)
+    matches!(device, CubeDevice::Wgpu(_)) && crate::compiles_wgsl(device)
 }
 
 /// Whether the kernel compiles and computes on `device` in this storage type, found by

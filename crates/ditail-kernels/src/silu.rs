@@ -62,7 +62,7 @@ pub(crate) mod cpu {
     use burn::backend::tensor::FloatTensor;
     use rayon::prelude::*;
 
-    use crate::kernels::exp::exp1;
+    use crate::exp::exp1;
 
     /// Values per task: a few pages, enough to amortise a rayon split.
     const CHUNK: usize = 1 << 14;

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 /// Whether the environment variable `var` is set to `value` (in any case): the kernels'
 /// switches (`DITAIL_ATTENTION`, `DITAIL_CONV`), each read once by its caller.
-pub(crate) fn env_is(var: &str, value: &str) -> bool {
+pub fn env_is(var: &str, value: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v.eq_ignore_ascii_case(value))
 }
 

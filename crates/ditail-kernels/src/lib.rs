@@ -1,4 +1,4 @@
-//! Operations with a hand-written kernel on some backends and a reference in ordinary
+//! ditail's kernels: operations with a hand-written kernel on some backends and a reference in ordinary
 //! tensor ops everywhere else, wired through burn's backend extensions: one trait per
 //! operation, implemented for every backend dispatch can hold, so that `Tensor` code calls
 //! it once and the backend of the tensors picks the implementation.
@@ -14,6 +14,13 @@
 //! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU;
 //! - [`timing`]: each kind's share of a forward (`DITAIL_KERNEL_TIMES=1`);
 //! - [`switches`]: which kernels may run (the environment's `DITAIL_*` switches).
+
+//!
+//! Every `unsafe` block of ditail's networks is here (pointer arithmetic of the CPU
+//! kernels, SIMD intrinsics, launches), each with the reason it is sound; the networks'
+//! crate (`ditail-models`) calls these as safe functions.
+
+#![warn(missing_docs)]
 
 pub mod attention;
 pub mod conv;
@@ -31,3 +38,13 @@ pub mod sgemm512;
 pub mod silu;
 pub mod switches;
 pub mod timing;
+
+/// cubecl's runtime name for a wgpu device whose kernels it compiles to WGSL (the others:
+/// `wgpu<spirv>`, `wgpu<msl>`, `cuda`, ...).
+pub const WGSL_COMPILER: &str = "wgpu<wgsl>";
+
+/// Whether cubecl compiles `device`'s kernels to WGSL.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn compiles_wgsl(device: &burn_cubecl::CubeDevice) -> bool {
+    device.client().name() == WGSL_COMPILER
+}

@@ -7,7 +7,7 @@
 //! in place, into the output's NCHW rows `[out, positions]`, which start as the bias. Tiles
 //! (and, when a batch-1 layer has too few tiles for the threads, slices of the output
 //! channels) run in parallel on rayon's pool, one single-threaded GEMM each
-//! ([`crate::kernels::product`]), so there is no nested parallelism. A 1x1 stride-1 convolution
+//! ([`crate::product`]), so there is no nested parallelism. A 1x1 stride-1 convolution
 //! without padding skips im2col: its right operand is the image's rows themselves. Where
 //! every image is one tile and the batch has several (the U-Net's 8x8 and 4x4 layers under
 //! classifier-free guidance), the images' im2col matrices go side by side into one product
@@ -21,9 +21,9 @@ use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use crate::kernels::out_ptr::OutPtr;
-use crate::kernels::product::product;
-use crate::kernels::timing::{Kind, timed};
+use crate::out_ptr::OutPtr;
+use crate::product::product;
+use crate::timing::{Kind, timed};
 
 /// Output positions per tile: enough columns for the GEMM's microkernel to stream, few
 /// enough that a tile's im2col rows (`in*kh*kw` x this) stay near the L2 cache.
@@ -95,7 +95,7 @@ pub fn supports(
     f32s && xs.num_dims() == 4
         && ws.num_dims() == 4
         && xs[1] == ws[1]
-        && (ws[2] * ws[3] > 1 || crate::kernels::product::wide())
+        && (ws[2] * ws[3] > 1 || crate::product::wide())
         && bias.layout().shape().num_elements() == ws[0]
 }
 
@@ -196,7 +196,7 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
     let rows_per_tile = TILE_POSITIONS.div_ceil(ow).clamp(1, oh);
     let tiles = oh.div_ceil(rows_per_tile);
     #[cfg(target_arch = "x86_64")]
-    if tiles == 1 && n > 1 && crate::kernels::product::wide() {
+    if tiles == 1 && n > 1 && crate::product::wide() {
         return images_together(x, weights, bias, g);
     }
     let threads = rayon::current_num_threads();
@@ -268,8 +268,8 @@ fn direct(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
 /// images.
 #[cfg(target_arch = "x86_64")]
 fn images_together(x: &[f32], weights: &[f32], bias: &[f32], g: &Geometry) -> Vec<f32> {
-    use crate::kernels::sgemm512::single::{Right, Start, gemm, pack_panels, panels_len};
-    use crate::kernels::sgemm512::{MR, NR};
+    use crate::sgemm512::single::{Right, Start, gemm, pack_panels, panels_len};
+    use crate::sgemm512::{MR, NR};
     let Geometry {
         n,
         c,

@@ -91,8 +91,8 @@ mod cpu {
     use burn::tensor::TensorData;
     use rayon::prelude::*;
 
-    use crate::kernels::exp::exp1;
-    use crate::kernels::out_ptr::OutPtr;
+    use crate::exp::exp1;
+    use crate::out_ptr::OutPtr;
 
     /// Output values per task: a few pages, enough to amortise a rayon split.
     const CHUNK: usize = 1 << 14;

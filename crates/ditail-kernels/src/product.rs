@@ -5,7 +5,7 @@
 //!
 //! Measured on one core of a 2-core AVX-512 Xeon (FMA peak 188 GFLOP/s a core,
 //! `examples/fma_peak.rs`), on the U-Net's and the VAE's shapes (`cargo run --release -p
-//! ditail-models --features flex --example bench_gemm`): 128-161 GFLOP/s against the `gemm`
+//! ditail-kernels --features flex --example bench_gemm`): 128-161 GFLOP/s against the `gemm`
 //! crate's 84-91 (112-131 in builds with debug assertions, whose pointer checks the
 //! microkernel's loop pays).
 

@@ -24,7 +24,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use crate::kernels::out_ptr::OutPtr;
+use crate::out_ptr::OutPtr;
 
 /// Rows of a microkernel tile.
 pub const MR: usize = 12;

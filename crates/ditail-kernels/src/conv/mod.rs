@@ -112,7 +112,7 @@ pub fn kernel_launches() -> (usize, usize) {
 }
 
 /// Whether the kernel may be used: not when `DITAIL_CONV=reference`.
-pub use crate::kernels::switches::cpu_kernels_enabled as kernel_enabled;
+pub use crate::switches::cpu_kernels_enabled as kernel_enabled;
 
 /// Whether 3x3 stride-1 convolutions may use Winograd: not when
 /// `DITAIL_CONV=direct`. Measured on the development machine (2 AVX2 cores, SD1.5 weights,
@@ -121,7 +121,7 @@ pub use crate::kernels::switches::cpu_kernels_enabled as kernel_enabled;
 /// tiles); at 64x64 latents batch 1 within the runs' spread.
 pub fn winograd_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| !crate::kernels::switches::env_is("DITAIL_CONV", "direct"))
+    *ENABLED.get_or_init(|| !crate::switches::env_is("DITAIL_CONV", "direct"))
 }
 
 /// `conv.forward(x)`, through the CPU kernel where it applies.

@@ -4,15 +4,15 @@
 //! the networks call it (with `DITAIL_CONV=direct` in the environment: the direct kernel).
 //! For comparing builds (copy the binary, alternate) and the rules in `conv/flex.rs`.
 //!
-//! `cargo run --release -p ditail-models --features flex --example bench_winograd [-- runs [layer,...]]`
+//! `cargo run --release -p ditail-kernels --features flex --example bench_winograd [-- runs [layer,...]]`
 
 use std::time::Instant;
 
 use burn::backend::Flex;
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::TensorData;
-use ditail_models::kernels::conv::flex;
-use ditail_models::kernels::conv::winograd::{Shape, Tile, conv3x3};
+use ditail_kernels::conv::flex;
+use ditail_kernels::conv::winograd::{Shape, Tile, conv3x3};
 
 fn main() {
     let runs: usize = std::env::args()

@@ -3,11 +3,11 @@
 //! U-Net's and the VAE's shapes (`m x k x n`: output channels x in·kh·kw (or in, for
 //! Winograd) x output positions of a tile).
 //!
-//! `cargo run --release -p ditail-models --features flex --example bench_gemm`
+//! `cargo run --release -p ditail-kernels --features flex --example bench_gemm`
 
 use std::time::Instant;
 
-use ditail_models::kernels::sgemm512;
+use ditail_kernels::sgemm512;
 
 fn main() {
     if !sgemm512::available() {

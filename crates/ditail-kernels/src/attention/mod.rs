@@ -36,7 +36,7 @@ use burn::backend::{
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use crate::kernels::timing;
+use crate::timing;
 
 /// How a self-attention layer's target elements take the source's q and k.
 ///

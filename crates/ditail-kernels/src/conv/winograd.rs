@@ -14,7 +14,7 @@
 //! layout so that the products read them without packing); then one task per block of
 //! output channels (and group of sub-blocks, where the blocks are too few for the threads)
 //! transforms those channels' weights (`U = G g Gᵀ`, A² matrices `[out,
-//! in]`), runs the A² GEMMs `M = U·V` ([`crate::kernels::product`]) a sub-block of
+//! in]`), runs the A² GEMMs `M = U·V` ([`crate::product`]) a sub-block of
 //! `SUB_TILES` tiles at a time, and writes each tile's output `Aᵀ M A` plus the bias to
 //! NCHW. Each 2-D transform is the 1-D one (the private `Tiling` trait) along rows, then
 //! along columns.
@@ -35,8 +35,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::kernels::out_ptr::OutPtr;
-use crate::kernels::product::product;
+use crate::out_ptr::OutPtr;
+use crate::product::product;
 
 thread_local! {
     /// Each worker's transformed weights (of its block of output channels) and products,
@@ -368,8 +368,7 @@ const ROWS: usize = 12;
 /// Columns of a panel of transformed inputs (the 512-bit kernel's).
 const PANEL: usize = 32;
 #[cfg(target_arch = "x86_64")]
-const _: () =
-    assert!(PANEL == crate::kernels::sgemm512::NR && ROWS == crate::kernels::sgemm512::MR);
+const _: () = assert!(PANEL == crate::sgemm512::NR && ROWS == crate::sgemm512::MR);
 
 fn conv3x3_with<T: Tiling>(x: &[f32], weights: &[f32], bias: &[f32], s: &Shape) -> Vec<f32> {
     let Shape {
@@ -394,7 +393,7 @@ fn conv3x3_with<T: Tiling>(x: &[f32], weights: &[f32], bias: &[f32], s: &Shape) 
     let subs_total = rows_total.div_ceil(sub_rows);
     let subs = (CHUNK_BYTES / 4 / per_sub).clamp(1, subs_total);
     let layout = Inputs {
-        panels: crate::kernels::product::wide(),
+        panels: crate::product::wide(),
         c,
         cols,
         subs,
@@ -512,7 +511,7 @@ unsafe fn multiply(u: &[f32], [rows, k, n]: [usize; 3], v: &[f32], layout: Input
     assert!(n <= layout.cols && v.len() >= k * layout.cols);
     #[cfg(target_arch = "x86_64")]
     if layout.panels {
-        use crate::kernels::sgemm512::single::{Right, Start, gemm};
+        use crate::sgemm512::single::{Right, Start, gemm};
         // SAFETY: the caller's promise; panels exist only where the 512-bit kernel runs;
         // v holds the block's panels of k rows each.
         unsafe {

@@ -11,7 +11,7 @@
 //! vectorises, built for AVX-512 (16 lanes) or AVX2 + FMA when the CPU has them.
 //!
 //! Work is split into (batch, head, block of query rows) tasks on rayon's pool; each walks
-//! the keys in tiles: scores `Q·Kᵀ` ([`crate::kernels::product`]: the 512-bit kernel on
+//! the keys in tiles: scores `Q·Kᵀ` ([`crate::product`]: the 512-bit kernel on
 //! CPUs with AVX-512, with each head's keys and values packed once for all query blocks; the `gemm`
 //! crate elsewhere, reading k in place; the block's queries copied scaled), a running max and sum per row, then `P·V`
 //! accumulated into the block's output rows. On the 512-bit path the three run one strip
@@ -25,11 +25,11 @@ use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use crate::kernels::exp::{exp1, exp1_fma};
-use crate::kernels::out_ptr::OutPtr;
-use crate::kernels::product::product;
+use crate::exp::{exp1, exp1_fma};
+use crate::out_ptr::OutPtr;
+use crate::product::product;
 #[cfg(target_arch = "x86_64")]
-use crate::kernels::sgemm512::NR;
+use crate::sgemm512::NR;
 
 /// Query rows per task: whole strips of the 512-bit kernel's 12 rows.
 const QUERY_BLOCK: usize = 72;
@@ -221,8 +221,8 @@ fn pack_heads(
     transposed: bool,
 ) -> Option<PackedHeads> {
     #[cfg(target_arch = "x86_64")]
-    if crate::kernels::product::wide() {
-        use crate::kernels::sgemm512::single::{pack_panels, panels_len};
+    if crate::product::wide() {
+        use crate::sgemm512::single::{pack_panels, panels_len};
         let c = heads * d;
         let (strides, shape) = match transposed {
             true => ([1, c], [d, n]),
@@ -289,7 +289,7 @@ unsafe fn head_product(
     match packed {
         #[cfg(target_arch = "x86_64")]
         Some((heads, [bh, k0])) => {
-            use crate::kernels::sgemm512::single::{Right, Start, gemm};
+            use crate::sgemm512::single::{Right, Start, gemm};
             let start = match accumulate {
                 true => Start::Accumulate,
                 false => Start::Bias(None),

@@ -64,7 +64,7 @@ pub(super) fn takes(q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, heads: usize
 /// Whether cubecl compiles this device's kernels to SPIR-V, MSL or CUDA (not WGSL: there
 /// the WGSL kernel runs by default, and the flash path only when asked for).
 pub(super) fn compiles_natively(device: &burn_cubecl::CubeDevice) -> bool {
-    !crate::gpu::compiles_wgsl(device)
+    !crate::compiles_wgsl(device)
 }
 
 type T = FloatTensor<CubeBackend>;

@@ -2,11 +2,11 @@
 //! latents, batch 1 and 3 (`tokens x in x out`), on rayon's pool (`RAYON_NUM_THREADS`):
 //! milliseconds per call and GFLOP/s. For comparing builds (copy the binary, alternate).
 //!
-//! `cargo run --release -p ditail-models --features flex --example bench_linear [-- runs]`
+//! `cargo run --release -p ditail-kernels --features flex --example bench_linear [-- runs]`
 
 use std::time::Instant;
 
-use ditail_models::kernels::sgemm512;
+use ditail_kernels::sgemm512;
 
 fn main() {
     if !sgemm512::available() {
