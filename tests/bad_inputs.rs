@@ -864,7 +864,8 @@ fn cases() -> Vec<Case> {
                 let m = c.write("jobs.jsonl", format!("{row}\n").into_bytes());
                 batch(c, &m)
             },
-            Refused(1, &["nul-prompt", "the prompt holds a NUL character"]),
+            // A batch whose one row failed: 64 + 1.
+            Refused(65, &["nul-prompt", "the prompt holds a NUL character"]),
         ),
         case(
             "prompt: a 10,000-character negative prompt",
@@ -1314,7 +1315,8 @@ fn cases() -> Vec<Case> {
                 let m = c.write("jobs.jsonl", format!("{row}\n").into_bytes());
                 batch(c, &m)
             },
-            Refused(1, &["steps", "cannot read `two`"]),
+            // A batch whose one row failed: 64 + 1.
+            Refused(65, &["steps", "cannot read `two`"]),
         ),
         case(
             "manifest: an empty file (no rows, nothing to do)",
@@ -1392,6 +1394,7 @@ fn bad_inputs_are_refused_clearly_and_write_nothing() {
                     if want == 2 {
                         refused2 += 1;
                     } else {
+                        // exit 1, or a batch's 64 + failed rows
                         refused1 += 1;
                     }
                 }

@@ -522,7 +522,8 @@ fn batch_shards_partition_rows_and_a_rerun_skips_done_rows() {
             "--summary",
         ],
     );
-    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    // One row failed: 64 + 1.
+    assert_eq!(run.status.code(), Some(65), "{}", stderr(&run));
     assert!(
         stderr(&run).contains("missing.png") && stderr(&run).contains("1 done"),
         "{}",
@@ -617,6 +618,8 @@ fn invalid_inputs_exit_2_with_a_message_and_no_output() {
         (base(&["--inv-steps", "3", "--steps", "4"]), "--inv-steps 3"),
         (base(&["--mask", "diagonal"]), "diagonal"),
         (base(&["--conv-ratio", "1.5"]), "conv ratio"),
+        // The CPU backend is one device.
+        (base(&["--device", "1"]), "cpu has no device 1"),
         (base(&["--lora", &lora]), "down_blocks_0_attentions_7"),
         (
             base(&["--target", "no/such-model.safetensors"]),

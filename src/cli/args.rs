@@ -33,6 +33,11 @@ pub struct Global {
     /// Float type of the weights and activations [default: f16 on a GPU, f32 on the CPU].
     #[arg(long, global = true, value_enum)]
     pub dtype: Option<DtypeArg>,
+    /// Which device of the backend: the N-th wgpu adapter `ditail devices` lists, the N-th
+    /// CUDA device (of those CUDA_VISIBLE_DEVICES leaves), 0 for the CPU [default: the
+    /// backend's own choice]. One worker per GPU of a node: `--device $SLURM_LOCALID`.
+    #[arg(long, global = true, value_name = "N", env = "DITAIL_DEVICE")]
+    pub device: Option<usize>,
     /// No progress bars or informational messages (errors and warnings still go to stderr).
     #[arg(long, short, global = true)]
     pub quiet: bool,

@@ -26,6 +26,24 @@ use super::generate::random_seed;
 use super::ui::{Terminal, Ui, cancelled};
 use super::{batch_summary, cluster};
 
+/// A batch whose rows failed (the others ran): its exit status says how many, so that a
+/// scheduler's accounting (Slurm's `sacct`) shows it: 64 + the count, at most 127.
+#[derive(Debug, thiserror::Error)]
+#[error("{failed} of {total} rows failed")]
+pub struct RowsFailed {
+    /// Rows that failed.
+    pub failed: usize,
+    /// Rows of this shard.
+    pub total: usize,
+}
+
+impl RowsFailed {
+    /// The exit status: 64 + the failed rows, at most 127 (63 or more).
+    pub fn exit_status(&self) -> u8 {
+        64 + self.failed.min(63) as u8
+    }
+}
+
 /// Whether `path` is an output a previous run completed.
 fn complete(path: &Path) -> bool {
     path.is_file() && read_png_text(path).is_ok_and(|t| t.iter().any(|(k, _)| k == "ditail"))
@@ -343,7 +361,11 @@ pub fn command<'a>(
             }
         }
         if !failed.is_empty() {
-            anyhow::bail!("{} of {mine_count} rows failed", failed.len());
+            return Err(RowsFailed {
+                failed: failed.len(),
+                total: mine_count,
+            }
+            .into());
         }
         Ok(())
     }))

@@ -9,9 +9,14 @@ use ditail::models::gpu;
 use super::args::{BackendArg, DtypeArg};
 use super::ui::Ui;
 
-/// Resolves `--backend` and `--dtype` (see [`Compute::select`]), warning when automatic
+/// Resolves `--backend`, `--dtype` and `--device` (see [`Compute::select_device`]), warning when automatic
 /// choice falls back to the CPU.
-pub fn select(backend: BackendArg, dtype: Option<DtypeArg>, ui: &Ui) -> Result<Compute> {
+pub fn select(
+    backend: BackendArg,
+    dtype: Option<DtypeArg>,
+    device: Option<usize>,
+    ui: &Ui,
+) -> Result<Compute> {
     let backend = match backend {
         BackendArg::Auto => None,
         BackendArg::Cpu => Some(Backend::Cpu),
@@ -22,7 +27,7 @@ pub fn select(backend: BackendArg, dtype: Option<DtypeArg>, ui: &Ui) -> Result<C
         DtypeArg::F16 => FloatDType::F16,
         DtypeArg::F32 => FloatDType::F32,
     });
-    let compute = Compute::select(backend, dtype)?;
+    let compute = Compute::select_device(backend, dtype, device)?;
     if compute.no_gpu {
         ui.warn(
             "no GPU found (see `ditail devices`); running on the CPU, which takes minutes per image",

@@ -1,7 +1,7 @@
 //! The `ditail` command line. Every command first checks all its inputs (files exist and
 //! parse, models and LoRAs fit, steps agree, outputs are writable) and only then runs
 //! anything. Exit codes: 0 success, 1 a failure while running, 2 bad usage or inputs
-//! (nothing was run), 130 interrupted.
+//! (nothing was run), 64 + n a batch whose n rows failed (at most 127), 130 interrupted.
 
 pub(crate) mod args;
 mod batch;
@@ -66,7 +66,8 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let compute = match device::select(cli.global.backend, cli.global.dtype, &ui) {
+    let compute = match device::select(cli.global.backend, cli.global.dtype, cli.global.device, &ui)
+    {
         Ok(c) => c,
         Err(e) => {
             report(&e);
@@ -101,7 +102,10 @@ pub fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if is_cancelled(e.as_ref()) {
+            if let Some(rows) = e.downcast_ref::<batch::RowsFailed>() {
+                report(&e);
+                ExitCode::from(rows.exit_status())
+            } else if is_cancelled(e.as_ref()) {
                 eprintln!("interrupted: no output was written for the unfinished work");
                 ExitCode::from(130)
             } else {

@@ -161,6 +161,7 @@ impl From<ModelError> for Error {
             | ModelError::Pickle { .. }
             | ModelError::Lora { .. }
             | ModelError::UnsupportedArchitecture { .. } => Status::UnsupportedFile,
+            ModelError::NoSuchDevice { .. } => Status::Backend,
             _ => Status::UnsupportedFile,
         };
         Error::new(status, e.to_string())

@@ -67,6 +67,61 @@ impl Backend {
         }
     }
 
+    /// Device `index` of this backend (`None`: its default): the index-th adapter that
+    /// `ditail devices` lists for wgpu, the index-th CUDA device (of those
+    /// `CUDA_VISIBLE_DEVICES` leaves visible), the CPU only as 0.
+    pub fn device_at(self, index: Option<usize>) -> Result<Device> {
+        let Some(index) = index else {
+            return self.device();
+        };
+        match self {
+            Backend::Cpu if index == 0 => self.device(),
+            Backend::Cpu => Err(ModelError::NoSuchDevice {
+                backend: "cpu",
+                index,
+                found: "the CPU backend is one device, 0 (its threads: RAYON_NUM_THREADS)".into(),
+            }),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => {
+                use burn::tensor::DeviceKind;
+                let adapters = wgpu_adapters();
+                let Some(chosen) = adapters.get(index) else {
+                    let listed: Vec<String> = adapters
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| format!("{i}: {}", a.name))
+                        .collect();
+                    return Err(ModelError::NoSuchDevice {
+                        backend: "wgpu",
+                        index,
+                        found: format!("{} adapter(s) ({})", adapters.len(), listed.join(", ")),
+                    });
+                };
+                // burn counts adapters per kind: the n-th of this adapter's kind.
+                let nth = adapters[..index]
+                    .iter()
+                    .filter(|a| a.kind == chosen.kind)
+                    .count();
+                crate::gpu::configure();
+                let kind = match chosen.kind.as_str() {
+                    "DiscreteGpu" => DeviceKind::DiscreteGpu(nth),
+                    "IntegratedGpu" => DeviceKind::IntegratedGpu(nth),
+                    "VirtualGpu" => DeviceKind::VirtualGpu(nth),
+                    "Cpu" => DeviceKind::Cpu,
+                    _ => DeviceKind::DefaultDevice,
+                };
+                Ok(Device::wgpu(kind))
+            }
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => {
+                crate::gpu::configure();
+                Ok(Device::cuda(burn::tensor::DeviceIndex::Specified(index)))
+            }
+            #[allow(unreachable_patterns)]
+            other => other.device(),
+        }
+    }
+
     /// What automatic choice picks: CUDA if it is compiled in and a device answers, else a
     /// wgpu adapter that is a real GPU (software rasterisers are slower than the CPU
     /// backend), else the CPU.
@@ -203,6 +258,15 @@ impl Compute {
     /// Resolves a choice. `backend` `None` picks automatically ([`Backend::auto`]); an
     /// explicit GPU backend must find a device. `dtype` `None`: f32 on the CPU, f16 on GPUs.
     pub fn select(backend: Option<Backend>, dtype: Option<FloatDType>) -> Result<Self> {
+        Self::select_device(backend, dtype, None)
+    }
+
+    /// [`Compute::select`] on device `index` of the backend (see [`Backend::device_at`]).
+    pub fn select_device(
+        backend: Option<Backend>,
+        dtype: Option<FloatDType>,
+        index: Option<usize>,
+    ) -> Result<Self> {
         crate::gpu::configure();
         let (backend, no_gpu) = match backend {
             None => {
@@ -224,7 +288,7 @@ impl Compute {
             }
             Some(b) => (b, false),
         };
-        let device = backend.device()?;
+        let device = backend.device_at(index)?;
         let dtype = dtype.unwrap_or(match backend {
             Backend::Cpu => FloatDType::F32,
             _ => FloatDType::F16,
@@ -264,5 +328,8 @@ mod tests {
         );
         let c = Compute::select(Some(Backend::Cpu), Some(FloatDType::F16)).unwrap();
         assert_eq!(c.dtype, FloatDType::F16);
+        assert!(Compute::select_device(Some(Backend::Cpu), None, Some(0)).is_ok());
+        let err = Compute::select_device(Some(Backend::Cpu), None, Some(1)).unwrap_err();
+        assert!(err.to_string().contains("cpu has no device 1"), "{err}");
     }
 }

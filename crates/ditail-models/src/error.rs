@@ -167,6 +167,16 @@ pub enum ModelError {
         /// What to install or check.
         hint: &'static str,
     },
+    /// A device index the backend does not have.
+    #[error("{backend} has no device {index}: {found}")]
+    NoSuchDevice {
+        /// The backend's name.
+        backend: &'static str,
+        /// The index asked for.
+        index: usize,
+        /// What there is.
+        found: String,
+    },
 }
 
 /// Shorthand for results in this crate.
