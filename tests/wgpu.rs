@@ -60,3 +60,28 @@ fn check_model(model: &str, device: &Device) {
         }
     }
 }
+
+/// `--device N` on wgpu: the N-th adapter `ditail devices` lists (lavapipe here, a
+/// software adapter, which burn names by its kind), and an index beyond them refused with
+/// the list.
+#[test]
+fn a_wgpu_device_is_picked_by_its_index_in_the_adapter_list() {
+    use ditail::models::device::{Backend, Compute, wgpu_adapters};
+    let adapters = wgpu_adapters();
+    assert!(
+        !adapters.is_empty(),
+        "no wgpu adapter (install mesa-vulkan-drivers)"
+    );
+    let c = Compute::select_device(Some(Backend::Wgpu), None, Some(0)).unwrap();
+    assert_eq!(c.backend, Backend::Wgpu);
+    // The device answers: a small sum on it.
+    let t = Tensor::<1>::from_floats([1.0, 2.0, 3.0], &c.device);
+    assert_eq!(t.sum().into_scalar::<f32>(), 6.0);
+    let n = adapters.len();
+    let err = Compute::select_device(Some(Backend::Wgpu), None, Some(n)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("wgpu has no device {n}")) && msg.contains(&adapters[0].name),
+        "{msg}"
+    );
+}
