@@ -264,7 +264,8 @@ pub struct BatchArgs {
     /// The output folder (rows whose output is already complete there are skipped).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
-    /// Run only rows i with i mod N = I (0-based) [default: from a Slurm job array
+    /// Run only shard I of N (0-based): the manifest's rows cut into N runs of even work,
+    /// rows that share an inversion or models kept together [default: from a Slurm job array
     /// (SLURM_ARRAY_TASK_ID and its range) or a Kubernetes Indexed Job
     /// (JOB_COMPLETION_INDEX with --shard-count), else every row].
     #[arg(long, value_name = "I/N")]

@@ -1,7 +1,9 @@
 //! `ditail batch`: a manifest of transfers. Resumable (rows whose output is already a
 //! complete ditail PNG are skipped; outputs are written atomically, so a present file is a
-//! complete one), shardable (`--shard I/N` runs rows i with i mod N = I, so array jobs split
-//! the work with no coordinator), and a failing row is logged while the others go on.
+//! complete one), shardable (`--shard I/N` runs the I-th of N shards of even expected work,
+//! every task computing the same cut from the manifest, so array jobs split the work with
+//! no coordinator: [`manifest::partition`]), and a failing row is logged while the others go
+//! on.
 //!
 //! Safe against crashes and company: a run first removes the temporary files that killed
 //! runs left in the output folder (only those whose writer is gone), and claims each
@@ -100,6 +102,70 @@ fn row_model_flags(row: &Row, base: &ModelOptions, manifest: &Path) -> Result<Mo
     })
 }
 
+/// What a row costs and shares, for the shards (see [`manifest::partition`]): its models,
+/// what its inversion is made of, and its steps weighed by its pixels. Read from the row and
+/// the command line only (never from a random seed), so every task computes the same.
+fn row_work(row: &Row, args: &BatchArgs) -> manifest::Work {
+    let m = &args.manifest;
+    let field = |name: &str| row.get(name).map(str::to_string);
+    let number = |name: &str, default: f64| {
+        row.get(name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(default)
+    };
+    let d = &args.ditail;
+    let source = field("source")
+        .map(|s| manifest::resolve(m, &s))
+        .or(args.source.clone())
+        .unwrap_or_default();
+    let target = field("target")
+        .map(|s| manifest::resolve(m, &s))
+        .or(args.target.clone())
+        .unwrap_or_else(|| source.clone());
+    let size = number(
+        "size",
+        d.size.unwrap_or(ditail::pipeline::settings::defaults::SIZE) as f64,
+    );
+    let pixels = (size / 64.0).powi(2);
+    let (inv_steps, steps) = (
+        number("inv_steps", d.inv_steps as f64),
+        number("steps", d.steps as f64),
+    );
+    let prompt = field("prompt").unwrap_or_default();
+    let content = match field("image") {
+        Some(image) => manifest::resolve(m, &image),
+        // A generated content with no seed gets a random one: its own group.
+        None => format!(
+            "{prompt:?}|{}",
+            field("seed").unwrap_or(format!("row {}", row.number))
+        ),
+    };
+    let generated = if row.get("image").is_some() {
+        0.0
+    } else {
+        steps
+    };
+    let inversion = [
+        content,
+        source.clone(),
+        field("inv_prompt").unwrap_or(prompt),
+        field("inv_negative_prompt").unwrap_or_default(),
+        field("alpha").unwrap_or_default(),
+        field("beta").unwrap_or_default(),
+        inv_steps.to_string(),
+        size.to_string(),
+        field("vae").unwrap_or_default(),
+        field("clip_skip").unwrap_or_default(),
+    ]
+    .join("|");
+    manifest::Work {
+        models: format!("{source} > {target}"),
+        inversion,
+        inversion_cost: (inv_steps + generated) * pixels,
+        cost: steps * pixels,
+    }
+}
+
 /// Checks one row into a job.
 fn prepare_row(
     row: &Row,
@@ -173,7 +239,16 @@ pub fn command<'a>(
             stale.join(", ")
         ));
     }
-    let mine: Vec<&Row> = rows.iter().filter(|r| shard.owns(r.number)).collect();
+    let owner = manifest::partition(
+        &rows.iter().map(|r| row_work(r, args)).collect::<Vec<_>>(),
+        shard.count,
+    );
+    let mine: Vec<&Row> = rows
+        .iter()
+        .zip(&owner)
+        .filter(|(_, s)| **s == shard.index)
+        .map(|(r, _)| r)
+        .collect();
     let mine_count = mine.len();
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut jobs = Vec::new();

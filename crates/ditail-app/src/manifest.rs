@@ -266,11 +266,67 @@ impl Shard {
             _ => refuse!("--shard {s}: expected I/N with 0 <= I < N, e.g. 0/4"),
         }
     }
+}
 
-    /// Whether the row with 1-based `number` belongs to this shard.
-    pub fn owns(&self, number: usize) -> bool {
-        (number - 1) % self.count == self.index
+/// What a row costs and shares, for [`partition`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Work {
+    /// The models it loads (rows with the same run together: each shard loads few).
+    pub models: String,
+    /// What its inversion is made of (content, source, inversion settings): rows with the
+    /// same share one inversion in one process, so they stay in one shard.
+    pub inversion: String,
+    /// The inversion's cost (once per group), in any unit common to all rows.
+    pub inversion_cost: f64,
+    /// The row's own cost (its sampling).
+    pub cost: f64,
+}
+
+/// Which shard of `count` runs each row (by index into `work`), balanced by work rather
+/// than row count: rows that share an inversion form a group (a cocktail's targets of one
+/// content and source), groups are ordered by the models of their first row (then by that
+/// row), and the groups in that order fill the shards one after
+/// another, each group going to the shard its middle falls in on the line of cumulative
+/// cost, so every shard's expected work is within half a group of an even share. Every task
+/// computes the same answer from the manifest alone.
+pub fn partition(work: &[Work], count: usize) -> Vec<usize> {
+    let count = count.max(1);
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, w) in work.iter().enumerate() {
+        groups.entry(&w.inversion).or_default().push(i);
     }
+    // A cost from a manifest may be anything: negative, NaN or huge counts as little.
+    let sane = |x: f64| {
+        if x.is_finite() && x > 0.0 {
+            x.min(1e12)
+        } else {
+            0.0
+        }
+    };
+    let mut groups: Vec<(f64, Vec<usize>)> = groups
+        .into_values()
+        .map(|rows| {
+            let cost = sane(work[rows[0]].inversion_cost)
+                + rows.iter().map(|&i| sane(work[i].cost)).sum::<f64>();
+            (cost.max(1e-9), rows)
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        let key = |g: &(f64, Vec<usize>)| (work[g.1[0]].models.clone(), g.1[0]);
+        key(a).cmp(&key(b))
+    });
+    let total: f64 = groups.iter().map(|g| g.0).sum();
+    let share = total / count as f64;
+    let mut owner = vec![0; work.len()];
+    let mut done = 0.0;
+    for (cost, rows) in groups {
+        let shard = (((done + cost / 2.0) / share) as usize).min(count - 1);
+        for i in rows {
+            owner[i] = shard;
+        }
+        done += cost;
+    }
+    owner
 }
 
 impl Row {
@@ -329,16 +385,59 @@ pub fn resolve(manifest: &Path, value: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn shards_partition_rows_exactly() {
-        for count in 1..6 {
-            let shards: Vec<Shard> = (0..count).map(|index| Shard { index, count }).collect();
-            for number in 1..40 {
-                assert_eq!(shards.iter().filter(|s| s.owns(number)).count(), 1);
-            }
+    fn work(models: &str, inversion: &str, cost: f64) -> Work {
+        Work {
+            models: models.into(),
+            inversion: inversion.into(),
+            inversion_cost: cost,
+            cost,
         }
+    }
+
+    #[test]
+    fn shards_share_the_work_evenly_and_keep_shared_inversions_together() {
         assert!(Shard::parse("4/4").is_err() && Shard::parse("1").is_err());
         assert_eq!(Shard::parse("2/5").unwrap(), Shard { index: 2, count: 5 });
+        // Equal rows: consecutive runs of even size.
+        let even: Vec<Work> = (0..12).map(|i| work("a>b", &i.to_string(), 1.0)).collect();
+        assert_eq!(partition(&even, 4), [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]);
+        // A cocktail of 3 models over 2 contents: each content's inversion by one source is
+        // shared by its 3 targets, which stay on one shard; big rows (1024 px: 4x) count
+        // for their work, so the shards' sums are even.
+        let mut rows = Vec::new();
+        for content in ["c1", "c2"] {
+            for s in ["a", "b", "c"] {
+                for t in ["a", "b", "c"] {
+                    let cost = if t == "c" { 4.0 } else { 1.0 };
+                    rows.push(Work {
+                        models: format!("{s}>{t}"),
+                        inversion: format!("{content}|{s}"),
+                        inversion_cost: 1.0,
+                        cost,
+                    });
+                }
+            }
+        }
+        for count in 1..=5 {
+            let owner = partition(&rows, count);
+            assert!(owner.iter().all(|&s| s < count));
+            let mut sums = vec![0.0; count];
+            let mut seen = BTreeMap::new();
+            for (w, &s) in rows.iter().zip(&owner) {
+                sums[s] += w.cost;
+                let first = *seen.entry(&w.inversion).or_insert(s);
+                assert_eq!(first, s, "an inversion group split across shards");
+            }
+            let share = sums.iter().sum::<f64>() / count as f64;
+            let biggest_group = 1.0 + 1.0 + 1.0 + 4.0;
+            assert!(
+                sums.iter()
+                    .all(|&x| (x - share).abs() <= biggest_group + 1.0),
+                "{count} shards: {sums:?}"
+            );
+        }
+        // Every row has one shard; the same manifest gives the same answer.
+        assert_eq!(partition(&rows, 3), partition(&rows, 3));
     }
 
     #[test]
