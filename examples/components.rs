@@ -16,9 +16,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use ditail::models::LoadOptions;
-use ditail::models::components::run_components;
 use ditail::models::device::Backend;
 use ditail::models::tensor_file::{read_tensors, write_tensors};
+use ditail_golden::run_components;
 
 struct Args {
     model: PathBuf,

@@ -8,9 +8,9 @@ mod common;
 use burn::prelude::*;
 use common::{MODELS, assert_close, assert_sites, cpu, golden, model_dir, unet_cases};
 use ditail::models::LoadOptions;
-use ditail::models::components::run_components;
 use ditail::models::hook::{Recorder, Site};
 use ditail::models::load::load_unet;
+use ditail_golden::run_components;
 
 /// Relative tolerance of every comparison in this file.
 const TOL: f32 = 1e-4;

@@ -15,7 +15,6 @@ use common::{
     SDXL_TEXT_INPUTS, SDXL_TEXT_OUTPUTS, assert_close, assert_merged, assert_these_sites,
     check_components, cpu, fixtures, golden, loading, model_dir, params,
 };
-use ditail::models::components::run_components;
 use ditail::models::hook::{Recorder, Site};
 use ditail::models::load::{
     SingleFileConfigs, WeightFile, check_architecture, load_single_file, load_tokenizer,
@@ -25,6 +24,7 @@ use ditail::models::{
     AddedConditioning, ClipTextConfig, Conditioning, Family, LoadOptions, StableDiffusion,
     UNetConfig, VaeConfig,
 };
+use ditail_golden::run_components;
 
 /// Relative tolerance of every comparison in this file.
 const TOL: f32 = 1e-4;

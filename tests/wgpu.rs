@@ -9,8 +9,8 @@ mod common;
 use burn::prelude::*;
 use common::{assert_close, golden, model_dir, wgpu_device};
 use ditail::models::LoadOptions;
-use ditail::models::components::run_components;
 use ditail::models::kernels::attention::{kernel_enabled, kernel_launches};
+use ditail_golden::run_components;
 
 const TOL: f32 = 1e-4;
 

@@ -332,7 +332,7 @@ pub fn check_components(
         .iter()
         .map(|k| (k.to_string(), golden[*k].clone()))
         .collect();
-    let out = ditail::models::components::run_components(model, &inputs, &cpu(), opts).unwrap();
+    let out = ditail_golden::run_components(model, &inputs, &cpu(), opts).unwrap();
     for key in outputs {
         let rel = assert_close(&format!("{label} {key}"), &out[*key], &golden[*key], tol);
         eprintln!("{label} {key}: rel err {rel:e}");

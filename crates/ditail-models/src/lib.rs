@@ -27,7 +27,6 @@ pub mod cast;
 pub mod clip;
 pub mod clip_model;
 pub mod clip_vision;
-pub mod components;
 pub mod device;
 pub mod error;
 pub mod family;

@@ -1,5 +1,7 @@
-//! Runs a diffusers-format model's components on named input tensors and returns named
-//! outputs: the exchange format of `examples/components.rs` and of the golden fixtures.
+//! The golden-tensor harness of ditail's parity tests (a development crate, not part of the
+//! engine): runs a diffusers-format model's components on named input tensors and returns
+//! named outputs, the exchange format of `examples/components.rs` and of the golden
+//! fixtures that `scripts/` writes with diffusers.
 //!
 //! | inputs present | component | output |
 //! |---|---|---|
@@ -9,16 +11,18 @@
 //! | `latents` (f32 `[B, 4, h, w]`) | VAE decoder | `decoded` |
 //! | `sample`, `timestep` (`[1]`), `encoder_hidden_states` (SDXL: and `text_embeds`, `time_ids`) | U-Net | `noise_pred` |
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use crate::error::{ModelError, Result};
-use crate::hook::NoControl;
-use crate::load::{LoadOptions, load_text_encoder, load_unet, load_vae};
-use crate::unet::{AddedConditioning, Conditioning};
+use ditail_models::error::{ModelError, Result};
+use ditail_models::hook::NoControl;
+use ditail_models::load::{LoadOptions, load_text_encoder, load_unet, load_vae};
+use ditail_models::unet::{AddedConditioning, Conditioning};
 
 /// An input tensor, in the float type the networks are loaded as.
 fn input<const D: usize>(
@@ -50,7 +54,7 @@ fn check_rank(name: &str, data: &TensorData, rank: usize) -> Result<()> {
 fn token_ids(
     name: &str,
     ids: &TensorData,
-    config: &crate::ClipTextConfig,
+    config: &ditail_models::ClipTextConfig,
     device: &Device,
 ) -> Result<Tensor<2, Int>> {
     check_rank(name, ids, 2)?;
