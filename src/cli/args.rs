@@ -41,6 +41,10 @@ pub struct Global {
     /// No progress bars or informational messages (errors and warnings still go to stderr).
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Never download: models named by a Hugging Face repo id must be in the cache (as
+    /// HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    pub offline: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

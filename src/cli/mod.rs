@@ -56,6 +56,9 @@ pub fn main() -> ExitCode {
         }
     };
     ui::install_cancel_handler();
+    if cli.global.offline {
+        ditail::models::load::hub::set_offline(true);
+    }
     let ui = Ui::new(cli.global.quiet);
     if let Command::Devices = cli.command {
         return match device::list() {

@@ -485,6 +485,15 @@ enum ditail_status ditail_context_free(struct ditail_context *ctx);
 struct ditail_model_spec ditail_model_default_spec(void);
 
 /**
+ * Never download (`offline` true) or allow downloads again (false), for every later call
+ * of the process: a model named by a Hugging Face repo id must then be in the cache (as
+ * with the environment's `HF_HUB_OFFLINE=1`, which stays in force either way). A relative
+ * path to a folder that does not exist reads as a repo id: offline, it fails at once
+ * instead of going to the network.
+ */
+enum ditail_status ditail_set_offline(bool offline);
+
+/**
  * Loads a model in the context's float type, on its device. Everything that can be
  * checked from file headers (the model, VAE and LoRAs exist, the architecture is SD1.x or
  * SDXL base, every LoRA key fits) is checked before any weight is read.

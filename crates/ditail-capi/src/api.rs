@@ -267,6 +267,19 @@ pub extern "C" fn ditail_model_default_spec() -> ModelSpec {
     ModelSpec::default()
 }
 
+/// Never download (`offline` true) or allow downloads again (false), for every later call
+/// of the process: a model named by a Hugging Face repo id must then be in the cache (as
+/// with the environment's `HF_HUB_OFFLINE=1`, which stays in force either way). A relative
+/// path to a folder that does not exist reads as a repo id: offline, it fails at once
+/// instead of going to the network.
+#[unsafe(no_mangle)]
+pub extern "C" fn ditail_set_offline(offline: bool) -> Status {
+    guard(|| {
+        ditail_models::load::hub::set_offline(offline);
+        Ok(())
+    })
+}
+
 /// Loads a model in the context's float type, on its device. Everything that can be
 /// checked from file headers (the model, VAE and LoRAs exist, the architecture is SD1.x or
 /// SDXL base, every LoRA key fits) is checked before any weight is read.

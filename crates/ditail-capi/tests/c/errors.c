@@ -184,6 +184,11 @@ int main(int argc, char **argv) {
     spec.model = tiny_a;
     EXPECT_ERROR(ditail_model_load(NULL, &spec, &model), DITAIL_STATUS_INVALID_ARGUMENT,
                  "ctx is NULL");
+    /* Offline: a repo id (or a mistyped relative folder) not in the cache fails at once. */
+    EXPECT(ditail_set_offline(true) == DITAIL_STATUS_OK);
+    spec.model = "someone/not-in-the-cache";
+    EXPECT_ERROR(ditail_model_load(ctx, &spec, &model), DITAIL_STATUS_NOT_FOUND, "downloads are off");
+    EXPECT(ditail_set_offline(false) == DITAIL_STATUS_OK);
     spec.model = content; /* a PNG is no checkpoint */
     ditail_status status = ditail_model_load(ctx, &spec, &model);
     EXPECT(status == DITAIL_STATUS_UNSUPPORTED_FILE || status == DITAIL_STATUS_NOT_FOUND);

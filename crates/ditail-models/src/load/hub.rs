@@ -21,11 +21,22 @@ pub struct HubOptions {
     pub offline: bool,
 }
 
+/// Set by [`set_offline`]: never download, whatever the environment says.
+static OFFLINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Never download in this process from now on (the CLI's `--offline`, the C API's
+/// `ditail_set_offline`: a switch an embedder can set without touching the environment).
+pub fn set_offline(offline: bool) {
+    OFFLINE.store(offline, std::sync::atomic::Ordering::SeqCst);
+}
+
 impl HubOptions {
-    /// From the environment, as `huggingface_hub` reads it: `HF_HOME`, `HF_HUB_OFFLINE`.
+    /// From the environment, as `huggingface_hub` reads it: `HF_HOME`, `HF_HUB_OFFLINE`
+    /// (or [`set_offline`]).
     pub fn from_env() -> Self {
-        let offline = std::env::var("HF_HUB_OFFLINE")
-            .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"));
+        let offline = OFFLINE.load(std::sync::atomic::Ordering::SeqCst)
+            || std::env::var("HF_HUB_OFFLINE")
+                .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"));
         Self {
             cache_dir: Cache::from_env().path().clone(),
             offline,
@@ -175,7 +186,8 @@ fn resolve_layout(
         }
         match &api {
             None => Err(format!(
-                "`{file}` is not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set",
+                "`{file}` is not in the Hugging Face cache at {} and downloads are off \
+                 (HF_HUB_OFFLINE, --offline or ditail_set_offline)",
                 opts.cache_dir.display()
             )),
             Some(api) => api.get(file).map_err(|e| {

@@ -83,7 +83,7 @@ pub fn locate_model(spec: &str, opts: LoadOptions) -> Result<Location> {
                 ModelError::Hub { id, reason } => ModelError::Hub {
                     reason: format!(
                         "{reason} (there is no file or folder `{spec}` in {}, so it was read \
-                         as a Hugging Face repo id; HF_HUB_OFFLINE=1 never downloads)",
+                         as a Hugging Face repo id; --offline or HF_HUB_OFFLINE=1 never downloads)",
                         std::env::current_dir().map_or_else(
                             |_| "the current folder".into(),
                             |d| d.display().to_string()
