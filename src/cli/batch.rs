@@ -102,6 +102,15 @@ fn row_model_flags(row: &Row, base: &ModelOptions, manifest: &Path) -> Result<Mo
     })
 }
 
+/// A row's source and target models: its fields (paths looked up beside the manifest), else
+/// the command line's; the target defaults to the source.
+fn row_models(row: &Row, args: &BatchArgs) -> (Option<String>, Option<String>) {
+    let field = |name: &str| row.get(name).map(|s| manifest::resolve(&args.manifest, s));
+    let source = field("source").or(args.source.clone());
+    let target = field("target").or(args.target.clone()).or(source.clone());
+    (source, target)
+}
+
 /// What a row costs and shares, for the shards (see [`manifest::partition`]): its models,
 /// what its inversion is made of, and its steps weighed by its pixels. Read from the row and
 /// the command line only (never from a random seed), so every task computes the same.
@@ -114,14 +123,8 @@ fn row_work(row: &Row, args: &BatchArgs) -> manifest::Work {
             .unwrap_or(default)
     };
     let d = &args.ditail;
-    let source = field("source")
-        .map(|s| manifest::resolve(m, &s))
-        .or(args.source.clone())
-        .unwrap_or_default();
-    let target = field("target")
-        .map(|s| manifest::resolve(m, &s))
-        .or(args.target.clone())
-        .unwrap_or_else(|| source.clone());
+    let (source, target) = row_models(row, args);
+    let (source, target) = (source.unwrap_or_default(), target.unwrap_or_default());
     let size = number(
         "size",
         d.size.unwrap_or(ditail::pipeline::settings::defaults::SIZE) as f64,
@@ -177,16 +180,9 @@ fn prepare_row(
     let prompt = row.get("prompt").context("field `prompt` is required")?;
     let flags = row_flags(row, &args.ditail, m)?;
     let model_flags = row_model_flags(row, &args.model, m)?;
-    let source = row
-        .get("source")
-        .map(|s| manifest::resolve(m, s))
-        .or(args.source.clone())
-        .context("no `source` in the row and no --source")?;
-    let target = row
-        .get("target")
-        .map(|s| manifest::resolve(m, s))
-        .or(args.target.clone())
-        .unwrap_or_else(|| source.clone());
+    let (source, target) = row_models(row, args);
+    let source = source.context("no `source` in the row and no --source")?;
+    let target = target.unwrap_or_else(|| source.clone());
     let image = row.get("image").map(|i| manifest::resolve(m, i));
     let content = match &image {
         Some(path) => ContentArg::Image(Path::new(path)),

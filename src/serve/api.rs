@@ -250,19 +250,33 @@ async fn job_input(
         _ => return Err(not_found("page")),
     };
     let path = app.jobs.input(&id, mask).ok_or_else(|| not_found(&what))?;
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
-        .await
-        .map_err(internal)?
-        .map_err(|_| not_found(&what))?;
-    let kind = match bytes.get(..4) {
+    plain_file(path, &what, |bytes| match bytes.get(..4) {
         Some([0x89, b'P', b'N', b'G']) => "image/png",
         Some([0xff, 0xd8, ..]) => "image/jpeg",
         Some(b"RIFF") => "image/webp",
         _ => "application/octet-stream",
-    };
+    })
+    .await
+}
+
+/// A plain file's bytes as a response of the type `kind` gives them, read off the async
+/// runtime; `what` is not found when it is missing or not a plain file (a link placed in
+/// the output folder to point elsewhere is not served).
+async fn plain_file(
+    path: PathBuf,
+    what: &str,
+    kind: impl FnOnce(&[u8]) -> &'static str,
+) -> ApiResult<Response> {
+    let bytes = tokio::task::spawn_blocking(move || {
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        meta.is_file().then(|| std::fs::read(&path).ok()).flatten()
+    })
+    .await
+    .map_err(internal)?
+    .ok_or_else(|| not_found(what))?;
     Ok((
         [
-            (header::CONTENT_TYPE, kind.to_string()),
+            (header::CONTENT_TYPE, kind(&bytes).to_string()),
             (header::CACHE_CONTROL, "no-cache".to_string()),
         ],
         bytes,
@@ -274,23 +288,7 @@ async fn result_file(State(app): State<Arc<App>>, Path(name): Path<String>) -> A
     if !valid_name(&name) {
         return Err(not_found("result"));
     }
-    let path = app.output.join(&name);
-    // A plain file only: not a link placed in the output folder to point elsewhere.
-    let bytes = tokio::task::spawn_blocking(move || {
-        let meta = std::fs::symlink_metadata(&path).ok()?;
-        meta.is_file().then(|| std::fs::read(&path).ok()).flatten()
-    })
-    .await
-    .map_err(internal)?
-    .ok_or_else(|| not_found("result"))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "image/png".to_string()),
-            (header::CACHE_CONTROL, "no-cache".to_string()),
-        ],
-        bytes,
-    )
-        .into_response())
+    plain_file(app.output.join(&name), "result", |_| "image/png").await
 }
 
 /// Deletes a result: a PNG of the gallery (a plain file with ditail's record, in the output
@@ -444,11 +442,13 @@ impl App {
             // The content's working size (a generated content is square).
             let mut dims = (settings.size, settings.size);
             let content = self.jobs.content_path(&id);
+            let mut pixels = None;
             if let Some(bytes) = &upload.image {
                 std::fs::write(&content, bytes).map_err(internal)?;
                 let rgb = load_rgb(&content).map_err(|e| image_refused("image", e))?;
                 dims = working_dims(rgb.width(), rgb.height(), settings.size)
                     .map_err(|e| image_refused("image", e))?;
+                pixels = Some(rgb);
             }
             let mask = self.jobs.mask_path(&id);
             if let Some(bytes) = &mask_part {
@@ -458,7 +458,7 @@ impl App {
             }
             // The job the worker will build from the same files: every check the CLI makes.
             let files = Files {
-                content: upload.image.is_some().then_some(content.as_path()),
+                content: pixels.map(|rgb| (content.as_path(), rgb)),
                 mask: &mask,
                 output: &self.output,
                 id: &id,
@@ -468,7 +468,7 @@ impl App {
                 .job(
                     &catalog,
                     (&source_labels, &target_labels),
-                    &files,
+                    files,
                     &self.compute,
                 )
                 .map_err(bad_anyhow)?;

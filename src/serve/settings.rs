@@ -12,9 +12,9 @@ use ditail::app::{Cell, Content, ContentKind, DitailOptions, Grid, Job};
 use ditail::models::device::Compute;
 use ditail::models::load::lora::LoraSpec;
 use ditail::pipeline::ModelSpec;
-use ditail::pipeline::preprocess::load_rgb;
 use ditail::pipeline::settings::MIN_SIZE;
 use ditail::pipeline::settings::defaults;
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, Kind};
@@ -287,8 +287,9 @@ impl JobSettings {
 
 /// A submission's files, as the job's folder holds them.
 pub struct Files<'a> {
-    /// The content image as uploaded (absent when the content is generated).
-    pub content: Option<&'a Path>,
+    /// The content image as uploaded, with its pixels (absent when the content is
+    /// generated).
+    pub content: Option<(&'a Path, RgbImage)>,
     /// The painted mask.
     pub mask: &'a Path,
     /// The folder results are written to, and the job's id that names them.
@@ -306,7 +307,7 @@ impl JobSettings {
         &self,
         catalog: &Catalog,
         labels: (&[String], &[String]),
-        files: &Files,
+        files: Files,
         compute: &Compute,
     ) -> Result<Job> {
         let mask = if self.mask == "painted" {
@@ -316,9 +317,9 @@ impl JobSettings {
         };
         let options = self.options(&mask);
         let kind = match files.content {
-            Some(path) => ContentKind::Image {
+            Some((path, rgb)) => ContentKind::Image {
                 path: path.to_path_buf(),
-                rgb: load_rgb(path)?,
+                rgb,
             },
             None => ContentKind::Generate {
                 prompt: self.content_prompt.clone().unwrap_or_default(),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use ditail::app::{Budget, Cell, Job, Runner, Sink, Stage, Written, interrupt, is_cancelled};
 use ditail::models::device::Compute;
+use ditail::pipeline::preprocess::load_rgb;
 use ditail::pipeline::{Phase, Progress};
 use serde_json::json;
 
@@ -85,9 +86,13 @@ impl Worker {
 
     /// The submission's job, built as it was when accepted.
     fn job(&self, sub: &Submission) -> Result<Job> {
-        let content = sub.has_image.then(|| self.jobs.content_path(&sub.id));
+        let path = self.jobs.content_path(&sub.id);
+        let content = match sub.has_image {
+            true => Some((path.as_path(), load_rgb(&path)?)),
+            false => None,
+        };
         let files = Files {
-            content: content.as_deref(),
+            content,
             mask: &self.jobs.mask_path(&sub.id),
             output: &self.output,
             id: &sub.id,
@@ -96,7 +101,7 @@ impl Worker {
         sub.settings.job(
             &catalog,
             (&sub.sources, &sub.targets),
-            &files,
+            files,
             self.runner.compute(),
         )
     }

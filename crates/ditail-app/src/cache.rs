@@ -75,7 +75,7 @@ impl ModelCache {
         }
         on_load();
         self.loaded.retain(|(_, m, _)| m.family() != Family::Sdxl);
-        let guess = self.loaded.iter().map(|e| e.2).sum::<u64>() / self.loaded.len().max(1) as u64;
+        let guess = self.held_bytes() / self.loaded.len().max(1) as u64;
         while !self.loaded.is_empty()
             && (self.loaded.len() >= self.budget.models.max(1)
                 || self.held_bytes().saturating_add(guess) > self.budget.bytes)

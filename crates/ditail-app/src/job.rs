@@ -17,7 +17,7 @@ use crate::checks::{check_content, check_mask_shape, check_sites, check_steps};
 use crate::models::{Checked, check_embeddings};
 use crate::options::{DitailOptions, GenerationOptions};
 use crate::output::check_output_file;
-use crate::record::{ModelRecord, model_label};
+use crate::record::{ModelRecord, dedup, model_label};
 use crate::sink::Cell;
 use crate::{Context, Result, refuse};
 
@@ -191,7 +191,8 @@ impl Job {
                 ContentKind::Latents(_) => refuse!("a grid's contents are images or prompts"),
             }
         }
-        warnings.dedup();
+        // One warning per embedding, however many models and contents name it.
+        let warnings = dedup(warnings);
         let (n, m) = (sources.len(), targets.len());
         let cell = |content, source, target| Cell {
             content,

@@ -312,8 +312,8 @@ pub fn partition(work: &[Work], count: usize) -> Vec<usize> {
         })
         .collect();
     groups.sort_by(|a, b| {
-        let key = |g: &(f64, Vec<usize>)| (work[g.1[0]].models.clone(), g.1[0]);
-        key(a).cmp(&key(b))
+        let (a, b) = (a.1[0], b.1[0]);
+        work[a].models.cmp(&work[b].models).then(a.cmp(&b))
     });
     let total: f64 = groups.iter().map(|g| g.0).sum();
     let share = total / count as f64;

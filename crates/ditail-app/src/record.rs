@@ -219,8 +219,8 @@ pub fn embedding_records(
 }
 
 /// `records` without repeats, in first-seen order.
-pub fn dedup(records: Vec<EmbeddingRecord>) -> Vec<EmbeddingRecord> {
-    let mut out: Vec<EmbeddingRecord> = Vec::new();
+pub fn dedup<T: PartialEq>(records: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
     for r in records {
         if !out.contains(&r) {
             out.push(r);

@@ -120,6 +120,9 @@ impl Runner {
             let model = self.model(&target.spec, &target.label, sink)?;
             for (c, content) in job.contents.iter().enumerate() {
                 let sampling = with_prompt(&job.sampling, content.prompt.as_deref());
+                // The embeddings the sampling prompts name: the same for every source.
+                let sampled =
+                    embedding_records(&model, &[&sampling.prompt, &sampling.negative_prompt])?;
                 for (s, (inv, inv_embeddings)) in inversions[c].iter().enumerate() {
                     let cell = Cell {
                         content: c,
@@ -154,10 +157,7 @@ impl Runner {
                         &self.compute,
                     );
                     let mut embeddings = inv_embeddings.clone();
-                    embeddings.extend(embedding_records(
-                        &model,
-                        &[&sampling.prompt, &sampling.negative_prompt],
-                    )?);
+                    embeddings.extend(sampled.iter().cloned());
                     record.embeddings = dedup(embeddings);
                     // Written last: a result's presence means its cell is complete.
                     let path = &job.outputs.cells[c][s][t];
