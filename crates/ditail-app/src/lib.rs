@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod models;
 pub mod options;
 pub mod output;
+pub mod preview;
 pub mod record;
 pub mod runner;
 pub mod sink;
