@@ -75,6 +75,11 @@ pub fn raise(py: Python<'_>, name: &str, message: &str) -> PyErr {
     }
 }
 
+/// A `ditail.InvalidInputError` (also a `ValueError`) with `message`.
+pub fn invalid(py: Python<'_>, message: &str) -> PyErr {
+    raise(py, "InvalidInputError", message)
+}
+
 /// Converts the crates' results for `?` in the module's functions.
 pub trait IntoPy<T> {
     /// The result with its error as a Python exception.

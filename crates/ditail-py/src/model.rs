@@ -9,11 +9,10 @@ use ditail_app::{Context, ModelOptions};
 use ditail_models::LoadOptions;
 use ditail_models::device::{Backend, Compute, cuda_works, wgpu_adapters};
 use ditail_pipeline::ModelSpec;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::IntoPy;
+use crate::errors::{IntoPy, invalid};
 
 /// A loaded checkpoint: its networks, tokenizer and schedule on one device. Read-only once
 /// loaded: any number of threads may use one model (the GIL is released while it runs).
@@ -105,7 +104,8 @@ pub fn load(
     device: Option<usize>,
 ) -> PyResult<Model> {
     if clip_skip == 0 {
-        return Err(PyValueError::new_err(
+        return Err(invalid(
+            py,
             "clip_skip=0: 1 uses the text encoder's last layer, 2 the penultimate, ...",
         ));
     }
@@ -115,9 +115,12 @@ pub fn load(
         Some("f32" | "float32") => Some(FloatDType::F32),
         Some("f16" | "float16") => Some(FloatDType::F16),
         Some(other) => {
-            return Err(PyValueError::new_err(format!(
-                "dtype={other:?}: use \"f32\" or \"f16\" (None: f32 on the CPU, f16 on GPUs)"
-            )));
+            return Err(invalid(
+                py,
+                &format!(
+                    "dtype={other:?}: use \"f32\" or \"f16\" (None: f32 on the CPU, f16 on GPUs)"
+                ),
+            ));
         }
     };
     let options = ModelOptions {

@@ -26,7 +26,9 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     out.set_item("mask", &o.mask)?;
     out.set_item("generation_omega", d::GENERATION_OMEGA)?;
     out.set_item("generation_size", d::SIZE)?;
-    out.set_item("lora_scale", DEFAULT_LORA_SCALE)?;
+    // As written (0.7), not as the f32 widens (0.699999988).
+    let lora_scale: f64 = DEFAULT_LORA_SCALE.to_string().parse().expect("a float's text");
+    out.set_item("lora_scale", lora_scale)?;
     out.set_item("clip_skip", 1)?;
     out.set_item("min_size", MIN_SIZE)?;
     Ok(out)
