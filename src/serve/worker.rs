@@ -250,7 +250,10 @@ impl Sink for Reporter {
         if let (true, Some(latents)) = (due, p.preview) {
             self.last_preview = Some(now);
             // A preview that cannot be made is skipped, never a failed job.
-            if let Some(url) = latents_to_rgb(latents).ok().and_then(|img| data_url(&img).ok()) {
+            if let Some(url) = latents_to_rgb(latents)
+                .ok()
+                .and_then(|img| data_url(&img).ok())
+            {
                 self.jobs.emit(
                     &self.id,
                     "preview",

@@ -33,10 +33,9 @@ pub fn read_image(py: Python<'_>, path: PathBuf) -> PyResult<Pixels<'_>> {
 pub fn from_python(image: &Bound<'_, PyAny>) -> PyResult<RgbImage> {
     let py = image.py();
     if let Ok(tuple) = image.cast::<PyTuple>() {
-        let (data, width, height): (Bound<'_, PyBytes>, u32, u32) =
-            tuple.extract().map_err(|_| {
-                PyTypeError::new_err("an image tuple is (rgb_bytes, width, height)")
-            })?;
+        let (data, width, height): (Bound<'_, PyBytes>, u32, u32) = tuple
+            .extract()
+            .map_err(|_| PyTypeError::new_err("an image tuple is (rgb_bytes, width, height)"))?;
         let data = data.as_bytes();
         let pixels = u64::from(width) * u64::from(height);
         if pixels == 0 || pixels > MAX_IMAGE_PIXELS {
@@ -52,7 +51,9 @@ pub fn from_python(image: &Bound<'_, PyAny>) -> PyResult<RgbImage> {
                 data.len()
             )));
         }
-        return Ok(RgbImage::from_raw(width, height, data.to_vec()).expect("the length was checked"));
+        return Ok(
+            RgbImage::from_raw(width, height, data.to_vec()).expect("the length was checked")
+        );
     }
     let path: PathBuf = image
         .extract()

@@ -173,7 +173,12 @@ pub fn devices(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
             }
             Backend::Wgpu => {
                 for a in py.detach(wgpu_adapters) {
-                    add("wgpu", &format!("{} ({})", a.name, a.api), &a.kind, a.is_gpu)?;
+                    add(
+                        "wgpu",
+                        &format!("{} ({})", a.name, a.api),
+                        &a.kind,
+                        a.is_gpu,
+                    )?;
                 }
             }
         }

@@ -72,7 +72,9 @@ impl Inversion {
 /// Reads a latents file onto `model`'s device.
 #[pyfunction]
 pub fn load_inversion(py: Python<'_>, path: PathBuf, model: &Model) -> PyResult<Inversion> {
-    let (inv, _) = py.detach(|| latents::load(&path, &model.compute.device)).py()?;
+    let (inv, _) = py
+        .detach(|| latents::load(&path, &model.compute.device))
+        .py()?;
     Ok(Inversion { inv: Arc::new(inv) })
 }
 

@@ -27,7 +27,10 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     out.set_item("generation_omega", d::GENERATION_OMEGA)?;
     out.set_item("generation_size", d::SIZE)?;
     // As written (0.7), not as the f32 widens (0.699999988).
-    let lora_scale: f64 = DEFAULT_LORA_SCALE.to_string().parse().expect("a float's text");
+    let lora_scale: f64 = DEFAULT_LORA_SCALE
+        .to_string()
+        .parse()
+        .expect("a float's text");
     out.set_item("lora_scale", lora_scale)?;
     out.set_item("clip_skip", 1)?;
     out.set_item("min_size", MIN_SIZE)?;
@@ -54,7 +57,12 @@ pub fn ditail_options(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<DitailOpti
     let mut o = DitailOptions::default();
     for (k, v) in kwargs.into_iter().flat_map(|d| d.iter()) {
         let key: String = k.extract()?;
-        if v.is_none() && !matches!(key.as_str(), "inv_prompt" | "inv_negative_prompt" | "sites" | "size") {
+        if v.is_none()
+            && !matches!(
+                key.as_str(),
+                "inv_prompt" | "inv_negative_prompt" | "sites" | "size"
+            )
+        {
             continue;
         }
         match key.as_str() {
