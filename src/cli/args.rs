@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use ditail::app::eval::EvalOptions;
 pub use ditail::app::{DitailOptions, GenerationOptions, ModelOptions};
 pub use ditail::serve::ServeArgs;
 
@@ -106,7 +107,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     #[command(flatten)]
-    pub nets: EvalNets,
+    pub nets: EvalOptions,
     /// pytorch-fid's InceptionV3 weights, converted to .safetensors [default:
     /// pt_inception-2015-12-05-6726825d.safetensors in ditail's cache folder].
     #[arg(long, value_name = "FILE")]
@@ -115,32 +116,6 @@ pub struct EvalArgs {
     /// squashing them to 224x224 as the Ditail reference does.
     #[arg(long)]
     pub fid_native: bool,
-}
-
-/// The networks of the metrics (`ditail eval`, and `--eval` of cocktail and batch).
-#[derive(Clone, Debug, Args)]
-#[command(next_help_heading = "Evaluation networks")]
-pub struct EvalNets {
-    /// The CLIP model (CLIP score): a transformers folder, .safetensors file or repo id.
-    #[arg(
-        long,
-        value_name = "MODEL",
-        default_value = "openai/clip-vit-large-patch14"
-    )]
-    pub clip: String,
-    /// The DINO model (structure distance): a transformers folder, .safetensors file or
-    /// repo id.
-    #[arg(long, value_name = "MODEL", default_value = "facebook/dino-vitb8")]
-    pub dino: String,
-    /// Images per forward of the metric networks.
-    #[arg(long, value_name = "N", default_value_t = 8,
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub eval_batch: u32,
-    /// Resize DINO's inputs with antialiasing, as torchvision >= 0.17 does, instead of as the
-    /// reference's pinned torchvision 0.16.1 (no antialiasing; the paper's numbers). The
-    /// JSON says which was used.
-    #[arg(long)]
-    pub dino_antialias: bool,
 }
 
 #[derive(Debug, Args)]
@@ -219,7 +194,7 @@ pub struct CocktailArgs {
     #[arg(long)]
     pub eval: bool,
     #[command(flatten)]
-    pub eval_nets: EvalNets,
+    pub eval_nets: EvalOptions,
     #[command(flatten)]
     pub model: ModelOptions,
     #[command(flatten)]
@@ -299,7 +274,7 @@ pub struct BatchArgs {
     #[arg(long)]
     pub eval: bool,
     #[command(flatten)]
-    pub eval_nets: EvalNets,
+    pub eval_nets: EvalOptions,
     #[command(flatten)]
     pub model: ModelOptions,
     #[command(flatten)]

@@ -29,6 +29,9 @@ pub enum AppError {
     /// A network or its weights.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The metrics (pairing results, scoring).
+    #[error(transparent)]
+    Eval(#[from] ditail_eval::EvalError),
     /// A file.
     #[error(transparent)]
     Io(#[from] std::io::Error),

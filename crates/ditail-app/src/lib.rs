@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod checks;
 mod error;
+pub mod eval;
 pub mod interrupt;
 pub mod job;
 pub mod manifest;

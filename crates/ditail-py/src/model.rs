@@ -88,6 +88,29 @@ fn dtype_name(dtype: FloatDType) -> &'static str {
     }
 }
 
+/// The backend and float type as Python names them (`None`: the automatic choice).
+pub fn parse_compute(
+    py: Python<'_>,
+    backend: Option<String>,
+    dtype: Option<String>,
+) -> PyResult<(Option<Backend>, Option<FloatDType>)> {
+    let backend = backend.map(|b| b.parse::<Backend>()).transpose().py()?;
+    let dtype = match dtype.as_deref() {
+        None => None,
+        Some("f32" | "float32") => Some(FloatDType::F32),
+        Some("f16" | "float16") => Some(FloatDType::F16),
+        Some(other) => {
+            return Err(invalid(
+                py,
+                &format!(
+                    "dtype={other:?}: use \"f32\" or \"f16\" (None: f32 on the CPU, f16 on GPUs)"
+                ),
+            ));
+        }
+    };
+    Ok((backend, dtype))
+}
+
 /// Loads a model (see the package's `ditail.load` for the arguments).
 #[pyfunction]
 #[pyo3(signature = (spec, loras, vae, clip_skip, embeddings, backend, dtype, device))]
@@ -109,20 +132,7 @@ pub fn load(
             "clip_skip=0: 1 uses the text encoder's last layer, 2 the penultimate, ...",
         ));
     }
-    let backend = backend.map(|b| b.parse::<Backend>()).transpose().py()?;
-    let dtype = match dtype.as_deref() {
-        None => None,
-        Some("f32" | "float32") => Some(FloatDType::F32),
-        Some("f16" | "float16") => Some(FloatDType::F16),
-        Some(other) => {
-            return Err(invalid(
-                py,
-                &format!(
-                    "dtype={other:?}: use \"f32\" or \"f16\" (None: f32 on the CPU, f16 on GPUs)"
-                ),
-            ));
-        }
-    };
+    let (backend, dtype) = parse_compute(py, backend, dtype)?;
     let options = ModelOptions {
         loras,
         vae: vae.map(|v| v.display().to_string()),

@@ -7,6 +7,7 @@
 
 use ditail_app::preview::latents_to_rgb;
 use ditail_pipeline::{Phase, Progress};
+use image::RgbImage;
 use pyo3::prelude::*;
 
 use crate::errors::to_py;
@@ -38,6 +39,22 @@ impl Bridge {
             (true, Some(latents)) => latents_to_rgb(latents).ok(),
             _ => None,
         };
+        let stage = match p.phase {
+            Phase::Inversion => "inversion",
+            Phase::Sampling => "sampling",
+            Phase::Generation => "generation",
+        };
+        self.report(stage, p.step, p.total, preview)
+    }
+
+    /// After `step` of `total` of `stage` (with its preview): `false` stops the call.
+    pub fn report(
+        &mut self,
+        stage: &str,
+        step: usize,
+        total: usize,
+        preview: Option<RgbImage>,
+    ) -> bool {
         Python::attach(|py| {
             if let Err(e) = py.check_signals() {
                 self.error = Some(e);
@@ -46,13 +63,8 @@ impl Bridge {
             let Some(callback) = &self.callback else {
                 return true;
             };
-            let stage = match p.phase {
-                Phase::Inversion => "inversion",
-                Phase::Sampling => "sampling",
-                Phase::Generation => "generation",
-            };
             let preview = preview.map(|img| to_python(py, &img));
-            match callback.call1(py, (stage, p.step, p.total, preview)) {
+            match callback.call1(py, (stage, step, total, preview)) {
                 // Only an explicit False cancels (None, the usual return, goes on).
                 Ok(r) => !matches!(r.extract::<bool>(py), Ok(false)),
                 Err(e) => {

@@ -2,6 +2,7 @@
 //! layer's option structs, whose defaults and checks every face shares. A key this module
 //! does not know, or a value of the wrong type, is a `TypeError` naming the key.
 
+use ditail_app::eval::EvalOptions;
 use ditail_app::options::DEFAULT_LORA_SCALE;
 use ditail_app::{DitailOptions, GenerationOptions};
 use ditail_pipeline::settings::{DEFAULT_NEGATIVE, MIN_SIZE, defaults as d};
@@ -34,6 +35,10 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     out.set_item("lora_scale", lora_scale)?;
     out.set_item("clip_skip", 1)?;
     out.set_item("min_size", MIN_SIZE)?;
+    let eval = EvalOptions::default();
+    out.set_item("eval_clip", &eval.clip)?;
+    out.set_item("eval_dino", &eval.dino)?;
+    out.set_item("eval_batch", eval.eval_batch)?;
     Ok(out)
 }
 

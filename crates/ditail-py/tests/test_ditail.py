@@ -301,3 +301,45 @@ def test_two_threads_with_two_models_give_the_sequential_results(a, b):
     assert not errors, errors
     for name, image in expected.items():
         np.testing.assert_array_equal(results[name], image)
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics
+
+
+def test_evaluate_gives_the_clis_report(tmp_path):
+    import json
+
+    ev = ROOT / "tests" / "fixtures" / "eval"
+    nets = ["--clip", str(ev / "clip-tiny"), "--dino", str(ev / "dino-tiny")]
+    out = tmp_path / "scores.json"
+    cli("eval", "--results", str(ev / "images" / "results"), "--content",
+        str(ev / "images" / "content"), "--prompts", str(ev / "images" / "prompts.txt"),
+        *nets, "--json", str(out))
+    expected = json.loads(out.read_text())
+    stages = []
+    report = ditail.evaluate(
+        ev / "images" / "results",
+        content=ev / "images" / "content",
+        prompts=ev / "images" / "prompts.txt",
+        clip=str(ev / "clip-tiny"),
+        dino=str(ev / "dino-tiny"),
+        device="cpu",
+        callback=lambda stage, done, total, _: stages.append((stage, done, total)),
+        progress=False,
+    )
+    assert report == expected
+    assert len(report["images"]) == 4 and report["clip_score"] is not None
+    assert stages[-1] == ("structure distance", 4, 4) and stages[0][0] == "clip score"
+    # Prompts as a dict: the same scores.
+    lines = (ev / "images" / "prompts.txt").read_text().splitlines()
+    as_dict = dict(line.split("\t", 1) for line in lines if line.strip())
+    again = ditail.evaluate(ev / "images" / "results", prompts=as_dict,
+                            clip=str(ev / "clip-tiny"), device="cpu", progress=False)
+    assert [i["clip_score"] for i in again["images"]] == [
+        i["clip_score"] for i in expected["images"]
+    ]
+    with pytest.raises(ditail.InvalidInputError, match="nothing to compute"):
+        ditail.evaluate(ev / "images" / "results", device="cpu", progress=False)
+    with pytest.raises(ditail.DitailError, match="missing"):
+        ditail.evaluate(tmp_path / "missing", prompts=as_dict, device="cpu", progress=False)

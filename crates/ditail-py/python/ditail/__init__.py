@@ -37,7 +37,9 @@ leaves the interpreter and the models usable.
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
@@ -60,6 +62,7 @@ __all__ = [
     "transfer",
     "cocktail",
     "generate",
+    "evaluate",
     "DEFAULTS",
     "DitailError",
     "InvalidInputError",
@@ -540,3 +543,74 @@ def generate(
             previews,
         )
     return _from_native(pixels, numpy=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics
+
+
+def evaluate(
+    results: PathLike,
+    *,
+    content: Optional[PathLike] = None,
+    prompts: Union[None, bool, PathLike, Dict[str, str]] = None,
+    reference: Optional[PathLike] = None,
+    clip: str = _D["eval_clip"],
+    dino: str = _D["eval_dino"],
+    inception: Optional[PathLike] = None,
+    fid_native: bool = False,
+    batch: int = _D["eval_batch"],
+    dino_antialias: bool = False,
+    device: str = "auto",
+    dtype: Optional[str] = None,
+    callback: Optional[Callback] = None,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """The paper's metrics over a folder of results (``ditail eval``): the CLIP score of
+    each result against its prompt, the DINO structure distance to its content image, and
+    the FID of all results against a reference folder.
+
+    Args:
+        results: the folder of results (ditail's PNGs, or any images).
+        content: the content images, paired with the results by file name (with
+            ``prompts=True``, by the content hash ditail records).
+        prompts: a file of ``name<TAB>prompt`` lines or a JSON object, a dict
+            ``{result name: prompt}``, or ``True`` to take each result's prompt (and its
+            content image) from the metadata ditail writes into its PNGs.
+        reference: a folder of reference images: enables FID.
+        clip, dino: the metric networks (a transformers folder, a .safetensors file or a
+            repo id).
+        inception: pytorch-fid's InceptionV3 weights as .safetensors (default: in ditail's
+            cache folder).
+        fid_native: FID on the images as they are instead of squashed to 224x224 as the
+            Ditail reference does.
+
+    Returns:
+        The report ``ditail eval --json`` writes: ``images`` (per result ``name``,
+        ``clip_score``, ``structure_distance``), the means, ``fid`` and ``dino_resize``.
+        A statistic on too few images is warned about (``warnings.warn``).
+    """
+    backend, index = _parse_device(device)
+    if isinstance(prompts, (str, os.PathLike)):
+        prompts = os.fspath(prompts)
+    opt = lambda p: None if p is None else os.fspath(p)  # noqa: E731
+    with _Progress(callback, progress, "evaluate") as bar:
+        report, notes = _native.evaluate(
+            os.fspath(results),
+            opt(content),
+            prompts,
+            opt(reference),
+            opt(inception),
+            fid_native,
+            clip,
+            dino,
+            batch,
+            dino_antialias,
+            backend,
+            dtype,
+            index,
+            bar.native(),
+        )
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return json.loads(report)

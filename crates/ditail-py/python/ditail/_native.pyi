@@ -79,6 +79,23 @@ def generate(
     callback: Optional[NativeCallback] = None,
     previews: bool = False,
 ) -> Pixels: ...
+def evaluate(
+    results: str,
+    content: Optional[str],
+    prompts: Union[None, bool, str, Dict[str, str]],
+    reference: Optional[str],
+    inception: Optional[str],
+    fid_native: bool,
+    clip: str,
+    dino: str,
+    batch: int,
+    dino_antialias: bool,
+    backend: Optional[str],
+    dtype: Optional[str],
+    device: Optional[int],
+    callback: Optional[NativeCallback] = None,
+) -> Tuple[str, List[str]]:
+    """The report as JSON, and the warnings."""
 def load_inversion(path: str, model: Model) -> Inversion: ...
 def read_image(path: str) -> Pixels: ...
 def defaults() -> Dict[str, Any]: ...
