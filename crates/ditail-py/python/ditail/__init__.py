@@ -194,10 +194,8 @@ def _to_native(image: ImageLike) -> Union[str, Tuple[bytes, int, int]]:
     )
 
 
-def _from_native(pixels: Tuple[bytes, int, int], numpy: bool) -> Any:
+def _pil(pixels: Tuple[bytes, int, int]) -> _PIL.Image:
     data, width, height = pixels
-    if numpy:
-        return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3).copy()
     return _PIL.frombytes("RGB", (width, height), data)
 
 
@@ -218,7 +216,7 @@ class _Progress:
         self.tqdm: Any = None
         if progress:
             try:
-                from tqdm.auto import tqdm
+                from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
                 self.tqdm = tqdm
             except ImportError:
@@ -233,7 +231,7 @@ class _Progress:
                 self.stage = stage
             self.bar.update(step - self.bar.n)
         if self.callback is not None:
-            image = None if preview is None else _from_native(preview, numpy=False)
+            image = None if preview is None else _pil(preview)
             return self.callback(stage, step, total, image)
         return None
 
@@ -368,7 +366,7 @@ def sample(
             bar.native(),
             previews,
         )
-    return _from_native(pixels, numpy=False)
+    return _pil(pixels)
 
 
 def _like(image: ImageLike, result: _PIL.Image) -> Any:
@@ -542,7 +540,7 @@ def generate(
             bar.native(),
             previews,
         )
-    return _from_native(pixels, numpy=False)
+    return _pil(pixels)
 
 
 # ---------------------------------------------------------------------------------------
@@ -593,7 +591,10 @@ def evaluate(
     backend, index = _parse_device(device)
     if isinstance(prompts, (str, os.PathLike)):
         prompts = os.fspath(prompts)
-    opt = lambda p: None if p is None else os.fspath(p)  # noqa: E731
+
+    def opt(path: Optional[PathLike]) -> Optional[str]:
+        return None if path is None else os.fspath(path)
+
     with _Progress(callback, progress, "evaluate") as bar:
         report, notes = _native.evaluate(
             os.fspath(results),
@@ -613,4 +614,5 @@ def evaluate(
         )
     for note in notes:
         warnings.warn(note, stacklevel=2)
-    return json.loads(report)
+    parsed: Dict[str, Any] = json.loads(report)
+    return parsed
