@@ -19,8 +19,6 @@
 //! # Ok(()) }
 //! ```
 
-#![warn(missing_docs)]
-
 // The web app's modules name the crates as the binary does (`ditail::app`, ...).
 extern crate self as ditail;
 

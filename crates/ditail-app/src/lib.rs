@@ -7,8 +7,6 @@
 //! A face turns its input (flags, JSON, C structs) into [`options`] and a [`Job`], and its
 //! output (a terminal, server-sent events, callbacks) into a [`Sink`].
 
-#![warn(missing_docs)]
-
 pub mod cache;
 pub mod checks;
 mod error;

@@ -11,8 +11,6 @@
 //! | `latents` (f32 `[B, 4, h, w]`) | VAE decoder | `decoded` |
 //! | `sample`, `timestep` (`[1]`), `encoder_hidden_states` (SDXL: and `text_embeds`, `time_ids`) | U-Net | `noise_pred` |
 
-#![warn(missing_docs)]
-
 use std::collections::BTreeMap;
 use std::path::Path;
 

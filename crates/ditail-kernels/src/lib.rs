@@ -20,8 +20,6 @@
 //! kernels, SIMD intrinsics, launches), each with the reason it is sound; the networks'
 //! crate (`ditail-models`) calls these as safe functions.
 
-#![warn(missing_docs)]
-
 pub mod attention;
 pub mod conv;
 #[cfg(feature = "flex")]
