@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use common::measure;
+use ditail::eval::nets::load::{load_clip, load_inception, load_vit};
 use ditail::models::device::Backend;
-use ditail::models::load::eval::{load_clip, load_inception, load_vit};
 use ditail::models::load::hub::HubOptions;
 
 /// The `ditail` binary's allocator and its settings.

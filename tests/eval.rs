@@ -19,10 +19,10 @@ use common::{assert_close, cpu, fixtures};
 
 use ditail::eval::fid::{Features, frechet_distance};
 use ditail::eval::metrics::structure_distances;
+use ditail::eval::nets::inception::INPUT_SIDE;
+use ditail::eval::nets::load::{load_clip, load_inception, load_vit};
 use ditail::eval::preprocess::DinoResize;
 use ditail::eval::{pairing, preprocess};
-use ditail::models::inception::INPUT_SIDE;
-use ditail::models::load::eval::{load_clip, load_inception, load_vit};
 use ditail::models::load::hub::HubOptions;
 use ditail::models::tensor_file::read_tensors;
 use ditail::pipeline::preprocess::load_rgb;

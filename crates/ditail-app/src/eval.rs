@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ditail_eval::nets::load::{ClipPlan, VitPlan, load_inception, plan_clip, plan_vit};
 use ditail_eval::pairing::{self, Item};
 use ditail_eval::preprocess::DinoResize;
 use ditail_eval::{Networks, Options, Report, Stage, evaluate};
 use ditail_models::device::Compute;
-use ditail_models::load::eval::{ClipPlan, VitPlan, load_inception, plan_clip, plan_vit};
 use ditail_models::load::hub::HubOptions;
 use ditail_pipeline::PipelineError;
 use ditail_pipeline::digest::image_hash;

@@ -1,6 +1,6 @@
 //! The Ditail paper's metrics, as its reference evaluation
 //! ([`src/ditail_metrics.py`](https://github.com/MAPS-research/Ditail/blob/4b8b4e0b4fe56e1cd1b5ae7e8ebb2ea3dbc5b1ba/src/ditail_metrics.py))
-//! computes them, with the networks of [`ditail_models`]:
+//! computes them, with its networks ([`nets`]) on the loader of [`ditail_models`]:
 //!
 //! - CLIP score: how well a result follows its prompt (CLIP ViT-L/14, the diagonal of
 //!   `logits_per_text` / 100; higher is better);
@@ -16,16 +16,17 @@
 pub mod error;
 pub mod fid;
 pub mod metrics;
+pub mod nets;
 pub mod pairing;
 pub mod preprocess;
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use ditail_models::inception::{INPUT_SIDE, InceptionV3};
-use ditail_models::load::eval::Clip;
-use ditail_models::vit::VitModel;
 use ditail_pipeline::preprocess::load_rgb;
+use nets::inception::{INPUT_SIDE, InceptionV3};
+use nets::load::Clip;
+use nets::vit::VitModel;
 use serde::Serialize;
 
 pub use error::{EvalError, Result};
@@ -255,7 +256,7 @@ pub fn evaluate(
                     .expect("f32 data");
                 rows.extend(
                     values
-                        .chunks(ditail_models::inception::FEATURES)
+                        .chunks(nets::inception::FEATURES)
                         .map(<[f32]>::to_vec),
                 );
                 if !progress(stage, ((done + 1) * batch).min(paths.len()), paths.len()) {

@@ -8,8 +8,6 @@
 //!   and self-attention [`hook::Site`];
 //! - [`kernels`]: attention with Ditail's q/k injection fused in (a WGSL kernel where wgpu
 //!   compiles WGSL, burn-cubecl's flash attention on SPIR-V, MSL and CUDA);
-//! - [`clip_model`] ([`clip_vision`]), [`vit`], [`inception`]: the networks of
-//!   `ditail eval`'s metrics (CLIP ViT-L/14, DINO ViT-B/8, pytorch-fid's InceptionV3);
 //! - [`device`]: choosing the backend, device and float type at run time; [`gpu`]: the GPU
 //!   backends' kernel-tuning cache and what a GPU device offers (compiler, f16, tensor cores);
 //! - [`load`]: diffusers folders and safetensors files, converted to the model's float type
@@ -25,14 +23,11 @@
 pub mod attention;
 pub mod cast;
 pub mod clip;
-pub mod clip_model;
-pub mod clip_vision;
 pub mod device;
 pub mod error;
 pub mod family;
 pub mod gpu;
 pub mod hook;
-pub mod inception;
 pub mod json;
 // The kernels are their own crate (all of the networks' `unsafe` code); this path stays.
 pub use ditail_kernels as kernels;
@@ -43,7 +38,6 @@ pub mod tensor_file;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
-pub mod vit;
 
 pub use clip::{ClipTextConfig, ClipTextModel};
 pub use error::{ModelError, Result};

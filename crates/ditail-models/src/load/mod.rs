@@ -8,7 +8,6 @@
 //! names (`query`, `key`, `value`, `proj_attn`).
 
 mod diffusers;
-pub mod eval;
 mod fit;
 pub mod hub;
 pub mod ldm;
@@ -83,7 +82,7 @@ impl Component {
                 key == "text_model.embeddings.position_ids"
             }
             // The position buffers, and the temperature, which is no module tensor (a 0-d
-            // tensor, read apart by `load::eval`).
+            // tensor, read apart by `ditail_eval::nets::load`).
             Component::ClipModel => {
                 key.ends_with("embeddings.position_ids") || key == "logit_scale"
             }

@@ -3,18 +3,18 @@
 //! logit scale, as transformers' `logits_per_text`).
 //!
 //! Ports transformers' [`CLIPModel`](https://github.com/huggingface/transformers/blob/679021a6b0ded09d623a96e2bd2f822c5a548872/src/transformers/models/clip/modeling_clip.py);
-//! the text tower is the one SD uses ([`crate::clip`]), the vision tower
-//! [`crate::clip_vision`].
+//! the text tower is the one SD uses ([`ditail_models::clip`]), the vision tower
+//! [`super::clip_vision`].
 
 use std::path::Path;
 
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::clip::{ClipTextConfig, ClipTextTransformer};
-use crate::clip_vision::{ClipVisionConfig, ClipVisionTransformer};
-use crate::error::{ModelError, Result};
-use crate::json::JsonConfig;
+use super::clip_vision::{ClipVisionConfig, ClipVisionTransformer};
+use ditail_models::clip::{ClipTextConfig, ClipTextTransformer};
+use ditail_models::error::{ModelError, Result};
+use ditail_models::json::JsonConfig;
 
 /// Configuration of a `CLIPModel`; field names follow transformers' `CLIPConfig`.
 #[derive(Config, Debug)]
@@ -118,7 +118,7 @@ impl ClipModel {
             .iter()
             .enumerate()
             .map(|(i, row)| {
-                let at = crate::clip::pool_position(row, self.eos_token_id);
+                let at = ditail_models::clip::pool_position(row, self.eos_token_id);
                 hidden
                     .clone()
                     .slice([i..i + 1, at..at + 1, 0..d])

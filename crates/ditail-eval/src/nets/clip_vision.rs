@@ -11,9 +11,9 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConf
 use burn::prelude::*;
 use serde_json::Value;
 
-use crate::clip::ClipEncoder;
-use crate::error::{ModelError, Result};
-use crate::json::JsonConfig;
+use ditail_models::clip::ClipEncoder;
+use ditail_models::error::{ModelError, Result};
+use ditail_models::json::JsonConfig;
 
 /// Configuration of the vision tower; field names follow transformers' `vision_config`.
 #[derive(Config, Debug)]

@@ -14,15 +14,15 @@ use std::sync::Arc;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-use super::diffusers::WeightFiles;
-use super::hub::{self, HubOptions};
-use super::single_file::reject_pickle;
-use super::{Component, WeightFile, describe, load_into};
-use crate::clip_model::{ClipConfig, ClipModel};
-use crate::error::{ModelError, Result};
-use crate::inception::InceptionV3;
-use crate::tokenizer::ClipTokenizer;
-use crate::vit::{VitConfig, VitModel};
+use super::clip_model::{ClipConfig, ClipModel};
+use super::inception::InceptionV3;
+use super::vit::{VitConfig, VitModel};
+use ditail_models::error::{ModelError, Result};
+use ditail_models::load::WeightFiles;
+use ditail_models::load::hub::{self, HubOptions};
+use ditail_models::load::reject_pickle;
+use ditail_models::load::{Component, WeightFile, describe, load_into};
+use ditail_models::tokenizer::ClipTokenizer;
 
 /// The metric networks load in f32: the metrics compare small differences.
 const DTYPE: FloatDType = FloatDType::F32;
@@ -148,7 +148,7 @@ fn expect_key(files: &[Arc<WeightFile>], component: Component, key: &str) -> Res
 fn scalar(files: &[Arc<WeightFile>], key: &str) -> Result<f32> {
     for file in files {
         if let Some(e) = file.tensors().iter().find(|e| e.name == key) {
-            let values = super::decode_f32(file.raw(e), e.dtype);
+            let values = ditail_models::load::decode_f32(file.raw(e), e.dtype);
             return match values.as_slice() {
                 [v] if v.is_finite() => Ok(*v),
                 _ => Err(ModelError::InvalidInput {

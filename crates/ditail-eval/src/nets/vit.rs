@@ -16,10 +16,10 @@ use burn::prelude::*;
 use burn::tensor::activation::gelu;
 use serde_json::Value;
 
-use crate::error::{ModelError, Result};
-use crate::json::JsonConfig;
-use crate::kernels::linear::linear;
-use crate::ops::multi_head_attention;
+use ditail_models::error::{ModelError, Result};
+use ditail_models::json::JsonConfig;
+use ditail_models::kernels::linear::linear;
+use ditail_models::ops::multi_head_attention;
 
 /// Configuration of the ViT; field names follow transformers' `ViTConfig`.
 #[derive(Config, Debug)]

@@ -19,7 +19,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, interpolate, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions};
 
-use crate::error::{ModelError, Result};
+use ditail_models::error::{ModelError, Result};
 
 /// Width of the pool features.
 pub const FEATURES: usize = 2048;
@@ -85,7 +85,7 @@ impl BasicConv2d {
         let scale = bn.weight.val() / (bn.running_var.val() + BN_EPS).sqrt();
         let shift = bn.bias.val() - bn.running_mean.val() * scale.clone();
         let c = scale.dims()[0];
-        let y = crate::kernels::conv::conv2d(&self.conv, x);
+        let y = ditail_models::kernels::conv::conv2d(&self.conv, x);
         relu(y * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1]))
     }
 }
