@@ -24,7 +24,7 @@ use crate::ops::multi_head_attention;
 ///
 /// SD's table is 49408x768 f32 (152 MB), larger than the 128 MiB one buffer may hold on
 /// WebGPU-limited adapters, so it is stored in chunks of at most 16384 rows (48 MiB).
-pub const EMBEDDING_CHUNK_ROWS: usize = 16384;
+pub(crate) const EMBEDDING_CHUNK_ROWS: usize = 16384;
 
 /// Configuration of the text encoder; field names follow transformers' `config.json`.
 #[derive(Config, Debug)]

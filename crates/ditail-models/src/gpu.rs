@@ -33,7 +33,7 @@ pub struct TuningCache {
 /// ditail's cache folder for GPU kernels: `$DITAIL_GPU_CACHE`, else
 /// `$XDG_CACHE_HOME/ditail/gpu`, else `~/.cache/ditail/gpu` (`%LOCALAPPDATA%\ditail\gpu` on
 /// Windows).
-pub fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     match std::env::var_os("DITAIL_GPU_CACHE").filter(|v| !v.is_empty()) {
         Some(dir) => Some(PathBuf::from(dir)),
         None => Some(ditail_cache_dir()?.join("gpu")),

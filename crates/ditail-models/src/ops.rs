@@ -49,7 +49,7 @@ fn nearest_indices(from: usize, to: usize) -> Vec<i64> {
 /// Nearest-neighbour resize of `[B, C, H, W]` to `[B, C, size[0], size[1]]`, equal to
 /// PyTorch's `F.interpolate(x, size=size, mode="nearest")` (and so to a 2x upsample when
 /// `size` is twice the input).
-pub fn resize_nearest(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+pub(crate) fn resize_nearest(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     let device = x.device();
     let pick = |x: Tensor<4>, dim: usize, from: usize, to: usize| {

@@ -31,7 +31,7 @@ use super::Component;
 
 /// What a checkpoint file holds, judged from its keys and shapes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Architecture {
+pub(crate) enum Architecture {
     /// Stable Diffusion 1.x (loadable).
     Sd1,
     /// Stable Diffusion XL base (loadable).
@@ -41,7 +41,7 @@ pub enum Architecture {
 }
 
 /// Classifies a single-file checkpoint from its keys and the shape lookup `shape`.
-pub fn detect<'a>(
+pub(crate) fn detect<'a>(
     keys: impl Iterator<Item = &'a str> + Clone,
     shape: impl Fn(&str) -> Option<Vec<usize>>,
 ) -> Architecture {
@@ -126,7 +126,7 @@ fn indices(s: &str) -> Option<(usize, usize, &str)> {
 
 /// The diffusers U-Net key of an LDM U-Net key (without `model.diffusion_model.`), given
 /// `layers_per_block`, or `None` for keys outside the mapping.
-pub fn unet_key(key: &str, layers: usize) -> Option<String> {
+pub(crate) fn unet_key(key: &str, layers: usize) -> Option<String> {
     let per = layers + 1;
     if let Some(rest) = key.strip_prefix("time_embed.") {
         return Some(swap(
@@ -208,7 +208,7 @@ fn unet_resnet_ldm(rest: &str) -> String {
 /// The LDM name of a diffusers U-Net key, the inverse of [`unet_key`]: kohya's SDXL LoRAs
 /// name U-Net modules this way (`lora_unet_input_blocks_4_1_…`). `up_has_attention(b)`
 /// says whether up block `b` has attentions (its upsampler is then part 2, else part 1).
-pub fn unet_ldm_key(
+pub(crate) fn unet_ldm_key(
     key: &str,
     layers: usize,
     up_has_attention: impl Fn(usize) -> bool,
@@ -298,7 +298,7 @@ fn vae_mid(rest: &str) -> Option<String> {
 
 /// The diffusers VAE key of an LDM VAE key (without `first_stage_model.`), given the number
 /// of resolution blocks.
-pub fn vae_key(key: &str, blocks: usize) -> Option<String> {
+pub(crate) fn vae_key(key: &str, blocks: usize) -> Option<String> {
     for side in ["encoder", "decoder"] {
         let Some(rest) = key.strip_prefix(side).and_then(|r| r.strip_prefix('.')) else {
             continue;
@@ -348,12 +348,12 @@ pub fn vae_key(key: &str, blocks: usize) -> Option<String> {
 }
 
 /// Whether a VAE key is one of the attention's 1x1 convolutions that become linears.
-pub fn vae_conv_to_linear(diffusers_key: &str) -> bool {
+pub(crate) fn vae_conv_to_linear(diffusers_key: &str) -> bool {
     diffusers_key.contains("mid_block.attentions.0.to_") && diffusers_key.ends_with(".weight")
 }
 
 /// The text encoder key of an LDM key (without `cond_stage_model.transformer.`).
-pub fn text_key(key: &str) -> String {
+pub(crate) fn text_key(key: &str) -> String {
     // `text_projection` (SDXL's second encoder) sits beside `text_model`, not inside it.
     if key.starts_with("text_model.") || key.starts_with("text_projection.") {
         key.to_string()
@@ -364,7 +364,7 @@ pub fn text_key(key: &str) -> String {
 
 /// Which component an LDM key belongs to, and the key without its prefix; `None` for keys
 /// a loader ignores (EMA copies, unknown extras are reported by the caller).
-pub fn component_of(key: &str) -> Option<(Component, &str)> {
+pub(crate) fn component_of(key: &str) -> Option<(Component, &str)> {
     if let Some(r) = key.strip_prefix("model.diffusion_model.") {
         return Some((Component::Unet, r));
     }
@@ -386,7 +386,7 @@ pub fn component_of(key: &str) -> Option<(Component, &str)> {
 /// How an OpenCLIP tensor feeds the model's: a key, and for a fused attention projection
 /// the third of its rows, or for the text projection a transpose.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpenClipPart {
+pub(crate) struct OpenClipPart {
     /// The transformers key.
     pub key: String,
     /// Which third of the rows (`in_proj_weight`/`in_proj_bias` hold q, k and v stacked).
@@ -407,7 +407,7 @@ pub struct OpenClipPart {
 /// | `….attn.out_proj`, `….mlp.c_fc`, `….mlp.c_proj` | `….self_attn.out_proj`, `….mlp.fc1`, `….mlp.fc2` |
 /// | `ln_final` | `text_model.final_layer_norm` |
 /// | `text_projection` (`[hidden, projection]`) | `text_projection.weight` (transposed) |
-pub fn openclip_key(key: &str) -> Option<Vec<OpenClipPart>> {
+pub(crate) fn openclip_key(key: &str) -> Option<Vec<OpenClipPart>> {
     let one = |key: String| {
         Some(vec![OpenClipPart {
             key,

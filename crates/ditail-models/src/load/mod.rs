@@ -10,7 +10,7 @@
 mod diffusers;
 mod fit;
 pub mod hub;
-pub mod ldm;
+mod ldm;
 pub mod lora;
 mod lora_term;
 mod model;
@@ -214,7 +214,7 @@ pub(crate) fn check_dtypes(component: Component, sources: &[(String, Source)]) -
 /// Fails, naming the keys, when the model needs a tensor the sources lack, when they hold
 /// a tensor the model has no place for (but known harmless ones), or when shapes
 /// disagree; the module is then not to be used. `desc` names the sources in messages.
-pub fn load_sources<M: ModuleSnapshot>(
+pub(crate) fn load_sources<M: ModuleSnapshot>(
     module: &mut M,
     component: Component,
     sources: Vec<(String, Source)>,

@@ -250,7 +250,7 @@ pub fn decode_f32(raw: &[u8], dtype: Dtype) -> Vec<f32> {
 }
 
 /// [`decode_f32`], also saying whether every value is finite (checked in the same pass).
-pub fn decode_f32_checked(raw: &[u8], dtype: Dtype) -> (Vec<f32>, bool) {
+pub(crate) fn decode_f32_checked(raw: &[u8], dtype: Dtype) -> (Vec<f32>, bool) {
     fn each<const N: usize>(raw: &[u8], f: impl Fn([u8; N]) -> f32) -> (Vec<f32>, bool) {
         let mut finite = true;
         let values = raw

@@ -13,7 +13,7 @@ use burn::tensor::activation::silu;
 ///
 /// Returns `[timesteps.len(), dim]` values, row-major: `[cos | sin]` when `flip_sin_to_cos`
 /// (SD1.x), else `[sin | cos]`; an odd `dim` gets a zero column at the end.
-pub fn timestep_embedding(
+pub(crate) fn timestep_embedding(
     timesteps: &[f32],
     dim: usize,
     flip_sin_to_cos: bool,

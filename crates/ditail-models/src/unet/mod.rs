@@ -16,7 +16,8 @@ mod embeddings;
 pub use blocks::{DownBlock, Downsample2d, MidBlock, UpBlock, Upsample2d};
 pub use conditioning::{AddedConditioning, Conditioning};
 pub use config::UNetConfig;
-pub use embeddings::{TimestepEmbedding, timestep_embedding};
+pub use embeddings::TimestepEmbedding;
+pub(crate) use embeddings::timestep_embedding;
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
