@@ -20,7 +20,7 @@
 //! kernels, SIMD intrinsics, launches), each with the reason it is sound; the networks'
 //! crate (`ditail-models`) calls these as safe functions.
 //!
-//! The building blocks below the operations ([`product`], [`sgemm512`], `conv::winograd`,
+//! The building blocks below the operations (`product`, `sgemm512`, `conv::winograd`,
 //! the launch counters) are public for the kernel tests and benchmarks of the root package
 //! and this crate's examples, not behind a `testing` feature: a feature that only tests
 //! turn on would give this crate two feature sets, and `cargo build -p ditail-capi` (or
