@@ -299,7 +299,7 @@ pub fn command<'a>(
         .collect();
     let eval_checked = if args.eval {
         let dino = eval_items.iter().any(|i| i.content.is_some());
-        Some(super::eval::check(&args.eval_nets, true, dino, None)?)
+        Some(ditail::app::eval::check(&args.eval_nets, true, dino, None)?)
     } else {
         None
     };

@@ -152,7 +152,12 @@ pub fn command<'a>(
     )?;
     let eval_checked = if args.eval {
         let prompts = described.iter().any(|(_, p)| !p.is_empty());
-        Some(super::eval::check(&args.eval_nets, prompts, true, None)?)
+        Some(ditail::app::eval::check(
+            &args.eval_nets,
+            prompts,
+            true,
+            None,
+        )?)
     } else {
         None
     };
@@ -218,7 +223,7 @@ fn score_cocktail(
     contents: &[(String, String)],
     names: &[String],
     content_path: impl Fn(usize, usize) -> PathBuf,
-    checked: super::eval::Checked,
+    checked: ditail::app::eval::Checked,
     args: &CocktailArgs,
     compute: &Compute,
     ui: &Ui,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use ditail::app::eval::{self, EvalInputs, EvalOptions, EvalSink, Evaluation, Prompts};
+use ditail::app::eval::{self, EvalInputs, EvalSink, Evaluation, Prompts};
 use ditail::eval::pairing::Item;
 use ditail::eval::{Options, Report, Stage};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -141,24 +141,11 @@ pub fn command<'a>(args: &'a EvalArgs, compute: &'a Compute, ui: &'a Ui) -> Resu
     }))
 }
 
-/// The metric networks located and checked, not loaded.
-pub use eval::Checked;
-
-/// Locates and checks the networks a scoring will need (see [`eval::check`]).
-pub fn check(
-    nets: &EvalOptions,
-    clip: bool,
-    dino: bool,
-    inception: Option<PathBuf>,
-) -> Result<Checked> {
-    Ok(eval::check(nets, clip, dino, inception)?)
-}
-
 /// Loads the checked networks and scores `items` with progress bars (see [`eval::score`]).
 pub fn score(
     items: &[Item],
     reference: &[PathBuf],
-    checked: Checked,
+    checked: eval::Checked,
     opts: &Options,
     compute: &Compute,
     ui: &Ui,
