@@ -144,7 +144,7 @@ def test_an_inversion_that_does_not_fit_the_target_is_refused(a, b):
 def test_the_callback_sees_every_step_in_order_with_previews(a, b):
     seen = []
 
-    def callback(stage, step, total, preview):
+    def callback(step, total, stage, preview):
         seen.append((stage, step, total))
         assert isinstance(preview, Image.Image) and preview.size == (10, 8)
 
@@ -164,7 +164,7 @@ def test_no_previews_unless_asked(a):
 def test_false_from_the_callback_cancels_and_the_model_stays_usable(a, b):
     seen = []
 
-    def stop_at_2(stage, step, total, preview):
+    def stop_at_2(step, total, stage, preview):
         seen.append(step)
         return step < 2
 
@@ -175,7 +175,7 @@ def test_false_from_the_callback_cancels_and_the_model_stays_usable(a, b):
 
 
 def test_an_exception_in_the_callback_stops_the_call_and_is_raised(a):
-    def boom(stage, step, total, preview):
+    def boom(step, total, stage, preview):
         raise RuntimeError("from the callback")
 
     with pytest.raises(RuntimeError, match="from the callback"):
@@ -185,7 +185,7 @@ def test_an_exception_in_the_callback_stops_the_call_and_is_raised(a):
 def test_ctrl_c_cancels_after_the_step_and_leaves_the_interpreter_usable(a, b):
     started, steps = threading.Event(), []
 
-    def note(stage, step, total, preview):
+    def note(step, total, stage, preview):
         steps.append(step)
         started.set()
 
@@ -325,7 +325,7 @@ def test_evaluate_gives_the_clis_report(tmp_path):
         clip=str(ev / "clip-tiny"),
         dino=str(ev / "dino-tiny"),
         device="cpu",
-        callback=lambda stage, done, total, _: stages.append((stage, done, total)),
+        callback=lambda done, total, stage, _: stages.append((stage, done, total)),
         progress=False,
     )
     assert report == expected

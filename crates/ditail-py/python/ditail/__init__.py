@@ -28,7 +28,7 @@ the same the ``ditail`` command and its web app use.
 Long calls release the GIL; models and inversions are read-only once made, so threads may
 share them (each call runs on the device of its model). Progress goes to a tqdm bar when
 tqdm is installed (``progress=False`` turns it off) and to an optional
-``callback(stage, step, total, preview)`` after every step, where ``stage`` is
+``callback(step, total, stage, preview)`` after every step, where ``stage`` is
 ``"inversion"``, ``"sampling"`` or ``"generation"`` and ``preview`` is a small PIL image of
 the latents (``None`` unless ``previews=True``); returning ``False`` cancels the call
 (:class:`CancelledError`). Ctrl+C (``KeyboardInterrupt``) cancels after the current step and
@@ -79,8 +79,8 @@ _D = DEFAULTS
 PathLike = Union[str, "os.PathLike[str]"]
 #: What a content image can be.
 ImageLike = Union[_PIL.Image, np.ndarray, str, "os.PathLike[str]"]
-#: ``callback(stage, step, total, preview) -> None | bool``.
-Callback = Callable[[str, int, int, Optional[_PIL.Image]], Optional[bool]]
+#: ``callback(step, total, stage, preview) -> None | bool``.
+Callback = Callable[[int, int, str, Optional[_PIL.Image]], Optional[bool]]
 _Image = TypeVar("_Image", _PIL.Image, np.ndarray)
 
 
@@ -232,7 +232,7 @@ class _Progress:
             self.bar.update(step - self.bar.n)
         if self.callback is not None:
             image = None if preview is None else _pil(preview)
-            return self.callback(stage, step, total, image)
+            return self.callback(step, total, stage, image)
         return None
 
     def native(self) -> Optional[Callable[..., Optional[bool]]]:
