@@ -4,7 +4,7 @@ the same pixels on all three faces; inversions round-trip through their file; pr
 cancellation and Ctrl+C; errors map to their classes; two threads run two models.
 
 Run by scripts/test_python.sh (which builds the package into a virtual environment with
-maturin); the CLI and the C library are the workspace's debug builds (`DITAIL_BIN`,
+maturin); the CLI and the C library are the workspace's test build's (`DITAIL_BIN`,
 `DITAIL_LIB` override them).
 """
 
@@ -28,7 +28,10 @@ MODELS = ROOT / "tests" / "fixtures" / "models"
 TINY_A, TINY_B, TINY_XL = (str(MODELS / n) for n in ("tiny-a", "tiny-b", "tiny-xl"))
 CONTENT = ROOT / "tests" / "fixtures" / "pipeline" / "content.png"
 BIN = Path(os.environ.get("DITAIL_BIN", ROOT / "target" / "debug" / "ditail"))
-LIB = Path(os.environ.get("DITAIL_LIB", ROOT / "target" / "debug" / "libditail_capi.so"))
+# What the workspace's test build links the C library as (`cargo test` leaves it in deps/).
+LIB = Path(
+    os.environ.get("DITAIL_LIB", ROOT / "target" / "debug" / "deps" / "libditail_capi.so")
+)
 PROMPT = "a photo of a cat"
 # Small and quick: the tiny models at 64 px, 4 + 4 steps.
 FAST = dict(size=64, inv_steps=4, steps=4, progress=False)
