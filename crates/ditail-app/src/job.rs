@@ -184,7 +184,8 @@ impl Job {
                     ..
                 } => {
                     generation.check()?;
-                    let dims = working_dims(generation.size, generation.size, inversion.size)
+                    let side = generation.size_for(target_checked[0].1.family);
+                    let dims = working_dims(side, side, inversion.size)
                         .context("the generated content")?;
                     check_mask_shape(&sampling.mask, &options.mask, dims)?;
                 }

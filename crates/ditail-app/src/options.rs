@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use ditail_models::Family;
 use ditail_models::load::lora::LoraSpec;
 use ditail_pipeline::settings::{DEFAULT_NEGATIVE, MIN_SIZE, defaults};
 use ditail_pipeline::{
@@ -181,13 +182,14 @@ impl DitailOptions {
     }
 
     /// The numbers of the content a source generates from a prompt for this transfer: the
-    /// transfer's negative prompt, steps and size, text-to-image guidance.
+    /// transfer's negative prompt, steps and size (default: the family's, as the
+    /// transfer's), text-to-image guidance.
     pub fn content_generation(&self) -> GenerationOptions {
         GenerationOptions {
             negative: self.negative_prompt.clone(),
             omega: defaults::GENERATION_OMEGA,
             steps: self.steps,
-            size: self.size.unwrap_or(defaults::SIZE),
+            size: self.size,
         }
     }
 }
@@ -206,19 +208,19 @@ pub struct GenerationOptions {
     /// DDIM steps.
     #[cfg_attr(feature = "clap", arg(long = "steps", value_name = "N", default_value_t = defaults::STEPS))]
     pub steps: usize,
-    /// Image side in pixels (square; a multiple of 8).
-    #[cfg_attr(feature = "clap", arg(long = "size", value_name = "N", default_value_t = defaults::SIZE))]
-    pub size: u32,
+    /// Image side in pixels (square; a multiple of 8); default: the model's family's native
+    /// size, 512 (SD1.x) or 1024 (SDXL).
+    #[cfg_attr(feature = "clap", arg(long = "size", value_name = "N"))]
+    pub size: Option<u32>,
 }
 
 impl GenerationOptions {
     /// Checks the numbers (before any model loads).
     pub fn check(&self) -> Result<()> {
-        if self.size < MIN_SIZE || !self.size.is_multiple_of(8) {
-            refuse!(
-                "--size {}: must be a multiple of 8 from {MIN_SIZE}",
-                self.size
-            );
+        if let Some(size) = self.size
+            && (size < MIN_SIZE || !size.is_multiple_of(8))
+        {
+            refuse!("--size {size}: must be a multiple of 8 from {MIN_SIZE}");
         }
         if self.steps == 0 || self.steps > 1000 {
             refuse!("--steps {}: must be between 1 and 1000", self.steps);
@@ -229,14 +231,20 @@ impl GenerationOptions {
         Ok(())
     }
 
-    /// The pipeline's settings for a square image of these numbers.
-    pub fn settings(&self, prompt: &str, seed: u64) -> GenerationSettings {
+    /// The image's side for a model of `family`.
+    pub fn size_for(&self, family: Family) -> u32 {
+        self.size.unwrap_or(family.native_size())
+    }
+
+    /// The pipeline's settings for a square image of these numbers with a model of `family`.
+    pub fn settings(&self, prompt: &str, seed: u64, family: Family) -> GenerationSettings {
+        let size = self.size_for(family);
         GenerationSettings {
             negative_prompt: self.negative.clone(),
             omega: self.omega,
             steps: self.steps,
-            width: self.size,
-            height: self.size,
+            width: size,
+            height: size,
             seed,
             ..GenerationSettings::new(prompt)
         }
@@ -273,4 +281,23 @@ pub fn parse_lora(spec: &str) -> Result<LoraSpec> {
         refuse!("--lora {spec}: {} is not a regular file", path.display());
     }
     Ok(LoraSpec { path, scale })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_without_a_size_takes_the_familys_and_a_given_size_wins() {
+        let mut o = DitailOptions::default().content_generation();
+        assert_eq!(o.size, None);
+        let sd1 = o.settings("p", 1, Family::Sd1);
+        let sdxl = o.settings("p", 1, Family::Sdxl);
+        assert_eq!((sd1.width, sd1.height), (512, 512));
+        assert_eq!((sdxl.width, sdxl.height), (1024, 1024));
+        o.size = Some(64);
+        assert_eq!(o.settings("p", 1, Family::Sdxl).width, 64);
+        o.size = Some(60);
+        assert!(o.check().unwrap_err().to_string().contains("--size 60"));
+    }
 }

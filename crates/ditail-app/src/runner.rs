@@ -85,7 +85,7 @@ impl Runner {
         let loaded = self.model(&model.spec, &model.label, sink)?;
         let latents = generate(
             &loaded,
-            &options.settings(prompt, seed),
+            &options.settings(prompt, seed, loaded.family()),
             &self.compute.device,
             &mut |p: Progress| sink.step(p, cell),
         )

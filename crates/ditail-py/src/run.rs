@@ -166,7 +166,7 @@ pub fn generate<'py>(
     let result = py.detach(|| {
         let latents = pipeline_generate(
             &model.model,
-            &options.settings(prompt, seed),
+            &options.settings(prompt, seed, model.model.family()),
             &model.compute.device,
             &mut |p| bridge.step(p),
         )

@@ -26,7 +26,6 @@ pub fn defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     out.set_item("attn_ratio", o.attn_ratio)?;
     out.set_item("mask", &o.mask)?;
     out.set_item("generation_omega", d::GENERATION_OMEGA)?;
-    out.set_item("generation_size", d::SIZE)?;
     // As written (0.7), not as the f32 widens (0.699999988).
     let lora_scale: f64 = DEFAULT_LORA_SCALE
         .to_string()
@@ -86,7 +85,7 @@ pub fn ditail_options(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<DitailOpti
             "sites" => {
                 o.sites = value::<Option<Vec<String>>>(&key, &v)?.map(|s| s.join(","));
             }
-            "size" => o.size = value(&key, &v)?,
+            "size" => o.size = Some(value(&key, &v)?),
             _ => return Err(PyTypeError::new_err(format!("unexpected setting {key:?}"))),
         }
     }
@@ -99,7 +98,7 @@ pub fn generation_options(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Genera
         negative: DEFAULT_NEGATIVE.to_string(),
         omega: d::GENERATION_OMEGA,
         steps: d::STEPS,
-        size: d::SIZE,
+        size: None,
     };
     for (k, v) in kwargs.into_iter().flat_map(|d| d.iter()) {
         let key: String = k.extract()?;
@@ -110,7 +109,7 @@ pub fn generation_options(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Genera
             "negative_prompt" => o.negative = value(&key, &v)?,
             "omega" => o.omega = value(&key, &v)?,
             "steps" => o.steps = value(&key, &v)?,
-            "size" => o.size = value(&key, &v)?,
+            "size" => o.size = Some(value(&key, &v)?),
             _ => return Err(PyTypeError::new_err(format!("unexpected setting {key:?}"))),
         }
     }

@@ -535,7 +535,7 @@ def generate(
                 negative_prompt=negative_prompt,
                 omega=omega,
                 steps=steps,
-                size=model.native_size if size is None else size,
+                size=size,
             ),
             bar.native(),
             previews,
