@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use ditail_pipeline::preprocess::{MAX_IMAGE_PIXELS, load_rgb};
 use image::RgbImage;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::errors::IntoPy;
+use crate::errors::{IntoPy, invalid};
 
 /// An image as Python gets it back: `(rgb_bytes, width, height)`.
 pub type Pixels<'py> = (Bound<'py, PyBytes>, u32, u32);
@@ -39,17 +39,23 @@ pub fn from_python(image: &Bound<'_, PyAny>) -> PyResult<RgbImage> {
         let data = data.as_bytes();
         let pixels = u64::from(width) * u64::from(height);
         if pixels == 0 || pixels > MAX_IMAGE_PIXELS {
-            return Err(PyValueError::new_err(format!(
-                "the image is {width} x {height} pixels: it must have between 1 and \
-                 {MAX_IMAGE_PIXELS}"
-            )));
+            return Err(invalid(
+                py,
+                &format!(
+                    "the image is {width} x {height} pixels: it must have between 1 and \
+                     {MAX_IMAGE_PIXELS}"
+                ),
+            ));
         }
         if data.len() as u64 != pixels * 3 {
-            return Err(PyValueError::new_err(format!(
-                "a {width} x {height} RGB image has {} bytes, not {}",
-                pixels * 3,
-                data.len()
-            )));
+            return Err(invalid(
+                py,
+                &format!(
+                    "a {width} x {height} RGB image has {} bytes, not {}",
+                    pixels * 3,
+                    data.len()
+                ),
+            ));
         }
         return Ok(
             RgbImage::from_raw(width, height, data.to_vec()).expect("the length was checked")

@@ -6,9 +6,11 @@ use ditail_app::eval::EvalOptions;
 use ditail_app::options::DEFAULT_LORA_SCALE;
 use ditail_app::{DitailOptions, GenerationOptions};
 use ditail_pipeline::settings::{DEFAULT_NEGATIVE, MIN_SIZE, defaults as d};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+
+use crate::errors::invalid;
 
 /// The method's defaults, by the keyword argument that sets each: what `ditail`'s Python
 /// functions put in their signatures.
@@ -49,7 +51,7 @@ where
     v.extract::<T>().map_err(|e| {
         let text = e.value(v.py()).to_string();
         if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(v.py()) {
-            PyValueError::new_err(format!("{key}={v}: out of range ({text})"))
+            invalid(v.py(), &format!("{key}={v}: out of range ({text})"))
         } else {
             PyTypeError::new_err(format!("{key}: {text}"))
         }

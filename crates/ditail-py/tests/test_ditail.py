@@ -241,6 +241,13 @@ def test_settings_out_of_range_are_invalid_input_and_value_errors(a, b):
         ditail.generate(a, "x", seed=-1, progress=False)
 
 
+def test_a_negative_count_is_an_invalid_input_naming_its_setting(a, b):
+    with pytest.raises(ditail.InvalidInputError, match="steps=-3"):
+        ditail.transfer(a, b, CONTENT, PROMPT, **{**FAST, "steps": -3})
+    with pytest.raises(ditail.InvalidInputError, match=r"\(height, width, 3\)"):
+        ditail.transfer(a, b, pixels(CONTENT)[:, :, :2], PROMPT, **FAST)
+
+
 def test_a_value_of_the_wrong_type_names_its_setting(a, b):
     with pytest.raises(TypeError, match="steps"):
         ditail.transfer(a, b, CONTENT, PROMPT, **{**FAST, "steps": "four"})

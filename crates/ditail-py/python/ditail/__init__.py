@@ -183,7 +183,7 @@ def _to_native(image: ImageLike) -> Union[str, Tuple[bytes, int, int]]:
                 "for floats in [0, 1] use (a * 255).round().astype(np.uint8)"
             )
         if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
+            raise InvalidInputError(
                 f"a numpy image must have shape (height, width, 3), not {image.shape}"
             )
         data = np.ascontiguousarray(image)
