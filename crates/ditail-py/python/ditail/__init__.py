@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image as _PIL
@@ -81,7 +81,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 ImageLike = Union[_PIL.Image, np.ndarray, str, "os.PathLike[str]"]
 #: ``callback(step, total, stage, preview) -> None | bool``.
 Callback = Callable[[int, int, str, Optional[_PIL.Image]], Optional[bool]]
-_Image = TypeVar("_Image", _PIL.Image, np.ndarray)
 
 
 # ---------------------------------------------------------------------------------------
