@@ -604,6 +604,7 @@ struct ditail_sampling_settings ditail_sampling_default_settings(void);
  * Samples a target model from an inversion while injecting the source's features: the
  * result keeps the content's structure in the target's style. The inversion may come from
  * any context (it is moved to the target's device) and serves any number of targets.
+ * Injects at the method's sites for the target's family (`ditail_sample_at` takes others).
  *
  * # Safety
  * `settings` is NULL or a `ditail_sampling_settings` of its `struct_size` with NULL or
@@ -615,6 +616,25 @@ enum ditail_status ditail_sample(const struct ditail_model *target,
                                  ditail_progress_fn progress,
                                  void *user_data,
                                  struct ditail_latents **out);
+
+/**
+ * `ditail_sample` injecting at `sites`: comma-separated diffusers module paths of the
+ * target's U-Net, ResNets (`up_blocks.1.resnets.1`) and self-attention layers
+ * (`up_blocks.1.attentions.2.transformer_blocks.0`), as the command's `--sites`; NULL or ""
+ * takes the method's sites for the target's family (SD1.x: 1 ResNet and 8 attention
+ * layers; SDXL: 1 and 4). A site the target does not have fails with
+ * `DITAIL_STATUS_SETTINGS`, naming it.
+ *
+ * # Safety
+ * As `ditail_sample`; `sites` is NULL or NUL-terminated.
+ */
+enum ditail_status ditail_sample_at(const struct ditail_model *target,
+                                    const struct ditail_inversion *inv,
+                                    const struct ditail_sampling_settings *settings,
+                                    const char *sites,
+                                    ditail_progress_fn progress,
+                                    void *user_data,
+                                    struct ditail_latents **out);
 
 /**
  * The default text-to-image settings: no prompt (set `prompt`), ω 7.5, 50 steps,

@@ -485,6 +485,7 @@ pub extern "C" fn ditail_sampling_default_settings() -> SamplingSettings {
 /// Samples a target model from an inversion while injecting the source's features: the
 /// result keeps the content's structure in the target's style. The inversion may come from
 /// any context (it is moved to the target's device) and serves any number of targets.
+/// Injects at the method's sites for the target's family (`ditail_sample_at` takes others).
 ///
 /// # Safety
 /// `settings` is NULL or a `ditail_sampling_settings` of its `struct_size` with NULL or
@@ -498,13 +499,61 @@ pub unsafe extern "C" fn ditail_sample(
     user_data: *mut c_void,
     out: *mut *mut Latents,
 ) -> Status {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { sample_at(target, inv, settings, None, progress, user_data, out) }
+}
+
+/// `ditail_sample` injecting at `sites`: comma-separated diffusers module paths of the
+/// target's U-Net, ResNets (`up_blocks.1.resnets.1`) and self-attention layers
+/// (`up_blocks.1.attentions.2.transformer_blocks.0`), as the command's `--sites`; NULL or ""
+/// takes the method's sites for the target's family (SD1.x: 1 ResNet and 8 attention
+/// layers; SDXL: 1 and 4). A site the target does not have fails with
+/// `DITAIL_STATUS_SETTINGS`, naming it.
+///
+/// # Safety
+/// As `ditail_sample`; `sites` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn ditail_sample_at(
+    target: *const Model,
+    inv: *const Inversion,
+    settings: *const SamplingSettings,
+    sites: *const c_char,
+    progress: ProgressFn,
+    user_data: *mut c_void,
+    out: *mut *mut Latents,
+) -> Status {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { sample_at(target, inv, settings, Some(sites), progress, user_data, out) }
+}
+
+/// The two sampling calls: `sites` is `None` for `ditail_sample`, else its argument.
+///
+/// # Safety
+/// As `ditail_sample_at`.
+unsafe fn sample_at(
+    target: *const Model,
+    inv: *const Inversion,
+    settings: *const SamplingSettings,
+    sites: Option<*const c_char>,
+    progress: ProgressFn,
+    user_data: *mut c_void,
+    out: *mut *mut Latents,
+) -> Status {
     guard(|| {
         // SAFETY: the caller's contract.
         let out = unsafe { out_param(out, "out") }?;
         let target = MODELS.get(target.addr(), "target")?;
         let inv = INVERSIONS.get(inv.addr(), "inv")?;
         // SAFETY: the header's contract: NULL or a struct of its `struct_size`.
-        let settings = unsafe { read_versioned(settings, "settings") }?.to_pipeline()?;
+        let mut settings = unsafe { read_versioned(settings, "settings") }?.to_pipeline()?;
+        if let Some(sites) = sites {
+            // SAFETY: the header's contract: a string argument is NULL or NUL-terminated.
+            let list = unsafe { opt_str(sites, "sites") }?.unwrap_or("");
+            if !list.trim().is_empty() {
+                settings.sites = Some(ditail_pipeline::InjectionSites::parse(list)?);
+            }
+        }
         let device = &target.ctx.compute.device;
         // Borrowed when the inversion is on the target's device already.
         let inversion = if inv.inv.z0().device() == *device {

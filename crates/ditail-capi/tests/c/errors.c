@@ -315,6 +315,28 @@ int main(int argc, char **argv) {
     EXPECT(ditail_decode(target, again, &rgb2, NULL, NULL) == DITAIL_STATUS_OK);
     EXPECT(rgb != NULL && rgb2 != NULL && memcmp(rgb, rgb2, (size_t)width * height * 3) == 0);
 
+    /* Injection sites (ditail_sample_at): a site the target lacks, or a name that is no
+     * site, is refused by name; NULL takes the method's sites (ditail_sample's pixels); one
+     * ResNet alone gives other pixels. */
+    ditail_latents *at = (ditail_latents *)1;
+    EXPECT_ERROR(ditail_sample_at(target, inv, &ss, "up_blocks.9.resnets.0", NULL, NULL, &at),
+                 DITAIL_STATUS_SETTINGS, "up_blocks.9.resnets.0");
+    EXPECT(at == NULL);
+    EXPECT_ERROR(ditail_sample_at(target, inv, &ss, "mid_block.everything", NULL, NULL, &at),
+                 DITAIL_STATUS_SETTINGS, "mid_block.everything");
+    uint8_t *rgb_at = NULL;
+    EXPECT(ditail_sample_at(target, inv, &ss, NULL, NULL, NULL, &at) == DITAIL_STATUS_OK);
+    EXPECT(ditail_decode(target, at, &rgb_at, NULL, NULL) == DITAIL_STATUS_OK);
+    EXPECT(rgb_at != NULL && memcmp(rgb, rgb_at, (size_t)width * height * 3) == 0);
+    EXPECT(ditail_rgb_free(rgb_at) == DITAIL_STATUS_OK);
+    EXPECT(ditail_latents_free(at) == DITAIL_STATUS_OK);
+    EXPECT(ditail_sample_at(target, inv, &ss, "up_blocks.1.resnets.1", count_steps, counts,
+                            &at) == DITAIL_STATUS_OK);
+    EXPECT(ditail_decode(target, at, &rgb_at, NULL, NULL) == DITAIL_STATUS_OK);
+    EXPECT(rgb_at != NULL && memcmp(rgb, rgb_at, (size_t)width * height * 3) != 0);
+    EXPECT(ditail_rgb_free(rgb_at) == DITAIL_STATUS_OK);
+    EXPECT(ditail_latents_free(at) == DITAIL_STATUS_OK);
+
     /* The whole transfer in one call (ditail_transfer_file), checked as the command checks
      * it before anything loads. */
     ditail_model_spec sa = ditail_model_default_spec(), sb = ditail_model_default_spec();
