@@ -1,7 +1,6 @@
 //! The entry points. Each runs inside [`guard`]: panics are caught, failures become a
 //! [`Status`] and a per-thread message.
 
-use std::borrow::Cow;
 use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
 use std::sync::Arc;
@@ -555,12 +554,7 @@ unsafe fn sample_at(
             }
         }
         let device = &target.ctx.compute.device;
-        // Borrowed when the inversion is on the target's device already.
-        let inversion = if inv.inv.z0().device() == *device {
-            Cow::Borrowed(&inv.inv)
-        } else {
-            Cow::Owned(inv.inv.to_device(device))
-        };
+        let inversion = inv.inv.on_device(device);
         ditail_pipeline::run::check_compatible(&target.model, &inversion, &settings)?;
         let mut progress = progress_fn(progress, user_data);
         let latents =

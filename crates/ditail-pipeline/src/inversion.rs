@@ -1,6 +1,7 @@
 //! An inversion: the content image's latents `Z[t]` at every inversion timestep (METHOD.md
 //! stage 1), made once by [`crate::invert`] and reused by any number of targets.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
@@ -109,6 +110,16 @@ impl Inversion {
                 .map(|(t, z)| (*t, z.clone().to_device(device)))
                 .collect(),
             meta: self.meta.clone(),
+        }
+    }
+
+    /// This inversion on `device`: itself when it is there already, else a copy moved there
+    /// (an inversion made or loaded on one device serves targets on another).
+    pub fn on_device(&self, device: &Device) -> Cow<'_, Self> {
+        if self.z0.device() == *device {
+            Cow::Borrowed(self)
+        } else {
+            Cow::Owned(self.to_device(device))
         }
     }
 }

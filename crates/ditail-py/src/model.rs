@@ -126,12 +126,6 @@ pub fn load(
     dtype: Option<String>,
     device: Option<usize>,
 ) -> PyResult<Model> {
-    if clip_skip == 0 {
-        return Err(invalid(
-            py,
-            "clip_skip=0: 1 uses the text encoder's last layer, 2 the penultimate, ...",
-        ));
-    }
     let (backend, dtype) = parse_compute(py, backend, dtype)?;
     let options = ModelOptions {
         loras,

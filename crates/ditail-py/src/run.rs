@@ -129,15 +129,8 @@ pub fn sample<'py>(
     let mut bridge = Bridge::new(callback, previews);
     let result = py.detach(|| {
         let device = &model.compute.device;
-        // An inversion made or loaded on another device moves to this model's.
-        let moved;
-        let inv = if inversion.inv.z0().device() == *device {
-            &*inversion.inv
-        } else {
-            moved = inversion.inv.to_device(device);
-            &moved
-        };
-        let latents = ditail_pipeline::sample(&model.model, inv, &sampling, device, &mut |p| {
+        let inv = inversion.inv.on_device(device);
+        let latents = ditail_pipeline::sample(&model.model, &inv, &sampling, device, &mut |p| {
             bridge.step(p)
         })
         .context("sampling")?;
