@@ -372,6 +372,48 @@ def _like(image: ImageLike, result: _PIL.Image) -> Any:
     return np.asarray(result).copy() if isinstance(image, np.ndarray) else result
 
 
+#: The transfer's keyword arguments that concern the inversion.
+_INVERSION_KEYS = frozenset(
+    {"negative_prompt", "inv_prompt", "inv_negative_prompt", "alpha", "beta", "inv_steps"}
+)
+#: The transfer's keyword arguments that concern the sampling.
+_SAMPLING_KEYS = frozenset(
+    {"negative_prompt", "omega", "steps", "conv_ratio", "attn_ratio", "mask", "no_injection",
+     "sites"}
+)
+
+
+def _invert_for(
+    source: Model,
+    target: Model,
+    image: ImageLike,
+    prompt: str,
+    size: Optional[int],
+    run: Dict[str, Any],
+    *,
+    negative_prompt: str = _D["negative_prompt"],
+    inv_prompt: Optional[str] = None,
+    inv_negative_prompt: Optional[str] = None,
+    alpha: float = _D["alpha"],
+    beta: float = _D["beta"],
+    inv_steps: int = _D["inv_steps"],
+) -> Inversion:
+    """A transfer's inversion as ``ditail transfer`` makes it: the inversion prompts default
+    to the sampling ones, the working size to the target's family's. ``run`` holds the
+    progress arguments (callback, previews, progress)."""
+    return invert(
+        source,
+        image,
+        prompt if inv_prompt is None else inv_prompt,
+        negative_prompt=negative_prompt if inv_negative_prompt is None else inv_negative_prompt,
+        alpha=alpha,
+        beta=beta,
+        steps=inv_steps,
+        size=target.native_size if size is None else size,
+        **run,
+    )
+
+
 def transfer(
     source: Model,
     target: Model,
@@ -403,18 +445,19 @@ def transfer(
     Returns:
         The result, as the type ``image`` was (PIL for a path).
     """
-    inversion = invert(
+    inversion = _invert_for(
         source,
+        target,
         image,
-        prompt if inv_prompt is None else inv_prompt,
-        negative_prompt=negative_prompt if inv_negative_prompt is None else inv_negative_prompt,
+        prompt,
+        size,
+        dict(callback=callback, previews=previews, progress=progress),
+        negative_prompt=negative_prompt,
+        inv_prompt=inv_prompt,
+        inv_negative_prompt=inv_negative_prompt,
         alpha=alpha,
         beta=beta,
-        steps=inv_steps,
-        size=target.native_size if size is None else size,
-        callback=callback,
-        previews=previews,
-        progress=progress,
+        inv_steps=inv_steps,
     )
     result = sample(
         target,
@@ -465,44 +508,18 @@ def cocktail(
         raise InvalidInputError(
             "a cocktail mixes models of one family; got " + " and ".join(sorted(families))
         )
-    inv_keys = {"negative_prompt", "alpha", "beta", "inv_prompt", "inv_negative_prompt",
-                "inv_steps"}
-    sample_keys = {"negative_prompt", "omega", "steps", "conv_ratio", "attn_ratio", "mask",
-                   "no_injection", "sites"}
-    unknown = set(settings) - inv_keys - sample_keys
+    unknown = set(settings) - _INVERSION_KEYS - _SAMPLING_KEYS
     if unknown:
         raise TypeError(f"cocktail() got unexpected keyword arguments {sorted(unknown)}")
-    negative = settings.get("negative_prompt", _D["negative_prompt"])
-    inv_settings = dict(
-        negative_prompt=settings.get("inv_negative_prompt") or negative,
-        alpha=settings.get("alpha", _D["alpha"]),
-        beta=settings.get("beta", _D["beta"]),
-        steps=settings.get("inv_steps", _D["inv_steps"]),
-    )
-    sample_settings = {k: v for k, v in settings.items() if k in sample_keys}
+    inv_settings = {k: v for k, v in settings.items() if k in _INVERSION_KEYS}
+    sample_settings = {k: v for k, v in settings.items() if k in _SAMPLING_KEYS}
+    run: Dict[str, Any] = dict(callback=callback, previews=previews, progress=progress)
     grid: List[List[Any]] = []
     for source in models:
-        inversion = invert(
-            source,
-            image,
-            settings.get("inv_prompt") or prompt,
-            size=targets[0].native_size if size is None else size,
-            callback=callback,
-            previews=previews,
-            progress=progress,
-            **inv_settings,
-        )
+        inversion = _invert_for(source, targets[0], image, prompt, size, run, **inv_settings)
         row = []
         for target in targets:
-            result = sample(
-                target,
-                inversion,
-                prompt,
-                callback=callback,
-                previews=previews,
-                progress=progress,
-                **sample_settings,
-            )
+            result = sample(target, inversion, prompt, **run, **sample_settings)
             row.append(_like(image, result))
         grid.append(row)
     return grid
