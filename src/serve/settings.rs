@@ -1,6 +1,6 @@
 //! A job's settings as clients send them (JSON, models by catalog id), their defaults
-//! (METHOD.md's, the CLI's), the server's limits, and their translation into the
-//! application layer's job: the same `DitailOptions`, `ModelSpec`s and checks as the CLI's,
+//! (those of the repository's METHOD.md, the CLI's), the server's limits, and their
+//! translation into the application layer's job: the same `DitailOptions`, `ModelSpec`s and checks as the CLI's,
 //! so a job and a command with the same settings produce the same file.
 
 use std::path::Path;

@@ -290,7 +290,8 @@ typedef struct ditail_model_spec {
 } ditail_model_spec;
 
 /**
- * How a content image is inverted with the source model (METHOD.md's defaults).
+ * How a content image is inverted with the source model (the defaults of the repository's
+ * METHOD.md).
  */
 typedef struct ditail_inversion_settings {
     /**
@@ -337,7 +338,8 @@ typedef bool (*ditail_progress_fn)(int phase,
                                    void *user_data);
 
 /**
- * How the target model samples from an inversion (METHOD.md's defaults).
+ * How the target model samples from an inversion (the defaults of the repository's
+ * METHOD.md).
  */
 typedef struct ditail_sampling_settings {
     /**
@@ -530,8 +532,8 @@ enum ditail_status ditail_model_load_with_embeddings(const struct ditail_context
 enum ditail_status ditail_model_free(struct ditail_model *model);
 
 /**
- * The default inversion settings (METHOD.md's): no prompt (set `prompt`), α 2, β 0.5,
- * 50 steps, size 512.
+ * The default inversion settings (the repository's METHOD.md): no prompt (set `prompt`),
+ * α 2, β 0.5, 50 steps, size 512.
  */
 struct ditail_inversion_settings ditail_inversion_default_settings(void);
 
@@ -595,8 +597,8 @@ enum ditail_status ditail_inversion_load(const struct ditail_context *ctx,
 enum ditail_status ditail_inversion_free(struct ditail_inversion *inv);
 
 /**
- * The default sampling settings (METHOD.md's): no prompt (set `prompt`), ω 15, 50 steps,
- * conv ratio 0.8, attention ratio 0.5, full mask.
+ * The default sampling settings (the repository's METHOD.md): no prompt (set `prompt`),
+ * ω 15, 50 steps, conv ratio 0.8, attention ratio 0.5, full mask.
  */
 struct ditail_sampling_settings ditail_sampling_default_settings(void);
 

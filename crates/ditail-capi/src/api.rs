@@ -342,8 +342,8 @@ pub extern "C" fn ditail_model_free(model: *mut Model) -> Status {
 // ---------------------------------------------------------------------------------------
 // Inversion
 
-/// The default inversion settings (METHOD.md's): no prompt (set `prompt`), α 2, β 0.5,
-/// 50 steps, size 512.
+/// The default inversion settings (the repository's METHOD.md): no prompt (set `prompt`),
+/// α 2, β 0.5, 50 steps, size 512.
 #[unsafe(no_mangle)]
 pub extern "C" fn ditail_inversion_default_settings() -> InversionSettings {
     InversionSettings::default()
@@ -474,8 +474,8 @@ pub extern "C" fn ditail_inversion_free(inv: *mut Inversion) -> Status {
 // ---------------------------------------------------------------------------------------
 // Sampling, generation, decoding
 
-/// The default sampling settings (METHOD.md's): no prompt (set `prompt`), ω 15, 50 steps,
-/// conv ratio 0.8, attention ratio 0.5, full mask.
+/// The default sampling settings (the repository's METHOD.md): no prompt (set `prompt`),
+/// ω 15, 50 steps, conv ratio 0.8, attention ratio 0.5, full mask.
 #[unsafe(no_mangle)]
 pub extern "C" fn ditail_sampling_default_settings() -> SamplingSettings {
     SamplingSettings::default()

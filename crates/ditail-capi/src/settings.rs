@@ -97,7 +97,8 @@ impl Default for ModelSpec {
     }
 }
 
-/// How a content image is inverted with the source model (METHOD.md's defaults).
+/// How a content image is inverted with the source model (the defaults of the repository's
+/// METHOD.md).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct InversionSettings {
@@ -134,7 +135,8 @@ impl Default for InversionSettings {
     }
 }
 
-/// How the target model samples from an inversion (METHOD.md's defaults).
+/// How the target model samples from an inversion (the defaults of the repository's
+/// METHOD.md).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SamplingSettings {
