@@ -15,6 +15,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ditail::app::checks::check_mask_shape;
+use ditail::app::naming::{Naming, reword};
 use ditail::app::record::{dtype_name, read_record};
 use ditail::models::LoadOptions;
 use ditail::models::device::Compute;
@@ -57,38 +58,10 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 
 fn bad_anyhow(e: impl Into<anyhow::Error>) -> ApiError {
     let e: anyhow::Error = e.into();
-    ApiError(StatusCode::BAD_REQUEST, page_words(&format!("{e:#}")))
-}
-
-/// The command line's flags, as the page names its fields (longer flags first, so
-/// `--inv-steps` is not read as `--steps`).
-const FLAG_WORDS: [(&str, &str); 16] = [
-    ("--inv-negative-prompt", "inversion negative prompt"),
-    ("--inv-prompt", "inversion prompt"),
-    ("--negative-prompt", "negative prompt"),
-    ("--inv-steps", "inversion steps"),
-    ("--steps", "sampling steps"),
-    ("--conv-ratio", "conv ratio"),
-    ("--attn-ratio", "attn ratio"),
-    ("--clip-skip", "clip skip"),
-    ("--omega", "omega"),
-    ("--alpha", "alpha"),
-    ("--beta", "beta"),
-    ("--size", "size"),
-    ("--mask", "mask"),
-    ("--sites", "injection sites"),
-    ("--source", "source"),
-    ("--target", "target"),
-];
-
-/// A check shared with the command line speaks of flags (`--steps 7 needs ...`); a page's
-/// user knows the fields by their labels.
-fn page_words(message: &str) -> String {
-    FLAG_WORDS
-        .iter()
-        .fold(message.to_string(), |m, (flag, words)| {
-            m.replace(flag, words)
-        })
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        reword(&format!("{e:#}"), Naming::Labels),
+    )
 }
 
 /// A job's settings from JSON; a mistake is named by its field ("settings.steps: invalid

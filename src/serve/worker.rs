@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use ditail::app::naming::{Naming, reword};
 use ditail::app::{Budget, Cell, Job, Runner, Sink, Stage, Written, interrupt, is_cancelled};
 use ditail::models::device::Compute;
 use ditail::pipeline::preprocess::load_rgb;
@@ -77,9 +78,12 @@ impl Worker {
                     let interrupted = interrupt::requested() && !cancel.load(Ordering::SeqCst);
                     self.jobs.finish(&id, Status::Cancelled, None, interrupted);
                 }
-                Err(e) => self
-                    .jobs
-                    .finish(&id, Status::Failed, Some(format!("{e:#}")), false),
+                Err(e) => self.jobs.finish(
+                    &id,
+                    Status::Failed,
+                    Some(reword(&format!("{e:#}"), Naming::Labels)),
+                    false,
+                ),
             }
         }
     }

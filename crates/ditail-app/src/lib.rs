@@ -15,6 +15,7 @@ pub mod interrupt;
 pub mod job;
 pub mod manifest;
 pub mod models;
+pub mod naming;
 pub mod options;
 pub mod output;
 pub mod preview;

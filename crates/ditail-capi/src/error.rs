@@ -6,6 +6,7 @@ use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
+use ditail_app::naming::{Naming, reword};
 use ditail_models::ModelError;
 use ditail_pipeline::PipelineError;
 
@@ -110,10 +111,12 @@ pub(crate) struct Error {
 }
 
 impl Error {
+    /// The shared checks name settings by the command's flags; a C caller reads them as
+    /// the header's words (`--inv-steps 4` -> `inversion steps 4`).
     pub fn new(status: Status, message: impl Into<String>) -> Self {
         Self {
             status,
-            message: message.into(),
+            message: reword(&message.into(), Naming::Labels),
         }
     }
 

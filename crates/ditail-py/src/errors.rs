@@ -4,6 +4,7 @@
 //! the whole chain of messages (`loading model x.safetensors: cannot read ...`).
 
 use ditail_app::AppError;
+use ditail_app::naming::{Naming, reword};
 use ditail_models::ModelError;
 use ditail_pipeline::PipelineError;
 use pyo3::exceptions::PyRuntimeError;
@@ -41,7 +42,8 @@ fn model_class(e: &ModelError) -> &'static str {
     }
 }
 
-/// The error and its causes as one line, as the command line prints them.
+/// The error and its causes as one line, as the command line prints them, with the
+/// settings named by their keyword arguments (`--inv-steps 4` -> `inv_steps 4`).
 pub fn message(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
@@ -54,7 +56,7 @@ pub fn message(e: &(dyn std::error::Error + 'static)) -> String {
         }
         next = cause.source();
     }
-    out
+    reword(&out, Naming::Keywords)
 }
 
 /// `e` as the exception of its class.

@@ -133,8 +133,10 @@ def test_the_clis_latents_file_samples_to_the_clis_image(b, tmp_path):
 
 def test_an_inversion_that_does_not_fit_the_target_is_refused(a, b):
     inv = ditail.invert(a, CONTENT, PROMPT, steps=4, size=64, progress=False)
-    with pytest.raises(ditail.InvalidInputError, match="timestep"):
+    with pytest.raises(ditail.InvalidInputError, match="timestep") as caught:
         ditail.sample(b, inv, PROMPT, steps=3, progress=False)
+    # The shared check names the settings by their keywords, not the command's flags.
+    assert "steps 3" in str(caught.value) and "--" not in str(caught.value)
     xl = ditail.load(TINY_XL, device="cpu")
     with pytest.raises(ditail.InvalidInputError):
         ditail.sample(xl, inv, PROMPT, steps=4, progress=False)
@@ -351,5 +353,9 @@ def test_evaluate_gives_the_clis_report(tmp_path):
     ]
     with pytest.raises(ditail.InvalidInputError, match="nothing to compute"):
         ditail.evaluate(ev / "images" / "results", device="cpu", progress=False)
+    # The fixtures are not ditail's PNGs: nothing to take prompts from, said in keywords.
+    with pytest.raises(ditail.InvalidInputError, match=r"^prompts=True: no result") as caught:
+        ditail.evaluate(ev / "images" / "results", prompts=True, device="cpu", progress=False)
+    assert "give prompts instead" in str(caught.value) and "--" not in str(caught.value)
     with pytest.raises(ditail.DitailError, match="missing"):
         ditail.evaluate(tmp_path / "missing", prompts=as_dict, device="cpu", progress=False)

@@ -353,7 +353,7 @@ int main(int argc, char **argv) {
     EXPECT(status != DITAIL_STATUS_OK && strstr(ditail_last_error(), "/no/such/dir") != NULL);
     ss.steps = 3;
     EXPECT_ERROR(ditail_transfer_file(ctx, &sa, &sb, content, &is, &ss, out_png, NULL, NULL),
-                 DITAIL_STATUS_SETTINGS, "--inv-steps 4");
+                 DITAIL_STATUS_SETTINGS, "inversion steps 4");
     ss.steps = 4;
     calls = 0;
     EXPECT_ERROR(

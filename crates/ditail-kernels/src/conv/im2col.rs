@@ -1,0 +1,91 @@
+//! Half-precision convolutions on a GPU as one matrix product (im2col): the input's
+//! `kh * kw` shifted views stacked into `[batch, in * kh * kw, oh * ow]` columns, multiplied
+//! by the weights seen as `[out, in * kh * kw]`, in bands of output rows that bound the
+//! columns' memory.
+//!
+//! Why (issue 26, `tests/gpu_f16.rs`): burn-cubecl's direct convolution sums its products
+//! in the tensor's own type, and for a dense 3x3 layer it is the only candidate burn's
+//! autotune has where the adapter has no cooperative matrices (every WGSL adapter: DX12,
+//! browsers, lavapipe; Vulkan without SPIR-V). In f16, SD's 1280-channel 3x3 layer (11520
+//! products a sum) came out with an RMS error of 1.5e-2 of its output, about 50 times the
+//! output's own rounding, and the full-size U-Net 2.0e-2 off at its largest difference.
+//! burn's matrix product accumulates in f32 (2.1e-4 at the same depth, the rounding of its
+//! f16 result), so the layer through it is as exact as f16 storage allows. It also trades
+//! the direct kernel, which reads each input `kh * kw` times through caches, for burn's
+//! tiled, autotuned product: the trade ggml measured 14x faster for its own convolutions.
+//!
+//! f32 stays on burn's convolution (its direct kernel sums f32 in f32), and 1x1 layers (one
+//! product already, burn's `conv_im2col_1x1` candidate) too. `DITAIL_CONV=reference` turns
+//! this path off.
+
+use burn::backend::DispatchDevice;
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::ops::PadMode;
+
+/// Most bytes the columns of one band may take: SD1.5's VAE decoder at 512 px would stack
+/// 128 channels x 9 taps x 512 x 512 = 604 MB of f16 columns in one product.
+const BAND_BYTES: usize = 128 << 20;
+
+/// Whether [`conv2d`] computes this layer: a half-precision input on a cubecl device (wgpu,
+/// CUDA), a kernel larger than 1x1.
+pub fn applies(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
+    let [_, _, kh, kw] = weight.dims();
+    matches!(x.dtype(), DType::F16 | DType::BF16)
+        && kh * kw > 1
+        && matches!(x.device().as_dispatch(), DispatchDevice::Cube(_))
+}
+
+/// The convolution as im2col and one matrix product per band of output rows.
+///
+/// # Shapes
+/// - `x`: `[batch, in, h, w]`; `weight`: `[out, in, kh, kw]`; `bias`: `[out]`
+/// - `padding`: `[top, bottom, left, right]`
+/// - output: `[batch, out, oh, ow]`, as `super::ConvOps::ditail_conv2d`'s
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    [sy, sx]: [usize; 2],
+    [top, bottom, left, right]: [usize; 4],
+) -> Tensor<4> {
+    let [batch, channels, h, w] = x.dims();
+    let [out, _, kh, kw] = weight.dims();
+    let (ph, pw) = (h + top + bottom, w + left + right);
+    let (oh, ow) = ((ph - kh) / sy + 1, (pw - kw) / sx + 1);
+    let x = match top + bottom + left + right {
+        0 => x,
+        _ => x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0)),
+    };
+    // `[1, out, in * kh * kw]`: row-major `[out, in, kh, kw]` is already that matrix, its
+    // columns ordered channel-major, then tap, as the stacking below orders them.
+    let weights = weight.reshape([1, out, channels * kh * kw]);
+    let bias = bias.reshape([1, out, 1]);
+    let row_bytes = batch * channels * kh * kw * ow * x.dtype().size();
+    let rows = (BAND_BYTES / row_bytes.max(1)).clamp(1, oh);
+    let bands: Vec<Tensor<4>> = (0..oh)
+        .step_by(rows)
+        .map(|r0| {
+            let r1 = (r0 + rows).min(oh);
+            let n = r1 - r0;
+            let mut taps = Vec::with_capacity(kh * kw);
+            for dy in 0..kh {
+                for dx in 0..kw {
+                    let y0 = r0 * sy + dy;
+                    taps.push(x.clone().slice(s![
+                        ..,
+                        ..,
+                        y0..y0 + (n - 1) * sy + 1;sy as isize,
+                        dx..dx + (ow - 1) * sx + 1;sx as isize
+                    ]));
+                }
+            }
+            let columns = Tensor::stack::<5>(taps, 2).reshape([batch, channels * kh * kw, n * ow]);
+            (weights.clone().matmul(columns) + bias.clone()).reshape([batch, out, n, ow])
+        })
+        .collect();
+    match bands.len() {
+        1 => bands.into_iter().next().expect("one band"),
+        _ => Tensor::cat(bands, 2),
+    }
+}
