@@ -133,10 +133,8 @@ def test_the_clis_latents_file_samples_to_the_clis_image(b, tmp_path):
 
 def test_an_inversion_that_does_not_fit_the_target_is_refused(a, b):
     inv = ditail.invert(a, CONTENT, PROMPT, steps=4, size=64, progress=False)
-    with pytest.raises(ditail.InvalidInputError, match="timestep") as caught:
+    with pytest.raises(ditail.InvalidInputError, match="timestep"):
         ditail.sample(b, inv, PROMPT, steps=3, progress=False)
-    # The shared check names the settings by their keywords, not the command's flags.
-    assert "steps 3" in str(caught.value) and "--" not in str(caught.value)
     xl = ditail.load(TINY_XL, device="cpu")
     with pytest.raises(ditail.InvalidInputError):
         ditail.sample(xl, inv, PROMPT, steps=4, progress=False)
@@ -237,6 +235,10 @@ def test_settings_out_of_range_are_invalid_input_and_value_errors(a, b):
             ditail.transfer(a, b, CONTENT, PROMPT, **settings)
         assert isinstance(caught.value, ValueError)
         assert isinstance(caught.value, ditail.DitailError)
+    # The checks shared with the command line name a setting by its keyword, not its flag.
+    with pytest.raises(ditail.InvalidInputError, match="^sites nowhere: ") as caught:
+        ditail.transfer(a, b, CONTENT, PROMPT, **{**FAST, "sites": ["nowhere"]})
+    assert "--" not in str(caught.value)
     with pytest.raises(ditail.InvalidInputError, match="size"):
         ditail.generate(a, "x", size=30, steps=1, progress=False)
     with pytest.raises(ditail.InvalidInputError, match="seed"):
