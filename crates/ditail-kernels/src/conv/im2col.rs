@@ -1,5 +1,5 @@
-//! Half-precision convolutions on a GPU as one matrix product (im2col): the input's
-//! `kh * kw` shifted views stacked into `[batch, in * kh * kw, oh * ow]` columns, multiplied
+//! Half-precision convolutions on a GPU as one matrix product (im2col): the input's windows
+//! (a strided view) copied once into `[batch, in * kh * kw, oh * ow]` columns, multiplied
 //! by the weights seen as `[out, in * kh * kw]`, in bands of output rows that bound the
 //! columns' memory.
 //!
@@ -58,7 +58,7 @@ pub fn conv2d(
         _ => x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0)),
     };
     // `[1, out, in * kh * kw]`: row-major `[out, in, kh, kw]` is already that matrix, its
-    // columns ordered channel-major, then tap, as the stacking below orders them.
+    // columns ordered channel-major, then tap, as the windows below are.
     let weights = weight.reshape([1, out, channels * kh * kw]);
     let bias = bias.reshape([1, out, 1]);
     let row_bytes = batch * channels * kh * kw * ow * x.dtype().size();
@@ -66,21 +66,18 @@ pub fn conv2d(
     let bands: Vec<Tensor<4>> = (0..oh)
         .step_by(rows)
         .map(|r0| {
-            let r1 = (r0 + rows).min(oh);
-            let n = r1 - r0;
-            let mut taps = Vec::with_capacity(kh * kw);
-            for dy in 0..kh {
-                for dx in 0..kw {
-                    let y0 = r0 * sy + dy;
-                    taps.push(x.clone().slice(s![
-                        ..,
-                        ..,
-                        y0..y0 + (n - 1) * sy + 1;sy as isize,
-                        dx..dx + (ow - 1) * sx + 1;sx as isize
-                    ]));
-                }
-            }
-            let columns = Tensor::stack::<5>(taps, 2).reshape([batch, channels * kh * kw, n * ow]);
+            let n = (r0 + rows).min(oh) - r0;
+            // The band's input rows, then its windows as a view (`unfold` only changes
+            // strides): `[batch, in, n, ow, kh, kw]`, ordered as the weights' columns and
+            // made contiguous by the one copy the reshape takes.
+            let y0 = r0 * sy;
+            let columns = x
+                .clone()
+                .slice(s![.., .., y0..y0 + (n - 1) * sy + kh, ..])
+                .unfold::<5, _>(2, kh, sy)
+                .unfold::<6, _>(3, kw, sx)
+                .permute([0, 1, 4, 5, 2, 3])
+                .reshape([batch, channels * kh * kw, n * ow]);
             (weights.clone().matmul(columns) + bias.clone()).reshape([batch, out, n, ow])
         })
         .collect();
