@@ -248,7 +248,8 @@ fn rms_rel(got: Tensor<4>, want: Tensor<4>) -> f32 {
 /// ~2e-4 (burn's matrix product at the same depth: 2.1e-4). The limit, 1e-3, is far from
 /// both. Also the other shapes the networks convolve with: stride 2 with the U-Net's
 /// symmetric padding and the VAE encoder's (0, 1, 0, 1), a kernel without padding, and a
-/// map tall enough to be cut into bands (64 channels at 256x256, batch 2: 151 MB of columns).
+/// map tall enough to be cut into bands (64 channels at 256x256, batch 2: 151 MB of columns),
+/// and a 1x1 shortcut over 2560 channels.
 #[test]
 fn convolutions_and_linear_layers_in_f16_accumulate_in_f32() {
     let gpu = wgpu_device();
@@ -261,6 +262,8 @@ fn convolutions_and_linear_layers_in_f16_accumulate_in_f32() {
         (128, 128, 16, 3, 2, [0, 0, 1, 1]),
         (64, 32, 9, 3, 1, [0, 0, 0, 0]),
         (64, 8, 256, 3, 1, [1, 1, 1, 1]),
+        // The up blocks' 1x1 shortcut (2560 products a sum).
+        (2560, 1280, 8, 1, 1, [0, 0, 0, 0]),
     ] {
         let conv = Conv2dConfig::new([cin, cout], [k, k])
             .with_stride([stride, stride])

@@ -14,9 +14,10 @@
 //! the direct kernel, which reads each input `kh * kw` times through caches, for burn's
 //! tiled, autotuned product: the trade ggml measured 14x faster for its own convolutions.
 //!
-//! f32 stays on burn's convolution (its direct kernel sums f32 in f32), and 1x1 layers (one
-//! product already, burn's `conv_im2col_1x1` candidate) too. `DITAIL_CONV=reference` turns
-//! this path off.
+//! 1x1 layers take the product directly (no columns): burn's autotune may pick the direct
+//! kernel for them too, and a 2560-channel shortcut sums 2560 products. f32 stays on burn's
+//! convolution (its direct kernel sums f32 in f32). `DITAIL_CONV=reference` turns this path
+//! off.
 
 use burn::backend::DispatchDevice;
 use burn::prelude::*;
@@ -28,11 +29,9 @@ use burn::tensor::ops::PadMode;
 const BAND_BYTES: usize = 128 << 20;
 
 /// Whether [`conv2d`] computes this layer: a half-precision input on a cubecl device (wgpu,
-/// CUDA), a kernel larger than 1x1.
-pub fn applies(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
-    let [_, _, kh, kw] = weight.dims();
+/// CUDA).
+pub fn applies(x: &Tensor<4>) -> bool {
     matches!(x.dtype(), DType::F16 | DType::BF16)
-        && kh * kw > 1
         && matches!(x.device().as_dispatch(), DispatchDevice::Cube(_))
 }
 
@@ -62,7 +61,15 @@ pub fn conv2d(
     let weights = weight.reshape([1, out, channels * kh * kw]);
     let bias = bias.reshape([1, out, 1]);
     let row_bytes = batch * channels * kh * kw * ow * x.dtype().size();
-    let rows = (BAND_BYTES / row_bytes.max(1)).clamp(1, oh);
+    // A power of two: SD's maps are, so the bands come out equal and one product shape
+    // serves them all (each new shape is tuned, and compiled, once per device).
+    let fit = (BAND_BYTES / row_bytes.max(1)).max(1);
+    let rows = (1usize << fit.ilog2()).min(oh);
+    if (kh, kw, sy, sx, ph, pw) == (1, 1, 1, 1, h, w) {
+        // A 1x1 layer is a product on the channels as they are: no columns to build.
+        let columns = x.reshape([batch, channels, h * w]);
+        return (weights.matmul(columns) + bias).reshape([batch, out, h, w]);
+    }
     let bands: Vec<Tensor<4>> = (0..oh)
         .step_by(rows)
         .map(|r0| {

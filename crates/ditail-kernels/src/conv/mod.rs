@@ -20,7 +20,7 @@
 //! batch makes at least 48 of its tiles, F(2x2, 3x3) (2.25x fewer) below (the rules and
 //! their measurements: `flex.rs`, `WINOGRAD_MIN_POSITIONS`, `F4_MIN_TILES`).
 //!
-//! On a GPU, f16 layers larger than 1x1 run as im2col and one matrix product ([`im2col`]):
+//! On a GPU, f16 layers run as im2col and one matrix product ([`im2col`]):
 //! burn's direct convolution sums f16 products in f16.
 //!
 //! `DITAIL_CONV=reference` in the environment turns the kernels off, `DITAIL_CONV=direct`
@@ -150,7 +150,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         None => Tensor::<1>::zeros([weight.dims()[0]], &weight.device()).cast(weight.dtype()),
     };
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if kernel_enabled() && im2col::applies(&x, &weight) {
+    if kernel_enabled() && im2col::applies(&x) {
         let padding = [top, bottom, left, right];
         return im2col::conv2d(x, weight, bias, conv.stride, padding);
     }
