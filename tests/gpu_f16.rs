@@ -7,11 +7,16 @@
 //! models' groups (a few hundred values) never reach that. Inputs here have an offset and a
 //! spread like real activations (mean 40, std 20: sum of squares ~1e9 per group).
 //!
-//! The full-size networks are `#[ignore]`d (SD1.5 ~10 minutes on lavapipe on 2 cores, SDXL
-//! more and ~16 GB of memory): `cargo test --test gpu_f16 -- --ignored --nocapture` (the
-//! dev profile builds the dependencies optimised). They hold the f16 run to the f32 one with
-//! the same f16-rounded weights and inputs, so what they measure is the backend's f16
-//! arithmetic, not the rounding of the weights.
+//! Also the convolutions and linear layers at SD's widest shapes, which must accumulate f16
+//! products in f32 too (burn's direct convolution did not: `conv::im2col`'s docs).
+//!
+//! The full-size networks are `#[ignore]`d (on lavapipe on 2 cores SD1.5's U-Net takes ~3
+//! minutes with a warm tuning cache, its f16 VAE decode at 512 px more than 20 minutes and
+//! 12 GB, lavapipe compiling and tuning each shape; SDXL ~16 GB):
+//! `cargo test --test gpu_f16 -- --ignored --nocapture` (the dev profile builds the
+//! dependencies optimised). They hold the f16 run to the f32 one with the same f16-rounded
+//! weights and inputs, so what they measure is the backend's f16 arithmetic, not the
+//! rounding of the weights.
 
 mod common;
 
@@ -133,7 +138,7 @@ fn compare(what: &str, got: Tensor<4>, want: &TensorData, tol: f32) {
 /// SD1.5's full-size U-Net (burn's random initialisation) at 64x64 latents and its VAE
 /// decoder at 512 px, f16 on the GPU against f32 on the CPU.
 #[test]
-#[ignore = "full-size SD1.5 on lavapipe: ~10 min; cargo test --test gpu_f16 -- --ignored"]
+#[ignore = "full-size SD1.5 on lavapipe: the VAE part takes > 20 min and > 12 GB there; cargo test --test gpu_f16 -- --ignored"]
 fn full_size_sd15_in_f16_stays_near_f32() {
     let gpu = wgpu_device();
     let device = cpu();
@@ -173,7 +178,7 @@ fn full_size_sd15_in_f16_stays_near_f32() {
 /// decoder's 1024 px group size (128 channels at 1024x1024: 4 channels x 2^20 = 4.2 M values
 /// a group), as an fp16-fix VAE runs it (SDXL's own VAE decodes in f32: `force_upcast`).
 #[test]
-#[ignore = "full-size SDXL on lavapipe: minutes, ~16 GB; cargo test --test gpu_f16 -- --ignored"]
+#[ignore = "full-size SDXL on lavapipe: ~16 GB of weights and copies; cargo test --test gpu_f16 -- --ignored"]
 fn full_size_sdxl_in_f16_stays_near_f32() {
     let gpu = wgpu_device();
     let device = cpu();
