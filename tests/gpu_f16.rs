@@ -12,7 +12,7 @@
 //!
 //! The full-size networks are `#[ignore]`d (on lavapipe on 2 cores SD1.5's U-Net takes ~3
 //! minutes with a warm tuning cache, its f16 VAE decode at 512 px more than 20 minutes and
-//! 12 GB, lavapipe compiling and tuning each shape; SDXL ~16 GB):
+//! 12 GB, lavapipe compiling and tuning each shape; SDXL's U-Net ~5 minutes and ~17 GB):
 //! `cargo test --test gpu_f16 -- --ignored --nocapture` (the dev profile builds the
 //! dependencies optimised). They hold the f16 run to the f32 one with the same f16-rounded
 //! weights and inputs, so what they measure is the backend's f16 arithmetic, not the
@@ -173,12 +173,10 @@ fn full_size_sd15_in_f16_stays_near_f32() {
 }
 
 /// SDXL's full-size U-Net (burn's random initialisation, 2.6 G parameters: rounded on the
-/// CPU, the f32 reference run and dropped before the f16 copy moves, so no more than ~16 GB
-/// are held at once) at 64x64 latents with the added conditioning; and GroupNorm at the VAE
-/// decoder's 1024 px group size (128 channels at 1024x1024: 4 channels x 2^20 = 4.2 M values
-/// a group), as an fp16-fix VAE runs it (SDXL's own VAE decodes in f32: `force_upcast`).
+/// CPU, the f32 reference run and dropped before the f16 copy moves, so no more than ~17 GB
+/// are held at once) at 64x64 latents with the added conditioning.
 #[test]
-#[ignore = "full-size SDXL on lavapipe: ~16 GB of weights and copies; cargo test --test gpu_f16 -- --ignored"]
+#[ignore = "full-size SDXL on lavapipe: ~5 min, ~17 GB; cargo test --test gpu_f16 -- --ignored"]
 fn full_size_sdxl_in_f16_stays_near_f32() {
     let gpu = wgpu_device();
     let device = cpu();
@@ -215,10 +213,21 @@ fn full_size_sdxl_in_f16_stays_near_f32() {
         ctx(&context, &text_embeds, &time_ids, DType::F16),
         &mut NoControl,
     );
-    compare("SDXL U-Net 64x64 f16", got, &want, 2e-2);
+    // 1.4e-3 measured (lavapipe, Mesa 22.3.6).
+    compare("SDXL U-Net 64x64 f16", got, &want, 5e-3);
+}
 
-    let channels = 128;
-    let mut norm = GroupNormConfig::new(32, channels)
+/// GroupNorm at the 1024 px VAE decoder's group size (its last block: 128 channels at
+/// 1024x1024 in 32 groups, 4 channels x 2^20 = 4.2 M values a group), as an fp16-fix SDXL
+/// VAE runs it (SDXL's own VAE decodes in f32: `force_upcast`). Two groups of that size
+/// here, not the whole map: its f32 statistics copy is one 512 MiB buffer, over lavapipe's
+/// storage binding limit (128 MiB), so the whole map cannot run there at all.
+#[test]
+fn group_norm_in_f16_holds_at_the_1024_px_group_size() {
+    let gpu = wgpu_device();
+    let device = cpu();
+    let channels = 8;
+    let mut norm = GroupNormConfig::new(2, channels)
         .with_epsilon(1e-6)
         .init(&device);
     norm.gamma = Some(Param::from_tensor(Tensor::<1>::random(
@@ -231,7 +240,7 @@ fn full_size_sdxl_in_f16_stays_near_f32() {
     let want = group_norm(&norm, x.clone(), true).into_data();
     let got = group_norm(&norm16.fork(&gpu), x.to_device(&gpu).cast(DType::F16), true);
     compare(
-        "GroupNorm+SiLU f16 128 ch 1024x1024 (4.2 M values a group)",
+        "GroupNorm+SiLU f16, 4.2 M values a group",
         got,
         &want,
         TOL_NORM,
