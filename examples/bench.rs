@@ -119,7 +119,7 @@ fn random_model(device: &Device) -> StableDiffusion {
     }
 }
 
-fn main() -> Result<()> {
+pub(crate) fn main() -> Result<()> {
     alloc::configure();
     let args = parse()?;
     let device = args.backend.device()?;

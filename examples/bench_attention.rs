@@ -216,7 +216,7 @@ fn run_job(job: &Job, args: &Args, device: &Device) -> Result<(f64, u64)> {
     }
 }
 
-fn main() -> Result<()> {
+pub(crate) fn main() -> Result<()> {
     let args = parse()?;
     let device = args.backend.device()?;
     let jobs = jobs(&args);

@@ -89,7 +89,7 @@ fn counted(device: &Device, mut work: impl FnMut()) -> (Dispatches, f64) {
     (d, start.elapsed().as_secs_f64())
 }
 
-fn main() -> Result<()> {
+pub(crate) fn main() -> Result<()> {
     let args = parse()?;
     let device = args.backend.device()?;
     let info = gpu::info(&device).context("not a GPU device")?;
