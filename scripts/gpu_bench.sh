@@ -48,7 +48,9 @@ unpack() {
   ldconfig
   bin=/tmp/ditail-bin-$2
   mkdir -p "$bin"
-  xz -dc "$1/gpu_tools.xz" >"$bin/gpu_tools"
+  # Python's lzma: the device image need not have xz.
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$1/gpu_tools.xz" "$bin/gpu_tools"
   chmod +x "$bin/gpu_tools"
   for e in bench bench_attention gpu_counts; do ln -sf gpu_tools "$bin/$e"; done
   export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
@@ -115,7 +117,8 @@ prepare)
 run)
   results wgsl
   unpack .gpu wgsl
-  mkdir -p /tmp/site && tar xJf .gpu/diffusers.tar.xz -C /tmp/site
+  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' \
+    .gpu/diffusers.tar.xz /tmp/site
   export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
   python3 scripts/bench_reference.py --weights $W --make-weights --only none --device cpu \
     --threads 16 2>&1 | tail -1
