@@ -111,16 +111,7 @@ fn round<const D: usize>(t: Tensor<D>) -> Tensor<D> {
 /// relative to the RMS value.
 fn compare(what: &str, got: Tensor<4>, want: &TensorData, tol: f32) {
     let got = got.cast(DType::F32).into_data();
-    let (g, w) = (
-        got.try_to_vec::<f32>().unwrap(),
-        want.clone().convert::<f32>().try_to_vec::<f32>().unwrap(),
-    );
-    let diff: f64 = g
-        .iter()
-        .zip(&w)
-        .map(|(a, b)| f64::from(a - b).powi(2))
-        .sum();
-    let norm: f64 = w.iter().map(|b| f64::from(*b).powi(2)).sum();
+    let (g, w) = (floats(&got), floats(want));
     let worst = g
         .iter()
         .zip(&w)
@@ -130,9 +121,25 @@ fn compare(what: &str, got: Tensor<4>, want: &TensorData, tol: f32) {
         "{what}: f16 on the GPU vs f32 on the CPU (same f16-rounded weights and inputs): max \
          {:.2e} of max |want|, RMS {:.2e} of RMS want",
         worst / scale,
-        (diff / norm).sqrt()
+        rms_of(&g, &w)
     );
     assert_close(what, &got, want, tol);
+}
+
+/// `data`'s values as f32.
+fn floats(data: &TensorData) -> Vec<f32> {
+    data.clone().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// The RMS difference of `got` from `want`, relative to the RMS of `want` (sums in f64).
+fn rms_of(got: &[f32], want: &[f32]) -> f32 {
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum();
+    (diff / norm).sqrt() as f32
 }
 
 /// SD1.5's full-size U-Net (burn's random initialisation) at 64x64 latents and its VAE
@@ -249,10 +256,8 @@ fn group_norm_in_f16_holds_at_the_1024_px_group_size() {
 
 /// The relative RMS difference of `got` (any float type) from `want` (f32).
 fn rms_rel(got: Tensor<4>, want: Tensor<4>) -> f32 {
-    let got = got.cast(DType::F32).to_device(&cpu());
-    let diff: f32 = (got - want.clone()).powf_scalar(2.0).sum().into_scalar();
-    let norm: f32 = want.powf_scalar(2.0).sum().into_scalar();
-    (diff / norm).sqrt()
+    let got = got.cast(DType::F32).into_data();
+    rms_of(&floats(&got), &floats(&want.into_data()))
 }
 
 /// The widest convolution and linear layer of SD's U-Nets in f16 accumulate in f32: their

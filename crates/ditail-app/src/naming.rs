@@ -70,33 +70,27 @@ pub fn reword(message: &str, naming: Naming) -> String {
     }
     let word = |c: char| c.is_ascii_alphanumeric() || c == '-';
     let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    let mut after_word = false;
-    while let Some(at) = rest.find("--") {
-        let (before, from) = rest.split_at(at);
-        out.push_str(before);
-        if let Some(c) = before.chars().next_back() {
-            after_word = word(c);
+    // `message[..copied]` is in `out`, reworded; the search goes on from `next`.
+    let (mut copied, mut next) = (0, 0);
+    while let Some(found) = message[next..].find("--") {
+        let at = next + found;
+        let end = message[at + 2..]
+            .find(|c: char| !word(c))
+            .map_or(message.len(), |n| at + 2 + n);
+        let whole = !message[..at].chars().next_back().is_some_and(word);
+        let named = SETTINGS.iter().find(|(f, ..)| *f == &message[at..end]);
+        if let (true, Some((_, label, keyword))) = (whole, named) {
+            out.push_str(&message[copied..at]);
+            out.push_str(if naming == Naming::Labels {
+                label
+            } else {
+                keyword
+            });
+            copied = end;
         }
-        let end = 2 + from[2..].find(|c: char| !word(c)).unwrap_or(from.len() - 2);
-        let flag = &from[..end];
-        let named = (!after_word)
-            .then(|| SETTINGS.iter().find(|(f, ..)| *f == flag))
-            .flatten();
-        match named {
-            Some((_, label, keyword)) => {
-                out.push_str(if naming == Naming::Labels {
-                    label
-                } else {
-                    keyword
-                });
-            }
-            None => out.push_str(flag),
-        }
-        after_word = true;
-        rest = &from[end..];
+        next = end;
     }
-    out.push_str(rest);
+    out.push_str(&message[copied..]);
     out
 }
 
