@@ -578,12 +578,24 @@ fn devices_lists_the_backends() {
         "{text}"
     );
     // CI has Mesa's lavapipe, compiled through WGSL in the default build, which runs the
-    // fused attention kernel in both types; the tuning cache is ditail's.
+    // fused attention kernel in both types, and through SPIR-V in a `vulkan` build
+    // (`scripts/test_spirv.sh`), which runs burn-cubecl's flash attention; the tuning cache
+    // is ditail's.
+    let (compiler, attention) = match cfg!(feature = "vulkan") {
+        true => (
+            "compiler: wgpu<spirv>",
+            "attention: burn-cubecl's autotuned flash attention",
+        ),
+        false => (
+            "compiler: wgpu<wgsl>",
+            "attention: fused WGSL kernel (f32, f16)",
+        ),
+    };
     if !text.contains("wgpu adapters (0)") {
         for line in [
-            "compiler: wgpu<wgsl>",
+            compiler,
             "f16 arithmetic: yes",
-            "attention: fused WGSL kernel (f32, f16)",
+            attention,
             "kernel tuning cache: ",
         ] {
             assert!(text.contains(line), "no `{line}` in:\n{text}");

@@ -1,15 +1,16 @@
 //! The same parity checks on burn's wgpu backend (in CI: Mesa's lavapipe, a software Vulkan
 //! driver, which `.ci/run` installs), on both tiny models: text encoder, VAE, and the U-Net
 //! at a latent size that is not a multiple of 8. Tolerance as on the CPU: 1e-4 of max |want|.
-//! The U-Net's and VAE's attention runs the WGSL kernel here (the default on wgpu), so this
-//! is also "the whole U-Net with the kernel equals diffusers without it".
+//! The U-Net's and VAE's attention runs the WGSL kernel here (the default on wgpu; burn-cubecl's
+//! flash attention in a SPIR-V build, `scripts/test_spirv.sh`), so this is also "the whole
+//! U-Net with the kernel equals diffusers without it".
 
 mod common;
 
 use burn::prelude::*;
 use common::{assert_close, golden, model_dir, wgpu_device};
 use ditail::models::LoadOptions;
-use ditail::models::kernels::attention::{kernel_enabled, kernel_launches};
+use ditail::models::kernels::attention::{flash_launches, kernel_enabled, kernel_launches};
 use ditail_golden::run_components;
 
 const TOL: f32 = 1e-4;
@@ -45,12 +46,14 @@ fn check_model(model: &str, device: &Device) {
             .iter()
             .map(|k| (k.to_string(), g[*k].clone()))
             .collect();
-        let launches = kernel_launches();
+        // The fused WGSL kernel where WGSL is compiled, burn-cubecl's flash attention where
+        // SPIR-V is (`--features vulkan`).
+        let launches = kernel_launches() + flash_launches();
         let out =
             run_components(&model_dir(model), &inputs, device, LoadOptions::default()).unwrap();
         if file != "text.safetensors" && kernel_enabled() {
             assert!(
-                kernel_launches() > launches,
+                kernel_launches() + flash_launches() > launches,
                 "{model} {file}: the attention kernel did not run on wgpu"
             );
         }
@@ -58,6 +61,28 @@ fn check_model(model: &str, device: &Device) {
             let rel = assert_close(&format!("wgpu {model} {key}"), &out[*key], &g[*key], TOL);
             eprintln!("wgpu {model} {key}: rel err {rel:e}");
         }
+    }
+}
+
+/// A SPIR-V build (`--features vulkan`, `scripts/test_spirv.sh`) runs SPIR-V on an adapter
+/// with explicit workgroup layout (lavapipe through the script's shim), and refuses one
+/// without it (lavapipe alone) by name before any kernel, where it used to crash the driver.
+#[cfg(feature = "vulkan")]
+#[test]
+fn a_spirv_build_refuses_adapters_it_would_compile_invalid_shaders_for() {
+    use ditail::models::device::{Backend, Compute, wgpu_adapters};
+    use ditail::models::gpu;
+    let adapter = &wgpu_adapters()[0];
+    let chosen = Compute::select_device(Some(Backend::Wgpu), None, Some(0));
+    if adapter.takes_spirv {
+        let c = chosen.unwrap();
+        assert_eq!(gpu::info(&c.device).unwrap().compiler, gpu::SPIRV_COMPILER);
+    } else {
+        let msg = chosen.unwrap_err().to_string();
+        assert!(
+            msg.contains("VK_KHR_workgroup_memory_explicit_layout") && msg.contains(&adapter.name),
+            "{msg}"
+        );
     }
 }
 

@@ -124,6 +124,12 @@ pub fn list() -> Result<()> {
         }
         for (i, a) in adapters.iter().enumerate() {
             println!("  {i}: {} [{}, {}] {}", a.name, a.kind, a.api, a.driver);
+            if !a.takes_spirv {
+                println!(
+                    "     not usable by this SPIR-V build: no VK_KHR_workgroup_memory_explicit_layout \
+                     (a build without the `vulkan` feature runs it through WGSL)"
+                );
+            }
         }
         if !adapters.is_empty() {
             println!("wgpu default device:");

@@ -48,6 +48,10 @@ pub mod timing;
 /// `wgpu<spirv>`, `wgpu<msl>`, `cuda`, ...).
 pub const WGSL_COMPILER: &str = "wgpu<wgsl>";
 
+/// cubecl's runtime name for a wgpu device whose kernels it compiles to SPIR-V (Vulkan
+/// adapters in a build with the `vulkan` feature).
+pub const SPIRV_COMPILER: &str = "wgpu<spirv>";
+
 /// Whether cubecl compiles `device`'s kernels to WGSL.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn compiles_wgsl(device: &burn_cubecl::CubeDevice) -> bool {

@@ -124,11 +124,13 @@ impl Backend {
 
     /// What automatic choice picks: CUDA if it is compiled in and a device answers, else a
     /// wgpu adapter that is a real GPU (software rasterisers are slower than the CPU
-    /// backend), else the CPU.
+    /// backend) and takes this build's shaders ([`Adapter::takes_spirv`]), else the CPU.
     pub fn auto() -> Backend {
         if Backend::Cuda.is_compiled() && cuda_works() {
             Backend::Cuda
-        } else if Backend::Wgpu.is_compiled() && wgpu_adapters().iter().any(|a| a.is_gpu) {
+        } else if Backend::Wgpu.is_compiled()
+            && wgpu_adapters().iter().any(|a| a.is_gpu && a.takes_spirv)
+        {
             Backend::Wgpu
         } else {
             Backend::Cpu
@@ -177,6 +179,15 @@ pub struct Adapter {
     pub driver: String,
     /// Whether it is a real GPU (not a software rasteriser).
     pub is_gpu: bool,
+    /// Whether this build's kernels compile right for it: false only in a SPIR-V build
+    /// (`vulkan` feature) for a Vulkan adapter without `VK_KHR_workgroup_memory_explicit_layout`
+    /// (Mesa's lavapipe, older or mobile drivers). cubecl-spirv 0.11.3 then declares each
+    /// shared-memory array as a pointer to one (`lower_shared_implicit` in its
+    /// `ops/memory.rs`), which the SPIR-V validator rejects ("OpInBoundsAccessChain reached
+    /// non-composite type") and lavapipe's compiler crashed on; every matmul, reduction and
+    /// attention kernel has shared memory. With the extension cubecl lays shared memory out
+    /// explicitly, and its shaders validate.
+    pub takes_spirv: bool,
 }
 
 /// The adapters wgpu finds (none when the wgpu backend is not compiled in); asked once per
@@ -207,12 +218,52 @@ fn probe_adapters() -> Vec<Adapter> {
                         .trim()
                         .to_string(),
                     is_gpu: !matches!(info.device_type, wgpu::DeviceType::Cpu),
+                    takes_spirv: takes_spirv(a),
                 }
             })
             .collect()
     }
     #[cfg(not(feature = "wgpu"))]
     Vec::new()
+}
+
+/// See [`Adapter::takes_spirv`]; adapters of other APIs get MSL or WGSL.
+#[cfg(feature = "wgpu")]
+#[allow(unsafe_code)]
+fn takes_spirv(adapter: &wgpu::Adapter) -> bool {
+    #[cfg(feature = "vulkan")]
+    {
+        // SAFETY: reads the extension list wgpu-hal keeps; nothing is created or changed.
+        let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() };
+        hal.is_none_or(|vk| {
+            vk.physical_device_capabilities()
+                .supports_extension(c"VK_KHR_workgroup_memory_explicit_layout")
+        })
+    }
+    #[cfg(not(feature = "vulkan"))]
+    {
+        let _ = adapter;
+        true
+    }
+}
+
+/// Refuses `device` when cubecl compiles SPIR-V for it and its adapter does not take that
+/// SPIR-V ([`Adapter::takes_spirv`]): a clear error before any kernel, not a driver crash.
+/// Makes the device's client (no kernel), so only SPIR-V builds call it.
+fn refuse_invalid_spirv(device: &Device) -> Result<()> {
+    let Some(info) = crate::gpu::info(device) else {
+        return Ok(());
+    };
+    let refused = info.compiler == crate::gpu::SPIRV_COMPILER
+        && wgpu_adapters()
+            .iter()
+            .any(|a| a.name == info.adapter && !a.takes_spirv);
+    match refused {
+        true => Err(ModelError::SpirvUnsupported {
+            adapter: info.adapter,
+        }),
+        false => Ok(()),
+    }
 }
 
 /// Whether a CUDA device answers (a tiny tensor round trip); asked once per process.
@@ -289,6 +340,9 @@ impl Compute {
             Some(b) => (b, false),
         };
         let device = backend.device_at(index)?;
+        if cfg!(feature = "vulkan") && backend == Backend::Wgpu {
+            refuse_invalid_spirv(&device)?;
+        }
         let dtype = dtype.unwrap_or(match backend {
             Backend::Cpu => FloatDType::F32,
             _ => FloatDType::F16,

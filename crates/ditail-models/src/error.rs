@@ -167,6 +167,18 @@ pub enum ModelError {
         /// What to install or check.
         hint: &'static str,
     },
+    /// A SPIR-V build (`vulkan` feature) on a Vulkan adapter it would compile invalid
+    /// shaders for (see [`crate::device::Adapter::takes_spirv`]).
+    #[error(
+        "wgpu adapter `{adapter}` lacks the Vulkan extension \
+         VK_KHR_workgroup_memory_explicit_layout, without which this build's SPIR-V compiler \
+         (cubecl 0.11, the `vulkan` feature) writes invalid shaders; use a build without \
+         `vulkan` (WGSL), another adapter (--device, see `ditail devices`) or --backend cpu"
+    )]
+    SpirvUnsupported {
+        /// The adapter's name.
+        adapter: String,
+    },
     /// A device index the backend does not have.
     #[error("{backend} has no device {index}: {found}")]
     NoSuchDevice {

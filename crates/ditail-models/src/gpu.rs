@@ -92,11 +92,13 @@ fn configure_once() -> Option<TuningCache> {
     None
 }
 
-pub use crate::kernels::WGSL_COMPILER;
+pub use crate::kernels::{SPIRV_COMPILER, WGSL_COMPILER};
 
 /// What a GPU device offers the kernels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GpuInfo {
+    /// The device's name as its driver gives it (a wgpu adapter's name).
+    pub adapter: String,
     /// cubecl's runtime name: `wgpu<spirv>`, `wgpu<msl>`, [`WGSL_COMPILER`], `cuda`, ...
     pub compiler: String,
     /// Whether kernels can compute in f16.
@@ -128,6 +130,7 @@ pub fn info(device: &burn::prelude::Device) -> Option<GpuInfo> {
         let f16 = ElemType::Float(FloatKind::F16);
         let features = &props.features;
         Some(GpuInfo {
+            adapter: props.identity.name.clone(),
             compiler: client.name().to_string(),
             f16: features
                 .types

@@ -17,7 +17,8 @@
 //! transformers counterpart, so that the models are their own key maps.
 
 // Unsafe code lives in `ditail-kernels`; here only the weight files' memory map (two
-// functions of `load::safetensors`, each allowed and explained where it is).
+// functions of `load::safetensors`) and a read of a Vulkan adapter's extension list
+// (`device::takes_spirv`), each allowed and explained where it is.
 #![deny(unsafe_code)]
 
 pub mod attention;

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU tests again, through cubecl's SPIR-V compiler (the `vulkan` feature, the compiler
+# NVIDIA, AMD and Intel GPUs get on Vulkan in that build) on Mesa's lavapipe, then
+# `spirv-val` on every SPIR-V module they made.
+#
+# lavapipe lacks VK_KHR_workgroup_memory_explicit_layout, without which cubecl-spirv 0.11.3
+# writes invalid shared memory (and lavapipe crashes compiling it), so the tests run through
+# tests/spirv/explicit_layout_shim.c, a Vulkan driver that forwards to lavapipe and adds that
+# extension (its header says how and why). Last, without the shim: a SPIR-V build refuses
+# lavapipe with a clear error instead of crashing.
+#
+# Needs: mesa-vulkan-drivers, libvulkan-dev (headers), spirv-tools, a C compiler. Extra
+# arguments go to `cargo test` (e.g. `-- --nocapture`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out="$PWD/target/spirv-shim"
+mkdir -p "$out/modules"
+rm -f "$out"/modules/*.spv
+
+# lavapipe's library as the system's Vulkan loader finds it.
+lavapipe=""
+for json in /usr/share/vulkan/icd.d/lvp_icd*.json; do
+    [ -e "$json" ] || continue
+    lavapipe=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ICD"]["library_path"])' "$json")
+    break
+done
+if [ -z "$lavapipe" ]; then
+    echo "no lavapipe (install mesa-vulkan-drivers)" >&2
+    exit 1
+fi
+
+cc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$out/libexplicit_layout_shim.so" \
+    tests/spirv/explicit_layout_shim.c -ldl
+cat > "$out/icd.json" <<EOF
+{"file_format_version": "1.0.0",
+ "ICD": {"library_path": "$out/libexplicit_layout_shim.so", "api_version": "1.3.0"}}
+EOF
+
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
+# A kernel-tuning cache of its own (cubecl keys tunings by kernel and shape, not by
+# compiler, so the WGSL runs' choices stay apart); `ditail/gpu` as users have it.
+export XDG_CACHE_HOME="$out/cache"
+# The tests that run kernels on wgpu: the networks and the pipeline's injecting steps
+# against diffusers and the reference, burn-cubecl's flash attention with Ditail's q/k mix
+# (the attention SPIR-V runs), f16 accumulation, and `ditail devices`.
+tests=(--test wgpu --test pipeline --test attention_flash --test gpu_f16 --test cli)
+VK_ICD_FILENAMES="$out/icd.json" DITAIL_SHIM_ICD="$lavapipe" DITAIL_SHIM_SPIRV_DIR="$out/modules" \
+    cargo test --no-fail-fast --features vulkan "${tests[@]}" "$@"
+
+modules=("$out"/modules/*.spv)
+if [ ! -e "${modules[0]}" ]; then
+    echo "no SPIR-V module was made: the tests did not run through the SPIR-V compiler" >&2
+    exit 1
+fi
+invalid=0
+for module in "${modules[@]}"; do
+    if ! report=$(spirv-val --target-env vulkan1.3 "$module" 2>&1); then
+        echo "invalid SPIR-V: $module"
+        echo "$report" | head -5
+        invalid=$((invalid + 1))
+    fi
+done
+echo "spirv-val: ${#modules[@]} SPIR-V modules, $invalid invalid"
+[ "$invalid" = 0 ]
+
+# Without the shim lavapipe lacks the extension: refused, with the extension named.
+cargo test --features vulkan --test wgpu a_spirv_build_refuses "$@"
