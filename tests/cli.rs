@@ -596,7 +596,8 @@ fn devices_lists_the_backends() {
             compiler,
             "f16 arithmetic: yes",
             attention,
-            "kernel tuning cache: ",
+            "GPU kernel tuning cache: ",
+            "(the default: --backend wgpu without --device)",
         ] {
             assert!(text.contains(line), "no `{line}` in:\n{text}");
         }

@@ -45,18 +45,13 @@ pub fn select(
     Ok(compute)
 }
 
-/// What a GPU backend's default device offers and which attention the U-Net runs there:
-/// the compiler cubecl uses (SPIR-V, MSL, WGSL, CUDA), its f16 / tensor-core / subgroup
-/// support; where WGSL is compiled the fused WGSL kernel is run once per storage type to
-/// find out whether the driver takes it (`ditail_models::kernels::attention`).
-fn gpu_report(backend: Backend) -> Vec<String> {
+/// What a GPU device offers and which attention the U-Net runs there: the compiler cubecl
+/// uses (SPIR-V, MSL, WGSL, CUDA), its f16 / tensor-core / subgroup support; where WGSL is
+/// compiled the fused WGSL kernel is run once per storage type to find out whether the
+/// driver takes it (`ditail_models::kernels::attention`).
+fn gpu_report(device: &burn::prelude::Device) -> Vec<String> {
     use ditail::models::kernels::attention::{AttentionChoice, choice, kernel_enabled};
-    let Ok(device) = backend.device() else {
-        return vec!["no device".into()];
-    };
-    let info = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gpu::info(&device)))
-        .ok()
-        .flatten();
+    let info = gpu_info(device);
     let Some(info) = info else {
         return vec!["the device did not answer".into()];
     };
@@ -80,15 +75,19 @@ fn gpu_report(backend: Backend) -> Vec<String> {
          (DITAIL_ATTENTION=flash)"
             .to_string()
     } else if info.compiler == gpu::WGSL_COMPILER {
-        wgsl_attention(&device)
+        wgsl_attention(device)
     } else {
         "burn-cubecl's autotuned flash attention, Ditail's q/k mix before it".to_string()
     };
     lines.push(format!("attention: {attention}"));
-    if let Some(cache) = gpu::configure() {
-        lines.push(format!("kernel tuning cache: {}", cache.dir.display()));
-    }
     lines
+}
+
+/// [`gpu::info`], `None` when the device does not answer (a driver that panics included).
+fn gpu_info(device: &burn::prelude::Device) -> Option<gpu::GpuInfo> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gpu::info(device)))
+        .ok()
+        .flatten()
 }
 
 /// Whether the fused WGSL attention runs on `device`, per storage type.
@@ -122,19 +121,34 @@ pub fn list() -> Result<()> {
         if adapters.is_empty() {
             println!("  none (no Vulkan, Metal or DX12 driver answered)");
         }
+        // Each adapter's own device (`--device i`); burn's default device is one of them.
+        let default = Backend::Wgpu
+            .device()
+            .ok()
+            .and_then(|d| gpu_info(&d))
+            .map(|info| info.adapter);
         for (i, a) in adapters.iter().enumerate() {
-            println!("  {i}: {} [{}, {}] {}", a.name, a.kind, a.api, a.driver);
+            let mark = match default.as_deref() == Some(a.name.as_str()) {
+                true => " (the default: --backend wgpu without --device)",
+                false => "",
+            };
+            println!(
+                "  {i}: {} [{}, {}] {}{mark}",
+                a.name, a.kind, a.api, a.driver
+            );
             if !a.takes_spirv {
                 println!(
                     "     not usable by this SPIR-V build: no VK_KHR_workgroup_memory_explicit_layout \
                      (a build without the `vulkan` feature runs it through WGSL)"
                 );
+                continue;
             }
-        }
-        if !adapters.is_empty() {
-            println!("wgpu default device:");
-            for line in gpu_report(Backend::Wgpu) {
-                println!("  {line}");
+            let lines = match Backend::Wgpu.device_at(Some(i)) {
+                Ok(device) => gpu_report(&device),
+                Err(e) => vec![e.to_string()],
+            };
+            for line in lines {
+                println!("     {line}");
             }
         }
     } else {
@@ -148,12 +162,21 @@ pub fn list() -> Result<()> {
         };
         println!("cuda: {state}");
         if cuda_works() {
-            for line in gpu_report(Backend::Cuda) {
+            let lines = match Backend::Cuda.device() {
+                Ok(device) => gpu_report(&device),
+                Err(e) => vec![e.to_string()],
+            };
+            for line in lines {
                 println!("  {line}");
             }
         }
     } else {
         println!("cuda: not in this build (rebuild with `--features cuda`)");
+    }
+    if compiled.iter().any(|b| *b != Backend::Cpu)
+        && let Some(cache) = gpu::configure()
+    {
+        println!("GPU kernel tuning cache: {}", cache.dir.display());
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("cpu: burn-flex, {threads} threads");
