@@ -46,6 +46,9 @@ const SETTINGS: &[(&str, &str, &str)] = &[
     ("--lora", "LoRA", "loras"),
     ("--embeddings", "embeddings", "embeddings"),
     ("--dtype", "dtype", "dtype"),
+    // Python's `device` names both ("cpu", "wgpu:1").
+    ("--backend", "backend", "device"),
+    ("--device", "device", "device"),
     // Evaluation.
     (
         "--from-metadata",
