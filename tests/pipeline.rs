@@ -203,8 +203,8 @@ fn every_step_matches_the_reference() {
 /// full mask and the half mask (laid on the layers' odd 2x3, 4x5, 8x10 grids).
 #[test]
 fn injected_steps_match_the_reference_on_wgpu() {
-    use ditail::models::kernels::attention::{flash_launches, kernel_enabled, kernel_launches};
-    let launched = || kernel_launches() + flash_launches();
+    use common::gpu_attention_launches;
+    use ditail::models::kernels::attention::kernel_enabled;
     let device = common::wgpu_device();
     for name in ["full", "left"] {
         let sc = scenario(name);
@@ -218,7 +218,7 @@ fn injected_steps_match_the_reference_on_wgpu() {
             let params = step_params(&t_model, &sc.spl, i, t);
             let x_in = tensor::<4>(&g, &format!("step.{i}.x_in"), &device);
             let source = tensor::<4>(&g, &format!("inverted.{t}"), &device);
-            let launches = launched();
+            let launches = gpu_attention_launches();
             let out = sampling_step(&t_model.sd().unet, x_in, source, &emb, params);
             check(
                 &format!("wgpu {name} step.{i}.noise_pred"),
@@ -233,7 +233,10 @@ fn injected_steps_match_the_reference_on_wgpu() {
                 STEP_TOL,
             );
             if kernel_enabled() {
-                assert!(launched() > launches, "{name}: the kernel ran");
+                assert!(
+                    gpu_attention_launches() > launches,
+                    "{name}: the kernel ran"
+                );
             }
         }
     }

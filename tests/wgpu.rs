@@ -8,9 +8,9 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, golden, model_dir, wgpu_device};
+use common::{assert_close, golden, gpu_attention_launches, model_dir, wgpu_device};
 use ditail::models::LoadOptions;
-use ditail::models::kernels::attention::{flash_launches, kernel_enabled, kernel_launches};
+use ditail::models::kernels::attention::kernel_enabled;
 use ditail_golden::run_components;
 
 const TOL: f32 = 1e-4;
@@ -46,14 +46,12 @@ fn check_model(model: &str, device: &Device) {
             .iter()
             .map(|k| (k.to_string(), g[*k].clone()))
             .collect();
-        // The fused WGSL kernel where WGSL is compiled, burn-cubecl's flash attention where
-        // SPIR-V is (`--features vulkan`).
-        let launches = kernel_launches() + flash_launches();
+        let launches = gpu_attention_launches();
         let out =
             run_components(&model_dir(model), &inputs, device, LoadOptions::default()).unwrap();
         if file != "text.safetensors" && kernel_enabled() {
             assert!(
-                kernel_launches() + flash_launches() > launches,
+                gpu_attention_launches() > launches,
                 "{model} {file}: the attention kernel did not run on wgpu"
             );
         }

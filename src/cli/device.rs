@@ -48,10 +48,15 @@ pub fn select(
 /// What a GPU device offers and which attention the U-Net runs there: the compiler cubecl
 /// uses (SPIR-V, MSL, WGSL, CUDA), its f16 / tensor-core / subgroup support; where WGSL is
 /// compiled the fused WGSL kernel is run once per storage type to find out whether the
-/// driver takes it (`ditail_models::kernels::attention`).
-fn gpu_report(device: &burn::prelude::Device) -> Vec<String> {
+/// driver takes it (`ditail_models::kernels::attention`). A device that could not be made
+/// reports why.
+fn gpu_report(device: ditail::models::Result<burn::prelude::Device>) -> Vec<String> {
     use ditail::models::kernels::attention::{AttentionChoice, choice, kernel_enabled};
-    let info = gpu_info(device);
+    let device = match device {
+        Ok(device) => device,
+        Err(e) => return vec![e.to_string()],
+    };
+    let info = gpu_info(&device);
     let Some(info) = info else {
         return vec!["the device did not answer".into()];
     };
@@ -75,7 +80,7 @@ fn gpu_report(device: &burn::prelude::Device) -> Vec<String> {
          (DITAIL_ATTENTION=flash)"
             .to_string()
     } else if info.compiler == gpu::WGSL_COMPILER {
-        wgsl_attention(device)
+        wgsl_attention(&device)
     } else {
         "burn-cubecl's autotuned flash attention, Ditail's q/k mix before it".to_string()
     };
@@ -143,11 +148,7 @@ pub fn list() -> Result<()> {
                 );
                 continue;
             }
-            let lines = match Backend::Wgpu.device_at(Some(i)) {
-                Ok(device) => gpu_report(&device),
-                Err(e) => vec![e.to_string()],
-            };
-            for line in lines {
+            for line in gpu_report(Backend::Wgpu.device_at(Some(i))) {
                 println!("     {line}");
             }
         }
@@ -162,11 +163,7 @@ pub fn list() -> Result<()> {
         };
         println!("cuda: {state}");
         if cuda_works() {
-            let lines = match Backend::Cuda.device() {
-                Ok(device) => gpu_report(&device),
-                Err(e) => vec![e.to_string()],
-            };
-            for line in lines {
+            for line in gpu_report(Backend::Cuda.device()) {
                 println!("  {line}");
             }
         }

@@ -80,6 +80,13 @@ pub fn wgpu_device() -> Device {
     device
 }
 
+/// How many times this process has run a GPU attention kernel: the fused WGSL kernel where
+/// WGSL is compiled, burn-cubecl's flash attention where SPIR-V is (`--features vulkan`).
+pub fn gpu_attention_launches() -> usize {
+    use ditail::models::kernels::attention::{flash_launches, kernel_launches};
+    kernel_launches() + flash_launches()
+}
+
 /// Asserts `max |got - want| <= rel_tol * max |want|` over the whole tensor, after
 /// checking shapes, and returns the relative error for reporting.
 pub fn assert_close(what: &str, got: &TensorData, want: &TensorData, rel_tol: f32) -> f32 {
