@@ -9,11 +9,13 @@
 //! `--side` x `--side` latents, batch `--batch` (3: Ditail's sampling batch), with Ditail's
 //! injection off (the counts of the hooks' copies are the pipeline's, not the kernels'); the
 //! VAE decoder at `8 * side` px. Each is run once to warm up (autotune benchmarks its
-//! candidates then, and is cached: `DITAIL_GPU_CACHE`), then counted. `--json FILE` writes
-//! the figures.
+//! candidates then, and is cached: `DITAIL_GPU_CACHE`), then counted. `--profile` also
+//! times each kernel on the device (timestamps, read after the run: on a GPU, where the run
+//! goes and how long the device waits between kernels; on lavapipe the times mean nothing).
+//! `--json FILE` writes the figures.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
@@ -29,6 +31,7 @@ struct Args {
     side: usize,
     batch: usize,
     top: usize,
+    profile: bool,
     json: Option<String>,
 }
 
@@ -39,6 +42,7 @@ fn parse() -> Result<Args> {
         side: 32,
         batch: 3,
         top: 12,
+        profile: false,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -56,6 +60,7 @@ fn parse() -> Result<Args> {
             "--side" => a.side = value()?.parse()?,
             "--batch" => a.batch = value()?.parse()?,
             "--top" => a.top = value()?.parse()?,
+            "--profile" => a.profile = true,
             "--json" => a.json = Some(value()?),
             other => bail!("unknown argument {other}"),
         }
@@ -74,18 +79,50 @@ fn show(name: &str, d: &Dispatches, seconds: f64, top: usize) {
         d.reserved_bytes as f64 / (1 << 20) as f64,
         d.in_use_bytes as f64 / (1 << 20) as f64,
     );
+    let ms = |t: Duration| t.as_secs_f64() * 1e3;
+    let Some(times) = &d.times else {
+        let mut kinds: Vec<_> = d.by_kernel.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (kernel, n) in kinds.into_iter().take(top) {
+            println!("  {n:6}  {kernel}");
+        }
+        return;
+    };
+    let clock = match times.device_clock {
+        true => "device timestamps",
+        false => "host time around blocking submits (no device timestamps)",
+    };
+    println!(
+        "  device busy {:.2} ms of a {:.2} ms span ({:.0}% idle between kernels); {} of {} \
+         launches timed ({clock})",
+        ms(times.busy()),
+        ms(times.span),
+        100.0 * times.idle_share(),
+        times.measured,
+        times.measured + times.unmeasured,
+    );
+    let busy = times.busy().as_secs_f64().max(f64::MIN_POSITIVE);
     let mut kinds: Vec<_> = d.by_kernel.iter().collect();
-    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let time = |k: &str| times.by_kernel.get(k).copied().unwrap_or_default();
+    kinds.sort_by(|a, b| time(b.0).cmp(&time(a.0)).then(a.0.cmp(b.0)));
     for (kernel, n) in kinds.into_iter().take(top) {
-        println!("  {n:6}  {kernel}");
+        let t = time(kernel);
+        println!(
+            "  {n:6}  {:9.3} ms {:5.1}%  {kernel}",
+            ms(t),
+            100.0 * t.as_secs_f64() / busy
+        );
     }
 }
 
-/// Runs `work` once to warm up, then counts a second run.
-fn counted(device: &Device, mut work: impl FnMut()) -> (Dispatches, f64) {
+/// Runs `work` once to warm up, then counts (and with `profile` times) a second run.
+fn counted(device: &Device, profile: bool, mut work: impl FnMut()) -> (Dispatches, f64) {
     work();
     let start = Instant::now();
-    let ((), d) = gpu::count_dispatches(device, &mut work);
+    let ((), d) = match profile {
+        true => gpu::profile_dispatches(device, &mut work),
+        false => gpu::count_dispatches(device, &mut work),
+    };
     (d, start.elapsed().as_secs_f64())
 }
 
@@ -113,7 +150,7 @@ pub(crate) fn main() -> Result<()> {
         context: Tensor::<3>::random([b, 77, 768], normal, &device).cast(dt),
         added: None,
     };
-    let (unet_counts, unet_s) = counted(&device, || {
+    let (unet_counts, unet_s) = counted(&device, args.profile, || {
         unet.forward(x.clone(), 981.0, ctx.clone(), &mut NoControl)
             .into_data();
     });
@@ -124,7 +161,7 @@ pub(crate) fn main() -> Result<()> {
         args.top,
     );
     let z = Tensor::<4>::random([1, 4, s, s], normal, &device).cast(dt);
-    let (vae_counts, vae_s) = counted(&device, || {
+    let (vae_counts, vae_s) = counted(&device, args.profile, || {
         vae.decode(z.clone()).into_data();
     });
     show(
@@ -136,11 +173,28 @@ pub(crate) fn main() -> Result<()> {
 
     if let Some(path) = &args.json {
         let entry = |d: &Dispatches| {
+            let times = d.times.as_ref().map(|t| {
+                let ms: BTreeMap<_, _> = t
+                    .by_kernel
+                    .iter()
+                    .map(|(k, v)| (k, v.as_secs_f64() * 1e3))
+                    .collect();
+                serde_json::json!({
+                    "busy_ms": t.busy().as_secs_f64() * 1e3,
+                    "span_ms": t.span.as_secs_f64() * 1e3,
+                    "idle_share": t.idle_share(),
+                    "device_clock": t.device_clock,
+                    "measured": t.measured,
+                    "unmeasured": t.unmeasured,
+                    "by_kernel_ms": ms,
+                })
+            });
             serde_json::json!({
                 "dispatches": d.total,
                 "reserved_bytes": d.reserved_bytes,
                 "in_use_bytes": d.in_use_bytes,
                 "by_kernel": d.by_kernel,
+                "times": times,
             })
         };
         let mut out = BTreeMap::new();

@@ -4,9 +4,11 @@
 # VAE decode at 512 px, a whole 512 px Ditail run of 50 + 50 steps, peak VRAM, and the
 # first run's extra time (kernel compilation and autotuning into a fresh cache), on every
 # compiler path: wgpu with WGSL (the default build), wgpu with SPIR-V on Vulkan
-# (`--features vulkan`, never run before: lavapipe cannot compile it), CUDA (where the
-# prepare machine could build it); plus kernel dispatch counts per U-Net step and VAE
-# decode (`examples/gpu_counts.rs`) and the attention layers against torch's SDPA.
+# (`--features vulkan`, never on a GPU yet: tested on lavapipe through a shim), CUDA (where the
+# prepare machine could build it); plus kernel dispatch counts and each kernel's device
+# time per U-Net step and VAE decode (`examples/gpu_counts.rs --profile`: where the time
+# goes, and how long the GPU waits between kernels) and the attention layers against
+# torch's SDPA.
 #
 # The device machine has no network and no Rust toolchain, and a call carries the
 # repository's tracked files (43 MB) plus at most 64 MiB in all. So:
@@ -126,8 +128,9 @@ run)
   # minus the timed runs are the first run's compilation and autotuning.
   export DITAIL_GPU_CACHE=/tmp/ditail-gpu-cache
   set +e
-  ( $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 --json "$R/counts-wgsl.json"
-    DITAIL_FUSION=off $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 \
+  ( $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 --profile \
+      --json "$R/counts-wgsl.json"
+    DITAIL_FUSION=off $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 --profile \
       --json "$R/counts-wgsl-unfused.json"
   ) 2>&1 | tee "$R/counts.log"
   rm -rf "$DITAIL_GPU_CACHE"
@@ -153,7 +156,8 @@ run-spirv)
   [ -d $W ] || { echo "error: $W is gone: run this on the machine that ran 'run'" >&2; exit 1; }
   export DITAIL_GPU_CACHE=/tmp/ditail-gpu-cache-spirv
   set +e
-  $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 --json "$R/counts-spirv.json" \
+  $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 --profile \
+    --json "$R/counts-spirv.json" \
     2>&1 | tee "$R/counts.log"
   rm -rf "$DITAIL_GPU_CACHE"
   vram ditail-spirv $bin/bench --backend wgpu --dtype f16 "${common[@]}" \

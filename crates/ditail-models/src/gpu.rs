@@ -1,7 +1,8 @@
 //! The GPU backends' run-time settings and what a GPU device offers: where cubecl keeps
 //! its autotune results (so a user pays the tuning once per device and shape, not once per
 //! run), which compiler serves a device (SPIR-V, MSL, WGSL, CUDA) and its hardware
-//! features (f16, cooperative matrices, subgroups).
+//! features (f16, cooperative matrices, subgroups), and what some GPU work cost it
+//! (`dispatches.rs`: kernels launched, pool memory, each kernel's device time).
 //!
 //! `DITAIL_FUSION=off` turns burn's operation fusion off (every operation its own kernel), to
 //! compare or to step around a fusion fault.
@@ -94,6 +95,11 @@ fn configure_once() -> Option<TuningCache> {
 
 pub use crate::kernels::{SPIRV_COMPILER, WGSL_COMPILER};
 
+mod dispatches;
+pub use dispatches::{Dispatches, KernelTimes};
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub use dispatches::{count_dispatches, profile_dispatches};
+
 /// What a GPU device offers the kernels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GpuInfo {
@@ -153,82 +159,9 @@ pub fn info(device: &burn::prelude::Device) -> Option<GpuInfo> {
     }
 }
 
-/// The kernel dispatches some GPU work issued and the device memory its pools held after it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Dispatches {
-    /// Kernels launched (issued to the device), autotune's benchmark runs included.
-    pub total: usize,
-    /// Launches per kernel name (cubecl's names, generics shortened).
-    pub by_kernel: std::collections::BTreeMap<String, usize>,
-    /// Bytes the device's memory pools held after the work (what the work made the
-    /// allocator reserve, the weights and other live tensors included).
-    pub reserved_bytes: u64,
-    /// Bytes of live tensors after the work.
-    pub in_use_bytes: u64,
-}
-
-/// Runs `work` and counts the kernels it launched on any cubecl device (every GPU backend);
-/// `work` must read its results back, or under fusion part of it may still be queued.
-/// Observation is process-wide: other threads' launches meanwhile are counted too.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub fn count_dispatches<R>(
-    device: &burn::prelude::Device,
-    work: impl FnOnce() -> R,
-) -> (R, Dispatches) {
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
-
-    use burn::backend::DispatchDevice;
-    use cubecl::MemoryScope;
-    use cubecl::logging::{LaunchObservation, LaunchObserver};
-
-    #[derive(Default)]
-    struct Count(Mutex<BTreeMap<&'static str, usize>>);
-    impl LaunchObserver for Count {
-        fn launched(&self, kernel: &'static str) {
-            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            *map.entry(kernel).or_default() += 1;
-        }
-    }
-
-    let count = Arc::new(Count::default());
-    let watching = LaunchObservation::new(count.clone());
-    let result = work();
-    drop(watching);
-    let map = count.0.lock().unwrap_or_else(|e| e.into_inner());
-    let mut out = Dispatches {
-        total: map.values().sum(),
-        ..Dispatches::default()
-    };
-    for (name, n) in map.iter() {
-        *out.by_kernel.entry(short_name(name)).or_default() += n;
-    }
-    if let DispatchDevice::Cube(cube) = device.as_dispatch() {
-        let usage = cube.client().memory_report(MemoryScope::Device).usage();
-        out.reserved_bytes = usage.bytes_reserved;
-        out.in_use_bytes = usage.bytes_in_use;
-    }
-    (result, out)
-}
-
-/// A kernel's type name without module paths or generic arguments.
-fn short_name(name: &str) -> String {
-    let base = name.split('<').next().unwrap_or(name);
-    base.rsplit("::").next().unwrap_or(base).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kernel_names_are_shortened() {
-        assert_eq!(
-            short_name("burn_cubecl::kernel::matmul::Tiled<f16, 4>"),
-            "Tiled"
-        );
-        assert_eq!(short_name("fused_elemwise"), "fused_elemwise");
-    }
 
     #[test]
     fn the_cache_is_under_ditails_folder() {
