@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use common::{assert_close, cpu, fixtures, loading, model_dir};
 use ditail::models::LoadOptions;
@@ -603,6 +603,26 @@ fn devices_lists_the_backends() {
         }
         assert!(text.contains("ditail/gpu"), "{text}");
     }
+}
+
+/// `ditail devices | head -1`: the reader closes the pipe before the command writes, and
+/// the command ends quietly with success (`println!` panicked there, exit 101).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let tmp = TempDir::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ditail"))
+        .args(["--backend", "cpu", "devices"])
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the ditail binary runs");
+    // Closed before the command has listed its first adapter (it asks the drivers first).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
 }
 
 #[test]

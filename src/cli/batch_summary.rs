@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::out::outln;
 use super::ui::Ui;
 use ditail::app::manifest::{self, Shard};
 
@@ -94,7 +95,7 @@ pub fn status(manifest_path: &Path, output: &Path, complete: &dyn Fn(&Path) -> b
             missing.push(id);
         }
     }
-    println!(
+    outln!(
         "{}: {} rows: {} done, {} failed, {} missing ({} shard summaries in {})",
         manifest_path.display(),
         rows.len(),
@@ -105,10 +106,10 @@ pub fn status(manifest_path: &Path, output: &Path, complete: &dyn Fn(&Path) -> b
         output.display()
     );
     for f in &failed {
-        println!("  failed {f}");
+        outln!("  failed {f}");
     }
     if !missing.is_empty() {
-        println!(
+        outln!(
             "  missing (never run, or their task ended before it could say): {}",
             missing.join(", ")
         );

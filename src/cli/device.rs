@@ -7,6 +7,7 @@ use ditail::models::device::{Backend, cuda_works, wgpu_adapters};
 use ditail::models::gpu;
 
 use super::args::{BackendArg, DtypeArg};
+use super::out::outln;
 use super::ui::Ui;
 
 /// Resolves `--backend`, `--dtype` and `--device` (see [`Compute::select_device`]), warning when automatic
@@ -119,12 +120,12 @@ fn wgsl_attention(device: &burn::prelude::Device) -> String {
 pub fn list() -> Result<()> {
     let compiled = Backend::compiled();
     let names: Vec<String> = compiled.iter().map(|b| b.to_string()).collect();
-    println!("backends in this build: {}", names.join(", "));
+    outln!("backends in this build: {}", names.join(", "));
     if compiled.contains(&Backend::Wgpu) {
         let adapters = wgpu_adapters();
-        println!("wgpu adapters ({}):", adapters.len());
+        outln!("wgpu adapters ({}):", adapters.len());
         if adapters.is_empty() {
-            println!("  none (no Vulkan, Metal or DX12 driver answered)");
+            outln!("  none (no Vulkan, Metal or DX12 driver answered)");
         }
         // Each adapter's own device (`--device i`); burn's default device is one of them.
         let default = Backend::Wgpu
@@ -137,23 +138,26 @@ pub fn list() -> Result<()> {
                 true => " (the default: --backend wgpu without --device)",
                 false => "",
             };
-            println!(
+            outln!(
                 "  {i}: {} [{}, {}] {}{mark}",
-                a.name, a.kind, a.api, a.driver
+                a.name,
+                a.kind,
+                a.api,
+                a.driver
             );
             if !a.takes_spirv {
-                println!(
+                outln!(
                     "     not usable by this SPIR-V build: no VK_KHR_workgroup_memory_explicit_layout \
                      (a build without the `vulkan` feature runs it through WGSL)"
                 );
                 continue;
             }
             for line in gpu_report(Backend::Wgpu.device_at(Some(i))) {
-                println!("     {line}");
+                outln!("     {line}");
             }
         }
     } else {
-        println!("wgpu: not in this build (rebuild with `--features wgpu`)");
+        outln!("wgpu: not in this build (rebuild with `--features wgpu`)");
     }
     if compiled.contains(&Backend::Cuda) {
         let state = if cuda_works() {
@@ -161,30 +165,30 @@ pub fn list() -> Result<()> {
         } else {
             "no device answered"
         };
-        println!("cuda: {state}");
+        outln!("cuda: {state}");
         if cuda_works() {
             for line in gpu_report(Backend::Cuda.device()) {
-                println!("  {line}");
+                outln!("  {line}");
             }
         }
     } else {
-        println!("cuda: not in this build (rebuild with `--features cuda`)");
+        outln!("cuda: not in this build (rebuild with `--features cuda`)");
     }
     if compiled.iter().any(|b| *b != Backend::Cpu)
         && let Some(cache) = gpu::configure()
     {
-        println!("GPU kernel tuning cache: {}", cache.dir.display());
+        outln!("GPU kernel tuning cache: {}", cache.dir.display());
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("cpu: burn-flex, {threads} threads");
+    outln!("cpu: burn-flex, {threads} threads");
     let auto = match Backend::auto() {
         Backend::Cpu => {
             "cpu (no GPU adapter; software adapters are slower than the CPU backend)".into()
         }
         gpu => gpu.to_string(),
     };
-    println!("--backend auto picks: {auto}");
-    println!(
+    outln!("--backend auto picks: {auto}");
+    outln!(
         "model families: Stable Diffusion 1.x (512 px), Stable Diffusion XL base (1024 px; its \
          VAE runs in f32 under --dtype f16 unless it is the fp16-fix); source and target of \
          one family"

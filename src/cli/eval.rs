@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::EvalArgs;
 use super::device::Compute;
+use super::out::{out, outln};
 use super::ui::{Task, Ui, cancelled};
 use ditail::app::output::write_atomic;
 
@@ -80,28 +81,32 @@ pub fn print(report: &Report) {
         .max()
         .unwrap_or(0)
         .max(5);
-    println!(
+    outln!(
         "{:width$}  {:>10}  {:>10}",
-        "image", "CLIP score", "structure"
+        "image",
+        "CLIP score",
+        "structure"
     );
     for s in &report.images {
-        println!(
+        outln!(
             "{:width$}  {:>10}  {:>10}",
             s.name,
             fmt(s.clip_score),
             fmt(s.structure_distance)
         );
     }
-    println!(
+    outln!(
         "{:width$}  {:>10}  {:>10}",
         "mean",
         fmt(report.clip_score),
         fmt(report.structure_distance)
     );
     if let Some(f) = &report.fid {
-        println!(
+        outln!(
             "FID {:.4} ({} results against {} reference images)",
-            f.fid, f.results, f.reference
+            f.fid,
+            f.results,
+            f.reference
         );
     }
 }
@@ -193,18 +198,18 @@ pub fn print_matrix(
         .max()
         .unwrap_or(0)
         .clamp(6, 24);
-    println!("{title} (rows: source, columns: target)");
-    print!("{:width$}", "");
+    outln!("{title} (rows: source, columns: target)");
+    out!("{:width$}", "");
     for n in names {
-        print!("  {n:>width$}");
+        out!("  {n:>width$}");
     }
-    println!();
+    outln!();
     for (n, row) in names.iter().zip(&means) {
-        print!("{n:width$}");
+        out!("{n:width$}");
         for v in row {
-            print!("  {:>width$}", fmt(*v));
+            out!("  {:>width$}", fmt(*v));
         }
-        println!();
+        outln!();
     }
     means
 }

@@ -12,6 +12,7 @@ pub(crate) mod device;
 mod eval;
 mod generate;
 mod invert;
+mod out;
 mod sheet;
 mod transfer;
 pub(crate) mod ui;
