@@ -45,7 +45,7 @@ export XDG_CACHE_HOME="$out/cache"
 # The tests that run kernels on wgpu: the networks and the pipeline's injecting steps
 # against diffusers and the reference, burn-cubecl's flash attention with Ditail's q/k mix
 # (the attention SPIR-V runs), f16 accumulation, kernel timing, and `ditail devices`.
-tests=(--test wgpu --test pipeline --test attention_flash --test gpu_f16 --test gpu_profile --test cli)
+tests=(--test wgpu --test pipeline --test attention_flash --test gpu_f16 --test gpu_dispatches --test cli)
 VK_ICD_FILENAMES="$out/icd.json" DITAIL_SHIM_ICD="$lavapipe" DITAIL_SHIM_SPIRV_DIR="$out/modules" \
     cargo test --no-fail-fast --features vulkan "${tests[@]}" "$@"
 

@@ -22,13 +22,14 @@ mod common;
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2dConfig;
-use burn::nn::{GroupNormConfig, LinearConfig, PaddingConfig2d};
+use burn::nn::{GroupNormConfig, LayerNormConfig, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, FloatDType};
 use common::{assert_close, cpu, wgpu_device};
 use ditail::models::cast::cast_floats;
 use ditail::models::kernels::conv::conv2d;
 use ditail::models::kernels::group_norm::group_norm;
+use ditail::models::kernels::layer_norm::layer_norm;
 use ditail::models::kernels::linear::linear;
 use ditail::models::{AddedConditioning, Conditioning, NoControl, UNetConfig, VaeConfig};
 
@@ -89,6 +90,39 @@ fn group_norm_at_sd_group_sizes(dtype: DType, tol: f32) {
             );
         }
     }
+}
+
+/// The transformer blocks' LayerNorm in f16 (`kernels::layer_norm`: f32 statistics, the
+/// affine after narrowing) against burn's LayerNorm in f32 on the CPU, at SD1.5's widest
+/// (1280 channels) with activations of mean 40 and spread 20 (sum of squares ~2e6 a
+/// token, which f16 cannot hold), and with a non-trivial affine.
+#[test]
+fn layer_norm_in_f16_holds_against_burns_in_f32() {
+    let gpu = wgpu_device();
+    let (d, tokens) = (1280, 256);
+    let mut norm = LayerNormConfig::new(d).init(&cpu());
+    norm.gamma = Param::from_tensor(Tensor::random([d], Distribution::Normal(1.0, 0.3), &cpu()));
+    norm.beta = Some(Param::from_tensor(Tensor::random(
+        [d],
+        Distribution::Normal(0.0, 0.3),
+        &cpu(),
+    )));
+    let (half, widened) = rounded(norm);
+    let x =
+        round(Tensor::<3>::random([2, tokens, d], Distribution::Normal(0.0, 20.0), &cpu()) + 40.0);
+    // burn's own forward, f32 (the CPU path, which `layer_norm` leaves to burn in f32).
+    let want = widened.forward(x.clone()).into_data();
+    let same = layer_norm(&widened, 1e-5, x.clone()).into_data();
+    assert_eq!(same, want, "f32 takes burn's LayerNorm as it is");
+    let got = layer_norm(&half.fork(&gpu), 1e-5, x.to_device(&gpu).cast(DType::F16));
+    assert_eq!(got.dtype(), DType::F16);
+    let rel = assert_close(
+        "layer norm f16",
+        &got.cast(DType::F32).into_data(),
+        &want,
+        TOL_NORM,
+    );
+    eprintln!("layer norm f16 {d} channels: rel err {rel:e}");
 }
 
 /// `module`'s weights rounded to f16: the f16 module (on the CPU, to move to the GPU) and

@@ -58,7 +58,16 @@ fn reference<B: Backend>(
     let shape = x.shape();
     let (n, c) = (shape[0], shape[1]);
     let per_channel: usize = (2..shape.num_dims()).map(|d| shape[d]).product();
-    let xg = B::float_reshape(x, Shape::new([n, groups, c / groups * per_channel]));
+    // The affine's reshapes come first: under burn's fusion a reshape of another tensor
+    // between the element-wise steps below ends their fused kernel (measured: two more
+    // dispatches per norm, each a read and write of the whole activation).
+    let per = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([1, c, 1]));
+    let (gamma, beta) = (per(gamma), per(beta));
+    // `[n, groups, chunks, len / chunks]`: the statistics are means over the last two
+    // dimensions ([`chunks_of`]), which broadcast back onto `xg` as they are.
+    let len = c / groups * per_channel;
+    let chunks = chunks_of(len);
+    let xg = B::float_reshape(x, Shape::new([n, groups, chunks, len / chunks]));
     // As burn: a sum of f16 squares overflows, so f16 statistics are taken in f32.
     let widened = xg.dtype() == DType::F16;
     let xg = match widened {
@@ -75,8 +84,7 @@ fn reference<B: Backend>(
         false => normed,
     };
     let normed = B::float_reshape(normed, Shape::new([n, c, per_channel]));
-    let per = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([1, c, 1]));
-    let y = B::float_add(B::float_mul(normed, per(gamma)), per(beta));
+    let y = B::float_add(B::float_mul(normed, gamma), beta);
     let y = B::float_reshape(y, shape);
     match silu {
         true => B::float_mul(y.clone(), <B as ActivationOps<B>>::sigmoid(y)),
@@ -84,26 +92,41 @@ fn reference<B: Backend>(
     }
 }
 
-/// Longest reduction [`group_mean`] runs in one pass.
+/// Longest group [`group_mean`] reduces in one pass.
+///
+/// On wgpu through Mesa's lavapipe 22.3 (no subgroups) burn-cubecl's reduction of f32 rows
+/// goes wrong near 2^16 values, fused or not: 96 rows of 61440 came out within 3e-6 of
+/// the CPU's means, rows of 65520 drifted to 5e-4, and a quarter of the rows of 65536 (three
+/// quarters of 163840, the VAE's 524288) were wrong (2026-12-07; Mesa 25 with subgroups
+/// was right). SD1.5's U-Net at 512 px has groups of at most 40960 values (10 channels x
+/// 64x64), which stay in one pass.
+const SINGLE_PASS_MAX: usize = 48 << 10;
+
+/// Values per chunk of a longer group.
 const REDUCE_CHUNK: usize = 4096;
 
-/// The mean of each `[n, g, len]` row, `[n, g, 1]`: in two passes (means of chunks of
-/// [`REDUCE_CHUNK`] values, then their mean: equal chunks, so the same mean) when a row is
-/// long. On wgpu through Mesa's lavapipe 22.3 (no subgroups) burn-cubecl's reduction of
-/// f32 rows of 524288 values (f16 GroupNorm input widened: the VAE's 256-channel 256x256
-/// maps at 512 px, 32 groups) came out wrong for some rows, fused or not
-/// (`tests/gpu_f16.rs`; Mesa 25 with subgroups was right); rows of 40960 were right.
-fn group_mean<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
-    let shape = x.shape();
-    let (n, g, len) = (shape[0], shape[1], shape[2]);
+/// Into how many equal chunks a group of `len` values is cut: 1 up to
+/// [`SINGLE_PASS_MAX`], else chunks of [`REDUCE_CHUNK`] (or the largest common divisor of
+/// the two, from 256 up).
+fn chunks_of(len: usize) -> usize {
     let chunk = gcd(len, REDUCE_CHUNK);
-    if len <= REDUCE_CHUNK || chunk < 256 {
-        return B::float_mean_dim(x, 2);
+    match len <= SINGLE_PASS_MAX || chunk < 256 {
+        true => 1,
+        false => len / chunk,
     }
-    let x = B::float_reshape(x, Shape::new([n, g, len / chunk, chunk]));
-    let partial = B::float_mean_dim(x, 3);
-    let mean = B::float_mean_dim(partial, 2);
-    B::float_reshape(mean, Shape::new([n, g, 1]))
+}
+
+/// The mean of each group of `[n, g, chunks, chunk]`, `[n, g, 1, 1]`: the chunks' means,
+/// then their mean (equal chunks, so the same mean). The shape keeps the chunks' dimension
+/// so that the mean broadcasts onto the group without a reshape, which under burn's fusion
+/// would end the fused kernel of the steps around it.
+fn group_mean<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let chunks = x.shape()[2];
+    let mean = B::float_mean_dim(x, 3);
+    match chunks {
+        1 => mean,
+        _ => B::float_mean_dim(mean, 2),
+    }
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -273,5 +296,22 @@ mod cpu {
                 *o = x * scale + shift;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_groups_are_cut_into_equal_chunks() {
+        // SD1.5's U-Net at 512 px (10 channels x 64x64), SDXL's at 1024 px (10 x 128x128),
+        // the 512 px VAE's (8 x 256x256), a length with no usable common divisor.
+        for (len, chunks) in [(40960, 1), (163840, 40), (524288, 128), (3 * 65537, 1)] {
+            assert_eq!(chunks_of(len), chunks, "{len}");
+            assert_eq!(len % chunks, 0);
+        }
+        assert_eq!(chunks_of(SINGLE_PASS_MAX), 1);
+        assert!(chunks_of(SINGLE_PASS_MAX + 4096) > 1);
     }
 }

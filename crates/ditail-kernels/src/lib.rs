@@ -9,6 +9,7 @@
 //! - [`linear`]: linear layers; a 512-bit GEMM on CPUs with AVX-512 ([`sgemm512`], whose
 //!   single-threaded form also runs the convolutions' products);
 //! - [`group_norm`]: GroupNorm, SiLU fused where it follows; two passes on the CPU;
+//! - [`layer_norm`]: LayerNorm in half precision, in steps burn's fusion joins on a GPU;
 //! - [`geglu`]: the transformers' feed-forward activation; one pass with a vectorised
 //!   `erf` on the CPU;
 //! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU;
@@ -33,6 +34,7 @@ pub mod conv;
 mod exp;
 pub mod geglu;
 pub mod group_norm;
+pub mod layer_norm;
 pub mod linear;
 #[cfg(feature = "flex")]
 mod out_ptr;

@@ -19,6 +19,7 @@ use crate::kernels::attention::attention;
 use crate::kernels::conv::conv2d;
 use crate::kernels::geglu::geglu;
 use crate::kernels::group_norm::group_norm;
+use crate::kernels::layer_norm::layer_norm;
 use crate::kernels::linear::linear;
 use crate::resnet::conv1x1;
 
@@ -175,6 +176,10 @@ impl FeedForward {
     }
 }
 
+/// The transformer blocks' LayerNorm epsilon (diffusers' `norm_eps` default, which SD1.5's
+/// and SDXL's U-Nets keep).
+const NORM_EPS: f64 = 1e-5;
+
 /// diffusers' `BasicTransformerBlock`: self-attention, cross-attention, feed-forward, each
 /// after a LayerNorm and with a residual.
 #[derive(Module, Debug)]
@@ -195,7 +200,11 @@ pub struct BasicTransformerBlock {
 
 impl BasicTransformerBlock {
     fn new(dim: usize, heads: usize, cross_dim: usize, device: &Device) -> Self {
-        let ln = || LayerNormConfig::new(dim).init(device);
+        let ln = || {
+            LayerNormConfig::new(dim)
+                .with_epsilon(NORM_EPS)
+                .init(device)
+        };
         let attn = |cross| {
             AttentionConfig::new(dim, heads, dim / heads)
                 .with_cross_attention_dim(cross)
@@ -219,12 +228,13 @@ impl BasicTransformerBlock {
         context: Tensor<3>,
         hook: (Site, [usize; 2], &mut dyn Controller),
     ) -> Tensor<3> {
-        let x = x.clone() + self.attn1.forward(self.norm1.forward(x), None, Some(hook));
+        let norm = |n: &LayerNorm, x| layer_norm(n, NORM_EPS, x);
+        let x = x.clone() + self.attn1.forward(norm(&self.norm1, x), None, Some(hook));
         let x = x.clone()
             + self
                 .attn2
-                .forward(self.norm2.forward(x), Some(context), None);
-        x.clone() + self.ff.forward(self.norm3.forward(x))
+                .forward(norm(&self.norm2, x), Some(context), None);
+        x.clone() + self.ff.forward(norm(&self.norm3, x))
     }
 }
 

@@ -1,0 +1,147 @@
+//! Kernel dispatches on wgpu (in CI: lavapipe; the counts are the same on a GPU for one
+//! build and shapes): the layers the U-Net repeats take as few kernels as burn's fusion
+//! can give them, and `gpu::profile_dispatches`, what `examples/gpu_counts.rs --profile`
+//! reports on a GPU, times every launch on the kernel that took it.
+//!
+//! Its own binary, the tests one at a time: the launch observer is process-wide, and
+//! another test's kernels running meanwhile would be counted in.
+
+mod common;
+
+use std::sync::Mutex;
+
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::{GroupNormConfig, LayerNormConfig, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::{DType, Distribution, FloatDType};
+use ditail::models::cast::cast_floats;
+use ditail::models::gpu::{Dispatches, count_dispatches, profile_dispatches};
+use ditail::models::kernels::linear::linear;
+use ditail::models::kernels::{conv::conv2d, group_norm::group_norm, layer_norm::layer_norm};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The dispatches of `work`'s second run (the first compiles and tunes).
+fn dispatches(device: &Device, work: impl Fn()) -> Dispatches {
+    work();
+    count_dispatches(device, &work).1
+}
+
+/// The U-Net's repeated layers in f16 on wgpu, each followed by a read (which ends the
+/// fused stream), and the most kernels each may take. Under burn's fusion a reshape between
+/// element-wise steps ends their fused kernel, and a reshape between a product and its bias
+/// add ends the product's fused epilogue: the layers' code orders its steps so that
+/// neither happens (2026-12-07: a linear layer took 2 dispatches, a GroupNorm + SiLU 4, 9
+/// for groups over 4096 values, a LayerNorm 6).
+#[test]
+fn the_unets_layers_fuse_into_few_dispatches() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let device = common::wgpu_device();
+    let f16 = FloatDType::F16;
+    let normal = Distribution::Normal(0.0, 1.0);
+    let tokens = Tensor::<3>::random([3, 256, 320], normal, &device).cast(DType::F16);
+    let map = |side| Tensor::<4>::random([3, 320, side, side], normal, &device).cast(DType::F16);
+
+    let lin = cast_floats(LinearConfig::new(320, 320).init(&device), f16);
+    let d = dispatches(&device, || {
+        linear(&lin, tokens.clone()).into_data();
+    });
+    assert_eq!(d.total, 1, "linear + bias: {d:?}");
+
+    let ln = cast_floats(LayerNormConfig::new(320).init(&device), f16);
+    let d = dispatches(&device, || {
+        layer_norm(&ln, 1e-5, tokens.clone()).into_data();
+    });
+    assert!(d.total <= 3, "layer norm: {d:?}");
+
+    let gn = cast_floats(GroupNormConfig::new(32, 320).init(&device), f16);
+    // 2560 values a group, and 40960 (SD1.5's first level at 512 px): one pass each.
+    for side in [16, 64] {
+        let x = map(side);
+        let d = dispatches(&device, || {
+            group_norm(&gn, x.clone(), true).into_data();
+        });
+        assert!(d.total <= 3, "group norm + SiLU at {side}x{side}: {d:?}");
+    }
+
+    // A half-precision 3x3 convolution (im2col): padding (a fill and a copy), the columns,
+    // and one product with the bias in its epilogue.
+    let conv = cast_floats(
+        Conv2dConfig::new([320, 320], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device),
+        f16,
+    );
+    let x = map(16);
+    let d = dispatches(&device, || {
+        conv2d(&conv, x.clone()).into_data();
+    });
+    assert!(d.total <= 4, "3x3 convolution: {d:?}");
+}
+
+/// Runs `work` once to warm up (autotune, compilation), then profiles and counts it.
+fn measure(device: &Device, work: impl Fn()) -> (Dispatches, Dispatches) {
+    work();
+    let ((), timed) = profile_dispatches(device, &work);
+    let ((), counted) = count_dispatches(device, &work);
+    (timed, counted)
+}
+
+#[test]
+fn profiling_times_every_launch_on_the_kernel_that_took_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let device = common::wgpu_device();
+    let a = Tensor::<2>::random([512, 512], Distribution::Normal(0.0, 1.0), &device);
+    let b = Tensor::<2>::random([512, 512], Distribution::Normal(0.0, 1.0), &device);
+    let small = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 4.0], &device);
+
+    let (product, product_counted) = measure(&device, || {
+        a.clone().matmul(b.clone()).into_data();
+    });
+    let (sum, _) = measure(&device, || {
+        (small.clone() + 1.0).into_data();
+    });
+
+    for (what, d) in [("product", &product), ("sum", &sum)] {
+        let t = d
+            .times
+            .as_ref()
+            .expect("profile_dispatches times the launches");
+        assert!(d.total > 0, "{what}: no launch observed");
+        assert_eq!(t.measured + t.unmeasured, d.total, "{what}: {d:?}");
+        assert!(t.measured > 0, "{what}: nothing measured: {d:?}");
+        for name in t.by_kernel.keys() {
+            assert!(
+                d.by_kernel.contains_key(name),
+                "{what}: {name} timed, not counted"
+            );
+        }
+        assert!(t.busy() > std::time::Duration::ZERO, "{what}: {d:?}");
+        if t.device_clock {
+            // One queue: the kernels run one after another inside the span.
+            let slack = std::time::Duration::from_micros(50);
+            assert!(
+                t.busy() <= t.span + slack,
+                "{what}: busy beyond the span: {t:?}"
+            );
+        }
+    }
+    // Counting alone times nothing and counts the same launches.
+    assert!(product_counted.times.is_none());
+    assert_eq!(product_counted.by_kernel, product.by_kernel);
+
+    // 134M multiply-adds against four additions: the product's time is on its kernels.
+    let busy = |d: &Dispatches| d.times.as_ref().unwrap().busy();
+    assert!(
+        busy(&product) > 20 * busy(&sum),
+        "product {:?} against sum {:?}: {product:?} {sum:?}",
+        busy(&product),
+        busy(&sum)
+    );
+    let times = &product.times.as_ref().unwrap().by_kernel;
+    let (slowest, _) = times.iter().max_by_key(|(_, t)| **t).unwrap();
+    assert!(
+        slowest.to_lowercase().contains("matmul"),
+        "the product's time is not on a matmul kernel: {times:?}"
+    );
+}
