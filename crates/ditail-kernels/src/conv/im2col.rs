@@ -1,7 +1,7 @@
 //! Half-precision convolutions on a GPU as one matrix product (im2col): the input's windows
-//! (a strided view) copied once into `[batch, in * kh * kw, oh * ow]` columns, multiplied
-//! by the weights seen as `[out, in * kh * kw]`, in bands of output rows that bound the
-//! columns' memory.
+//! gathered into `[batch, in * kh * kw, oh * ow]` columns by one kernel (`columns.rs`, the
+//! padding as bounds checks), multiplied by the weights seen as `[out, in * kh * kw]`, in
+//! bands of output rows that bound the columns' memory.
 //!
 //! Why (issue 26, `tests/gpu_f16.rs`): burn-cubecl's direct convolution sums its products
 //! in the tensor's own type, and for a dense 3x3 layer it is the only candidate burn's
@@ -22,7 +22,8 @@
 use burn::backend::DispatchDevice;
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn::tensor::ops::PadMode;
+
+use super::columns::columns;
 
 /// Most bytes the columns of one band may take: SD1.5's VAE decoder at 512 px would stack
 /// 128 channels x 9 taps x 512 x 512 = 604 MB of f16 columns in one product.
@@ -52,10 +53,6 @@ pub fn conv2d(
     let [out, _, kh, kw] = weight.dims();
     let (ph, pw) = (h + top + bottom, w + left + right);
     let (oh, ow) = ((ph - kh) / sy + 1, (pw - kw) / sx + 1);
-    let x = match top + bottom + left + right {
-        0 => x,
-        _ => x.pad([(top, bottom), (left, right)], PadMode::Constant(0.0)),
-    };
     // `[1, out, in * kh * kw]`: row-major `[out, in, kh, kw]` is already that matrix, its
     // columns ordered channel-major, then tap, as the windows below are.
     let weights = weight.reshape([1, out, channels * kh * kw]);
@@ -74,17 +71,8 @@ pub fn conv2d(
         .step_by(rows)
         .map(|r0| {
             let n = (r0 + rows).min(oh) - r0;
-            // The band's input rows, then its windows as a view (`unfold` only changes
-            // strides): `[batch, in, n, ow, kh, kw]`, ordered as the weights' columns and
-            // made contiguous by the one copy the reshape takes.
-            let y0 = r0 * sy;
-            let columns = x
-                .clone()
-                .slice(s![.., .., y0..y0 + (n - 1) * sy + kh, ..])
-                .unfold::<5, _>(2, kh, sy)
-                .unfold::<6, _>(3, kw, sx)
-                .permute([0, 1, 4, 5, 2, 3])
-                .reshape([batch, channels * kh * kw, n * ow]);
+            let padding = [top, bottom, left, right];
+            let columns = columns(x.clone(), [kh, kw], [sy, sx], padding, [r0, n]);
             (weights.clone().matmul(columns) + bias.clone()).reshape([batch, out, n, ow])
         })
         .collect();

@@ -26,6 +26,8 @@
 //! `DITAIL_CONV=reference` in the environment turns the kernels off, `DITAIL_CONV=direct`
 //! Winograd only (for comparisons and as an escape hatch).
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod columns;
 #[cfg(feature = "flex")]
 pub mod flex;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
