@@ -105,10 +105,32 @@ pub use crate::switches::wide_gemm_enabled as kernel_enabled;
 /// # Shapes
 /// - `x`: `[..., d_input]`; output: `[..., d_output]`
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    flat_then(layer, x, None)
+}
+
+/// `residual + layer.forward(x)`: on a GPU the add is part of the product's fused epilogue
+/// (with the bias) instead of a kernel of its own after it, as the transformer blocks'
+/// residuals need: the residual is flattened before the product, since a reshape between
+/// the product and the add would end the epilogue, and so would the reshape of the
+/// product's rows back to `D` dimensions before it. On the CPU it is the plain add.
+///
+/// # Shapes
+/// - `x`: `[..., d_input]`; `residual` and output: `[..., d_output]`
+pub fn linear_add<const D: usize>(layer: &Linear, x: Tensor<D>, residual: Tensor<D>) -> Tensor<D> {
+    flat_then(layer, x, Some(residual))
+}
+
+/// The layer over `x`'s rows flattened, plus `residual` (flattened first), reshaped back.
+fn flat_then<const D: usize>(
+    layer: &Linear,
+    x: Tensor<D>,
+    residual: Option<Tensor<D>>,
+) -> Tensor<D> {
     let weight = layer.weight.val();
     let [d_in, d_out] = weight.dims();
     let mut dims = x.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
+    let residual = residual.map(|r| r.reshape([rows, d_out]));
     let flat = x.reshape([rows, d_in]);
     let y = Tensor::<2>::from_dispatch(match &layer.bias {
         Some(b) => <Dispatch as LinearOps>::ditail_linear(
@@ -121,6 +143,12 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
             weight.into_dispatch(),
         ),
     });
+    // `residual + y`, the order the callers added them in before (the same bits either
+    // way: an add of two values is commutative).
+    let y = match residual {
+        Some(r) => r + y,
+        None => y,
+    };
     dims[D - 1] = d_out;
     y.reshape(dims)
 }

@@ -16,11 +16,11 @@ use burn::prelude::*;
 
 use crate::hook::{Controller, SelfAttnQk, Site};
 use crate::kernels::attention::attention;
-use crate::kernels::conv::conv2d;
+use crate::kernels::conv::{conv2d, conv2d_add};
 use crate::kernels::geglu::geglu;
 use crate::kernels::group_norm::group_norm;
 use crate::kernels::layer_norm::layer_norm;
-use crate::kernels::linear::linear;
+use crate::kernels::linear::{linear, linear_add};
 use crate::resnet::conv1x1;
 
 /// Shape of one attention layer.
@@ -97,6 +97,31 @@ impl Attention {
         context: Option<Tensor<3>>,
         hook: Option<(Site, [usize; 2], &mut dyn Controller)>,
     ) -> Tensor<3> {
+        self.forward_then(x, context, hook, None)
+    }
+
+    /// `residual + self.forward(x, context, hook)`, the add in the output projection's
+    /// fused epilogue on a GPU ([`crate::kernels::linear::linear_add`]).
+    ///
+    /// # Shapes
+    /// As [`Attention::forward`]; `residual`: like the output.
+    pub fn forward_add(
+        &self,
+        x: Tensor<3>,
+        context: Option<Tensor<3>>,
+        hook: Option<(Site, [usize; 2], &mut dyn Controller)>,
+        residual: Tensor<3>,
+    ) -> Tensor<3> {
+        self.forward_then(x, context, hook, Some(residual))
+    }
+
+    fn forward_then(
+        &self,
+        x: Tensor<3>,
+        context: Option<Tensor<3>>,
+        hook: Option<(Site, [usize; 2], &mut dyn Controller)>,
+        residual: Option<Tensor<3>>,
+    ) -> Tensor<3> {
         let kv_source = context.unwrap_or_else(|| x.clone());
         let q = linear(&self.to_q, x);
         let k = linear(&self.to_k, kv_source.clone());
@@ -106,7 +131,10 @@ impl Attention {
             None => SelfAttnQk::new(q, k),
         };
         let out = attention(qk.q, qk.k, v, self.heads, qk.inject);
-        linear(&self.to_out[0], out)
+        match residual {
+            Some(r) => linear_add(&self.to_out[0], out, r),
+            None => linear(&self.to_out[0], out),
+        }
     }
 
     /// The VAE's spatial self-attention: GroupNorm, single-head attention over all pixels,
@@ -168,10 +196,26 @@ impl FeedForward {
     /// # Shapes
     /// - `x`: `[batch, tokens, dim]`; output: the same.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_then(x, None)
+    }
+
+    /// `residual + self.forward(x)`, the add in the output projection's fused epilogue on a
+    /// GPU ([`crate::kernels::linear::linear_add`]).
+    ///
+    /// # Shapes
+    /// - `x`, `residual`: `[batch, tokens, dim]`; output: the same.
+    pub fn forward_add(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        self.forward_then(x, Some(residual))
+    }
+
+    fn forward_then(&self, x: Tensor<3>, mut residual: Option<Tensor<3>>) -> Tensor<3> {
         self.net.iter().fold(x, |x, layer| match layer {
             FeedForwardLayer::Geglu(g) => geglu(linear(&g.proj, x)),
             FeedForwardLayer::Dropout(_) => x,
-            FeedForwardLayer::Out(out) => linear(out, x),
+            FeedForwardLayer::Out(out) => match residual.take() {
+                Some(r) => linear_add(out, x, r),
+                None => linear(out, x),
+            },
         })
     }
 }
@@ -229,12 +273,15 @@ impl BasicTransformerBlock {
         hook: (Site, [usize; 2], &mut dyn Controller),
     ) -> Tensor<3> {
         let norm = |n: &LayerNorm, x| layer_norm(n, NORM_EPS, x);
-        let x = x.clone() + self.attn1.forward(norm(&self.norm1, x), None, Some(hook));
-        let x = x.clone()
-            + self
-                .attn2
-                .forward(norm(&self.norm2, x), Some(context), None);
-        x.clone() + self.ff.forward(norm(&self.norm3, x))
+        // Each residual is added in its sublayer's output projection (one fused kernel on
+        // a GPU, not a product and an add).
+        let x = self
+            .attn1
+            .forward_add(norm(&self.norm1, x.clone()), None, Some(hook), x);
+        let x = self
+            .attn2
+            .forward_add(norm(&self.norm2, x.clone()), Some(context), None, x);
+        self.ff.forward_add(norm(&self.norm3, x.clone()), x)
     }
 }
 
@@ -331,10 +378,10 @@ impl Transformer2dModel {
             let site = site.at_depth(depth as u8);
             y = block.forward(y, context.clone(), (site, [h, w], &mut *ctrl));
         }
-        let y = match &self.proj_out {
-            Projection::Conv(conv) => conv2d(conv, to_map(y)),
-            Projection::Linear(proj) => to_map(linear(proj, y)),
-        };
-        y + x
+        match &self.proj_out {
+            // The residual in the product's fused epilogue on a GPU.
+            Projection::Conv(conv) => conv2d_add(conv, to_map(y), x),
+            Projection::Linear(proj) => x + to_map(linear(proj, y)),
+        }
     }
 }

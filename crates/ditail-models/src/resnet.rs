@@ -9,7 +9,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 
 use crate::hook::{Controller, Site};
-use crate::kernels::conv::conv2d;
+use crate::kernels::conv::{conv2d, conv2d_add};
 use crate::kernels::group_norm::group_norm;
 use crate::kernels::silu::silu;
 
@@ -90,20 +90,33 @@ impl ResnetBlock2d {
         temb: Option<Tensor<2>>,
         hook: Option<(Site, &mut dyn Controller)>,
     ) -> Tensor<4> {
-        let mut h = conv2d(&self.conv1, group_norm(&self.norm1, x.clone(), true));
-        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(silu(temb));
-            let [b, c] = t.dims();
-            h = h + t.reshape([b, c, 1, 1]);
-        }
-        let mut h = conv2d(&self.conv2, group_norm(&self.norm2, h, true));
-        if let Some((site, ctrl)) = hook {
-            h = ctrl.resnet(site, h);
-        }
-        let shortcut = match &self.conv_shortcut {
+        // The time embedding (computed first) and, where no controller reads the block's
+        // output before the residual, the shortcut are added in the convolutions' fused
+        // epilogues on a GPU (`conv2d_add`), not by kernels of their own.
+        let temb = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(temb)) => {
+                let t = proj.forward(silu(temb));
+                let [b, c] = t.dims();
+                Some(t.reshape([b, c, 1, 1]))
+            }
+            _ => None,
+        };
+        let normed = group_norm(&self.norm1, x.clone(), true);
+        let h = match temb {
+            Some(t) => conv2d_add(&self.conv1, normed, t),
+            None => conv2d(&self.conv1, normed),
+        };
+        let shortcut = |x: Tensor<4>| match &self.conv_shortcut {
             Some(conv) => conv2d(conv, x),
             None => x,
         };
-        shortcut + h
+        let normed = group_norm(&self.norm2, h, true);
+        match hook {
+            Some((site, ctrl)) => {
+                let h = ctrl.resnet(site, conv2d(&self.conv2, normed));
+                shortcut(x) + h
+            }
+            None => conv2d_add(&self.conv2, normed, shortcut(x)),
+        }
     }
 }

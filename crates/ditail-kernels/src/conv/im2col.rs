@@ -36,11 +36,13 @@ pub fn applies(x: &Tensor<4>) -> bool {
         && matches!(x.device().as_dispatch(), DispatchDevice::Cube(_))
 }
 
-/// The convolution as im2col and one matrix product per band of output rows.
+/// The convolution as im2col and one matrix product per band of output rows, plus `addend`
+/// (in the product's fused epilogue where the output is one band).
 ///
 /// # Shapes
 /// - `x`: `[batch, in, h, w]`; `weight`: `[out, in, kh, kw]`; `bias`: `[out]`
 /// - `padding`: `[top, bottom, left, right]`
+/// - `addend`: broadcastable to the output
 /// - output: `[batch, out, oh, ow]`, as `super::ConvOps::ditail_conv2d`'s
 pub fn conv2d(
     x: Tensor<4>,
@@ -48,6 +50,7 @@ pub fn conv2d(
     bias: Tensor<1>,
     [sy, sx]: [usize; 2],
     [top, bottom, left, right]: [usize; 4],
+    addend: Option<Tensor<4>>,
 ) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
     let [out, _, kh, kw] = weight.dims();
@@ -62,22 +65,43 @@ pub fn conv2d(
     // serves them all (each new shape is tuned, and compiled, once per device).
     let fit = (BAND_BYTES / row_bytes.max(1)).max(1);
     let rows = (1usize << fit.ilog2()).min(oh);
-    if (kh, kw, sy, sx, ph, pw) == (1, 1, 1, 1, h, w) {
+    // The addend flattened like the product's output, before the product: a reshape
+    // between the product and the add would end the fused epilogue. Several bands add it
+    // after joining them.
+    let (flat_addend, addend) = match addend {
+        Some(a) if rows >= oh => {
+            let [ab, ac, ah, aw] = a.dims();
+            (Some(a.reshape([ab, ac, ah * aw])), None)
+        }
+        a => (None, a),
+    };
+    let product = |columns: Tensor<3>, n: usize| {
+        let y = weights.clone().matmul(columns) + bias.clone();
+        let y = match flat_addend.clone() {
+            Some(a) => a + y,
+            None => y,
+        };
+        y.reshape([batch, out, n, ow])
+    };
+    let y = if (kh, kw, sy, sx, ph, pw) == (1, 1, 1, 1, h, w) {
         // A 1x1 layer is a product on the channels as they are: no columns to build.
-        let columns = x.reshape([batch, channels, h * w]);
-        return (weights.matmul(columns) + bias).reshape([batch, out, h, w]);
-    }
-    let bands: Vec<Tensor<4>> = (0..oh)
-        .step_by(rows)
-        .map(|r0| {
-            let n = (r0 + rows).min(oh) - r0;
-            let padding = [top, bottom, left, right];
-            let columns = columns(x.clone(), [kh, kw], [sy, sx], padding, [r0, n]);
-            (weights.clone().matmul(columns) + bias.clone()).reshape([batch, out, n, ow])
-        })
-        .collect();
-    match bands.len() {
-        1 => bands.into_iter().next().expect("one band"),
-        _ => Tensor::cat(bands, 2),
+        product(x.reshape([batch, channels, h * w]), oh)
+    } else {
+        let bands: Vec<Tensor<4>> = (0..oh)
+            .step_by(rows)
+            .map(|r0| {
+                let n = (r0 + rows).min(oh) - r0;
+                let padding = [top, bottom, left, right];
+                product(columns(x.clone(), [kh, kw], [sy, sx], padding, [r0, n]), n)
+            })
+            .collect();
+        match bands.len() {
+            1 => bands.into_iter().next().expect("one band"),
+            _ => Tensor::cat(bands, 2),
+        }
+    };
+    match addend {
+        Some(a) => a + y,
+        None => y,
     }
 }

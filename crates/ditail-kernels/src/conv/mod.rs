@@ -136,13 +136,34 @@ pub fn winograd_enabled() -> bool {
 /// # Shapes
 /// - `x`: `[batch, in, h, w]`; output as `Conv2d::forward`'s.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv2d_then(conv, x, None)
+}
+
+/// `addend + conv.forward(x)`: on a GPU in half precision (the im2col path) the add is part
+/// of the product's fused epilogue, with the bias, instead of a kernel of its own after it,
+/// as the ResNets' time embedding and residuals and the transformers' residuals need; else
+/// the plain add.
+///
+/// # Shapes
+/// - `x`: `[batch, in, h, w]`; `addend`: broadcastable to the output (`[batch, out, oh,
+///   ow]`, or `[batch, out, 1, 1]`); output as `Conv2d::forward`'s.
+pub fn conv2d_add(conv: &Conv2d, x: Tensor<4>, addend: Tensor<4>) -> Tensor<4> {
+    conv2d_then(conv, x, Some(addend))
+}
+
+fn conv2d_then(conv: &Conv2d, x: Tensor<4>, addend: Option<Tensor<4>>) -> Tensor<4> {
+    // `addend + y`, the order the callers added them in before (the same bits either way).
+    let plus = |y: Tensor<4>| match addend.clone() {
+        Some(a) => a + y,
+        None => y,
+    };
     if conv.groups != 1 || conv.dilation != [1, 1] {
-        return conv.forward(x);
+        return plus(conv.forward(x));
     }
     let (top, left, bottom, right) = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
         PaddingConfig2d::Valid => (0, 0, 0, 0),
-        PaddingConfig2d::Same => return conv.forward(x),
+        PaddingConfig2d::Same => return plus(conv.forward(x)),
     };
     // A layer without bias (InceptionV3's, BatchNorm after) adds zeros: one value per
     // output channel, so that every convolution takes the same kernel.
@@ -154,15 +175,15 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if kernel_enabled() && im2col::applies(&x) {
         let padding = [top, bottom, left, right];
-        return im2col::conv2d(x, weight, bias, conv.stride, padding);
+        return im2col::conv2d(x, weight, bias, conv.stride, padding, addend);
     }
-    Tensor::from_dispatch(<Dispatch as ConvOps>::ditail_conv2d(
+    plus(Tensor::from_dispatch(<Dispatch as ConvOps>::ditail_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
         conv.stride,
         [top, bottom, left, right],
-    ))
+    )))
 }
 
 /// [`conv2d`] through burn's convolution, never the kernel (for tests and comparisons).
