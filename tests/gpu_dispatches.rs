@@ -55,13 +55,19 @@ fn the_unets_layers_fuse_into_few_dispatches() {
     assert!(d.total <= 3, "layer norm: {d:?}");
 
     let gn = cast_floats(GroupNormConfig::new(32, 320).init(&device), f16);
+    // burn fuses each statistic's reduction with its broadcast onto the map where cubecl
+    // compiles WGSL (3 kernels); through SPIR-V on lavapipe it fuses them apart (5).
+    let gn_most = match cfg!(feature = "vulkan") {
+        true => 5,
+        false => 3,
+    };
     // 2560 values a group, and 40960 (SD1.5's first level at 512 px): one pass each.
     for side in [16, 64] {
         let x = map(side);
         let d = dispatches(&device, || {
             group_norm(&gn, x.clone(), true).into_data();
         });
-        assert!(d.total <= 3, "group norm + SiLU at {side}x{side}: {d:?}");
+        assert!(d.total <= gn_most, "group norm + SiLU at {side}x{side}: {d:?}");
     }
 
     // A half-precision 3x3 convolution (im2col): the columns (one kernel, the padding as

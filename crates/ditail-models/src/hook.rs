@@ -217,6 +217,13 @@ pub trait Controller {
         h
     }
 
+    /// Whether [`Controller::resnet`] may read or change the branch at `at`. Where it may
+    /// not, the ResNet adds its shortcut inside `conv2`'s product (one kernel fewer on a
+    /// GPU) and does not call it. The default, `true`, is right for any controller.
+    fn reads_resnet(&self, _at: Site) -> bool {
+        true
+    }
+
     /// A self-attention layer's q and k after projection, before the heads are split.
     /// `grid` is the layer's `[height, width]`, so that spatial masks can be laid on tokens.
     ///
@@ -243,7 +250,11 @@ pub trait Controller {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoControl;
 
-impl Controller for NoControl {}
+impl Controller for NoControl {
+    fn reads_resnet(&self, _at: Site) -> bool {
+        false
+    }
+}
 
 /// A self-attention layer's projected q and k, and the injection to apply to them.
 #[derive(Clone, Debug)]
@@ -331,6 +342,10 @@ impl Recorder {
 }
 
 impl Controller for Recorder {
+    fn reads_resnet(&self, at: Site) -> bool {
+        self.watches(at)
+    }
+
     fn resnet(&mut self, at: Site, h: Tensor<4>) -> Tensor<4> {
         if self.watches(at) {
             self.captured.insert(at, Captured::Resnet(h.clone()));

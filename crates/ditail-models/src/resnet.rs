@@ -90,8 +90,8 @@ impl ResnetBlock2d {
         temb: Option<Tensor<2>>,
         hook: Option<(Site, &mut dyn Controller)>,
     ) -> Tensor<4> {
-        // The time embedding (computed first) and, where no controller reads the block's
-        // output before the residual, the shortcut are added in the convolutions' fused
+        // The time embedding (computed first) and, where no controller reads the branch
+        // before the shortcut ([`Controller::reads_resnet`]), the shortcut are added in the convolutions' fused
         // epilogues on a GPU (`conv2d_add`), not by kernels of their own.
         let temb = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
@@ -112,11 +112,11 @@ impl ResnetBlock2d {
         };
         let normed = group_norm(&self.norm2, h, true);
         match hook {
-            Some((site, ctrl)) => {
+            Some((site, ctrl)) if ctrl.reads_resnet(site) => {
                 let h = ctrl.resnet(site, conv2d(&self.conv2, normed));
                 shortcut(x) + h
             }
-            None => conv2d_add(&self.conv2, normed, shortcut(x)),
+            _ => conv2d_add(&self.conv2, normed, shortcut(x)),
         }
     }
 }

@@ -165,8 +165,12 @@ impl<'a> Injector<'a> {
 }
 
 impl Controller for Injector<'_> {
+    fn reads_resnet(&self, at: Site) -> bool {
+        self.windows.conv && self.sites.conv.contains(&at)
+    }
+
     fn resnet(&mut self, at: Site, h: Tensor<4>) -> Tensor<4> {
-        if !(self.windows.conv && self.sites.conv.contains(&at)) {
+        if !self.reads_resnet(at) {
             return h;
         }
         let src = match self.captured.as_ref().map(|c| c.get(&at)) {
