@@ -91,8 +91,9 @@ impl ResnetBlock2d {
         hook: Option<(Site, &mut dyn Controller)>,
     ) -> Tensor<4> {
         // The time embedding (computed first) and, where no controller reads the branch
-        // before the shortcut ([`Controller::reads_resnet`]), the shortcut are added in the convolutions' fused
-        // epilogues on a GPU (`conv2d_add`), not by kernels of their own.
+        // before the shortcut ([`Controller::reads_resnet`]), the shortcut are added in
+        // the convolutions' fused epilogues on a GPU (`conv2d_add`), not by kernels of
+        // their own.
         let temb = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 let t = proj.forward(silu(temb));
