@@ -46,6 +46,20 @@ pub mod silu;
 pub mod switches;
 pub mod timing;
 
+/// `addend + y`, or `y` without an addend: the residuals and time embedding the linear and
+/// convolution layers add in their products' epilogues (`linear::linear_add`,
+/// `conv::conv2d_add`). In that order because the callers added them so before; an add of
+/// two values is commutative, so the same bits either way.
+fn plus<const D: usize>(
+    addend: Option<burn::prelude::Tensor<D>>,
+    y: burn::prelude::Tensor<D>,
+) -> burn::prelude::Tensor<D> {
+    match addend {
+        Some(a) => a + y,
+        None => y,
+    }
+}
+
 /// cubecl's runtime name for a wgpu device whose kernels it compiles to WGSL (the others:
 /// `wgpu<spirv>`, `wgpu<msl>`, `cuda`, ...).
 pub const WGSL_COMPILER: &str = "wgpu<wgsl>";

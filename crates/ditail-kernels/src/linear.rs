@@ -143,14 +143,8 @@ fn flat_then<const D: usize>(
             weight.into_dispatch(),
         ),
     });
-    // `residual + y`, the order the callers added them in before (the same bits either
-    // way: an add of two values is commutative).
-    let y = match residual {
-        Some(r) => r + y,
-        None => y,
-    };
     dims[D - 1] = d_out;
-    y.reshape(dims)
+    crate::plus(residual, y).reshape(dims)
 }
 
 #[cfg(all(feature = "flex", target_arch = "x86_64"))]

@@ -77,11 +77,7 @@ pub fn conv2d(
     };
     let product = |columns: Tensor<3>, n: usize| {
         let y = weights.clone().matmul(columns) + bias.clone();
-        let y = match flat_addend.clone() {
-            Some(a) => a + y,
-            None => y,
-        };
-        y.reshape([batch, out, n, ow])
+        crate::plus(flat_addend.clone(), y).reshape([batch, out, n, ow])
     };
     let y = if (kh, kw, sy, sx, ph, pw) == (1, 1, 1, 1, h, w) {
         // A 1x1 layer is a product on the channels as they are: no columns to build.
@@ -100,8 +96,5 @@ pub fn conv2d(
             _ => Tensor::cat(bands, 2),
         }
     };
-    match addend {
-        Some(a) => a + y,
-        None => y,
-    }
+    crate::plus(addend, y)
 }

@@ -152,18 +152,13 @@ pub fn conv2d_add(conv: &Conv2d, x: Tensor<4>, addend: Tensor<4>) -> Tensor<4> {
 }
 
 fn conv2d_then(conv: &Conv2d, x: Tensor<4>, addend: Option<Tensor<4>>) -> Tensor<4> {
-    // `addend + y`, the order the callers added them in before (the same bits either way).
-    let plus = |y: Tensor<4>| match addend.clone() {
-        Some(a) => a + y,
-        None => y,
-    };
     if conv.groups != 1 || conv.dilation != [1, 1] {
-        return plus(conv.forward(x));
+        return crate::plus(addend, conv.forward(x));
     }
     let (top, left, bottom, right) = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
         PaddingConfig2d::Valid => (0, 0, 0, 0),
-        PaddingConfig2d::Same => return plus(conv.forward(x)),
+        PaddingConfig2d::Same => return crate::plus(addend, conv.forward(x)),
     };
     // A layer without bias (InceptionV3's, BatchNorm after) adds zeros: one value per
     // output channel, so that every convolution takes the same kernel.
@@ -177,13 +172,14 @@ fn conv2d_then(conv: &Conv2d, x: Tensor<4>, addend: Option<Tensor<4>>) -> Tensor
         let padding = [top, bottom, left, right];
         return im2col::conv2d(x, weight, bias, conv.stride, padding, addend);
     }
-    plus(Tensor::from_dispatch(<Dispatch as ConvOps>::ditail_conv2d(
+    let y = Tensor::from_dispatch(<Dispatch as ConvOps>::ditail_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
         conv.stride,
         [top, bottom, left, right],
-    )))
+    ));
+    crate::plus(addend, y)
 }
 
 /// [`conv2d`] through burn's convolution, never the kernel (for tests and comparisons).
