@@ -1,6 +1,7 @@
-//! Attention on cubecl's SPIR-V, MSL and CUDA compilers: Ditail's q/k mix in tensor ops,
-//! then burn-cubecl's flash attention (cubek), autotuned between its tensor-core
-//! ("blackbox accelerated") and unit tiles, which never materialises the score matrix.
+//! Attention on cubecl's SPIR-V, MSL and CUDA compilers: q, k and v laid out per head with
+//! Ditail's q/k mix applied (one kernel each, `heads.rs`), then burn-cubecl's flash
+//! attention (cubek), autotuned between its tensor-core ("blackbox accelerated") and unit
+//! tiles, which never materialises the score matrix.
 //!
 //! cubek's tiles need the head width to be a multiple of theirs: the accelerated tiles'
 //! inner size is 16 on every cooperative-matrix device, and SD1.5's first level has heads
@@ -17,16 +18,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use burn::backend::TensorMetadata;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
+use burn::tensor::DType;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::attention::{AttentionStrategy, attention as cube_attention};
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
+use super::heads::{self, Source};
 use super::{QkMix, cube_dims as dims, reference};
 
 /// Head widths are padded to a multiple of this (the accelerated tiles' inner size).
@@ -69,38 +68,44 @@ pub(super) fn compiles_natively(device: &burn_cubecl::CubeDevice) -> bool {
 
 type T = FloatTensor<CubeBackend>;
 
-/// `[b, n, heads * d]` -> `[b, heads, n, width]`, zero-padded to `width` and scaled.
-fn heads_of(t: T, heads: usize, width: usize, scale: Option<f32>) -> T {
-    let s = t.shape();
-    let (b, n, c) = (s[0], s[1], s[2]);
-    let d = c / heads;
-    let t = CubeBackend::float_reshape(t, Shape::new([b, n, heads, d]));
-    let t = CubeBackend::float_swap_dims(t, 1, 2);
-    let t = match scale {
-        Some(f) => CubeBackend::float_mul_scalar(t, f.into()),
-        None => t,
-    };
-    if width == d {
-        return t;
-    }
-    let zeros = CubeBackend::float_zeros(
-        Shape::new([b, heads, n, width - d]),
-        &t.device,
-        t.dtype.into(),
-    );
-    CubeBackend::float_cat(vec![t, zeros], 3)
-}
-
-/// Runs the mix, then the flash attention; [`takes`] must have said yes.
+/// Runs the flash attention with the mix; [`takes`] must have said yes.
+///
+/// q, k and v become `[batch, heads, tokens, width]` in one kernel each, the mix and the
+/// padding applied on the way, and cubek's output goes back to `[batch, tokens, heads *
+/// head_dim]` without the padding in one more (`heads.rs`).
 pub(super) fn attention(q: T, k: T, v: T, mix: QkMix<CubeBackend>, heads: usize) -> T {
-    let (q, k) = reference::inject_qk::<CubeBackend>(q, k, mix);
-    let [b, n_q, c] = dims(&q).expect("checked by `takes`");
+    let [_, _, c] = dims(&q).expect("checked by `takes`");
     let d = c / heads;
     let width = padded_head_dim(d);
-    let q_scale = (width != d).then(|| (width as f32 / d as f32).sqrt());
-    let q4 = into_contiguous(heads_of(q, heads, width, q_scale));
-    let k4 = into_contiguous(heads_of(k, heads, width, None));
-    let v4 = into_contiguous(heads_of(v, heads, width, None));
+    let q_scale = (width as f32 / d as f32).sqrt();
+    // The kernel reads every operand as q's dtype; a mix in another (which ditail never
+    // makes) is applied in tensor ops first.
+    let dtype = q.dtype;
+    let one_dtype = match &mix {
+        QkMix::None | QkMix::InBatch => true,
+        QkMix::InBatchMasked(m) => m.dtype == dtype,
+        QkMix::Captured(sq, sk) => sq.dtype == dtype && sk.dtype == dtype,
+        QkMix::CapturedMasked(sq, sk, m) => [sq, sk, m].iter().all(|t| t.dtype == dtype),
+    };
+    let (q, k, mix) = match one_dtype {
+        true => (q, k, mix),
+        false => {
+            let (q, k) = reference::inject_qk::<CubeBackend>(q, k, mix);
+            (q, k, QkMix::None)
+        }
+    };
+    let (source, mask) = match mix.parts() {
+        Some((source, mask)) => (Some(source), mask),
+        None => (None, None),
+    };
+    let of = |which: fn(&(T, T)) -> &T| match &source {
+        None => Source::None,
+        Some(None) => Source::InBatch,
+        Some(Some(pair)) => Source::Separate(which(pair)),
+    };
+    let q4 = heads::heads(&q, heads, width, q_scale, of(|p| &p.0), mask.as_ref());
+    let k4 = heads::heads(&k, heads, width, 1.0, of(|p| &p.1), mask.as_ref());
+    let v4 = heads::heads(&v, heads, width, 1.0, Source::None, None);
     let out = cube_attention(
         q4,
         k4,
@@ -112,12 +117,7 @@ pub(super) fn attention(q: T, k: T, v: T, mix: QkMix<CubeBackend>, heads: usize)
     )
     .expect("burn-cubecl's attention falls back rather than failing");
     LAUNCHES.fetch_add(1, Ordering::Relaxed);
-    let out = match width == d {
-        true => out,
-        false => reference::rows::<CubeBackend>(out, 3, 0, d),
-    };
-    let out = CubeBackend::float_swap_dims(out, 1, 2);
-    CubeBackend::float_reshape(out, Shape::new([b, n_q, c]))
+    heads::tokens(&out, d)
 }
 
 #[cfg(test)]

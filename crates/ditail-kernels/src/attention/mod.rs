@@ -23,6 +23,8 @@
 mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod flash;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod heads;
 mod reference;
 #[cfg(feature = "wgpu")]
 mod wgsl;
