@@ -10,9 +10,13 @@
 //! slice and a layout copy for the output. Here it is one launch per tensor, which the
 //! layout copies cubek's `[batch, heads, tokens, width]` needs cost anyway.
 //!
-//! Each mixed value is computed as the reference computes it, in the tensors' dtype and in
-//! the same order (`target + (source - target) * mask`, then the scale), so the operands
-//! are the ones the tensor ops made, bit for bit.
+//! Each mixed value is computed in the tensors' dtype and in the reference's order
+//! (`target + (source - target) * mask`, then the scale), so it rounds as the tensor ops
+//! did; `tests/attention_flash.rs` holds the whole path against the reference.
+//!
+//! Pinned source: cubek-attention 0.3.1 `components/global/layout.rs` (how cubek reads
+//! `[batch, heads, tokens, width]`), burn-cubecl 0.22.1 `kernel/conv/deform_conv2d.rs` (the
+//! launch conventions `conv/columns.rs` follows too).
 
 use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;

@@ -5,8 +5,9 @@
 //! kernel in `shaders/attention.wgsl`, which never materialises the score matrix and reads
 //! the targets' q and k as the masked mix with the source's while loading them (so an
 //! injection costs no extra tensor). Where cubecl compiles SPIR-V, MSL or CUDA it runs
-//! burn-cubecl's autotuned flash attention (cubek) after the mix (`flash.rs`: heads padded
-//! to the kernels' tile width; tensor-core tiles where the device has them). On the CPU
+//! burn-cubecl's autotuned flash attention (cubek; `flash.rs`) on q, k and v laid out per
+//! head with the mix applied and the heads padded to its tiles' width, one kernel each
+//! (`heads.rs`; tensor-core tiles where the device has them). On the CPU
 //! (burn-flex, f32) it runs a flash-style kernel of our own (`cpu.rs`: the mix in tensor
 //! ops, then attention with a vectorised softmax). Everywhere else (dtypes the kernels do
 //! not take) it runs the reference ([`attention_reference`]): the mix in ordinary tensor
