@@ -8,8 +8,6 @@
 
 mod common;
 
-use common::attention::{Case, MaskKind, Source, inputs};
-
 use std::sync::Mutex;
 
 use burn::nn::conv::Conv2dConfig;
@@ -17,6 +15,7 @@ use burn::nn::{GroupNormConfig, LayerNormConfig, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::module;
 use burn::tensor::{DType, Distribution, FloatDType};
+use common::attention::{Case, MaskKind, Source, inputs};
 use ditail::models::cast::cast_floats;
 use ditail::models::gpu::{Dispatches, count_dispatches, profile_dispatches};
 use ditail::models::kernels::attention::{AttentionChoice, attention, force_choice};

@@ -94,17 +94,14 @@ pub(super) fn attention(q: T, k: T, v: T, mix: QkMix<CubeBackend>, heads: usize)
             (q, k, QkMix::None)
         }
     };
-    let (source, mask) = match mix.parts() {
-        Some((source, mask)) => (Some(source), mask),
-        None => (None, None),
+    let parts = mix.parts();
+    let (q_source, k_source, mask) = match &parts {
+        None => (Source::None, Source::None, None),
+        Some((None, mask)) => (Source::InBatch, Source::InBatch, mask.as_ref()),
+        Some((Some((sq, sk)), mask)) => (Source::Separate(sq), Source::Separate(sk), mask.as_ref()),
     };
-    let of = |which: fn(&(T, T)) -> &T| match &source {
-        None => Source::None,
-        Some(None) => Source::InBatch,
-        Some(Some(pair)) => Source::Separate(which(pair)),
-    };
-    let q4 = heads::heads(&q, heads, width, q_scale, of(|p| &p.0), mask.as_ref());
-    let k4 = heads::heads(&k, heads, width, 1.0, of(|p| &p.1), mask.as_ref());
+    let q4 = heads::heads(&q, heads, width, q_scale, q_source, mask);
+    let k4 = heads::heads(&k, heads, width, 1.0, k_source, mask);
     let v4 = heads::heads(&v, heads, width, 1.0, Source::None, None);
     let out = cube_attention(
         q4,
