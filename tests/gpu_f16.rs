@@ -346,3 +346,68 @@ fn convolutions_and_linear_layers_in_f16_accumulate_in_f32() {
         "linear over 1280 features in f16: RMS error {rel:e}"
     );
 }
+
+/// The transformers' projections between the feature map and tokens
+/// (`kernels::tokens`: on a GPU in half precision one product each, which reads the other
+/// layout transposed) against the layers as they run on the CPU in f32, with the layout
+/// change as a copy: SD1.5's 1x1 convolutions over 1280 channels and SDXL's linear layers
+/// over 640, into tokens and back onto the map with the residual. Limits as above.
+#[test]
+fn the_projections_between_map_and_tokens_in_f16_hold() {
+    use ditail::models::kernels::tokens::{Pointwise, from_tokens_add, to_tokens};
+    let gpu = wgpu_device();
+    let device = cpu();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let (side, batch) = (8, 2);
+    let conv = |c| Conv2dConfig::new([c, c], [1, 1]).init(&device);
+    let convs = (rounded(conv(1280)), rounded(conv(1280)));
+    let lin = |c| LinearConfig::new(c, c).init(&device);
+    let linears = (rounded(lin(640)), rounded(lin(640)));
+    let check = |what: &str, c: usize, into: Pointwise, back: Pointwise, into16, back16| {
+        let map = round(Tensor::<4>::random([batch, c, side, side], normal, &device));
+        let residual = round(Tensor::<4>::random([batch, c, side, side], normal, &device));
+        let tokens = to_tokens(into, map.clone());
+        assert_eq!(tokens.dims(), [batch, side * side, c]);
+        let out = from_tokens_add(back, round(tokens.clone()), [side, side], residual.clone());
+
+        let (map16, residual16) = (map.to_device(&gpu), residual.to_device(&gpu));
+        let tokens16 = to_tokens(into16, map16.cast(DType::F16));
+        assert_eq!(tokens16.dtype(), DType::F16);
+        let tokens_rel = rms_rel(tokens16.unsqueeze::<4>(), tokens.clone().unsqueeze::<4>());
+        // The way back from the same (rounded) tokens as the f32 run's, so that its error
+        // is its own.
+        let tokens_in = round(tokens).to_device(&gpu).cast(DType::F16);
+        let back16 = from_tokens_add(back16, tokens_in, [side, side], residual16.cast(DType::F16));
+        assert_eq!(back16.dims(), [batch, c, side, side]);
+        let out_rel = rms_rel(back16, out);
+        eprintln!("{what}: into tokens RMS {tokens_rel:.2e}, back RMS {out_rel:.2e} of RMS want");
+        assert!(
+            tokens_rel < 1e-3,
+            "{what} into tokens in f16: RMS error {tokens_rel:e}"
+        );
+        assert!(
+            out_rel < 1e-3,
+            "{what} back onto the map in f16: RMS error {out_rel:e}"
+        );
+    };
+    let ((conv_in16, conv_in), (conv_out16, conv_out)) = convs;
+    let (conv_in16, conv_out16) = (conv_in16.fork(&gpu), conv_out16.fork(&gpu));
+    check(
+        "1x1 convolutions over 1280 channels",
+        1280,
+        Pointwise::Conv(&conv_in),
+        Pointwise::Conv(&conv_out),
+        Pointwise::Conv(&conv_in16),
+        Pointwise::Conv(&conv_out16),
+    );
+    let ((lin_in16, lin_in), (lin_out16, lin_out)) = linears;
+    let (lin_in16, lin_out16) = (lin_in16.fork(&gpu), lin_out16.fork(&gpu));
+    check(
+        "linear layers over 640 channels",
+        640,
+        Pointwise::Linear(&lin_in),
+        Pointwise::Linear(&lin_out),
+        Pointwise::Linear(&lin_in16),
+        Pointwise::Linear(&lin_out16),
+    );
+}

@@ -13,6 +13,8 @@
 //! - [`geglu`]: the transformers' feed-forward activation; one pass with a vectorised
 //!   `erf` on the CPU;
 //! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU;
+//! - [`tokens`]: the transformers' pointwise layers between a feature map and tokens, the
+//!   layout change in their products on a GPU;
 //! - [`timing`]: each kind's share of a forward (`DITAIL_KERNEL_TIMES=1`);
 //! - [`switches`]: which kernels may run (the environment's `DITAIL_*` switches).
 
@@ -45,6 +47,7 @@ pub mod sgemm512;
 pub mod silu;
 pub mod switches;
 pub mod timing;
+pub mod tokens;
 
 /// `addend + y`, or `y` without an addend: the residuals and time embedding the linear and
 /// convolution layers add in their products' epilogues (`linear::linear_add`,

@@ -16,11 +16,11 @@ use burn::prelude::*;
 
 use crate::hook::{Controller, SelfAttnQk, Site};
 use crate::kernels::attention::attention;
-use crate::kernels::conv::{conv2d, conv2d_add};
 use crate::kernels::geglu::geglu;
 use crate::kernels::group_norm::group_norm;
 use crate::kernels::layer_norm::layer_norm;
 use crate::kernels::linear::{linear, linear_add};
+use crate::kernels::tokens::{Pointwise, from_tokens_add, to_tokens};
 use crate::resnet::conv1x1;
 
 /// Shape of one attention layer.
@@ -316,6 +316,16 @@ pub enum Projection {
     Linear(Linear),
 }
 
+impl Projection {
+    /// The layer as `kernels::tokens` takes it.
+    fn pointwise(&self) -> Pointwise<'_> {
+        match self {
+            Projection::Conv(conv) => Pointwise::Conv(conv),
+            Projection::Linear(layer) => Pointwise::Linear(layer),
+        }
+    }
+}
+
 /// diffusers' `Transformer2DModel` (the continuous-input variant).
 #[derive(Module, Debug)]
 pub struct Transformer2dModel {
@@ -366,22 +376,16 @@ impl Transformer2dModel {
         site: Site,
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
-        let [b, c, h, w] = x.dims();
-        let to_tokens = |y: Tensor<4>| y.reshape([b, c, h * w]).swap_dims(1, 2);
-        let to_map = |y: Tensor<3>| y.swap_dims(1, 2).reshape([b, c, h, w]);
+        let [_, _, h, w] = x.dims();
         let normed = group_norm(&self.norm, x.clone(), false);
-        let mut y = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(conv2d(conv, normed)),
-            Projection::Linear(proj) => linear(proj, to_tokens(normed)),
-        };
+        // On a GPU the layout changes between map and tokens are the projections'
+        // products' (`kernels::tokens`), not copies.
+        let mut y = to_tokens(self.proj_in.pointwise(), normed);
         for (depth, block) in self.transformer_blocks.iter().enumerate() {
             let site = site.at_depth(depth as u8);
             y = block.forward(y, context.clone(), (site, [h, w], &mut *ctrl));
         }
-        match &self.proj_out {
-            // The residual in the product's fused epilogue on a GPU.
-            Projection::Conv(conv) => conv2d_add(conv, to_map(y), x),
-            Projection::Linear(proj) => x + to_map(linear(proj, y)),
-        }
+        // The residual in the product's fused epilogue on a GPU.
+        from_tokens_add(self.proj_out.pointwise(), y, [h, w], x)
     }
 }

@@ -31,7 +31,7 @@ const BAND_BYTES: usize = 128 << 20;
 
 /// Whether [`conv2d`] computes this layer: a half-precision input on a cubecl device (wgpu,
 /// CUDA).
-pub fn applies(x: &Tensor<4>) -> bool {
+pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
     matches!(x.dtype(), DType::F16 | DType::BF16)
         && matches!(x.device().as_dispatch(), DispatchDevice::Cube(_))
 }
