@@ -8,7 +8,10 @@
 //! a quarter of a 256 px VAE decode (128-channel 256x256 maps) and 0.26-0.63 s of a U-Net
 //! forward at 64x64 latents.
 //!
-//! `DITAIL_CONV=reference` (every CPU kernel off) runs burn's own.
+//! On cubecl devices (GPUs) one kernel per norm ([`crate::segment_norm`]: a group's channels
+//! are contiguous, so each group is a segment), SiLU included.
+//!
+//! `DITAIL_CONV=reference` (every kernel off) runs burn's own.
 
 use burn::backend::ops::ActivationOps;
 use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension, tensor::FloatTensor};
@@ -16,6 +19,7 @@ use burn::nn::GroupNorm;
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType, Shape};
 
+use super::segment_norm::{self, Segments};
 use super::silu::silu;
 
 /// GroupNorm (+ SiLU) as a backend operation: burn's ops by default, a kernel where a
@@ -171,10 +175,22 @@ pub fn group_norm<const D: usize>(norm: &GroupNorm, x: Tensor<D>, then_silu: boo
         let y = norm.forward(x);
         return if then_silu { silu(y) } else { y };
     };
+    let (gamma, beta) = (gamma.val(), beta.val());
+    if segment_norm::applies(&x, &gamma, &beta) {
+        // On a GPU one kernel (`segment_norm`): a group's channels are contiguous.
+        let channels = norm.num_channels;
+        let per_channel = x.dims()[2..].iter().product::<usize>();
+        let segments = Segments {
+            len: channels / norm.num_groups * per_channel,
+            per_image: norm.num_groups,
+            per_param: per_channel,
+        };
+        return segment_norm::segment_norm(x, gamma, beta, segments, norm.epsilon, then_silu);
+    }
     Tensor::from_dispatch(<Dispatch as GroupNormOps>::ditail_group_norm(
         x.into_dispatch(),
-        gamma.val().into_dispatch(),
-        beta.val().into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
         norm.num_groups,
         norm.epsilon,
         then_silu,

@@ -10,6 +10,8 @@
 //!   single-threaded form also runs the convolutions' products);
 //! - [`group_norm`]: GroupNorm, SiLU fused where it follows; two passes on the CPU;
 //! - [`layer_norm`]: LayerNorm in half precision, in steps burn's fusion joins on a GPU;
+//! - [`segment_norm`]: GroupNorm's groups and LayerNorm's rows normalised in one kernel
+//!   per norm on a GPU;
 //! - [`geglu`]: the transformers' feed-forward activation; one pass with a vectorised
 //!   `erf` on the CPU;
 //! - [`silu`]: the ResNets' activation; in place with a vectorised `exp` on the CPU;
@@ -42,6 +44,7 @@ pub mod linear;
 mod out_ptr;
 #[cfg(feature = "flex")]
 pub mod product;
+pub mod segment_norm;
 #[cfg(all(feature = "flex", target_arch = "x86_64"))]
 pub mod sgemm512;
 pub mod silu;

@@ -11,6 +11,7 @@ use burn::prelude::*;
 use crate::hook::{Controller, Site};
 use crate::kernels::conv::{conv2d, conv2d_add};
 use crate::kernels::group_norm::group_norm;
+use crate::kernels::linear::linear;
 use crate::kernels::silu::silu;
 
 /// Shape of one ResNet block.
@@ -96,28 +97,34 @@ impl ResnetBlock2d {
         // their own.
         let temb = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
-                let t = proj.forward(silu(temb));
+                // `kernels::linear`, not `Linear::forward`: burn's reshapes the bias between
+                // the product and its add, which then runs as a kernel of its own, and the
+                // projection's output is copied before conv1's epilogue can add it.
+                let t = linear(proj, silu(temb));
                 let [b, c] = t.dims();
                 Some(t.reshape([b, c, 1, 1]))
             }
             _ => None,
         };
-        let normed = group_norm(&self.norm1, x.clone(), true);
+        // The shortcut first: queued between conv2's column gather and its product, its
+        // product ended burn's fused stream there, and conv2's epilogue could no longer take
+        // the add (one kernel more per block with a shortcut).
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv2d(conv, x.clone()),
+            None => x.clone(),
+        };
+        let normed = group_norm(&self.norm1, x, true);
         let h = match temb {
             Some(t) => conv2d_add(&self.conv1, normed, t),
             None => conv2d(&self.conv1, normed),
-        };
-        let shortcut = |x: Tensor<4>| match &self.conv_shortcut {
-            Some(conv) => conv2d(conv, x),
-            None => x,
         };
         let normed = group_norm(&self.norm2, h, true);
         match hook {
             Some((site, ctrl)) if ctrl.reads_resnet(site) => {
                 let h = ctrl.resnet(site, conv2d(&self.conv2, normed));
-                shortcut(x) + h
+                shortcut + h
             }
-            _ => conv2d_add(&self.conv2, normed, shortcut(x)),
+            _ => conv2d_add(&self.conv2, normed, shortcut),
         }
     }
 }

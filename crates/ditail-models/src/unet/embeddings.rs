@@ -8,6 +8,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
+use crate::kernels::linear::linear;
+
 /// Sinusoidal embedding of timesteps, computed on the host in f32 in the same order of
 /// operations as diffusers, so it matches bit for bit up to the sin/cos implementation.
 ///
@@ -61,7 +63,8 @@ impl TimestepEmbedding {
     /// # Shapes
     /// - `x`: `[batch, input]`; output: `[batch, dim]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2.forward(silu(self.linear_1.forward(x)))
+        // `kernels::linear`: the bias in the product's fused epilogue on a GPU.
+        linear(&self.linear_2, silu(linear(&self.linear_1, x)))
     }
 }
 

@@ -1,0 +1,279 @@
+//! Normalisation over contiguous segments of a tensor in one kernel on cubecl devices:
+//! GroupNorm's groups (a group's channels are contiguous in NCHW) and LayerNorm's rows,
+//! each with its affine and, for the ResNets' `norm → SiLU`, the SiLU.
+//!
+//! Why (issue 26): in burn's ops, which fusion joins, a norm took three to five kernels on
+//! a GPU: the mean (a reduction), the variance of the centred values (a second reduction,
+//! fused with the centring or after it: autotune picks), and the element-wise
+//! normalisation, affine and SiLU; each reduction reads the whole activation. SD1.5's U-Net
+//! runs 60 GroupNorms and 48 LayerNorms a step. Here one cube per segment takes the
+//! statistics in one read, then normalises in a second read of the same values (recent
+//! enough to come from cache): one dispatch per norm.
+//!
+//! The statistics are taken in f32 whatever the input's type (a sum of f16 squares
+//! overflows, `tests/gpu_f16.rs`), as sums of `x - k` and `(x - k)²` with `k` the
+//! segment's first value: shifting by a value of the segment keeps the variance's
+//! subtraction from cancelling the way `E[x²] - E[x]²` does when the mean is large against
+//! the spread. Each unit sums a strided share, the cube adds the units' sums in shared
+//! memory (a tree). The normalised value is narrowed to the input's type before the affine,
+//! as burn's GroupNorm and `layer_norm` do.
+//!
+//! Pinned source for the launch conventions and the shared-memory tree: burn-cubecl 0.22.1
+//! `kernel/conv/deform_conv2d.rs`, cubek-reduce 0.3.1 `routines/shared_sum.rs`.
+
+use burn::backend::ops::ActivationOps;
+use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::prelude::*;
+use burn::tensor::{DType, FloatDType, Shape};
+
+/// How a norm's segments and parameters lie in the tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segments {
+    /// Values in a segment (GroupNorm: channels per group × positions; LayerNorm: the row).
+    pub len: usize,
+    /// Segments per image, the parameters' period (GroupNorm: the groups; LayerNorm: 1).
+    pub per_image: usize,
+    /// Consecutive values that share a parameter (GroupNorm: a channel's positions;
+    /// LayerNorm: 1).
+    pub per_param: usize,
+}
+
+/// Each segment of `x` normalised (`(x - mean) / sqrt(var + eps)`), then `· gamma[p] +
+/// beta[p]` with `p` the value's parameter, then SiLU when `silu`: the kernel on cubecl
+/// devices, backend ops elsewhere.
+///
+/// # Shapes
+/// - `x`: any, `len` dividing its size; `gamma`, `beta`: `[per_image * len / per_param]`
+/// - output: like `x`
+pub fn segment_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    segments: Segments,
+    eps: f64,
+    silu: bool,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as SegmentNormOps>::ditail_segment_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        segments,
+        eps,
+        silu,
+    ))
+}
+
+/// Whether [`segment_norm`] runs its kernel for `x`, `gamma` and `beta`: on a cubecl device,
+/// all three of one float type, kernels not switched off (`DITAIL_CONV=reference`).
+pub fn applies<const D: usize>(x: &Tensor<D>, gamma: &Tensor<1>, beta: &Tensor<1>) -> bool {
+    use burn::backend::DispatchDevice;
+    let same = gamma.dtype() == x.dtype() && beta.dtype() == x.dtype();
+    let float = matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16);
+    same && float
+        && crate::switches::cpu_kernels_enabled()
+        && matches!(x.device().as_dispatch(), DispatchDevice::Cube(_))
+}
+
+/// Segment normalisation as a backend operation.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    Cube: cfg(any(feature = "wgpu", feature = "cuda")),
+    NdArray: cfg(feature = "ndarray"),
+    Fusion: cfg(any(feature = "wgpu", feature = "cuda")),
+)]
+pub trait SegmentNormOps: Backend {
+    /// See [`segment_norm`].
+    ///
+    /// Under burn's fusion (every GPU backend) one opaque operation in the stream.
+    ///
+    /// # Shapes
+    /// As [`segment_norm`].
+    #[fusion(dtype = x, shape = x)]
+    fn ditail_segment_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        segments: Segments,
+        eps: f64,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        reference::<Self>(x, gamma, beta, segments, eps, silu)
+    }
+}
+
+/// The same in backend ops: `[images, per_image, len]` statistics (f32 for f16), the
+/// normalised values narrowed, the affine on `[images, params, per_param]`.
+fn reference<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    Segments {
+        len,
+        per_image,
+        per_param,
+    }: Segments,
+    eps: f64,
+    silu: bool,
+) -> FloatTensor<B> {
+    let shape = x.shape();
+    let dtype = x.dtype();
+    let images = shape.num_elements() / (per_image * len);
+    let params = per_image * len / per_param;
+    let per = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([1, params, 1]));
+    let (gamma, beta) = (per(gamma), per(beta));
+    let xs = B::float_reshape(x, Shape::new([images, per_image, len]));
+    let widened = dtype != DType::F32;
+    let xs = match widened {
+        true => B::float_cast(xs, FloatDType::F32),
+        false => xs,
+    };
+    let mean = B::float_mean_dim(xs.clone(), 2);
+    let centered = B::float_sub(xs, mean);
+    let var = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), 2);
+    let normed = B::float_div(
+        centered,
+        B::float_sqrt(B::float_add_scalar(var, eps.into())),
+    );
+    let normed = match widened {
+        true => B::float_cast(normed, dtype.into()),
+        false => normed,
+    };
+    let normed = B::float_reshape(normed, Shape::new([images, params, per_param]));
+    let y = B::float_reshape(B::float_add(B::float_mul(normed, gamma), beta), shape);
+    match silu {
+        true => B::float_mul(y.clone(), <B as ActivationOps<B>>::sigmoid(y)),
+        false => y,
+    }
+}
+
+#[cfg(feature = "flex")]
+impl SegmentNormOps for burn::backend::Flex {}
+#[cfg(feature = "ndarray")]
+impl SegmentNormOps for burn::backend::NdArray {}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube {
+    use burn::backend::TensorMetadata;
+    use burn_cubecl::CubeBackend;
+    use burn_cubecl::kernel::into_contiguous;
+    use burn_cubecl::ops::numeric::empty_device_dtype;
+    use burn_cubecl::tensor::CubeTensor;
+    use cubecl::ir::ElemType;
+    use cubecl::prelude::*;
+
+    use super::{SegmentNormOps, Segments};
+
+    /// Most cubes along one axis of a launch (WGSL's and Vulkan's guaranteed minimum).
+    const MAX_CUBES_PER_AXIS: usize = 65535;
+
+    /// One cube per segment `CUBE_POS`: the shifted sums over the units' strided shares,
+    /// added in shared memory, then each unit normalises its share.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    fn segment_norm_kernel<F: Float>(
+        input: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        output: &mut Tensor<F>,
+        segments: usize,
+        len: usize,
+        per_image: usize,
+        per_param: usize,
+        eps: f32,
+        #[comptime] units: usize,
+        #[comptime] silu: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let segment = CUBE_POS;
+        // The same for every unit of the cube: the whole cube leaves, before any barrier.
+        if segment >= segments {
+            terminate!();
+        }
+        let start = segment * len;
+        let unit = UNIT_POS as usize;
+        let shift = f32::cast_from(input[start]);
+        let mut s1 = f32::new(0.0);
+        let mut s2 = f32::new(0.0);
+        let mut i = unit;
+        while i < len {
+            let d = f32::cast_from(input[start + i]) - shift;
+            s1 += d;
+            s2 += d * d;
+            i += units;
+        }
+        let mut sum1 = Shared::<[f32]>::new_slice(units);
+        let mut sum2 = Shared::<[f32]>::new_slice(units);
+        sum1[unit] = s1;
+        sum2[unit] = s2;
+        sync_cube();
+        let mut active = CUBE_DIM / 2;
+        while active > 0 {
+            if UNIT_POS < active {
+                let other = (UNIT_POS + active) as usize;
+                let a = sum1[other];
+                let b = sum2[other];
+                sum1[unit] = sum1[unit] + a;
+                sum2[unit] = sum2[unit] + b;
+            }
+            sync_cube();
+            active /= 2;
+        }
+        let n = f32::cast_from(len);
+        let d_mean = sum1[0] / n;
+        let var = f32::max(sum2[0] / n - d_mean * d_mean, f32::new(0.0));
+        let mean = shift + d_mean;
+        let std = f32::sqrt(var + eps);
+        let first_param = (segment % per_image) * len;
+        let mut i = unit;
+        while i < len {
+            let at = start + i;
+            let normed = F::cast_from((f32::cast_from(input[at]) - mean) / std);
+            let p = (first_param + i) / per_param;
+            let mut y = normed * gamma[p] + beta[p];
+            if silu {
+                y = y / (F::new(1.0) + F::exp(-y));
+            }
+            output[at] = y;
+            i += units;
+        }
+    }
+
+    impl SegmentNormOps for CubeBackend {
+        fn ditail_segment_norm(
+            x: CubeTensor,
+            gamma: CubeTensor,
+            beta: CubeTensor,
+            segments: Segments,
+            eps: f64,
+            silu: bool,
+        ) -> CubeTensor {
+            let x = into_contiguous(x);
+            let (gamma, beta) = (into_contiguous(gamma), into_contiguous(beta));
+            let output = empty_device_dtype(x.client.clone(), x.device.clone(), x.shape(), x.dtype);
+            let count = x.shape().num_elements() / segments.len;
+            // A power of two for the tree; about eight values a unit, 32 to 256 units.
+            let units = (segments.len / 8).next_power_of_two().clamp(32, 256);
+            let across = count.clamp(1, MAX_CUBES_PER_AXIS);
+            let cube_count = CubeCount::Static(across as u32, count.div_ceil(across) as u32, 1);
+            let dtype = x.dtype;
+            segment_norm_kernel::launch(
+                &output.client,
+                cube_count,
+                CubeDim::new_1d(units as u32),
+                x.into_tensor_arg(),
+                gamma.into_tensor_arg(),
+                beta.into_tensor_arg(),
+                output.clone().binding().into_tensor_arg(),
+                count,
+                segments.len,
+                segments.per_image,
+                segments.per_param,
+                eps as f32,
+                units,
+                silu,
+                burn::backend::cubecl::dtype_to_storage_type(dtype),
+            );
+            output
+        }
+    }
+}
