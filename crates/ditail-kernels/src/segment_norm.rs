@@ -3,20 +3,19 @@
 //! each with its affine and, for the ResNets' `norm → SiLU`, the SiLU.
 //!
 //! Why (issue 26): in burn's ops, which fusion joins, a norm took three to five kernels on
-//! a GPU: the mean (a reduction), the variance of the centred values (a second reduction,
-//! fused with the centring or after it: autotune picks), and the element-wise
-//! normalisation, affine and SiLU; each reduction reads the whole activation. SD1.5's U-Net
-//! runs 60 GroupNorms and 48 LayerNorms a step. Here one cube per segment takes the
-//! statistics in one read, then normalises in a second read of the same values (recent
-//! enough to come from cache): one dispatch per norm.
+//! a GPU: the mean, a reduction; the variance of the centred values, a second reduction
+//! fused with the centring or after it, as autotune picks; the element-wise normalisation,
+//! affine and SiLU. Each read the whole activation, and the statistics went through memory
+//! between them. SD1.5's U-Net runs 60 GroupNorms and 48 LayerNorms a step. Here one cube
+//! per segment does all of it: one dispatch per norm.
 //!
 //! The statistics are taken in f32 whatever the input's type (a sum of f16 squares
-//! overflows, `tests/gpu_f16.rs`), as sums of `x - k` and `(x - k)²` with `k` the
-//! segment's first value: shifting by a value of the segment keeps the variance's
-//! subtraction from cancelling the way `E[x²] - E[x]²` does when the mean is large against
-//! the spread. Each unit sums a strided share, the cube adds the units' sums in shared
-//! memory (a tree). The normalised value is narrowed to the input's type before the affine,
-//! as burn's GroupNorm and `layer_norm` do.
+//! overflows, `tests/gpu_f16.rs`) and as burn takes them: the mean, then the mean of the
+//! squared deviations from it (not `E[x²] - E[x]²`, which cancels when the mean is large
+//! against the spread). Each unit sums a strided share, the cube adds the units' sums in
+//! shared memory (a tree); the segment is read three times by one cube, the second and
+//! third reads from cache where it fits. The normalised value is narrowed to the input's
+//! type before the affine, as burn's GroupNorm and `layer_norm` do.
 //!
 //! Pinned source for the launch conventions and the shared-memory tree: burn-cubecl 0.22.1
 //! `kernel/conv/deform_conv2d.rs`, cubek-reduce 0.3.1 `routines/shared_sum.rs`.
@@ -166,8 +165,31 @@ mod cube {
     /// Most cubes along one axis of a launch (WGSL's and Vulkan's guaranteed minimum).
     const MAX_CUBES_PER_AXIS: usize = 65535;
 
-    /// One cube per segment `CUBE_POS`: the shifted sums over the units' strided shares,
-    /// added in shared memory, then each unit normalises its share.
+    /// The sum of every unit's `value`, for every unit: a tree over `sums` (one slot per
+    /// unit, `CUBE_DIM` a power of two), read back after a barrier so that the slots can
+    /// be written again.
+    #[cube]
+    fn cube_sum(sums: &mut Shared<[f32]>, value: f32) -> f32 {
+        sums[UNIT_POS as usize] = value;
+        sync_cube();
+        let mut active = CUBE_DIM / 2;
+        while active > 0 {
+            if UNIT_POS < active {
+                let other = sums[(UNIT_POS + active) as usize];
+                let unit = UNIT_POS as usize;
+                sums[unit] = sums[unit] + other;
+            }
+            sync_cube();
+            active /= 2;
+        }
+        let total = sums[0];
+        sync_cube();
+        total
+    }
+
+    /// One cube per segment `CUBE_POS`: each unit sums a strided share of the segment, the
+    /// cube adds the shares (the mean, then the squared deviations), then each unit
+    /// normalises its share.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     fn segment_norm_kernel<F: Float>(
@@ -191,37 +213,24 @@ mod cube {
         }
         let start = segment * len;
         let unit = UNIT_POS as usize;
-        let shift = f32::cast_from(input[start]);
-        let mut s1 = f32::new(0.0);
-        let mut s2 = f32::new(0.0);
+        let n = f32::cast_from(len);
+        let mut sums = Shared::<[f32]>::new_slice(units);
+        // The mean, then the mean of the squared deviations from it (burn's two passes).
+        let mut s = f32::new(0.0);
         let mut i = unit;
         while i < len {
-            let d = f32::cast_from(input[start + i]) - shift;
-            s1 += d;
-            s2 += d * d;
+            s += f32::cast_from(input[start + i]);
             i += units;
         }
-        let mut sum1 = Shared::<[f32]>::new_slice(units);
-        let mut sum2 = Shared::<[f32]>::new_slice(units);
-        sum1[unit] = s1;
-        sum2[unit] = s2;
-        sync_cube();
-        let mut active = CUBE_DIM / 2;
-        while active > 0 {
-            if UNIT_POS < active {
-                let other = (UNIT_POS + active) as usize;
-                let a = sum1[other];
-                let b = sum2[other];
-                sum1[unit] = sum1[unit] + a;
-                sum2[unit] = sum2[unit] + b;
-            }
-            sync_cube();
-            active /= 2;
+        let mean = cube_sum(&mut sums, s) / n;
+        let mut s = f32::new(0.0);
+        let mut i = unit;
+        while i < len {
+            let d = f32::cast_from(input[start + i]) - mean;
+            s += d * d;
+            i += units;
         }
-        let n = f32::cast_from(len);
-        let d_mean = sum1[0] / n;
-        let var = f32::max(sum2[0] / n - d_mean * d_mean, f32::new(0.0));
-        let mean = shift + d_mean;
+        let var = cube_sum(&mut sums, s) / n;
         let std = f32::sqrt(var + eps);
         let first_param = (segment % per_image) * len;
         let mut i = unit;
@@ -250,7 +259,10 @@ mod cube {
             let x = into_contiguous(x);
             let (gamma, beta) = (into_contiguous(gamma), into_contiguous(beta));
             let output = empty_device_dtype(x.client.clone(), x.device.clone(), x.shape(), x.dtype);
-            let count = x.shape().num_elements() / segments.len;
+            let count = x.shape().num_elements() / segments.len.max(1);
+            if count == 0 {
+                return output;
+            }
             // A power of two for the tree; about eight values a unit, 32 to 256 units.
             let units = (segments.len / 8).next_power_of_two().clamp(32, 256);
             let across = count.clamp(1, MAX_CUBES_PER_AXIS);
