@@ -132,6 +132,9 @@ run)
       --json "$R/counts-wgsl.json"
     DITAIL_FUSION=off $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 --profile \
       --json "$R/counts-wgsl-unfused.json"
+    # burn's fused norms instead of ditail's kernel (one a norm): which is faster here.
+    DITAIL_NORM=reference $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 \
+      --profile --json "$R/counts-wgsl-burn-norms.json"
   ) 2>&1 | tee "$R/counts.log"
   rm -rf "$DITAIL_GPU_CACHE"
   # (fails fast with "does not include the cuda backend" if prepare built wgpu only)

@@ -65,13 +65,14 @@ pub fn segment_norm<const D: usize>(
 }
 
 /// Whether [`segment_norm`] runs its kernel for `x`, `gamma` and `beta`: on a cubecl device,
-/// all three of one float type, kernels not switched off (`DITAIL_CONV=reference`).
+/// all three of one float type, the kernel not switched off (`DITAIL_NORM=reference` or
+/// `DITAIL_CONV=reference`).
 pub fn applies<const D: usize>(x: &Tensor<D>, gamma: &Tensor<1>, beta: &Tensor<1>) -> bool {
     use burn::backend::DispatchDevice;
     let same = gamma.dtype() == x.dtype() && beta.dtype() == x.dtype();
     let float = matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16);
     same && float
-        && crate::switches::cpu_kernels_enabled()
+        && crate::switches::norm_kernel_enabled()
         && matches!(x.device().as_dispatch(), DispatchDevice::Cube(_))
 }
 

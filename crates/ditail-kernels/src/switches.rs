@@ -1,5 +1,5 @@
 //! The kernels' switches, read once each from the environment: which kernels may run
-//! (`DITAIL_CONV`, `DITAIL_LINEAR`; the attention's `DITAIL_ATTENTION` is its own choice,
+//! (`DITAIL_CONV`, `DITAIL_LINEAR`, `DITAIL_NORM`; the attention's `DITAIL_ATTENTION` is its own choice,
 //! see [`super::attention::choice`]), in one place that every kernel asks and that asks
 //! none of them.
 
@@ -29,4 +29,12 @@ pub fn wide_gemm_enabled() -> bool {
         let cpu = false;
         cpu && cpu_kernels_enabled() && !env_is("DITAIL_LINEAR", "reference")
     })
+}
+
+/// Whether the GPU's norms run as one kernel each (`segment_norm`): not when
+/// `DITAIL_NORM=reference` nor `DITAIL_CONV=reference` is set (then burn's ops, which
+/// fusion joins: the comparison `scripts/gpu_bench.sh` times on a GPU).
+pub fn norm_kernel_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| cpu_kernels_enabled() && !env_is("DITAIL_NORM", "reference"))
 }
