@@ -190,6 +190,35 @@ mod cube {
         total
     }
 
+    /// The sum of this unit's strided share of the segment's values less `shift`, or of
+    /// their squares.
+    #[cube]
+    fn unit_share<F: Float, N: Size>(
+        input: &Tensor<Vector<F, N>>,
+        start: usize,
+        len: usize,
+        #[comptime] units: usize,
+        shift: f32,
+        #[comptime] squares: bool,
+    ) -> f32 {
+        let mut s = f32::new(0.0);
+        let mut i = UNIT_POS as usize;
+        while i < len {
+            let v = input[start + i];
+            #[unroll]
+            for k in 0..N::value() {
+                let d = f32::cast_from(v.extract(k)) - shift;
+                if squares {
+                    s += d * d;
+                } else {
+                    s += d;
+                }
+            }
+            i += units;
+        }
+        s
+    }
+
     /// One cube per segment `CUBE_POS`: each unit sums a strided share of the segment's
     /// vectors, the cube adds the shares (the mean, then the squared deviations), then each
     /// unit normalises its share. `len` counts vectors of `N` values.
@@ -220,29 +249,10 @@ mod cube {
         let n = f32::cast_from(len * width);
         let mut sums = Shared::<[f32]>::new_slice(units);
         // The mean, then the mean of the squared deviations from it (burn's two passes).
-        let mut s = f32::new(0.0);
-        let mut i = unit;
-        while i < len {
-            let v = input[start + i];
-            #[unroll]
-            for k in 0..width {
-                s += f32::cast_from(v.extract(k));
-            }
-            i += units;
-        }
-        let mean = cube_sum(&mut sums, s) / n;
-        let mut s = f32::new(0.0);
-        let mut i = unit;
-        while i < len {
-            let v = input[start + i];
-            #[unroll]
-            for k in 0..width {
-                let d = f32::cast_from(v.extract(k)) - mean;
-                s += d * d;
-            }
-            i += units;
-        }
-        let var = cube_sum(&mut sums, s) / n;
+        let share = unit_share(input, start, len, units, f32::new(0.0), false);
+        let mean = cube_sum(&mut sums, share) / n;
+        let share = unit_share(input, start, len, units, mean, true);
+        let var = cube_sum(&mut sums, share) / n;
         let std = f32::sqrt(var + eps);
         let first_param = (segment % per_image) * len * width;
         let mut i = unit;
