@@ -19,8 +19,9 @@ use common::attention::{Case, MaskKind, Source, inputs};
 use ditail::models::cast::cast_floats;
 use ditail::models::gpu::{Dispatches, count_dispatches, profile_dispatches};
 use ditail::models::kernels::attention::{AttentionChoice, attention, force_choice};
+use ditail::models::kernels::conv::{conv2d, conv2d_upscaled};
 use ditail::models::kernels::linear::linear;
-use ditail::models::kernels::{conv::conv2d, group_norm::group_norm, layer_norm::layer_norm};
+use ditail::models::kernels::{group_norm::group_norm, layer_norm::layer_norm};
 use ditail::models::resnet::ResnetBlock2dConfig;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -91,6 +92,15 @@ fn the_unets_layers_fuse_into_few_dispatches() {
         conv2d(&conv, x.clone()).into_data();
     });
     assert!(d.total <= 2, "3x3 convolution: {d:?}");
+    // An upsampler's: the enlargement in the gather (2026-12-07: two more kernels, the
+    // enlarged map's two gathers).
+    let d = dispatches(&device, || {
+        conv2d_upscaled(&conv, x.clone(), 2).into_data();
+    });
+    assert!(
+        d.total <= 2,
+        "3x3 convolution over a map enlarged twice: {d:?}"
+    );
 
     // A ResNet block with the time embedding and a 1x1 shortcut (an up block's): two
     // norms, two gathers, the four products (the time embedding's, the two convolutions',

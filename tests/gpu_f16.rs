@@ -27,7 +27,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, Distribution, FloatDType};
 use common::{assert_close, cpu, wgpu_device};
 use ditail::models::cast::cast_floats;
-use ditail::models::kernels::conv::conv2d;
+use ditail::models::kernels::conv::{conv2d, conv2d_upscaled};
 use ditail::models::kernels::group_norm::group_norm;
 use ditail::models::kernels::layer_norm::layer_norm;
 use ditail::models::kernels::linear::linear;
@@ -332,6 +332,20 @@ fn convolutions_and_linear_layers_in_f16_accumulate_in_f32() {
         eprintln!("{what}, f16 on the GPU: RMS {rel:.2e} of RMS want");
         assert!(rel < 1e-3, "{what} in f16: RMS error {rel:e}");
     }
+
+    // An upsampler's convolution over its map enlarged twice (on the GPU in the gather, on
+    // the CPU as an enlarged map): SD1.5's VAE decoder's last upsampler, 256 channels.
+    let conv = Conv2dConfig::new([256, 256], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&device);
+    let (conv16, conv) = rounded(conv);
+    let x = round(Tensor::<4>::random([1, 256, 16, 16], normal, &device));
+    let want = conv2d_upscaled(&conv, x.clone(), 2);
+    let got = conv2d_upscaled(&conv16.fork(&gpu), x.to_device(&gpu).cast(DType::F16), 2);
+    assert_eq!(got.dims(), [1, 256, 32, 32]);
+    let rel = rms_rel(got, want);
+    eprintln!("conv 3x3 256 over 16x16 enlarged twice, f16 on the GPU: RMS {rel:.2e} of RMS want");
+    assert!(rel < 1e-3, "upsampler's conv in f16: RMS error {rel:e}");
 
     // The feed-forward's GEGLU projection (1280 -> 10240) over 64 tokens.
     let ff = LinearConfig::new(1280, 10240).init(&device);

@@ -113,39 +113,44 @@ fn a_wgpu_device_is_picked_by_its_index_in_the_adapter_list() {
 /// GPU) against the same columns in tensor ops on the same device: a gather, so equal to
 /// the bit, in f16 and f32, for SD's 3x3 layers (stride 1 and 2, the VAE encoder's
 /// asymmetric padding), bands that start inside the map, a 1x1 window, an odd-sized map,
-/// and an input that is a strided view.
+/// an input that is a strided view, and inputs enlarged twice by nearest neighbour on the
+/// way (the upsamplers' convolutions).
 #[test]
 fn the_columns_kernel_gathers_what_the_tensor_ops_do() {
     use burn::tensor::{DType, Distribution};
     use ditail::models::kernels::conv::columns::{columns, columns_reference};
     let device = wgpu_device();
-    // (channels, h, w, kernel, stride, [top, bottom, left, right], [first row, rows])
+    // (channels, h, w, kernel, stride, [top, bottom, left, right], [first row, rows],
+    // enlargement)
     let cases = [
-        (8, 16, 16, 3, 1, [1, 1, 1, 1], [0, 16]),
-        (8, 16, 16, 3, 1, [1, 1, 1, 1], [4, 8]),
-        (5, 16, 16, 3, 2, [1, 1, 1, 1], [0, 8]),
-        (5, 16, 16, 3, 2, [0, 1, 0, 1], [3, 4]),
-        (3, 13, 9, 3, 1, [1, 1, 1, 1], [12, 1]),
-        (4, 7, 7, 1, 1, [0, 0, 0, 0], [0, 7]),
-        (4, 9, 11, 3, 1, [0, 0, 0, 0], [2, 5]),
+        (8, 16, 16, 3, 1, [1, 1, 1, 1], [0, 16], 1),
+        (8, 16, 16, 3, 1, [1, 1, 1, 1], [4, 8], 1),
+        (5, 16, 16, 3, 2, [1, 1, 1, 1], [0, 8], 1),
+        (5, 16, 16, 3, 2, [0, 1, 0, 1], [3, 4], 1),
+        (3, 13, 9, 3, 1, [1, 1, 1, 1], [12, 1], 1),
+        (4, 7, 7, 1, 1, [0, 0, 0, 0], [0, 7], 1),
+        (4, 9, 11, 3, 1, [0, 0, 0, 0], [2, 5], 1),
+        (8, 8, 8, 3, 1, [1, 1, 1, 1], [0, 16], 2),
+        (8, 8, 8, 3, 1, [1, 1, 1, 1], [5, 8], 2),
+        (3, 5, 7, 3, 1, [1, 1, 1, 1], [0, 10], 2),
     ];
     for dtype in [DType::F32, DType::F16] {
-        for (c, h, w, k, s, padding, rows) in cases {
+        for (c, h, w, k, s, padding, rows, up) in cases {
             let x = Tensor::<4>::random([2, c, h, w], Distribution::Normal(0.0, 1.0), &device)
                 .cast(dtype);
-            let got = columns(x.clone(), [k, k], [s, s], padding, rows).into_data();
-            let want = columns_reference(x, [k, k], [s, s], padding, rows).into_data();
+            let got = columns(x.clone(), [k, k], [s, s], padding, rows, up).into_data();
+            let want = columns_reference(x, [k, k], [s, s], padding, rows, up).into_data();
             assert_eq!(
                 got, want,
-                "{dtype:?} {c}x{h}x{w} k{k} s{s} {padding:?} {rows:?}"
+                "{dtype:?} {c}x{h}x{w} k{k} s{s} {padding:?} {rows:?} x{up}"
             );
         }
         // A strided view: channels and width swapped back from a transposed copy.
         let t =
             Tensor::<4>::random([2, 16, 6, 8], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
         let view = t.swap_dims(1, 3);
-        let got = columns(view.clone(), [3, 3], [1, 1], [1, 1, 1, 1], [0, 6]).into_data();
-        let want = columns_reference(view, [3, 3], [1, 1], [1, 1, 1, 1], [0, 6]).into_data();
+        let got = columns(view.clone(), [3, 3], [1, 1], [1, 1, 1, 1], [0, 6], 1).into_data();
+        let want = columns_reference(view, [3, 3], [1, 1], [1, 1, 1, 1], [0, 6], 1).into_data();
         assert_eq!(got, want, "{dtype:?} strided view");
     }
 }

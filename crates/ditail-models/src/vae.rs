@@ -15,9 +15,8 @@ use serde_json::Value;
 use crate::attention::{Attention, AttentionConfig};
 use crate::error::Result;
 use crate::json::JsonConfig;
-use crate::kernels::conv::conv2d;
+use crate::kernels::conv::{conv2d, conv2d_upscaled};
 use crate::kernels::group_norm::group_norm;
-use crate::ops::resize_nearest;
 use crate::resnet::{ResnetBlock2d, ResnetBlock2dConfig, conv1x1, conv3x3};
 
 /// Configuration of a Stable Diffusion VAE (SD1.x and SDXL have the same structure); field
@@ -352,8 +351,8 @@ impl AutoencoderKl {
                 x = resnet.forward(x, None, None);
             }
             for up in &block.upsamplers {
-                let [_, _, h, w] = x.dims();
-                x = conv2d(&up.conv, resize_nearest(x, [2 * h, 2 * w]));
+                // On a GPU the enlargement happens in the convolution's gather.
+                x = conv2d_upscaled(&up.conv, x, 2);
             }
         }
         conv2d(&d.conv_out, group_norm(&d.conv_norm_out, x, true))

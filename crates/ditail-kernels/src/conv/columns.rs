@@ -1,6 +1,9 @@
 //! The im2col columns of a band of a convolution's output rows, in one kernel on cubecl
 //! devices: each unit reads one input pixel's `kh * kw` window, with the zero padding as
-//! bounds checks, and writes its column entries.
+//! bounds checks, and writes its column entries. The input may be enlarged by nearest
+//! neighbour on the way (the upsamplers' `interpolate(scale_factor=2)` before their
+//! convolution): the window reads the small map where the enlarged one would repeat it, so
+//! the enlarged map is never made.
 //!
 //! In tensor ops the same columns took three kernels and a copy of the input: the padded
 //! input (a fill, then a copy into its interior), then the windows (a strided view) copied
@@ -15,8 +18,9 @@ use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension, tensor
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 
-/// The columns of output rows `rows[0]..rows[0] + rows[1]` ([`ColumnsOps::ditail_columns`]):
-/// the kernel on cubecl devices, tensor ops elsewhere.
+/// The columns of output rows `rows[0]..rows[0] + rows[1]` ([`ColumnsOps::ditail_columns`])
+/// of `x` enlarged `upscale` times by nearest neighbour (1: as it is): the kernel on cubecl
+/// devices, tensor ops elsewhere.
 ///
 /// # Shapes
 /// - `x`: `[batch, channels, h, w]`; `padding`: `[top, bottom, left, right]`
@@ -27,6 +31,7 @@ pub fn columns(
     stride: [usize; 2],
     padding: [usize; 4],
     rows: [usize; 2],
+    upscale: usize,
 ) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as ColumnsOps>::ditail_columns(
         x.into_dispatch(),
@@ -34,6 +39,7 @@ pub fn columns(
         stride,
         padding,
         rows,
+        upscale,
     ))
 }
 
@@ -47,6 +53,7 @@ pub fn columns_reference(
     stride: [usize; 2],
     padding: [usize; 4],
     rows: [usize; 2],
+    upscale: usize,
 ) -> Tensor<3> {
     Tensor::from_dispatch(reference::<Dispatch>(
         x.into_dispatch(),
@@ -54,6 +61,7 @@ pub fn columns_reference(
         stride,
         padding,
         rows,
+        upscale,
     ))
 }
 
@@ -66,22 +74,25 @@ pub fn columns_reference(
 )]
 pub trait ColumnsOps: Backend {
     /// The columns of output rows `rows[0]..rows[0] + rows[1]` of a convolution with a
-    /// `kernel` window, `stride` and zero `padding`: entry `(b, (c * kh + i) * kw + j,
-    /// r * ow + o)` is the padded input at `(b, c, (rows[0] + r) * sy + i, o * sx + j)`.
+    /// `kernel` window, `stride` and zero `padding` over `x` enlarged `upscale` times by
+    /// nearest neighbour: entry `(b, (c * kh + i) * kw + j, r * ow + o)` is the padded,
+    /// enlarged input at `(b, c, (rows[0] + r) * sy + i, o * sx + j)`, which is `x` at
+    /// `(b, c, y / upscale, x / upscale)` for `(y, x)` inside the enlarged map.
     ///
     /// # Shapes
     /// - `x`: `[batch, channels, h, w]`; `padding`: `[top, bottom, left, right]`
-    /// - output: `[batch, channels * kh * kw, rows[1] * ow]`, `ow = (w + left + right - kw)
-    ///   / sx + 1`
-    #[fusion(dtype = x, shape = columns_shape(x, kernel, stride, padding, rows))]
+    /// - output: `[batch, channels * kh * kw, rows[1] * ow]`, `ow = (w * upscale + left +
+    ///   right - kw) / sx + 1`
+    #[fusion(dtype = x, shape = columns_shape(x, kernel, stride, padding, rows, upscale))]
     fn ditail_columns(
         x: FloatTensor<Self>,
         kernel: [usize; 2],
         stride: [usize; 2],
         padding: [usize; 4],
         rows: [usize; 2],
+        upscale: usize,
     ) -> FloatTensor<Self> {
-        reference::<Self>(x, kernel, stride, padding, rows)
+        reference::<Self>(x, kernel, stride, padding, rows, upscale)
     }
 }
 
@@ -92,19 +103,21 @@ fn columns_shape(
     [_, sx]: &[usize; 2],
     [_, _, left, right]: &[usize; 4],
     [_, n]: &[usize; 2],
+    upscale: &usize,
 ) -> Shape {
-    let ow = (x[3] + left + right - kw) / sx + 1;
+    let ow = (x[3] * upscale + left + right - kw) / sx + 1;
     Shape::new([x[0], x[1] * kh * kw, n * ow])
 }
 
-/// The columns in tensor ops: pad, the band's input rows, their windows as a strided view,
-/// one copy.
+/// The columns in tensor ops: enlarge (each value repeated `upscale` times along both
+/// axes), pad, the band's input rows, their windows as a strided view, one copy.
 fn reference<B: Backend>(
     x: FloatTensor<B>,
     [kh, kw]: [usize; 2],
     [sy, sx]: [usize; 2],
     [top, bottom, left, right]: [usize; 4],
     [r0, n]: [usize; 2],
+    upscale: usize,
 ) -> FloatTensor<B> {
     let out = columns_shape(
         &x.shape(),
@@ -112,7 +125,17 @@ fn reference<B: Backend>(
         &[sy, sx],
         &[top, bottom, left, right],
         &[r0, n],
+        &upscale,
     );
+    let x = match upscale {
+        1 => x,
+        u => {
+            let [b, c, h, w] = x.shape().dims();
+            let x = B::float_reshape(x, Shape::new([b, c, h, 1, w, 1]));
+            let x = B::float_expand(x, Shape::new([b, c, h, u, w, u]));
+            B::float_reshape(x, Shape::new([b, c, h * u, w * u]))
+        }
+    };
     let padded = B::float_pad(
         x,
         &[(0, 0), (0, 0), (top, bottom), (left, right)],
@@ -167,10 +190,12 @@ mod cube {
         sx: usize,
         top: usize,
         left: usize,
+        upscale: usize,
         #[define(F)] _dtype: ElemType,
     ) {
         let channels = input.shape(1);
-        let (h, w) = (input.shape(2), input.shape(3));
+        // The enlarged map's size.
+        let (h, w) = (input.shape(2) * upscale, input.shape(3) * upscale);
         let units = input.shape(0) * channels * rows * ow;
         if ABSOLUTE_POS >= units {
             terminate!();
@@ -196,6 +221,7 @@ mod cube {
                 if py >= top && px >= left {
                     let (y, x) = (py - top, px - left);
                     if y < h && x < w {
+                        let (y, x) = (y / upscale, x / upscale);
                         value = input[in_base + y * input.stride(2) + x * input.stride(3)];
                     }
                 }
@@ -212,8 +238,9 @@ mod cube {
             stride: [usize; 2],
             padding: [usize; 4],
             rows: [usize; 2],
+            upscale: usize,
         ) -> CubeTensor {
-            let shape = columns_shape(&x.shape(), &kernel, &stride, &padding, &rows);
+            let shape = columns_shape(&x.shape(), &kernel, &stride, &padding, &rows, &upscale);
             let ow = shape[2] / rows[1];
             let output = empty_device_dtype(x.client.clone(), x.device.clone(), shape, x.dtype);
             let units = x.shape()[0] * x.shape()[1] * rows[1] * ow;
@@ -235,6 +262,7 @@ mod cube {
                 stride[1],
                 padding[0],
                 padding[2],
+                upscale,
                 burn::backend::cubecl::dtype_to_storage_type(dtype),
             );
             output

@@ -37,13 +37,15 @@ pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
 }
 
 /// The convolution as im2col and one matrix product per band of output rows, plus `addend`
-/// (in the product's fused epilogue where the output is one band).
+/// (in the product's fused epilogue where the output is one band), over `x` enlarged
+/// `upscale` times by nearest neighbour (1: as it is) in the gather.
 ///
 /// # Shapes
 /// - `x`: `[batch, in, h, w]`; `weight`: `[out, in, kh, kw]`; `bias`: `[out]`
 /// - `padding`: `[top, bottom, left, right]`
 /// - `addend`: broadcastable to the output
-/// - output: `[batch, out, oh, ow]`, as `super::ConvOps::ditail_conv2d`'s
+/// - output: `[batch, out, oh, ow]`, as `super::ConvOps::ditail_conv2d`'s over the
+///   enlarged `[batch, in, h * upscale, w * upscale]`
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -51,8 +53,10 @@ pub fn conv2d(
     [sy, sx]: [usize; 2],
     [top, bottom, left, right]: [usize; 4],
     addend: Option<Tensor<4>>,
+    upscale: usize,
 ) -> Tensor<4> {
     let [batch, channels, h, w] = x.dims();
+    let (h, w) = (h * upscale, w * upscale);
     let [out, _, kh, kw] = weight.dims();
     let (ph, pw) = (h + top + bottom, w + left + right);
     let (oh, ow) = ((ph - kh) / sy + 1, (pw - kw) / sx + 1);
@@ -79,7 +83,7 @@ pub fn conv2d(
         let y = weights.clone().matmul(columns) + bias.clone();
         crate::plus(flat_addend.clone(), y).reshape([batch, out, n, ow])
     };
-    let y = if (kh, kw, sy, sx, ph, pw) == (1, 1, 1, 1, h, w) {
+    let y = if (kh, kw, sy, sx, ph, pw, upscale) == (1, 1, 1, 1, h, w, 1) {
         // A 1x1 layer is a product on the channels as they are: no columns to build.
         product(x.reshape([batch, channels, h * w]), oh)
     } else {
@@ -88,7 +92,8 @@ pub fn conv2d(
             .map(|r0| {
                 let n = (r0 + rows).min(oh) - r0;
                 let padding = [top, bottom, left, right];
-                product(columns(x.clone(), [kh, kw], [sy, sx], padding, [r0, n]), n)
+                let window = columns(x.clone(), [kh, kw], [sy, sx], padding, [r0, n], upscale);
+                product(window, n)
             })
             .collect();
         match bands.len() {

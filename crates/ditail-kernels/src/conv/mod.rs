@@ -151,6 +151,45 @@ pub fn conv2d_add(conv: &Conv2d, x: Tensor<4>, addend: Tensor<4>) -> Tensor<4> {
     conv2d_then(conv, x, Some(addend))
 }
 
+/// `conv.forward` over `x` enlarged `scale` times by nearest neighbour (PyTorch's
+/// `interpolate(scale_factor=scale, mode="nearest")`, the upsamplers' resize): on a GPU in
+/// half precision (the im2col path) the enlargement happens in the columns' gather and the
+/// enlarged map is never made (for SD1.5's VAE decoder at 512 px, 128 MiB of f16 before its
+/// last block); elsewhere the enlarged map, then the convolution.
+///
+/// # Shapes
+/// - `x`: `[batch, in, h, w]`; output as `Conv2d::forward`'s over `[batch, in, h * scale,
+///   w * scale]`.
+pub fn conv2d_upscaled(conv: &Conv2d, x: Tensor<4>, scale: usize) -> Tensor<4> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let (PaddingConfig2d::Explicit(top, left, bottom, right), true) = (
+        &conv.padding,
+        conv.groups == 1 && conv.dilation == [1, 1] && kernel_enabled() && im2col::applies(&x),
+    ) {
+        let padding = [*top, *bottom, *left, *right];
+        let (weight, bias) = (conv.weight.val(), bias_of(conv));
+        return im2col::conv2d(x, weight, bias, conv.stride, padding, None, scale);
+    }
+    let [b, c, h, w] = x.dims();
+    let enlarged = x
+        .reshape([b, c, h, 1, w, 1])
+        .expand([b, c, h, scale, w, scale])
+        .reshape([b, c, h * scale, w * scale]);
+    conv2d(conv, enlarged)
+}
+
+/// The layer's bias; zeros for a layer without one (InceptionV3's, BatchNorm after): one
+/// value per output channel, so that every convolution takes the same kernel.
+fn bias_of(conv: &Conv2d) -> Tensor<1> {
+    match &conv.bias {
+        Some(bias) => bias.val(),
+        None => {
+            let weight = conv.weight.val();
+            Tensor::<1>::zeros([weight.dims()[0]], &weight.device()).cast(weight.dtype())
+        }
+    }
+}
+
 fn conv2d_then(conv: &Conv2d, x: Tensor<4>, addend: Option<Tensor<4>>) -> Tensor<4> {
     if conv.groups != 1 || conv.dilation != [1, 1] {
         return crate::plus(addend, conv.forward(x));
@@ -160,17 +199,11 @@ fn conv2d_then(conv: &Conv2d, x: Tensor<4>, addend: Option<Tensor<4>>) -> Tensor
         PaddingConfig2d::Valid => (0, 0, 0, 0),
         PaddingConfig2d::Same => return crate::plus(addend, conv.forward(x)),
     };
-    // A layer without bias (InceptionV3's, BatchNorm after) adds zeros: one value per
-    // output channel, so that every convolution takes the same kernel.
-    let weight = conv.weight.val();
-    let bias = match &conv.bias {
-        Some(bias) => bias.val(),
-        None => Tensor::<1>::zeros([weight.dims()[0]], &weight.device()).cast(weight.dtype()),
-    };
+    let (weight, bias) = (conv.weight.val(), bias_of(conv));
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if kernel_enabled() && im2col::applies(&x) {
         let padding = [top, bottom, left, right];
-        return im2col::conv2d(x, weight, bias, conv.stride, padding, addend);
+        return im2col::conv2d(x, weight, bias, conv.stride, padding, addend, 1);
     }
     let y = Tensor::from_dispatch(<Dispatch as ConvOps>::ditail_conv2d(
         x.into_dispatch(),
