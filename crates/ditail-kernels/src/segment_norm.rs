@@ -180,7 +180,7 @@ mod cube {
             if UNIT_POS < active {
                 let other = sums[(UNIT_POS + active) as usize];
                 let unit = UNIT_POS as usize;
-                sums[unit] = sums[unit] + other;
+                sums[unit] += other;
             }
             sync_cube();
             active /= 2;
