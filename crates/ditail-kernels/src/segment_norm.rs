@@ -16,8 +16,8 @@
 //! the widest size the device reads best (so that a unit has several values in flight per
 //! load: one cube per segment is few cubes for a GPU, 96 for SD1.5's U-Net at batch 3), the
 //! cube adds the units' sums in shared memory (a tree); the segment is read three times by
-//! one cube, the second and third reads from cache where it fits. The normalised value is narrowed to the input's
-//! type before the affine, as burn's GroupNorm and `layer_norm` do.
+//! one cube, the second and third reads from cache where it fits. The normalised value is
+//! narrowed to the input's type before the affine, as burn's GroupNorm and `layer_norm` do.
 //!
 //! Pinned source for the launch conventions and the shared-memory tree: burn-cubecl 0.22.1
 //! `kernel/conv/deform_conv2d.rs`, cubek-reduce 0.3.1 `routines/shared_sum.rs`.

@@ -1,7 +1,7 @@
 //! The kernels' switches, read once each from the environment: which kernels may run
-//! (`DITAIL_CONV`, `DITAIL_LINEAR`, `DITAIL_NORM`; the attention's `DITAIL_ATTENTION` is its own choice,
-//! see [`super::attention::choice`]), in one place that every kernel asks and that asks
-//! none of them.
+//! (`DITAIL_CONV`, `DITAIL_LINEAR`, `DITAIL_NORM`; the attention's `DITAIL_ATTENTION` is
+//! its own choice, see [`super::attention::choice`]), in one place that every kernel asks
+//! and that asks none of them.
 
 use std::sync::OnceLock;
 

@@ -136,7 +136,7 @@ pub fn winograd_enabled() -> bool {
 /// # Shapes
 /// - `x`: `[batch, in, h, w]`; output as `Conv2d::forward`'s.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    conv2d_then(conv, x, None)
+    conv2d_then(conv, x, None, 1)
 }
 
 /// `addend + conv.forward(x)`: on a GPU in half precision (the im2col path) the add is part
@@ -148,7 +148,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// - `x`: `[batch, in, h, w]`; `addend`: broadcastable to the output (`[batch, out, oh,
 ///   ow]`, or `[batch, out, 1, 1]`); output as `Conv2d::forward`'s.
 pub fn conv2d_add(conv: &Conv2d, x: Tensor<4>, addend: Tensor<4>) -> Tensor<4> {
-    conv2d_then(conv, x, Some(addend))
+    conv2d_then(conv, x, Some(addend), 1)
 }
 
 /// `conv.forward` over `x` enlarged `scale` times by nearest neighbour (PyTorch's
@@ -161,21 +161,7 @@ pub fn conv2d_add(conv: &Conv2d, x: Tensor<4>, addend: Tensor<4>) -> Tensor<4> {
 /// - `x`: `[batch, in, h, w]`; output as `Conv2d::forward`'s over `[batch, in, h * scale,
 ///   w * scale]`.
 pub fn conv2d_upscaled(conv: &Conv2d, x: Tensor<4>, scale: usize) -> Tensor<4> {
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if let (PaddingConfig2d::Explicit(top, left, bottom, right), true) = (
-        &conv.padding,
-        conv.groups == 1 && conv.dilation == [1, 1] && kernel_enabled() && im2col::applies(&x),
-    ) {
-        let padding = [*top, *bottom, *left, *right];
-        let (weight, bias) = (conv.weight.val(), bias_of(conv));
-        return im2col::conv2d(x, weight, bias, conv.stride, padding, None, scale);
-    }
-    let [b, c, h, w] = x.dims();
-    let enlarged = x
-        .reshape([b, c, h, 1, w, 1])
-        .expand([b, c, h, scale, w, scale])
-        .reshape([b, c, h * scale, w * scale]);
-    conv2d(conv, enlarged)
+    conv2d_then(conv, x, None, scale)
 }
 
 /// The layer's bias; zeros for a layer without one (InceptionV3's, BatchNorm after): one
@@ -190,29 +176,55 @@ fn bias_of(conv: &Conv2d) -> Tensor<1> {
     }
 }
 
-fn conv2d_then(conv: &Conv2d, x: Tensor<4>, addend: Option<Tensor<4>>) -> Tensor<4> {
-    if conv.groups != 1 || conv.dilation != [1, 1] {
-        return crate::plus(addend, conv.forward(x));
-    }
-    let (top, left, bottom, right) = match conv.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
-        PaddingConfig2d::Valid => (0, 0, 0, 0),
-        PaddingConfig2d::Same => return crate::plus(addend, conv.forward(x)),
+/// `addend + conv.forward(x enlarged upscale times)`: the im2col path where it applies
+/// (the enlargement in its gather), else the enlarged map through `ditail_conv2d`, or
+/// through burn's forward for the layers that op does not take (groups, dilation, `Same`
+/// padding).
+fn conv2d_then(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    addend: Option<Tensor<4>>,
+    upscale: usize,
+) -> Tensor<4> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Some([top, bottom, left, right]),
+        PaddingConfig2d::Valid => Some([0; 4]),
+        PaddingConfig2d::Same => None,
     };
-    let (weight, bias) = (conv.weight.val(), bias_of(conv));
+    let plain = conv.groups == 1 && conv.dilation == [1, 1];
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if kernel_enabled() && im2col::applies(&x) {
-        let padding = [top, bottom, left, right];
-        return im2col::conv2d(x, weight, bias, conv.stride, padding, addend, 1);
+    if let Some(padding) = padding
+        && plain
+        && kernel_enabled()
+        && im2col::applies(&x)
+    {
+        let (weight, bias) = (conv.weight.val(), bias_of(conv));
+        return im2col::conv2d(x, weight, bias, conv.stride, padding, addend, upscale);
     }
+    let x = enlarged(x, upscale);
+    let (Some(padding), true) = (padding, plain) else {
+        return crate::plus(addend, conv.forward(x));
+    };
     let y = Tensor::from_dispatch(<Dispatch as ConvOps>::ditail_conv2d(
         x.into_dispatch(),
-        weight.into_dispatch(),
-        bias.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        bias_of(conv).into_dispatch(),
         conv.stride,
-        [top, bottom, left, right],
+        padding,
     ));
     crate::plus(addend, y)
+}
+
+/// `x` enlarged `scale` times by nearest neighbour, each value repeated along both axes
+/// (1: `x` as it is).
+fn enlarged(x: Tensor<4>, scale: usize) -> Tensor<4> {
+    if scale == 1 {
+        return x;
+    }
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h, 1, w, 1])
+        .expand([b, c, h, scale, w, scale])
+        .reshape([b, c, h * scale, w * scale])
 }
 
 /// [`conv2d`] through burn's convolution, never the kernel (for tests and comparisons).
