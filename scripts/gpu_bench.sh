@@ -132,9 +132,13 @@ run)
       --json "$R/counts-wgsl.json"
     DITAIL_FUSION=off $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 --profile \
       --json "$R/counts-wgsl-unfused.json"
-    # burn's fused norms instead of ditail's kernel (one a norm): which is faster here.
+    # burn's fused norms instead of ditail's kernel, and ditail's kernel never split (one
+    # cube a group, where the default splits long groups over more cubes in two kernels):
+    # which is faster here.
     DITAIL_NORM=reference $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 \
       --profile --json "$R/counts-wgsl-burn-norms.json"
+    DITAIL_NORM=one $bin/gpu_counts --backend wgpu --dtype f16 --side 64 --batch 3 \
+      --profile --json "$R/counts-wgsl-unsplit-norms.json"
   ) 2>&1 | tee "$R/counts.log"
   rm -rf "$DITAIL_GPU_CACHE"
   # (fails fast with "does not include the cuda backend" if prepare built wgpu only)

@@ -42,8 +42,9 @@ fn dispatches(device: &Device, work: impl Fn()) -> Dispatches {
 /// add ends the product's fused epilogue: the layers' code orders its steps so that
 /// neither happens (2026-12-07: a linear layer took 2 dispatches, a GroupNorm + SiLU 4, 9
 /// for groups over 4096 values, a LayerNorm 6, a 3x3 convolution 4). The norms are one
-/// kernel each (`kernels::segment_norm`; in burn's fused ops they took 3 to 5, as autotune
-/// chose), and so is a whole ResNet block but for its convolutions and time embedding.
+/// kernel each, two where long groups are split over more cubes (`kernels::segment_norm`;
+/// in burn's fused ops they took 3 to 5, as autotune chose), and so is a whole ResNet block
+/// but for its convolutions and time embedding.
 #[test]
 fn the_unets_layers_fuse_into_few_dispatches() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,13 +67,15 @@ fn the_unets_layers_fuse_into_few_dispatches() {
     assert_eq!(d.total, 1, "layer norm: {d:?}");
 
     let gn = cast_floats(GroupNormConfig::new(32, 320).init(&device), f16);
-    // 2560 values a group, and 40960 (SD1.5's first level at 512 px): one pass each.
-    for side in [16, 64] {
+    // 2560 values a group: one kernel, one cube a group. 40960 (SD1.5's first level at
+    // 512 px): 96 groups are too few cubes, so each is split in three chunks, two kernels
+    // (the chunks' moments, then the normalisation; `segment_norm::chunks_per_segment`).
+    for (side, kernels) in [(16, 1), (64, 2)] {
         let x = map(side);
         let d = dispatches(&device, || {
             group_norm(&gn, x.clone(), true).into_data();
         });
-        assert_eq!(d.total, 1, "group norm + SiLU at {side}x{side}: {d:?}");
+        assert_eq!(d.total, kernels, "group norm + SiLU at {side}x{side}: {d:?}");
     }
 
     // A half-precision 3x3 convolution (im2col): the columns (one kernel, the padding as

@@ -61,10 +61,13 @@ fn group_norm_in_f32_holds_at_sd_group_sizes() {
 
 fn group_norm_at_sd_group_sizes(dtype: DType, tol: f32) {
     let gpu = wgpu_device();
-    // (channels, side): the VAE decoder's 512 px up-block (524288 values a group) and the
-    // U-Net's first level at 64x64 latents (10 channels x 4096 = 40960).
-    for (channels, side) in [(256, 256), (320, 64)] {
-        let mut norm = GroupNormConfig::new(32, channels)
+    // (groups, channels, side): the VAE decoder's 512 px up-block (524288 values a group)
+    // and the U-Net's first level at 64x64 latents (10 channels x 4096 = 40960), one image
+    // each: 32 groups, too few cubes for one a group, so the kernel splits each group into
+    // chunks (`segment_norm::chunks_per_segment`: 8 and 5 here); and 256 groups of 16384
+    // values, enough to take one cube each (the kernel's other form, as at batch 8).
+    for (groups, channels, side) in [(32, 256, 256), (32, 320, 64), (256, 256, 128)] {
+        let mut norm = GroupNormConfig::new(groups, channels)
             .with_epsilon(1e-6)
             .init(&cpu());
         let gamma = Tensor::<1>::random([channels], Distribution::Normal(1.0, 0.3), &cpu());
@@ -80,13 +83,14 @@ fn group_norm_at_sd_group_sizes(dtype: DType, tol: f32) {
             let got = group_norm(&norm_gpu, x.clone().to_device(&gpu).cast(dtype), silu);
             assert_eq!(got.dtype(), dtype);
             let rel = assert_close(
-                &format!("group norm {dtype:?} {channels}x{side}x{side} silu {silu}"),
+                &format!("group norm {dtype:?} {groups}/{channels}x{side}x{side} silu {silu}"),
                 &got.cast(DType::F32).into_data(),
                 &want,
                 tol,
             );
             eprintln!(
-                "group norm {dtype:?} {channels} ch {side}x{side} silu {silu}: rel err {rel:e}"
+                "group norm {dtype:?} {groups} groups {channels} ch {side}x{side} silu {silu}: \
+                 rel err {rel:e}"
             );
         }
     }

@@ -153,9 +153,37 @@ impl SegmentNormOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl SegmentNormOps for burn::backend::NdArray {}
 
+/// Cubes a norm's launch aims for where the device does not say how many multiprocessors
+/// it has (wgpu does not): two for each of a 128-multiprocessor GPU's.
+const TARGET_CUBES: usize = 256;
+
+/// The fewest values a chunk of a split segment holds: eight vector loads for each of 256
+/// units at the widest vectors (4), so that a chunk's cube still has loads in flight.
+const MIN_CHUNK: usize = 8192;
+
+/// How many chunks each of `count` segments of `len` values is split into: 1 (one kernel,
+/// one cube a segment) where the segments alone give the device two cubes for each of its
+/// `sms` multiprocessors ([`TARGET_CUBES`] where unknown), or where the segments are too
+/// short to split into [`MIN_CHUNK`]s; else enough chunks to give it that many (two
+/// kernels: the chunks' moments, then each chunk normalised with its segment's moments),
+/// or `DITAIL_NORM=one` (never split).
+///
+/// Why: one cube a segment is 32 cubes for SD's VAE decoding one image (a group: a
+/// million values at 512 px), a quarter of a large GPU's multiprocessors, each reading its
+/// group three times. PyTorch's GroupNorm takes the statistics one block a group too, but
+/// normalises over the whole grid.
+pub(crate) fn chunks_per_segment(count: usize, len: usize, sms: Option<u32>) -> usize {
+    let target = sms.map_or(TARGET_CUBES, |s| 2 * s as usize).max(1);
+    if count >= target || !crate::switches::norm_split_enabled() {
+        return 1;
+    }
+    target.div_ceil(count).min(len / MIN_CHUNK).max(1)
+}
+
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube {
     use burn::backend::TensorMetadata;
+    use burn::tensor::DType;
     use burn_cubecl::CubeBackend;
     use burn_cubecl::kernel::into_contiguous;
     use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -219,6 +247,64 @@ mod cube {
         s
     }
 
+    /// Normalises this unit's strided share of `count` vectors from vector `start` with the
+    /// segment's `mean` and `std`: narrowed to `F`, the affine of each value's parameter
+    /// (`first` is the share's first value counted from the start of its image's
+    /// parameters), SiLU when `silu`.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn normalize_share<F: Float, N: Size>(
+        input: &Tensor<Vector<F, N>>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        output: &mut Tensor<Vector<F, N>>,
+        start: usize,
+        count: usize,
+        first: usize,
+        per_param: usize,
+        mean: f32,
+        std: f32,
+        #[comptime] units: usize,
+        #[comptime] silu: bool,
+    ) {
+        let width = N::value();
+        let mut i = UNIT_POS as usize;
+        while i < count {
+            let v = input[start + i];
+            let mut out = Vector::<F, N>::empty();
+            #[unroll]
+            for k in 0..width {
+                let normed = F::cast_from((f32::cast_from(v.extract(k)) - mean) / std);
+                let p = (first + i * width + k) / per_param;
+                let mut y = normed * gamma[p] + beta[p];
+                if silu {
+                    y = y / (F::new(1.0) + F::exp(-y));
+                }
+                out.insert(k, y);
+            }
+            output[start + i] = out;
+            i += units;
+        }
+    }
+
+    /// The mean of `count` vectors of `N` values from vector `start`, and the sum of their
+    /// squared deviations from it (burn's two passes), for every unit of the cube.
+    #[cube]
+    fn moments<F: Float, N: Size>(
+        input: &Tensor<Vector<F, N>>,
+        sums: &mut Shared<[f32]>,
+        start: usize,
+        count: usize,
+        #[comptime] units: usize,
+    ) -> (f32, f32) {
+        let n = f32::cast_from(count * N::value());
+        let share = unit_share(input, start, count, units, f32::new(0.0), false);
+        let mean = cube_sum(sums, share) / n;
+        let share = unit_share(input, start, count, units, mean, true);
+        let m2 = cube_sum(sums, share);
+        (mean, m2)
+    }
+
     /// One cube per segment `CUBE_POS`: each unit sums a strided share of the segment's
     /// vectors, the cube adds the shares (the mean, then the squared deviations), then each
     /// unit normalises its share. `len` counts vectors of `N` values.
@@ -243,35 +329,104 @@ mod cube {
         if segment >= segments {
             terminate!();
         }
-        let width = N::value();
         let start = segment * len;
-        let unit = UNIT_POS as usize;
-        let n = f32::cast_from(len * width);
         let mut sums = Shared::<[f32]>::new_slice(units);
-        // The mean, then the mean of the squared deviations from it (burn's two passes).
-        let share = unit_share(input, start, len, units, f32::new(0.0), false);
-        let mean = cube_sum(&mut sums, share) / n;
-        let share = unit_share(input, start, len, units, mean, true);
-        let var = cube_sum(&mut sums, share) / n;
-        let std = f32::sqrt(var + eps);
-        let first_param = (segment % per_image) * len * width;
-        let mut i = unit;
-        while i < len {
-            let v = input[start + i];
-            let mut out = Vector::<F, N>::empty();
-            #[unroll]
-            for k in 0..width {
-                let normed = F::cast_from((f32::cast_from(v.extract(k)) - mean) / std);
-                let p = (first_param + i * width + k) / per_param;
-                let mut y = normed * gamma[p] + beta[p];
-                if silu {
-                    y = y / (F::new(1.0) + F::exp(-y));
-                }
-                out.insert(k, y);
-            }
-            output[start + i] = out;
-            i += units;
+        let (mean, m2) = moments(input, &mut sums, start, len, units);
+        let std = f32::sqrt(m2 / f32::cast_from(len * N::value()) + eps);
+        let first = (segment % per_image) * len * N::value();
+        normalize_share(
+            input, gamma, beta, output, start, len, first, per_param, mean, std, units, silu,
+        );
+    }
+
+    /// Values in chunk `chunk` of a segment of `len` vectors of `width`, in chunks of
+    /// `per_chunk` vectors (the last one shorter).
+    #[cube]
+    fn chunk_values(chunk: usize, len: usize, per_chunk: usize, width: usize) -> f32 {
+        let begin = chunk * per_chunk;
+        f32::cast_from((min(begin + per_chunk, len) - begin) * width)
+    }
+
+    /// The split form's first kernel, one cube per chunk `CUBE_POS` of a segment (segment
+    /// `CUBE_POS / chunks`): the chunk's mean and its sum of squared deviations, into
+    /// `stats[2 CUBE_POS]` and `stats[2 CUBE_POS + 1]`.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    fn chunk_moments_kernel<F: Float, N: Size>(
+        input: &Tensor<Vector<F, N>>,
+        stats: &mut Tensor<f32>,
+        cubes: usize,
+        len: usize,
+        per_chunk: usize,
+        chunks: usize,
+        #[comptime] units: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let cube = CUBE_POS;
+        if cube >= cubes {
+            terminate!();
         }
+        let begin = (cube % chunks) * per_chunk;
+        let count = min(begin + per_chunk, len) - begin;
+        let start = (cube / chunks) * len + begin;
+        let mut sums = Shared::<[f32]>::new_slice(units);
+        let (mean, m2) = moments(input, &mut sums, start, count, units);
+        if UNIT_POS == 0 {
+            stats[2 * cube] = mean;
+            stats[2 * cube + 1] = m2;
+        }
+    }
+
+    /// The split form's second kernel, one cube per chunk as the first: the segment's mean
+    /// and variance from its chunks' (the mean of the chunks' means by their sizes; the
+    /// chunks' sums of squared deviations, each plus its size times its mean's squared
+    /// deviation from the segment's: exactly the segment's sum, with no cancellation),
+    /// then the chunk normalised as [`segment_norm_kernel`] normalises a segment.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    fn chunk_norm_kernel<F: Float, N: Size>(
+        input: &Tensor<Vector<F, N>>,
+        stats: &Tensor<f32>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        output: &mut Tensor<Vector<F, N>>,
+        cubes: usize,
+        len: usize,
+        per_chunk: usize,
+        chunks: usize,
+        per_image: usize,
+        per_param: usize,
+        eps: f32,
+        #[comptime] units: usize,
+        #[comptime] silu: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let cube = CUBE_POS;
+        if cube >= cubes {
+            terminate!();
+        }
+        let width = N::value();
+        let segment = cube / chunks;
+        let first_chunk = segment * chunks;
+        let n = f32::cast_from(len * width);
+        let mut sum = f32::new(0.0);
+        for c in 0..chunks {
+            sum += stats[2 * (first_chunk + c)] * chunk_values(c, len, per_chunk, width);
+        }
+        let mean = sum / n;
+        let mut m2 = f32::new(0.0);
+        for c in 0..chunks {
+            let d = stats[2 * (first_chunk + c)] - mean;
+            m2 += stats[2 * (first_chunk + c) + 1] + chunk_values(c, len, per_chunk, width) * d * d;
+        }
+        let std = f32::sqrt(m2 / n + eps);
+        let begin = (cube % chunks) * per_chunk;
+        let count = min(begin + per_chunk, len) - begin;
+        let start = segment * len + begin;
+        let first = ((segment % per_image) * len + begin) * width;
+        normalize_share(
+            input, gamma, beta, output, start, count, first, per_param, mean, std, units, silu,
+        );
     }
 
     impl SegmentNormOps for CubeBackend {
@@ -299,30 +454,106 @@ mod cube {
                 .max()
                 .unwrap_or(1);
             let vectors = segments.len / width;
+            let sms = x.client.properties().hardware.num_streaming_multiprocessors;
+            let chunks = super::chunks_per_segment(count, segments.len, sms);
+            // Every chunk non-empty: the chunks' length first, then how many it takes.
+            let per_chunk = vectors.div_ceil(chunks);
+            let chunks = vectors.div_ceil(per_chunk);
             // A power of two for the tree; about four vectors a unit, 32 to 256 units.
-            let units = (vectors / 4).next_power_of_two().clamp(32, 256);
-            let across = count.clamp(1, MAX_CUBES_PER_AXIS);
-            let cube_count = CubeCount::Static(across as u32, count.div_ceil(across) as u32, 1);
-            let dtype = x.dtype;
-            segment_norm_kernel::launch(
-                &output.client,
-                cube_count,
-                CubeDim::new_1d(units as u32),
+            let units = (per_chunk / 4).next_power_of_two().clamp(32, 256);
+            let cubes = count * chunks;
+            let across = cubes.clamp(1, MAX_CUBES_PER_AXIS);
+            let cube_count = || CubeCount::Static(across as u32, cubes.div_ceil(across) as u32, 1);
+            let cube_dim = CubeDim::new_1d(units as u32);
+            let dtype = burn::backend::cubecl::dtype_to_storage_type(x.dtype);
+            let client = output.client.clone();
+            if chunks == 1 {
+                segment_norm_kernel::launch(
+                    &client,
+                    cube_count(),
+                    cube_dim,
+                    width,
+                    x.into_tensor_arg(),
+                    gamma.into_tensor_arg(),
+                    beta.into_tensor_arg(),
+                    output.clone().binding().into_tensor_arg(),
+                    count,
+                    vectors,
+                    segments.per_image,
+                    segments.per_param,
+                    eps as f32,
+                    units,
+                    silu,
+                    dtype,
+                );
+                return output;
+            }
+            let stats = empty_device_dtype(
+                client.clone(),
+                x.device.clone(),
+                [2 * cubes].into(),
+                DType::F32,
+            );
+            chunk_moments_kernel::launch(
+                &client,
+                cube_count(),
+                cube_dim,
+                width,
+                x.clone().into_tensor_arg(),
+                stats.clone().binding().into_tensor_arg(),
+                cubes,
+                vectors,
+                per_chunk,
+                chunks,
+                units,
+                dtype,
+            );
+            chunk_norm_kernel::launch(
+                &client,
+                cube_count(),
+                cube_dim,
                 width,
                 x.into_tensor_arg(),
+                stats.into_tensor_arg(),
                 gamma.into_tensor_arg(),
                 beta.into_tensor_arg(),
                 output.clone().binding().into_tensor_arg(),
-                count,
+                cubes,
                 vectors,
+                per_chunk,
+                chunks,
                 segments.per_image,
                 segments.per_param,
                 eps as f32,
                 units,
                 silu,
-                burn::backend::cubecl::dtype_to_storage_type(dtype),
+                dtype,
             );
             output
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MIN_CHUNK, TARGET_CUBES, chunks_per_segment};
+
+    /// The launches SD's norms get: split only where the segments alone are too few cubes,
+    /// never into chunks under `MIN_CHUNK`, and by the device's multiprocessors where known.
+    #[test]
+    fn long_segments_are_split_only_where_they_are_too_few_cubes() {
+        // SD1.5's VAE at 512 px, one image: 32 groups of 2^20 values, 8 chunks each.
+        assert_eq!(chunks_per_segment(32, 1 << 20, None), TARGET_CUBES / 32);
+        // The U-Net's first level at 64x64, batch 3: 96 groups of 40960, 3 chunks each.
+        assert_eq!(chunks_per_segment(96, 40960, None), 3);
+        // Batch 1: 8 chunks wanted, but 5 of 8192 values is as many as the group makes.
+        assert_eq!(chunks_per_segment(32, 40960, None), 40960 / MIN_CHUNK);
+        // Too short to split, or enough segments: one cube each.
+        assert_eq!(chunks_per_segment(32, 2560, None), 1);
+        assert_eq!(chunks_per_segment(12288, 320, None), 1);
+        assert_eq!(chunks_per_segment(TARGET_CUBES, 1 << 20, None), 1);
+        // An H100 (132 multiprocessors): 264 cubes wanted.
+        assert_eq!(chunks_per_segment(32, 1 << 20, Some(132)), 264usize.div_ceil(32));
+        assert_eq!(chunks_per_segment(264, 1 << 20, Some(132)), 1);
     }
 }

@@ -38,3 +38,11 @@ pub fn norm_kernel_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| cpu_kernels_enabled() && !env_is("DITAIL_NORM", "reference"))
 }
+
+/// Whether the GPU's norm kernel may split long segments into chunks over several cubes
+/// (two kernels; see `segment_norm::chunks_per_segment`): not when `DITAIL_NORM=one` (one
+/// cube a segment, one kernel: the other form `scripts/gpu_bench.sh` times).
+pub fn norm_split_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| !env_is("DITAIL_NORM", "one"))
+}
