@@ -75,7 +75,10 @@ fn the_unets_layers_fuse_into_few_dispatches() {
         let d = dispatches(&device, || {
             group_norm(&gn, x.clone(), true).into_data();
         });
-        assert_eq!(d.total, kernels, "group norm + SiLU at {side}x{side}: {d:?}");
+        assert_eq!(
+            d.total, kernels,
+            "group norm + SiLU at {side}x{side}: {d:?}"
+        );
     }
 
     // A half-precision 3x3 convolution (im2col): the columns (one kernel, the padding as

@@ -1,4 +1,5 @@
-//! Normalisation over contiguous segments of a tensor in one kernel on cubecl devices:
+//! Normalisation over contiguous segments of a tensor in one kernel on cubecl devices (two
+//! where the segments are long and too few to fill the device):
 //! GroupNorm's groups (a group's channels are contiguous in NCHW) and LayerNorm's rows,
 //! each with its affine and, for the ResNets' `norm → SiLU`, the SiLU.
 //!
@@ -7,16 +8,19 @@
 //! fused with the centring or after it, as autotune picks; the element-wise normalisation,
 //! affine and SiLU. Each read the whole activation, and the statistics went through memory
 //! between them. SD1.5's U-Net runs 60 GroupNorms and 48 LayerNorms a step. Here one cube
-//! per segment does all of it: one dispatch per norm.
+//! per segment does all of it: one dispatch per norm. Where that is too few cubes (long
+//! segments, few of them: SD's VAE decoding one image), each segment is cut into chunks
+//! over more cubes, in two dispatches: each chunk's moments, then each chunk normalised
+//! with its segment's, merged from the chunks' ([`chunks_per_segment`]).
 //!
 //! The statistics are taken in f32 whatever the input's type (a sum of f16 squares
 //! overflows, `tests/gpu_f16.rs`) and as burn takes them: the mean, then the mean of the
 //! squared deviations from it (not `E[x²] - E[x]²`, which cancels when the mean is large
 //! against the spread). Each unit sums a strided share of the segment, read in vectors of
 //! the widest size the device reads best (so that a unit has several values in flight per
-//! load: one cube per segment is few cubes for a GPU, 96 for SD1.5's U-Net at batch 3), the
-//! cube adds the units' sums in shared memory (a tree); the segment is read three times by
-//! one cube, the second and third reads from cache where it fits. The normalised value is
+//! load: a cube per segment or chunk is still few cubes for a GPU), the cube adds the
+//! units' sums in shared memory (a tree); a segment or chunk is read three times by one
+//! cube, the second and third reads from cache where it fits. The normalised value is
 //! narrowed to the input's type before the affine, as burn's GroupNorm and `layer_norm` do.
 //!
 //! Pinned source for the launch conventions and the shared-memory tree: burn-cubecl 0.22.1
@@ -553,7 +557,10 @@ mod tests {
         assert_eq!(chunks_per_segment(12288, 320, None), 1);
         assert_eq!(chunks_per_segment(TARGET_CUBES, 1 << 20, None), 1);
         // An H100 (132 multiprocessors): 264 cubes wanted.
-        assert_eq!(chunks_per_segment(32, 1 << 20, Some(132)), 264usize.div_ceil(32));
+        assert_eq!(
+            chunks_per_segment(32, 1 << 20, Some(132)),
+            264usize.div_ceil(32)
+        );
         assert_eq!(chunks_per_segment(264, 1 << 20, Some(132)), 1);
     }
 }
