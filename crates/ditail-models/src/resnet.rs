@@ -12,7 +12,6 @@ use crate::hook::{Controller, Site};
 use crate::kernels::conv::{conv2d, conv2d_add};
 use crate::kernels::group_norm::group_norm;
 use crate::kernels::linear::linear;
-use crate::kernels::silu::silu;
 
 /// Shape of one ResNet block.
 #[derive(Config, Debug)]
@@ -80,27 +79,30 @@ impl ResnetBlock2dConfig {
 
 impl ResnetBlock2d {
     /// Runs the block; `hook` (U-Net only) sees the residual branch before the add.
+    /// `silu_temb` is the time embedding after its SiLU: diffusers' block applies the SiLU
+    /// itself, the U-Net here once for all its blocks (the same values; on a GPU one
+    /// small kernel a step instead of one a block).
     ///
     /// # Shapes
     /// - `x`: `[batch, in_channels, height, width]`
-    /// - `temb`: `[batch, temb_channels]` (or `[1, temb_channels]`, broadcast)
+    /// - `silu_temb`: `[batch, temb_channels]` (or `[1, temb_channels]`, broadcast)
     /// - output: `[batch, out_channels, height, width]`
     pub fn forward(
         &self,
         x: Tensor<4>,
-        temb: Option<Tensor<2>>,
+        silu_temb: Option<Tensor<2>>,
         hook: Option<(Site, &mut dyn Controller)>,
     ) -> Tensor<4> {
         // The time embedding (computed first) and, where no controller reads the branch
         // before the shortcut ([`Controller::reads_resnet`]), the shortcut are added in
         // the convolutions' fused epilogues on a GPU (`conv2d_add`), not by kernels of
         // their own.
-        let temb = match (&self.time_emb_proj, temb) {
-            (Some(proj), Some(temb)) => {
+        let temb = match (&self.time_emb_proj, silu_temb) {
+            (Some(proj), Some(silu_temb)) => {
                 // `kernels::linear`, not `Linear::forward`: burn's reshapes the bias between
                 // the product and its add, which then runs as a kernel of its own, and the
                 // projection's output is copied before conv1's epilogue can add it.
-                let t = linear(proj, silu(temb));
+                let t = linear(proj, silu_temb);
                 let [b, c] = t.dims();
                 Some(t.reshape([b, c, 1, 1]))
             }

@@ -125,7 +125,7 @@ impl DownBlock {
     pub(crate) fn forward(
         &self,
         mut x: Tensor<4>,
-        temb: &Tensor<2>,
+        silu_temb: &Tensor<2>,
         context: &Tensor<3>,
         block: u8,
         ctrl: &mut dyn Controller,
@@ -138,7 +138,7 @@ impl DownBlock {
                 block,
                 layer,
             };
-            x = resnet.forward(x, Some(temb.clone()), Some((site, &mut *ctrl)));
+            x = resnet.forward(x, Some(silu_temb.clone()), Some((site, &mut *ctrl)));
             if let Some(attn) = self.attentions.get(j) {
                 let site = Site::SelfAttn {
                     stage: Stage::Down,
@@ -185,7 +185,7 @@ impl MidBlock {
     pub(crate) fn forward(
         &self,
         x: Tensor<4>,
-        temb: &Tensor<2>,
+        silu_temb: &Tensor<2>,
         context: &Tensor<3>,
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
@@ -194,7 +194,8 @@ impl MidBlock {
             block: 0,
             layer,
         };
-        let mut x = self.resnets[0].forward(x, Some(temb.clone()), Some((site(0), &mut *ctrl)));
+        let mut x =
+            self.resnets[0].forward(x, Some(silu_temb.clone()), Some((site(0), &mut *ctrl)));
         for (j, (attn, resnet)) in self.attentions.iter().zip(&self.resnets[1..]).enumerate() {
             let layer = j as u8;
             let attn_site = Site::SelfAttn {
@@ -204,7 +205,11 @@ impl MidBlock {
                 depth: 0,
             };
             x = attn.forward(x, context.clone(), attn_site, ctrl);
-            x = resnet.forward(x, Some(temb.clone()), Some((site(layer + 1), &mut *ctrl)));
+            x = resnet.forward(
+                x,
+                Some(silu_temb.clone()),
+                Some((site(layer + 1), &mut *ctrl)),
+            );
         }
         x
     }
@@ -274,7 +279,7 @@ impl UpBlock {
     pub(crate) fn forward(
         &self,
         mut x: Tensor<4>,
-        temb: &Tensor<2>,
+        silu_temb: &Tensor<2>,
         context: &Tensor<3>,
         block: u8,
         ctrl: &mut dyn Controller,
@@ -292,7 +297,7 @@ impl UpBlock {
                 block,
                 layer,
             };
-            x = resnet.forward(x, Some(temb.clone()), Some((site, &mut *ctrl)));
+            x = resnet.forward(x, Some(silu_temb.clone()), Some((site, &mut *ctrl)));
             if let Some(attn) = self.attentions.get(j) {
                 let site = Site::SelfAttn {
                     stage: Stage::Up,

@@ -26,6 +26,7 @@ use burn::prelude::*;
 use crate::hook::Controller;
 use crate::kernels::conv::conv2d;
 use crate::kernels::group_norm::group_norm;
+use crate::kernels::silu::silu;
 use crate::resnet::conv3x3;
 use blocks::{BlockShape, UpChannels};
 
@@ -217,7 +218,8 @@ impl UNet2DConditionModel {
             !self.has_added_conditioning() || cond.added.is_some(),
             "this U-Net (SDXL) needs the pooled text embedding and the size conditioning"
         );
-        let temb = self.time_embedding(timestep, &cond, &sample);
+        // Every ResNet's projection reads the embedding through a SiLU: taken once here.
+        let temb = silu(self.time_embedding(timestep, &cond, &sample));
         let context = cond.context;
 
         let mut x = conv2d(&self.conv_in, sample);
