@@ -126,6 +126,18 @@ fn the_unets_layers_fuse_into_few_dispatches() {
             .into_data();
     });
     assert!(d.total <= 8, "ResNet block: {d:?}");
+
+    // As an up block runs it: the time projection queued first, then the concatenation
+    // with the skip (one element-wise kernel), then the block (2026-12-07: one kernel more,
+    // the projection's bias add, where the projection came after the concatenation).
+    let half = || Tensor::<4>::random([3, 320, 8, 8], normal, &device).cast(DType::F16);
+    let (a, b) = (half(), half());
+    let d = dispatches(&device, || {
+        let t = block.time_projection(Some(temb.clone()));
+        let input = Tensor::cat(vec![a.clone(), b.clone()], 1);
+        block.forward_projected(input, t, None).into_data();
+    });
+    assert!(d.total <= 9, "concatenation and ResNet block: {d:?}");
 }
 
 /// The transformers' projections between the feature map and tokens

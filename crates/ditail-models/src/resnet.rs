@@ -93,21 +93,47 @@ impl ResnetBlock2d {
         silu_temb: Option<Tensor<2>>,
         hook: Option<(Site, &mut dyn Controller)>,
     ) -> Tensor<4> {
-        // The time embedding (computed first) and, where no controller reads the branch
-        // before the shortcut ([`Controller::reads_resnet`]), the shortcut are added in
-        // the convolutions' fused epilogues on a GPU (`conv2d_add`), not by kernels of
-        // their own.
-        let temb = match (&self.time_emb_proj, silu_temb) {
-            (Some(proj), Some(silu_temb)) => {
-                // `kernels::linear`, not `Linear::forward`: burn's reshapes the bias between
-                // the product and its add, which then runs as a kernel of its own, and the
-                // projection's output is copied before conv1's epilogue can add it.
-                let t = linear(proj, silu_temb);
-                let [b, c] = t.dims();
-                Some(t.reshape([b, c, 1, 1]))
-            }
-            _ => None,
-        };
+        let temb = self.time_projection(silu_temb);
+        self.forward_projected(x, temb, hook)
+    }
+
+    /// The block's projection of the time embedding (`silu_temb` as [`Self::forward`]
+    /// takes it), shaped to add to conv1's output; `None` without an embedding or a
+    /// projection.
+    ///
+    /// An up block queues it before concatenating the block's input with its skip: queued
+    /// after the concatenation (burn fuses that into an element-wise kernel), its bias add
+    /// ran as a kernel of its own on a GPU, one a block.
+    ///
+    /// # Shapes
+    /// - `silu_temb`: `[batch, temb_channels]`; output: `[batch, out_channels, 1, 1]`
+    pub fn time_projection(&self, silu_temb: Option<Tensor<2>>) -> Option<Tensor<4>> {
+        let (proj, silu_temb) = (self.time_emb_proj.as_ref()?, silu_temb?);
+        // `kernels::linear`, not `Linear::forward`: burn's reshapes the bias between the
+        // product and its add, which then runs as a kernel of its own, and the
+        // projection's output is copied before conv1's epilogue can add it.
+        let t = linear(proj, silu_temb);
+        let [b, c] = t.dims();
+        Some(t.reshape([b, c, 1, 1]))
+    }
+
+    /// [`Self::forward`] with the time embedding already projected
+    /// ([`Self::time_projection`]).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, in_channels, height, width]`; `temb`: `[batch, out_channels, 1, 1]`
+    /// - output: `[batch, out_channels, height, width]`
+    pub fn forward_projected(
+        &self,
+        x: Tensor<4>,
+        temb: Option<Tensor<4>>,
+        hook: Option<(Site, &mut dyn Controller)>,
+    ) -> Tensor<4> {
+        // The time embedding and, where no controller reads the branch before the
+        // shortcut ([`Controller::reads_resnet`]), the shortcut are added in the
+        // convolutions' fused epilogues on a GPU (`conv2d_add`), not by kernels of their
+        // own.
+        //
         // The shortcut first: queued between conv2's column gather and its product, its
         // product ended burn's fused stream there, and conv2's epilogue could no longer take
         // the add (one kernel more per block with a shortcut).

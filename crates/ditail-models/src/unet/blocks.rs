@@ -291,13 +291,15 @@ impl UpBlock {
             let skip = skips
                 .pop()
                 .expect("the down path provides one skip per up ResNet");
+            // The time projection before the concatenation (see `time_projection`).
+            let temb = resnet.time_projection(Some(silu_temb.clone()));
             x = Tensor::cat(vec![x, skip], 1);
             let site = Site::Resnet {
                 stage: Stage::Up,
                 block,
                 layer,
             };
-            x = resnet.forward(x, Some(silu_temb.clone()), Some((site, &mut *ctrl)));
+            x = resnet.forward_projected(x, temb, Some((site, &mut *ctrl)));
             if let Some(attn) = self.attentions.get(j) {
                 let site = Site::SelfAttn {
                     stage: Stage::Up,
