@@ -343,12 +343,12 @@ mod cube {
         );
     }
 
-    /// Values in chunk `chunk` of a segment of `len` vectors of `width`, in chunks of
-    /// `per_chunk` vectors (the last one shorter).
+    /// Chunk `chunk` of a segment of `len` vectors cut into chunks of `per_chunk` (the last
+    /// one shorter): its first vector in the segment, and its length.
     #[cube]
-    fn chunk_values(chunk: usize, len: usize, per_chunk: usize, width: usize) -> f32 {
+    fn chunk_span(chunk: usize, len: usize, per_chunk: usize) -> (usize, usize) {
         let begin = chunk * per_chunk;
-        f32::cast_from((min(begin + per_chunk, len) - begin) * width)
+        (begin, min(begin + per_chunk, len) - begin)
     }
 
     /// The split form's first kernel, one cube per chunk `CUBE_POS` of a segment (segment
@@ -370,8 +370,7 @@ mod cube {
         if cube >= cubes {
             terminate!();
         }
-        let begin = (cube % chunks) * per_chunk;
-        let count = min(begin + per_chunk, len) - begin;
+        let (begin, count) = chunk_span(cube % chunks, len, per_chunk);
         let start = (cube / chunks) * len + begin;
         let mut sums = Shared::<[f32]>::new_slice(units);
         let (mean, m2) = moments(input, &mut sums, start, count, units);
@@ -415,17 +414,18 @@ mod cube {
         let n = f32::cast_from(len * width);
         let mut sum = f32::new(0.0);
         for c in 0..chunks {
-            sum += stats[2 * (first_chunk + c)] * chunk_values(c, len, per_chunk, width);
+            let (_, vectors) = chunk_span(c, len, per_chunk);
+            sum += stats[2 * (first_chunk + c)] * f32::cast_from(vectors * width);
         }
         let mean = sum / n;
         let mut m2 = f32::new(0.0);
         for c in 0..chunks {
+            let (_, vectors) = chunk_span(c, len, per_chunk);
             let d = stats[2 * (first_chunk + c)] - mean;
-            m2 += stats[2 * (first_chunk + c) + 1] + chunk_values(c, len, per_chunk, width) * d * d;
+            m2 += stats[2 * (first_chunk + c) + 1] + f32::cast_from(vectors * width) * d * d;
         }
         let std = f32::sqrt(m2 / n + eps);
-        let begin = (cube % chunks) * per_chunk;
-        let count = min(begin + per_chunk, len) - begin;
+        let (begin, count) = chunk_span(cube % chunks, len, per_chunk);
         let start = segment * len + begin;
         let first = ((segment % per_image) * len + begin) * width;
         normalize_share(
