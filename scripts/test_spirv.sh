@@ -45,9 +45,46 @@ export XDG_CACHE_HOME="$out/cache"
 # The tests that run kernels on wgpu: the networks and the pipeline's injecting steps
 # against diffusers and the reference, burn-cubecl's flash attention with Ditail's q/k mix
 # (the attention SPIR-V runs), f16 accumulation, kernel timing, and `ditail devices`.
-tests=(--test wgpu --test pipeline --test attention_flash --test gpu_f16 --test gpu_dispatches --test cli)
-VK_ICD_FILENAMES="$out/icd.json" DITAIL_SHIM_ICD="$lavapipe" DITAIL_SHIM_SPIRV_DIR="$out/modules" \
-    cargo test --no-fail-fast --features vulkan "${tests[@]}" "$@"
+#
+# They run in two groups side by side. A test program has one GPU device, whose thread
+# compiles the kernels one after another (lavapipe's LLVM: up to seconds a kernel, and a
+# cold cache compiles every autotune candidate), so one program leaves the second core
+# mostly idle. Each group keeps its own kernel-tuning cache (`DITAIL_GPU_CACHE`: cubecl's
+# database is one process's); lavapipe's shader cache under XDG_CACHE_HOME is shared,
+# which Mesa allows across processes. The groups are balanced on cold-cache times.
+groups=("--test attention_flash --test gpu_dispatches --test cli"
+    "--test gpu_f16 --test wgpu --test pipeline")
+# Arguments before `--` are cargo's (the build takes them too), the rest the tests'.
+cargo_args=()
+for arg in "$@"; do
+    [ "$arg" = -- ] && break
+    cargo_args+=("$arg")
+done
+# shellcheck disable=SC2086 # each group is a list of words
+cargo test --no-run --features vulkan ${groups[*]} "${cargo_args[@]}"
+logs="$out/logs"
+mkdir -p "$logs"
+pids=()
+for i in "${!groups[@]}"; do
+    echo "group $i: ${groups[$i]} (its output follows when both groups end)"
+    # shellcheck disable=SC2086
+    VK_ICD_FILENAMES="$out/icd.json" DITAIL_SHIM_ICD="$lavapipe" \
+        DITAIL_SHIM_SPIRV_DIR="$out/modules" DITAIL_GPU_CACHE="$out/cache/ditail/gpu-$i" \
+        cargo test --no-fail-fast --features vulkan ${groups[$i]} "$@" >"$logs/group-$i.log" 2>&1 &
+    pids+=($!)
+done
+failed=0
+for i in "${!groups[@]}"; do
+    if ! wait "${pids[$i]}"; then
+        failed=1
+    fi
+    echo "==> group $i: ${groups[$i]}"
+    cat "$logs/group-$i.log"
+done
+if [ "$failed" = 1 ]; then
+    echo "a group of SPIR-V tests failed (above)" >&2
+    exit 1
+fi
 
 modules=("$out"/modules/*.spv)
 if [ ! -e "${modules[0]}" ]; then

@@ -128,6 +128,8 @@ pub fn info(device: &burn::prelude::Device) -> Option<GpuInfo> {
         use cubecl::ir::{ElemType, FloatKind};
 
         configure();
+        // A build without a CPU backend has no other variant.
+        #[allow(irrefutable_let_patterns)]
         let DispatchDevice::Cube(cube) = device.as_dispatch() else {
             return None;
         };

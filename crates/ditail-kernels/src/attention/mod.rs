@@ -39,6 +39,7 @@ use burn::backend::{
 use burn::prelude::*;
 use burn::tensor::DType;
 
+#[cfg(feature = "flex")]
 use crate::timing;
 
 /// How a self-attention layer's target elements take the source's q and k.

@@ -203,6 +203,8 @@ fn observe<R>(
         };
         out.times = Some(times);
     }
+    // A build without a CPU backend has no other variant.
+    #[allow(irrefutable_let_patterns)]
     if let DispatchDevice::Cube(cube) = device.as_dispatch() {
         let usage = cube.client().memory_report(MemoryScope::Device).usage();
         out.reserved_bytes = usage.bytes_reserved;
