@@ -118,22 +118,29 @@ pub struct GpuInfo {
     pub subgroup_size: (u32, u32),
 }
 
+/// `device`'s cubecl client, or `None` when it is not a cubecl GPU device.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn cube_client(device: &burn::prelude::Device) -> Option<cubecl::client::Client> {
+    use burn::backend::DispatchDevice;
+
+    // A build without a CPU backend has no other variant.
+    #[allow(irrefutable_let_patterns)]
+    let DispatchDevice::Cube(cube) = device.as_dispatch() else {
+        return None;
+    };
+    Some(cube.client())
+}
+
 /// What `device` offers, or `None` when it is not a cubecl GPU device in this build.
 pub fn info(device: &burn::prelude::Device) -> Option<GpuInfo> {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     {
-        use burn::backend::DispatchDevice;
         use cubecl::features::Plane;
         use cubecl::features::TypeUsage;
         use cubecl::ir::{ElemType, FloatKind};
 
         configure();
-        // A build without a CPU backend has no other variant.
-        #[allow(irrefutable_let_patterns)]
-        let DispatchDevice::Cube(cube) = device.as_dispatch() else {
-            return None;
-        };
-        let client = cube.client();
+        let client = cube_client(device)?;
         let props = client.properties();
         let f16 = ElemType::Float(FloatKind::F16);
         let features = &props.features;

@@ -101,7 +101,6 @@ fn observe<R>(
 ) -> (R, Dispatches) {
     use std::sync::{Arc, Mutex};
 
-    use burn::backend::DispatchDevice;
     use cubecl::MemoryScope;
     use cubecl::logging::{
         LaunchObservation, LaunchObserver, ProfileDuration, TimingMethod, TimingRequest,
@@ -203,10 +202,8 @@ fn observe<R>(
         };
         out.times = Some(times);
     }
-    // A build without a CPU backend has no other variant.
-    #[allow(irrefutable_let_patterns)]
-    if let DispatchDevice::Cube(cube) = device.as_dispatch() {
-        let usage = cube.client().memory_report(MemoryScope::Device).usage();
+    if let Some(client) = super::cube_client(device) {
+        let usage = client.memory_report(MemoryScope::Device).usage();
         out.reserved_bytes = usage.bytes_reserved;
         out.in_use_bytes = usage.bytes_in_use;
     }
