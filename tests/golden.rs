@@ -6,7 +6,9 @@
 mod common;
 
 use burn::prelude::*;
-use common::{MODELS, assert_close, assert_sites, cpu, golden, model_dir, unet_cases};
+use common::{
+    MODELS, assert_close, assert_prepared_alike, assert_sites, cpu, golden, model_dir, unet_cases,
+};
 use ditail::models::LoadOptions;
 use ditail::models::hook::{Recorder, Site};
 use ditail::models::load::load_unet;
@@ -67,7 +69,9 @@ fn unet_and_ditail_sites_match_diffusers() {
                 .try_to_vec::<f32>()
                 .unwrap()[0];
             let mut rec = Recorder::sites(Site::ditail_sites());
-            let out = unet.forward(sample, t, context, &mut rec).into_data();
+            let out = unet.forward(sample.clone(), t, context.clone(), &mut rec);
+            assert_prepared_alike(&unet, &sample, t, context, &out);
+            let out = out.into_data();
             let rel = assert_close(
                 &format!("{model} {case} noise_pred"),
                 &out,

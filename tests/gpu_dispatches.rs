@@ -189,13 +189,60 @@ fn the_projections_change_layout_in_their_products() {
             Transformer2dConfig::new(320, 8, 768, 32).with_linear_projection(linear_projection);
         let transformer = cast_floats(config.init(&device), f16);
         let d = dispatches(&device, || {
-            let y = transformer.forward(map.clone(), context.clone(), site, &mut NoControl);
+            let y = transformer.forward(map.clone(), &context, site, &mut NoControl);
             y.into_data();
         });
         let copies = d.by_kernel.get("CopyKernelPack").copied().unwrap_or(0);
         assert_eq!(
             copies, 0,
             "transformer, linear projections {linear_projection}: {d:?}"
+        );
+    }
+}
+
+/// A run's steps read the cross-attention's keys and values that its first step projected
+/// (`UNet2DConditionModel::prepare`, `models::cross_kv`): a prepared forward after the
+/// first takes two products fewer per transformer block than a plain forward
+/// (2026-12-07: every forward projected them again).
+#[test]
+fn a_prepared_conditioning_projects_the_text_once() {
+    use ditail::models::load::load_unet;
+    use ditail::models::{LoadOptions, NoControl};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let device = common::wgpu_device();
+    let options = LoadOptions {
+        dtype: FloatDType::F16,
+    };
+    for model in common::MODELS {
+        let dir = common::model_dir(model).join("unet");
+        let (unet, config) = load_unet(&dir, &device, options).unwrap();
+        let blocks: usize = (unet.down_blocks.iter().flat_map(|b| &b.attentions))
+            .chain(&unet.mid_block.attentions)
+            .chain(unet.up_blocks.iter().flat_map(|b| &b.attentions))
+            .map(|t| t.transformer_blocks.len())
+            .sum();
+        assert!(blocks > 0, "{model}: no transformer blocks");
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<4>::random([3, config.in_channels, 8, 8], normal, &device);
+        let x = x.cast(DType::F16);
+        let tokens = [3, 77, config.cross_attention_dim];
+        let context = Tensor::<3>::random(tokens, normal, &device).cast(DType::F16);
+        let plain = dispatches(&device, || {
+            let out = unet.forward(x.clone(), 981.0, context.clone(), &mut NoControl);
+            out.into_data();
+        });
+        let prepared = unet.prepare(context.clone());
+        let kept = dispatches(&device, || {
+            prepared
+                .forward(x.clone(), 981.0, &mut NoControl)
+                .into_data();
+        });
+        assert_eq!(prepared.keys_values().len(), blocks, "{model}");
+        // Each projection is one product here (no bias); at least, where a device's
+        // tuning chose a product of several kernels.
+        assert!(
+            kept.total + 2 * blocks <= plain.total,
+            "{model}, {blocks} transformer blocks: prepared {kept:?}, plain {plain:?}"
         );
     }
 }

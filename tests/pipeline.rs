@@ -210,7 +210,7 @@ fn injected_steps_match_the_reference_on_wgpu() {
         let sc = scenario(name);
         let t_model = tame("tiny-b", &device);
         let g = read_tensors(&pipeline_dir().join(&sc.file)).unwrap();
-        let emb = stored_embeddings(&g, &device);
+        let cond = stored_embeddings(&g, &device).prepare(&t_model.sd().unet);
         let spl_ts = t_model.scheduler().timesteps(sc.spl.steps).unwrap();
         let (_, attn_steps) = sc.spl.window_steps();
         assert!(attn_steps >= 2, "{name}: the scenario injects q/k");
@@ -219,7 +219,7 @@ fn injected_steps_match_the_reference_on_wgpu() {
             let x_in = tensor::<4>(&g, &format!("step.{i}.x_in"), &device);
             let source = tensor::<4>(&g, &format!("inverted.{t}"), &device);
             let launches = gpu_attention_launches();
-            let out = sampling_step(&t_model.sd().unet, x_in, source, &emb, params);
+            let out = sampling_step(&cond, x_in, source, params);
             check(
                 &format!("wgpu {name} step.{i}.noise_pred"),
                 &out.noise_pred,
@@ -360,14 +360,16 @@ fn text_to_image_matches_step_by_step() {
     check("t2i emb_neg", &neg, &g["emb_neg"], STEP_TOL);
     let ts = t_model.scheduler().timesteps(steps).unwrap();
     let ratio = t_model.scheduler().step_ratio(steps);
+    let pair = t_model.sd().unet.prepare(Conditioning::cat(vec![
+        pos.clone().into(),
+        neg.clone().into(),
+    ]));
     for (i, &t) in ts.iter().enumerate() {
         let x_in = tensor::<4>(&g, &format!("step.{i}.x_in"), &device);
         let (x, eps) = ditail::pipeline::steps::guided_step(
-            &t_model.sd().unet,
+            &pair,
             x_in,
             t,
-            pos.clone().into(),
-            neg.clone().into(),
             omega,
             t_model.scheduler().alpha(t),
             t_model.scheduler().alpha(t - ratio),

@@ -170,6 +170,7 @@ fn unet_and_sites_match_diffusers() {
         assert!(sites.len() >= 16, "{case}: {} sites", sites.len());
         let mut rec = Recorder::sites(sites.clone());
         let out = unet.forward(sample.clone(), t, added(&g, &device), &mut rec);
+        common::assert_prepared_alike(&unet, &sample, t, added(&g, &device), &out);
         let rel = assert_close(
             &format!("{MODEL} {case} noise_pred"),
             &out.into_data(),

@@ -355,3 +355,25 @@ pub const SDXL_TEXT_OUTPUTS: &[&str] = &[
     "text_embeddings_skip1",
     "pooled_text_embeds",
 ];
+
+/// A conditioning prepared for a run's steps (`UNet2DConditionModel::prepare`) gives the
+/// plain forward's prediction to the bit, on the first step, which projects and keeps the
+/// cross-attention's keys and values, and on a later one, which reads them.
+pub fn assert_prepared_alike(
+    unet: &ditail::models::UNet2DConditionModel,
+    sample: &Tensor<4>,
+    t: f32,
+    cond: impl Into<ditail::models::Conditioning>,
+    plain: &Tensor<4>,
+) {
+    let prepared = unet.prepare(cond);
+    for step in ["first", "later"] {
+        let out = prepared.forward(sample.clone(), t, &mut ditail::models::NoControl);
+        assert_eq!(
+            out.into_data(),
+            plain.clone().into_data(),
+            "{step} prepared forward"
+        );
+    }
+    assert!(!prepared.keys_values().is_empty(), "no keys or values kept");
+}

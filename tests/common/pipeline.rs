@@ -172,9 +172,12 @@ pub fn check_inversion_steps(
         tensor::<4>(g, "z0", &device),
         model.scheduler().final_alpha_cumprod(),
     );
+    // Prepared once, as a run does: the steps after the first read the cross-attention's
+    // keys and values the first projected.
+    let cond = model.sd().unet.prepare(cond.clone());
     for &t in &ts {
         let alpha_t = model.scheduler().alpha(t);
-        let (z, eps) = inversion_step(&model.sd().unet, prev.0, t, cond.clone(), prev.1, alpha_t);
+        let (z, eps) = inversion_step(&cond, prev.0, t, prev.1, alpha_t);
         check(
             &format!("{name} inv_eps.{t}"),
             &eps,
@@ -206,6 +209,7 @@ pub fn check_sampling_steps(
 ) {
     let device = model.sd().unet.conv_in.weight.val().device();
     let timesteps = model.scheduler().timesteps(spl.steps).unwrap();
+    let cond = emb.clone().prepare(&model.sd().unet);
     for (i, &t) in timesteps.iter().enumerate() {
         let stored_t: Vec<i64> = g[&format!("step.{i}.t")]
             .clone()
@@ -216,7 +220,7 @@ pub fn check_sampling_steps(
         let params = step_params(model, spl, i, t, sites);
         let x_in = tensor::<4>(g, &format!("step.{i}.x_in"), &device);
         let source = tensor::<4>(g, &format!("inverted.{t}"), &device);
-        let out = sampling_step(&model.sd().unet, x_in.clone(), source.clone(), emb, params);
+        let out = sampling_step(&cond, x_in.clone(), source.clone(), params);
         for (key, got) in [
             ("noise_pred", &out.noise_pred),
             ("eps", &out.eps),

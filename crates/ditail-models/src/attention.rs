@@ -14,6 +14,7 @@ use burn::nn::{
 };
 use burn::prelude::*;
 
+use crate::cross_kv::CrossContext;
 use crate::hook::{Controller, SelfAttnQk, Site};
 use crate::kernels::attention::attention;
 use crate::kernels::geglu::geglu;
@@ -97,7 +98,8 @@ impl Attention {
         context: Option<Tensor<3>>,
         hook: Option<(Site, [usize; 2], &mut dyn Controller)>,
     ) -> Tensor<3> {
-        self.forward_then(x, context, hook, None)
+        let kv = context.map(|c| self.keys_values(c));
+        self.forward_then(x, kv, hook, None)
     }
 
     /// `residual + self.forward(x, context, hook)`, the add in the output projection's
@@ -112,20 +114,34 @@ impl Attention {
         hook: Option<(Site, [usize; 2], &mut dyn Controller)>,
         residual: Tensor<3>,
     ) -> Tensor<3> {
-        self.forward_then(x, context, hook, Some(residual))
+        let kv = context.map(|c| self.keys_values(c));
+        self.forward_then(x, kv, hook, Some(residual))
     }
 
+    /// The keys and values a cross-attention layer takes from `context` (`to_k`, `to_v`);
+    /// [`crate::cross_kv`] keeps them across a run's steps.
+    ///
+    /// # Shapes
+    /// - `context`: `[batch, context_tokens, cross_attention_dim]`
+    /// - outputs: `[batch, context_tokens, heads * head_dim]` each
+    pub fn keys_values(&self, context: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        (
+            linear(&self.to_k, context.clone()),
+            linear(&self.to_v, context),
+        )
+    }
+
+    /// Attention of `x` over `kv` (keys and values projected beforehand), or over itself
+    /// when `None`; the residual, if any, in the output projection's epilogue.
     fn forward_then(
         &self,
         x: Tensor<3>,
-        context: Option<Tensor<3>>,
+        kv: Option<(Tensor<3>, Tensor<3>)>,
         hook: Option<(Site, [usize; 2], &mut dyn Controller)>,
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
-        let kv_source = context.unwrap_or_else(|| x.clone());
-        let q = linear(&self.to_q, x);
-        let k = linear(&self.to_k, kv_source.clone());
-        let v = linear(&self.to_v, kv_source);
+        let q = linear(&self.to_q, x.clone());
+        let (k, v) = kv.unwrap_or_else(|| self.keys_values(x));
         let qk = match hook {
             Some((site, grid, ctrl)) => ctrl.self_attn(site, grid, SelfAttnQk::new(q, k)),
             None => SelfAttnQk::new(q, k),
@@ -135,6 +151,21 @@ impl Attention {
             Some(r) => linear_add(&self.to_out[0], out, r),
             None => linear(&self.to_out[0], out),
         }
+    }
+
+    /// Cross-attention of `x` over keys and values projected beforehand
+    /// ([`Attention::keys_values`]), plus `residual` in the output projection's epilogue.
+    ///
+    /// # Shapes
+    /// - `x`, `residual`, output: `[batch, tokens, query_dim]`
+    /// - `k`, `v`: `[batch, context_tokens, heads * head_dim]`
+    pub fn forward_kv_add(
+        &self,
+        x: Tensor<3>,
+        (k, v): (Tensor<3>, Tensor<3>),
+        residual: Tensor<3>,
+    ) -> Tensor<3> {
+        self.forward_then(x, Some((k, v)), None, Some(residual))
     }
 
     /// The VAE's spatial self-attention: GroupNorm, single-head attention over all pixels,
@@ -264,23 +295,27 @@ impl BasicTransformerBlock {
         }
     }
 
+    /// The block at `hook`'s site; the cross-attention's keys and values come from
+    /// `context` (projected here, or kept from an earlier step of the run).
+    ///
     /// # Shapes
     /// - `x`: `[batch, tokens, dim]`, `context`: `[batch, 77, cross_dim]`; output: like `x`.
     pub fn forward(
         &self,
         x: Tensor<3>,
-        context: Tensor<3>,
+        context: CrossContext<'_>,
         hook: (Site, [usize; 2], &mut dyn Controller),
     ) -> Tensor<3> {
         let norm = |n: &LayerNorm, x| layer_norm(n, NORM_EPS, x);
+        let site = hook.0;
         // Each residual is added in its sublayer's output projection (one fused kernel on
         // a GPU, not a product and an add).
         let x = self
             .attn1
             .forward_add(norm(&self.norm1, x.clone()), None, Some(hook), x);
-        let x = self
-            .attn2
-            .forward_add(norm(&self.norm2, x.clone()), Some(context), None, x);
+        let normed = norm(&self.norm2, x.clone());
+        let kv = context.keys_values(site, &self.attn2);
+        let x = self.attn2.forward_kv_add(normed, kv, x);
         self.ff.forward_add(norm(&self.norm3, x.clone()), x)
     }
 }
@@ -367,15 +402,17 @@ impl Transformer2dModel {
     /// self-attention of the first block for the controller, [`Site::at_depth`] the others.
     ///
     /// # Shapes
-    /// - `x`: `[batch, channels, height, width]`, `context`: `[batch, 77, cross_dim]`
+    /// - `x`: `[batch, channels, height, width]`, `context`: the text tokens
+    ///   `[batch, 77, cross_dim]` (a `&Tensor<3>`), or a run's [`CrossContext`]
     /// - output: `[batch, channels, height, width]`
-    pub fn forward(
+    pub fn forward<'c>(
         &self,
         x: Tensor<4>,
-        context: Tensor<3>,
+        context: impl Into<CrossContext<'c>>,
         site: Site,
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
+        let context = context.into();
         let [_, _, h, w] = x.dims();
         let normed = group_norm(&self.norm, x.clone(), false);
         // On a GPU the layout changes between map and tokens are the projections'
@@ -383,7 +420,7 @@ impl Transformer2dModel {
         let mut y = to_tokens(self.proj_in.pointwise(), normed);
         for (depth, block) in self.transformer_blocks.iter().enumerate() {
             let site = site.at_depth(depth as u8);
-            y = block.forward(y, context.clone(), (site, [h, w], &mut *ctrl));
+            y = block.forward(y, context, (site, [h, w], &mut *ctrl));
         }
         // The residual in the product's fused epilogue on a GPU.
         from_tokens_add(self.proj_out.pointwise(), y, [h, w], x)

@@ -5,7 +5,8 @@
 //!   [`tokenizer`]: their BPE tokenizer;
 //! - [`vae`]: the VAE (posterior mean and decoder);
 //! - [`unet`]: the U-Net, whose forward takes a [`hook::Controller`] called at every ResNet
-//!   and self-attention [`hook::Site`];
+//!   and self-attention [`hook::Site`]; [`cross_kv`]: its cross-attention's keys and values,
+//!   projected once a run;
 //! - [`kernels`]: attention with Ditail's q/k injection fused in (a WGSL kernel where wgpu
 //!   compiles WGSL, burn-cubecl's flash attention on SPIR-V, MSL and CUDA);
 //! - [`device`]: choosing the backend, device and float type at run time; [`gpu`]: the GPU
@@ -24,6 +25,7 @@
 pub mod attention;
 pub mod cast;
 pub mod clip;
+pub mod cross_kv;
 pub mod device;
 pub mod error;
 pub mod family;
@@ -46,5 +48,7 @@ pub use family::Family;
 pub use hook::{Captured, Controller, NoControl, QkInjection, Recorder, SelfAttnQk, Site, Stage};
 pub use load::{LoadOptions, StableDiffusion};
 pub use tokenizer::ClipTokenizer;
-pub use unet::{AddedConditioning, Conditioning, UNet2DConditionModel, UNetConfig};
+pub use unet::{
+    AddedConditioning, Conditioning, PreparedConditioning, UNet2DConditionModel, UNetConfig,
+};
 pub use vae::{AutoencoderKl, VaeConfig};

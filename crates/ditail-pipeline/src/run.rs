@@ -147,9 +147,10 @@ pub fn invert_latents(
     let mut z = z0;
     let mut out = BTreeMap::new();
     let mut alpha_prev = source.scheduler().final_alpha_cumprod();
+    let cond = source.sd().unet.prepare(cond);
     for (i, &t) in ts.iter().enumerate() {
         let alpha_t = source.scheduler().alpha(t);
-        z = inversion_step(&source.sd().unet, z, t, cond.clone(), alpha_prev, alpha_t).0;
+        z = inversion_step(&cond, z, t, alpha_prev, alpha_t).0;
         check_finite(source, &z, "inversion", i + 1, ts.len())?;
         out.insert(t, z.clone());
         alpha_prev = alpha_t;
@@ -255,11 +256,12 @@ pub fn sample(
         )?
         .try_into()
         .expect("three prompts");
-    let emb = SamplingEmbeddings {
+    let cond = SamplingEmbeddings {
         uncond,
         positive,
         negative,
-    };
+    }
+    .prepare(&target.sd().unet);
     let (conv_steps, attn_steps) = settings.window_steps();
     let ratio = target.scheduler().step_ratio(settings.steps);
     // A saved inversion is f32; the target may run in f16.
@@ -280,7 +282,7 @@ pub fn sample(
             always_batch_source: settings.always_batch_source,
         };
         let source = inv.latents()[&t].clone().cast(dtype);
-        let step = sampling_step(&target.sd().unet, x.clone(), source, &emb, params);
+        let step = sampling_step(&cond, x.clone(), source, params);
         let x0 = predicted_x0(x, step.eps, params.alpha_t);
         x = step.x;
         check_finite(target, &x, "sampling", i + 1, timesteps.len())?;
@@ -343,22 +345,17 @@ pub fn generate_from(
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Tensor<4>> {
     let ratio = model.scheduler().step_ratio(steps);
+    let pair = model
+        .sd()
+        .unet
+        .prepare(Conditioning::cat(vec![positive, negative]));
     let mut x = noise;
     for (i, &t) in timesteps.iter().enumerate() {
         let (a_t, a_prev) = (
             model.scheduler().alpha(t),
             model.scheduler().alpha(t - ratio),
         );
-        let (next, eps) = guided_step(
-            &model.sd().unet,
-            x.clone(),
-            t,
-            positive.clone(),
-            negative.clone(),
-            omega,
-            a_t,
-            a_prev,
-        );
+        let (next, eps) = guided_step(&pair, x.clone(), t, omega, a_t, a_prev);
         let x0 = predicted_x0(x, eps, a_t);
         x = next;
         check_finite(model, &x, "generation", i + 1, timesteps.len())?;

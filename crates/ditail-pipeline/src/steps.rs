@@ -2,9 +2,11 @@
 //! any step from stored tensors: a DDIM inversion step, a Ditail sampling step and a
 //! guided text-to-image step (METHOD.md stages 1 and 2).
 
+use std::cell::OnceCell;
+
 use burn::prelude::*;
 use ditail_models::hook::{NoControl, Recorder};
-use ditail_models::{Conditioning, UNet2DConditionModel};
+use ditail_models::{Conditioning, PreparedConditioning, UNet2DConditionModel};
 
 use crate::inject::{InjectionSites, Injector, Windows};
 use crate::mask::Mask;
@@ -26,16 +28,17 @@ fn guide(pred: &Tensor<4>, first: usize, omega: f64) -> Tensor<4> {
 }
 
 /// One inversion step (METHOD.md stage 1, step 4): `eps = U_S(z, t, c_inv)`, then the DDIM
-/// update from `ā_prev` to `ā_t`. Returns `(z_next, eps)`.
+/// update from `ā_prev` to `ā_t`. `cond` is `c_inv` prepared for the source's U-Net
+/// ([`UNet2DConditionModel::prepare`], once for the whole inversion). Returns
+/// `(z_next, eps)`.
 pub fn inversion_step(
-    unet: &UNet2DConditionModel,
+    cond: &PreparedConditioning<'_>,
     z: Tensor<4>,
     t: i64,
-    cond: impl Into<Conditioning>,
     alpha_prev: f64,
     alpha_t: f64,
 ) -> (Tensor<4>, Tensor<4>) {
-    let eps = unet.forward(z.clone(), t as f32, cond, &mut NoControl);
+    let eps = cond.forward(z.clone(), t as f32, &mut NoControl);
     (ddim_update(z, eps.clone(), alpha_prev, alpha_t), eps)
 }
 
@@ -49,6 +52,58 @@ pub struct SamplingEmbeddings {
     pub positive: Conditioning,
     /// `E_T(p-)`.
     pub negative: Conditioning,
+}
+
+impl SamplingEmbeddings {
+    /// The batches a sampling run conditions on, prepared for the target's U-Net
+    /// ([`UNet2DConditionModel::prepare`]) once for all its steps.
+    pub fn prepare(self, unet: &UNet2DConditionModel) -> SamplingConditions<'_> {
+        SamplingConditions {
+            unet,
+            emb: self,
+            batch: OnceCell::new(),
+            pair: OnceCell::new(),
+            source: OnceCell::new(),
+        }
+    }
+}
+
+/// The conditionings of a sampling run's forwards, each prepared for the target's U-Net
+/// when a step first needs it: `[E(""), E(p+), E(p-)]` while the source branch is in the
+/// batch, `[E(p+), E(p-)]` when it is not, and `E("")` alone for a capture pass of the
+/// source (see [`sampling_step`]).
+#[derive(Debug)]
+pub struct SamplingConditions<'m> {
+    unet: &'m UNet2DConditionModel,
+    emb: SamplingEmbeddings,
+    batch: OnceCell<PreparedConditioning<'m>>,
+    pair: OnceCell<PreparedConditioning<'m>>,
+    source: OnceCell<PreparedConditioning<'m>>,
+}
+
+impl<'m> SamplingConditions<'m> {
+    /// `[E(""), E(p+), E(p-)]`.
+    fn batch(&self) -> &PreparedConditioning<'m> {
+        self.batch.get_or_init(|| {
+            let e = &self.emb;
+            let parts = vec![e.uncond.clone(), e.positive.clone(), e.negative.clone()];
+            self.unet.prepare(Conditioning::cat(parts))
+        })
+    }
+
+    /// `[E(p+), E(p-)]`.
+    fn pair(&self) -> &PreparedConditioning<'m> {
+        self.pair.get_or_init(|| {
+            let parts = vec![self.emb.positive.clone(), self.emb.negative.clone()];
+            self.unet.prepare(Conditioning::cat(parts))
+        })
+    }
+
+    /// `E("")`.
+    fn source(&self) -> &PreparedConditioning<'m> {
+        self.source
+            .get_or_init(|| self.unet.prepare(self.emb.uncond.clone()))
+    }
 }
 
 /// What one Ditail sampling step produced.
@@ -86,7 +141,8 @@ pub struct StepParams<'a> {
 }
 
 /// One Ditail sampling step (METHOD.md stage 2): T's U-Net on `[Z[t], x, x]` with
-/// `[E(""), E(p+), E(p-)]` while injecting, guidance, DDIM update.
+/// `[E(""), E(p+), E(p-)]` while injecting, guidance, DDIM update. `cond` holds the
+/// embeddings prepared for T's U-Net ([`SamplingEmbeddings::prepare`], once a run).
 ///
 /// The work follows what the step needs, with the same result as the reference's batch of
 /// 3 every step (`always_batch_source` forces that): while attention is injected, the batch
@@ -94,37 +150,27 @@ pub struct StepParams<'a> {
 /// the last conv site, then `[x, x]` with the captured features; with nothing injected,
 /// `[x, x]`.
 pub fn sampling_step(
-    unet: &UNet2DConditionModel,
+    cond: &SamplingConditions<'_>,
     x: Tensor<4>,
     source: Tensor<4>,
-    emb: &SamplingEmbeddings,
     p: StepParams<'_>,
 ) -> SamplingStep {
     let in_batch = p.windows.attn || p.always_batch_source;
+    let t = p.t as f32;
     let noise_pred = if in_batch {
         let latents = Tensor::cat(vec![source, x.clone(), x.clone()], 0);
-        let context = Conditioning::cat(vec![
-            emb.uncond.clone(),
-            emb.positive.clone(),
-            emb.negative.clone(),
-        ]);
-        unet.forward(
-            latents,
-            p.t as f32,
-            context,
-            &mut Injector::new(p.sites, p.mask, p.windows),
-        )
+        let mut injector = Injector::new(p.sites, p.mask, p.windows);
+        cond.batch().forward(latents, t, &mut injector)
     } else {
         let latents = Tensor::cat(vec![x.clone(), x.clone()], 0);
-        let context = Conditioning::cat(vec![emb.positive.clone(), emb.negative.clone()]);
         if p.windows.conv && !p.sites.conv.is_empty() {
             let mut capture = Recorder::capture_only(p.sites.conv.iter().copied());
-            unet.forward(source, p.t as f32, emb.uncond.clone(), &mut capture);
+            cond.source().forward(source, t, &mut capture);
             let mut injector =
                 Injector::with_captured(p.sites, p.mask, p.windows, capture.captured);
-            unet.forward(latents, p.t as f32, context, &mut injector)
+            cond.pair().forward(latents, t, &mut injector)
         } else {
-            unet.forward(latents, p.t as f32, context, &mut NoControl)
+            cond.pair().forward(latents, t, &mut NoControl)
         }
     };
     let eps = guide(&noise_pred, if in_batch { 1 } else { 0 }, p.omega);
@@ -136,21 +182,19 @@ pub fn sampling_step(
 }
 
 /// One step of text-to-image with classifier-free guidance (the negative prompt is the
-/// unconditional branch). Returns `(x_next, guided eps)`.
-#[allow(clippy::too_many_arguments)]
+/// unconditional branch). `pair` is `[positive, negative]` (batch 2) prepared for the
+/// model's U-Net ([`UNet2DConditionModel::prepare`], once a run). Returns
+/// `(x_next, guided eps)`.
 pub fn guided_step(
-    unet: &UNet2DConditionModel,
+    pair: &PreparedConditioning<'_>,
     x: Tensor<4>,
     t: i64,
-    positive: Conditioning,
-    negative: Conditioning,
     omega: f64,
     alpha_t: f64,
     alpha_prev: f64,
 ) -> (Tensor<4>, Tensor<4>) {
     let latents = Tensor::cat(vec![x.clone(), x.clone()], 0);
-    let context = Conditioning::cat(vec![positive, negative]);
-    let pred = unet.forward(latents, t as f32, context, &mut NoControl);
+    let pred = pair.forward(latents, t as f32, &mut NoControl);
     let eps = guide(&pred, 0, omega);
     (ddim_update(x, eps.clone(), alpha_t, alpha_prev), eps)
 }

@@ -10,6 +10,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 
 use crate::attention::{Transformer2dConfig, Transformer2dModel};
+use crate::cross_kv::CrossContext;
 use crate::hook::{Controller, Site, Stage};
 use crate::kernels::conv::{conv2d, conv2d_upscaled};
 use crate::ops::resize_nearest;
@@ -126,7 +127,7 @@ impl DownBlock {
         &self,
         mut x: Tensor<4>,
         silu_temb: &Tensor<2>,
-        context: &Tensor<3>,
+        context: CrossContext<'_>,
         block: u8,
         ctrl: &mut dyn Controller,
         skips: &mut Vec<Tensor<4>>,
@@ -146,7 +147,7 @@ impl DownBlock {
                     layer,
                     depth: 0,
                 };
-                x = attn.forward(x, context.clone(), site, ctrl);
+                x = attn.forward(x, context, site, ctrl);
             }
             skips.push(x.clone());
         }
@@ -186,7 +187,7 @@ impl MidBlock {
         &self,
         x: Tensor<4>,
         silu_temb: &Tensor<2>,
-        context: &Tensor<3>,
+        context: CrossContext<'_>,
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
         let site = |layer| Site::Resnet {
@@ -204,7 +205,7 @@ impl MidBlock {
                 layer,
                 depth: 0,
             };
-            x = attn.forward(x, context.clone(), attn_site, ctrl);
+            x = attn.forward(x, context, attn_site, ctrl);
             x = resnet.forward(
                 x,
                 Some(silu_temb.clone()),
@@ -280,7 +281,7 @@ impl UpBlock {
         &self,
         mut x: Tensor<4>,
         silu_temb: &Tensor<2>,
-        context: &Tensor<3>,
+        context: CrossContext<'_>,
         block: u8,
         ctrl: &mut dyn Controller,
         skips: &mut Vec<Tensor<4>>,
@@ -307,7 +308,7 @@ impl UpBlock {
                     layer,
                     depth: 0,
                 };
-                x = attn.forward(x, context.clone(), site, ctrl);
+                x = attn.forward(x, context, site, ctrl);
             }
         }
         if let (Some(up), Some(size)) = (self.upsamplers.first(), upsample_to) {

@@ -12,17 +12,20 @@ mod blocks;
 mod conditioning;
 mod config;
 mod embeddings;
+mod prepared;
 
 pub use blocks::{DownBlock, Downsample2d, MidBlock, UpBlock, Upsample2d};
 pub use conditioning::{AddedConditioning, Conditioning};
 pub use config::UNetConfig;
 pub use embeddings::TimestepEmbedding;
 pub(crate) use embeddings::timestep_embedding;
+pub use prepared::PreparedConditioning;
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::prelude::*;
 
+use crate::cross_kv::CrossContext;
 use crate::hook::Controller;
 use crate::kernels::conv::conv2d;
 use crate::kernels::group_norm::group_norm;
@@ -197,6 +200,11 @@ impl UNet2DConditionModel {
     /// [`Controller::finished`] after a block, the forward stops there and returns that
     /// block's output instead of the noise prediction.
     ///
+    /// Each call projects the text into every cross-attention layer's keys and values; a
+    /// run that conditions many steps alike prepares the conditioning once instead
+    /// ([`UNet2DConditionModel::prepare`]), and the steps after the first skip those
+    /// products.
+    ///
     /// # Panics
     /// If the U-Net needs added conditioning and `cond` has none (check
     /// [`UNet2DConditionModel::has_added_conditioning`]; the pipeline always provides it).
@@ -214,23 +222,41 @@ impl UNet2DConditionModel {
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
         let cond = cond.into();
+        self.forward_in(
+            sample,
+            timestep,
+            &cond,
+            CrossContext::new(&cond.context),
+            ctrl,
+        )
+    }
+
+    /// [`UNet2DConditionModel::forward`] with the cross-attention reading `context` (the
+    /// tokens of `cond`, and a run's keys and values where it keeps them).
+    fn forward_in(
+        &self,
+        sample: Tensor<4>,
+        timestep: f32,
+        cond: &Conditioning,
+        context: CrossContext<'_>,
+        ctrl: &mut dyn Controller,
+    ) -> Tensor<4> {
         assert!(
             !self.has_added_conditioning() || cond.added.is_some(),
             "this U-Net (SDXL) needs the pooled text embedding and the size conditioning"
         );
         // Every ResNet's projection reads the embedding through a SiLU: taken once here.
-        let temb = silu(self.time_embedding(timestep, &cond, &sample));
-        let context = cond.context;
+        let temb = silu(self.time_embedding(timestep, cond, &sample));
 
         let mut x = conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {
-            x = block.forward(x, &temb, &context, i as u8, ctrl, &mut skips);
+            x = block.forward(x, &temb, context, i as u8, ctrl, &mut skips);
             if ctrl.finished() {
                 return x;
             }
         }
-        x = self.mid_block.forward(x, &temb, &context, ctrl);
+        x = self.mid_block.forward(x, &temb, context, ctrl);
         if ctrl.finished() {
             return x;
         }
@@ -240,7 +266,7 @@ impl UNet2DConditionModel {
                 let [_, _, h, w] = skips[remaining - 1].dims();
                 [h, w]
             });
-            x = block.forward(x, &temb, &context, i as u8, ctrl, &mut skips, upsample_to);
+            x = block.forward(x, &temb, context, i as u8, ctrl, &mut skips, upsample_to);
             if ctrl.finished() {
                 return x;
             }
