@@ -158,9 +158,11 @@ impl UNet2DConditionModel {
     /// - output: `[1, temb]` without added conditioning, else `[batch, temb]`
     fn time_embedding(&self, timestep: f32, cond: &Conditioning, like: &Tensor<4>) -> Tensor<2> {
         let device = like.device();
+        // Uploaded in the model's float type (converted on the host), not cast on the
+        // device: one kernel fewer a step on a GPU in f16.
         let host = |values: Vec<f32>, rows: usize, cols: usize| {
-            Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), &device)
-                .cast(like.dtype())
+            let data = TensorData::new(values, [rows, cols]);
+            Tensor::<2>::from_data(data, (&device, like.dtype()))
         };
         let proj = timestep_embedding(
             &[timestep],
