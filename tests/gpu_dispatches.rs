@@ -202,18 +202,18 @@ fn the_projections_change_layout_in_their_products() {
 
 /// A run's steps read the cross-attention's keys and values that its first step projected
 /// (`UNet2DConditionModel::prepare`, `models::cross_kv`): a prepared forward after the
-/// first takes two products fewer per transformer block than a plain forward
-/// (2026-12-07: every forward projected them again).
+/// first takes two products fewer per transformer block than a plain forward, and for SDXL
+/// none for the added embedding (2026-12-07: every forward made them again).
 #[test]
 fn a_prepared_conditioning_projects_the_text_once() {
     use ditail::models::load::load_unet;
-    use ditail::models::{LoadOptions, NoControl};
+    use ditail::models::{AddedConditioning, Conditioning, LoadOptions, NoControl};
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let device = common::wgpu_device();
     let options = LoadOptions {
         dtype: FloatDType::F16,
     };
-    for model in common::MODELS {
+    for model in common::MODELS.into_iter().chain(["tiny-xl"]) {
         let dir = common::model_dir(model).join("unet");
         let (unet, config) = load_unet(&dir, &device, options).unwrap();
         let blocks: usize = (unet.down_blocks.iter().flat_map(|b| &b.attentions))
@@ -227,21 +227,47 @@ fn a_prepared_conditioning_projects_the_text_once() {
         let x = x.cast(DType::F16);
         let tokens = [3, 77, config.cross_attention_dim];
         let context = Tensor::<3>::random(tokens, normal, &device).cast(DType::F16);
+        // SDXL's pooled text and sizes (64 px, uncropped).
+        let pooled = config
+            .projection_class_embeddings_input_dim
+            .zip(config.addition_time_embed_dim)
+            .map(|(input, t)| input - 6 * t);
+        let cond = Conditioning {
+            context,
+            added: pooled.map(|width| AddedConditioning {
+                text_embeds: Tensor::<2>::random([3, width], normal, &device).cast(DType::F16),
+                time_ids: Tensor::<2>::from_data(
+                    TensorData::new([64.0f32, 64.0, 0.0, 0.0, 64.0, 64.0].repeat(3), [3, 6]),
+                    (&device, DType::F16),
+                ),
+            }),
+        };
+        assert_eq!(
+            cond.added.is_some(),
+            unet.has_added_conditioning(),
+            "{model}"
+        );
         let plain = dispatches(&device, || {
-            let out = unet.forward(x.clone(), 981.0, context.clone(), &mut NoControl);
+            let out = unet.forward(x.clone(), 981.0, cond.clone(), &mut NoControl);
             out.into_data();
         });
-        let prepared = unet.prepare(context.clone());
+        let prepared = unet.prepare(cond.clone());
         let kept = dispatches(&device, || {
             prepared
                 .forward(x.clone(), 981.0, &mut NoControl)
                 .into_data();
         });
         assert_eq!(prepared.keys_values().len(), blocks, "{model}");
+        eprintln!(
+            "{model}: {blocks} transformer blocks; plain forward {} kernels, prepared {}",
+            plain.total, kept.total
+        );
         // Each projection is one product here (no bias); at least, where a device's
-        // tuning chose a product of several kernels.
+        // tuning chose a product of several kernels. SDXL's added embedding (a concatenation
+        // and two products) is also made once.
+        let added = if unet.has_added_conditioning() { 3 } else { 0 };
         assert!(
-            kept.total + 2 * blocks <= plain.total,
+            kept.total + 2 * blocks + added <= plain.total,
             "{model}, {blocks} transformer blocks: prepared {kept:?}, plain {plain:?}"
         );
     }

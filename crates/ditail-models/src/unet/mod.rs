@@ -152,18 +152,27 @@ impl UNet2DConditionModel {
         self.add_embedding.is_some()
     }
 
-    /// The time embedding, plus SDXL's added embedding when there is one.
+    /// A host array as a tensor in `like`'s float type on its device: converted on the
+    /// host, not cast by a kernel (one fewer a step on a GPU in f16).
+    fn upload(values: Vec<f32>, shape: [usize; 2], like: &Tensor<4>) -> Tensor<2> {
+        Tensor::<2>::from_data(
+            TensorData::new(values, shape),
+            (&like.device(), like.dtype()),
+        )
+    }
+
+    /// The time embedding of `timestep`, plus SDXL's added embedding `added` when there is
+    /// one.
     ///
     /// # Shapes
+    /// - `added`: `[batch, temb]`
     /// - output: `[1, temb]` without added conditioning, else `[batch, temb]`
-    fn time_embedding(&self, timestep: f32, cond: &Conditioning, like: &Tensor<4>) -> Tensor<2> {
-        let device = like.device();
-        // Uploaded in the model's float type (converted on the host), not cast on the
-        // device: one kernel fewer a step on a GPU in f16.
-        let host = |values: Vec<f32>, rows: usize, cols: usize| {
-            let data = TensorData::new(values, [rows, cols]);
-            Tensor::<2>::from_data(data, (&device, like.dtype()))
-        };
+    fn time_embedding(
+        &self,
+        timestep: f32,
+        added: Option<Tensor<2>>,
+        like: &Tensor<4>,
+    ) -> Tensor<2> {
         let proj = timestep_embedding(
             &[timestep],
             self.time_proj_dim,
@@ -172,10 +181,28 @@ impl UNet2DConditionModel {
         );
         let temb = self
             .time_embedding
-            .forward(host(proj, 1, self.time_proj_dim));
-        let (Some(add), Some(added)) = (&self.add_embedding, &cond.added) else {
-            return temb;
-        };
+            .forward(Self::upload(proj, [1, self.time_proj_dim], like));
+        match added {
+            Some(added) => temb + added,
+            None => temb,
+        }
+    }
+
+    /// SDXL's added embedding of `cond` (diffusers' `get_aug_embed`, `text_time`): the same
+    /// at every step of a run, so a [`PreparedConditioning`] computes it once. `None` for a
+    /// U-Net without one (SD1.x).
+    ///
+    /// # Panics
+    /// If the U-Net needs added conditioning and `cond` has none.
+    ///
+    /// # Shapes
+    /// - output: `[batch, temb]`
+    fn added_embedding(&self, cond: &Conditioning, like: &Tensor<4>) -> Option<Tensor<2>> {
+        let add = self.add_embedding.as_ref()?;
+        let added = cond
+            .added
+            .as_ref()
+            .expect("this U-Net (SDXL) needs the pooled text embedding and the size conditioning");
         // diffusers: `add_time_proj(time_ids.flatten())` reshaped to one row per element,
         // after the pooled text: `[text_embeds | proj(id_0) | ... | proj(id_5)]`.
         let [b, n] = added.time_ids.dims();
@@ -188,9 +215,9 @@ impl UNet2DConditionModel {
             .expect("f32 after conversion");
         let d = self.add_time_proj_dim;
         let proj = timestep_embedding(&ids, d, self.flip_sin_to_cos, self.freq_shift as f32);
-        let sizes = host(proj, b, n * d);
+        let sizes = Self::upload(proj, [b, n * d], like);
         let input = Tensor::cat(vec![added.text_embeds.clone().cast(like.dtype()), sizes], 1);
-        temb + add.forward(input)
+        Some(add.forward(input))
     }
 
     /// Predicts the noise in `sample` at `timestep`, conditioned on `cond` (a text
@@ -202,10 +229,10 @@ impl UNet2DConditionModel {
     /// [`Controller::finished`] after a block, the forward stops there and returns that
     /// block's output instead of the noise prediction.
     ///
-    /// Each call projects the text into every cross-attention layer's keys and values; a
-    /// run that conditions many steps alike prepares the conditioning once instead
-    /// ([`UNet2DConditionModel::prepare`]), and the steps after the first skip those
-    /// products.
+    /// Each call projects the text into every cross-attention layer's keys and values (and
+    /// SDXL's pooled text and sizes into the added embedding); a run that conditions many
+    /// steps alike prepares the conditioning once instead
+    /// ([`UNet2DConditionModel::prepare`]), and the steps after the first skip that work.
     ///
     /// # Panics
     /// If the U-Net needs added conditioning and `cond` has none (check
@@ -224,31 +251,24 @@ impl UNet2DConditionModel {
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
         let cond = cond.into();
-        self.forward_in(
-            sample,
-            timestep,
-            &cond,
-            CrossContext::new(&cond.context),
-            ctrl,
-        )
+        let added = self.added_embedding(&cond, &sample);
+        let context = CrossContext::new(&cond.context);
+        self.forward_in(sample, timestep, added, context, ctrl)
     }
 
-    /// [`UNet2DConditionModel::forward`] with the cross-attention reading `context` (the
-    /// tokens of `cond`, and a run's keys and values where it keeps them).
+    /// [`UNet2DConditionModel::forward`] with SDXL's added embedding `added` computed
+    /// beforehand, and the cross-attention reading `context` (the text tokens, and a run's
+    /// keys and values where it keeps them).
     fn forward_in(
         &self,
         sample: Tensor<4>,
         timestep: f32,
-        cond: &Conditioning,
+        added: Option<Tensor<2>>,
         context: CrossContext<'_>,
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
-        assert!(
-            !self.has_added_conditioning() || cond.added.is_some(),
-            "this U-Net (SDXL) needs the pooled text embedding and the size conditioning"
-        );
         // Every ResNet's projection reads the embedding through a SiLU: taken once here.
-        let temb = silu(self.time_embedding(timestep, cond, &sample));
+        let temb = silu(self.time_embedding(timestep, added, &sample));
 
         let mut x = conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];

@@ -1,5 +1,8 @@
 //! A conditioning bound to one U-Net for a run's steps: the cross-attention's keys and
-//! values are projected by the first forward and read by the others ([`crate::cross_kv`]).
+//! values ([`crate::cross_kv`]) and SDXL's added embedding are computed by the first
+//! forward and read by the others.
+
+use std::cell::OnceCell;
 
 use burn::prelude::*;
 
@@ -18,18 +21,22 @@ pub struct PreparedConditioning<'m> {
     unet: &'m UNet2DConditionModel,
     cond: Conditioning,
     kv: KvCache,
+    /// SDXL's added embedding (`None` for SD1.x), once the first forward made it.
+    added: OnceCell<Option<Tensor<2>>>,
 }
 
 impl UNet2DConditionModel {
     /// Binds `cond` to this U-Net for a run's steps: [`PreparedConditioning::forward`] is
     /// [`UNet2DConditionModel::forward`] with `cond`, the same values, but only its first
     /// call projects the text into the cross-attention's keys and values (2 products a
-    /// transformer block).
+    /// transformer block) and, for SDXL, the pooled text and sizes into the added embedding
+    /// (a read of the sizes from the device, a concatenation and 2 products).
     pub fn prepare(&self, cond: impl Into<Conditioning>) -> PreparedConditioning<'_> {
         PreparedConditioning {
             unet: self,
             cond: cond.into(),
             kv: KvCache::default(),
+            added: OnceCell::new(),
         }
     }
 }
@@ -50,9 +57,12 @@ impl<'m> PreparedConditioning<'m> {
         timestep: f32,
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
+        let added = self
+            .added
+            .get_or_init(|| self.unet.added_embedding(&self.cond, &sample));
         let context = CrossContext::cached(&self.cond.context, &self.kv);
         self.unet
-            .forward_in(sample, timestep, &self.cond, context, ctrl)
+            .forward_in(sample, timestep, added.clone(), context, ctrl)
     }
 
     /// The U-Net it is bound to.
