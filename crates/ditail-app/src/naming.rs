@@ -63,7 +63,7 @@ const SETTINGS: &[(&str, &str, &str)] = &[
     ("--dino", "DINO model", "dino"),
 ];
 
-/// `message` with the flags of [`SETTINGS`] named as `naming` names them. A flag is a
+/// `message` with the flags of `SETTINGS` named as `naming` names them. A flag is a
 /// whole word: `--` not preceded by a letter, digit or `-` (so a Hugging Face cache folder
 /// such as `models--org--name` is left alone), and not followed by one (`--steps` is not
 /// the start of `--steps-x`).

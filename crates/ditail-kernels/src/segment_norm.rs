@@ -11,7 +11,7 @@
 //! per segment does all of it: one dispatch per norm. Where that is too few cubes (long
 //! segments, few of them: SD's VAE decoding one image), each segment is cut into chunks
 //! over more cubes, in two dispatches: each chunk's moments, then each chunk normalised
-//! with its segment's, merged from the chunks' ([`chunks_per_segment`]).
+//! with its segment's, merged from the chunks' (`chunks_per_segment`).
 //!
 //! The statistics are taken in f32 whatever the input's type (a sum of f16 squares
 //! overflows, `tests/gpu_f16.rs`) and as burn takes them: the mean, then the mean of the

@@ -191,7 +191,7 @@ impl ClipTextConfig {
 }
 
 /// The token-embedding table, stored as row chunks (`weight.0`, `weight.1`, ...) of at
-/// most [`EMBEDDING_CHUNK_ROWS`] rows; the loader splits the file's single `weight`.
+/// most `EMBEDDING_CHUNK_ROWS` rows; the loader splits the file's single `weight`.
 #[derive(Module, Debug)]
 pub struct TokenEmbedding {
     /// The table's row chunks, in order.

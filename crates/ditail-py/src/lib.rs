@@ -2,7 +2,7 @@
 //! (`crates/ditail-py/python/ditail`). It holds loaded models and inversions and runs the
 //! method's three long calls (invert, sample, generate) and the metrics (evaluate) with the
 //! GIL released; the Python package turns PIL images and numpy arrays into the RGB bytes
-//! this module takes, fills in the defaults it reads from [`settings::defaults`] (the
+//! this module takes, fills in the defaults it reads from `settings::defaults` (the
 //! application layer's, so one source of defaults serves every face), and draws progress
 //! bars.
 //!

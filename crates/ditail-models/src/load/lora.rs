@@ -309,7 +309,7 @@ impl LoraSet {
     }
 
     /// Attaches the U-Net's updates, matching kohya names written with LDM module paths
-    /// too (SDXL's LoRAs: `lora_unet_input_blocks_4_1_…`, see [`super::ldm::unet_ldm_key`]).
+    /// too (SDXL's LoRAs: `lora_unet_input_blocks_4_1_…`, see `ldm::unet_ldm_key`).
     pub fn attach_unet(&mut self, sources: &mut [(String, Source)], config: &UNetConfig) {
         let up_attn = |b: usize| {
             config

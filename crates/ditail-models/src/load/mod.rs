@@ -4,7 +4,7 @@
 //! one to one. Three small adjustments are made, each documented where it is done:
 //! PyTorch's `[out, in]` linear weights and `weight`/`bias` norm names (burn-store's
 //! `PyTorchToBurnAdapter`), the CLIP token table split into row chunks
-//! ([`crate::clip::EMBEDDING_CHUNK_ROWS`]), and the VAE attention's pre-0.14 diffusers
+//! (`clip::EMBEDDING_CHUNK_ROWS`), and the VAE attention's pre-0.14 diffusers
 //! names (`query`, `key`, `value`, `proj_attn`).
 
 mod diffusers;
@@ -156,7 +156,7 @@ fn list(label: &str, keys: &[String]) -> String {
 ///
 /// A text encoder's keys get the `text_model.` prefix where they lack it: transformers 5
 /// saves `CLIPTextModel` without it (`encoder.layers.0...`, `final_layer_norm.weight`), as
-/// some single-file checkpoints do (see [`ldm::text_key`]); older versions keep it.
+/// some single-file checkpoints do (see `ldm::text_key`); older versions keep it.
 pub fn folder_sources(files: &[Arc<WeightFile>], component: Component) -> Vec<(String, Source)> {
     files
         .iter()
@@ -172,7 +172,7 @@ pub fn folder_sources(files: &[Arc<WeightFile>], component: Component) -> Vec<(S
         .collect()
 }
 
-/// Loads every tensor of `files` (a diffusers folder's) into `module`; see [`load_sources`].
+/// Loads every tensor of `files` (a diffusers folder's) into `module`; see `load_sources`.
 pub fn load_into<M: ModuleSnapshot>(
     module: &mut M,
     component: Component,

@@ -10,12 +10,14 @@ use super::{Conditioning, UNet2DConditionModel};
 use crate::cross_kv::{CrossContext, KvCache};
 use crate::hook::Controller;
 
-/// A [`Conditioning`] prepared for the forwards of one U-Net ([`UNet2DConditionModel::prepare`]).
+/// A [`Conditioning`] prepared for the forwards of one U-Net
+/// ([`UNet2DConditionModel::prepare`]).
 ///
 /// It borrows the U-Net, so the keys and values it keeps can only be read by the model that
 /// projected them. It holds them for the whole run: per batch element and transformer
 /// block, two `[77, heads * head_dim]` tensors (SD1.5 in f16: 3.8 MB an element; SDXL:
-/// 26 MB).
+/// 26 MB). What it keeps has the float type of the first forward's sample, which is the
+/// model's in every run.
 #[derive(Debug)]
 pub struct PreparedConditioning<'m> {
     unet: &'m UNet2DConditionModel,

@@ -1,5 +1,5 @@
 //! Prompts as AUTOMATIC1111 (and so most of Civitai) writes them: emphasis weights
-//! ([`parse`]), any length in 75-token chunks with `BREAK` ([`chunks`]), the weighted
+//! ([`parse()`]), any length in 75-token chunks with `BREAK` ([`chunks`]), the weighted
 //! embedding rescaled to its former mean ([`emphasis`]), and textual-inversion embeddings
 //! written by name ([`embeddings`]). [`crate::Model::condition`] runs
 //! them through the text encoders; a prompt without any of this encodes exactly as
