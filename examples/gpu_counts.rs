@@ -12,7 +12,9 @@
 //! candidates then, and is cached: `DITAIL_GPU_CACHE`), then counted. `--profile` also
 //! times each kernel on the device (timestamps, read after the run: on a GPU, where the run
 //! goes and how long the device waits between kernels; on lavapipe the times mean nothing).
-//! `--json FILE` writes the figures.
+//! `--json FILE` writes the figures. `--repeat N` then runs N more U-Net forwards between
+//! two printed lines, for a profiler attached to the process (`perf record -p PID`) to
+//! sample the host's side of a step: where the host's time goes besides the kernels.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -33,6 +35,7 @@ struct Args {
     top: usize,
     profile: bool,
     json: Option<String>,
+    repeat: usize,
 }
 
 fn parse() -> Result<Args> {
@@ -44,6 +47,7 @@ fn parse() -> Result<Args> {
         top: 12,
         profile: false,
         json: None,
+        repeat: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,6 +66,7 @@ fn parse() -> Result<Args> {
             "--top" => a.top = value()?.parse()?,
             "--profile" => a.profile = true,
             "--json" => a.json = Some(value()?),
+            "--repeat" => a.repeat = value()?.parse()?,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -164,6 +169,20 @@ pub(crate) fn main() -> Result<()> {
         unet_s,
         args.top,
     );
+    if args.repeat > 0 {
+        use std::io::Write;
+        println!("repeat: {} U-Net forwards start", args.repeat);
+        std::io::stdout().flush()?;
+        // Time for a profiler to attach after seeing the line.
+        std::thread::sleep(Duration::from_secs(2));
+        let start = Instant::now();
+        for _ in 0..args.repeat {
+            prepared.forward(x.clone(), 981.0, &mut NoControl).into_data();
+        }
+        println!("repeat: done in {:.3} s", start.elapsed().as_secs_f64());
+        std::io::stdout().flush()?;
+        std::thread::sleep(Duration::from_secs(2));
+    }
     let z = Tensor::<4>::random([1, 4, s, s], normal, &device).cast(dt);
     let (vae_counts, vae_s) = counted(&device, args.profile, || {
         vae.decode(z.clone()).into_data();
