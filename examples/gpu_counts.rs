@@ -177,7 +177,9 @@ pub(crate) fn main() -> Result<()> {
         std::thread::sleep(Duration::from_secs(2));
         let start = Instant::now();
         for _ in 0..args.repeat {
-            prepared.forward(x.clone(), 981.0, &mut NoControl).into_data();
+            prepared
+                .forward(x.clone(), 981.0, &mut NoControl)
+                .into_data();
         }
         println!("repeat: done in {:.3} s", start.elapsed().as_secs_f64());
         std::io::stdout().flush()?;
