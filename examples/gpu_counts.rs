@@ -27,6 +27,11 @@ use ditail::models::device::Backend;
 use ditail::models::gpu::{self, Dispatches};
 use ditail::models::{Conditioning, NoControl, UNetConfig, VaeConfig};
 
+/// The `ditail` binary's allocator and its settings, so that the host's side of a step
+/// (`--repeat`) is the command's.
+#[path = "../src/alloc.rs"]
+mod alloc;
+
 struct Args {
     backend: Backend,
     dtype: FloatDType,
@@ -132,6 +137,7 @@ fn counted(device: &Device, profile: bool, mut work: impl FnMut()) -> (Dispatche
 }
 
 pub(crate) fn main() -> Result<()> {
+    alloc::configure();
     let args = parse()?;
     let device = args.backend.device()?;
     let info = gpu::info(&device).context("not a GPU device")?;
