@@ -14,7 +14,9 @@
 //! goes and how long the device waits between kernels; on lavapipe the times mean nothing).
 //! `--json FILE` writes the figures. `--repeat N` then runs N more U-Net forwards between
 //! two printed lines, for a profiler attached to the process (`perf record -p PID`) to
-//! sample the host's side of a step: where the host's time goes besides the kernels.
+//! sample the host's side of a step: where the host's time goes besides the kernels. Built
+//! alone this example runs on the system allocator; within `examples/gpu_tools.rs` (what
+//! `scripts/gpu_bench.sh` runs) it has the `ditail` binary's, which `bench` brings.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -26,11 +28,6 @@ use ditail::models::cast::cast_floats;
 use ditail::models::device::Backend;
 use ditail::models::gpu::{self, Dispatches};
 use ditail::models::{Conditioning, NoControl, UNetConfig, VaeConfig};
-
-/// The `ditail` binary's allocator and its settings, so that the host's side of a step
-/// (`--repeat`) is the command's.
-#[path = "../src/alloc.rs"]
-mod alloc;
 
 struct Args {
     backend: Backend,
@@ -137,7 +134,6 @@ fn counted(device: &Device, profile: bool, mut work: impl FnMut()) -> (Dispatche
 }
 
 pub(crate) fn main() -> Result<()> {
-    alloc::configure();
     let args = parse()?;
     let device = args.backend.device()?;
     let info = gpu::info(&device).context("not a GPU device")?;
