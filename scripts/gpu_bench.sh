@@ -152,9 +152,11 @@ run)
   # step's profile with other settings, so that a slow card loses these and not the
   # comparison: fusion off; burn's fused norms instead of ditail's kernel; ditail's norm
   # kernel never split (one cube a group, where the default splits long groups over more
-  # cubes in two kernels). Which is faster here.
+  # cubes in two kernels); 128 launches a submit instead of cubecl's 32 (the host spends
+  # about 0.1 ms of CPU a launch, BENCHMARKS.md "The host's side of a step": if the device
+  # idles between kernels, fewer submits may help). Which is faster here.
   for variant in DITAIL_FUSION=off:unfused DITAIL_NORM=reference:burn-norms \
-    DITAIL_NORM=one:unsplit-norms; do
+    DITAIL_NORM=one:unsplit-norms CUBECL_WGPU_MAX_TASKS=128:tasks-128; do
     left=$((440 - SECONDS))
     if [ "$left" -lt 30 ]; then
       echo "skipped the ${variant#*:} profile: the call's time is spent" | tee -a "$R/counts.log"
