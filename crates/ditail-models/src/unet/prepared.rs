@@ -43,7 +43,7 @@ impl UNet2DConditionModel {
     }
 }
 
-impl<'m> PreparedConditioning<'m> {
+impl PreparedConditioning<'_> {
     /// The U-Net's noise prediction for `sample` at `timestep` under this conditioning,
     /// calling `ctrl` at every site: [`UNet2DConditionModel::forward`].
     ///
@@ -65,16 +65,6 @@ impl<'m> PreparedConditioning<'m> {
         let context = CrossContext::cached(&self.cond.context, &self.kv);
         self.unet
             .forward_in(sample, timestep, added.clone(), context, ctrl)
-    }
-
-    /// The U-Net it is bound to.
-    pub fn unet(&self) -> &'m UNet2DConditionModel {
-        self.unet
-    }
-
-    /// The conditioning.
-    pub fn conditioning(&self) -> &Conditioning {
-        &self.cond
     }
 
     /// The cross-attention keys and values kept so far, by transformer block.
