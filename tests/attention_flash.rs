@@ -10,9 +10,11 @@ mod common;
 
 use burn::prelude::*;
 use burn::tensor::DType;
-use common::attention::{Case, MaskKind, Source, check};
+use common::attention::{Case, MaskKind, Source, check, inputs};
 use common::wgpu_device;
-use ditail::models::kernels::attention::{AttentionChoice, flash_launches, force_choice};
+use ditail::models::kernels::attention::{
+    AttentionChoice, KeysValues, attention, attention_over, flash_launches, force_choice,
+};
 
 fn flash_device() -> Device {
     force_choice(Some(AttentionChoice::Flash));
@@ -59,5 +61,31 @@ fn flash_path_matches_the_reference_in_f16() {
         case(3, 2, 160, (64, 77), Source::None),
     ] {
         check(c, &gpu, DType::F16, 2e-2, flash_launches);
+    }
+}
+
+/// A cross-attention's keys and values laid out per head once (`KeysValues`, what a run
+/// keeps across its steps) give the flash path's attention the same bits as laying them
+/// out in the call: the same kernel copies them, once instead of every step.
+#[test]
+fn keys_values_laid_out_beforehand_give_the_same_bits() {
+    let gpu = flash_device();
+    for (dtype, c) in [
+        (DType::F32, case(3, 2, 40, (64, 77), Source::None)),
+        (DType::F16, case(3, 2, 40, (64, 77), Source::None)),
+        (DType::F16, case(2, 3, 64, (100, 77), Source::None)),
+    ] {
+        let i = inputs(c, &gpu, dtype);
+        let kv = KeysValues::new(i.k.clone(), i.v.clone(), c.heads);
+        assert!(kv.per_head(), "{c:?}: not laid out for the flash path");
+        let before = flash_launches();
+        let over = attention_over(i.q.clone(), kv, c.heads).into_data();
+        assert_eq!(
+            flash_launches(),
+            before + 1,
+            "{c:?}: the flash path did not run"
+        );
+        let plain = attention(i.q, i.k, i.v, c.heads, None).into_data();
+        assert_eq!(over, plain, "{c:?} {dtype:?}");
     }
 }

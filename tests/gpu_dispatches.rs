@@ -203,17 +203,25 @@ fn the_projections_change_layout_in_their_products() {
 /// A run's steps read the cross-attention's keys and values that its first step projected
 /// (`UNet2DConditionModel::prepare`, `models::cross_kv`): a prepared forward after the
 /// first takes two products fewer per transformer block than a plain forward, and for SDXL
-/// none for the added embedding (2026-12-07: every forward made them again).
+/// none for the added embedding (2026-12-07: every forward made them again). On the flash
+/// path (SPIR-V, MSL, CUDA; forced here for tiny-a on WGSL) they are kept laid out per
+/// head, and the attention's two layout kernels a block go too (2026-12-07: 2 a block).
 #[test]
 fn a_prepared_conditioning_projects_the_text_once() {
     use ditail::models::load::load_unet;
     use ditail::models::{AddedConditioning, Conditioning, LoadOptions, NoControl};
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _back = ChoiceGuard;
     let device = common::wgpu_device();
     let options = LoadOptions {
         dtype: FloatDType::F16,
     };
-    for model in common::MODELS.into_iter().chain(["tiny-xl"]) {
+    let auto = common::MODELS
+        .into_iter()
+        .chain(["tiny-xl"])
+        .map(|m| (m, None));
+    for (model, choice) in auto.chain([("tiny-a", Some(AttentionChoice::Flash))]) {
+        force_choice(choice);
         let dir = common::model_dir(model).join("unet");
         let (unet, config) = load_unet(&dir, &device, options).unwrap();
         let blocks: usize = (unet.down_blocks.iter().flat_map(|b| &b.attentions))
@@ -257,18 +265,28 @@ fn a_prepared_conditioning_projects_the_text_once() {
                 .forward(x.clone(), 981.0, &mut NoControl)
                 .into_data();
         });
-        assert_eq!(prepared.keys_values().len(), blocks, "{model}");
+        let cache = prepared.keys_values();
+        assert_eq!(cache.len(), blocks, "{model}");
+        // Laid out per head exactly where the flash path runs: forced, or SPIR-V's default
+        // (`scripts/test_spirv.sh` runs this test there).
+        let compiler = ditail::models::gpu::info(&device).expect("a GPU").compiler;
+        let flash = choice == Some(AttentionChoice::Flash)
+            || compiler != ditail::models::gpu::WGSL_COMPILER;
+        let laid_out = if flash { blocks } else { 0 };
+        assert_eq!(cache.per_head(), laid_out, "{model}, {choice:?}");
         eprintln!(
-            "{model}: {blocks} transformer blocks; plain forward {} kernels, prepared {}",
+            "{model} ({choice:?}): {blocks} transformer blocks; plain forward {} kernels, \
+             prepared {}",
             plain.total, kept.total
         );
-        // Each projection is one product here (no bias); at least, where a device's
-        // tuning chose a product of several kernels. SDXL's added embedding (a concatenation
-        // and two products) is also made once.
+        // Each projection is one product here (no bias), each layout one copy; at least,
+        // where a device's tuning chose a product of several kernels. SDXL's added
+        // embedding (a concatenation and two products) is also made once.
         let added = if unet.has_added_conditioning() { 3 } else { 0 };
+        let per_block = if flash { 4 } else { 2 };
         assert!(
-            kept.total + 2 * blocks + added <= plain.total,
-            "{model}, {blocks} transformer blocks: prepared {kept:?}, plain {plain:?}"
+            kept.total + per_block * blocks + added <= plain.total,
+            "{model} ({choice:?}), {blocks} transformer blocks: prepared {kept:?}, plain {plain:?}"
         );
     }
 }
@@ -330,6 +348,47 @@ fn the_flash_attention_takes_a_kernel_per_operand() {
             "{c:?}: {d:?}, the attention alone {alone:?}"
         );
     }
+}
+
+/// Over a cross-attention's keys and values laid out beforehand (`KeysValues`, what a run
+/// keeps), the flash attention takes its two layout kernels fewer; and where the attention
+/// that runs is not the flash path after all (the choice changed in between), it lays
+/// them back and gives the reference's values.
+#[test]
+fn keys_values_laid_out_once_spare_the_flash_path_two_kernels() {
+    use ditail::models::kernels::attention::{KeysValues, attention_over, attention_reference};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _back = ChoiceGuard;
+    force_choice(Some(AttentionChoice::Flash));
+    let device = common::wgpu_device();
+    // SD1.5's first level's cross-attention: 40-wide heads, padded.
+    let c = Case {
+        batch: 3,
+        heads: 8,
+        head_dim: 40,
+        n_q: 64,
+        n_kv: 77,
+        source: Source::None,
+    };
+    let i = inputs(c, &device, DType::F16);
+    let kv = KeysValues::new(i.k.clone(), i.v.clone(), c.heads);
+    assert!(kv.per_head());
+    let plain = dispatches(&device, || {
+        let (q, k, v) = (i.q.clone(), i.k.clone(), i.v.clone());
+        attention(q, k, v, c.heads, None).into_data();
+    });
+    let over = dispatches(&device, || {
+        attention_over(i.q.clone(), kv.clone(), c.heads).into_data();
+    });
+    assert!(
+        over.total + 2 <= plain.total,
+        "laid out beforehand {over:?}, in the call {plain:?}"
+    );
+
+    force_choice(Some(AttentionChoice::Reference));
+    let got = attention_over(i.q.clone(), kv, c.heads).into_data();
+    let want = attention_reference(i.q, i.k, i.v, c.heads, None).into_data();
+    common::assert_close("laid back", &got, &want, 1e-3);
 }
 
 /// Runs `work` once to warm up (autotune, compilation), then profiles and counts it.

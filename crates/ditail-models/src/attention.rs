@@ -16,7 +16,7 @@ use burn::prelude::*;
 
 use crate::cross_kv::CrossContext;
 use crate::hook::{Controller, SelfAttnQk, Site};
-use crate::kernels::attention::attention;
+use crate::kernels::attention::{KeysValues, attention, attention_over};
 use crate::kernels::geglu::geglu;
 use crate::kernels::group_norm::group_norm;
 use crate::kernels::layer_norm::layer_norm;
@@ -84,9 +84,10 @@ impl AttentionConfig {
 }
 
 impl Attention {
-    /// Attention of `x` over `context` (or over itself when `None`). `hook` is called with
-    /// the projected q and k of a self-attention layer over a `[height, width]` grid; an
-    /// injection it asks for is applied inside the attention kernel.
+    /// Attention of `x` over `context`, or over itself when `None`. `hook` is called with
+    /// the projected q and k of a self-attention layer (`context` `None`) over a `[height,
+    /// width]` grid; an injection it asks for is applied inside the attention kernel. A
+    /// cross-attention calls no hook: Ditail injects into self-attention only.
     ///
     /// # Shapes
     /// - `x`: `[batch, tokens, query_dim]`
@@ -118,35 +119,44 @@ impl Attention {
         self.forward_then(x, kv, hook, Some(residual))
     }
 
-    /// The keys and values a cross-attention layer takes from `context` (`to_k`, `to_v`);
+    /// The keys and values a cross-attention layer takes from `context` (`to_k`, `to_v`),
+    /// laid out as the attention on their device reads them ([`KeysValues`]);
     /// [`crate::cross_kv`] keeps them across a run's steps.
     ///
     /// # Shapes
     /// - `context`: `[batch, context_tokens, cross_attention_dim]`
-    /// - outputs: `[batch, context_tokens, heads * head_dim]` each
-    pub fn keys_values(&self, context: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
-        (
-            linear(&self.to_k, context.clone()),
-            linear(&self.to_v, context),
-        )
+    pub fn keys_values(&self, context: Tensor<3>) -> KeysValues {
+        let (k, v) = self.project_kv(context);
+        KeysValues::new(k, v, self.heads)
     }
 
-    /// Attention of `x` over `kv` (keys and values projected beforehand), or over itself
-    /// when `None`; the residual, if any, in the output projection's epilogue.
+    /// `to_k` and `to_v` of `x`.
+    fn project_kv(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        (linear(&self.to_k, x.clone()), linear(&self.to_v, x))
+    }
+
+    /// Attention of `x` over `kv` (a cross-attention's keys and values, projected
+    /// beforehand), or over itself when `None`; the residual, if any, in the output
+    /// projection's epilogue.
     fn forward_then(
         &self,
         x: Tensor<3>,
-        kv: Option<(Tensor<3>, Tensor<3>)>,
+        kv: Option<KeysValues>,
         hook: Option<(Site, [usize; 2], &mut dyn Controller)>,
         residual: Option<Tensor<3>>,
     ) -> Tensor<3> {
         let q = linear(&self.to_q, x.clone());
-        let (k, v) = kv.unwrap_or_else(|| self.keys_values(x));
-        let qk = match hook {
-            Some((site, grid, ctrl)) => ctrl.self_attn(site, grid, SelfAttnQk::new(q, k)),
-            None => SelfAttnQk::new(q, k),
+        let out = match kv {
+            Some(kv) => attention_over(q, kv, self.heads),
+            None => {
+                let (k, v) = self.project_kv(x);
+                let qk = match hook {
+                    Some((site, grid, ctrl)) => ctrl.self_attn(site, grid, SelfAttnQk::new(q, k)),
+                    None => SelfAttnQk::new(q, k),
+                };
+                attention(qk.q, qk.k, v, self.heads, qk.inject)
+            }
         };
-        let out = attention(qk.q, qk.k, v, self.heads, qk.inject);
         match residual {
             Some(r) => linear_add(&self.to_out[0], out, r),
             None => linear(&self.to_out[0], out),
@@ -158,14 +168,8 @@ impl Attention {
     ///
     /// # Shapes
     /// - `x`, `residual`, output: `[batch, tokens, query_dim]`
-    /// - `k`, `v`: `[batch, context_tokens, heads * head_dim]`
-    pub fn forward_kv_add(
-        &self,
-        x: Tensor<3>,
-        (k, v): (Tensor<3>, Tensor<3>),
-        residual: Tensor<3>,
-    ) -> Tensor<3> {
-        self.forward_then(x, Some((k, v)), None, Some(residual))
+    pub fn forward_kv_add(&self, x: Tensor<3>, kv: KeysValues, residual: Tensor<3>) -> Tensor<3> {
+        self.forward_then(x, Some(kv), None, Some(residual))
     }
 
     /// The VAE's spatial self-attention: GroupNorm, single-head attention over all pixels,

@@ -6,7 +6,9 @@
 //! [`KvCache`] keeps each block's pair after the first forward that makes it, and later
 //! forwards read it. That is two products fewer a transformer block and step (SD1.5: 32 of a
 //! step's 282; SDXL: 140), and the same values: the pair a step reads is the one the first
-//! step computed from the same tokens with the same weights.
+//! step computed from the same tokens with the same weights. Where the attention reads keys
+//! and values laid out per head (the flash path: SPIR-V, MSL, CUDA), the pair is kept so
+//! laid out ([`KeysValues`]), and a step's attention skips two more kernels a block.
 //!
 //! The cache belongs to one U-Net and one conditioning: the U-Net keeps it in
 //! [`crate::unet::PreparedConditioning`], which borrows the model, so that keys one model
@@ -19,18 +21,29 @@ use burn::prelude::*;
 
 use crate::attention::Attention;
 use crate::hook::Site;
+use crate::kernels::attention::KeysValues;
 
 /// The cross-attention keys and values of one conditioning, by transformer block (named by
 /// the [`Site`] of its self-attention, `attn1`).
 #[derive(Debug, Default)]
 pub struct KvCache {
-    pairs: RefCell<BTreeMap<Site, (Tensor<3>, Tensor<3>)>>,
+    pairs: RefCell<BTreeMap<Site, KeysValues>>,
 }
 
 impl KvCache {
     /// How many transformer blocks' keys and values it holds.
     pub fn len(&self) -> usize {
         self.pairs.borrow().len()
+    }
+
+    /// How many of them are laid out per head (the flash path's layout, see
+    /// [`KeysValues`]).
+    pub fn per_head(&self) -> usize {
+        self.pairs
+            .borrow()
+            .values()
+            .filter(|kv| kv.per_head())
+            .count()
     }
 
     /// Whether it holds none yet.
@@ -70,10 +83,7 @@ impl<'a> CrossContext<'a> {
 
     /// `attn`'s keys and values over the tokens, for the transformer block whose
     /// self-attention is at `site`.
-    ///
-    /// # Shapes
-    /// - outputs: `[batch, tokens, heads * head_dim]` each
-    pub(crate) fn keys_values(self, site: Site, attn: &Attention) -> (Tensor<3>, Tensor<3>) {
+    pub(crate) fn keys_values(self, site: Site, attn: &Attention) -> KeysValues {
         let project = || attn.keys_values(self.tokens.clone());
         let Some(cache) = self.cache else {
             return project();

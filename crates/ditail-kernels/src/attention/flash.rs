@@ -39,25 +39,38 @@ pub(super) fn launches() -> usize {
 }
 
 /// The head width the kernel runs at for heads of `head_dim`.
-fn padded_head_dim(head_dim: usize) -> usize {
+pub(super) fn padded_head_dim(head_dim: usize) -> usize {
     head_dim.next_multiple_of(HEAD_ALIGN)
 }
 
-/// Whether the flash path takes these operands: float tensors of one dtype, `[batch,
-/// tokens, heads * head_dim]` with matching k and v.
-pub(super) fn takes(q: &CubeTensor, k: &CubeTensor, v: &CubeTensor, heads: usize) -> bool {
-    let (Some([b, _, c]), Some(kd), Some(vd)) = (dims(q), dims(k), dims(v)) else {
+/// Whether the flash path takes these operands: float tensors of one dtype, q `[batch,
+/// tokens, heads * head_dim]` and matching k and v, either of the same layout or both
+/// laid out per head beforehand (`[batch, heads, tokens, padded width]`, with nothing to
+/// mix into them).
+pub(super) fn takes(
+    q: &CubeTensor,
+    k: &CubeTensor,
+    v: &CubeTensor,
+    mix: &QkMix<CubeBackend>,
+    heads: usize,
+) -> bool {
+    let Some([b, _, c]) = dims(q) else {
         return false;
     };
     let float = matches!(q.dtype, DType::F32 | DType::F16 | DType::BF16);
-    float
-        && k.dtype == q.dtype
-        && v.dtype == q.dtype
-        && heads > 0
-        && c.is_multiple_of(heads)
-        && kd[0] == b
-        && kd[2] == c
-        && vd == kd
+    if !(float && k.dtype == q.dtype && v.dtype == q.dtype && heads > 0 && c.is_multiple_of(heads))
+    {
+        return false;
+    }
+    let (ks, vs) = (k.meta.shape(), v.meta.shape());
+    match (dims(k), dims(v)) {
+        (Some(kd), Some(vd)) => kd[0] == b && kd[2] == c && vd == kd,
+        _ => {
+            let laid_out = ks.num_dims() == 4
+                && [ks[0], ks[1], ks[3]] == [b, heads, padded_head_dim(c / heads)];
+            laid_out && vs == ks && matches!(mix, QkMix::None)
+        }
+    }
 }
 
 /// Whether cubecl compiles this device's kernels to SPIR-V, MSL or CUDA (not WGSL: there
@@ -70,9 +83,10 @@ type T = FloatTensor<CubeBackend>;
 
 /// Runs the flash attention with the mix; [`takes`] must have said yes.
 ///
-/// q, k and v become `[batch, heads, tokens, width]` in one kernel each, the mix and the
-/// padding applied on the way, and cubek's output goes back to `[batch, tokens, heads *
-/// head_dim]` without the padding in one more (`heads.rs`).
+/// q, k and v become `[batch, heads, tokens, width]` in one kernel each (k and v unless
+/// they already are: a cross-attention's kept by `KeysValues`), the mix and the padding
+/// applied on the way, and cubek's output goes back to `[batch, tokens, heads * head_dim]`
+/// without the padding in one more (`heads.rs`).
 pub(super) fn attention(q: T, k: T, v: T, mix: QkMix<CubeBackend>, heads: usize) -> T {
     let [_, _, c] = dims(&q).expect("checked by `takes`");
     let d = c / heads;
@@ -101,8 +115,13 @@ pub(super) fn attention(q: T, k: T, v: T, mix: QkMix<CubeBackend>, heads: usize)
         Some((Some((sq, sk)), mask)) => (Source::Separate(sq), Source::Separate(sk), mask.as_ref()),
     };
     let q4 = heads::heads(&q, heads, width, q_scale, q_source, mask);
-    let k4 = heads::heads(&k, heads, width, 1.0, k_source, mask);
-    let v4 = heads::heads(&v, heads, width, 1.0, Source::None, None);
+    let (k4, v4) = match dims(&k) {
+        Some(_) => (
+            heads::heads(&k, heads, width, 1.0, k_source, mask),
+            heads::heads(&v, heads, width, 1.0, Source::None, None),
+        ),
+        None => (k, v),
+    };
     let out = cube_attention(
         q4,
         k4,

@@ -26,6 +26,7 @@ mod cpu;
 mod flash;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod heads;
+mod keys_values;
 mod reference;
 #[cfg(feature = "wgpu")]
 mod wgsl;
@@ -41,6 +42,8 @@ use burn::tensor::DType;
 
 #[cfg(feature = "flex")]
 use crate::timing;
+
+pub use keys_values::{KeysValues, attention_over};
 
 /// How a self-attention layer's target elements take the source's q and k.
 ///
@@ -122,7 +125,9 @@ pub trait AttentionOps: Backend {
     ///
     /// # Shapes
     /// - `q`: `[batch, n_q, heads * head_dim]`; `k`, `v`: `[batch, n_kv, heads * head_dim]`
-    ///   (an injection needs `n_kv = n_q`)
+    ///   (an injection needs `n_kv = n_q`), or both laid out per head by
+    ///   [`AttentionOps::ditail_attention_heads`] (`[batch, heads, n_kv, width]`, with no
+    ///   injection)
     /// - output: `[batch, n_q, heads * head_dim]`
     ///
     /// Under burn's fusion (every GPU backend) the call is one opaque operation in the
@@ -136,6 +141,21 @@ pub trait AttentionOps: Backend {
         heads: usize,
     ) -> FloatTensor<Self> {
         reference::attention::<Self>(q, k, v, mix, heads)
+    }
+
+    /// Keys or values laid out per head, each head's columns zero-padded to `width`: the
+    /// layout the flash path reads ([`KeysValues`] keeps a cross-attention's so).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, tokens, heads * head_dim]`, `head_dim <= width`
+    /// - output: `[batch, heads, tokens, width]`
+    #[fusion(dtype = x, shape = Shape::new([x[0], *heads, x[1], *width]))]
+    fn ditail_attention_heads(
+        x: FloatTensor<Self>,
+        heads: usize,
+        width: usize,
+    ) -> FloatTensor<Self> {
+        reference::heads::<Self>(x, heads, width)
     }
 }
 
@@ -173,10 +193,28 @@ impl AttentionOps for burn_cubecl::CubeBackend {
         heads: usize,
     ) -> FloatTensor<Self> {
         let choice = choice();
+        let per_head = |t: &CubeTensor| t.meta.shape().num_dims() == 4;
+        let (k, v) = match per_head(&k) || per_head(&v) {
+            false => (k, v),
+            true if choice != AttentionChoice::Reference
+                && flash::takes(&q, &k, &v, &mix, heads) =>
+            {
+                return flash::attention(q, k, v, mix, heads);
+            }
+            // Laid out for a flash path that is not what runs: back to tokens.
+            true => {
+                let d = q.meta.shape()[2] / heads.max(1);
+                let back = |t: CubeTensor| match per_head(&t) {
+                    true => heads::tokens(&t, d),
+                    false => t,
+                };
+                (back(k), back(v))
+            }
+        };
         if choice == AttentionChoice::Reference {
             return reference::attention::<Self>(q, k, v, mix, heads);
         }
-        let flash = flash::takes(&q, &k, &v, heads);
+        let flash = flash::takes(&q, &k, &v, &mix, heads);
         if choice == AttentionChoice::Flash && flash {
             return flash::attention(q, k, v, mix, heads);
         }
@@ -191,7 +229,18 @@ impl AttentionOps for burn_cubecl::CubeBackend {
         note_reference_on_gpu(&q);
         reference::attention::<Self>(q, k, v, mix, heads)
     }
+
+    fn ditail_attention_heads(
+        x: FloatTensor<Self>,
+        heads: usize,
+        width: usize,
+    ) -> FloatTensor<Self> {
+        heads::heads(&x, heads, width, 1.0, heads::Source::None, None)
+    }
 }
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+use burn_cubecl::tensor::CubeTensor;
 
 /// `[d0, d1, d2]` of a 3-D cube tensor (the kernels' operands), `None` for another rank.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]

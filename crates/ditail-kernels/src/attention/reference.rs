@@ -96,8 +96,51 @@ pub(crate) fn inject_qk<B: Backend>(
     }
 }
 
+/// `x` laid out per head, each head's columns zero-padded to `width` (the flash path's
+/// layout, `AttentionOps::ditail_attention_heads`), in tensor ops.
+///
+/// # Shapes
+/// - `x`: `[batch, tokens, heads * head_dim]`; output: `[batch, heads, tokens, width]`
+pub(crate) fn heads<B: Backend>(x: FloatTensor<B>, heads: usize, width: usize) -> FloatTensor<B> {
+    let [b, n, c] = dims3::<B>(&x);
+    let d = c / heads;
+    let split = B::float_reshape(x, Shape::new([b, n, heads, d]));
+    let padded = match width > d {
+        true => {
+            let zeros = B::float_zeros(
+                Shape::new([b, n, heads, width - d]),
+                &split.device(),
+                split.dtype().into(),
+            );
+            B::float_cat(vec![split, zeros], 3)
+        }
+        false => split,
+    };
+    B::float_swap_dims(padded, 1, 2)
+}
+
+/// Keys or values laid out per head ([`heads`]) back as tokens, the padding left out; a
+/// tensor of tokens as it is.
+///
+/// # Shapes
+/// - `x`: `[batch, heads, tokens, width]` or `[batch, tokens, heads * head_dim]`
+/// - output: `[batch, tokens, heads * head_dim]`
+fn tokens<B: Backend>(x: FloatTensor<B>, head_dim: usize) -> FloatTensor<B> {
+    let shape = x.shape();
+    if shape.num_dims() != 4 {
+        return x;
+    }
+    let (b, heads, n) = (shape[0], shape[1], shape[2]);
+    let x = rows::<B>(x, 3, 0, head_dim);
+    B::float_reshape(
+        B::float_swap_dims(x, 1, 2),
+        Shape::new([b, n, heads * head_dim]),
+    )
+}
+
 /// Multi-head attention of `[batch, tokens, heads * head_dim]` tensors through burn's
-/// `attention` op, with the injection applied first.
+/// `attention` op, with the injection applied first. Keys and values laid out per head
+/// ([`heads`]) are laid back first.
 pub(crate) fn attention<B: Backend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
@@ -105,6 +148,8 @@ pub(crate) fn attention<B: Backend>(
     mix: QkMix<B>,
     heads: usize,
 ) -> FloatTensor<B> {
+    let head_dim = q.shape()[2] / heads.max(1);
+    let (k, v) = (tokens::<B>(k, head_dim), tokens::<B>(v, head_dim));
     let (q, k) = inject_qk::<B>(q, k, mix);
     let [b, n_q, c] = dims3::<B>(&q);
     let n_kv = k.shape()[1];
