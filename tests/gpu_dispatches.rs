@@ -203,7 +203,8 @@ fn the_projections_change_layout_in_their_products() {
 /// A run's steps read the cross-attention's keys and values that its first step projected
 /// (`UNet2DConditionModel::prepare`, `models::cross_kv`): a prepared forward after the
 /// first takes two products fewer per transformer block than a plain forward, and for SDXL
-/// none for the added embedding (2026-12-07: every forward made them again). On the flash
+/// none for the added embedding; prepared for the run's timesteps, none for the time
+/// embedding either (2026-12-07: every forward made them again). On the flash
 /// path (SPIR-V, MSL, CUDA; forced here for tiny-a on WGSL) they are kept laid out per
 /// head, and the attention's two layout kernels a block go too (2026-12-07: 2 a block).
 #[test]
@@ -259,7 +260,10 @@ fn a_prepared_conditioning_projects_the_text_once() {
             let out = unet.forward(x.clone(), 981.0, cond.clone(), &mut NoControl);
             out.into_data();
         });
-        let prepared = unet.prepare(cond.clone());
+        // A run of 20 steps; `dispatches` counts the third forward at 981, its fourth
+        // (rows not at the start of the table).
+        let run: Vec<f32> = (0..20).map(|i| 1131.0 - 50.0 * i as f32).collect();
+        let prepared = unet.prepare(cond.clone()).for_timesteps(&run);
         let kept = dispatches(&device, || {
             prepared
                 .forward(x.clone(), 981.0, &mut NoControl)
@@ -267,6 +271,22 @@ fn a_prepared_conditioning_projects_the_text_once() {
         });
         let cache = prepared.keys_values();
         assert_eq!(cache.len(), blocks, "{model}");
+        let resnets = (unet.down_blocks.iter().flat_map(|b| &b.resnets))
+            .chain(&unet.mid_block.resnets)
+            .chain(unet.up_blocks.iter().flat_map(|b| &b.resnets))
+            .filter(|r| r.time_emb_proj.is_some())
+            .count();
+        assert_eq!(prepared.time_projections(), resnets, "{model}");
+        // A step's rows of an 8-wide projection (tiny-xl's first level; 16 bytes a row in
+        // f16) are copied out of the table before the convolution adds them, a slice kernel
+        // for the product spared (lavapipe, 2026-12-07); from 16 wide, and SD's 320 and
+        // up, the convolution reads them where they are.
+        let wide = (unet.down_blocks.iter().flat_map(|b| &b.resnets))
+            .chain(&unet.mid_block.resnets)
+            .chain(unet.up_blocks.iter().flat_map(|b| &b.resnets))
+            .filter_map(|r| r.time_emb_proj.as_ref())
+            .filter(|p| p.weight.dims()[1] >= 16)
+            .count();
         // Laid out per head exactly where the flash path runs: forced, or SPIR-V's default
         // (`scripts/test_spirv.sh` runs this test there).
         let compiler = ditail::models::gpu::info(&device).expect("a GPU").compiler;
@@ -281,12 +301,15 @@ fn a_prepared_conditioning_projects_the_text_once() {
         );
         // Each projection is one product here (no bias), each layout one copy; at least,
         // where a device's tuning chose a product of several kernels. SDXL's added
-        // embedding (a concatenation and two products) is also made once.
+        // embedding (a concatenation and two products) is also made once, and so are the
+        // time MLP's two products and each ResNet's projection of its output (each wide
+        // one's).
         let added = if unet.has_added_conditioning() { 3 } else { 0 };
         let per_block = if flash { 4 } else { 2 };
         assert!(
-            kept.total + per_block * blocks + added <= plain.total,
-            "{model} ({choice:?}), {blocks} transformer blocks: prepared {kept:?}, plain {plain:?}"
+            kept.total + per_block * blocks + added + 2 + wide <= plain.total,
+            "{model} ({choice:?}), {blocks} transformer blocks, {resnets} ResNets: prepared \
+             {kept:?}, plain {plain:?}"
         );
     }
 }

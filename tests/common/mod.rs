@@ -358,7 +358,12 @@ pub const SDXL_TEXT_OUTPUTS: &[&str] = &[
 
 /// A conditioning prepared for a run's steps (`UNet2DConditionModel::prepare`) gives the
 /// plain forward's prediction to the bit, on the first step, which projects and keeps the
-/// cross-attention's keys and values, and on a later one, which reads them.
+/// cross-attention's keys and values, and on a later one, which reads them; and so does one
+/// prepared with the run's timesteps (`for_timesteps`, `t` among others), whose first step
+/// makes the time embeddings of them all and whose later steps read their rows: to the bit
+/// where the CPU's products are the 512-bit GEMM, which sums each row alike however many
+/// there are, else within 1e-5 of the largest value (another GEMM may sum a product of 1
+/// row in another order than one of several).
 pub fn assert_prepared_alike(
     unet: &ditail::models::UNet2DConditionModel,
     sample: &Tensor<4>,
@@ -366,14 +371,35 @@ pub fn assert_prepared_alike(
     cond: impl Into<ditail::models::Conditioning>,
     plain: &Tensor<4>,
 ) {
-    let prepared = unet.prepare(cond);
-    for step in ["first", "later"] {
-        let out = prepared.forward(sample.clone(), t, &mut ditail::models::NoControl);
-        assert_eq!(
-            out.into_data(),
-            plain.clone().into_data(),
-            "{step} prepared forward"
+    let cond = cond.into();
+    let run = [t + 40.0, t, (t - 20.0).max(0.0) + 0.5];
+    let prepared = [
+        (unet.prepare(cond.clone()), "prepared"),
+        (
+            unet.prepare(cond).for_timesteps(&run),
+            "prepared for its timesteps",
+        ),
+    ];
+    let exact = ditail::models::kernels::linear::kernel_enabled();
+    for (i, (prepared, what)) in prepared.iter().enumerate() {
+        for step in ["first", "later"] {
+            let out = prepared.forward(sample.clone(), t, &mut ditail::models::NoControl);
+            let (got, want) = (out.into_data(), plain.clone().into_data());
+            match i == 0 || exact {
+                true => assert_eq!(got, want, "{step} forward, {what}"),
+                false => {
+                    assert_close(&format!("{step} forward, {what}"), &got, &want, 1e-5);
+                }
+            }
+        }
+        assert!(
+            !prepared.keys_values().is_empty(),
+            "{what}: no keys or values kept"
         );
     }
-    assert!(!prepared.keys_values().is_empty(), "no keys or values kept");
+    assert_eq!(prepared[0].0.time_projections(), 0);
+    assert!(
+        prepared[1].0.time_projections() > 0,
+        "no time projections kept"
+    );
 }

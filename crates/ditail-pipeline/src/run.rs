@@ -147,7 +147,8 @@ pub fn invert_latents(
     let mut z = z0;
     let mut out = BTreeMap::new();
     let mut alpha_prev = source.scheduler().final_alpha_cumprod();
-    let cond = source.sd().unet.prepare(cond);
+    let run: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+    let cond = source.sd().unet.prepare(cond).for_timesteps(&run);
     for (i, &t) in ts.iter().enumerate() {
         let alpha_t = source.scheduler().alpha(t);
         z = inversion_step(&cond, z, t, alpha_prev, alpha_t).0;
@@ -261,7 +262,8 @@ pub fn sample(
         positive,
         negative,
     }
-    .prepare(&target.sd().unet);
+    .prepare(&target.sd().unet)
+    .for_timesteps(&timesteps);
     let (conv_steps, attn_steps) = settings.window_steps();
     let ratio = target.scheduler().step_ratio(settings.steps);
     // A saved inversion is f32; the target may run in f16.
@@ -345,10 +347,12 @@ pub fn generate_from(
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Tensor<4>> {
     let ratio = model.scheduler().step_ratio(steps);
+    let run: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
     let pair = model
         .sd()
         .unet
-        .prepare(Conditioning::cat(vec![positive, negative]));
+        .prepare(Conditioning::cat(vec![positive, negative]))
+        .for_timesteps(&run);
     let mut x = noise;
     for (i, &t) in timesteps.iter().enumerate() {
         let (a_t, a_prev) = (

@@ -61,6 +61,7 @@ impl SamplingEmbeddings {
         SamplingConditions {
             unet,
             emb: self,
+            timesteps: Vec::new(),
             batch: OnceCell::new(),
             pair: OnceCell::new(),
             source: OnceCell::new(),
@@ -76,18 +77,39 @@ impl SamplingEmbeddings {
 pub struct SamplingConditions<'m> {
     unet: &'m UNet2DConditionModel,
     emb: SamplingEmbeddings,
+    /// The run's timesteps, whose time embeddings each conditioning makes once (none: each
+    /// step makes its own).
+    timesteps: Vec<f32>,
     batch: OnceCell<PreparedConditioning<'m>>,
     pair: OnceCell<PreparedConditioning<'m>>,
     source: OnceCell<PreparedConditioning<'m>>,
 }
 
 impl<'m> SamplingConditions<'m> {
+    /// The same, with the time embeddings of the run's `timesteps` made once by each
+    /// conditioning ([`PreparedConditioning::for_timesteps`]) instead of by every step.
+    pub fn for_timesteps(self, timesteps: &[i64]) -> Self {
+        Self {
+            timesteps: timesteps.iter().map(|&t| t as f32).collect(),
+            ..self
+        }
+    }
+
+    /// `cond` prepared for the U-Net, and for the run's timesteps where they are known.
+    fn prepare(&self, cond: Conditioning) -> PreparedConditioning<'m> {
+        let prepared = self.unet.prepare(cond);
+        match self.timesteps.is_empty() {
+            true => prepared,
+            false => prepared.for_timesteps(&self.timesteps),
+        }
+    }
+
     /// `[E(""), E(p+), E(p-)]`.
     fn batch(&self) -> &PreparedConditioning<'m> {
         self.batch.get_or_init(|| {
             let e = &self.emb;
             let parts = vec![e.uncond.clone(), e.positive.clone(), e.negative.clone()];
-            self.unet.prepare(Conditioning::cat(parts))
+            self.prepare(Conditioning::cat(parts))
         })
     }
 
@@ -95,14 +117,14 @@ impl<'m> SamplingConditions<'m> {
     fn pair(&self) -> &PreparedConditioning<'m> {
         self.pair.get_or_init(|| {
             let parts = vec![self.emb.positive.clone(), self.emb.negative.clone()];
-            self.unet.prepare(Conditioning::cat(parts))
+            self.prepare(Conditioning::cat(parts))
         })
     }
 
     /// `E("")`.
     fn source(&self) -> &PreparedConditioning<'m> {
         self.source
-            .get_or_init(|| self.unet.prepare(self.emb.uncond.clone()))
+            .get_or_init(|| self.prepare(self.emb.uncond.clone()))
     }
 }
 

@@ -9,6 +9,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 
+use super::time_table::StepTime;
 use crate::attention::{Transformer2dConfig, Transformer2dModel};
 use crate::cross_kv::CrossContext;
 use crate::hook::{Controller, Site, Stage};
@@ -126,7 +127,7 @@ impl DownBlock {
     pub(crate) fn forward(
         &self,
         mut x: Tensor<4>,
-        silu_temb: &Tensor<2>,
+        time: &StepTime<'_>,
         context: CrossContext<'_>,
         block: u8,
         ctrl: &mut dyn Controller,
@@ -139,7 +140,8 @@ impl DownBlock {
                 block,
                 layer,
             };
-            x = resnet.forward(x, Some(silu_temb.clone()), Some((site, &mut *ctrl)));
+            let temb = time.projection(site, resnet);
+            x = resnet.forward_projected(x, temb, Some((site, &mut *ctrl)));
             if let Some(attn) = self.attentions.get(j) {
                 let site = Site::SelfAttn {
                     stage: Stage::Down,
@@ -186,7 +188,7 @@ impl MidBlock {
     pub(crate) fn forward(
         &self,
         x: Tensor<4>,
-        silu_temb: &Tensor<2>,
+        time: &StepTime<'_>,
         context: CrossContext<'_>,
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
@@ -195,8 +197,9 @@ impl MidBlock {
             block: 0,
             layer,
         };
-        let mut x =
-            self.resnets[0].forward(x, Some(silu_temb.clone()), Some((site(0), &mut *ctrl)));
+        let first = &self.resnets[0];
+        let temb = time.projection(site(0), first);
+        let mut x = first.forward_projected(x, temb, Some((site(0), &mut *ctrl)));
         for (j, (attn, resnet)) in self.attentions.iter().zip(&self.resnets[1..]).enumerate() {
             let layer = j as u8;
             let attn_site = Site::SelfAttn {
@@ -206,11 +209,8 @@ impl MidBlock {
                 depth: 0,
             };
             x = attn.forward(x, context, attn_site, ctrl);
-            x = resnet.forward(
-                x,
-                Some(silu_temb.clone()),
-                Some((site(layer + 1), &mut *ctrl)),
-            );
+            let temb = time.projection(site(layer + 1), resnet);
+            x = resnet.forward_projected(x, temb, Some((site(layer + 1), &mut *ctrl)));
         }
         x
     }
@@ -280,7 +280,7 @@ impl UpBlock {
     pub(crate) fn forward(
         &self,
         mut x: Tensor<4>,
-        silu_temb: &Tensor<2>,
+        time: &StepTime<'_>,
         context: CrossContext<'_>,
         block: u8,
         ctrl: &mut dyn Controller,
@@ -292,14 +292,14 @@ impl UpBlock {
             let skip = skips
                 .pop()
                 .expect("the down path provides one skip per up ResNet");
-            // The time projection before the concatenation (see `time_projection`).
-            let temb = resnet.time_projection(Some(silu_temb.clone()));
-            x = Tensor::cat(vec![x, skip], 1);
             let site = Site::Resnet {
                 stage: Stage::Up,
                 block,
                 layer,
             };
+            // The time projection before the concatenation (see `time_projection`).
+            let temb = time.projection(site, resnet);
+            x = Tensor::cat(vec![x, skip], 1);
             x = resnet.forward_projected(x, temb, Some((site, &mut *ctrl)));
             if let Some(attn) = self.attentions.get(j) {
                 let site = Site::SelfAttn {

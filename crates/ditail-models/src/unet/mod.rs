@@ -13,6 +13,7 @@ mod conditioning;
 mod config;
 mod embeddings;
 mod prepared;
+mod time_table;
 
 pub use blocks::{DownBlock, Downsample2d, MidBlock, UpBlock, Upsample2d};
 pub use conditioning::{AddedConditioning, Conditioning};
@@ -32,6 +33,7 @@ use crate::kernels::group_norm::group_norm;
 use crate::kernels::silu::silu;
 use crate::resnet::conv3x3;
 use blocks::{BlockShape, UpChannels};
+use time_table::StepTime;
 
 /// The denoising U-Net.
 #[derive(Module, Debug)]
@@ -161,31 +163,41 @@ impl UNet2DConditionModel {
         )
     }
 
-    /// The time embedding of `timestep`, plus SDXL's added embedding `added` when there is
-    /// one.
+    /// The time embeddings of `timesteps` after the SiLU that every ResNet's projection
+    /// reads, each plus SDXL's added embedding `added` when there is one; and how many rows
+    /// each timestep has.
     ///
     /// # Shapes
     /// - `added`: `[batch, temb]`
-    /// - output: `[1, temb]` without added conditioning, else `[batch, temb]`
-    fn time_embedding(
+    /// - output: `[timesteps, temb]` without added conditioning (1 row a timestep), else
+    ///   `[timesteps * batch, temb]` (`batch` rows a timestep)
+    fn silu_time_embeddings(
         &self,
-        timestep: f32,
-        added: Option<Tensor<2>>,
+        timesteps: &[f32],
+        added: Option<&Tensor<2>>,
         like: &Tensor<4>,
-    ) -> Tensor<2> {
+    ) -> (Tensor<2>, usize) {
+        let n = timesteps.len();
         let proj = timestep_embedding(
-            &[timestep],
+            timesteps,
             self.time_proj_dim,
             self.flip_sin_to_cos,
             self.freq_shift as f32,
         );
         let temb = self
             .time_embedding
-            .forward(Self::upload(proj, [1, self.time_proj_dim], like));
-        match added {
-            Some(added) => temb + added,
-            None => temb,
-        }
+            .forward(Self::upload(proj, [n, self.time_proj_dim], like));
+        let (temb, rows) = match added {
+            None => (temb, 1),
+            // One step's: `[1, temb]` broadcast over the batch.
+            Some(added) if n == 1 => (temb + added.clone(), added.dims()[0]),
+            Some(added) => {
+                let [b, e] = added.dims();
+                let each = temb.reshape([n, 1, e]) + added.clone().reshape([1, b, e]);
+                (each.reshape([n * b, e]), b)
+            }
+        };
+        (silu(temb), rows)
     }
 
     /// SDXL's added embedding of `cond` (diffusers' `get_aug_embed`, `text_time`): the same
@@ -252,33 +264,31 @@ impl UNet2DConditionModel {
     ) -> Tensor<4> {
         let cond = cond.into();
         let added = self.added_embedding(&cond, &sample);
+        let (temb, _) = self.silu_time_embeddings(&[timestep], added.as_ref(), &sample);
         let context = CrossContext::new(&cond.context);
-        self.forward_in(sample, timestep, added, context, ctrl)
+        self.forward_in(sample, StepTime::Own(temb), context, ctrl)
     }
 
-    /// [`UNet2DConditionModel::forward`] with SDXL's added embedding `added` computed
-    /// beforehand, and the cross-attention reading `context` (the text tokens, and a run's
-    /// keys and values where it keeps them).
+    /// [`UNet2DConditionModel::forward`] with the time embedding `time` made beforehand
+    /// (after the SiLU that every ResNet's projection reads, or a run's table of them), and
+    /// the cross-attention reading `context` (the text tokens, and a run's keys and values
+    /// where it keeps them).
     fn forward_in(
         &self,
         sample: Tensor<4>,
-        timestep: f32,
-        added: Option<Tensor<2>>,
+        time: StepTime<'_>,
         context: CrossContext<'_>,
         ctrl: &mut dyn Controller,
     ) -> Tensor<4> {
-        // Every ResNet's projection reads the embedding through a SiLU: taken once here.
-        let temb = silu(self.time_embedding(timestep, added, &sample));
-
         let mut x = conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for (i, block) in self.down_blocks.iter().enumerate() {
-            x = block.forward(x, &temb, context, i as u8, ctrl, &mut skips);
+            x = block.forward(x, &time, context, i as u8, ctrl, &mut skips);
             if ctrl.finished() {
                 return x;
             }
         }
-        x = self.mid_block.forward(x, &temb, context, ctrl);
+        x = self.mid_block.forward(x, &time, context, ctrl);
         if ctrl.finished() {
             return x;
         }
@@ -288,7 +298,7 @@ impl UNet2DConditionModel {
                 let [_, _, h, w] = skips[remaining - 1].dims();
                 [h, w]
             });
-            x = block.forward(x, &temb, context, i as u8, ctrl, &mut skips, upsample_to);
+            x = block.forward(x, &time, context, i as u8, ctrl, &mut skips, upsample_to);
             if ctrl.finished() {
                 return x;
             }
