@@ -266,7 +266,7 @@ impl UNet2DConditionModel {
         let added = self.added_embedding(&cond, &sample);
         let (temb, _) = self.silu_time_embeddings(&[timestep], added.as_ref(), &sample);
         let context = CrossContext::new(&cond.context);
-        self.forward_in(sample, StepTime::Own(temb), context, ctrl)
+        self.forward_in(sample, StepTime::Own(Box::new(temb)), context, ctrl)
     }
 
     /// [`UNet2DConditionModel::forward`] with the time embedding `time` made beforehand

@@ -72,7 +72,7 @@ impl PreparedConditioning<'_> {
         let embed = |timesteps: &[f32]| unet.silu_time_embeddings(timesteps, added, &sample);
         let time = match self.time.as_ref().and_then(|t| t.step(timestep, embed)) {
             Some(time) => time,
-            None => StepTime::Own(embed(&[timestep]).0),
+            None => StepTime::Own(Box::new(embed(&[timestep]).0)),
         };
         let context = CrossContext::cached(&self.cond.context, &self.kv);
         unet.forward_in(sample, time, context, ctrl)

@@ -91,7 +91,8 @@ impl TimeTable {
 #[derive(Clone, Debug)]
 pub(crate) enum StepTime<'a> {
     /// The step's embedding after its SiLU, `[1 or batch, temb]`: each ResNet projects it.
-    Own(Tensor<2>),
+    /// (Boxed: a tensor handle is some 30 times the size of the other variant.)
+    Own(Box<Tensor<2>>),
     /// Rows `start..start + rows` of `table`.
     Table {
         table: &'a TimeTable,
@@ -108,7 +109,7 @@ impl StepTime<'_> {
     /// - output: `[1 or batch, out_channels, 1, 1]`
     pub(crate) fn projection(&self, site: Site, resnet: &ResnetBlock2d) -> Option<Tensor<4>> {
         match self {
-            StepTime::Own(silu_temb) => resnet.time_projection(Some(silu_temb.clone())),
+            StepTime::Own(silu_temb) => resnet.time_projection(Some((**silu_temb).clone())),
             StepTime::Table { table, start, rows } => table.projection(site, resnet, *start, *rows),
         }
     }
