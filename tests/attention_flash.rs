@@ -80,9 +80,9 @@ fn keys_values_laid_out_beforehand_give_the_same_bits() {
         assert!(kv.per_head(), "{c:?}: not laid out for the flash path");
         let before = flash_launches();
         let over = attention_over(i.q.clone(), kv, c.heads).into_data();
-        assert_eq!(
-            flash_launches(),
-            before + 1,
+        // Moved (the file's other tests run the path meanwhile, so not by exactly 1).
+        assert!(
+            flash_launches() > before,
             "{c:?}: the flash path did not run"
         );
         let plain = attention(i.q, i.k, i.v, c.heads, None).into_data();

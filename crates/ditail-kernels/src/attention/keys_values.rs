@@ -18,7 +18,7 @@ use burn::backend::{Dispatch, DispatchDevice};
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use super::{AttentionChoice, AttentionOps, QkMix, choice};
+use super::{AttentionOps, QkMix};
 
 /// A cross-attention's keys and values (from `to_k` and `to_v`), in the layout the
 /// attention on their device reads.
@@ -76,6 +76,7 @@ fn per_head_width(device: &Device, dtype: DType, heads: usize, channels: usize) 
     match device.as_dispatch() {
         #[cfg(any(feature = "wgpu", feature = "cuda"))]
         DispatchDevice::Cube(cube) => {
+            use super::{AttentionChoice, choice};
             let flash = match choice() {
                 AttentionChoice::Reference => false,
                 AttentionChoice::Flash => true,
