@@ -13,6 +13,7 @@
 
 pub mod digest;
 pub mod error;
+mod finite;
 pub mod inject;
 pub mod inversion;
 pub mod jpeg;

@@ -18,6 +18,7 @@ use image::RgbImage;
 
 use crate::digest::image_hash;
 use crate::error::{PipelineError, Result};
+use crate::finite::FiniteChecks;
 use crate::inject::InjectionSites;
 use crate::inject::Windows;
 use crate::inversion::{Inversion, InversionMeta};
@@ -58,36 +59,6 @@ pub struct Progress<'a> {
 /// `x0 = (x - sqrt(1-ā_t)·eps) / sqrt(ā_t)`: a step's prediction of the clean latents.
 fn predicted_x0(x: Tensor<4>, eps: Tensor<4>, alpha_t: f64) -> Tensor<4> {
     (x - eps * (1.0 - alpha_t).sqrt()) / alpha_t.sqrt()
-}
-
-/// Fails, naming the step and the model, unless every value of `x` is finite: one
-/// reduction on the device and one bool read back (the latents are small).
-fn check_finite(
-    model: &Model,
-    x: &Tensor<4>,
-    phase: &'static str,
-    step: usize,
-    total: usize,
-) -> Result<()> {
-    if x.clone().is_finite().all().into_scalar::<bool>() {
-        return Ok(());
-    }
-    let dtype = model.dtype();
-    let hint = if matches!(dtype, burn::tensor::DType::F32 | burn::tensor::DType::F64) {
-        "this happened in f32, so the model's weights (or a LoRA's) are probably broken, or \
-         the guidance or condition scales are extreme"
-            .to_string()
-    } else {
-        format!("{dtype:?} overflowed; run again in f32 (`--dtype f32`)")
-    };
-    Err(PipelineError::NonFiniteLatents {
-        phase,
-        step,
-        total,
-        model: model.name().to_string(),
-        dtype: format!("{dtype:?}"),
-        hint,
-    })
 }
 
 fn cancelled(progress: &mut dyn FnMut(Progress) -> bool, p: Progress<'_>) -> Result<()> {
@@ -149,10 +120,11 @@ pub fn invert_latents(
     let mut alpha_prev = source.scheduler().final_alpha_cumprod();
     let run: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
     let cond = source.sd().unet.prepare(cond).for_timesteps(&run);
+    let mut finite = FiniteChecks::new(source, "inversion", ts.len());
     for (i, &t) in ts.iter().enumerate() {
         let alpha_t = source.scheduler().alpha(t);
         z = inversion_step(&cond, z, t, alpha_prev, alpha_t).0;
-        check_finite(source, &z, "inversion", i + 1, ts.len())?;
+        finite.after_step(&z, i + 1)?;
         out.insert(t, z.clone());
         alpha_prev = alpha_t;
         cancelled(
@@ -165,6 +137,7 @@ pub fn invert_latents(
             },
         )?;
     }
+    finite.finish()?;
     Ok(out)
 }
 
@@ -269,6 +242,7 @@ pub fn sample(
     // A saved inversion is f32; the target may run in f16.
     let dtype = target.dtype();
     let mut x = inv.latents()[&timesteps[0]].clone().cast(dtype);
+    let mut finite = FiniteChecks::new(target, "sampling", timesteps.len());
     for (i, &t) in timesteps.iter().enumerate() {
         let params = StepParams {
             t,
@@ -287,7 +261,7 @@ pub fn sample(
         let step = sampling_step(&cond, x.clone(), source, params);
         let x0 = predicted_x0(x, step.eps, params.alpha_t);
         x = step.x;
-        check_finite(target, &x, "sampling", i + 1, timesteps.len())?;
+        finite.after_step(&x, i + 1)?;
         cancelled(
             progress,
             Progress {
@@ -298,6 +272,7 @@ pub fn sample(
             },
         )?;
     }
+    finite.finish()?;
     Ok(x)
 }
 
@@ -354,6 +329,7 @@ pub fn generate_from(
         .prepare(Conditioning::cat(vec![positive, negative]))
         .for_timesteps(&run);
     let mut x = noise;
+    let mut finite = FiniteChecks::new(model, "generation", timesteps.len());
     for (i, &t) in timesteps.iter().enumerate() {
         let (a_t, a_prev) = (
             model.scheduler().alpha(t),
@@ -362,7 +338,7 @@ pub fn generate_from(
         let (next, eps) = guided_step(&pair, x.clone(), t, omega, a_t, a_prev);
         let x0 = predicted_x0(x, eps, a_t);
         x = next;
-        check_finite(model, &x, "generation", i + 1, timesteps.len())?;
+        finite.after_step(&x, i + 1)?;
         cancelled(
             progress,
             Progress {
@@ -373,6 +349,7 @@ pub fn generate_from(
             },
         )?;
     }
+    finite.finish()?;
     Ok(x)
 }
 
@@ -385,7 +362,9 @@ pub fn generate_from(
 pub fn decode(model: &Model, latents: Tensor<4>) -> Result<Tensor<4>> {
     let latents = latents.cast(model.vae_dtype());
     let img = model.sd().vae.decode(latents / model.scaling_factor());
-    check_finite(model, &img, "VAE decoding", 1, 1)?;
+    let mut finite = FiniteChecks::new(model, "VAE decoding", 1);
+    finite.after_step(&img, 1)?;
+    finite.finish()?;
     Ok((img / 2.0 + 0.5).clamp(0.0, 1.0))
 }
 
