@@ -5,7 +5,8 @@
 //! ```text
 //! cargo run --release --example gpu_counts -- --backend wgpu --dtype f16 --side 32 --batch 3
 //! ```
-//! SD1.5's full-size networks, randomly initialised (then cast to `--dtype`); the U-Net at
+//! SD1.5's full-size networks (`--model sdxl`: SDXL's, with its added conditioning for
+//! `8 * side` px), randomly initialised (then cast to `--dtype`); the U-Net at
 //! `--side` x `--side` latents, batch `--batch` (3: Ditail's sampling batch), with Ditail's
 //! injection off (the counts of the hooks' copies are the pipeline's, not the kernels'); the
 //! VAE decoder at `8 * side` px. Each is run once to warm up (autotune benchmarks its
@@ -27,10 +28,12 @@ use burn::tensor::{DType, Distribution, FloatDType};
 use ditail::models::cast::cast_floats;
 use ditail::models::device::Backend;
 use ditail::models::gpu::{self, Dispatches};
-use ditail::models::{Conditioning, NoControl, UNetConfig, VaeConfig};
+use ditail::models::{AddedConditioning, Conditioning, NoControl, UNetConfig, VaeConfig};
 
 struct Args {
     backend: Backend,
+    /// `sd15` or `sdxl`.
+    model: String,
     dtype: FloatDType,
     side: usize,
     batch: usize,
@@ -43,6 +46,7 @@ struct Args {
 fn parse() -> Result<Args> {
     let mut a = Args {
         backend: Backend::Wgpu,
+        model: "sd15".into(),
         dtype: FloatDType::F16,
         side: 32,
         batch: 3,
@@ -56,6 +60,12 @@ fn parse() -> Result<Args> {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--backend" => a.backend = value()?.parse()?,
+            "--model" => {
+                a.model = value()?;
+                if !matches!(a.model.as_str(), "sd15" | "sdxl") {
+                    bail!("--model {}: sd15 or sdxl", a.model);
+                }
+            }
             "--dtype" => {
                 a.dtype = match value()?.as_str() {
                     "f16" => FloatDType::F16,
@@ -138,9 +148,10 @@ pub(crate) fn main() -> Result<()> {
     let device = args.backend.device()?;
     let info = gpu::info(&device).context("not a GPU device")?;
     println!(
-        "gpu_counts: {} ({}), dtype {:?}, U-Net {}x{} batch {}, VAE decode {} px",
+        "gpu_counts: {} ({}), {}, dtype {:?}, U-Net {}x{} batch {}, VAE decode {} px",
         args.backend,
         info.compiler,
+        args.model,
         args.dtype,
         args.side,
         args.side,
@@ -148,14 +159,32 @@ pub(crate) fn main() -> Result<()> {
         8 * args.side
     );
     let dt: DType = args.dtype.into();
-    let unet = cast_floats(UNetConfig::sd15().init(&device), args.dtype);
-    let vae = cast_floats(VaeConfig::sd15().init(&device), args.dtype);
+    let xl = args.model == "sdxl";
+    let (unet_config, vae_config) = match xl {
+        true => (UNetConfig::sdxl(), VaeConfig::sdxl()),
+        false => (UNetConfig::sd15(), VaeConfig::sd15()),
+    };
+    let unet = cast_floats(unet_config.init(&device), args.dtype);
+    let vae = cast_floats(vae_config.init(&device), args.dtype);
     let normal = Distribution::Normal(0.0, 1.0);
     let (b, s) = (args.batch, args.side);
     let x = Tensor::<4>::random([b, 4, s, s], normal, &device).cast(dt);
+    let tokens = [b, 77, unet_config.cross_attention_dim];
+    // SDXL's pooled text and sizes (the image's, uncropped).
+    let pooled = unet_config
+        .projection_class_embeddings_input_dim
+        .zip(unet_config.addition_time_embed_dim)
+        .map(|(input, t)| input - 6 * t);
+    let px = (8 * s) as f32;
     let ctx = Conditioning {
-        context: Tensor::<3>::random([b, 77, 768], normal, &device).cast(dt),
-        added: None,
+        context: Tensor::<3>::random(tokens, normal, &device).cast(dt),
+        added: pooled.map(|width| AddedConditioning {
+            text_embeds: Tensor::<2>::random([b, width], normal, &device).cast(dt),
+            time_ids: Tensor::<2>::from_data(
+                TensorData::new([px, px, 0.0, 0.0, px, px].repeat(b), [b, 6]),
+                (&device, dt),
+            ),
+        }),
     };
     // Prepared as a run's steps are (50 DDIM timesteps, 981 the fourth), so that the counted forward
     // (after the warm-up one) reads the cross-attention's keys and values and its rows of
@@ -228,6 +257,7 @@ pub(crate) fn main() -> Result<()> {
         };
         let mut out = BTreeMap::new();
         out.insert("compiler", serde_json::json!(info.compiler));
+        out.insert("model", serde_json::json!(args.model));
         out.insert("dtype", serde_json::json!(format!("{:?}", args.dtype)));
         out.insert(
             "unet",
