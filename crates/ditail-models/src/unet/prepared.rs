@@ -81,8 +81,11 @@ impl PreparedConditioning<'_> {
     /// The same, and the time embeddings of `timesteps` (a run's) made once: the first
     /// forward at one of them runs the time MLP over all of them, each ResNet projects
     /// all of them the first time it runs, and a forward at one of them reads its rows (on
-    /// a GPU some 25 launches fewer a step for SD1.5; the same values). Forwards at other
-    /// timesteps make their own as before.
+    /// a GPU some 25 launches fewer a step for SD1.5). Each row is the product a step made
+    /// of it alone: the same bits on the CPU's 512-bit GEMM, which sums each row alike
+    /// however many there are; where a product of more rows sums in another order (a GPU's
+    /// tuning may pick another kernel), within its rounding. Forwards at other timesteps
+    /// make their own as before.
     pub fn for_timesteps(self, timesteps: &[f32]) -> Self {
         Self {
             time: Some(TimeTable::new(timesteps)),

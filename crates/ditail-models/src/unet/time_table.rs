@@ -10,7 +10,8 @@
 //! adding it takes as it is (no copy).
 //!
 //! Each row is the product of the same weights with the same embedding row as a step's own
-//! computation would be, and every step adds the same values.
+//! computation: the same bits where the product sums each row alike however many rows it
+//! has (the CPU's 512-bit GEMM), else within the product's rounding.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
