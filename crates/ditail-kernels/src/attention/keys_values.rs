@@ -14,7 +14,7 @@
 //! (`force_choice` between the layout and the call), it lays them back first: the same
 //! values either way, at one kernel each.
 
-use burn::backend::{Dispatch, DispatchDevice};
+use burn::backend::Dispatch;
 use burn::prelude::*;
 use burn::tensor::DType;
 
@@ -75,7 +75,7 @@ fn per_head_width(device: &Device, dtype: DType, heads: usize, channels: usize) 
     }
     match device.as_dispatch() {
         #[cfg(any(feature = "wgpu", feature = "cuda"))]
-        DispatchDevice::Cube(cube) => {
+        burn::backend::DispatchDevice::Cube(cube) => {
             use super::{AttentionChoice, choice};
             let flash = match choice() {
                 AttentionChoice::Reference => false,
