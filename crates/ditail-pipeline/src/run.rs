@@ -26,7 +26,9 @@ use crate::model::Model;
 use crate::noise::gaussian;
 use crate::preprocess::preprocess;
 use crate::settings::{GenerationSettings, InversionSettings, SamplingSettings};
-use crate::steps::{SamplingEmbeddings, StepParams, guided_step, inversion_step, sampling_step};
+use crate::steps::{
+    SamplingEmbeddings, StepParams, guided_step, inversion_step, sampling_step, unet_timesteps,
+};
 use ditail_models::Conditioning;
 
 /// Which long phase a progress report belongs to.
@@ -118,8 +120,11 @@ pub fn invert_latents(
     let mut z = z0;
     let mut out = BTreeMap::new();
     let mut alpha_prev = source.scheduler().final_alpha_cumprod();
-    let run: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
-    let cond = source.sd().unet.prepare(cond).for_timesteps(&run);
+    let cond = source
+        .sd()
+        .unet
+        .prepare(cond)
+        .for_timesteps(&unet_timesteps(&ts));
     let mut finite = FiniteChecks::new(source, "inversion", ts.len());
     for (i, &t) in ts.iter().enumerate() {
         let alpha_t = source.scheduler().alpha(t);
@@ -322,12 +327,11 @@ pub fn generate_from(
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Tensor<4>> {
     let ratio = model.scheduler().step_ratio(steps);
-    let run: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
     let pair = model
         .sd()
         .unet
         .prepare(Conditioning::cat(vec![positive, negative]))
-        .for_timesteps(&run);
+        .for_timesteps(&unet_timesteps(timesteps));
     let mut x = noise;
     let mut finite = FiniteChecks::new(model, "generation", timesteps.len());
     for (i, &t) in timesteps.iter().enumerate() {

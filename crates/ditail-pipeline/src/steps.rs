@@ -42,6 +42,12 @@ pub fn inversion_step(
     (ddim_update(z, eps.clone(), alpha_prev, alpha_t), eps)
 }
 
+/// A run's timesteps as its steps hand them to the U-Net (`t as f32`), so that
+/// [`PreparedConditioning::for_timesteps`]' table finds each step's by its value.
+pub(crate) fn unet_timesteps(timesteps: &[i64]) -> Vec<f32> {
+    timesteps.iter().map(|&t| t as f32).collect()
+}
+
 /// The three conditionings of Ditail's sampling batch, each of batch 1 (a text embedding
 /// `[1, 77, hidden]` converts with `.into()`).
 #[derive(Clone, Debug)]
@@ -90,18 +96,15 @@ impl<'m> SamplingConditions<'m> {
     /// conditioning ([`PreparedConditioning::for_timesteps`]) instead of by every step.
     pub fn for_timesteps(self, timesteps: &[i64]) -> Self {
         Self {
-            timesteps: timesteps.iter().map(|&t| t as f32).collect(),
+            timesteps: unet_timesteps(timesteps),
             ..self
         }
     }
 
-    /// `cond` prepared for the U-Net, and for the run's timesteps where they are known.
+    /// `cond` prepared for the U-Net and the run's timesteps (with none known, a table that
+    /// no step finds itself in: each makes its own embedding).
     fn prepare(&self, cond: Conditioning) -> PreparedConditioning<'m> {
-        let prepared = self.unet.prepare(cond);
-        match self.timesteps.is_empty() {
-            true => prepared,
-            false => prepared.for_timesteps(&self.timesteps),
-        }
+        self.unet.prepare(cond).for_timesteps(&self.timesteps)
     }
 
     /// `[E(""), E(p+), E(p-)]`.

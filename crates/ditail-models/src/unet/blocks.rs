@@ -140,8 +140,7 @@ impl DownBlock {
                 block,
                 layer,
             };
-            let temb = time.projection(site, resnet);
-            x = resnet.forward_projected(x, temb, Some((site, &mut *ctrl)));
+            x = resnet_at(resnet, x, time, site, ctrl);
             if let Some(attn) = self.attentions.get(j) {
                 let site = Site::SelfAttn {
                     stage: Stage::Down,
@@ -159,6 +158,18 @@ impl DownBlock {
         }
         x
     }
+}
+
+/// `resnet` at `site` over `x`, adding its projection of the step's time embedding.
+fn resnet_at(
+    resnet: &ResnetBlock2d,
+    x: Tensor<4>,
+    time: &StepTime<'_>,
+    site: Site,
+    ctrl: &mut dyn Controller,
+) -> Tensor<4> {
+    let temb = time.projection(site, resnet);
+    resnet.forward_projected(x, temb, Some((site, ctrl)))
 }
 
 /// `UNetMidBlock2DCrossAttn`: ResNet, transformer, ResNet.
@@ -197,9 +208,7 @@ impl MidBlock {
             block: 0,
             layer,
         };
-        let first = &self.resnets[0];
-        let temb = time.projection(site(0), first);
-        let mut x = first.forward_projected(x, temb, Some((site(0), &mut *ctrl)));
+        let mut x = resnet_at(&self.resnets[0], x, time, site(0), ctrl);
         for (j, (attn, resnet)) in self.attentions.iter().zip(&self.resnets[1..]).enumerate() {
             let layer = j as u8;
             let attn_site = Site::SelfAttn {
@@ -209,8 +218,7 @@ impl MidBlock {
                 depth: 0,
             };
             x = attn.forward(x, context, attn_site, ctrl);
-            let temb = time.projection(site(layer + 1), resnet);
-            x = resnet.forward_projected(x, temb, Some((site(layer + 1), &mut *ctrl)));
+            x = resnet_at(resnet, x, time, site(layer + 1), ctrl);
         }
         x
     }

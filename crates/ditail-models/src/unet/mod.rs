@@ -189,7 +189,9 @@ impl UNet2DConditionModel {
             .forward(Self::upload(proj, [n, self.time_proj_dim], like));
         let (temb, rows) = match added {
             None => (temb, 1),
-            // One step's: `[1, temb]` broadcast over the batch.
+            // One step's: `[1, temb]` broadcast over the batch, with no reshape between the
+            // add and the SiLU (under burn's fusion a reshape there would end their fused
+            // kernel, one kernel more for every plain SDXL forward).
             Some(added) if n == 1 => (temb + added.clone(), added.dims()[0]),
             Some(added) => {
                 let [b, e] = added.dims();
